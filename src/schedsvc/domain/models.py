@@ -1,0 +1,224 @@
+"""The job resource, its schedule and target unions, and run records, as msgspec Structs.
+
+Schema evolution: new fields get defaults, and a field never changes meaning. JSON names are camelCase.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+AwareDatetime = Annotated[datetime, Meta(tz=True)]
+TimeZoneName = Annotated[str, Meta(min_length=1, max_length=64)]
+Name = Annotated[str, Meta(min_length=1, max_length=200)]
+Tag = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:/=-]+$")]
+HeaderMap = Annotated[dict[str, Annotated[str, Meta(max_length=4096)]], Meta(max_length=64)]
+JsonBody = str | dict[str, Any] | list[Any] | None
+
+_STRICT = {"kw_only": True, "forbid_unknown_fields": True, "rename": "camel", "omit_defaults": False}
+
+
+class _ScheduleBase(Struct, tag_field="kind", **_STRICT):  # type: ignore[call-arg]
+    start_at: AwareDatetime | None = None
+    """No fire before this instant."""
+    end_at: AwareDatetime | None = None
+    """No fire after this instant; the job completes once it has passed."""
+    jitter_seconds: Annotated[int, Meta(ge=0, le=3600)] = 0
+    """Each fire is delayed by a deterministic amount in ``[0, jitterSeconds]`` (same on every replica)."""
+
+    def __post_init__(self) -> None:
+        if self.start_at is not None and self.end_at is not None and self.end_at < self.start_at:
+            raise ValueError("endAt must not be before startAt")
+
+
+class CronSchedule(_ScheduleBase, tag="cron"):
+    """Vixie-cron expression (5 fields, or 6 with seconds first) evaluated in an IANA time zone."""
+
+    expression: Annotated[str, Meta(min_length=1, max_length=256)]
+    timezone: TimeZoneName = "UTC"
+
+
+class IntervalSchedule(_ScheduleBase, tag="interval"):
+    """Every ``seconds`` of real elapsed time from ``anchor`` (set to the creation instant if omitted)."""
+
+    seconds: Annotated[int, Meta(ge=1, le=366 * 86_400)]
+    anchor: AwareDatetime | None = None
+
+
+class CalendarSchedule(_ScheduleBase, tag="calendar"):
+    """Every ``every`` days, weeks or months at wall time ``time`` in ``timezone``, from date ``anchor``."""
+
+    unit: Literal["days", "weeks", "months"]
+    time: Annotated[str, Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?$")]
+    every: Annotated[int, Meta(ge=1, le=1000)] = 1
+    timezone: TimeZoneName = "UTC"
+    anchor: date | None = None
+
+
+class OnceSchedule(_ScheduleBase, tag="once"):
+    """A single fire at ``at``."""
+
+    at: AwareDatetime
+
+
+Schedule = CronSchedule | IntervalSchedule | CalendarSchedule | OnceSchedule
+
+
+class _TargetBase(Struct, tag_field="kind", **_STRICT):  # type: ignore[call-arg]
+    pass
+
+
+class HttpTarget(_TargetBase, tag="http"):
+    """Call a webhook. Success is a 2xx status unless ``successStatuses`` says otherwise."""
+
+    url: Annotated[str, Meta(min_length=1, max_length=2048)]
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
+    headers: HeaderMap = msgspec.field(default_factory=dict)
+    body: JsonBody = None
+    timeout_seconds: Annotated[float, Meta(gt=0, le=300)] = 30.0
+    success_statuses: Annotated[list[Annotated[int, Meta(ge=100, le=599)]], Meta(max_length=50)] | None = None
+
+
+class NatsTarget(_TargetBase, tag="nats"):
+    """Publish a message to a NATS subject the tenant is granted."""
+
+    subject: Annotated[str, Meta(min_length=1, max_length=256, pattern=r"^[^\s*>]+$")]
+    payload: JsonBody = None
+    headers: HeaderMap = msgspec.field(default_factory=dict)
+
+
+Target = HttpTarget | NatsTarget
+
+
+class RetryPolicy(Struct, **_STRICT):  # type: ignore[call-arg]
+    """Exponential backoff with full jitter, bounded by attempts and by the age of the fire."""
+
+    max_attempts: Annotated[int, Meta(ge=1, le=50)] = 3
+    min_backoff_seconds: Annotated[float, Meta(ge=0, le=3600)] = 1.0
+    max_backoff_seconds: Annotated[float, Meta(ge=0, le=86_400)] = 60.0
+    max_event_age_seconds: Annotated[float, Meta(ge=1, le=7 * 86_400)] = 3600.0
+
+    def __post_init__(self) -> None:
+        if self.max_backoff_seconds < self.min_backoff_seconds:
+            raise ValueError("maxBackoffSeconds must not be below minBackoffSeconds")
+
+
+class CatchupPolicy(Struct, **_STRICT):  # type: ignore[call-arg]
+    """What to do with fires missed while no replica ran the job's partition or the job was paused."""
+
+    policy: Literal["skip", "latest", "all"] = "latest"
+    window_seconds: Annotated[int, Meta(ge=0, le=30 * 86_400)] = 3600
+
+
+class JobStatus(enum.StrEnum):
+    ACTIVE = "active"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+
+
+class RunStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    MISSED = "missed"
+
+
+class RunTrigger(enum.StrEnum):
+    SCHEDULED = "scheduled"
+    CATCHUP = "catchup"
+    MANUAL = "manual"
+
+
+Overlap = Literal["allow", "skip"]
+Tags = Annotated[list[Tag], Meta(max_length=32)]
+Metadata = Annotated[dict[Annotated[str, Meta(max_length=64)], Annotated[str, Meta(max_length=1024)]],
+                     Meta(max_length=64)]
+
+
+class JobCreate(Struct, **_STRICT):  # type: ignore[call-arg]
+    """Body of ``POST /jobs``."""
+
+    name: Name
+    schedule: Schedule
+    target: Target
+    retry: RetryPolicy = msgspec.field(default_factory=RetryPolicy)
+    catchup: CatchupPolicy = msgspec.field(default_factory=CatchupPolicy)
+    overlap: Overlap = "allow"
+    tags: Tags = msgspec.field(default_factory=list)
+    metadata: Metadata = msgspec.field(default_factory=dict)
+    paused: bool = False
+    """Create the job paused."""
+
+
+class JobPatch(Struct, **_STRICT):  # type: ignore[call-arg]
+    """Body of ``PATCH /jobs/{id}``: only the fields present change."""
+
+    name: Name | UnsetType = UNSET
+    schedule: Schedule | UnsetType = UNSET
+    target: Target | UnsetType = UNSET
+    retry: RetryPolicy | UnsetType = UNSET
+    catchup: CatchupPolicy | UnsetType = UNSET
+    overlap: Overlap | UnsetType = UNSET
+    tags: Tags | UnsetType = UNSET
+    metadata: Metadata | UnsetType = UNSET
+
+
+class Job(Struct, kw_only=True, rename="camel"):
+    """A job as stored and as returned by the API."""
+
+    id: str
+    name: str
+    schedule: Schedule
+    target: Target
+    retry: RetryPolicy
+    catchup: CatchupPolicy
+    overlap: Overlap
+    tags: list[str]
+    metadata: dict[str, str]
+    status: JobStatus
+    next_run: datetime | None
+    last_run: datetime | None
+    last_run_status: RunStatus | None
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+class Run(Struct, kw_only=True, rename="camel"):
+    """One fire of a job: keyed by job id and scheduled instant, stable across retries."""
+
+    id: str
+    job_id: str
+    scheduled_at: datetime
+    trigger: RunTrigger
+    status: RunStatus
+    attempts: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_ms: int | None = None
+    http_status: int | None = None
+    error: str | None = None
+    response_snippet: str | None = None
+
+
+class RunMessage(Struct, array_like=True):
+    """What timing publishes to JetStream for every fire (compact: array-encoded msgpack)."""
+
+    job_id: str
+    tenant: str
+    scheduled_ms: int
+    due_ms: int
+    trigger: str
+    epoch: int
+    """Lease epoch of the publishing replica (fencing token), for diagnosis."""
+
+
+def run_id(job_id: str, scheduled_ms: int) -> str:
+    """The identity of a fire: the same for every attempt and on every replica."""
+    return f"{job_id}:{scheduled_ms}"

@@ -1,0 +1,32 @@
+"""Small pure rules shared by the modules."""
+
+import hashlib
+
+
+def partition_of(job_id: str, partitions: int) -> int:
+    """Stable partition of a job: a hash of its id, the same in every process and release."""
+    digest = hashlib.blake2b(job_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % partitions
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching: ``*`` matches one token, a final ``>`` one or more."""
+    p_tokens, s_tokens = pattern.split("."), subject.split(".")
+    for i, token in enumerate(p_tokens):
+        if token == ">":
+            return i == len(p_tokens) - 1 and len(s_tokens) > i
+        if i >= len(s_tokens) or (token != "*" and token != s_tokens[i]):
+            return False
+    return len(p_tokens) == len(s_tokens)
+
+
+def subject_allowed(subject: str, grants: list[str], reserved_roots: tuple[str, ...]) -> str | None:
+    """Why a tenant may not publish to ``subject``, or None when it may."""
+    tokens = subject.split(".")
+    if any(t == "" or any(c in t for c in " \t\r\n*>") for t in tokens):
+        return "subject must be dot-separated tokens without spaces or wildcards"
+    if any(subject.startswith(root) or subject == root.rstrip(".") for root in reserved_roots):
+        return "subject is reserved for the service"
+    if not any(subject_matches(g, subject) for g in grants):
+        return f"subject is outside the subjects granted to this tenant ({', '.join(grants)})"
+    return None

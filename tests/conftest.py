@@ -1,0 +1,97 @@
+"""Shared fixtures: one SecantusDB process per test session, NATS and Redis on loopback.
+
+Every test gets its own database name and its own NATS/Redis prefix, so tests never see each other's
+data and nothing shared is ever flushed.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import settings as hypothesis_settings
+
+from tests.support import servers
+
+hypothesis_settings.register_profile("ci", max_examples=200, deadline=None, derandomize=True)
+hypothesis_settings.register_profile("dev", max_examples=200, deadline=None)
+hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+SHARED_NATS = os.environ.get("SCHEDSVC_TEST_NATS_URL", "nats://127.0.0.1:4222")
+SHARED_REDIS = os.environ.get("SCHEDSVC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def run_token() -> str:
+    """Unique per test session: prefixes every database, stream and key this run creates."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.ServerProcess]:
+    """A real SecantusDB server speaking the MongoDB wire protocol, as a separate process."""
+    root: Path = tmp_path_factory.mktemp("secantus")
+    server = servers.secantus(root / "data")
+    with servers.running(server):
+        yield server
+
+
+@pytest.fixture(scope="session")
+def mongo_uri(mongo_server: servers.ServerProcess) -> str:
+    return f"mongodb://127.0.0.1:{mongo_server.port}/?directConnection=true"
+
+
+@pytest.fixture(scope="session")
+def nats_url() -> str:
+    """The machine's NATS with JetStream; tests isolate themselves with a unique prefix."""
+    return SHARED_NATS
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return SHARED_REDIS
+
+
+@pytest.fixture
+def unique(run_token: str) -> str:
+    """A name unique to this test: database name and NATS/Redis prefix."""
+    return f"{run_token}_{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def settings(mongo_uri: str, nats_url: str, unique: str):  # type: ignore[no-untyped-def]
+    """Settings pointing at the test servers, with a database and prefix of this test's own."""
+    from schedsvc.config import Settings
+
+    return Settings(
+        mongodb_uri=mongo_uri,
+        database=f"schedsvc_{unique}",
+        nats_url=nats_url,
+        redis_url=None,
+        prefix=f"schedsvc_{unique}",
+        partitions=8,
+        lease_ttl_seconds=4.0,
+        heartbeat_seconds=1.0,
+        horizon_seconds=10.0,
+        # Tests deliver to servers on 127.0.0.1 that they start themselves.
+        target_allow_networks=(__import__("ipaddress").ip_network("127.0.0.0/8"),),
+    )
+
+
+@pytest.fixture
+async def mongo_db(settings) -> AsyncIterator[object]:  # type: ignore[no-untyped-def]
+    """The test's own database (dropped afterwards), with migrations applied."""
+    from schedsvc.store import connect, database
+    from schedsvc.store.migrate import apply_migrations
+
+    client = connect(settings)
+    db = database(client, settings)
+    await apply_migrations(db, settings)
+    try:
+        yield db
+    finally:
+        await client.drop_database(settings.database)
+        await client.close()
