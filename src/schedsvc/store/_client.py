@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
 from datetime import UTC
+from typing import ParamSpec, TypeVar
 
 from bson.codec_options import CodecOptions
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import ConnectionFailure, ExecutionTimeout
 
 from schedsvc.config import Settings
+from schedsvc.domain.errors import StoreUnavailableError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
 
 
 def connect(settings: Settings, **options: object) -> AsyncMongoClient[dict[str, object]]:
@@ -27,3 +37,25 @@ def connect(settings: Settings, **options: object) -> AsyncMongoClient[dict[str,
 def database(client: AsyncMongoClient[dict[str, object]], settings: Settings) -> AsyncDatabase[dict[str, object]]:
     """The service's database, with UTC-aware codec options."""
     return client.get_database(settings.database, codec_options=CodecOptions(tz_aware=True, tzinfo=UTC))
+
+
+def translate_errors(cls: type[T]) -> type[T]:
+    """Class decorator: a lost database connection leaves an adapter as :class:`StoreUnavailableError`.
+
+    Only connection-level failures are translated; any other driver error is a bug and stays loud.
+    """
+    for name, fn in list(vars(cls).items()):
+        if inspect.iscoroutinefunction(fn) and not name.startswith("__"):
+            setattr(cls, name, _translating(fn))
+    return cls
+
+
+def _translating(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except (ConnectionFailure, ExecutionTimeout) as exc:
+            raise StoreUnavailableError(f"database unavailable: {type(exc).__name__}") from exc
+
+    return wrapper

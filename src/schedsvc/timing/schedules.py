@@ -101,8 +101,13 @@ def preview(schedule: dict[str, Any], after: datetime, count: int) -> list[datet
         parsed: Schedule = msgspec.convert(schedule, Schedule, strict=False)  # type: ignore[arg-type]
     except msgspec.ValidationError as exc:
         raise InvalidScheduleError(str(exc)) from None
-    compiled = compile_schedule(parsed, created=after)
-    zone = _zone(getattr(parsed, "timezone", "UTC"))
+    return upcoming_fires(parsed, after, count)
+
+
+def upcoming_fires(schedule: Schedule, after: datetime, count: int) -> list[datetime]:
+    """The next ``count`` nominal fires of a domain schedule strictly after ``after``, in its zone."""
+    compiled = compile_schedule(schedule, created=after)
+    zone = _zone(getattr(schedule, "timezone", "UTC"))
     return [from_ms(ms, zone) for ms in compiled.next_n(to_ms(after), count)]
 
 

@@ -1,0 +1,43 @@
+# Two entry points for a fresh machine: `make dev` runs the service, `make test` runs every check.
+# Both create .venv and build the Rust extension as needed, and are safe to run again.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+RUST_SOURCES := Cargo.toml rust_core/Cargo.toml $(wildcard rust_core/src/*.rs)
+
+.PHONY: dev test lint rust-test py-test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip "maturin>=1.7,<2"
+
+# Editable install: Python sources are used in place; the extension is rebuilt when Rust changes.
+$(VENV)/.dev-installed: $(BIN)/python pyproject.toml $(RUST_SOURCES)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+$(VENV)/.test-installed: $(VENV)/.dev-installed pyproject.toml
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+dev: $(VENV)/.dev-installed
+	$(BIN)/schedsvc dev
+
+lint: $(VENV)/.test-installed
+	cargo fmt --all --check
+	cargo clippy --all-targets -- -D warnings
+	cargo clippy --all-targets --features python -- -D warnings
+	$(BIN)/ruff check src tests loadtests
+	$(BIN)/mypy
+
+rust-test:
+	cargo test --quiet
+
+py-test: $(VENV)/.test-installed
+	$(BIN)/pytest
+
+test: lint rust-test py-test
+
+clean:
+	rm -rf $(VENV) target .pytest_cache .mypy_cache .ruff_cache

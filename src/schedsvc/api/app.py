@@ -1,0 +1,144 @@
+"""The Litestar application factory and its lifespan: the only place that wires adapters together."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
+from typing import Any
+
+from litestar import Litestar, Request
+from litestar.config.response_cache import ResponseCacheConfig
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException
+from litestar.middleware.base import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+
+from schedsvc import __version__, names
+from schedsvc.api.auth import PUBLIC_PATHS, ApiKeyAuthentication
+from schedsvc.api.errors import EXCEPTION_HANDLERS
+from schedsvc.api.health import HealthController
+from schedsvc.api.jobs import JobsController
+from schedsvc.api.schedules import SchedulesController
+from schedsvc.bus import NatsRunBus
+from schedsvc.config import Settings
+from schedsvc.domain import partition_of
+from schedsvc.names import Names
+from schedsvc.store import MongoJobStore, MongoTenantStore, connect, database
+from schedsvc.store.migrate import apply_migrations
+from schedsvc.store.runs import MongoRunStore
+
+log = logging.getLogger(__name__)
+DEV_TENANT = "dev"
+
+
+class MetricsController(PrometheusController):
+    path = "/metrics"
+    include_in_schema = False
+
+
+async def _require_json(request: Request[Any, Any, Any]) -> None:
+    """415 for a body that is not JSON (bodiless POSTs such as pause or run-now are fine)."""
+    if request.method not in ("POST", "PUT", "PATCH"):
+        return
+    has_body = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
+    if not has_body:
+        return
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise HTTPException(status_code=415, detail="the request body must be application/json")
+
+
+async def _cluster_partitions(db: Any, settings: Settings) -> int:
+    """The partition count recorded in the database wins, so every replica agrees."""
+    doc = await db[names.META].find_one({"_id": names.META_CLUSTER_ID})
+    if doc and doc.get("partitions") and doc["partitions"] != settings.partitions:
+        log.warning("using the database's partition count %s, not SCHEDSVC_PARTITIONS=%s",
+                    doc["partitions"], settings.partitions)
+    return int(doc["partitions"]) if doc and doc.get("partitions") else settings.partitions
+
+
+@asynccontextmanager
+async def _lifespan(settings: Settings, app: Litestar) -> AsyncIterator[None]:
+    state = app.state
+    async with AsyncExitStack() as stack:
+        client = connect(settings)
+        stack.push_async_callback(client.close)
+        db = database(client, settings)
+        if settings.dev_mode:
+            await apply_migrations(db, settings)
+        partitions = await _cluster_partitions(db, settings)
+        tenants = MongoTenantStore(db)
+        if settings.dev_mode and settings.dev_api_key:
+            await tenants.ensure_tenant(DEV_TENANT)
+            await tenants.create_key(DEV_TENANT, settings.dev_api_key)
+
+        bus = await NatsRunBus.connect(settings)
+        stack.push_async_callback(bus.close)
+        await bus.ensure_streams()
+
+        async def on_job_changed(tenant: str, job_id: str, partition: int) -> None:
+            await bus.publish_job_change(job_id, partition)
+
+        state.update({
+            "settings": settings,
+            "names": Names(settings.prefix),
+            "db": db,
+            "jobs": MongoJobStore(db, partitions),
+            "tenants": tenants,
+            "runs": MongoRunStore(db, settings),
+            "bus": bus,
+            "partition_of": partial(partition_of, partitions=partitions),
+            "on_job_changed": on_job_changed,
+        })
+
+        if "timing" in settings.roles:
+            from schedsvc.timing.service import TimingService
+
+            timing = TimingService(settings, db, bus)
+            await timing.start()
+            stack.push_async_callback(timing.stop)
+        if "execution" in settings.roles:
+            from schedsvc.execution.service import ExecutionService
+
+            execution = ExecutionService(settings, db, bus)
+            await execution.start()
+            stack.push_async_callback(execution.stop)
+        yield
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """The service's ASGI app; the modules that run are chosen by ``settings.roles``."""
+    settings = settings or Settings.from_env()
+    prometheus = PrometheusConfig(app_name="schedsvc", prefix="schedsvc_http", group_path=True,
+                                  exclude=["^/metrics", "^/health"])
+    handlers: list[Any] = [HealthController, MetricsController]
+    middleware: list[Any] = [prometheus.middleware]
+    if "api" in settings.roles:
+        handlers += [JobsController, SchedulesController]
+        middleware.append(DefineMiddleware(ApiKeyAuthentication, exclude=PUBLIC_PATHS))
+    return Litestar(
+        route_handlers=handlers,
+        lifespan=[partial(_lifespan, settings)],
+        middleware=middleware,
+        before_request=_require_json,
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_max_body_size=settings.max_request_bytes,
+        response_cache_config=ResponseCacheConfig(default_expiration=settings.cache_ttl_seconds),
+        openapi_config=OpenAPIConfig(
+            title="schedsvc",
+            version=__version__,
+            description="Job scheduler: cron, interval, calendar and one-time jobs delivered to webhooks or NATS.",
+            path="/schema",
+            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+        ),
+        state=State({"settings": settings}),
+    )
+
+
+def create_app_from_env() -> Litestar:
+    """Entry point for granian (``factory=True``)."""
+    return create_app(Settings.from_env())

@@ -1,0 +1,136 @@
+"""The one place that maps exceptions to HTTP responses: RFC 9457 problem details naming the field."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import (
+    HTTPException,
+    NotAuthorizedException,
+    ValidationException,
+)
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from schedsvc.domain import (
+    AuthenticationError,
+    DuplicateJobNameError,
+    IdempotencyConflictError,
+    InvalidScheduleError,
+    InvalidTargetError,
+    JobNotFoundError,
+    StoreUnavailableError,
+    VersionConflictError,
+)
+
+log = logging.getLogger(__name__)
+PROBLEM_JSON = "application/problem+json"
+_AT_PATH = re.compile(r" - at `\$\.?([^`]*)`")
+
+
+class FieldError(msgspec.Struct):
+    field: str
+    message: str
+
+
+class Problem(msgspec.Struct, omit_defaults=True):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[FieldError] | None = None
+
+
+def problem(
+    request: Request[Any, Any, Any],
+    status: int,
+    title: str,
+    detail: str | None = None,
+    errors: list[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[Problem]:
+    slug = title.lower().replace(" ", "-")
+    body = Problem(f"https://schedsvc.dev/problems/{slug}", title, status, detail, request.url.path, errors)
+    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _field_from_message(message: str, source: str | None, key: str | None) -> FieldError:
+    """msgspec says ``... - at `$.schedule.seconds```; turn that into ``schedule.seconds``."""
+    match = _AT_PATH.search(message)
+    if match:
+        path = match.group(1).replace("[", ".").replace("]", "")
+        return FieldError(path or (key or "body"), _AT_PATH.sub("", message))
+    return FieldError(key or source or "body", message)
+
+
+def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Problem]:
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    errors = [
+        _field_from_message(str(e.get("message", "")), e.get("source"), e.get("key"))
+        for e in extra
+        if isinstance(e, dict)
+    ]
+    malformed = any("malformed" in f.message.lower() or "truncated" in f.message.lower() for f in errors)
+    if malformed:
+        return problem(request, 400, "Malformed JSON", "the request body is not valid JSON", errors)
+    detail = "; ".join(f"{e.field}: {e.message}" for e in errors) or str(exc.detail)
+    return problem(request, 422 if errors else 400, "Invalid request", detail, errors or None)
+
+
+def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
+    headers = dict(exc.headers or {})
+    if isinstance(exc, NotAuthorizedException):
+        headers.setdefault("WWW-Authenticate", 'Bearer realm="schedsvc"')
+    title = {
+        400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found",
+        405: "Method not allowed", 409: "Conflict", 412: "Precondition failed", 413: "Payload too large",
+        415: "Unsupported media type", 422: "Invalid request", 429: "Too many requests",
+        503: "Service unavailable",
+    }.get(exc.status_code, "Error")
+    errors = None
+    if isinstance(exc.extra, dict) and "field" in exc.extra:
+        errors = [FieldError(str(exc.extra["field"]), str(exc.detail))]
+    return problem(request, exc.status_code, title, str(exc.detail), errors, headers or None)
+
+
+def _domain(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    match exc:
+        case InvalidScheduleError() | InvalidTargetError():
+            return problem(request, 422, "Invalid request", f"{exc.field}: {exc}", [FieldError(exc.field, str(exc))])
+        case JobNotFoundError():
+            return problem(request, 404, "Not found", "no such job")
+        case DuplicateJobNameError():
+            return problem(request, 409, "Conflict", str(exc), [FieldError("name", str(exc))])
+        case VersionConflictError():
+            return problem(request, 412, "Precondition failed", "the job changed since the version in If-Match")
+        case IdempotencyConflictError():
+            return problem(request, 422, "Idempotency key reused", str(exc), [FieldError("Idempotency-Key", str(exc))])
+        case AuthenticationError():
+            return problem(request, 401, "Unauthorized", str(exc), headers={"WWW-Authenticate": 'Bearer realm="schedsvc"'})
+        case StoreUnavailableError():
+            return problem(request, 503, "Service unavailable", "the database is unavailable", headers={"Retry-After": "5"})
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem(request, HTTP_500_INTERNAL_SERVER_ERROR, "Internal error", "an unexpected error occurred")
+
+
+EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
+    ValidationException: _validation,
+    HTTPException: _http,
+    InvalidScheduleError: _domain,
+    InvalidTargetError: _domain,
+    JobNotFoundError: _domain,
+    DuplicateJobNameError: _domain,
+    VersionConflictError: _domain,
+    IdempotencyConflictError: _domain,
+    AuthenticationError: _domain,
+    StoreUnavailableError: _domain,
+    Exception: _domain,
+}
+
+__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "FieldError", "Problem", "problem"]

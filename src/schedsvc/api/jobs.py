@@ -1,0 +1,275 @@
+"""``/jobs``: create, list, inspect, change, pause, resume, delete and run jobs now."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import datetime
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+import msgspec
+from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar.datastructures import State
+from litestar.exceptions import ClientException, HTTPException, ServiceUnavailableException
+from litestar.params import Parameter
+
+from schedsvc.domain import (
+    HttpTarget,
+    InvalidScheduleError,
+    InvalidTargetError,
+    Job,
+    JobCreate,
+    JobPatch,
+    JobStatus,
+    NatsTarget,
+    Run,
+    RunMessage,
+    RunTrigger,
+    Schedule,
+    Target,
+    run_id,
+    subject_allowed,
+)
+from schedsvc.store.jobs import patch_to_changes, to_document, utcnow
+from schedsvc.timing import compile_schedule, from_ms, to_ms, with_defaults
+
+_ETAG = re.compile(r'^\s*(?:W/)?"(\d+)"\s*$')
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# Headers the service sets itself on every delivery; a job may not override them.
+_RESERVED_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "idempotency-key",
+                     "webhook-id", "webhook-timestamp", "webhook-signature"}
+
+
+class JobList(msgspec.Struct, rename="camel"):
+    items: list[Job]
+    next_cursor: str | None
+
+
+class RunList(msgspec.Struct, rename="camel"):
+    items: list[Run]
+    next_cursor: str | None
+
+
+class RunAccepted(msgspec.Struct, rename="camel"):
+    run_id: str
+    job_id: str
+    scheduled_at: datetime
+    trigger: RunTrigger
+
+
+def _etag(job: Job) -> dict[str, str]:
+    return {"ETag": f'"{job.version}"'}
+
+
+def _expected_version(if_match: str | None) -> int | None:
+    if if_match is None or if_match.strip() == "*":
+        return None
+    match = _ETAG.match(if_match)
+    if match is None:
+        raise ClientException('If-Match must be an ETag such as "3"', extra={"field": "If-Match"})
+    return int(match.group(1))
+
+
+def _next_run(schedule: Schedule, now: datetime) -> datetime | None:
+    compiled = compile_schedule(schedule, created=now)
+    nominal = compiled.next_after(to_ms(now))
+    return None if nominal is None else from_ms(nominal)
+
+
+async def _check_target(target: Target, tenant: str, state: State) -> None:
+    """Reject targets the tenant may not use at create/change time (422), not at run time."""
+    match target:
+        case HttpTarget():
+            parts = urlsplit(target.url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise InvalidTargetError("url must be an absolute http or https URL", "target.url")
+            if parts.username or parts.password:
+                raise InvalidTargetError("url must not contain credentials; use headers", "target.url")
+            for name in target.headers:
+                if not _HEADER_NAME.match(name):
+                    raise InvalidTargetError(f"invalid header name {name!r}", "target.headers")
+                if name.lower() in _RESERVED_HEADERS:
+                    raise InvalidTargetError(f"header {name!r} is set by the service", "target.headers")
+            refusal = state.address_policy(parts.hostname) if state.get("address_policy") else None
+            if refusal:
+                raise InvalidTargetError(refusal, "target.url")
+        case NatsTarget():
+            grants = await state.tenants.subject_grants(tenant, state.settings.nats_subject_grant)
+            reason = subject_allowed(target.subject, grants, state.names.reserved_subject_roots)
+            if reason:
+                raise InvalidTargetError(reason, "target.subject")
+
+
+async def _announce(state: State, tenant: str, job_id: str, partition: int) -> None:
+    """Tell timing replicas and the response cache that a job changed."""
+    await state.on_job_changed(tenant, job_id, partition)
+
+
+class JobsController(Controller):
+    path = "/jobs"
+    tags = ["jobs"]
+
+    @post("/", status_code=201, summary="Create a job")
+    async def create_job(
+        self,
+        request: Request[str, str, State],
+        state: State,
+        data: JobCreate,
+        idempotency_key: Annotated[str | None, Parameter(header="Idempotency-Key", max_length=255)] = None,
+    ) -> Response[Job]:
+        tenant = request.user
+        now = utcnow()
+        schedule = with_defaults(data.schedule, now)
+        next_run = _next_run(schedule, now)
+        if next_run is None:
+            raise InvalidScheduleError("the schedule has no fire after now", "schedule")
+        await _check_target(data.target, tenant, state)
+        body = msgspec.structs.replace(data, schedule=schedule)
+        request_hash = hashlib.sha256(msgspec.json.encode(data)).hexdigest()
+        job, created = await state.jobs.create(
+            tenant, body, next_run, now=now, idempotency_key=idempotency_key, request_hash=request_hash
+        )
+        headers = {**_etag(job), "Location": f"/jobs/{job.id}"}
+        if created:
+            await _announce(state, tenant, job.id, state.partition_of(job.id))
+        else:
+            headers["Idempotent-Replayed"] = "true"
+        return Response(job, status_code=201, headers=headers)
+
+    @get("/", summary="List jobs")
+    async def list_jobs(
+        self,
+        request: Request[str, str, State],
+        state: State,
+        status: JobStatus | None = None,
+        tag: Annotated[str | None, Parameter(max_length=64)] = None,
+        name: Annotated[str | None, Parameter(max_length=200, description="name prefix")] = None,
+        limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
+        cursor: Annotated[str | None, Parameter(max_length=200)] = None,
+    ) -> JobList:
+        try:
+            page = await state.jobs.list(
+                request.user, limit=limit, cursor=cursor, status=status, tag=tag, name_prefix=name
+            )
+        except ValueError as exc:
+            raise ClientException(str(exc), extra={"field": "cursor"}) from None
+        return JobList(page.items, page.next_cursor)
+
+    @get("/{job_id:str}", summary="Get a job")
+    async def get_job(self, request: Request[str, str, State], state: State, job_id: str) -> Response[Job]:
+        job = await state.jobs.get(request.user, job_id)
+        return Response(job, headers=_etag(job))
+
+    @patch("/{job_id:str}", summary="Change a job")
+    async def update_job(
+        self,
+        request: Request[str, str, State],
+        state: State,
+        job_id: str,
+        data: JobPatch,
+        if_match: Annotated[str | None, Parameter(header="If-Match")] = None,
+    ) -> Response[Job]:
+        tenant = request.user
+        expected = _expected_version(if_match)
+        now = utcnow()
+        changes = patch_to_changes(data)
+        if not isinstance(data.schedule, msgspec.UnsetType):
+            schedule = with_defaults(data.schedule, now)
+            next_run = _next_run(schedule, now)
+            if next_run is None:
+                raise InvalidScheduleError("the schedule has no fire after now", "schedule")
+            current = await state.jobs.get(tenant, job_id)
+            changes["schedule"] = to_document(schedule)
+            changes["nextRun"] = next_run
+            changes["resumedAt"] = None
+            if current.status == JobStatus.COMPLETED:
+                changes["status"] = JobStatus.ACTIVE.value
+        if not isinstance(data.target, msgspec.UnsetType):
+            await _check_target(data.target, tenant, state)
+        job = await state.jobs.update(tenant, job_id, changes, expected, now=now)
+        await _announce(state, tenant, job.id, state.partition_of(job.id))
+        return Response(job, headers=_etag(job))
+
+    @delete("/{job_id:str}", summary="Delete a job", status_code=204)
+    async def delete_job(
+        self,
+        request: Request[str, str, State],
+        state: State,
+        job_id: str,
+        if_match: Annotated[str | None, Parameter(header="If-Match")] = None,
+    ) -> None:
+        partition = await state.jobs.delete(request.user, job_id, _expected_version(if_match))
+        await _announce(state, request.user, job_id, partition)
+
+    @post("/{job_id:str}/pause", summary="Pause a job", status_code=200)
+    async def pause_job(
+        self,
+        request: Request[str, str, State],
+        state: State,
+        job_id: str,
+        if_match: Annotated[str | None, Parameter(header="If-Match")] = None,
+    ) -> Response[Job]:
+        tenant = request.user
+        job = await state.jobs.get(tenant, job_id)
+        if job.status == JobStatus.COMPLETED:
+            raise HTTPException(status_code=409, detail="a completed job cannot be paused")
+        if job.status == JobStatus.PAUSED:
+            return Response(job, headers=_etag(job))
+        job = await state.jobs.update(
+            tenant, job_id, {"status": JobStatus.PAUSED.value},
+            _expected_version(if_match) or job.version, now=utcnow(),
+        )
+        await _announce(state, tenant, job.id, state.partition_of(job.id))
+        return Response(job, headers=_etag(job))
+
+    @post("/{job_id:str}/resume", summary="Resume a job (applies its catch-up policy)", status_code=200)
+    async def resume_job(
+        self,
+        request: Request[str, str, State],
+        state: State,
+        job_id: str,
+        if_match: Annotated[str | None, Parameter(header="If-Match")] = None,
+    ) -> Response[Job]:
+        tenant = request.user
+        job = await state.jobs.get(tenant, job_id)
+        if job.status != JobStatus.PAUSED:
+            if job.status == JobStatus.COMPLETED:
+                raise HTTPException(status_code=409, detail="a completed job cannot be resumed")
+            return Response(job, headers=_etag(job))
+        now = utcnow()
+        # nextRun stays where the pause left it: the timing module sees the fires between it and
+        # resumedAt as missed while paused and applies the job's catch-up policy to them.
+        changes: dict[str, Any] = {"status": JobStatus.ACTIVE.value, "resumedAt": now}
+        if job.next_run is None:
+            changes["nextRun"] = _next_run(job.schedule, now)
+        job = await state.jobs.update(tenant, job_id, changes, _expected_version(if_match) or job.version, now=now)
+        await _announce(state, tenant, job.id, state.partition_of(job.id))
+        return Response(job, headers=_etag(job))
+
+    @post("/{job_id:str}/run", summary="Run a job now (recorded as a manual run)", status_code=202)
+    async def run_job_now(self, request: Request[str, str, State], state: State, job_id: str) -> RunAccepted:
+        tenant = request.user
+        job = await state.jobs.get(tenant, job_id)
+        if state.bus is None:
+            raise ServiceUnavailableException("the run queue is unavailable")
+        now_ms = to_ms(utcnow())
+        message = RunMessage(job.id, tenant, now_ms, now_ms, RunTrigger.MANUAL.value, 0)
+        await state.bus.publish_runs([message], [state.partition_of(job.id)])
+        return RunAccepted(run_id(job.id, now_ms), job.id, from_ms(now_ms), RunTrigger.MANUAL)
+
+    @get("/{job_id:str}/runs", summary="Run history of a job, newest first")
+    async def list_runs(
+        self,
+        request: Request[str, str, State],
+        state: State,
+        job_id: str,
+        limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
+        cursor: Annotated[str | None, Parameter(max_length=200)] = None,
+    ) -> RunList:
+        await state.jobs.get(request.user, job_id)  # 404 for another tenant's job, as for a missing one
+        try:
+            items, next_cursor = await state.runs.list_for_job(request.user, job_id, limit, cursor)
+        except ValueError as exc:
+            raise ClientException(str(exc), extra={"field": "cursor"}) from None
+        return RunList(items, next_cursor)

@@ -1,0 +1,166 @@
+"""MongoDB adapter for tenants, their API keys (stored hashed) and webhook signing secrets."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from schedsvc import names
+from schedsvc.store._client import translate_errors
+from schedsvc.domain import AuthenticationError
+
+Doc = dict[str, Any]
+TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_KEY = re.compile(r"^sk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
+# Keys are checked against the database at most this often per process, so a revoked key stops
+# working within this many seconds while a busy API makes no database read per request.
+AUTH_CACHE_SECONDS = 10.0
+
+
+class TenantExistsError(ValueError):
+    """A tenant with that name already exists."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewKey:
+    key_id: str
+    key: str
+    """The plaintext key: shown once, never stored."""
+
+
+def _hash(key: str) -> str:
+    # Keys carry 256 random bits, so a fast hash is enough: there is nothing to brute-force.
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _new_secret() -> str:
+    return base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def webhook_secret_text(secret: str) -> str:
+    """The Standard Webhooks form a receiver configures: ``whsec_<base64>``."""
+    return f"whsec_{secret}"
+
+
+@translate_errors
+class MongoTenantStore:
+    def __init__(self, db: AsyncDatabase[Doc]) -> None:
+        self._tenants = db[names.TENANTS]
+        self._keys = db[names.API_KEYS]
+        self._auth_cache: dict[str, tuple[str, float]] = {}
+
+    async def create_tenant(self, name: str) -> tuple[NewKey, str]:
+        """Create a tenant with one API key and one signing secret; returns both in plaintext."""
+        if not TENANT_NAME.match(name):
+            raise ValueError("tenant name must be 1-63 lowercase letters, digits, '-' or '_'")
+        secret = _new_secret()
+        try:
+            await self._tenants.insert_one({
+                "_id": name,
+                "createdAt": datetime.now(UTC),
+                "signingSecrets": [{"id": secrets.token_hex(4), "secret": secret, "createdAt": datetime.now(UTC)}],
+            })
+        except DuplicateKeyError:
+            raise TenantExistsError(f"tenant {name!r} already exists") from None
+        return await self.create_key(name), webhook_secret_text(secret)
+
+    async def ensure_tenant(self, name: str) -> None:
+        await self._tenants.update_one(
+            {"_id": name},
+            {"$setOnInsert": {
+                "createdAt": datetime.now(UTC),
+                "signingSecrets": [{"id": secrets.token_hex(4), "secret": _new_secret(),
+                                    "createdAt": datetime.now(UTC)}],
+            }},
+            upsert=True,
+        )
+
+    async def create_key(self, tenant: str, key: str | None = None) -> NewKey:
+        """A new API key for an existing tenant (``key`` lets development mode choose its own)."""
+        if await self._tenants.count_documents({"_id": tenant}, limit=1) == 0:
+            raise LookupError(f"no tenant {tenant!r}")
+        if key is None:
+            key = f"sk_{secrets.token_hex(8)}_{secrets.token_urlsafe(32)}"
+        match = _KEY.match(key)
+        if match is None:
+            raise ValueError("an API key must look like sk_<16 hex>_<43 url-safe characters>")
+        key_id = match.group(1)
+        await self._keys.update_one(
+            {"_id": key_id},
+            {"$set": {"tenant": tenant, "hash": _hash(key), "revokedAt": None},
+             "$setOnInsert": {"createdAt": datetime.now(UTC)}},
+            upsert=True,
+        )
+        return NewKey(key_id, key)
+
+    async def revoke_key(self, key_id: str) -> bool:
+        result = await self._keys.update_one(
+            {"_id": key_id, "revokedAt": None}, {"$set": {"revokedAt": datetime.now(UTC)}}
+        )
+        return result.modified_count == 1
+
+    async def revoke_tenant_keys(self, tenant: str) -> int:
+        result = await self._keys.update_many(
+            {"tenant": tenant, "revokedAt": None}, {"$set": {"revokedAt": datetime.now(UTC)}}
+        )
+        return result.modified_count
+
+    async def list_tenants(self) -> list[Doc]:
+        tenants = await self._tenants.find({}, projection={"signingSecrets": 0}).sort("_id", 1).to_list()
+        keys = await self._keys.find({}, projection={"hash": 0}).to_list()
+        for t in tenants:
+            t["keys"] = [k for k in keys if k["tenant"] == t["_id"]]
+        return tenants
+
+    async def authenticate(self, key: str) -> str:
+        """The tenant owning ``key``; :class:`AuthenticationError` when unknown or revoked."""
+        now = time.monotonic()
+        cached = self._auth_cache.get(key)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        match = _KEY.match(key)
+        if match is None:
+            raise AuthenticationError("malformed API key")
+        doc = await self._keys.find_one({"_id": match.group(1)})
+        if doc is None or doc.get("revokedAt") is not None or not hmac.compare_digest(doc["hash"], _hash(key)):
+            self._auth_cache.pop(key, None)
+            raise AuthenticationError("unknown or revoked API key")
+        if len(self._auth_cache) > 10_000:
+            self._auth_cache.clear()
+        self._auth_cache[key] = (doc["tenant"], now + AUTH_CACHE_SECONDS)
+        return str(doc["tenant"])
+
+    async def signing_secrets(self, tenant: str) -> list[bytes]:
+        """The tenant's current webhook signing secrets, newest first (all sign during a rotation)."""
+        doc = await self._tenants.find_one({"_id": tenant}, projection={"signingSecrets": 1})
+        if doc is None:
+            return []
+        return [base64.b64decode(s["secret"]) for s in doc.get("signingSecrets", [])]
+
+    async def rotate_secret(self, tenant: str, keep_previous: bool = True) -> str:
+        """Add a new signing secret (keeping the newest old one for a rotation window); returns it."""
+        secret = _new_secret()
+        entry = {"id": secrets.token_hex(4), "secret": secret, "createdAt": datetime.now(UTC)}
+        result = await self._tenants.update_one(
+            {"_id": tenant},
+            {"$push": {"signingSecrets": {"$each": [entry], "$position": 0, "$slice": 2 if keep_previous else 1}}},
+        )
+        if result.matched_count == 0:
+            raise LookupError(f"no tenant {tenant!r}")
+        return webhook_secret_text(secret)
+
+    async def subject_grants(self, tenant: str, default_pattern: str) -> list[str]:
+        """NATS subject patterns the tenant may publish under."""
+        doc = await self._tenants.find_one({"_id": tenant}, projection={"natsSubjects": 1})
+        custom = (doc or {}).get("natsSubjects")
+        return list(custom) if custom else [default_pattern.format(tenant=tenant)]
