@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from hypothesis import settings as hypothesis_settings
-
 from tests.support import servers
 
 hypothesis_settings.register_profile("ci", max_examples=200, deadline=None, derandomize=True)

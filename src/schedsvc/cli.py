@@ -91,26 +91,47 @@ def _dev(args: argparse.Namespace) -> None:
         print("schedsvc dev: starting", flush=True)
         if not os.environ.get("SCHEDSVC_MONGODB_URI"):
             port = _free_port()
-            stack.enter_context(_embedded(
-                [_bin("secantusd-py"), "--host", "127.0.0.1", "--port", str(port),
-                 "--storage-path", str(data / "mongodb"), "--log-level", "WARNING"],
-                port, "embedded MongoDB-compatible server (SecantusDB)", data / "secantus.log",
-            ))
+            stack.enter_context(
+                _embedded(
+                    [
+                        _bin("secantusd-py"),
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(port),
+                        "--storage-path",
+                        str(data / "mongodb"),
+                        "--log-level",
+                        "WARNING",
+                    ],
+                    port,
+                    "embedded MongoDB-compatible server (SecantusDB)",
+                    data / "secantus.log",
+                )
+            )
             os.environ["SCHEDSVC_MONGODB_URI"] = f"mongodb://127.0.0.1:{port}/?directConnection=true"
         if not os.environ.get("SCHEDSVC_NATS_URL"):
             port = _free_port()
-            stack.enter_context(_embedded(
-                [_bin("nats-server"), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(data / "nats")],
-                port, "embedded NATS JetStream", data / "nats.log",
-            ))
+            stack.enter_context(
+                _embedded(
+                    [_bin("nats-server"), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(data / "nats")],
+                    port,
+                    "embedded NATS JetStream",
+                    data / "nats.log",
+                )
+            )
             os.environ["SCHEDSVC_NATS_URL"] = f"nats://127.0.0.1:{port}"
-        os.environ.update({
-            "SCHEDSVC_DEV_MODE": "true",
-            "SCHEDSVC_DEV_API_KEY": key,
-            "SCHEDSVC_PORT": str(args.port),
-            # Development delivers to webhooks on this machine.
-            "SCHEDSVC_TARGET_ALLOW_NETWORKS": os.environ.get("SCHEDSVC_TARGET_ALLOW_NETWORKS", "127.0.0.0/8,::1/128"),
-        })
+        os.environ.update(
+            {
+                "SCHEDSVC_DEV_MODE": "true",
+                "SCHEDSVC_DEV_API_KEY": key,
+                "SCHEDSVC_PORT": str(args.port),
+                # Development delivers to webhooks on this machine.
+                "SCHEDSVC_TARGET_ALLOW_NETWORKS": os.environ.get(
+                    "SCHEDSVC_TARGET_ALLOW_NETWORKS", "127.0.0.0/8,::1/128"
+                ),
+            }
+        )
         settings = Settings.from_env()
         print(f"  API: http://{settings.host}:{settings.port}  (docs: /schema, metrics: /metrics)")
         print(f"  dev tenant API key: {key}")
@@ -120,7 +141,7 @@ def _dev(args: argparse.Namespace) -> None:
 
 async def _migrate(settings: Settings) -> None:
     from schedsvc.store import connect, database
-    from schedsvc.store.migrate import apply_migrations, applied_versions
+    from schedsvc.store.migrate import applied_versions, apply_migrations
 
     client = connect(settings)
     try:

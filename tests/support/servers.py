@@ -79,8 +79,17 @@ class ServerProcess:
 def secantus(storage: Path, port: int | None = None) -> ServerProcess:
     port = port or free_port()
     storage.mkdir(parents=True, exist_ok=True)
-    argv = [_bin("secantusd-py"), "--host", "127.0.0.1", "--port", str(port),
-            "--storage-path", str(storage), "--log-level", "WARNING"]
+    argv = [
+        _bin("secantusd-py"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--storage-path",
+        str(storage),
+        "--log-level",
+        "WARNING",
+    ]
     return ServerProcess(argv, port, storage.parent / f"secantus-{port}.log")
 
 

@@ -16,17 +16,27 @@ from litestar.middleware.base import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.stores.base import Store
 
 from schedsvc import __version__, names
 from schedsvc.api.auth import PUBLIC_PATHS, ApiKeyAuthentication
 from schedsvc.api.errors import EXCEPTION_HANDLERS
 from schedsvc.api.health import HealthController
 from schedsvc.api.jobs import JobsController
+from schedsvc.api.middleware import (
+    RateLimitMiddleware,
+    RequestIdMiddleware,
+    TenantContextMiddleware,
+    cache_key,
+    cacheable,
+)
 from schedsvc.api.schedules import SchedulesController
 from schedsvc.bus import NatsRunBus
+from schedsvc.cache import MemoryRateLimiter, RateLimiter, RedisLink, RedisRateLimiter, ResilientStore
 from schedsvc.config import Settings
 from schedsvc.domain import partition_of
 from schedsvc.names import Names
+from schedsvc.observability.logging import configure_logging
 from schedsvc.store import MongoJobStore, MongoTenantStore, connect, database
 from schedsvc.store.migrate import apply_migrations
 from schedsvc.store.runs import MongoRunStore
@@ -56,8 +66,11 @@ async def _cluster_partitions(db: Any, settings: Settings) -> int:
     """The partition count recorded in the database wins, so every replica agrees."""
     doc = await db[names.META].find_one({"_id": names.META_CLUSTER_ID})
     if doc and doc.get("partitions") and doc["partitions"] != settings.partitions:
-        log.warning("using the database's partition count %s, not SCHEDSVC_PARTITIONS=%s",
-                    doc["partitions"], settings.partitions)
+        log.warning(
+            "using the database's partition count %s, not SCHEDSVC_PARTITIONS=%s",
+            doc["partitions"],
+            settings.partitions,
+        )
     return int(doc["partitions"]) if doc and doc.get("partitions") else settings.partitions
 
 
@@ -80,20 +93,28 @@ async def _lifespan(settings: Settings, app: Litestar) -> AsyncIterator[None]:
         stack.push_async_callback(bus.close)
         await bus.ensure_streams()
 
+        redis = state.get("redis")
+        if redis is not None:
+            stack.push_async_callback(redis.close)
+
         async def on_job_changed(tenant: str, job_id: str, partition: int) -> None:
+            if redis is not None:
+                await redis.bump_tenant(tenant)
             await bus.publish_job_change(job_id, partition)
 
-        state.update({
-            "settings": settings,
-            "names": Names(settings.prefix),
-            "db": db,
-            "jobs": MongoJobStore(db, partitions),
-            "tenants": tenants,
-            "runs": MongoRunStore(db, settings),
-            "bus": bus,
-            "partition_of": partial(partition_of, partitions=partitions),
-            "on_job_changed": on_job_changed,
-        })
+        state.update(
+            {
+                "settings": settings,
+                "names": Names(settings.prefix),
+                "db": db,
+                "jobs": MongoJobStore(db, partitions),
+                "tenants": tenants,
+                "runs": MongoRunStore(db, settings),
+                "bus": bus,
+                "partition_of": partial(partition_of, partitions=partitions),
+                "on_job_changed": on_job_changed,
+            }
+        )
 
         if "timing" in settings.roles:
             from schedsvc.timing.service import TimingService
@@ -113,13 +134,24 @@ async def _lifespan(settings: Settings, app: Litestar) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None) -> Litestar:
     """The service's ASGI app; the modules that run are chosen by ``settings.roles``."""
     settings = settings or Settings.from_env()
-    prometheus = PrometheusConfig(app_name="schedsvc", prefix="schedsvc_http", group_path=True,
-                                  exclude=["^/metrics", "^/health"])
+    configure_logging(settings.log_level)
+    prometheus = PrometheusConfig(
+        app_name="schedsvc", prefix="schedsvc_http", group_path=True, exclude=["^/metrics", "^/health"]
+    )
     handlers: list[Any] = [HealthController, MetricsController]
-    middleware: list[Any] = [prometheus.middleware]
+    middleware: list[Any] = [RequestIdMiddleware, prometheus.middleware]
     if "api" in settings.roles:
         handlers += [JobsController, SchedulesController]
-        middleware.append(DefineMiddleware(ApiKeyAuthentication, exclude=PUBLIC_PATHS))
+        middleware += [
+            DefineMiddleware(ApiKeyAuthentication, exclude=PUBLIC_PATHS),
+            TenantContextMiddleware,
+            RateLimitMiddleware,
+        ]
+    redis = RedisLink(settings.redis_url, Names(settings.prefix).redis_prefix) if settings.redis_url else None
+    stores: dict[str, Store] = {}
+    if redis is not None:
+        stores["response_cache"] = ResilientStore(redis, namespace=f"{settings.prefix}:cache")
+    limiter: RateLimiter = RedisRateLimiter(redis) if redis is not None else MemoryRateLimiter()
     return Litestar(
         route_handlers=handlers,
         lifespan=[partial(_lifespan, settings)],
@@ -127,7 +159,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         before_request=_require_json,
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_request_bytes,
-        response_cache_config=ResponseCacheConfig(default_expiration=settings.cache_ttl_seconds),
+        response_cache_config=ResponseCacheConfig(
+            default_expiration=settings.cache_ttl_seconds, key_builder=cache_key, cache_response_filter=cacheable
+        ),
+        stores=stores,
         openapi_config=OpenAPIConfig(
             title="schedsvc",
             version=__version__,
@@ -135,7 +170,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             path="/schema",
             render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
         ),
-        state=State({"settings": settings}),
+        state=State({"settings": settings, "redis": redis, "rate_limiter": limiter}),
     )
 
 

@@ -88,9 +88,17 @@ def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Probl
     if isinstance(exc, NotAuthorizedException):
         headers.setdefault("WWW-Authenticate", 'Bearer realm="schedsvc"')
     title = {
-        400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found",
-        405: "Method not allowed", 409: "Conflict", 412: "Precondition failed", 413: "Payload too large",
-        415: "Unsupported media type", 422: "Invalid request", 429: "Too many requests",
+        400: "Bad request",
+        401: "Unauthorized",
+        403: "Forbidden",
+        404: "Not found",
+        405: "Method not allowed",
+        409: "Conflict",
+        412: "Precondition failed",
+        413: "Payload too large",
+        415: "Unsupported media type",
+        422: "Invalid request",
+        429: "Too many requests",
         503: "Service unavailable",
     }.get(exc.status_code, "Error")
     errors = None
@@ -112,9 +120,13 @@ def _domain(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem
         case IdempotencyConflictError():
             return problem(request, 422, "Idempotency key reused", str(exc), [FieldError("Idempotency-Key", str(exc))])
         case AuthenticationError():
-            return problem(request, 401, "Unauthorized", str(exc), headers={"WWW-Authenticate": 'Bearer realm="schedsvc"'})
+            return problem(
+                request, 401, "Unauthorized", str(exc), headers={"WWW-Authenticate": 'Bearer realm="schedsvc"'}
+            )
         case StoreUnavailableError():
-            return problem(request, 503, "Service unavailable", "the database is unavailable", headers={"Retry-After": "5"})
+            return problem(
+                request, 503, "Service unavailable", "the database is unavailable", headers={"Retry-After": "5"}
+            )
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem(request, HTTP_500_INTERNAL_SERVER_ERROR, "Internal error", "an unexpected error occurred")
 

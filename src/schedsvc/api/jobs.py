@@ -37,8 +37,16 @@ from schedsvc.timing import compile_schedule, from_ms, to_ms, with_defaults
 _ETAG = re.compile(r'^\s*(?:W/)?"(\d+)"\s*$')
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 # Headers the service sets itself on every delivery; a job may not override them.
-_RESERVED_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "idempotency-key",
-                     "webhook-id", "webhook-timestamp", "webhook-signature"}
+_RESERVED_HEADERS = {
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "idempotency-key",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+}
 
 
 class JobList(msgspec.Struct, rename="camel"):
@@ -137,7 +145,7 @@ class JobsController(Controller):
             headers["Idempotent-Replayed"] = "true"
         return Response(job, status_code=201, headers=headers)
 
-    @get("/", summary="List jobs")
+    @get("/", summary="List jobs", cache=True)
     async def list_jobs(
         self,
         request: Request[str, str, State],
@@ -156,7 +164,7 @@ class JobsController(Controller):
             raise ClientException(str(exc), extra={"field": "cursor"}) from None
         return JobList(page.items, page.next_cursor)
 
-    @get("/{job_id:str}", summary="Get a job")
+    @get("/{job_id:str}", summary="Get a job", cache=True)
     async def get_job(self, request: Request[str, str, State], state: State, job_id: str) -> Response[Job]:
         job = await state.jobs.get(request.user, job_id)
         return Response(job, headers=_etag(job))
@@ -217,8 +225,11 @@ class JobsController(Controller):
         if job.status == JobStatus.PAUSED:
             return Response(job, headers=_etag(job))
         job = await state.jobs.update(
-            tenant, job_id, {"status": JobStatus.PAUSED.value},
-            _expected_version(if_match) or job.version, now=utcnow(),
+            tenant,
+            job_id,
+            {"status": JobStatus.PAUSED.value},
+            _expected_version(if_match) or job.version,
+            now=utcnow(),
         )
         await _announce(state, tenant, job.id, state.partition_of(job.id))
         return Response(job, headers=_etag(job))

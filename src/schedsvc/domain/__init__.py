@@ -65,7 +65,7 @@ __all__ = [
     "Target",
     "VersionConflictError",
     "partition_of",
+    "run_id",
     "subject_allowed",
     "subject_matches",
-    "run_id",
 ]

@@ -137,8 +137,9 @@ class RunTrigger(enum.StrEnum):
 
 Overlap = Literal["allow", "skip"]
 Tags = Annotated[list[Tag], Meta(max_length=32)]
-Metadata = Annotated[dict[Annotated[str, Meta(max_length=64)], Annotated[str, Meta(max_length=1024)]],
-                     Meta(max_length=64)]
+Metadata = Annotated[
+    dict[Annotated[str, Meta(max_length=64)], Annotated[str, Meta(max_length=1024)]], Meta(max_length=64)
+]
 
 
 class JobCreate(Struct, **_STRICT):  # type: ignore[call-arg]

@@ -13,9 +13,7 @@ LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 15.0
 RUN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0)
 
 # Timing
-FIRES_PUBLISHED = Counter(
-    "schedsvc_fires_published_total", "Run messages published by the timing module.", ["trigger"]
-)
+FIRES_PUBLISHED = Counter("schedsvc_fires_published_total", "Run messages published by the timing module.", ["trigger"])
 FIRE_LATENESS = Histogram(
     "schedsvc_fire_lateness_seconds",
     "Delay from a fire's due instant to its publication.",
@@ -24,9 +22,7 @@ FIRE_LATENESS = Histogram(
 PARTITIONS_OWNED = Gauge(
     "schedsvc_partitions_owned", "Partitions whose lease this process holds.", multiprocess_mode="livesum"
 )
-LEASE_CHANGES = Counter(
-    "schedsvc_lease_changes_total", "Partition lease transitions seen by this process.", ["change"]
-)
+LEASE_CHANGES = Counter("schedsvc_lease_changes_total", "Partition lease transitions seen by this process.", ["change"])
 WHEEL_TIMERS = Gauge(
     "schedsvc_wheel_timers", "Fires waiting in this process's timing wheel.", multiprocess_mode="livesum"
 )
@@ -47,22 +43,16 @@ RUN_ATTEMPTS = Counter("schedsvc_run_attempts_total", "Target calls, by outcome.
 RUN_DURATION = Histogram(
     "schedsvc_run_duration_seconds", "Duration of one target call.", ["target"], buckets=RUN_BUCKETS
 )
-RUNS_IN_PROGRESS = Gauge(
-    "schedsvc_runs_in_progress", "Runs being performed now.", multiprocess_mode="livesum"
-)
+RUNS_IN_PROGRESS = Gauge("schedsvc_runs_in_progress", "Runs being performed now.", multiprocess_mode="livesum")
 DEAD_LETTERS = Counter("schedsvc_dead_letters_total", "Runs sent to the dead-letter stream.")
 RUN_QUEUE_PENDING = Gauge(
     "schedsvc_run_queue_pending",
     "Run messages waiting in the stream for a worker (sampled from the consumer).",
     multiprocess_mode="max",
 )
-TARGET_REFUSALS = Counter(
-    "schedsvc_target_refusals_total", "Outbound calls refused by the address policy.", ["reason"]
-)
+TARGET_REFUSALS = Counter("schedsvc_target_refusals_total", "Outbound calls refused by the address policy.", ["reason"])
 
 # API support
-CACHE_REQUESTS = Counter(
-    "schedsvc_cache_requests_total", "Response cache lookups, by result.", ["result"]
-)
+CACHE_REQUESTS = Counter("schedsvc_cache_requests_total", "Response cache lookups, by result.", ["result"])
 CACHE_ERRORS = Counter("schedsvc_cache_errors_total", "Redis errors that made a request bypass the cache.")
 RATE_LIMITED = Counter("schedsvc_rate_limited_total", "Requests rejected with 429.")

@@ -17,7 +17,6 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from schedsvc import names
-from schedsvc.store._client import translate_errors
 from schedsvc.domain import (
     DuplicateJobNameError,
     IdempotencyConflictError,
@@ -29,6 +28,7 @@ from schedsvc.domain import (
     VersionConflictError,
     partition_of,
 )
+from schedsvc.store._client import translate_errors
 
 Doc = dict[str, Any]
 IDEMPOTENCY_TTL = timedelta(hours=24)
@@ -122,8 +122,12 @@ class MongoJobStore:
     async def _claim_idempotency_key(
         self, tenant: str, key: str, request_hash: str, job_id: str, now: datetime
     ) -> Job | None:
-        record = {"_id": f"{tenant}:{key}", "requestHash": request_hash, "jobId": job_id,
-                  "expireAt": now + IDEMPOTENCY_TTL}
+        record = {
+            "_id": f"{tenant}:{key}",
+            "requestHash": request_hash,
+            "jobId": job_id,
+            "expireAt": now + IDEMPOTENCY_TTL,
+        }
         try:
             await self._idempotency.insert_one(record)
             return None

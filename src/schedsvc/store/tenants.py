@@ -16,8 +16,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from schedsvc import names
-from schedsvc.store._client import translate_errors
 from schedsvc.domain import AuthenticationError
+from schedsvc.store._client import translate_errors
 
 Doc = dict[str, Any]
 TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -65,11 +65,13 @@ class MongoTenantStore:
             raise ValueError("tenant name must be 1-63 lowercase letters, digits, '-' or '_'")
         secret = _new_secret()
         try:
-            await self._tenants.insert_one({
-                "_id": name,
-                "createdAt": datetime.now(UTC),
-                "signingSecrets": [{"id": secrets.token_hex(4), "secret": secret, "createdAt": datetime.now(UTC)}],
-            })
+            await self._tenants.insert_one(
+                {
+                    "_id": name,
+                    "createdAt": datetime.now(UTC),
+                    "signingSecrets": [{"id": secrets.token_hex(4), "secret": secret, "createdAt": datetime.now(UTC)}],
+                }
+            )
         except DuplicateKeyError:
             raise TenantExistsError(f"tenant {name!r} already exists") from None
         return await self.create_key(name), webhook_secret_text(secret)
@@ -77,11 +79,14 @@ class MongoTenantStore:
     async def ensure_tenant(self, name: str) -> None:
         await self._tenants.update_one(
             {"_id": name},
-            {"$setOnInsert": {
-                "createdAt": datetime.now(UTC),
-                "signingSecrets": [{"id": secrets.token_hex(4), "secret": _new_secret(),
-                                    "createdAt": datetime.now(UTC)}],
-            }},
+            {
+                "$setOnInsert": {
+                    "createdAt": datetime.now(UTC),
+                    "signingSecrets": [
+                        {"id": secrets.token_hex(4), "secret": _new_secret(), "createdAt": datetime.now(UTC)}
+                    ],
+                }
+            },
             upsert=True,
         )
 
@@ -97,8 +102,10 @@ class MongoTenantStore:
         key_id = match.group(1)
         await self._keys.update_one(
             {"_id": key_id},
-            {"$set": {"tenant": tenant, "hash": _hash(key), "revokedAt": None},
-             "$setOnInsert": {"createdAt": datetime.now(UTC)}},
+            {
+                "$set": {"tenant": tenant, "hash": _hash(key), "revokedAt": None},
+                "$setOnInsert": {"createdAt": datetime.now(UTC)},
+            },
             upsert=True,
         )
         return NewKey(key_id, key)

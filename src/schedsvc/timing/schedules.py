@@ -64,8 +64,14 @@ def compile_schedule(schedule: Schedule, *, created: datetime | None = None) -> 
                 zone = _zone(schedule.timezone)
                 anchor_date = schedule.anchor or (schedule.start_at or base).astimezone(zone).date()
                 return _timing.Schedule.calendar(
-                    schedule.every, schedule.unit, schedule.time, schedule.timezone,
-                    anchor_date.isoformat(), start, end, jitter,
+                    schedule.every,
+                    schedule.unit,
+                    schedule.time,
+                    schedule.timezone,
+                    anchor_date.isoformat(),
+                    start,
+                    end,
+                    jitter,
                 )
             case OnceSchedule():
                 return _timing.Schedule.once(to_ms(schedule.at), jitter)
