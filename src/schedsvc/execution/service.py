@@ -1,0 +1,169 @@
+"""The execution module's entry point: pulls run messages from JetStream and runs them, boundedly.
+
+One durable pull consumer is shared by every worker process; each process fetches only as many messages
+as it has free slots (``max_concurrent_runs``), so a busy process leaves work to idle ones and nothing
+waits in a local queue past its ack deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from typing import TYPE_CHECKING, Any
+
+from schedsvc.bus import NatsRunBus, RunDelivery, RunSubscription
+from schedsvc.config import Settings
+from schedsvc.execution._tenants import TenantDirectory
+from schedsvc.execution.targets import TargetCaller
+from schedsvc.execution.worker import RunWorker
+from schedsvc.observability.metrics import RUN_QUEUE_PENDING, RUNS_IN_PROGRESS
+from schedsvc.store.runs import MongoRunStore
+from schedsvc.store.tenants import MongoTenantStore
+
+if TYPE_CHECKING:
+    from pymongo.asynchronous.database import AsyncDatabase
+
+log = logging.getLogger(__name__)
+
+FETCH_TIMEOUT_SECONDS = 1.0
+"""Longest a fetch waits for messages; also bounds how long :meth:`ExecutionService.stop` waits for it."""
+FETCH_BATCH_MAX = 64
+FETCH_ERROR_PAUSE_SECONDS = 1.0
+PENDING_SAMPLE_SECONDS = 5.0
+DEFAULT_SHUTDOWN_GRACE_SECONDS = 20.0
+MAX_ACK_PENDING = 20_000
+"""Consumer-wide: messages handed out and not yet acked. Runs waiting for a delayed retry (``nak`` with a
+delay) stay pending, so this must be far above the concurrency; concurrency is bounded per process."""
+
+
+class ExecutionService:
+    """Runs jobs' targets for the run messages timing and the API publish.
+
+    Lifecycle: ``await start()`` once; ``ready`` is True while it fetches; ``await stop()`` stops fetching,
+    lets in-flight runs finish for up to ``shutdown_grace_seconds``, then interrupts the rest (their
+    attempts count and their messages go back to JetStream at once).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: AsyncDatabase[dict[str, Any]],
+        bus: NatsRunBus,
+        *,
+        shutdown_grace_seconds: float = DEFAULT_SHUTDOWN_GRACE_SECONDS,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._settings = settings
+        self._bus = bus
+        self._db = db
+        self._grace = shutdown_grace_seconds
+        self._rng = rng
+        self._capacity = max(1, settings.max_concurrent_runs)
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._slot_freed = asyncio.Event()
+        self._subscription: RunSubscription | None = None
+        self._caller: TargetCaller | None = None
+        self._worker: RunWorker | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._sampler: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def ready(self) -> bool:
+        """Fetching runs and connected to NATS (for the readiness probe)."""
+        return (
+            self._loop_task is not None
+            and not self._loop_task.done()
+            and not self._stopping
+            and self._bus.connected
+        )
+
+    async def start(self) -> None:
+        """Bind the durable consumer and start fetching."""
+        if self._loop_task is not None:
+            raise RuntimeError("ExecutionService already started")
+        self._subscription = await self._bus.run_subscription(
+            ack_wait_seconds=self._settings.run_ack_wait_seconds, max_ack_pending=MAX_ACK_PENDING
+        )
+        self._caller = TargetCaller(self._settings, self._bus)
+        self._worker = RunWorker(
+            self._settings,
+            self._bus,
+            MongoRunStore(self._db, self._settings),
+            TenantDirectory(MongoTenantStore(self._db), self._settings),
+            self._caller,
+            self._rng,
+        )
+        self._loop_task = asyncio.create_task(self._fetch_loop(), name="schedsvc-execution-fetch")
+        self._sampler = asyncio.create_task(self._sample_pending(), name="schedsvc-execution-pending")
+        log.info("execution started: up to %d concurrent runs", self._capacity)
+
+    async def stop(self) -> None:
+        """Stop fetching, let in-flight runs finish up to the grace period, hand back the rest."""
+        if self._loop_task is None or self._stopping:
+            return
+        self._stopping = True
+        self._slot_freed.set()
+        with contextlib.suppress(Exception):
+            await self._loop_task
+        if self._sampler is not None:
+            self._sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sampler
+        if self._inflight:
+            _, late = await asyncio.wait(set(self._inflight), timeout=self._grace)
+            for task in late:
+                task.cancel()
+            if late:
+                log.warning("interrupting %d run(s) still in flight after %.0fs", len(late), self._grace)
+                await asyncio.gather(*late, return_exceptions=True)
+        if self._subscription is not None:
+            with contextlib.suppress(Exception):
+                await self._subscription.close()
+        if self._caller is not None:
+            await self._caller.aclose()
+        log.info("execution stopped")
+
+    async def _fetch_loop(self) -> None:
+        assert self._subscription is not None
+        while not self._stopping:
+            free = self._capacity - len(self._inflight)
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            try:
+                deliveries = await self._subscription.fetch(min(free, FETCH_BATCH_MAX), FETCH_TIMEOUT_SECONDS)
+            except Exception:
+                log.warning("fetching run messages failed; retrying", exc_info=True)
+                await asyncio.sleep(FETCH_ERROR_PAUSE_SECONDS)
+                continue
+            for delivery in deliveries:
+                if self._stopping:
+                    with contextlib.suppress(Exception):
+                        await delivery.nak()
+                    continue
+                task = asyncio.create_task(self._run(delivery))
+                self._inflight.add(task)
+                task.add_done_callback(self._on_done)
+
+    def _on_done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._slot_freed.set()
+
+    async def _run(self, delivery: RunDelivery) -> None:
+        assert self._worker is not None
+        RUNS_IN_PROGRESS.inc()
+        try:
+            await self._worker.process(delivery)
+        finally:
+            RUNS_IN_PROGRESS.dec()
+
+    async def _sample_pending(self) -> None:
+        assert self._subscription is not None
+        while True:
+            with contextlib.suppress(Exception):
+                RUN_QUEUE_PENDING.set(await self._subscription.pending())
+            await asyncio.sleep(PENDING_SAMPLE_SECONDS)

@@ -1,0 +1,262 @@
+"""What a worker does with one run message: decide, claim the attempt, call the target, record, ack.
+
+The run document is the source of truth; the message is only a wake-up. Every decision is made from the
+run's state as stored, so a redelivery (after a crash, a lost ack or a re-publish) is recognised:
+
+- final run → ack without calling the target again;
+- running under a live lease (another worker is on it) → put back until the lease ends;
+- running with an expired lease (its worker died mid-call) → that attempt counts; the next one starts, or
+  the run fails when no attempts are left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+
+from schedsvc.bus import NatsRunBus, RunDelivery
+from schedsvc.config import Settings
+from schedsvc.domain import HttpTarget, RunMessage, RunStatus, RunTrigger, run_id
+from schedsvc.execution._tenants import TenantDirectory
+from schedsvc.execution.backoff import next_retry_delay
+from schedsvc.execution.targets import CallContext, CallOutcome, TargetCaller, rfc3339
+from schedsvc.observability.metrics import DEAD_LETTERS, RUN_ATTEMPTS, RUN_DURATION, RUNS_FINISHED
+from schedsvc.store.runs import AttemptRecord, JobForRun, MongoRunStore, scheduled_at
+
+log = logging.getLogger(__name__)
+
+# A message that arrives up to this early waits in the worker; earlier than that it goes back to JetStream.
+EARLY_WAIT_SECONDS = 1.0
+# How long to put a message back when another worker holds the run or a claim raced.
+CONTENDED_RETRY_SECONDS = 1.0
+# How long to put a message back after an unexpected error (database or NATS unavailable).
+ERROR_RETRY_SECONDS = 5.0
+HAND_BACK_TIMEOUT_SECONDS = 5.0
+_HEADER_VALUE_MAX = 1024
+_encode_message = msgspec.msgpack.Encoder().encode
+
+
+@dataclass(slots=True)
+class _Claim:
+    """The attempt this delivery claimed, if any; lets the error paths hand it back."""
+
+    run_id: str
+    attempt: int | None = None
+    settled: bool = False
+    """The delivery was acked or nak'd (nothing left to hand back)."""
+
+
+class RunWorker:
+    """Processes run deliveries; holds no per-run state, so one instance serves every task."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        bus: NatsRunBus,
+        runs: MongoRunStore,
+        tenants: TenantDirectory,
+        caller: TargetCaller,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._bus = bus
+        self._runs = runs
+        self._tenants = tenants
+        self._caller = caller
+        self._rng = rng or random.Random()
+        self._lease = timedelta(seconds=settings.run_ack_wait_seconds)
+        self._heartbeat_seconds = max(0.2, settings.run_ack_wait_seconds / 3)
+
+    async def process(self, delivery: RunDelivery) -> None:
+        """Handle one delivery to the end: acked, nak'd for a retry, or handed back on error/cancellation."""
+        claim = _Claim(run_id(delivery.message.job_id, delivery.message.scheduled_ms))
+        try:
+            await self._process(delivery, claim)
+        except asyncio.CancelledError:
+            # Shutdown past its grace period: the attempt (if started) counts; the message goes back now.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    self._hand_back(delivery, claim, "interrupted by a worker shutdown", 0.0),
+                    HAND_BACK_TIMEOUT_SECONDS,
+                )
+            raise
+        except Exception as exc:
+            log.exception("run %s could not be processed; it will be redelivered", claim.run_id)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    self._hand_back(delivery, claim, f"worker error: {type(exc).__name__}", ERROR_RETRY_SECONDS),
+                    HAND_BACK_TIMEOUT_SECONDS,
+                )
+
+    async def _hand_back(self, delivery: RunDelivery, claim: _Claim, error: str, delay: float) -> None:
+        if claim.settled:
+            return
+        if claim.attempt is not None:
+            await self._runs.release_interrupted(claim.run_id, claim.attempt, error)
+        await delivery.nak(delay or None)
+
+    async def _process(self, delivery: RunDelivery, claim: _Claim) -> None:
+        msg = delivery.message
+        rid = claim.run_id
+        due_in = msg.due_ms / 1000 - time.time()
+        if due_in > EARLY_WAIT_SECONDS:
+            await self._settle(claim, delivery.nak(due_in))
+            return
+        if due_in > 0:
+            await asyncio.sleep(due_in)
+
+        try:
+            job = await self._runs.job_for_run(msg.job_id)
+        except msgspec.ValidationError as exc:
+            state = await self._runs.state(rid)
+            attempts = state.attempts if state is not None else 0
+            await self._fail(delivery, claim, None, f"the job's stored definition is invalid: {exc}", attempts)
+            return
+        if job is None or job.tenant != msg.tenant:
+            log.info("run %s dropped: job %s no longer exists", rid, msg.job_id)
+            await self._settle(claim, delivery.ack())
+            return
+
+        now = datetime.now(UTC)
+        state = await self._runs.state(rid)
+        if state is not None and state.final:
+            log.debug("run %s already %s; acking the redelivery", rid, state.status)
+            await self._settle(claim, delivery.ack())
+            return
+        if state is not None and state.status == RunStatus.RUNNING and state.lease_until and state.lease_until > now:
+            wait = (state.lease_until - now).total_seconds() + 0.1
+            await self._settle(claim, delivery.nak(max(wait, CONTENDED_RETRY_SECONDS)))
+            return
+        if state is not None and state.next_attempt_at is not None and state.next_attempt_at > now:
+            # Redelivered before its retry was due (e.g. the delayed nak was lost): wait for it.
+            await self._settle(claim, delivery.nak((state.next_attempt_at - now).total_seconds()))
+            return
+
+        done = state.attempts if state is not None else 0
+        age = time.time() - msg.scheduled_ms / 1000
+        if done >= job.retry.max_attempts:
+            await self._fail(delivery, claim, None, f"attempt {done} was interrupted; no attempts left", done)
+            return
+        if done >= 1 and age > job.retry.max_event_age_seconds:
+            await self._fail(delivery, claim, None, "maxEventAgeSeconds passed before the retry", done)
+            return
+        if job.status == "paused" and msg.trigger != RunTrigger.MANUAL:
+            await self._finish(delivery, claim, RunStatus.SKIPPED, None, "the job is paused")
+            return
+        if job.overlap == "skip" and done == 0 and await self._runs.running_elsewhere(job.id, rid, now):
+            await self._finish(delivery, claim, RunStatus.SKIPPED, None, "a previous run is still running")
+            return
+
+        attempt = await self._runs.claim_attempt(msg, done, now, now + self._lease)
+        if attempt is None:
+            await self._settle(claim, delivery.nak(CONTENDED_RETRY_SECONDS))
+            return
+        claim.attempt = attempt
+        outcome = await self._attempt(delivery, job, attempt, rid)
+        record = AttemptRecord(
+            outcome.started_at, outcome.finished_at, outcome.http_status, outcome.error, outcome.response_snippet
+        )
+        if outcome.succeeded:
+            await self._finish(delivery, claim, RunStatus.SUCCEEDED, record)
+            return
+        delay = next_retry_delay(job.retry, attempt, age, self._rng) if outcome.retryable else None
+        if delay is None:
+            await self._fail(delivery, claim, record, outcome.error or "failed", attempt)
+            return
+        await self._runs.record_retry(rid, attempt, record, datetime.now(UTC) + timedelta(seconds=delay))
+        log.info("run %s attempt %d failed (%s); retrying in %.1fs", rid, attempt, outcome.error, delay)
+        await self._settle(claim, delivery.nak(delay))
+
+    async def _attempt(self, delivery: RunDelivery, job: JobForRun, attempt: int, rid: str) -> CallOutcome:
+        msg = delivery.message
+        tenant = await self._tenants.delivery(job.tenant)
+        ctx = CallContext(
+            run_id=rid,
+            job_id=job.id,
+            tenant=job.tenant,
+            scheduled_at=scheduled_at(msg),
+            attempt=attempt,
+            signing_keys=tenant.signing_keys,
+            subject_grants=tenant.subject_grants,
+        )
+        kind = "http" if isinstance(job.target, HttpTarget) else "nats"
+        heartbeat = asyncio.create_task(self._heartbeat(delivery, rid, attempt))
+        try:
+            outcome = await self._caller.call(job.target, ctx)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+        label = "succeeded" if outcome.succeeded else ("refused" if outcome.refusal else "failed")
+        RUN_ATTEMPTS.labels(target=kind, outcome=label).inc()
+        RUN_DURATION.labels(target=kind).observe((outcome.finished_at - outcome.started_at).total_seconds())
+        return outcome
+
+    async def _heartbeat(self, delivery: RunDelivery, rid: str, attempt: int) -> None:
+        """While the target works: extend the message's ack deadline and the run's lease together."""
+        while True:
+            await asyncio.sleep(self._heartbeat_seconds)
+            try:
+                await delivery.in_progress()
+                await self._runs.extend_lease(rid, attempt, datetime.now(UTC) + self._lease)
+            except Exception:
+                log.warning("could not extend the deadline of run %s", rid, exc_info=True)
+
+    async def _fail(
+        self,
+        delivery: RunDelivery,
+        claim: _Claim,
+        record: AttemptRecord | None,
+        error: str,
+        attempts: int,
+    ) -> None:
+        """Final failure: dead-letter first (deduplicated), then record, then ack — a crash in between
+        leads to a redelivery that repeats the missing steps."""
+        msg = delivery.message
+        await self._bus.publish_dead_letter(_encode_message(msg), dead_letter_headers(msg, attempts, error))
+        DEAD_LETTERS.inc()
+        log.warning("run %s failed after %d attempt(s) and was dead-lettered: %s", claim.run_id, attempts, error)
+        await self._finish(delivery, claim, RunStatus.FAILED, record, None if record else error)
+
+    async def _finish(
+        self,
+        delivery: RunDelivery,
+        claim: _Claim,
+        status: RunStatus,
+        record: AttemptRecord | None,
+        error: str | None = None,
+    ) -> None:
+        msg = delivery.message
+        changed = await self._runs.finish(msg, status, record, datetime.now(UTC), error)
+        if changed:
+            RUNS_FINISHED.labels(status=status.value, trigger=msg.trigger).inc()
+            await self._runs.update_job_last_run(msg.job_id, scheduled_at(msg), status)
+        await self._settle(claim, delivery.ack())
+
+    @staticmethod
+    async def _settle(claim: _Claim, acknowledgement: Awaitable[None]) -> None:
+        claim.settled = True
+        await acknowledgement
+
+
+def dead_letter_headers(msg: RunMessage, attempts: int, error: str) -> dict[str, str]:
+    """Headers of a dead-lettered run: what failed, where, and why (single-line, bounded)."""
+    rid = run_id(msg.job_id, msg.scheduled_ms)
+    clean = " ".join(error.split())[:_HEADER_VALUE_MAX]
+    return {
+        "Nats-Msg-Id": f"{rid}:dead",
+        "Schedsvc-Run-Id": rid,
+        "Schedsvc-Job-Id": msg.job_id,
+        "Schedsvc-Tenant": msg.tenant,
+        "Schedsvc-Scheduled-Time": rfc3339(scheduled_at(msg)),
+        "Schedsvc-Trigger": msg.trigger,
+        "Schedsvc-Attempts": str(attempts),
+        "Schedsvc-Error": clean or "failed",
+    }

@@ -1,0 +1,383 @@
+"""Run history in MongoDB: one document per fire (``_id`` = ``<jobId>:<scheduledMs>``), for every attempt.
+
+Besides the fields in ``docs/design/data-model.md`` the execution module keeps two bookkeeping fields:
+
+- ``leaseUntil``: while an attempt is ``running``, until when its worker is known to be alive (extended
+  with the JetStream ack deadline). A redelivered message whose run is running under a live lease is put
+  back rather than called twice; once the lease has passed, the attempt is taken as interrupted (it still
+  counts in ``attempts``).
+- ``nextAttemptAt``: while a failed run waits for its retry (status ``queued``), when the retry is due.
+
+Every write is conditional on the run not being final yet, so a late or duplicate worker can never
+overwrite a finished run.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+from pymongo import ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from schedsvc import names
+from schedsvc.config import Settings
+from schedsvc.domain import (
+    RetryPolicy,
+    Run,
+    RunMessage,
+    RunStatus,
+    RunTrigger,
+    SchedsvcError,
+    StoreUnavailableError,
+    Target,
+    run_id,
+)
+
+FINAL_STATUSES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.SKIPPED, RunStatus.MISSED)
+_FINAL = [s.value for s in FINAL_STATUSES]
+MAX_PAGE = 500
+
+
+class InvalidCursorError(SchedsvcError, ValueError):
+    """A run-history page cursor was not produced by this service (or was altered)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunState:
+    """What a worker needs to know about a run before it acts on a delivery."""
+
+    status: RunStatus
+    attempts: int
+    lease_until: datetime | None
+    next_attempt_at: datetime | None
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """The outcome of one attempt as stored on the run."""
+
+    started_at: datetime
+    finished_at: datetime
+    http_status: int | None = None
+    error: str | None = None
+    response_snippet: str | None = None
+
+    @property
+    def duration_ms(self) -> int:
+        return max(0, round((self.finished_at - self.started_at).total_seconds() * 1000))
+
+
+@dataclass(frozen=True, slots=True)
+class JobForRun:
+    """The parts of a job that execution needs, read fresh for every run."""
+
+    id: str
+    tenant: str
+    target: Target
+    retry: RetryPolicy
+    overlap: str
+    status: str
+
+
+def scheduled_at(message: RunMessage) -> datetime:
+    return datetime.fromtimestamp(message.scheduled_ms / 1000, tz=UTC)
+
+
+class MongoRunStore:
+    """Run documents for execution (claims, outcomes) and the run history page for the API."""
+
+    def __init__(self, db: AsyncDatabase[dict[str, Any]], settings: Settings) -> None:
+        self._runs = db[names.RUNS]
+        self._jobs = db[names.JOBS]
+        self._retention = timedelta(days=settings.run_retention_days)
+
+    # -- execution --------------------------------------------------------------------------------
+
+    async def job_for_run(self, job_id: str) -> JobForRun | None:
+        """The job's current target and policies, or None when the job no longer exists.
+
+        Raises ``msgspec.ValidationError`` when the stored job does not decode (the run then fails).
+        """
+        doc = await self._guard(
+            self._jobs.find_one(
+                {"_id": job_id},
+                {"tenant": 1, "target": 1, "retry": 1, "overlap": 1, "status": 1},
+            )
+        )
+        if doc is None:
+            return None
+        return JobForRun(
+            id=job_id,
+            tenant=str(doc.get("tenant", "")),
+            target=msgspec.convert(doc.get("target"), Target),
+            retry=msgspec.convert(doc.get("retry") or {}, RetryPolicy),
+            overlap=str(doc.get("overlap", "allow")),
+            status=str(doc.get("status", "active")),
+        )
+
+    async def state(self, rid: str) -> RunState | None:
+        """The run's status and attempt count, or None when no attempt was recorded yet."""
+        doc = await self._guard(
+            self._runs.find_one({"_id": rid}, {"status": 1, "attempts": 1, "leaseUntil": 1, "nextAttemptAt": 1})
+        )
+        if doc is None:
+            return None
+        return RunState(
+            status=RunStatus(doc.get("status", RunStatus.QUEUED)),
+            attempts=int(doc.get("attempts") or 0),
+            lease_until=doc.get("leaseUntil"),
+            next_attempt_at=doc.get("nextAttemptAt"),
+        )
+
+    async def claim_attempt(
+        self, message: RunMessage, expected_attempts: int, now: datetime, lease_until: datetime
+    ) -> int | None:
+        """Record that attempt ``expected_attempts + 1`` starts now; None if another worker got there first.
+
+        The write is conditional on the attempt count the caller read, on the run not being final and on no
+        live lease, so exactly one of several workers holding the same message may call the target.
+        """
+        rid = run_id(message.job_id, message.scheduled_ms)
+        attempt = expected_attempts + 1
+        conditions: list[dict[str, Any]] = [
+            {"status": {"$nin": _FINAL}},
+            {"$or": [{"leaseUntil": None}, {"leaseUntil": {"$lte": now}}]},
+        ]
+        if expected_attempts == 0:
+            conditions.append({"$or": [{"attempts": 0}, {"attempts": None}]})
+        else:
+            conditions.append({"attempts": expected_attempts})
+        update = {
+            "$set": {
+                "status": RunStatus.RUNNING.value,
+                "attempts": attempt,
+                "startedAt": now,
+                "leaseUntil": lease_until,
+                "nextAttemptAt": None,
+                "expireAt": self._open_expiry(message, now),
+            },
+            "$setOnInsert": self._identity(message),
+        }
+        try:
+            doc = await self._guard(
+                self._runs.find_one_and_update(
+                    {"_id": rid, "$and": conditions},
+                    update,
+                    upsert=True,
+                    projection={"attempts": 1},
+                    return_document=ReturnDocument.AFTER,
+                )
+            )
+        except DuplicateKeyError:
+            return None  # the run exists but did not match: someone else claimed or finished it
+        return attempt if doc is not None and doc.get("attempts") == attempt else None
+
+    async def extend_lease(self, rid: str, attempt: int, lease_until: datetime) -> None:
+        await self._guard(
+            self._runs.update_one(
+                {"_id": rid, "attempts": attempt, "status": RunStatus.RUNNING.value},
+                {"$set": {"leaseUntil": lease_until}},
+            )
+        )
+
+    async def record_retry(self, rid: str, attempt: int, record: AttemptRecord, next_attempt_at: datetime) -> None:
+        """The attempt failed and a retry is scheduled: back to ``queued`` with the attempt's outcome."""
+        await self._guard(
+            self._runs.update_one(
+                {"_id": rid, "attempts": attempt, "status": {"$nin": _FINAL}},
+                {
+                    "$set": {
+                        **self._outcome(record),
+                        "status": RunStatus.QUEUED.value,
+                        "leaseUntil": None,
+                        "nextAttemptAt": next_attempt_at,
+                    }
+                },
+            )
+        )
+
+    async def release_interrupted(self, rid: str, attempt: int, error: str) -> None:
+        """The worker stops mid-attempt (shutdown): the attempt counts, the run waits for redelivery."""
+        await self._guard(
+            self._runs.update_one(
+                {"_id": rid, "attempts": attempt, "status": RunStatus.RUNNING.value},
+                {"$set": {"status": RunStatus.QUEUED.value, "leaseUntil": None, "error": error}},
+            )
+        )
+
+    async def finish(
+        self,
+        message: RunMessage,
+        status: RunStatus,
+        record: AttemptRecord | None,
+        now: datetime,
+        error: str | None = None,
+    ) -> bool:
+        """Record the final status; False when the run was already final (nothing is changed then).
+
+        ``record`` is the last attempt's outcome, or None when no attempt was made now (skipped, or no
+        attempts left after an interrupted one: the previous outcome fields are kept).
+        """
+        rid = run_id(message.job_id, message.scheduled_ms)
+        fields: dict[str, Any] = {
+            "status": status.value,
+            "finishedAt": now,
+            "leaseUntil": None,
+            "nextAttemptAt": None,
+            "expireAt": now + self._retention,
+        }
+        if record is not None:
+            fields.update(self._outcome(record))
+            fields["finishedAt"] = record.finished_at
+            fields["expireAt"] = record.finished_at + self._retention
+        if error is not None:
+            fields["error"] = error
+        insert_only = {**self._identity(message), "attempts": 0}
+        for key in fields:
+            insert_only.pop(key, None)
+        try:
+            result = await self._guard(
+                self._runs.update_one(
+                    {"_id": rid, "status": {"$nin": _FINAL}},
+                    {"$set": fields, "$setOnInsert": insert_only},
+                    upsert=True,
+                )
+            )
+        except DuplicateKeyError:
+            return False
+        return bool(result.matched_count or result.upserted_id is not None)
+
+    async def running_elsewhere(self, job_id: str, exclude_run_id: str, now: datetime) -> bool:
+        """Whether another run of the job is running under a live lease (overlap ``skip``)."""
+        doc = await self._guard(
+            self._runs.find_one(
+                {
+                    "jobId": job_id,
+                    "status": RunStatus.RUNNING.value,
+                    "leaseUntil": {"$gt": now},
+                    "_id": {"$ne": exclude_run_id},
+                },
+                {"_id": 1},
+            )
+        )
+        return doc is not None
+
+    async def update_job_last_run(self, job_id: str, scheduled: datetime, status: RunStatus) -> None:
+        """Set the job's ``lastRun``/``lastRunStatus`` unless a later fire already finished.
+
+        Deliberately leaves ``version`` and ``updatedAt`` alone: they belong to API changes (the ETag).
+        """
+        await self._guard(
+            self._jobs.update_one(
+                {"_id": job_id, "$or": [{"lastRun": None}, {"lastRun": {"$lt": scheduled}}]},
+                {"$set": {"lastRun": scheduled, "lastRunStatus": status.value}},
+            )
+        )
+
+    # -- API --------------------------------------------------------------------------------------
+
+    async def list_for_job(
+        self, tenant: str, job_id: str, limit: int, cursor: str | None
+    ) -> tuple[list[Run], str | None]:
+        """One page of a job's runs, newest first (by scheduled instant, then id), and the next cursor.
+
+        Raises :class:`InvalidCursorError` for a cursor this method did not return.
+        """
+        limit = max(1, min(limit, MAX_PAGE))
+        query: dict[str, Any] = {"jobId": job_id, "tenant": tenant}
+        if cursor is not None:
+            after_ms, after_id = _decode_cursor(cursor)
+            after = datetime.fromtimestamp(after_ms / 1000, tz=UTC)
+            query["$or"] = [{"scheduledAt": {"$lt": after}}, {"scheduledAt": after, "_id": {"$lt": after_id}}]
+        found = self._runs.find(query).sort([("scheduledAt", -1), ("_id", -1)]).limit(limit + 1)
+        docs = await self._guard(found.to_list(limit + 1))
+        page = [_to_run(d) for d in docs[:limit]]
+        next_cursor = None
+        if len(docs) > limit:
+            last = docs[limit - 1]
+            next_cursor = _encode_cursor(_to_ms(last["scheduledAt"]), str(last["_id"]))
+        return page, next_cursor
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _identity(self, message: RunMessage) -> dict[str, Any]:
+        return {
+            "jobId": message.job_id,
+            "tenant": message.tenant,
+            "scheduledAt": scheduled_at(message),
+            "trigger": message.trigger,
+        }
+
+    def _open_expiry(self, message: RunMessage, now: datetime) -> datetime:
+        # An unfinished run also expires, so records abandoned with their job do not live forever.
+        return max(now, scheduled_at(message)) + self._retention
+
+    @staticmethod
+    def _outcome(record: AttemptRecord) -> dict[str, Any]:
+        return {
+            "startedAt": record.started_at,
+            "durationMs": record.duration_ms,
+            "httpStatus": record.http_status,
+            "error": record.error,
+            "responseSnippet": record.response_snippet,
+        }
+
+    @staticmethod
+    async def _guard(awaitable: Any) -> Any:
+        try:
+            return await awaitable
+        except DuplicateKeyError:
+            raise
+        except PyMongoError as exc:
+            raise StoreUnavailableError(f"run store: {exc}") from exc
+
+
+def _to_ms(value: datetime) -> int:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return round(value.timestamp() * 1000)
+
+
+def _encode_cursor(scheduled_ms: int, rid: str) -> str:
+    raw = json.dumps([scheduled_ms, rid], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[int, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        scheduled_ms, rid = json.loads(raw)
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise InvalidCursorError("cursor is not valid") from exc
+    if not isinstance(scheduled_ms, int) or not isinstance(rid, str):
+        raise InvalidCursorError("cursor is not valid")
+    return scheduled_ms, rid
+
+
+def _to_run(doc: dict[str, Any]) -> Run:
+    trigger = doc.get("trigger", RunTrigger.SCHEDULED)
+    return Run(
+        id=str(doc["_id"]),
+        job_id=str(doc["jobId"]),
+        scheduled_at=doc["scheduledAt"],
+        trigger=RunTrigger(trigger) if trigger in RunTrigger._value2member_map_ else RunTrigger.SCHEDULED,
+        status=RunStatus(doc.get("status", RunStatus.QUEUED)),
+        attempts=int(doc.get("attempts") or 0),
+        started_at=doc.get("startedAt"),
+        finished_at=doc.get("finishedAt"),
+        duration_ms=doc.get("durationMs"),
+        http_status=doc.get("httpStatus"),
+        error=doc.get("error"),
+        response_snippet=doc.get("responseSnippet"),
+    )
