@@ -49,8 +49,9 @@ SECRET_NAME = "schedsvc-secrets"
 SECRET_ENV = ("SCHEDSVC_MONGODB_URI", "SCHEDSVC_NATS_URL", "SCHEDSVC_REDIS_URL")
 HTTP_PORT = 8000
 
-# Litestar's Prometheus middleware (prefix ``schedsvc_http``) registers these lazily, on the first request,
-# so they are not in the registry at import time. Every one is labelled by the same four labels.
+# Litestar's Prometheus middleware (``litestar/plugins/prometheus/middleware.py``; prefix ``schedsvc_http`` in
+# ``schedsvc.api.app``) registers these lazily, on the first request, so they are not in the registry at import
+# time. Every one is labelled by the same four labels.
 LITESTAR_HTTP_LABELS = frozenset({"method", "path", "status_code", "app_name"})
 LITESTAR_HTTP_SERIES = {
     "schedsvc_http_requests_total": LITESTAR_HTTP_LABELS,
@@ -58,6 +59,7 @@ LITESTAR_HTTP_SERIES = {
     "schedsvc_http_request_duration_seconds_sum": LITESTAR_HTTP_LABELS,
     "schedsvc_http_request_duration_seconds_count": LITESTAR_HTTP_LABELS,
     "schedsvc_http_requests_in_progress": LITESTAR_HTTP_LABELS,
+    "schedsvc_http_requests_error_total": LITESTAR_HTTP_LABELS,
 }
 # Labels Prometheus attaches to every scraped series (Prometheus Operator target labels).
 TARGET_LABELS = frozenset({"namespace", "pod", "container", "service", "endpoint", "job", "instance"})
