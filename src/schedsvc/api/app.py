@@ -139,13 +139,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app_name="schedsvc", prefix="schedsvc_http", group_path=True, exclude=["^/metrics", "^/health"]
     )
     handlers: list[Any] = [HealthController, MetricsController]
-    middleware: list[Any] = [RequestIdMiddleware, prometheus.middleware]
+    middleware: list[Any] = [RequestIdMiddleware(), prometheus.middleware]
     if "api" in settings.roles:
         handlers += [JobsController, SchedulesController]
         middleware += [
             DefineMiddleware(ApiKeyAuthentication, exclude=PUBLIC_PATHS),
-            TenantContextMiddleware,
-            RateLimitMiddleware,
+            TenantContextMiddleware(),
+            RateLimitMiddleware(),
         ]
     redis = RedisLink(settings.redis_url, Names(settings.prefix).redis_prefix) if settings.redis_url else None
     stores: dict[str, Store] = {}

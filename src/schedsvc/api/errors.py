@@ -29,6 +29,7 @@ from schedsvc.domain import (
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 _AT_PATH = re.compile(r" - at `\$\.?([^`]*)`")
+_NAMED_FIELD = re.compile(r"(?:unknown|missing required) field `([^`]+)`")
 
 
 class FieldError(msgspec.Struct):
@@ -61,12 +62,19 @@ def problem(
 
 
 def _field_from_message(message: str, source: str | None, key: str | None) -> FieldError:
-    """msgspec says ``... - at `$.schedule.seconds```; turn that into ``schedule.seconds``."""
+    """msgspec says ``... - at `$.schedule.seconds```; turn that into ``schedule.seconds``.
+
+    For unknown or missing fields msgspec names the field in the message and the path of its parent.
+    """
     match = _AT_PATH.search(message)
-    if match:
-        path = match.group(1).replace("[", ".").replace("]", "")
-        return FieldError(path or (key or "body"), _AT_PATH.sub("", message))
-    return FieldError(key or source or "body", message)
+    path = match.group(1).replace("[", ".").replace("]", "") if match else ""
+    text = _AT_PATH.sub("", message)
+    named = _NAMED_FIELD.search(text)
+    if named:
+        path = f"{path}.{named.group(1)}" if path else named.group(1)
+    if not path:
+        path = "body" if key in (None, "data") else key
+    return FieldError(path, text)
 
 
 def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Problem]:
@@ -80,7 +88,9 @@ def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Re
     if malformed:
         return problem(request, 400, "Malformed JSON", "the request body is not valid JSON", errors)
     detail = "; ".join(f"{e.field}: {e.message}" for e in errors) or str(exc.detail)
-    return problem(request, 422 if errors else 400, "Invalid request", detail, errors or None)
+    # A body that decodes but breaks the schema is 422; bad query parameters or headers are 400.
+    in_body = any(isinstance(e, dict) and e.get("source") in (None, "body") for e in extra)
+    return problem(request, 422 if errors and in_body else 400, "Invalid request", detail, errors or None)
 
 
 def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:

@@ -12,7 +12,7 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.datastructures import State
 from litestar.exceptions import ClientException, HTTPException, ServiceUnavailableException
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
 from schedsvc.domain import (
     HttpTarget,
@@ -123,8 +123,8 @@ class JobsController(Controller):
         self,
         request: Request[str, str, State],
         state: State,
-        data: JobCreate,
-        idempotency_key: Annotated[str | None, Parameter(header="Idempotency-Key", max_length=255)] = None,
+        data: JSONBody[JobCreate],
+        idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key", max_length=255)] = None,
     ) -> Response[Job]:
         tenant = request.user
         now = utcnow()
@@ -150,11 +150,11 @@ class JobsController(Controller):
         self,
         request: Request[str, str, State],
         state: State,
-        status: JobStatus | None = None,
-        tag: Annotated[str | None, Parameter(max_length=64)] = None,
-        name: Annotated[str | None, Parameter(max_length=200, description="name prefix")] = None,
-        limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
-        cursor: Annotated[str | None, Parameter(max_length=200)] = None,
+        status: FromQuery[JobStatus | None] = None,
+        tag: Annotated[str | None, QueryParameter(max_length=64)] = None,
+        name: Annotated[str | None, QueryParameter(max_length=200, description="name prefix")] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+        cursor: Annotated[str | None, QueryParameter(max_length=200)] = None,
     ) -> JobList:
         try:
             page = await state.jobs.list(
@@ -165,7 +165,7 @@ class JobsController(Controller):
         return JobList(page.items, page.next_cursor)
 
     @get("/{job_id:str}", summary="Get a job", cache=True)
-    async def get_job(self, request: Request[str, str, State], state: State, job_id: str) -> Response[Job]:
+    async def get_job(self, request: Request[str, str, State], state: State, job_id: FromPath[str]) -> Response[Job]:
         job = await state.jobs.get(request.user, job_id)
         return Response(job, headers=_etag(job))
 
@@ -174,9 +174,9 @@ class JobsController(Controller):
         self,
         request: Request[str, str, State],
         state: State,
-        job_id: str,
-        data: JobPatch,
-        if_match: Annotated[str | None, Parameter(header="If-Match")] = None,
+        job_id: FromPath[str],
+        data: JSONBody[JobPatch],
+        if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
     ) -> Response[Job]:
         tenant = request.user
         expected = _expected_version(if_match)
@@ -204,8 +204,8 @@ class JobsController(Controller):
         self,
         request: Request[str, str, State],
         state: State,
-        job_id: str,
-        if_match: Annotated[str | None, Parameter(header="If-Match")] = None,
+        job_id: FromPath[str],
+        if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
     ) -> None:
         partition = await state.jobs.delete(request.user, job_id, _expected_version(if_match))
         await _announce(state, request.user, job_id, partition)
@@ -215,8 +215,8 @@ class JobsController(Controller):
         self,
         request: Request[str, str, State],
         state: State,
-        job_id: str,
-        if_match: Annotated[str | None, Parameter(header="If-Match")] = None,
+        job_id: FromPath[str],
+        if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
     ) -> Response[Job]:
         tenant = request.user
         job = await state.jobs.get(tenant, job_id)
@@ -239,8 +239,8 @@ class JobsController(Controller):
         self,
         request: Request[str, str, State],
         state: State,
-        job_id: str,
-        if_match: Annotated[str | None, Parameter(header="If-Match")] = None,
+        job_id: FromPath[str],
+        if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
     ) -> Response[Job]:
         tenant = request.user
         job = await state.jobs.get(tenant, job_id)
@@ -259,7 +259,7 @@ class JobsController(Controller):
         return Response(job, headers=_etag(job))
 
     @post("/{job_id:str}/run", summary="Run a job now (recorded as a manual run)", status_code=202)
-    async def run_job_now(self, request: Request[str, str, State], state: State, job_id: str) -> RunAccepted:
+    async def run_job_now(self, request: Request[str, str, State], state: State, job_id: FromPath[str]) -> RunAccepted:
         tenant = request.user
         job = await state.jobs.get(tenant, job_id)
         if state.bus is None:
@@ -274,9 +274,9 @@ class JobsController(Controller):
         self,
         request: Request[str, str, State],
         state: State,
-        job_id: str,
-        limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
-        cursor: Annotated[str | None, Parameter(max_length=200)] = None,
+        job_id: FromPath[str],
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+        cursor: Annotated[str | None, QueryParameter(max_length=200)] = None,
     ) -> RunList:
         await state.jobs.get(request.user, job_id)  # 404 for another tenant's job, as for a missing one
         try:

@@ -11,15 +11,15 @@ from typing import Any
 from litestar.datastructures import MutableScopeHeaders
 from litestar.enums import ScopeType
 from litestar.exceptions import TooManyRequestsException
-from litestar.middleware import AbstractMiddleware
-from litestar.types import Message, Receive, Scope, Send
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from schedsvc.cache import RedisUnavailable
 from schedsvc.observability.logging import request_id_var, tenant_var
 from schedsvc.observability.metrics import RATE_LIMITED
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-UNLIMITED_PATHS = ["^/health", "^/metrics"]
+UNLIMITED_PATHS = ("^/health", "^/metrics")
 
 
 def _add_headers(send: Send, headers: dict[str, str]) -> Send:
@@ -33,28 +33,28 @@ def _add_headers(send: Send, headers: dict[str, str]) -> Send:
     return wrapped
 
 
-class RequestIdMiddleware(AbstractMiddleware):
+class RequestIdMiddleware(ASGIMiddleware):
     """Accept ``X-Request-ID`` (or make one), return it, and put it in every log line of the request."""
 
-    scopes = {ScopeType.HTTP}
+    scopes = (ScopeType.HTTP,)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         raw = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         request_id = raw if _REQUEST_ID.match(raw) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
         try:
-            await self.app(scope, receive, _add_headers(send, {"X-Request-ID": request_id}))
+            await next_app(scope, receive, _add_headers(send, {"X-Request-ID": request_id}))
         finally:
             request_id_var.reset(token)
 
 
-class RateLimitMiddleware(AbstractMiddleware):
+class RateLimitMiddleware(ASGIMiddleware):
     """Per API key (per client address without one); the limit may be overridden per tenant."""
 
-    scopes = {ScopeType.HTTP}
-    exclude = UNLIMITED_PATHS
+    scopes = (ScopeType.HTTP,)
+    exclude_path_pattern = UNLIMITED_PATHS
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         state = scope["litestar_app"].state
         settings = state.settings
         tenant = scope.get("user")
@@ -77,15 +77,15 @@ class RateLimitMiddleware(AbstractMiddleware):
                 detail=f"more than {decision.limit} requests per minute for this API key",
                 headers={**headers, "Retry-After": str(decision.reset_seconds)},
             )
-        await self.app(scope, receive, _add_headers(send, headers))
+        await next_app(scope, receive, _add_headers(send, headers))
 
 
-class TenantContextMiddleware(AbstractMiddleware):
+class TenantContextMiddleware(ASGIMiddleware):
     """After authentication: the tenant into the log context, and its cache version for cached GETs."""
 
-    scopes = {ScopeType.HTTP}
+    scopes = (ScopeType.HTTP,)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         tenant = scope.get("user")
         token = tenant_var.set(tenant if isinstance(tenant, str) else None)
         try:
@@ -93,7 +93,7 @@ class TenantContextMiddleware(AbstractMiddleware):
             if tenant and link is not None and scope.get("method") == "GET":
                 with contextlib.suppress(RedisUnavailable):  # no version: the request bypasses the cache
                     scope.setdefault("state", {})["cache_version"] = await link.tenant_version(tenant)
-            await self.app(scope, receive, send)
+            await next_app(scope, receive, send)
         finally:
             tenant_var.reset(token)
 

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, post
+from litestar.params import JSONBody
 from msgspec import Meta
 
 from schedsvc.domain.models import AwareDatetime, Schedule
@@ -31,5 +32,5 @@ class SchedulesController(Controller):
     tags = ["schedules"]
 
     @post("/preview", status_code=200, summary="Preview the next fires of a schedule")
-    async def preview(self, data: PreviewRequest) -> PreviewResponse:
+    async def preview(self, data: JSONBody[PreviewRequest]) -> PreviewResponse:
         return PreviewResponse(upcoming_fires(data.schedule, data.after or utcnow(), data.count))

@@ -1,0 +1,76 @@
+"""Schemathesis against the running service's OpenAPI document, over a real HTTP socket.
+
+Bounded in examples; it must find no 5xx and no response that breaks the documented schema.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+from tests.support import servers
+
+DEV_KEY = "sk_00000000000000cc_" + "c" * 43
+AUTH = {"Authorization": f"Bearer {DEV_KEY}"}
+
+
+@pytest.fixture(scope="module")
+def service_url(
+    mongo_uri: str, nats_url: str, run_token: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    port = servers.free_port()
+    env = {
+        **os.environ,
+        "SCHEDSVC_MONGODB_URI": mongo_uri,
+        "SCHEDSVC_DATABASE": f"schedsvc_{run_token}_fuzz",
+        "SCHEDSVC_NATS_URL": nats_url,
+        "SCHEDSVC_PREFIX": f"schedsvc_{run_token}_fuzz",
+        "SCHEDSVC_ROLES": "api",
+        "SCHEDSVC_PORT": str(port),
+        "SCHEDSVC_DEV_MODE": "true",
+        "SCHEDSVC_DEV_API_KEY": DEV_KEY,
+        "SCHEDSVC_RATE_LIMIT_PER_MINUTE": "100000",
+        "SCHEDSVC_LOG_LEVEL": "WARNING",
+    }
+    log: Path = tmp_path_factory.mktemp("fuzz") / "service.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "schedsvc.cli", "serve"], env=env, stdout=out, stderr=out)
+    try:
+        servers.wait_for_port(port, 60, proc)  # type: ignore[arg-type]
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        if "Traceback" in log.read_text():
+            print(log.read_text()[-5000:])
+
+
+@pytest.fixture(scope="module")
+def api_schema(service_url: str) -> schemathesis.schemas.BaseSchema:
+    return schemathesis.openapi.from_url(f"{service_url}/schema/openapi.json", wait_for_schema=30)
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+@schema.parametrize()
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+def test_no_server_errors_and_responses_match_the_schema(case: schemathesis.Case, service_url: str) -> None:
+    case.call_and_validate(
+        base_url=service_url,
+        headers=AUTH,
+        checks=[not_a_server_error, response_schema_conformance, content_type_conformance, status_code_conformance],
+        timeout=30,
+    )
