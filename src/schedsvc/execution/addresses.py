@@ -75,9 +75,8 @@ def refusal_reason(address: IPAddress | str, allow: Iterable[IPNetwork] = ()) ->
             return refusal_reason(ip.ipv4_mapped, allow)
         embedded = _embedded_ipv4(ip)
         if embedded is not None:
-            reason = refusal_reason(embedded, allow)
-            if reason is not None:
-                return reason
+            # NAT64 and 6to4 reach the embedded IPv4 address: it alone decides.
+            return refusal_reason(embedded, allow)
     if ip.is_unspecified:
         return "unspecified"
     if ip.is_loopback:

@@ -136,6 +136,9 @@ class ExecutionService:
                 continue
             try:
                 deliveries = await self._subscription.fetch(min(free, FETCH_BATCH_MAX), FETCH_TIMEOUT_SECONDS)
+            except TimeoutError:
+                # nats-py raises the builtin TimeoutError (not its own) when a batch fetch finds nothing.
+                continue
             except Exception:
                 log.warning("fetching run messages failed; retrying", exc_info=True)
                 await asyncio.sleep(FETCH_ERROR_PAUSE_SECONDS)

@@ -1,0 +1,794 @@
+"""Execution against real sockets: JetStream, a MongoDB-wire server and an HTTP target on 127.0.0.1.
+
+Jobs and tenants are written straight into the database (per docs/design/data-model.md) and fires are
+published with ``bus.publish_runs``, so these tests depend on neither the API nor the timing module.
+Every connection goes to 127.0.0.0/8 only; every stream a test creates is deleted at its end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import dataclasses
+import hashlib
+import hmac
+import ipaddress
+import itertools
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import nats
+import pytest
+from bson import ObjectId
+
+from schedsvc import names
+from schedsvc.bus import NatsRunBus
+from schedsvc.config import Settings
+from schedsvc.domain import HttpTarget, NatsTarget, RetryPolicy, RunMessage, run_id
+from schedsvc.execution import ExecutionService
+from schedsvc.names import Names
+from schedsvc.store.runs import InvalidCursorError, MongoRunStore
+
+REPO = Path(__file__).resolve().parents[2]
+TENANT = "acme"
+WAIT = 20.0
+
+# -- a recording HTTP server on 127.0.0.1 -------------------------------------------------------------
+
+
+@dataclass
+class Call:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: bytes = b"ok"
+    headers: dict[str, str] = field(default_factory=dict)
+    hang: bool = False
+    """Never answer (until the test releases the server)."""
+    stream_bytes: int = 0
+    """Announce and start sending this many body bytes (for the read cap)."""
+
+
+Behaviour = Callable[[Call, int], Reply]
+"""What to answer for a call: given the call and how many calls that path had before it."""
+
+
+class TargetServer:
+    """HTTP/1.1 with keep-alive over asyncio streams; records every request it receives."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.calls: list[Call] = []
+        self.routes: dict[str, Behaviour] = {}
+        self.release = asyncio.Event()
+        self.streamed = 0
+        self.arrived = asyncio.Event()
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._connection, self.host, 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        self.release.set()
+        assert self._server is not None
+        self._server.close()
+        for w in list(self._writers):
+            w.close()
+        await self._server.wait_closed()
+
+    def url(self, path: str, host: str | None = None) -> str:
+        return f"http://{host or self.host}:{self.port}{path}"
+
+    def calls_to(self, route: str) -> list[Call]:
+        return [c for c in self.calls if c.path.split("?", 1)[0] == route]
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                method, path, _ = lines[0].split(" ", 2)
+                headers = {}
+                for line in lines[1:]:
+                    if line:
+                        k, v = line.split(":", 1)
+                        headers[k.strip().lower()] = v.strip()
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                call = Call(method, path, headers, body, time.monotonic())
+                route = path.split("?", 1)[0]
+                before = len(self.calls_to(route))
+                self.calls.append(call)
+                self.arrived.set()
+                reply = self.routes.get(route, lambda c, n: Reply())(call, before)
+                if reply.hang:
+                    await self.release.wait()
+                    reply = Reply()
+                if reply.stream_bytes:
+                    await self._stream(writer, reply)
+                    return
+                extra = "".join(f"{k}: {v}\r\n" for k, v in reply.headers.items())
+                writer.write(
+                    f"HTTP/1.1 {reply.status} X\r\nContent-Length: {len(reply.body)}\r\n{extra}\r\n".encode()
+                    + reply.body
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+    async def _stream(self, writer: asyncio.StreamWriter, reply: Reply) -> None:
+        writer.write(f"HTTP/1.1 {reply.status} X\r\nContent-Length: {reply.stream_bytes}\r\n\r\n".encode())
+        chunk = b"a" * 16_384
+        while self.streamed < reply.stream_bytes:
+            writer.write(chunk)
+            self.streamed += len(chunk)
+            await writer.drain()
+
+
+# -- fixtures and helpers -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[TargetServer]:
+    s = TargetServer()
+    await s.start()
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+def fast(settings: Settings) -> Settings:
+    """Short ack deadline so redeliveries happen within a test."""
+    return dataclasses.replace(settings, run_ack_wait_seconds=2.0, max_concurrent_runs=8)
+
+
+@pytest.fixture
+async def bus(fast: Settings) -> AsyncIterator[NatsRunBus]:
+    bus = await NatsRunBus.connect(fast)
+    await bus.ensure_streams()
+    yield bus
+    await bus.close()
+    nc = await nats.connect(fast.nats_url)
+    js = nc.jetstream()
+    n = Names(fast.prefix)
+    for stream in (n.run_stream, n.dead_letter_stream):
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await js.delete_stream(stream)
+    await nc.close()
+
+
+@pytest.fixture
+async def services(
+    fast: Settings, mongo_db: Any, bus: NatsRunBus
+) -> AsyncIterator[Callable[..., Awaitable[ExecutionService]]]:
+    started: list[ExecutionService] = []
+
+    async def start(settings: Settings | None = None, **kwargs: Any) -> ExecutionService:
+        service = ExecutionService(settings or fast, mongo_db, bus, **kwargs)
+        await service.start()
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        await service.stop()
+
+
+def secret_text() -> str:
+    return base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+async def add_tenant(db: Any, name: str = TENANT, secrets_: list[str] | None = None, **extra: Any) -> list[str]:
+    texts = secrets_ or [secret_text()]
+    now = datetime.now(UTC)
+    await db[names.TENANTS].insert_one(
+        {
+            "_id": name,
+            "createdAt": now,
+            "signingSecrets": [{"id": f"s{i}", "secret": s, "createdAt": now} for i, s in enumerate(texts)],
+            **extra,
+        }
+    )
+    return texts
+
+
+async def add_job(
+    db: Any,
+    target: HttpTarget | NatsTarget,
+    *,
+    retry: RetryPolicy | None = None,
+    overlap: str = "allow",
+    tenant: str = TENANT,
+    status: str = "active",
+) -> str:
+    job_id = str(ObjectId())
+    now = datetime.now(UTC)
+    await db[names.JOBS].insert_one(
+        {
+            "_id": job_id,
+            "tenant": tenant,
+            "name": f"job-{job_id}",
+            "schedule": {"kind": "interval", "seconds": 60, "anchor": now, "startAt": None, "endAt": None,
+                         "jitterSeconds": 0},
+            "target": msgspec.to_builtins(target),
+            "retry": msgspec.to_builtins(retry or RetryPolicy(max_attempts=1)),
+            "catchup": {"policy": "latest", "windowSeconds": 3600},
+            "overlap": overlap,
+            "tags": [],
+            "metadata": {},
+            "status": status,
+            "nextRun": None,
+            "resumedAt": None,
+            "lastRun": None,
+            "lastRunStatus": None,
+            "partition": 0,
+            "createdAt": now,
+            "updatedAt": now,
+            "version": 7,
+        }
+    )
+    return job_id
+
+
+async def fire(bus: NatsRunBus, job_id: str, scheduled_ms: int | None = None, trigger: str = "scheduled") -> str:
+    ms = scheduled_ms if scheduled_ms is not None else int(time.time() * 1000)
+    await bus.publish_runs([RunMessage(job_id, TENANT, ms, ms, trigger, 1)], [0])
+    return run_id(job_id, ms)
+
+
+async def run_doc(db: Any, rid: str) -> dict[str, Any] | None:
+    return await db[names.RUNS].find_one({"_id": rid})
+
+
+async def wait_until(check: Callable[[], Awaitable[Any]], timeout: float = WAIT) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.05)
+
+
+async def final_run(db: Any, rid: str, timeout: float = WAIT) -> dict[str, Any]:
+    async def check() -> dict[str, Any] | None:
+        doc = await run_doc(db, rid)
+        final = ("succeeded", "failed", "skipped", "missed")
+        return doc if doc is not None and doc["status"] in final else None
+
+    return await wait_until(check, timeout)
+
+
+async def consumer_settled(bus_settings: Settings) -> bool:
+    """No message of the run stream is waiting or unacknowledged."""
+    nc = await nats.connect(bus_settings.nats_url)
+    try:
+        n = Names(bus_settings.prefix)
+        info = await nc.jetstream().consumer_info(n.run_stream, n.worker_consumer)
+        return info.num_pending == 0 and info.num_ack_pending == 0
+    finally:
+        await nc.close()
+
+
+async def dead_letters(bus_settings: Settings) -> list[tuple[dict[str, str], bytes]]:
+    nc = await nats.connect(bus_settings.nats_url)
+    try:
+        js = nc.jetstream()
+        n = Names(bus_settings.prefix)
+        info = await js.stream_info(n.dead_letter_stream)
+        out = []
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            if info.state.messages == 0:
+                break
+            raw = await js.get_msg(n.dead_letter_stream, seq)
+            out.append((dict(raw.headers or {}), raw.data or b""))
+        return out
+    finally:
+        await nc.close()
+
+
+def reference_verify(shared: list[str], headers: dict[str, str], body: bytes) -> bool:
+    """Standard Webhooks verification written from the spec, independent of schedsvc.execution.signing."""
+    content = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    wanted = {
+        base64.b64encode(hmac.new(base64.b64decode(s), content, hashlib.sha256).digest()).decode() for s in shared
+    }
+    offered = {e.split(",", 1)[1] for e in headers["webhook-signature"].split(" ") if e.startswith("v1,")}
+    return bool(wanted & offered)
+
+
+# -- tests ------------------------------------------------------------------------------------------------
+
+
+async def test_success_is_signed_identified_and_recorded(mongo_db, bus, services, server, fast) -> None:  # type: ignore[no-untyped-def]
+    old, new = secret_text(), secret_text()
+    await add_tenant(mongo_db, secrets_=[new, old])
+    server.routes["/hook"] = lambda c, n: Reply(201, b'{"accepted":true}')
+    job_id = await add_job(
+        mongo_db,
+        HttpTarget(url=server.url("/hook?x=1"), method="POST", headers={"X-Custom": "yes", "Host": "evil"},
+                   body={"hello": "world"}),
+    )
+    await services()
+    scheduled_ms = int(time.time() * 1000) - 1500
+    rid = await fire(bus, job_id, scheduled_ms)
+
+    doc = await final_run(mongo_db, rid)
+    assert doc["status"] == "succeeded", doc
+    assert doc["attempts"] == 1 and doc["httpStatus"] == 201
+    assert doc["responseSnippet"] == '{"accepted":true}'
+    assert doc["jobId"] == job_id and doc["tenant"] == TENANT and doc["trigger"] == "scheduled"
+    assert doc["durationMs"] >= 0 and doc["finishedAt"] >= doc["startedAt"]
+    retention = timedelta(days=fast.run_retention_days)
+    assert abs(doc["expireAt"] - (doc["finishedAt"] + retention)) < timedelta(seconds=1)
+
+    [call] = server.calls
+    assert call.method == "POST" and call.path == "/hook?x=1"
+    assert json.loads(call.body) == {"hello": "world"}
+    h = call.headers
+    assert h["content-type"] == "application/json"
+    assert h["x-custom"] == "yes"
+    assert h["host"] == f"127.0.0.1:{server.port}"  # a job cannot override Host
+    assert h["idempotency-key"] == rid == f"{job_id}:{scheduled_ms}"
+    assert h["x-schedsvc-job-id"] == job_id
+    assert h["x-schedsvc-attempt"] == "1"
+    assert datetime.fromisoformat(h["x-schedsvc-scheduled-time"].replace("Z", "+00:00")) == datetime.fromtimestamp(
+        scheduled_ms / 1000, tz=UTC
+    )
+    assert h["webhook-id"] == rid
+    assert abs(int(h["webhook-timestamp"]) - time.time()) < 30
+    assert len(h["webhook-signature"].split(" ")) == 2
+    assert reference_verify([old], h, call.body) and reference_verify([new], h, call.body)
+    assert not reference_verify([secret_text()], h, call.body)
+
+    job = await mongo_db[names.JOBS].find_one({"_id": job_id})
+    assert job["lastRunStatus"] == "succeeded"
+    assert job["lastRun"] == datetime.fromtimestamp(scheduled_ms / 1000, tz=UTC)
+    assert job["version"] == 7  # the API's ETag is untouched
+    await wait_until(lambda: consumer_settled(fast))
+
+
+async def test_retries_with_backoff_then_dead_letter(mongo_db, bus, services, server, fast) -> None:  # type: ignore[no-untyped-def]
+    await add_tenant(mongo_db)
+    server.routes["/fail"] = lambda c, n: Reply(500, b"boom")
+    retry = RetryPolicy(max_attempts=3, min_backoff_seconds=0.3, max_backoff_seconds=0.6)
+    job_id = await add_job(mongo_db, HttpTarget(url=server.url("/fail")), retry=retry)
+    await services()
+    rid = await fire(bus, job_id)
+
+    doc = await final_run(mongo_db, rid)
+    assert doc["status"] == "failed" and doc["attempts"] == 3
+    assert doc["httpStatus"] == 500 and doc["error"] == "HTTP 500" and doc["responseSnippet"] == "boom"
+    calls = server.calls_to("/fail")
+    assert [c.headers["x-schedsvc-attempt"] for c in calls] == ["1", "2", "3"]
+    assert {c.headers["idempotency-key"] for c in calls} == {rid}
+    gaps = [b.at - a.at for a, b in itertools.pairwise(calls)]
+    # First retry waits within [0.3, 0.6]; the second within [0.3, 0.6] too (capped at max).
+    assert all(0.28 <= g <= 0.6 + 1.5 for g in gaps), gaps
+
+    letters = await wait_until(lambda: dead_letters(fast))
+    [(headers, payload)] = letters
+    assert headers["Schedsvc-Run-Id"] == rid
+    assert headers["Schedsvc-Job-Id"] == job_id
+    assert headers["Schedsvc-Attempts"] == "3"
+    assert headers["Schedsvc-Error"] == "HTTP 500"
+    assert msgspec.msgpack.decode(payload, type=RunMessage).job_id == job_id
+    job = await mongo_db[names.JOBS].find_one({"_id": job_id})
+    assert job["lastRunStatus"] == "failed"
+    await wait_until(lambda: consumer_settled(fast))
+
+
+async def test_a_retry_that_succeeds(mongo_db, bus, services, server) -> None:  # type: ignore[no-untyped-def]
+    await add_tenant(mongo_db)
+    server.routes["/flaky"] = lambda c, n: Reply(503) if n == 0 else Reply(200, b"fine")
+    retry = RetryPolicy(max_attempts=5, min_backoff_seconds=0.1, max_backoff_seconds=0.2)
+    job_id = await add_job(mongo_db, HttpTarget(url=server.url("/flaky")), retry=retry)
+    await services()
+    doc = await final_run(mongo_db, await fire(bus, job_id))
+    assert doc["status"] == "succeeded" and doc["attempts"] == 2 and doc["httpStatus"] == 200
+    assert doc["error"] is None
+    assert len(server.calls) == 2
+
+
+async def test_success_statuses_override_2xx(mongo_db, bus, services, server) -> None:  # type: ignore[no-untyped-def]
+    await add_tenant(mongo_db)
+    server.routes["/gone"] = lambda c, n: Reply(410)
+    server.routes["/ok"] = lambda c, n: Reply(200)
+    gone = await add_job(mongo_db, HttpTarget(url=server.url("/gone"), success_statuses=[410]))
+    ok = await add_job(mongo_db, HttpTarget(url=server.url("/ok"), success_statuses=[204]))
+    await services()
+    assert (await final_run(mongo_db, await fire(bus, gone)))["status"] == "succeeded"
+    assert (await final_run(mongo_db, await fire(bus, ok)))["status"] == "failed"
+
+
+async def test_overlap_skip_and_allow(mongo_db, bus, services, server) -> None:  # type: ignore[no-untyped-def]
+    await add_tenant(mongo_db)
+    server.routes["/slow"] = lambda c, n: Reply(hang=True) if n == 0 else Reply()
+    skip = await add_job(mongo_db, HttpTarget(url=server.url("/slow")), overlap="skip")
+    await services()
+    base = int(time.time() * 1000)
+    first = await fire(bus, skip, base - 2000)
+    await asyncio.wait_for(server.arrived.wait(), WAIT)
+    second = await fire(bus, skip, base - 1000)
+    skipped = await final_run(mongo_db, second)
+    assert skipped["status"] == "skipped" and skipped["attempts"] == 0
+    assert "still running" in skipped["error"]
+    job = await mongo_db[names.JOBS].find_one({"_id": skip})
+    assert job["lastRunStatus"] == "skipped"
+    server.release.set()
+    assert (await final_run(mongo_db, first))["status"] == "succeeded"
+    job = await mongo_db[names.JOBS].find_one({"_id": skip})
+    # The earlier fire finished last, but lastRun only moves forward.
+    assert job["lastRunStatus"] == "skipped"
+    assert len(server.calls_to("/slow")) == 1
+
+    # allow: both fires of a job call the target while one of them still hangs.
+    server.release.clear()
+    server.routes["/both"] = lambda c, n: Reply(hang=True) if n == 0 else Reply()
+    allow = await add_job(mongo_db, HttpTarget(url=server.url("/both")), overlap="allow")
+    a = await fire(bus, allow, base - 2000)
+    b = await fire(bus, allow, base - 1000)
+    await wait_until(lambda: asyncio.sleep(0, len(server.calls_to("/both")) == 2))
+    server.release.set()
+    assert (await final_run(mongo_db, a))["status"] == "succeeded"
+    assert (await final_run(mongo_db, b))["status"] == "succeeded"
+
+
+async def test_total_timeout(mongo_db, bus, services, server) -> None:  # type: ignore[no-untyped-def]
+    await add_tenant(mongo_db)
+    server.routes["/hang"] = lambda c, n: Reply(hang=True)
+    job_id = await add_job(mongo_db, HttpTarget(url=server.url("/hang"), timeout_seconds=0.5))
+    await services()
+    started = time.monotonic()
+    doc = await final_run(mongo_db, await fire(bus, job_id))
+    assert doc["status"] == "failed"
+    assert "timed out" in doc["error"]
+    assert doc["httpStatus"] is None
+    assert time.monotonic() - started < 10
+
+
+async def test_connect_failure_is_recorded(mongo_db, bus, services) -> None:  # type: ignore[no-untyped-def]
+    await add_tenant(mongo_db)
+    closed = TargetServer()
+    await closed.start()
+    url = closed.url("/nobody")
+    await closed.close()
+    job_id = await add_job(mongo_db, HttpTarget(url=url))
+    await services()
+    doc = await final_run(mongo_db, await fire(bus, job_id))
+    assert doc["status"] == "failed" and "ConnectError" in doc["error"]
+
+
+async def test_response_read_cap(mongo_db, bus, services, server, fast) -> None:  # type: ignore[no-untyped-def]
+    await add_tenant(mongo_db)
+    capped = dataclasses.replace(fast, response_read_cap_bytes=4096, response_snippet_bytes=100)
+    huge = 50 * 1024 * 1024
+    server.routes["/huge"] = lambda c, n: Reply(200, stream_bytes=huge)
+    job_id = await add_job(mongo_db, HttpTarget(url=server.url("/huge"), timeout_seconds=20))
+    await services(capped)
+    doc = await final_run(mongo_db, await fire(bus, job_id))
+    assert doc["status"] == "succeeded"
+    assert doc["responseSnippet"] == "a" * 100
+    # The worker hung up long before the body ended (socket buffers hold a few MB at most).
+    assert server.streamed < huge // 2
+
+
+async def test_redirects_are_followed_and_limited(mongo_db, bus, services, server) -> None:  # type: ignore[no-untyped-def]
+    await add_tenant(mongo_db)
+    server.routes["/r1"] = lambda c, n: Reply(307, b"", {"Location": "/r2"})
+    server.routes["/r2"] = lambda c, n: Reply(303, b"", {"Location": server.url("/final")})
+    server.routes["/final"] = lambda c, n: Reply(200, b"done")
+    server.routes["/loop"] = lambda c, n: Reply(302, b"", {"Location": "/loop"})
+    job_id = await add_job(mongo_db, HttpTarget(url=server.url("/r1"), body="payload"))
+    looping = await add_job(mongo_db, HttpTarget(url=server.url("/loop")))
+    await services()
+
+    doc = await final_run(mongo_db, await fire(bus, job_id))
+    assert doc["status"] == "succeeded" and doc["responseSnippet"] == "done"
+    [r1], [r2], [final] = server.calls_to("/r1"), server.calls_to("/r2"), server.calls_to("/final")
+    assert r2.method == "POST" and r2.body == b"payload"  # 307 keeps method and body
+    assert final.method == "GET" and final.body == b""  # 303 switches to GET
+    assert final.headers["idempotency-key"] == r1.headers["idempotency-key"]
+
+    doc = await final_run(mongo_db, await fire(bus, looping))
+    assert doc["status"] == "failed" and "too many redirects" in doc["error"]
+    assert len(server.calls_to("/loop")) == 6  # the first request and five redirects
+
+
+async def test_address_policy_refuses_loopback_unless_allow_listed(mongo_db, bus, services, server, fast) -> None:  # type: ignore[no-untyped-def]
+    await add_tenant(mongo_db)
+    strict = dataclasses.replace(fast, target_allow_networks=())
+    retry = RetryPolicy(max_attempts=3, min_backoff_seconds=0.1, max_backoff_seconds=0.1)
+    by_ip = await add_job(mongo_db, HttpTarget(url=server.url("/a")), retry=retry)
+    by_name = await add_job(mongo_db, HttpTarget(url=server.url("/b", host="localhost")), retry=retry)
+    service = await services(strict)
+
+    doc = await final_run(mongo_db, await fire(bus, by_ip))
+    assert doc["status"] == "failed" and doc["attempts"] == 1  # a refusal is not retried
+    assert "loopback" in doc["error"] and "127.0.0.1" in doc["error"]
+    doc = await final_run(mongo_db, await fire(bus, by_name))
+    assert doc["status"] == "failed" and "loopback" in doc["error"] and "localhost" in doc["error"]
+    assert server.calls == []
+    await service.stop()
+
+    # The allow-list makes the exception: the same name now reaches the server, Host kept as the name.
+    await services(fast)
+    doc = await final_run(mongo_db, await fire(bus, by_name, int(time.time() * 1000) + 1))
+    assert doc["status"] == "succeeded"
+    [call] = server.calls
+    assert call.headers["host"] == f"localhost:{server.port}"
+
+
+async def test_redirect_hops_are_rechecked(mongo_db, bus, services, server, fast) -> None:  # type: ignore[no-untyped-def]
+    """Only 127.0.0.1 is allowed; a redirect to 127.0.0.2 (also loopback) is refused before connecting."""
+    await add_tenant(mongo_db)
+    narrow = dataclasses.replace(fast, target_allow_networks=(ipaddress.ip_network("127.0.0.1/32"),))
+    server.routes["/jump"] = lambda c, n: Reply(302, b"", {"Location": f"http://127.0.0.2:{server.port}/inside"})
+    job_id = await add_job(mongo_db, HttpTarget(url=server.url("/jump")))
+    await services(narrow)
+    doc = await final_run(mongo_db, await fire(bus, job_id))
+    assert doc["status"] == "failed" and "127.0.0.2" in doc["error"] and "loopback" in doc["error"]
+    assert [c.path for c in server.calls] == ["/jump"]
+
+
+async def test_nats_target_publishes_with_identity_headers(mongo_db, bus, services, fast) -> None:  # type: ignore[no-untyped-def]
+    await add_tenant(mongo_db)
+    subject = f"tenant.{TENANT}.{fast.prefix}.ping"
+    nc = await nats.connect(fast.nats_url)
+    sub = await nc.subscribe(subject)
+    try:
+        job_id = await add_job(
+            mongo_db, NatsTarget(subject=subject, payload={"n": 1}, headers={"X-Mine": "1"})
+        )
+        reserved = await add_job(mongo_db, NatsTarget(subject=f"{fast.prefix}.runs.0", payload="x"))
+        await services()
+        rid = await fire(bus, job_id)
+        msg = await sub.next_msg(timeout=WAIT)
+        assert json.loads(msg.data) == {"n": 1}
+        assert msg.headers is not None
+        assert msg.headers["Idempotency-Key"] == rid
+        assert msg.headers["X-Schedsvc-Attempt"] == "1"
+        assert msg.headers["X-Schedsvc-Job-Id"] == job_id
+        assert msg.headers["X-Mine"] == "1"
+        assert (await final_run(mongo_db, rid))["status"] == "succeeded"
+
+        doc = await final_run(mongo_db, await fire(bus, reserved))
+        assert doc["status"] == "failed" and "reserved" in doc["error"]
+    finally:
+        await nc.close()
+
+
+async def test_deleted_job_is_dropped(mongo_db, bus, services, server, fast) -> None:  # type: ignore[no-untyped-def]
+    await add_tenant(mongo_db)
+    job_id = await add_job(mongo_db, HttpTarget(url=server.url("/x")))
+    await mongo_db[names.JOBS].delete_one({"_id": job_id})
+    await services()
+    rid = await fire(bus, job_id)
+    await wait_until(lambda: consumer_settled(fast))
+    assert await run_doc(mongo_db, rid) is None
+    assert server.calls == []
+
+
+async def test_paused_job_skips_scheduled_fires_but_runs_manual_ones(mongo_db, bus, services, server) -> None:  # type: ignore[no-untyped-def]
+    await add_tenant(mongo_db)
+    job_id = await add_job(mongo_db, HttpTarget(url=server.url("/p")), status="paused")
+    await services()
+    base = int(time.time() * 1000)
+    assert (await final_run(mongo_db, await fire(bus, job_id, base - 10)))["status"] == "skipped"
+    manual = await fire(bus, job_id, base, trigger="manual")
+    doc = await final_run(mongo_db, manual)
+    assert doc["status"] == "succeeded" and doc["trigger"] == "manual"
+    assert len(server.calls) == 1
+
+
+async def test_a_redelivered_finished_run_does_not_call_again(  # type: ignore[no-untyped-def]
+    mongo_db, bus, services, server, fast, monkeypatch
+) -> None:
+    """The worker dies after the run was recorded but before its ack: the redelivery only acks."""
+    from schedsvc.bus.nats import RunDelivery
+
+    await add_tenant(mongo_db)
+    job_id = await add_job(mongo_db, HttpTarget(url=server.url("/once")))
+    real_ack = RunDelivery.ack
+    lost = asyncio.Event()
+
+    async def lost_ack(self: RunDelivery) -> None:
+        lost.set()
+        await asyncio.Event().wait()  # never acks: the worker is "killed" here
+
+    monkeypatch.setattr(RunDelivery, "ack", lost_ack)
+    first = await services(shutdown_grace_seconds=0.0)
+    rid = await fire(bus, job_id)
+    await asyncio.wait_for(lost.wait(), WAIT)
+    assert (await run_doc(mongo_db, rid))["status"] == "succeeded"
+    await first.stop()  # cancels the stuck task: nothing acked, nothing nak'd
+
+    monkeypatch.setattr(RunDelivery, "ack", real_ack)
+    await services()
+    await wait_until(lambda: consumer_settled(fast))  # redelivered after the ack deadline, then acked
+    assert len(server.calls) == 1
+    assert (await run_doc(mongo_db, rid))["attempts"] == 1
+
+
+WORKER_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, dataclasses, ipaddress, json, sys
+    from schedsvc.bus import NatsRunBus
+    from schedsvc.config import Settings
+    from schedsvc.execution import ExecutionService
+    from schedsvc.store import connect, database
+
+    async def main():
+        raw = json.loads(sys.argv[1])
+        raw["target_allow_networks"] = tuple(ipaddress.ip_network(n) for n in raw["target_allow_networks"])
+        raw["roles"] = frozenset(raw["roles"])
+        settings = Settings(**raw)
+        client = connect(settings)
+        bus = await NatsRunBus.connect(settings)
+        service = ExecutionService(settings, database(client, settings), bus)
+        await service.start()
+        print("started", flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+    """
+)
+
+
+def spawn_worker(settings: Settings) -> subprocess.Popen[bytes]:
+    raw = dataclasses.asdict(settings)
+    raw["target_allow_networks"] = [str(n) for n in settings.target_allow_networks]
+    raw["roles"] = sorted(settings.roles)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen(
+        [sys.executable, "-c", WORKER_SCRIPT, json.dumps(raw, default=str)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("max_attempts", [3, 1])
+async def test_worker_killed_mid_call(mongo_db, bus, services, server, fast, max_attempts) -> None:  # type: ignore[no-untyped-def]
+    """SIGKILL a worker process while the target works: the interrupted attempt counts, and the run is
+    retried (or, with no attempts left, failed) by another worker after the ack deadline."""
+    await add_tenant(mongo_db)
+    server.routes["/kill"] = lambda c, n: Reply(hang=True) if n == 0 else Reply(200, b"second")
+    retry = RetryPolicy(max_attempts=max_attempts, min_backoff_seconds=0.1, max_backoff_seconds=0.2)
+    job_id = await add_job(mongo_db, HttpTarget(url=server.url("/kill"), timeout_seconds=60), retry=retry)
+    proc = spawn_worker(fast)
+    try:
+        rid = await fire(bus, job_id)
+        await asyncio.wait_for(server.arrived.wait(), WAIT)
+        running = await run_doc(mongo_db, rid)
+        assert running["status"] == "running" and running["attempts"] == 1
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    assert proc.returncode == -signal.SIGKILL
+
+    await services()
+    doc = await final_run(mongo_db, rid)
+    calls = server.calls_to("/kill")
+    if max_attempts == 1:
+        assert doc["status"] == "failed" and doc["attempts"] == 1
+        assert "interrupted" in doc["error"]
+        assert len(calls) == 1
+        assert len(await dead_letters(fast)) == 1
+    else:
+        assert doc["status"] == "succeeded" and doc["attempts"] == 2 and doc["responseSnippet"] == "second"
+        assert [c.headers["x-schedsvc-attempt"] for c in calls] == ["1", "2"]
+        assert calls[0].headers["idempotency-key"] == calls[1].headers["idempotency-key"] == rid
+    await wait_until(lambda: consumer_settled(fast))
+
+
+async def test_stop_hands_back_runs_past_the_grace_period(mongo_db, bus, services, server, fast) -> None:  # type: ignore[no-untyped-def]
+    await add_tenant(mongo_db)
+    server.routes["/long"] = lambda c, n: Reply(hang=True) if n == 0 else Reply()
+    retry = RetryPolicy(max_attempts=3, min_backoff_seconds=0.1, max_backoff_seconds=0.2)
+    job_id = await add_job(mongo_db, HttpTarget(url=server.url("/long"), timeout_seconds=60), retry=retry)
+    first = await services(shutdown_grace_seconds=0.2)
+    rid = await fire(bus, job_id)
+    await asyncio.wait_for(server.arrived.wait(), WAIT)
+    assert first.ready
+    started = time.monotonic()
+    await first.stop()
+    assert not first.ready
+    assert time.monotonic() - started < 5
+    doc = await run_doc(mongo_db, rid)
+    assert doc["status"] == "queued" and doc["attempts"] == 1 and "shutdown" in doc["error"]
+
+    await services()
+    doc = await final_run(mongo_db, rid)
+    assert doc["status"] == "succeeded" and doc["attempts"] == 2
+
+
+async def test_many_runs_with_bounded_concurrency(mongo_db, bus, services, server, fast) -> None:  # type: ignore[no-untyped-def]
+    await add_tenant(mongo_db)
+    active = 0
+    peak = 0
+
+    def behaviour(call: Call, n: int) -> Reply:
+        return Reply(200)
+
+    server.routes["/many"] = behaviour
+    job_ids = [await add_job(mongo_db, HttpTarget(url=server.url("/many"))) for _ in range(40)]
+    limited = dataclasses.replace(fast, max_concurrent_runs=4)
+    service = await services(limited)
+    original = service._worker.process  # type: ignore[union-attr]
+
+    async def counting(delivery):  # type: ignore[no-untyped-def]
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        try:
+            await original(delivery)
+        finally:
+            active -= 1
+
+    service._worker.process = counting  # type: ignore[union-attr, method-assign]
+    now = int(time.time() * 1000)
+    await bus.publish_runs([RunMessage(j, TENANT, now, now, "scheduled", 1) for j in job_ids], [0] * len(job_ids))
+
+    async def all_done() -> bool:
+        return await mongo_db[names.RUNS].count_documents({"status": "succeeded"}) == len(job_ids)
+
+    await wait_until(all_done)
+    assert 1 <= peak <= 4
+    assert len(server.calls) == len(job_ids)
+
+
+async def test_run_history_pages(mongo_db, fast) -> None:  # type: ignore[no-untyped-def]
+    store = MongoRunStore(mongo_db, fast)
+    job_id = str(ObjectId())
+    base = 1_700_000_000_000
+    for i in range(5):
+        await mongo_db[names.RUNS].insert_one(
+            {"_id": run_id(job_id, base + i * 1000), "jobId": job_id, "tenant": TENANT,
+             "scheduledAt": datetime.fromtimestamp((base + i * 1000) / 1000, tz=UTC), "trigger": "scheduled",
+             "status": "succeeded", "attempts": 1}
+        )
+    await mongo_db[names.RUNS].insert_one(
+        {"_id": run_id(job_id, base + 9000), "jobId": job_id, "tenant": "other",
+         "scheduledAt": datetime.fromtimestamp((base + 9000) / 1000, tz=UTC), "trigger": "scheduled",
+         "status": "succeeded", "attempts": 1}
+    )
+    seen = []
+    cursor = None
+    while True:
+        page, cursor = await store.list_for_job(TENANT, job_id, 2, cursor)
+        seen += [r.id for r in page]
+        if cursor is None:
+            break
+    assert seen == [run_id(job_id, base + i * 1000) for i in reversed(range(5))]
+    page, _ = await store.list_for_job(TENANT, job_id, 1, None)
+    assert page[0].status == "succeeded" and page[0].attempts == 1 and page[0].job_id == job_id
+    with pytest.raises(InvalidCursorError):
+        await store.list_for_job(TENANT, job_id, 2, "not-a-cursor")
