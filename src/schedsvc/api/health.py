@@ -57,8 +57,8 @@ class HealthController(Controller):
         checks["migrations"] = "ok" if state.get("migrations_ok") else "pending"
         bus = state.get("bus")
         checks["nats"] = "ok" if bus is not None and bus.connected else "failing: disconnected"
-        if state.get("cache") is not None:
+        if state.get("redis") is not None:
             # Optional: without Redis requests bypass the cache, so this never fails readiness.
-            checks["redis"] = "ok" if await state.cache.healthy() else "degraded"
+            checks["redis"] = "ok" if await state.redis.healthy() else "degraded"
         ready = all(checks[k] == "ok" for k in ("mongodb", "migrations", "nats"))
         return Readiness(ready, checks)

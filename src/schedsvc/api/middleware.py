@@ -19,7 +19,7 @@ from schedsvc.observability.logging import request_id_var, tenant_var
 from schedsvc.observability.metrics import RATE_LIMITED
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-UNLIMITED_PATHS = ("^/health", "^/metrics")
+UNLIMITED_PATHS = ("/health", "/metrics")
 
 
 def _add_headers(send: Send, headers: dict[str, str]) -> Send:
@@ -52,7 +52,10 @@ class RateLimitMiddleware(ASGIMiddleware):
     """Per API key (per client address without one); the limit may be overridden per tenant."""
 
     scopes = (ScopeType.HTTP,)
-    exclude_path_pattern = UNLIMITED_PATHS
+
+    @staticmethod
+    def should_bypass_for_scope(scope: Scope) -> bool:
+        return str(scope["path"]).startswith(UNLIMITED_PATHS)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         state = scope["litestar_app"].state
