@@ -1,0 +1,50 @@
+"""``python -m schedsvc.timing``: a headless timing replica configured from ``SCHEDSVC_*`` variables.
+
+Used by multi-process tests and benchmarks. SIGTERM or SIGINT stops it gracefully: in-flight batches
+finish and every lease is released at once, so another replica takes over without waiting for expiry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from schedsvc.bus.nats import NatsRunBus
+from schedsvc.config import Settings
+from schedsvc.store._client import connect, database
+from schedsvc.timing.service import TimingService
+
+log = logging.getLogger("schedsvc.timing")
+
+
+async def run(settings: Settings) -> None:
+    """Run one replica until SIGTERM/SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    client = connect(settings)
+    bus = await NatsRunBus.connect(settings)
+    try:
+        await bus.ensure_streams()
+        service = TimingService(settings, database(client, settings), bus)
+        await service.start()
+        # One line on stdout tells a parent process the replica is serving.
+        print(f"ready {service.member}", flush=True)
+        await stop.wait()
+        await service.stop()
+        log.info("timing replica %s stopped", service.member)
+    finally:
+        await bus.close()
+        await client.close()
+
+
+def main() -> None:
+    settings = Settings.from_env()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    main()

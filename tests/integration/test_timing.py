@@ -1,0 +1,345 @@
+"""The timing service against real SecantusDB and NATS JetStream: on-time fires, anchors, completion,
+time zones, jitter, job changes, and catch-up after a pause and after a full stop.
+
+Jobs are inserted straight into MongoDB (shaped per docs/design/data-model.md), not through the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import msgspec
+import nats
+import pytest
+from bson import ObjectId
+
+from schedsvc import names
+from schedsvc.bus import NatsRunBus
+from schedsvc.config import Settings
+from schedsvc.domain import RunMessage, Schedule, partition_of
+from schedsvc.timing import compile_schedule, from_ms, to_ms
+from schedsvc.timing.service import TimingService, job_seed
+
+_decode = msgspec.msgpack.Decoder(RunMessage).decode
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, step: float = 0.05) -> bool:
+    """Poll ``check`` until it holds or ``timeout`` passes; return its last answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return True
+        await asyncio.sleep(step)
+    return await check()
+
+
+def job_doc(
+    schedule: dict[str, Any],
+    *,
+    partitions: int,
+    next_run: datetime | None = None,
+    status: str = "active",
+    catchup: dict[str, Any] | None = None,
+    created: datetime | None = None,
+) -> dict[str, Any]:
+    """A job document as the API stores it; ``nextRun`` defaults to the first fire after creation."""
+    job_id = str(ObjectId())
+    created = created or datetime.now(UTC)
+    full = {"startAt": None, "endAt": None, "jitterSeconds": 0, **schedule}
+    if next_run is None:
+        compiled = compile_schedule(msgspec.convert(full, Schedule, strict=False), created=created)
+        first = compiled.next_after(to_ms(created))
+        next_run = None if first is None else from_ms(first)
+    return {
+        "_id": job_id, "tenant": "acme", "name": f"job-{job_id}", "schedule": full,
+        "target": {"kind": "nats", "subject": "tenant.acme.ping", "payload": None, "headers": {}},
+        "retry": {"maxAttempts": 3, "minBackoffSeconds": 1.0, "maxBackoffSeconds": 60.0, "maxEventAgeSeconds": 3600.0},
+        "catchup": catchup or {"policy": "latest", "windowSeconds": 3600},
+        "overlap": "allow", "tags": [], "metadata": {}, "status": status, "nextRun": next_run,
+        "resumedAt": None, "lastRun": None, "lastRunStatus": None,
+        "partition": partition_of(job_id, partitions), "createdAt": created, "updatedAt": created, "version": 1,
+    }
+
+
+@dataclass
+class Received:
+    """Run messages seen on the run subjects (core NATS: every publish, duplicates included)."""
+
+    messages: list[tuple[RunMessage, int]] = field(default_factory=list)
+
+    def of(self, job_id: str) -> list[RunMessage]:
+        return [m for m, _ in self.messages if m.job_id == job_id]
+
+    def arrivals(self, job_id: str) -> list[tuple[RunMessage, int]]:
+        return [(m, at) for m, at in self.messages if m.job_id == job_id]
+
+    async def wait_for(self, job_id: str, count: int, timeout: float) -> list[RunMessage]:
+        async def enough() -> bool:
+            return len(self.of(job_id)) >= count
+
+        await eventually(enough, timeout, step=0.02)
+        return self.of(job_id)
+
+
+@dataclass
+class Timing:
+    settings: Settings
+    db: Any
+    bus: NatsRunBus
+    received: Received
+    service: TimingService | None = None
+
+    async def start(self) -> TimingService:
+        self.service = TimingService(self.settings, self.db, self.bus)
+        await self.service.start()
+        return self.service
+
+    async def stop(self) -> None:
+        if self.service is not None:
+            await self.service.stop()
+            self.service = None
+
+    async def insert(self, doc: dict[str, Any]) -> str:
+        await self.db[names.JOBS].insert_one(doc)
+        await self.bus.publish_job_change(doc["_id"], doc["partition"])
+        return str(doc["_id"])
+
+    async def change(self, job_id: str, **fields: Any) -> None:
+        doc = await self.db[names.JOBS].find_one_and_update(
+            {"_id": job_id}, {"$set": fields, "$inc": {"version": 1}}
+        )
+        await self.bus.publish_job_change(job_id, doc["partition"])
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        return await self.db[names.JOBS].find_one({"_id": job_id})  # type: ignore[no-any-return]
+
+    async def completed(self, job_id: str) -> bool:
+        return bool((await self.job(job_id))["status"] == "completed")
+
+    async def runs(self, job_id: str) -> list[dict[str, Any]]:
+        return [r async for r in self.db[names.RUNS].find({"jobId": job_id}).sort("scheduledAt", 1)]
+
+    async def stream_ids(self) -> list[str]:
+        return [i async for i in self.bus.stream_message_ids()]
+
+
+@pytest.fixture
+async def timing(settings: Settings, mongo_db: Any, nats_url: str) -> AsyncIterator[Timing]:
+    bus = await NatsRunBus.connect(settings)
+    await bus.ensure_streams()
+    received = Received()
+    nc = await nats.connect(nats_url)
+
+    async def on_msg(msg: Any) -> None:
+        received.messages.append((_decode(msg.data), now_ms()))
+
+    sub = await nc.subscribe(f"{bus.names.run_subject_root}.>", cb=on_msg)
+    t = Timing(settings, mongo_db, bus, received)
+    try:
+        yield t
+    finally:
+        await t.stop()
+        await sub.unsubscribe()
+        js = nc.jetstream()
+        for stream in (bus.names.run_stream, bus.names.dead_letter_stream):
+            await js.delete_stream(stream)
+        await nc.close()
+        await bus.close()
+
+
+async def test_a_job_created_two_seconds_ahead_fires_on_time(timing: Timing) -> None:
+    service = await timing.start()
+    assert service.ready
+    assert len(service.owned_partitions) == timing.settings.partitions
+    at = datetime.now(UTC) + timedelta(seconds=2)
+    doc = job_doc({"kind": "once", "at": at}, partitions=timing.settings.partitions)
+    job_id = await timing.insert(doc)
+
+    [message] = await timing.received.wait_for(job_id, 1, timeout=6)
+    [(_, arrived)] = timing.received.arrivals(job_id)
+    assert message.scheduled_ms == to_ms(at) == message.due_ms
+    assert message.trigger == "scheduled"
+    assert message.tenant == "acme"
+    assert 0 <= arrived - to_ms(at) < 300, "published within 300 ms of its instant"
+    # A once schedule completes after its fire.
+    await eventually(lambda: timing.completed(job_id), 3)
+    stored = await timing.job(job_id)
+    assert stored["status"] == "completed"
+    assert stored["nextRun"] is None
+    await asyncio.sleep(0.5)
+    assert len(timing.received.of(job_id)) == 1
+    assert await timing.stream_ids() == [f"{job_id}:{to_ms(at)}"]
+
+
+async def test_interval_fires_stay_on_their_anchor_and_stop_at_end(timing: Timing) -> None:
+    await timing.start()
+    anchor = from_ms(now_ms() - 10_000 + 337)  # fires at ...x.337 s, every second
+    end = datetime.now(UTC) + timedelta(seconds=3.5)
+    doc = job_doc(
+        {"kind": "interval", "seconds": 1, "anchor": anchor, "endAt": end}, partitions=timing.settings.partitions
+    )
+    job_id = await timing.insert(doc)
+    messages = await timing.received.wait_for(job_id, 3, timeout=6)
+    assert len(messages) >= 3
+    anchor_ms = to_ms(anchor)
+    assert all((m.scheduled_ms - anchor_ms) % 1000 == 0 for m in messages)
+    steps = {b.scheduled_ms - a.scheduled_ms for a, b in itertools.pairwise(messages)}
+    assert steps == {1000}
+    for m, arrived in timing.received.arrivals(job_id):
+        assert 0 <= arrived - m.due_ms < 300
+    assert await eventually(lambda: timing.completed(job_id), 4)
+    assert all(m.scheduled_ms <= to_ms(end) for m in timing.received.of(job_id))
+
+
+async def test_cron_in_a_non_utc_zone_fires_at_the_local_instant(timing: Timing) -> None:
+    await timing.start()
+    zone = ZoneInfo("Asia/Kathmandu")  # UTC+05:45: a wrong zone would be off by hours
+    target = (datetime.now(UTC) + timedelta(seconds=3)).replace(microsecond=0)
+    local = target.astimezone(zone)
+    expression = f"{local.second} {local.minute} {local.hour} * * *"
+    doc = job_doc({"kind": "cron", "expression": expression, "timezone": zone.key},
+                  partitions=timing.settings.partitions)
+    assert doc["nextRun"] == target
+    job_id = await timing.insert(doc)
+    [message] = await timing.received.wait_for(job_id, 1, timeout=7)
+    assert message.scheduled_ms == to_ms(target)
+    [(_, arrived)] = timing.received.arrivals(job_id)
+    assert 0 <= arrived - to_ms(target) < 300
+    # The next fire is a day later, by the zone's wall clock.
+    stored = await timing.job(job_id)
+    assert stored["nextRun"].astimezone(zone).time() == local.time()
+    assert stored["nextRun"] - target == timedelta(days=1)
+
+
+async def test_jitter_delays_the_publication_but_not_the_nominal_instant(timing: Timing) -> None:
+    await timing.start()
+    at = datetime.now(UTC) + timedelta(seconds=1)
+    doc = job_doc({"kind": "once", "at": at, "jitterSeconds": 3}, partitions=timing.settings.partitions)
+    compiled = compile_schedule(msgspec.convert(doc["schedule"], Schedule, strict=False))
+    due = compiled.fire_instant(to_ms(at), job_seed(doc["_id"]))
+    assert to_ms(at) <= due <= to_ms(at) + 3000
+    job_id = await timing.insert(doc)
+    [message] = await timing.received.wait_for(job_id, 1, timeout=7)
+    assert (message.scheduled_ms, message.due_ms) == (to_ms(at), due)
+    [(_, arrived)] = timing.received.arrivals(job_id)
+    assert 0 <= arrived - due < 300
+
+
+async def test_pausing_and_deleting_stop_the_fires(timing: Timing) -> None:
+    await timing.start()
+    parts = timing.settings.partitions
+    paused = await timing.insert(job_doc({"kind": "interval", "seconds": 1}, partitions=parts))
+    deleted = await timing.insert(job_doc({"kind": "interval", "seconds": 1}, partitions=parts))
+    await timing.received.wait_for(paused, 1, timeout=4)
+    await timing.received.wait_for(deleted, 1, timeout=4)
+    await timing.change(paused, status="paused")
+    doc = await timing.job(deleted)
+    await timing.db[names.JOBS].delete_one({"_id": deleted})
+    await timing.bus.publish_job_change(deleted, doc["partition"])
+    await asyncio.sleep(0.5)  # a fire already in flight may still land
+    counts = len(timing.received.of(paused)), len(timing.received.of(deleted))
+    await asyncio.sleep(2.5)
+    assert (len(timing.received.of(paused)), len(timing.received.of(deleted))) == counts
+
+
+@pytest.mark.parametrize("policy", ["skip", "latest", "all"])
+async def test_catchup_after_a_pause(timing: Timing, policy: str) -> None:
+    await timing.start()
+    doc = job_doc({"kind": "interval", "seconds": 1}, partitions=timing.settings.partitions,
+                  catchup={"policy": policy, "windowSeconds": 3600})
+    job_id = await timing.insert(doc)
+    await timing.received.wait_for(job_id, 1, timeout=4)
+    await timing.change(job_id, status="paused")
+    await asyncio.sleep(0.5)
+    before = len(timing.received.of(job_id))
+    paused_next = (await timing.job(job_id))["nextRun"]
+    await asyncio.sleep(3)
+    resumed = datetime.now(UTC)
+    await timing.change(job_id, status="active", resumedAt=resumed)
+    await asyncio.sleep(1.5)
+
+    during_pause = list(range(to_ms(paused_next), to_ms(resumed), 1000))
+    assert len(during_pause) >= 3
+    after = timing.received.of(job_id)[before:]
+    caught_up = [m.scheduled_ms for m in after if m.trigger == "catchup"]
+    missed = [to_ms(r["scheduledAt"]) for r in await timing.runs(job_id) if r["status"] == "missed"]
+    expected_runs = {"skip": [], "latest": during_pause[-1:], "all": during_pause}[policy]
+    assert caught_up == expected_runs
+    assert sorted(missed) == [ms for ms in during_pause if ms not in expected_runs]
+    # Regular fires resume after the pause, and resumedAt is cleared.
+    scheduled = [m.scheduled_ms for m in after if m.trigger == "scheduled"]
+    assert scheduled
+    assert min(scheduled) >= to_ms(resumed)
+    assert (await timing.job(job_id))["resumedAt"] is None
+
+
+@pytest.mark.parametrize(
+    ("policy", "runs", "missed"),
+    [("skip", 0, 6), ("latest", 1, 5), ("all", 2, 4)],
+)
+async def test_catchup_after_a_full_stop(timing: Timing, policy: str, runs: int, missed: int) -> None:
+    parts = timing.settings.partitions
+    now = from_ms(now_ms())
+    # Fires at -575 s, -475 s, ... -75 s while no replica ran; the next one is 25 s ahead.
+    anchor = now - timedelta(seconds=575)
+    stale = job_doc({"kind": "interval", "seconds": 100, "anchor": anchor}, partitions=parts,
+                    next_run=anchor, created=anchor, catchup={"policy": policy, "windowSeconds": 250})
+    # A fire 20 s overdue is within the grace period: it runs as scheduled even under "skip".
+    recent_at = now - timedelta(seconds=20)
+    recent = job_doc({"kind": "once", "at": recent_at}, partitions=parts, next_run=recent_at,
+                     catchup={"policy": "skip", "windowSeconds": 0})
+    await timing.db[names.JOBS].insert_many([stale, recent])
+    await timing.start()
+
+    await timing.received.wait_for(recent["_id"], 1, timeout=4)
+    [recent_message] = timing.received.of(recent["_id"])
+    assert recent_message.trigger == "scheduled"
+    async def advanced() -> bool:
+        return bool((await timing.job(stale["_id"]))["nextRun"] != anchor)
+
+    await eventually(advanced, 4)
+
+    fires = [to_ms(anchor) + k * 100_000 for k in range(6)]
+    messages = timing.received.of(stale["_id"])
+    assert [m.scheduled_ms for m in messages] == fires[len(fires) - runs:]
+    assert all(m.trigger == "catchup" for m in messages)
+    records = await timing.runs(stale["_id"])
+    assert [to_ms(r["scheduledAt"]) for r in records] == fires[:missed]
+    assert {(r["status"], r["tenant"]) for r in records} <= {("missed", "acme")}
+    assert all(r["_id"] == f"{stale['_id']}:{to_ms(r['scheduledAt'])}" for r in records)
+    stored = await timing.job(stale["_id"])
+    assert stored["nextRun"] == anchor + timedelta(seconds=600)
+    assert stored["status"] == "active"
+
+
+async def test_stop_hands_partitions_over_to_another_replica_at_once(timing: Timing) -> None:
+    parts = timing.settings.partitions
+    first = await timing.start()
+    job_id = await timing.insert(job_doc({"kind": "interval", "seconds": 1}, partitions=parts))
+    await timing.received.wait_for(job_id, 2, timeout=5)
+    await timing.stop()
+    stopped_at = now_ms()
+    assert first.owned_partitions == {}
+    second = TimingService(timing.settings, timing.db, timing.bus)
+    await second.start()
+    try:
+        assert len(second.owned_partitions) == parts  # no wait for lease expiry
+        count = len(timing.received.of(job_id))
+        await timing.received.wait_for(job_id, count + 2, timeout=4)
+        gap = [m.scheduled_ms for m in timing.received.of(job_id) if m.scheduled_ms > stopped_at - 1000]
+        assert gap == list(range(gap[0], gap[0] + 1000 * len(gap), 1000)), "no fire lost in the hand-off"
+    finally:
+        await second.stop()
+    ids = await timing.stream_ids()
+    assert len(ids) == len(set(ids))
