@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.exceptions import (
     HTTPException,
     NotAuthorizedException,
@@ -32,6 +33,22 @@ _AT_PATH = re.compile(r" - at `\$\.?([^`]*)`")
 _NAMED_FIELD = re.compile(r"(?:unknown|missing required) field `([^`]+)`")
 
 
+_TITLES = {
+    400: "Bad request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    412: "Precondition failed",
+    413: "Payload too large",
+    415: "Unsupported media type",
+    422: "Invalid request",
+    429: "Too many requests",
+    503: "Service unavailable",
+}
+
+
 class FieldError(msgspec.Struct):
     field: str
     message: str
@@ -46,6 +63,15 @@ class Problem(msgspec.Struct, omit_defaults=True):
     detail: str | None = None
     instance: str | None = None
     errors: list[FieldError] | None = None
+
+
+def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI documentation of the problem-details responses a handler can give."""
+    common = (400, 401, 413, 415, 429, 503)
+    return {
+        status: ResponseSpec(data_container=Problem, media_type=PROBLEM_JSON, description=_TITLES.get(status, "Error"))
+        for status in sorted({*common, *statuses})
+    }
 
 
 def problem(
@@ -155,4 +181,4 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     Exception: _domain,
 }
 
-__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "FieldError", "Problem", "problem"]
+__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "FieldError", "Problem", "problem", "problem_responses"]

@@ -14,6 +14,7 @@ from litestar.datastructures import State
 from litestar.exceptions import ClientException, HTTPException, ServiceUnavailableException
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
+from schedsvc.api.errors import problem_responses
 from schedsvc.domain import (
     HttpTarget,
     InvalidScheduleError,
@@ -118,7 +119,7 @@ class JobsController(Controller):
     path = "/jobs"
     tags = ["jobs"]
 
-    @post("/", status_code=201, summary="Create a job")
+    @post("/", status_code=201, summary="Create a job", responses=problem_responses(409, 422))
     async def create_job(
         self,
         request: Request[str, str, State],
@@ -145,7 +146,7 @@ class JobsController(Controller):
             headers["Idempotent-Replayed"] = "true"
         return Response(job, status_code=201, headers=headers)
 
-    @get("/", summary="List jobs", cache=True)
+    @get("/", summary="List jobs", cache=True, responses=problem_responses())
     async def list_jobs(
         self,
         request: Request[str, str, State],
@@ -164,12 +165,12 @@ class JobsController(Controller):
             raise ClientException(str(exc), extra={"field": "cursor"}) from None
         return JobList(page.items, page.next_cursor)
 
-    @get("/{job_id:str}", summary="Get a job", cache=True)
+    @get("/{job_id:str}", summary="Get a job", cache=True, responses=problem_responses(404))
     async def get_job(self, request: Request[str, str, State], state: State, job_id: FromPath[str]) -> Response[Job]:
         job = await state.jobs.get(request.user, job_id)
         return Response(job, headers=_etag(job))
 
-    @patch("/{job_id:str}", summary="Change a job")
+    @patch("/{job_id:str}", summary="Change a job", responses=problem_responses(404, 409, 412, 422))
     async def update_job(
         self,
         request: Request[str, str, State],
@@ -199,7 +200,7 @@ class JobsController(Controller):
         await _announce(state, tenant, job.id, state.partition_of(job.id))
         return Response(job, headers=_etag(job))
 
-    @delete("/{job_id:str}", summary="Delete a job", status_code=204)
+    @delete("/{job_id:str}", summary="Delete a job", status_code=204, responses=problem_responses(404, 412))
     async def delete_job(
         self,
         request: Request[str, str, State],
@@ -210,7 +211,7 @@ class JobsController(Controller):
         partition = await state.jobs.delete(request.user, job_id, _expected_version(if_match))
         await _announce(state, request.user, job_id, partition)
 
-    @post("/{job_id:str}/pause", summary="Pause a job", status_code=200)
+    @post("/{job_id:str}/pause", summary="Pause a job", status_code=200, responses=problem_responses(404, 409, 412))
     async def pause_job(
         self,
         request: Request[str, str, State],
@@ -234,7 +235,12 @@ class JobsController(Controller):
         await _announce(state, tenant, job.id, state.partition_of(job.id))
         return Response(job, headers=_etag(job))
 
-    @post("/{job_id:str}/resume", summary="Resume a job (applies its catch-up policy)", status_code=200)
+    @post(
+        "/{job_id:str}/resume",
+        summary="Resume a job (applies its catch-up policy)",
+        status_code=200,
+        responses=problem_responses(404, 409, 412),
+    )
     async def resume_job(
         self,
         request: Request[str, str, State],
@@ -258,7 +264,12 @@ class JobsController(Controller):
         await _announce(state, tenant, job.id, state.partition_of(job.id))
         return Response(job, headers=_etag(job))
 
-    @post("/{job_id:str}/run", summary="Run a job now (recorded as a manual run)", status_code=202)
+    @post(
+        "/{job_id:str}/run",
+        summary="Run a job now (recorded as a manual run)",
+        status_code=202,
+        responses=problem_responses(404),
+    )
     async def run_job_now(self, request: Request[str, str, State], state: State, job_id: FromPath[str]) -> RunAccepted:
         tenant = request.user
         job = await state.jobs.get(tenant, job_id)
@@ -269,7 +280,7 @@ class JobsController(Controller):
         await state.bus.publish_runs([message], [state.partition_of(job.id)])
         return RunAccepted(run_id(job.id, now_ms), job.id, from_ms(now_ms), RunTrigger.MANUAL)
 
-    @get("/{job_id:str}/runs", summary="Run history of a job, newest first")
+    @get("/{job_id:str}/runs", summary="Run history of a job, newest first", responses=problem_responses(404))
     async def list_runs(
         self,
         request: Request[str, str, State],

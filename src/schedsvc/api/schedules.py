@@ -10,6 +10,7 @@ from litestar import Controller, post
 from litestar.params import JSONBody
 from msgspec import Meta
 
+from schedsvc.api.errors import problem_responses
 from schedsvc.domain.models import AwareDatetime, Schedule
 from schedsvc.store.jobs import utcnow
 from schedsvc.timing import upcoming_fires
@@ -31,6 +32,6 @@ class SchedulesController(Controller):
     path = "/schedules"
     tags = ["schedules"]
 
-    @post("/preview", status_code=200, summary="Preview the next fires of a schedule")
+    @post("/preview", status_code=200, summary="Preview the next fires of a schedule", responses=problem_responses(422))
     async def preview(self, data: JSONBody[PreviewRequest]) -> PreviewResponse:
         return PreviewResponse(upcoming_fires(data.schedule, data.after or utcnow(), data.count))

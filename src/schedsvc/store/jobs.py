@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -57,7 +56,7 @@ def decode_cursor(cursor: str) -> str:
     """The job id a cursor points after; ValueError for a cursor this service did not make."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors, as is non-ASCII input
         raise ValueError("cursor is not valid") from None
     if not re.fullmatch(r"[0-9a-f]{24}", raw):
         raise ValueError("cursor is not valid")
