@@ -234,9 +234,7 @@ def test_configuration_comes_from_configmap_and_secret(overlay: str) -> None:
                 assert set(config) <= settings_env, f"unknown settings: {set(config) - settings_env}"
                 assert not set(config) & set(SECRET_ENV), "secrets belong in the Secret"
                 # The service itself must accept the configuration (it validates cross-field rules too).
-                Settings.from_env(
-                    environ={**config, **{e["name"]: e["value"] for e in container.get("env", [])}}
-                )
+                Settings.from_env(environ={**config, **{e["name"]: e["value"] for e in container.get("env", [])}})
         for var in container.get("env", []):
             assert var["name"] in settings_env, f"{name}: {var['name']} is not a setting"
             assert var["name"] not in SECRET_ENV, f"{name}: {var['name']} must come from the Secret"
@@ -262,9 +260,7 @@ def test_service_ingress_hpa_and_pdbs_point_at_the_right_pods(overlay: str) -> N
         (metric,) = hpa["spec"]["metrics"]
         assert metric["resource"]["name"] == "cpu"
     pdbs = objects(overlay, "PodDisruptionBudget")
-    covered = sorted(
-        n for p in pdbs for n, lab in labels.items() if selects(p["spec"]["selector"]["matchLabels"], lab)
-    )
+    covered = sorted(n for p in pdbs for n, lab in labels.items() if selects(p["spec"]["selector"]["matchLabels"], lab))
     assert covered == sorted(deps), "every Deployment has exactly one PodDisruptionBudget"
 
 
@@ -359,9 +355,7 @@ def test_alert_rules_are_well_formed() -> None:
             assert rule["labels"]["severity"] in {"info", "warning", "critical"}, rule["alert"]
             assert {"summary", "description", "runbook"} <= set(rule["annotations"]), rule["alert"]
             anchor = rule["annotations"]["runbook"].partition("#")[2]
-            assert anchor in _doc_anchors(ROOT / "docs" / "operations.md"), (
-                f"{rule['alert']}: runbook #{anchor}"
-            )
+            assert anchor in _doc_anchors(ROOT / "docs" / "operations.md"), f"{rule['alert']}: runbook #{anchor}"
             names.append(rule["alert"])
     assert len(names) == len(set(names))
     covered = " ".join(names)
@@ -380,9 +374,7 @@ def _doc_anchors(path: Path) -> set[str]:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_dashboard_configmap_embeds_the_dashboard_source(overlay: str) -> None:
-    dashboards = [
-        c for c in objects(overlay, "ConfigMap") if c["metadata"].get("labels", {}).get("grafana_dashboard")
-    ]
+    dashboards = [c for c in objects(overlay, "ConfigMap") if c["metadata"].get("labels", {}).get("grafana_dashboard")]
     assert len(dashboards) == 1
     (config,) = dashboards
     assert config["metadata"]["labels"]["grafana_dashboard"] == "1"
@@ -484,9 +476,7 @@ def parse_selectors(where: str, expr: str) -> tuple[list[Selector], set[str]]:
     def visit(node: Any) -> None:
         if isinstance(node, promql_parser.VectorSelector):
             matchers = [m.name for m in node.matchers.matchers]
-            selectors.append(
-                Selector(where, node.name or "", frozenset(n for n in matchers if n != "__name__"))
-            )
+            selectors.append(Selector(where, node.name or "", frozenset(n for n in matchers if n != "__name__")))
         elif isinstance(node, promql_parser.AggregateExpr) and node.modifier is not None:
             grouping.update(node.modifier.labels)
         elif isinstance(node, promql_parser.BinaryExpr) and node.modifier is not None:
@@ -585,14 +575,10 @@ def test_containerfile_is_multi_stage_with_a_slim_non_root_runtime() -> None:
             assert not re.search(r"\b(apt-get|apt|apk|dnf|yum)\b.*\binstall\b", inst.args), (
                 f"package install: {inst.args}"
             )
-            assert not COMPILERS.search(inst.args.replace("--compile", "")), (
-                f"compiler in runtime: {inst.args}"
-            )
+            assert not COMPILERS.search(inst.args.replace("--compile", "")), f"compiler in runtime: {inst.args}"
         if inst.keyword in ("COPY", "ADD"):
             assert not re.search(r"\b(src|rust_core)/", inst.args), f"source in runtime image: {inst.args}"
-            assert not re.search(r"/usr/local/cargo|rustup", inst.args), (
-                f"Rust toolchain in runtime: {inst.args}"
-            )
+            assert not re.search(r"/usr/local/cargo|rustup", inst.args), f"Rust toolchain in runtime: {inst.args}"
         assert inst.keyword != "ADD" or "://" not in inst.args, "no remote ADD"
 
     def json_form(keyword: str) -> list[str]:
@@ -627,6 +613,4 @@ def test_build_context_ignore_files_agree_and_allow_what_is_copied() -> None:
             if inst.keyword == "COPY" and "--from=" not in inst.args:
                 *sources, _dest = inst.args.split()
                 for source in sources:
-                    assert source.rstrip("/*").rstrip("*") in allowed, (
-                        f"{source} is excluded from the context"
-                    )
+                    assert source.rstrip("/*").rstrip("*") in allowed, f"{source} is excluded from the context"
