@@ -157,6 +157,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[partial(_lifespan, settings)],
         middleware=middleware,
         before_request=_require_json,
+        logging_config=None,  # configure_logging() owns logging: JSON lines with request context
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_request_bytes,
         response_cache_config=ResponseCacheConfig(

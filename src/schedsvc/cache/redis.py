@@ -65,7 +65,9 @@ class RedisLink:
         except (RedisError, OSError) as exc:
             self.failed(exc, "version read")
             raise RedisUnavailable from exc
-        return value.decode() if value else "0"
+        if not value:
+            return "0"
+        return value.decode() if isinstance(value, bytes) else str(value)
 
     async def bump_tenant(self, tenant: str) -> None:
         """Invalidate every cached response of the tenant (after any write)."""

@@ -19,10 +19,7 @@ Tag = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:/
 HeaderMap = Annotated[dict[str, Annotated[str, Meta(max_length=4096)]], Meta(max_length=64)]
 JsonBody = str | dict[str, Any] | list[Any] | None
 
-_STRICT = {"kw_only": True, "forbid_unknown_fields": True, "rename": "camel", "omit_defaults": False}
-
-
-class _ScheduleBase(Struct, tag_field="kind", **_STRICT):  # type: ignore[call-arg]
+class _ScheduleBase(Struct, tag_field="kind", kw_only=True, forbid_unknown_fields=True, rename="camel"):
     start_at: AwareDatetime | None = None
     """No fire before this instant."""
     end_at: AwareDatetime | None = None
@@ -68,7 +65,7 @@ class OnceSchedule(_ScheduleBase, tag="once"):
 Schedule = CronSchedule | IntervalSchedule | CalendarSchedule | OnceSchedule
 
 
-class _TargetBase(Struct, tag_field="kind", **_STRICT):  # type: ignore[call-arg]
+class _TargetBase(Struct, tag_field="kind", kw_only=True, forbid_unknown_fields=True, rename="camel"):
     pass
 
 
@@ -94,7 +91,7 @@ class NatsTarget(_TargetBase, tag="nats"):
 Target = HttpTarget | NatsTarget
 
 
-class RetryPolicy(Struct, **_STRICT):  # type: ignore[call-arg]
+class RetryPolicy(Struct, kw_only=True, forbid_unknown_fields=True, rename="camel"):
     """Exponential backoff with full jitter, bounded by attempts and by the age of the fire."""
 
     max_attempts: Annotated[int, Meta(ge=1, le=50)] = 3
@@ -107,7 +104,7 @@ class RetryPolicy(Struct, **_STRICT):  # type: ignore[call-arg]
             raise ValueError("maxBackoffSeconds must not be below minBackoffSeconds")
 
 
-class CatchupPolicy(Struct, **_STRICT):  # type: ignore[call-arg]
+class CatchupPolicy(Struct, kw_only=True, forbid_unknown_fields=True, rename="camel"):
     """What to do with fires missed while no replica ran the job's partition or the job was paused."""
 
     policy: Literal["skip", "latest", "all"] = "latest"
@@ -142,7 +139,7 @@ Metadata = Annotated[
 ]
 
 
-class JobCreate(Struct, **_STRICT):  # type: ignore[call-arg]
+class JobCreate(Struct, kw_only=True, forbid_unknown_fields=True, rename="camel"):
     """Body of ``POST /jobs``."""
 
     name: Name
@@ -157,7 +154,7 @@ class JobCreate(Struct, **_STRICT):  # type: ignore[call-arg]
     """Create the job paused."""
 
 
-class JobPatch(Struct, **_STRICT):  # type: ignore[call-arg]
+class JobPatch(Struct, kw_only=True, forbid_unknown_fields=True, rename="camel"):
     """Body of ``PATCH /jobs/{id}``: only the fields present change."""
 
     name: Name | UnsetType = UNSET

@@ -6,7 +6,7 @@ import functools
 import inspect
 from collections.abc import Awaitable, Callable
 from datetime import UTC
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from bson.codec_options import CodecOptions
 from pymongo import AsyncMongoClient
@@ -21,7 +21,7 @@ R = TypeVar("R")
 T = TypeVar("T")
 
 
-def connect(settings: Settings, **options: object) -> AsyncMongoClient[dict[str, object]]:
+def connect(settings: Settings, **options: Any) -> AsyncMongoClient[dict[str, object]]:
     """A client that returns aware UTC datetimes and retries writes once on failover."""
     return AsyncMongoClient(
         settings.mongodb_uri,

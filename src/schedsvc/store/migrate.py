@@ -40,7 +40,8 @@ def available_migrations() -> list[Migration]:
 
 async def applied_versions(db: AsyncDatabase[dict[str, object]]) -> set[int]:
     doc = await db[names.META].find_one({"_id": names.META_MIGRATIONS_ID})
-    return set(doc.get("applied", [])) if doc else set()  # type: ignore[arg-type]
+    applied: list[int] = doc.get("applied", []) if doc else []  # type: ignore[assignment]
+    return set(applied)
 
 
 async def apply_migrations(db: AsyncDatabase[dict[str, object]], settings: Settings) -> list[int]:

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 
 from schedsvc import _timing
+from schedsvc._timing import Schedule as CompiledSchedule
 from schedsvc.domain.errors import InvalidScheduleError
 from schedsvc.domain.models import (
     CalendarSchedule,
@@ -21,7 +22,6 @@ from schedsvc.domain.models import (
     Schedule,
 )
 
-CompiledSchedule = _timing.Schedule
 NO_FIRE: int = _timing.NO_FIRE
 
 
@@ -104,7 +104,7 @@ def preview(schedule: dict[str, Any], after: datetime, count: int) -> list[datet
     if not 1 <= count <= 10_000:
         raise ValueError("count must be between 1 and 10000")
     try:
-        parsed: Schedule = msgspec.convert(schedule, Schedule, strict=False)  # type: ignore[arg-type]
+        parsed: Schedule = msgspec.convert(schedule, Schedule, strict=False)  # type: ignore[arg-type,unused-ignore]
     except msgspec.ValidationError as exc:
         raise InvalidScheduleError(str(exc)) from None
     return upcoming_fires(parsed, after, count)
