@@ -62,13 +62,14 @@ class MongoTimingStore:
         return int(doc["partitions"])  # type: ignore[index]
 
     async def due_jobs(
-        self, partitions: Sequence[int], until: datetime, batch_size: int = 1000
+        self, partitions: Sequence[int], until: datetime, *, after: datetime | None = None, batch_size: int = 1000
     ) -> AsyncIterator[list[Doc]]:
-        """Active jobs of ``partitions`` whose ``nextRun`` is at or before ``until``, in batches.
+        """Active jobs of ``partitions`` whose ``nextRun`` is at or before ``until`` (and after ``after``).
 
-        Served by the ``{partition, status, nextRun}`` index.
+        In batches; served by the ``{partition, status, nextRun}`` index.
         """
-        query = {"partition": {"$in": list(partitions)}, "status": "active", "nextRun": {"$lte": until}}
+        window: Doc = {"$lte": until} if after is None else {"$gt": after, "$lte": until}
+        query = {"partition": {"$in": list(partitions)}, "status": "active", "nextRun": window}
         batch: list[Doc] = []
         async for doc in self._jobs.find(query, JOB_PROJECTION, batch_size=batch_size):
             batch.append(doc)

@@ -57,6 +57,8 @@ RETRY_DELAY_MS = 1000
 OVERDUE_ENUMERATION_LIMIT = 10_000
 """Most overdue fires enumerated one by one; beyond, fires before the catch-up window are skipped."""
 CHANGE_BATCH = 500
+FULL_RESCAN_EVERY = 6
+"""Every sixth horizon scan reads every due job (the others only those entering the horizon)."""
 
 
 def _now_ms() -> int:
@@ -121,6 +123,7 @@ class TimingService:
         self._loads: set[asyncio.Task[None]] = set()
         self._unsubscribe: Any = None
         self._started = False
+        self._scanned_until_ms: int | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -311,35 +314,48 @@ class TimingService:
             self._admit(doc)
 
     async def _rescan_loop(self) -> None:
-        """Load jobs entering the horizon, and catch any change whose notice was lost."""
+        """Load jobs as they enter the horizon; now and then rescan everything as a safety net."""
         period = max(0.5, self._settings.horizon_seconds / 3)
+        rounds = 0
         while True:
             await asyncio.sleep(period)
+            rounds += 1
             try:
-                await self._rescan()
+                await self._rescan(full=rounds % FULL_RESCAN_EVERY == 0)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("rescan failed")
 
-    async def _rescan(self) -> None:
+    async def _rescan(self, *, full: bool) -> None:
+        """Admit the jobs due within the horizon.
+
+        An incremental scan reads only jobs that entered the horizon since the previous scan (with a
+        second of overlap); jobs already nearer were loaded then, or when their partition was gained,
+        and changes reach the wheel through notices. A full scan also catches a change whose notice
+        was lost, and forgets jobs the database no longer has due.
+        """
         assert self._leases is not None
         owned = self._leases.owned
         if not owned:
             return
         started = time.monotonic()
+        until_ms = _now_ms() + self._horizon_ms
+        after = None if full or self._scanned_until_ms is None else from_ms(self._scanned_until_ms - 1000)
         seen: set[str] = set()
-        async for batch in self._store.due_jobs(sorted(owned), from_ms(_now_ms() + self._horizon_ms)):
+        async for batch in self._store.due_jobs(sorted(owned), from_ms(until_ms), after=after):
             TIMING_DB_OPERATIONS.labels(kind="read").inc()
             for doc in batch:
                 seen.add(str(doc["_id"]))
                 self._admit(doc)
             await asyncio.sleep(0)
-        # Jobs the scan no longer returns were paused, deleted or moved out of the horizon, unless
-        # they were (re)loaded after the scan began and the scan could not see the change.
-        for job in [j for j in self._jobs.values() if j.id not in seen and j.loaded_at < started]:
-            if job.partition in owned and job.id not in self._in_flight:
-                self._forget(job.id)
+        self._scanned_until_ms = until_ms
+        if full:
+            # Jobs the scan no longer returns were paused, deleted or moved out of the horizon, unless
+            # they were (re)loaded after the scan began and the scan could not see the change.
+            for job in [j for j in self._jobs.values() if j.id not in seen and j.loaded_at < started]:
+                if job.partition in owned and job.id not in self._in_flight:
+                    self._forget(job.id)
         WHEEL_TIMERS.set(len(self._wheel))
 
     # -- firing -----------------------------------------------------------------------------------
