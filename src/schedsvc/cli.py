@@ -154,7 +154,7 @@ async def _migrate(settings: Settings) -> None:
 
 async def _tenants(settings: Settings, args: argparse.Namespace) -> int:
     from schedsvc.store import MongoTenantStore, connect, database
-    from schedsvc.store.tenants import TenantExistsError
+    from schedsvc.store.tenants import TenantExistsError, key_id_of
 
     client = connect(settings)
     try:
@@ -172,12 +172,15 @@ async def _tenants(settings: Settings, args: argparse.Namespace) -> int:
                 key = await store.create_key(args.name)
                 print(f"api key (shown once): {key.key}\nkey id: {key.key_id}")
             case "revoke":
-                if args.key_id:
-                    ok = await store.revoke_key(args.key_id)
-                    print("revoked" if ok else "no such active key")
+                key_id = key_id_of(args.key) if args.key else None
+                if key_id is not None:
+                    ok = await store.revoke_key(key_id)
+                    print(f"revoked key {key_id}" if ok else f"no active key {key_id}")
                     return 0 if ok else 1
-                count = await store.revoke_tenant_keys(args.tenant)
-                print(f"revoked {count} key(s) of {args.tenant}")
+                tenant = args.tenant or args.key
+                count = await store.revoke_tenant_keys(tenant)
+                print(f"revoked {count} key(s) of tenant {tenant}")
+                return 0 if count else 1
             case "rotate-secret":
                 print(f"new webhook signing secret: {await store.rotate_secret(args.name)}")
             case "list":
@@ -203,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     tsub.add_parser("create-key", help="print a new API key for a tenant").add_argument("name")
     revoke = tsub.add_parser("revoke", help="revoke one key, or every key of a tenant")
     group = revoke.add_mutually_exclusive_group(required=True)
-    group.add_argument("key_id", nargs="?", help="key id (the hex after sk_)")
+    group.add_argument("key", nargs="?", help="an API key, its key id (the hex after sk_), or a tenant name")
     group.add_argument("--tenant", help="revoke every key of this tenant")
     tsub.add_parser("rotate-secret", help="add a new webhook signing secret").add_argument("name")
     tsub.add_parser("list", help="list tenants and their active key ids")

@@ -38,6 +38,14 @@ class NewKey:
     """The plaintext key: shown once, never stored."""
 
 
+def key_id_of(text: str) -> str | None:
+    """The key id in a full API key or a bare key id; None for anything else (e.g. a tenant name)."""
+    match = _KEY.match(text)
+    if match:
+        return match.group(1)
+    return text if re.fullmatch(r"[0-9a-f]{16}", text) else None
+
+
 def _hash(key: str) -> str:
     # Keys carry 256 random bits, so a fast hash is enough: there is nothing to brute-force.
     return hashlib.sha256(key.encode()).hexdigest()

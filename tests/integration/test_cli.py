@@ -1,0 +1,112 @@
+"""The command line as a user runs it: separate processes against real servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from tests.support import servers
+
+from schedsvc.config import Settings
+from schedsvc.store import MongoTenantStore, connect, database
+
+
+def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SCHEDSVC_MONGODB_URI": settings.mongodb_uri, "SCHEDSVC_DATABASE": settings.database}
+    return subprocess.run(
+        [sys.executable, "-m", "schedsvc.cli", *args], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+async def test_migrate_then_tenant_lifecycle(settings: Settings) -> None:
+    migrated = cli(settings, "migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    assert "[1]" in migrated.stdout
+    again = cli(settings, "migrate")
+    assert "nothing new" in again.stdout
+
+    created = cli(settings, "tenants", "create", "acme")
+    assert created.returncode == 0, created.stderr
+    key = re.search(r"(sk_[0-9a-f]{16}_[A-Za-z0-9_-]{43})", created.stdout)
+    assert key is not None, created.stdout
+    assert "whsec_" in created.stdout
+    assert cli(settings, "tenants", "create", "acme").returncode == 1
+
+    client = connect(settings)
+    try:
+        db = database(client, settings)
+        stored = await db["api_keys"].find_one({"tenant": "acme"})
+        assert stored is not None
+        assert key.group(1) not in json.dumps(stored, default=str), "the key must be stored only as a hash"
+        store = MongoTenantStore(db)
+        assert await store.authenticate(key.group(1)) == "acme"
+
+        revoked = cli(settings, "tenants", "revoke", key.group(1))
+        assert revoked.returncode == 0, revoked.stdout + revoked.stderr
+        with pytest.raises(PermissionError):
+            await MongoTenantStore(db).authenticate(key.group(1))
+
+        second = re.search(r"sk_\S+", cli(settings, "tenants", "create-key", "acme").stdout)
+        assert second is not None
+        assert cli(settings, "tenants", "revoke", "--tenant", "acme").returncode == 0
+        with pytest.raises(PermissionError):
+            await MongoTenantStore(db).authenticate(second.group(0))
+        assert "acme" in cli(settings, "tenants", "list").stdout
+    finally:
+        await client.drop_database(settings.database)
+        await client.close()
+
+
+def test_dev_runs_the_whole_service_and_stops_its_embedded_servers(tmp_path: Path) -> None:
+    port = servers.free_port()
+    key = "sk_0123456789abcdef_" + "d" * 43
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDSVC_")}
+    env["SCHEDSVC_DEV_API_KEY"] = key
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "schedsvc.cli", "dev", "--port", str(port), "--data-dir", str(tmp_path / "data")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        servers.wait_for_port(port, 90, proc)  # type: ignore[arg-type]
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=5) as r:
+                    if json.load(r)["ready"]:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "schedsvc dev never became ready"
+            time.sleep(0.5)
+        body = json.dumps(
+            {
+                "name": "dev-check",
+                "schedule": {"kind": "cron", "expression": "*/5 * * * *"},
+                "target": {"kind": "nats", "subject": "tenant.dev.reports"},
+            }
+        ).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/jobs",
+            data=body,
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as r:
+            assert r.status == 201
+            assert json.load(r)["status"] == "active"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=60)[0].decode()
+    assert key in output, "dev prints the dev tenant's key"
+    leftovers = subprocess.run(["pgrep", "-f", str(tmp_path / "data")], capture_output=True, text=True).stdout
+    assert leftovers.strip() == "", f"embedded servers still running: {leftovers}"
