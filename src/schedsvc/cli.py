@@ -28,6 +28,13 @@ def _serve(settings: Settings, workers: int | None = None) -> None:
     workers = workers or settings.workers
     if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="schedsvc-metrics-")
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if metrics_dir:
+        # Files left by an earlier process (a restarted container keeps its volume) would resurrect
+        # stale samples under reused process ids.
+        Path(metrics_dir).mkdir(parents=True, exist_ok=True)
+        for stale in Path(metrics_dir).glob("*.db"):
+            stale.unlink()
     Granian(
         "schedsvc.api.app:create_app_from_env",
         factory=True,

@@ -49,6 +49,8 @@ class Settings:
     """Runs one execution process performs at once."""
     run_ack_wait_seconds: float = 30.0
     """JetStream ack deadline of a run message; long runs extend it while they work."""
+    stream_replicas: int = 1
+    """Replicas of the JetStream run and dead-letter streams (3 on a production NATS cluster)."""
     run_retention_days: int = 30
     """Run history is deleted this many days after a run ends (TTL index)."""
     cache_ttl_seconds: int = 60

@@ -91,7 +91,7 @@ async def _lifespan(settings: Settings, app: Litestar) -> AsyncIterator[None]:
 
         bus = await NatsRunBus.connect(settings)
         stack.push_async_callback(bus.close)
-        await bus.ensure_streams()
+        await bus.ensure_streams(replicas=settings.stream_replicas)
 
         redis = state.get("redis")
         if redis is not None:
