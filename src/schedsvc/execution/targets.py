@@ -126,6 +126,9 @@ class TargetCaller:
             return self._failed(started, str(exc), retryable=False, refusal=exc.reason)
         except httpx.TimeoutException as exc:
             return self._failed(started, f"{_phase(exc)} timed out")
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError, TypeError) as exc:
+            # A URL or header the request cannot be built from: another attempt would fail the same way.
+            return self._failed(started, f"invalid request: {type(exc).__name__}: {exc}", retryable=False)
         except httpx.HTTPError as exc:
             return self._failed(started, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
         finished = datetime.now(UTC)

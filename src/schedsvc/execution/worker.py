@@ -112,24 +112,29 @@ class RunWorker:
         if due_in > 0:
             await asyncio.sleep(due_in)
 
-        try:
-            job = await self._runs.job_for_run(msg.job_id)
-        except msgspec.ValidationError as exc:
-            state = await self._runs.state(rid)
-            attempts = state.attempts if state is not None else 0
-            await self._fail(delivery, claim, None, f"the job's stored definition is invalid: {exc}", attempts)
+        # Two independent reads, one round trip of latency.
+        found, state = await asyncio.gather(
+            self._runs.job_for_run(msg.job_id), self._runs.state(rid), return_exceptions=True
+        )
+        if isinstance(state, BaseException):
+            raise state
+        if state is not None and state.final:
+            log.debug("run %s already %s; acking the redelivery", rid, state.status)
+            await self._settle(claim, delivery.ack())
             return
+        if isinstance(found, msgspec.ValidationError):
+            attempts = state.attempts if state is not None else 0
+            await self._fail(delivery, claim, None, f"the job's stored definition is invalid: {found}", attempts)
+            return
+        if isinstance(found, BaseException):
+            raise found
+        job = found
         if job is None or job.tenant != msg.tenant:
             log.info("run %s dropped: job %s no longer exists", rid, msg.job_id)
             await self._settle(claim, delivery.ack())
             return
 
         now = datetime.now(UTC)
-        state = await self._runs.state(rid)
-        if state is not None and state.final:
-            log.debug("run %s already %s; acking the redelivery", rid, state.status)
-            await self._settle(claim, delivery.ack())
-            return
         if state is not None and state.status == RunStatus.RUNNING and state.lease_until and state.lease_until > now:
             wait = (state.lease_until - now).total_seconds() + 0.1
             await self._settle(claim, delivery.nak(max(wait, CONTENDED_RETRY_SECONDS)))

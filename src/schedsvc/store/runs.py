@@ -150,14 +150,14 @@ class MongoRunStore:
         """
         rid = run_id(message.job_id, message.scheduled_ms)
         attempt = expected_attempts + 1
-        conditions: list[dict[str, Any]] = [
-            {"status": {"$nin": _FINAL}},
-            {"$or": [{"leaseUntil": None}, {"leaseUntil": {"$lte": now}}]},
-        ]
-        if expected_attempts == 0:
-            conditions.append({"$or": [{"attempts": 0}, {"attempts": None}]})
-        else:
-            conditions.append({"attempts": expected_attempts})
+        # Flat conditions beside the _id equality (no top-level $or/$and), so every server answers them
+        # from the _id index. `$not: {$gt: now}` matches a missing, null or expired lease.
+        query: dict[str, Any] = {
+            "_id": rid,
+            "status": {"$nin": _FINAL},
+            "attempts": {"$in": [0, None]} if expected_attempts == 0 else expected_attempts,
+            "leaseUntil": {"$not": {"$gt": now}},
+        }
         update = {
             "$set": {
                 "status": RunStatus.RUNNING.value,
@@ -172,7 +172,7 @@ class MongoRunStore:
         try:
             doc = await self._guard(
                 self._runs.find_one_and_update(
-                    {"_id": rid, "$and": conditions},
+                    query,
                     update,
                     upsert=True,
                     projection={"attempts": 1},
@@ -280,7 +280,8 @@ class MongoRunStore:
         """
         await self._guard(
             self._jobs.update_one(
-                {"_id": job_id, "$or": [{"lastRun": None}, {"lastRun": {"$lt": scheduled}}]},
+                # lastRun missing, null or older than this fire.
+                {"_id": job_id, "lastRun": {"$not": {"$gte": scheduled}}},
                 {"$set": {"lastRun": scheduled, "lastRunStatus": status.value}},
             )
         )
@@ -366,12 +367,15 @@ def _decode_cursor(cursor: str) -> tuple[int, str]:
 
 
 def _to_run(doc: dict[str, Any]) -> Run:
-    trigger = doc.get("trigger", RunTrigger.SCHEDULED)
+    try:
+        trigger = RunTrigger(doc.get("trigger", RunTrigger.SCHEDULED))
+    except ValueError:
+        trigger = RunTrigger.SCHEDULED
     return Run(
         id=str(doc["_id"]),
         job_id=str(doc["jobId"]),
         scheduled_at=doc["scheduledAt"],
-        trigger=RunTrigger(trigger) if trigger in RunTrigger._value2member_map_ else RunTrigger.SCHEDULED,
+        trigger=trigger,
         status=RunStatus(doc.get("status", RunStatus.QUEUED)),
         attempts=int(doc.get("attempts") or 0),
         started_at=doc.get("startedAt"),
