@@ -33,8 +33,13 @@ class Recorder:
 def member(db, name: str, *, ttl: float = 4.0, clock: Callable[[], float] = time.monotonic):  # type: ignore[no-untyped-def]
     recorder = Recorder()
     leases = PartitionLeases(
-        MongoLeaseStore(db), name, PARTITIONS, ttl_seconds=ttl, heartbeat_seconds=ttl / 4,
-        listener=recorder, clock=clock,
+        MongoLeaseStore(db),
+        name,
+        PARTITIONS,
+        ttl_seconds=ttl,
+        heartbeat_seconds=ttl / 4,
+        listener=recorder,
+        clock=clock,
     )
     return leases, recorder
 
@@ -107,10 +112,12 @@ async def test_expiry_is_judged_by_the_database_clock(mongo_db) -> None:  # type
     await store.ensure_partitions(PARTITIONS)
     leases = mongo_db[names.LEASES]
     # A departed owner: half its leases expire a minute from now by the database's clock, half expired.
-    await leases.update_many({"_id": {"$lt": 4}}, [{"$set": {"owner": "ghost", "epoch": 5,
-                                                              "expiresAt": {"$add": ["$$NOW", 60_000]}}}])
-    await leases.update_many({"_id": {"$gte": 4}}, [{"$set": {"owner": "ghost", "epoch": 5,
-                                                               "expiresAt": {"$add": ["$$NOW", -1]}}}])
+    await leases.update_many(
+        {"_id": {"$lt": 4}}, [{"$set": {"owner": "ghost", "epoch": 5, "expiresAt": {"$add": ["$$NOW", 60_000]}}}]
+    )
+    await leases.update_many(
+        {"_id": {"$gte": 4}}, [{"$set": {"owner": "ghost", "epoch": 5, "expiresAt": {"$add": ["$$NOW", -1]}}}]
+    )
     # This replica's own clock is far off: it must not matter.
     skewed, _ = member(mongo_db, "skewed", clock=lambda: time.monotonic() + 86_400)
     await skewed.tick()

@@ -62,13 +62,25 @@ def job_doc(
         first = compiled.next_after(to_ms(created))
         next_run = None if first is None else from_ms(first)
     return {
-        "_id": job_id, "tenant": "acme", "name": f"job-{job_id}", "schedule": full,
+        "_id": job_id,
+        "tenant": "acme",
+        "name": f"job-{job_id}",
+        "schedule": full,
         "target": {"kind": "nats", "subject": "tenant.acme.ping", "payload": None, "headers": {}},
         "retry": {"maxAttempts": 3, "minBackoffSeconds": 1.0, "maxBackoffSeconds": 60.0, "maxEventAgeSeconds": 3600.0},
         "catchup": catchup or {"policy": "latest", "windowSeconds": 3600},
-        "overlap": "allow", "tags": [], "metadata": {}, "status": status, "nextRun": next_run,
-        "resumedAt": None, "lastRun": None, "lastRunStatus": None,
-        "partition": partition_of(job_id, partitions), "createdAt": created, "updatedAt": created, "version": 1,
+        "overlap": "allow",
+        "tags": [],
+        "metadata": {},
+        "status": status,
+        "nextRun": next_run,
+        "resumedAt": None,
+        "lastRun": None,
+        "lastRunStatus": None,
+        "partition": partition_of(job_id, partitions),
+        "createdAt": created,
+        "updatedAt": created,
+        "version": 1,
     }
 
 
@@ -116,9 +128,7 @@ class Timing:
         return str(doc["_id"])
 
     async def change(self, job_id: str, **fields: Any) -> None:
-        doc = await self.db[names.JOBS].find_one_and_update(
-            {"_id": job_id}, {"$set": fields, "$inc": {"version": 1}}
-        )
+        doc = await self.db[names.JOBS].find_one_and_update({"_id": job_id}, {"$set": fields, "$inc": {"version": 1}})
         await self.bus.publish_job_change(job_id, doc["partition"])
 
     async def job(self, job_id: str) -> dict[str, Any]:
@@ -208,8 +218,9 @@ async def test_cron_in_a_non_utc_zone_fires_at_the_local_instant(timing: Timing)
     target = (datetime.now(UTC) + timedelta(seconds=3)).replace(microsecond=0)
     local = target.astimezone(zone)
     expression = f"{local.second} {local.minute} {local.hour} * * *"
-    doc = job_doc({"kind": "cron", "expression": expression, "timezone": zone.key},
-                  partitions=timing.settings.partitions)
+    doc = job_doc(
+        {"kind": "cron", "expression": expression, "timezone": zone.key}, partitions=timing.settings.partitions
+    )
     assert doc["nextRun"] == target
     job_id = await timing.insert(doc)
     [message] = await timing.received.wait_for(job_id, 1, timeout=7)
@@ -256,8 +267,11 @@ async def test_pausing_and_deleting_stop_the_fires(timing: Timing) -> None:
 @pytest.mark.parametrize("policy", ["skip", "latest", "all"])
 async def test_catchup_after_a_pause(timing: Timing, policy: str) -> None:
     await timing.start()
-    doc = job_doc({"kind": "interval", "seconds": 1}, partitions=timing.settings.partitions,
-                  catchup={"policy": policy, "windowSeconds": 3600})
+    doc = job_doc(
+        {"kind": "interval", "seconds": 1},
+        partitions=timing.settings.partitions,
+        catchup={"policy": policy, "windowSeconds": 3600},
+    )
     job_id = await timing.insert(doc)
     await timing.received.wait_for(job_id, 1, timeout=4)
     await timing.change(job_id, status="paused")
@@ -293,18 +307,28 @@ async def test_catchup_after_a_full_stop(timing: Timing, policy: str, runs: int,
     now = from_ms(now_ms())
     # Fires at -575 s, -475 s, ... -75 s while no replica ran; the next one is 25 s ahead.
     anchor = now - timedelta(seconds=575)
-    stale = job_doc({"kind": "interval", "seconds": 100, "anchor": anchor}, partitions=parts,
-                    next_run=anchor, created=anchor, catchup={"policy": policy, "windowSeconds": 250})
+    stale = job_doc(
+        {"kind": "interval", "seconds": 100, "anchor": anchor},
+        partitions=parts,
+        next_run=anchor,
+        created=anchor,
+        catchup={"policy": policy, "windowSeconds": 250},
+    )
     # A fire 20 s overdue is within the grace period: it runs as scheduled even under "skip".
     recent_at = now - timedelta(seconds=20)
-    recent = job_doc({"kind": "once", "at": recent_at}, partitions=parts, next_run=recent_at,
-                     catchup={"policy": "skip", "windowSeconds": 0})
+    recent = job_doc(
+        {"kind": "once", "at": recent_at},
+        partitions=parts,
+        next_run=recent_at,
+        catchup={"policy": "skip", "windowSeconds": 0},
+    )
     await timing.db[names.JOBS].insert_many([stale, recent])
     await timing.start()
 
     await timing.received.wait_for(recent["_id"], 1, timeout=4)
     [recent_message] = timing.received.of(recent["_id"])
     assert recent_message.trigger == "scheduled"
+
     async def advanced() -> bool:
         return bool((await timing.job(stale["_id"]))["nextRun"] != anchor)
 
@@ -312,7 +336,7 @@ async def test_catchup_after_a_full_stop(timing: Timing, policy: str, runs: int,
 
     fires = [to_ms(anchor) + k * 100_000 for k in range(6)]
     messages = timing.received.of(stale["_id"])
-    assert [m.scheduled_ms for m in messages] == fires[len(fires) - runs:]
+    assert [m.scheduled_ms for m in messages] == fires[len(fires) - runs :]
     assert all(m.trigger == "catchup" for m in messages)
     records = await timing.runs(stale["_id"])
     assert [to_ms(r["scheduledAt"]) for r in records] == fires[:missed]

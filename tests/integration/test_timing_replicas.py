@@ -46,15 +46,32 @@ def interval_job(anchor_ms: int, partitions: int) -> dict[str, Any]:
     created = datetime.now(UTC)
     first = anchor_ms + ((now_ms() + 1500 - anchor_ms) // 1000 + 1) * 1000
     return {
-        "_id": job_id, "tenant": "acme", "name": f"job-{job_id}",
-        "schedule": {"kind": "interval", "seconds": 1, "anchor": from_ms(anchor_ms),
-                     "startAt": None, "endAt": None, "jitterSeconds": 0},
+        "_id": job_id,
+        "tenant": "acme",
+        "name": f"job-{job_id}",
+        "schedule": {
+            "kind": "interval",
+            "seconds": 1,
+            "anchor": from_ms(anchor_ms),
+            "startAt": None,
+            "endAt": None,
+            "jitterSeconds": 0,
+        },
         "target": {"kind": "nats", "subject": "tenant.acme.ping", "payload": None, "headers": {}},
         "retry": {"maxAttempts": 3, "minBackoffSeconds": 1.0, "maxBackoffSeconds": 60.0, "maxEventAgeSeconds": 3600.0},
         "catchup": {"policy": "latest", "windowSeconds": 3600},
-        "overlap": "allow", "tags": [], "metadata": {}, "status": "active", "nextRun": from_ms(first),
-        "resumedAt": None, "lastRun": None, "lastRunStatus": None,
-        "partition": partition_of(job_id, partitions), "createdAt": created, "updatedAt": created, "version": 1,
+        "overlap": "allow",
+        "tags": [],
+        "metadata": {},
+        "status": "active",
+        "nextRun": from_ms(first),
+        "resumedAt": None,
+        "lastRun": None,
+        "lastRunStatus": None,
+        "partition": partition_of(job_id, partitions),
+        "createdAt": created,
+        "updatedAt": created,
+        "version": 1,
     }
 
 
@@ -81,8 +98,12 @@ class Replica:
     async def start(self) -> None:
         with self.log.open("ab") as err:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "schedsvc.timing", env=self.env,
-                stdout=asyncio.subprocess.PIPE, stderr=err,
+                sys.executable,
+                "-m",
+                "schedsvc.timing",
+                env=self.env,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=err,
             )
         assert self.proc.stdout is not None
         line = await asyncio.wait_for(self.proc.stdout.readline(), 30)
@@ -172,9 +193,8 @@ async def test_every_fire_is_published_once_while_replicas_join_leave_and_crash(
     expected = {
         run_id(j["_id"], ms)
         for j in jobs
-        for ms in range(
-            int(j["schedule"]["anchor"].timestamp() * 1000), window_end, 1000
-        ) if ms >= window_start
+        for ms in range(int(j["schedule"]["anchor"].timestamp() * 1000), window_end, 1000)
+        if ms >= window_start
     }
     in_stream = Counter([i async for i in run_stream.stream_message_ids()])
     assert not [k for k, n in in_stream.items() if n > 1], "a fire is in the stream twice"
@@ -184,8 +204,10 @@ async def test_every_fire_is_published_once_while_replicas_join_leave_and_crash(
     lateness = sorted(first_seen[k] for k in expected)
     after_kill = [first_seen[k] for k in expected if int(k.rsplit(":", 1)[1]) > killed_at - 2000]
     p50 = statistics.median(lateness)
-    print(f"fires={len(expected)} republished={sum(published.values()) - len(published)} "
-          f"lateness p50={p50} ms p99={lateness[int(len(lateness) * 0.99)]} ms max={lateness[-1]} ms")
+    print(
+        f"fires={len(expected)} republished={sum(published.values()) - len(published)} "
+        f"lateness p50={p50} ms p99={lateness[int(len(lateness) * 0.99)]} ms max={lateness[-1]} ms"
+    )
     assert p50 < 100
     # Fires of the killed replica's partitions wait for its leases to expire and be taken over.
     assert max(after_kill) < (settings.lease_ttl_seconds + 2 * settings.heartbeat_seconds + 2) * 1000

@@ -73,9 +73,7 @@ class MongoLeaseStore:
 
     async def purge_members(self, older_than_ms: int) -> int:
         """Delete membership documents expired for longer than ``older_than_ms`` (crashed replicas)."""
-        result = await self._members.delete_many(
-            {"$expr": {"$lt": [_EXPIRES, {"$subtract": [_NOW, older_than_ms]}]}}
-        )
+        result = await self._members.delete_many({"$expr": {"$lt": [_EXPIRES, {"$subtract": [_NOW, older_than_ms]}]}})
         return int(result.deleted_count)
 
     async def renew(self, member: str, partitions: Sequence[int], ttl_ms: int) -> None:
@@ -104,11 +102,15 @@ class MongoLeaseStore:
         if partitions:
             await self._leases.update_many(
                 {"_id": {"$in": list(partitions)}, "$expr": _FREE_OR_EXPIRED},
-                [{"$set": {
-                    "owner": member,
-                    "expiresAt": _expires_in(ttl_ms),
-                    "epoch": {"$add": [{"$ifNull": ["$epoch", 0]}, 1]},
-                }}],
+                [
+                    {
+                        "$set": {
+                            "owner": member,
+                            "expiresAt": _expires_in(ttl_ms),
+                            "epoch": {"$add": [{"$ifNull": ["$epoch", 0]}, 1]},
+                        }
+                    }
+                ],
             )
 
     async def release(self, member: str, partitions: Sequence[int]) -> None:
@@ -121,10 +123,12 @@ class MongoLeaseStore:
 
     async def owned(self, member: str) -> list[LeaseGrant]:
         """The unexpired leases ``member`` holds, with their epochs and remaining time."""
-        cursor = await self._leases.aggregate([
-            {"$match": {"owner": member}},
-            {"$project": {"epoch": 1, "remaining": {"$subtract": [_EXPIRES, _NOW]}}},
-        ])
+        cursor = await self._leases.aggregate(
+            [
+                {"$match": {"owner": member}},
+                {"$project": {"epoch": 1, "remaining": {"$subtract": [_EXPIRES, _NOW]}}},
+            ]
+        )
         grants = [LeaseGrant(int(d["_id"]), int(d.get("epoch") or 0), int(d["remaining"])) async for d in cursor]
         return sorted((g for g in grants if g.remaining_ms > 0), key=lambda g: g.partition)
 

@@ -21,8 +21,15 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # Only what timing needs to plan fires: never the target, body or metadata.
 JOB_PROJECTION = {
-    "tenant": 1, "schedule": 1, "catchup": 1, "status": 1, "nextRun": 1, "resumedAt": 1,
-    "partition": 1, "createdAt": 1, "version": 1,
+    "tenant": 1,
+    "schedule": 1,
+    "catchup": 1,
+    "status": 1,
+    "nextRun": 1,
+    "resumedAt": 1,
+    "partition": 1,
+    "createdAt": 1,
+    "version": 1,
 }
 
 
@@ -110,22 +117,24 @@ class MongoTimingStore:
             return 0
         expire = now + self._retention
         docs = [
-            InsertOne({
-                "_id": run_id(f.job_id, f.scheduled_ms),
-                "jobId": f.job_id,
-                "tenant": f.tenant,
-                "scheduledAt": _EPOCH + timedelta(milliseconds=f.scheduled_ms),
-                "trigger": RunTrigger.SCHEDULED.value,
-                "status": RunStatus.MISSED.value,
-                "attempts": 0,
-                "startedAt": None,
-                "finishedAt": now,
-                "durationMs": None,
-                "httpStatus": None,
-                "error": "missed: no replica ran the job's partition or the job was paused",
-                "responseSnippet": None,
-                "expireAt": expire,
-            })
+            InsertOne(
+                {
+                    "_id": run_id(f.job_id, f.scheduled_ms),
+                    "jobId": f.job_id,
+                    "tenant": f.tenant,
+                    "scheduledAt": _EPOCH + timedelta(milliseconds=f.scheduled_ms),
+                    "trigger": RunTrigger.SCHEDULED.value,
+                    "status": RunStatus.MISSED.value,
+                    "attempts": 0,
+                    "startedAt": None,
+                    "finishedAt": now,
+                    "durationMs": None,
+                    "httpStatus": None,
+                    "error": "missed: no replica ran the job's partition or the job was paused",
+                    "responseSnippet": None,
+                    "expireAt": expire,
+                }
+            )
             for f in fires
         ]
         try:

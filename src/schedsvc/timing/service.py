@@ -28,7 +28,8 @@ from typing import Any
 import msgspec
 from pymongo.asynchronous.database import AsyncDatabase
 
-from schedsvc import _timing
+from schedsvc._timing import Schedule as CompiledSchedule
+from schedsvc._timing import TimingWheel
 from schedsvc.bus.nats import NatsRunBus
 from schedsvc.config import Settings
 from schedsvc.domain import RunMessage, Schedule
@@ -43,7 +44,7 @@ from schedsvc.store.leases import MongoLeaseStore
 from schedsvc.store.timing import Advance, MissedFire, MongoTimingStore
 from schedsvc.timing.catchup import MISFIRE_GRACE_SECONDS, PlannedRun, Policy, plan_catchup
 from schedsvc.timing.leases import PartitionLeases
-from schedsvc.timing.schedules import CompiledSchedule, compile_schedule, from_ms, to_ms
+from schedsvc.timing.schedules import compile_schedule, from_ms, to_ms
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ class TimingService:
         self._lease_store = MongoLeaseStore(db)
         self.member = member or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._horizon_ms = int(settings.horizon_seconds * 1000)
-        self._wheel: Any = None
+        self._wheel = TimingWheel(_now_ms(), 1)
         self._leases: PartitionLeases | None = None
         self._jobs: dict[str, _Job] = {}
         self._by_key: dict[int, _Job] = {}
@@ -130,11 +131,15 @@ class TimingService:
     async def start(self) -> None:
         partitions = await self._store.cluster_partitions(self._settings.partitions)
         if partitions != self._settings.partitions:
-            log.warning("the cluster has %d partitions (settings say %d); using the cluster's",
-                        partitions, self._settings.partitions)
-        self._wheel = _timing.TimingWheel(_now_ms(), 1)
+            log.warning(
+                "the cluster has %d partitions (settings say %d); using the cluster's",
+                partitions,
+                self._settings.partitions,
+            )
         self._leases = PartitionLeases(
-            self._lease_store, self.member, partitions,
+            self._lease_store,
+            self.member,
+            partitions,
             ttl_seconds=self._settings.lease_ttl_seconds,
             heartbeat_seconds=self._settings.heartbeat_seconds,
             listener=self,
@@ -179,7 +184,7 @@ class TimingService:
 
     @property
     def wheel_size(self) -> int:
-        return 0 if self._wheel is None else len(self._wheel)
+        return len(self._wheel)
 
     # -- lease listener ---------------------------------------------------------------------------
 
@@ -233,8 +238,12 @@ class TimingService:
         resumed_at: datetime | None = doc.get("resumedAt")
         current = self._jobs.get(job_id)
         if (
-            current is not None and current.version == version and current.epoch == epoch
-            and current.next_run_ms >= next_ms and current.resumed_at == resumed_at and current.handle is not None
+            current is not None
+            and current.version == version
+            and current.epoch == epoch
+            and current.next_run_ms >= next_ms
+            and current.resumed_at == resumed_at
+            and current.handle is not None
         ):
             return True  # this replica is already as far as the database, or further (a stale read)
         if current is not None and current.version == version:
@@ -250,10 +259,18 @@ class TimingService:
         self._forget(job_id)
         catchup = doc.get("catchup") or {}
         job = _Job(
-            id=job_id, tenant=str(doc.get("tenant", "")), partition=int(doc["partition"]), epoch=epoch,
-            version=version, compiled=compiled, seed=job_seed(job_id),
-            policy=catchup.get("policy", "latest"), window_seconds=int(catchup.get("windowSeconds", 3600)),
-            next_run_ms=next_ms, resumed_at=resumed_at, key=self._new_key(),
+            id=job_id,
+            tenant=str(doc.get("tenant", "")),
+            partition=int(doc["partition"]),
+            epoch=epoch,
+            version=version,
+            compiled=compiled,
+            seed=job_seed(job_id),
+            policy=catchup.get("policy", "latest"),
+            window_seconds=int(catchup.get("windowSeconds", 3600)),
+            next_run_ms=next_ms,
+            resumed_at=resumed_at,
+            key=self._new_key(),
         )
         self._schedule(job, loaded_at)
         return True
@@ -417,8 +434,12 @@ class TimingService:
         if len(fires) == 1 and resumed_ms is None and now - fires[0][1] <= MISFIRE_GRACE_SECONDS * 1000:
             return [PlannedRun(fires[0][0], fires[0][1], "scheduled")], [], nominal  # the common case
         plan = plan_catchup(
-            fires, now_ms=now, policy=job.policy, window_seconds=job.window_seconds,
-            resumed_at_ms=resumed_ms, dropped=dropped,
+            fires,
+            now_ms=now,
+            policy=job.policy,
+            window_seconds=job.window_seconds,
+            resumed_at_ms=resumed_ms,
+            dropped=dropped,
         )
         if plan.late:
             caught_up = sum(1 for r in plan.runs if r.trigger == "catchup")
@@ -426,8 +447,7 @@ class TimingService:
             CATCHUP_DECISIONS.labels(policy=job.policy, decision="run").inc(caught_up)
             CATCHUP_DECISIONS.labels(policy=job.policy, decision="missed").inc(missed - plan.unrecorded)
             CATCHUP_DECISIONS.labels(policy=job.policy, decision="missed_unrecorded").inc(plan.unrecorded)
-            log.info("job %s: %d late fires (%s): %d run, %d missed", job.id, plan.late, job.policy,
-                     caught_up, missed)
+            log.info("job %s: %d late fires (%s): %d run, %d missed", job.id, plan.late, job.policy, caught_up, missed)
         return plan.runs, plan.missed, nominal
 
     async def _fire_batch(self, jobs: list[_Job]) -> None:
@@ -439,7 +459,8 @@ class TimingService:
         plans = [p for p in plans if leases.holds(p[0].partition, p[0].epoch)]
         messages = [
             RunMessage(job.id, job.tenant, run.nominal_ms, run.due_ms, run.trigger, job.epoch)
-            for job, runs, _, _ in plans for run in runs
+            for job, runs, _, _ in plans
+            for run in runs
         ]
         subjects = [job.partition for job, runs, _, _ in plans for _ in runs]
         missed = [MissedFire(job.id, job.tenant, ms) for job, _, missed_ms, _ in plans for ms in missed_ms]
@@ -498,4 +519,3 @@ class TimingService:
             job.handle = self._wheel.insert(retry_at, job.key)
             self._jobs[job.id] = job
             self._by_key[job.key] = job
-
