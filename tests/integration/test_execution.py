@@ -67,6 +67,8 @@ class Reply:
     """Never answer (until the test releases the server)."""
     stream_bytes: int = 0
     """Announce and start sending this many body bytes (for the read cap)."""
+    delay: float = 0.0
+    """Answer after this many seconds."""
 
 
 Behaviour = Callable[[Call, int], Reply]
@@ -126,6 +128,8 @@ class TargetServer:
                 if reply.hang:
                     await self.release.wait()
                     reply = Reply()
+                if reply.delay:
+                    await asyncio.sleep(reply.delay)
                 if reply.stream_bytes:
                     await self._stream(writer, reply)
                     return
@@ -471,6 +475,20 @@ async def test_total_timeout(mongo_db, bus, services, server) -> None:  # type: 
     assert "timed out" in doc["error"]
     assert doc["httpStatus"] is None
     assert time.monotonic() - started < 10
+
+
+async def test_a_run_longer_than_the_ack_deadline_is_not_redelivered(mongo_db, bus, services, server, fast) -> None:  # type: ignore[no-untyped-def]
+    """The ack deadline is 2 s; the target takes 5 s. The worker extends the deadline while it waits."""
+    await add_tenant(mongo_db)
+    server.routes["/slow"] = lambda c, n: Reply(200, b"late", delay=5.0)
+    retry = RetryPolicy(max_attempts=3, min_backoff_seconds=0.1, max_backoff_seconds=0.2)
+    job_id = await add_job(mongo_db, HttpTarget(url=server.url("/slow"), timeout_seconds=30), retry=retry)
+    await services()
+    doc = await final_run(mongo_db, await fire(bus, job_id))
+    assert doc["status"] == "succeeded" and doc["attempts"] == 1 and doc["durationMs"] >= 4900
+    await wait_until(lambda: consumer_settled(fast))
+    await asyncio.sleep(fast.run_ack_wait_seconds + 0.5)
+    assert len(server.calls) == 1
 
 
 async def test_connect_failure_is_recorded(mongo_db, bus, services) -> None:  # type: ignore[no-untyped-def]
