@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 from datetime import datetime
 from typing import Annotated, Any
@@ -32,6 +33,7 @@ from schedsvc.domain import (
     run_id,
     subject_allowed,
 )
+from schedsvc.execution.addresses import refusal_reason
 from schedsvc.store.jobs import patch_to_changes, to_document, utcnow
 from schedsvc.timing import compile_schedule, from_ms, to_ms, with_defaults
 
@@ -100,14 +102,29 @@ async def _check_target(target: Target, tenant: str, state: State) -> None:
                     raise InvalidTargetError(f"invalid header name {name!r}", "target.headers")
                 if name.lower() in _RESERVED_HEADERS:
                     raise InvalidTargetError(f"header {name!r} is set by the service", "target.headers")
-            refusal = state.address_policy(parts.hostname) if state.get("address_policy") else None
-            if refusal:
-                raise InvalidTargetError(refusal, "target.url")
+            reason = _literal_address_refusal(parts.hostname, state.settings.target_allow_networks)
+            if reason:
+                raise InvalidTargetError(
+                    f"url points at a {reason.replace('_', '-')} address, which targets may not reach "
+                    "(SCHEDSVC_TARGET_ALLOW_NETWORKS can permit it)",
+                    "target.url",
+                )
         case NatsTarget():
             grants = await state.tenants.subject_grants(tenant, state.settings.nats_subject_grant)
             reason = subject_allowed(target.subject, grants, state.names.reserved_subject_roots)
             if reason:
                 raise InvalidTargetError(reason, "target.subject")
+
+
+def _literal_address_refusal(host: str, allow: Any) -> str | None:
+    """Early refusal for URLs whose host is an IP literal or localhost; names are checked at connect time."""
+    if host.lower().rstrip(".") == "localhost" or host.lower().rstrip(".").endswith(".localhost"):
+        host = "127.0.0.1"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return refusal_reason(address, allow)
 
 
 async def _announce(state: State, tenant: str, job_id: str, partition: int) -> None:
