@@ -33,13 +33,16 @@ import msgspec
 import nats
 import pytest
 from bson import ObjectId
+from litestar.testing import AsyncTestClient
 
 from schedsvc import names
+from schedsvc.api import create_app
 from schedsvc.bus import NatsRunBus
 from schedsvc.config import Settings
 from schedsvc.domain import HttpTarget, NatsTarget, RetryPolicy, RunMessage, run_id
 from schedsvc.execution import ExecutionService
 from schedsvc.names import Names
+from schedsvc.store import connect
 from schedsvc.store.runs import InvalidCursorError, MongoRunStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -810,3 +813,48 @@ async def test_run_history_pages(mongo_db, fast) -> None:  # type: ignore[no-unt
     assert page[0].status == "succeeded" and page[0].attempts == 1 and page[0].job_id == job_id
     with pytest.raises(InvalidCursorError):
         await store.list_for_job(TENANT, job_id, 2, "not-a-cursor")
+
+
+@pytest.mark.slow
+async def test_end_to_end_through_api_and_timing(server, fast) -> None:  # type: ignore[no-untyped-def]
+    """A job created through the API with a 1-second interval: runs reach the target and the history."""
+    key = "sk_00000000000000ee_" + "e" * 43
+    settings = dataclasses.replace(fast, roles=frozenset({"api", "timing", "execution"}), dev_mode=True,
+                                   dev_api_key=key)
+    headers = {"Authorization": f"Bearer {key}"}
+    try:
+        async with AsyncTestClient(create_app(settings)) as client:
+            body = {
+                "name": "every-second",
+                "schedule": {"kind": "interval", "seconds": 1},
+                "target": {"kind": "http", "url": server.url("/e2e"), "body": {"hello": "e2e"}},
+            }
+            r = await client.post("/jobs", json=body, headers=headers)
+            assert r.status_code == 201, r.text
+            job_id = r.json()["id"]
+
+            await wait_until(lambda: asyncio.sleep(0, len(server.calls_to("/e2e")) >= 3), timeout=30)
+
+            async def history() -> list[dict[str, Any]] | None:
+                r = await client.get(f"/jobs/{job_id}/runs", params={"limit": 10}, headers=headers)
+                assert r.status_code == 200, r.text
+                items = [i for i in r.json()["items"] if i["status"] == "succeeded"]
+                return items if len(items) >= 3 else None
+
+            items = await wait_until(history, timeout=30)
+            assert all(i["jobId"] == job_id and i["attempts"] == 1 for i in items)
+            scheduled = [datetime.fromisoformat(i["scheduledAt"]) for i in items]
+            assert scheduled == sorted(scheduled, reverse=True)  # newest first
+            keys = [c.headers["idempotency-key"] for c in server.calls_to("/e2e")]
+            assert len(keys) == len(set(keys))  # one call per fire
+            assert {i["id"] for i in items} <= set(keys)
+    finally:
+        mongo = connect(settings)
+        await mongo.drop_database(settings.database)
+        await mongo.close()
+        nc = await nats.connect(settings.nats_url)
+        n = Names(settings.prefix)
+        for stream in (n.run_stream, n.dead_letter_stream):
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await nc.jetstream().delete_stream(stream)
+        await nc.close()
