@@ -50,9 +50,14 @@ log = logging.getLogger(__name__)
 
 FIRE_BATCH = 1000
 """Most fires taken from the wheel, planned, published and advanced together."""
-MAX_BATCHES_IN_FLIGHT = 4
-"""Batches publishing or writing at once: overlaps JetStream and MongoDB round trips, and bounds how
-much a burst can queue in front of lease renewal and the API on the shared connections."""
+MAX_PUBLISHING_BATCHES = 4
+"""Batches publishing at once (overlaps JetStream round trips)."""
+MAX_ADVANCING_BATCHES = 2
+"""Bulk writes at once: bounds how much a burst queues in front of lease renewal and the API on the
+shared MongoDB connections."""
+MAX_BATCHES_IN_FLIGHT = 64
+"""Batches popped from the wheel but not yet advanced: how far publication may run ahead of a slow
+database (a crash then re-publishes at most this many batches, which JetStream drops as duplicates)."""
 RETRY_DELAY_MS = 1000
 """When a batch could not be published or advanced, its jobs are tried again this much later."""
 OVERDUE_ENUMERATION_LIMIT = 10_000
@@ -69,6 +74,10 @@ def _now_ms() -> int:
 def job_seed(job_id: str) -> int:
     """The jitter seed of a job: a stable hash of its id (the same on every replica)."""
     return int.from_bytes(hashlib.blake2b(job_id.encode(), digest_size=8).digest(), "big") >> 1
+
+
+_Plan = tuple["_Job", list[PlannedRun], list[int], int | None]
+"""A job with its fires to publish, missed fires to record, and new ``nextRun``."""
 
 
 @dataclass(slots=True)
@@ -119,7 +128,10 @@ class TimingService:
         self._wake = asyncio.Event()
         self._sleep_until_ms: int | None = None
         self._batch_slots = asyncio.Semaphore(MAX_BATCHES_IN_FLIGHT)
+        self._publish_slots = asyncio.Semaphore(MAX_PUBLISHING_BATCHES)
+        self._advance_slots = asyncio.Semaphore(MAX_ADVANCING_BATCHES)
         self._batches: set[asyncio.Task[None]] = set()
+        self._publishing: set[asyncio.Event] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._loads: set[asyncio.Task[None]] = set()
         self._unsubscribe: Any = None
@@ -198,8 +210,8 @@ class TimingService:
         for job in [j for j in self._jobs.values() if j.partition in lost]:
             self._forget(job.id)
         # A batch that passed its lease check before the loss may still be publishing: let it finish
-        # before the lease is given to someone else.
-        await self._drain_batches()
+        # before the lease is given to someone else. Its conditional advance may land later: harmless.
+        await self._drain_publishes()
 
     # -- loading ----------------------------------------------------------------------------------
 
@@ -408,8 +420,13 @@ class TimingService:
             log.error("fire batch crashed", exc_info=task.exception())
 
     async def _drain_batches(self) -> None:
+        """Wait until every batch has finished, advances included (on stop)."""
         while self._batches:
             await asyncio.gather(*list(self._batches), return_exceptions=True)
+
+    async def _drain_publishes(self) -> None:
+        """Wait for the batches publishing now (they passed their lease check; later ones check again)."""
+        await asyncio.gather(*(publishing.wait() for publishing in list(self._publishing)))
 
     def _plan(self, job: _Job, now: int) -> tuple[list[PlannedRun], list[int], int | None]:
         """Runs, missed fires to record, and the new ``nextRun`` (None: the job is complete)."""
@@ -451,6 +468,51 @@ class TimingService:
         return plan.runs, plan.missed, nominal
 
     async def _fire_batch(self, jobs: list[_Job]) -> None:
+        """Publish a batch (stage 1), then record missed fires and advance ``nextRun`` (stage 2).
+
+        The stages have separate concurrency limits, so a slow database delays the advances (and the
+        jobs' return to the wheel) without holding up the publication of the batches behind.
+        """
+        try:
+            async with self._publish_slots:
+                publishing = asyncio.Event()
+                self._publishing.add(publishing)
+                try:
+                    plans = await self._publish(jobs)
+                finally:
+                    self._publishing.discard(publishing)
+                    publishing.set()
+            async with self._advance_slots:
+                matched = await self._advance(plans)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Nothing is lost: nextRun did not move, and re-publishing is dropped as a duplicate.
+            log.exception("a batch of %d jobs failed; retrying in %d ms", len(jobs), RETRY_DELAY_MS)
+            self._retry(jobs)
+            return
+        finally:
+            self._in_flight.difference_update(j.id for j in jobs)
+        if matched < len(plans):
+            # Some job changed under us (an API write, or another replica): trust the database.
+            await self._reload([job.id for job, *_ in plans])
+        else:
+            assert self._leases is not None
+            horizon = _now_ms() + self._horizon_ms
+            for job, _, _, nxt in plans:
+                if nxt is None or nxt > horizon or job.id in self._stale or job.id in self._jobs:
+                    continue
+                if self._leases.holds(job.partition, job.epoch):
+                    job.next_run_ms, job.resumed_at, job.key = nxt, None, self._new_key()
+                    self._schedule(job)
+        stale = [j.id for j in jobs if j.id in self._stale]
+        if stale:
+            self._stale.difference_update(stale)
+            await self._reload(stale)
+        WHEEL_TIMERS.set(len(self._wheel))
+
+    async def _publish(self, jobs: list[_Job]) -> list[_Plan]:
+        """Plan the batch's fires and publish them, for the jobs whose lease is still held."""
         assert self._leases is not None
         leases = self._leases
         now = _now_ms()
@@ -462,51 +524,31 @@ class TimingService:
             for job, runs, _, _ in plans
             for run in runs
         ]
-        subjects = [job.partition for job, runs, _, _ in plans for _ in runs]
+        if messages:
+            await self._bus.publish_runs(messages, [job.partition for job, runs, _, _ in plans for _ in runs])
+            published_ms = _now_ms()
+            for m in messages:
+                FIRES_PUBLISHED.labels(trigger=m.trigger).inc()
+                if m.trigger == "scheduled":
+                    FIRE_LATENESS.observe(max(0, published_ms - m.due_ms) / 1000)
+        return plans
+
+    async def _advance(self, plans: list[_Plan]) -> int:
+        """Record the missed fires, then move every job's ``nextRun`` on; return how many matched."""
         missed = [MissedFire(job.id, job.tenant, ms) for job, _, missed_ms, _ in plans for ms in missed_ms]
+        if missed:
+            await self._store.record_missed(missed, datetime.now(UTC))
+            TIMING_DB_OPERATIONS.labels(kind="insert").inc(len(missed))
+            TIMING_DB_OPERATIONS.labels(kind="bulk").inc()
         advances = [
             Advance(job.id, from_ms(job.next_run_ms), None if nxt is None else from_ms(nxt), job.resumed_at)
             for job, _, _, nxt in plans
         ]
-        try:
-            if messages:
-                await self._bus.publish_runs(messages, subjects)
-                published_ms = _now_ms()
-                for m in messages:
-                    FIRES_PUBLISHED.labels(trigger=m.trigger).inc()
-                    if m.trigger == "scheduled":
-                        FIRE_LATENESS.observe(max(0, published_ms - m.due_ms) / 1000)
-            if missed:
-                await self._store.record_missed(missed, datetime.now(UTC))
-                TIMING_DB_OPERATIONS.labels(kind="insert").inc(len(missed))
-                TIMING_DB_OPERATIONS.labels(kind="bulk").inc()
-            matched = await self._store.advance(advances)
+        matched = await self._store.advance(advances)
+        if advances:
             TIMING_DB_OPERATIONS.labels(kind="update").inc(len(advances))
             TIMING_DB_OPERATIONS.labels(kind="bulk").inc()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("a batch of %d jobs failed; retrying in %d ms", len(jobs), RETRY_DELAY_MS)
-            self._retry(jobs)
-            return
-        finally:
-            self._in_flight.difference_update(j.id for j in jobs)
-        if matched < len(advances):
-            # Some job changed under us (an API write, or another replica): trust the database.
-            await self._reload([job.id for job, *_ in plans])
-        else:
-            horizon = _now_ms() + self._horizon_ms
-            for job, _, _, nxt in plans:
-                if nxt is None or nxt > horizon or job.id in self._stale or job.id in self._jobs:
-                    continue
-                if leases.holds(job.partition, job.epoch):
-                    job.next_run_ms, job.resumed_at, job.key = nxt, None, self._new_key()
-                    self._schedule(job)
-        stale = [j.id for j in jobs if j.id in self._stale]
-        if stale:
-            self._stale.difference_update(stale)
-            await self._reload(stale)
-        WHEEL_TIMERS.set(len(self._wheel))
+        return matched
 
     def _retry(self, jobs: Sequence[_Job]) -> None:
         assert self._leases is not None
