@@ -8,12 +8,12 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.exceptions import (
     HTTPException,
     NotAuthorizedException,
     ValidationException,
 )
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from schedsvc.domain import (
@@ -120,6 +120,8 @@ def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Re
 
 
 def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
+    if exc.status_code >= 500:
+        log.error("%s on %s %s: %r", exc.status_code, request.method, request.url.path, exc, exc_info=exc)
     headers = dict(exc.headers or {})
     if isinstance(exc, NotAuthorizedException):
         headers.setdefault("WWW-Authenticate", 'Bearer realm="schedsvc"')

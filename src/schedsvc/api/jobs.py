@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.datastructures import State
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import ClientException, HTTPException, ServiceUnavailableException
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
@@ -34,6 +35,7 @@ from schedsvc.domain import (
     subject_allowed,
 )
 from schedsvc.execution.addresses import refusal_reason
+from schedsvc.store.base import JobStore, RunHistory
 from schedsvc.store.jobs import patch_to_changes, to_document, utcnow
 from schedsvc.timing import compile_schedule, from_ms, to_ms, with_defaults
 
@@ -132,15 +134,30 @@ async def _announce(state: State, tenant: str, job_id: str, partition: int) -> N
     await state.on_job_changed(tenant, job_id, partition)
 
 
+def provide_jobs(state: State) -> JobStore:
+    store: JobStore = state.jobs
+    return store
+
+
+def provide_runs(state: State) -> RunHistory:
+    history: RunHistory = state.runs
+    return history
+
+
 class JobsController(Controller):
     path = "/jobs"
     tags = ["jobs"]
+    dependencies = {
+        "jobs": Provide(provide_jobs, sync_to_thread=False),
+        "runs": Provide(provide_runs, sync_to_thread=False),
+    }
 
     @post("/", status_code=201, summary="Create a job", responses=problem_responses(409, 422))
     async def create_job(
         self,
         request: Request[str, str, State],
         state: State,
+        jobs: NamedDependency[JobStore],
         data: JSONBody[JobCreate],
         idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key", max_length=255)] = None,
     ) -> Response[Job]:
@@ -153,7 +170,7 @@ class JobsController(Controller):
         await _check_target(data.target, tenant, state)
         body = msgspec.structs.replace(data, schedule=schedule)
         request_hash = hashlib.sha256(msgspec.json.encode(data)).hexdigest()
-        job, created = await state.jobs.create(
+        job, created = await jobs.create(
             tenant, body, next_run, now=now, idempotency_key=idempotency_key, request_hash=request_hash
         )
         headers = {**_etag(job), "Location": f"/jobs/{job.id}"}
@@ -167,7 +184,7 @@ class JobsController(Controller):
     async def list_jobs(
         self,
         request: Request[str, str, State],
-        state: State,
+        jobs: NamedDependency[JobStore],
         status: FromQuery[JobStatus | None] = None,
         tag: Annotated[str | None, QueryParameter(max_length=64)] = None,
         name: Annotated[str | None, QueryParameter(max_length=200, description="name prefix")] = None,
@@ -175,16 +192,16 @@ class JobsController(Controller):
         cursor: Annotated[str | None, QueryParameter(max_length=200)] = None,
     ) -> JobList:
         try:
-            page = await state.jobs.list(
-                request.user, limit=limit, cursor=cursor, status=status, tag=tag, name_prefix=name
-            )
+            page = await jobs.list(request.user, limit=limit, cursor=cursor, status=status, tag=tag, name_prefix=name)
         except ValueError as exc:
             raise ClientException(str(exc), extra={"field": "cursor"}) from None
         return JobList(page.items, page.next_cursor)
 
     @get("/{job_id:str}", summary="Get a job", cache=True, responses=problem_responses(404))
-    async def get_job(self, request: Request[str, str, State], state: State, job_id: FromPath[str]) -> Response[Job]:
-        job = await state.jobs.get(request.user, job_id)
+    async def get_job(
+        self, request: Request[str, str, State], jobs: NamedDependency[JobStore], job_id: FromPath[str]
+    ) -> Response[Job]:
+        job = await jobs.get(request.user, job_id)
         return Response(job, headers=_etag(job))
 
     @patch("/{job_id:str}", summary="Change a job", responses=problem_responses(404, 409, 412, 422))
@@ -192,6 +209,7 @@ class JobsController(Controller):
         self,
         request: Request[str, str, State],
         state: State,
+        jobs: NamedDependency[JobStore],
         job_id: FromPath[str],
         data: JSONBody[JobPatch],
         if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
@@ -205,7 +223,7 @@ class JobsController(Controller):
             next_run = _next_run(schedule, now)
             if next_run is None:
                 raise InvalidScheduleError("the schedule has no fire after now", "schedule")
-            current = await state.jobs.get(tenant, job_id)
+            current = await jobs.get(tenant, job_id)
             changes["schedule"] = to_document(schedule)
             changes["nextRun"] = next_run
             changes["resumedAt"] = None
@@ -213,7 +231,7 @@ class JobsController(Controller):
                 changes["status"] = JobStatus.ACTIVE.value
         if not isinstance(data.target, msgspec.UnsetType):
             await _check_target(data.target, tenant, state)
-        job = await state.jobs.update(tenant, job_id, changes, expected, now=now)
+        job = await jobs.update(tenant, job_id, changes, expected, now=now)
         await _announce(state, tenant, job.id, state.partition_of(job.id))
         return Response(job, headers=_etag(job))
 
@@ -222,10 +240,11 @@ class JobsController(Controller):
         self,
         request: Request[str, str, State],
         state: State,
+        jobs: NamedDependency[JobStore],
         job_id: FromPath[str],
         if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
     ) -> None:
-        partition = await state.jobs.delete(request.user, job_id, _expected_version(if_match))
+        partition = await jobs.delete(request.user, job_id, _expected_version(if_match))
         await _announce(state, request.user, job_id, partition)
 
     @post("/{job_id:str}/pause", summary="Pause a job", status_code=200, responses=problem_responses(404, 409, 412))
@@ -233,16 +252,17 @@ class JobsController(Controller):
         self,
         request: Request[str, str, State],
         state: State,
+        jobs: NamedDependency[JobStore],
         job_id: FromPath[str],
         if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
     ) -> Response[Job]:
         tenant = request.user
-        job = await state.jobs.get(tenant, job_id)
+        job = await jobs.get(tenant, job_id)
         if job.status == JobStatus.COMPLETED:
             raise HTTPException(status_code=409, detail="a completed job cannot be paused")
         if job.status == JobStatus.PAUSED:
             return Response(job, headers=_etag(job))
-        job = await state.jobs.update(
+        job = await jobs.update(
             tenant,
             job_id,
             {"status": JobStatus.PAUSED.value},
@@ -262,11 +282,12 @@ class JobsController(Controller):
         self,
         request: Request[str, str, State],
         state: State,
+        jobs: NamedDependency[JobStore],
         job_id: FromPath[str],
         if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
     ) -> Response[Job]:
         tenant = request.user
-        job = await state.jobs.get(tenant, job_id)
+        job = await jobs.get(tenant, job_id)
         if job.status != JobStatus.PAUSED:
             if job.status == JobStatus.COMPLETED:
                 raise HTTPException(status_code=409, detail="a completed job cannot be resumed")
@@ -277,7 +298,7 @@ class JobsController(Controller):
         changes: dict[str, Any] = {"status": JobStatus.ACTIVE.value, "resumedAt": now}
         if job.next_run is None:
             changes["nextRun"] = _next_run(job.schedule, now)
-        job = await state.jobs.update(tenant, job_id, changes, _expected_version(if_match) or job.version, now=now)
+        job = await jobs.update(tenant, job_id, changes, _expected_version(if_match) or job.version, now=now)
         await _announce(state, tenant, job.id, state.partition_of(job.id))
         return Response(job, headers=_etag(job))
 
@@ -287,9 +308,11 @@ class JobsController(Controller):
         status_code=202,
         responses=problem_responses(404),
     )
-    async def run_job_now(self, request: Request[str, str, State], state: State, job_id: FromPath[str]) -> RunAccepted:
+    async def run_job_now(
+        self, request: Request[str, str, State], state: State, jobs: NamedDependency[JobStore], job_id: FromPath[str]
+    ) -> RunAccepted:
         tenant = request.user
-        job = await state.jobs.get(tenant, job_id)
+        job = await jobs.get(tenant, job_id)
         if state.bus is None:
             raise ServiceUnavailableException("the run queue is unavailable")
         now_ms = to_ms(utcnow())
@@ -301,14 +324,15 @@ class JobsController(Controller):
     async def list_runs(
         self,
         request: Request[str, str, State],
-        state: State,
+        jobs: NamedDependency[JobStore],
+        runs: NamedDependency[RunHistory],
         job_id: FromPath[str],
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
         cursor: Annotated[str | None, QueryParameter(max_length=200)] = None,
     ) -> RunList:
-        await state.jobs.get(request.user, job_id)  # 404 for another tenant's job, as for a missing one
+        await jobs.get(request.user, job_id)  # 404 for another tenant's job, as for a missing one
         try:
-            items, next_cursor = await state.runs.list_for_job(request.user, job_id, limit, cursor)
+            items, next_cursor = await runs.list_for_job(request.user, job_id, limit, cursor)
         except ValueError as exc:
             raise ClientException(str(exc), extra={"field": "cursor"}) from None
         return RunList(items, next_cursor)
