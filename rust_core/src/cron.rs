@@ -397,12 +397,14 @@ impl Cron {
             }
         }
         let plain_dom_only = !self.dom_last && !self.dom_last_weekday && self.dom_nearest == 0;
-        if self.day_and && plain_dom_only && self.dom != 0 {
-            let day = self.dom.trailing_zeros();
-            let months: Vec<&str> = (1..=12)
-                .filter(|m| self.months & (1 << m) != 0)
-                .map(|m| MONTH_NAMES[m as usize - 1])
-                .collect();
+        let day = self.dom.trailing_zeros();
+        let selected = || (1..=12u32).filter(|m| self.months & (1 << m) != 0);
+        let longest = selected()
+            .map(|m| days_in_month(2000, m))
+            .max()
+            .unwrap_or(31);
+        if self.day_and && plain_dom_only && self.dom != 0 && day > longest {
+            let months: Vec<&str> = selected().map(|m| MONTH_NAMES[m as usize - 1]).collect();
             let list = match months.split_last() {
                 Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
                 _ => months.join(""),
@@ -621,7 +623,10 @@ mod tests {
         assert_eq!(err("0 0 * * MON-"), "cron: day-of-week field: empty value");
         assert_eq!(err("0 0 * FOO *"), "cron: month field: invalid value 'FOO'");
         assert!(err("0 0 L * 5L/2").starts_with("cron: day-of-week field"));
-        assert!(err("0 0 */3 2 5#5").starts_with("cron: schedule can never fire"));
+        assert_eq!(
+            err("0 0 */3 2 5#5"),
+            "cron: schedule can never fire: no date matches both day-of-month and day-of-week"
+        );
     }
 
     #[test]

@@ -596,3 +596,35 @@ mod tests {
         assert_eq!(std::mem::size_of::<Node>(), 32);
     }
 }
+
+#[cfg(test)]
+mod bench {
+    use super::*;
+    #[test]
+    #[ignore]
+    fn drain_speed() {
+        let n = 100_000u64;
+        let mut x = 1u64;
+        let d: Vec<i64> = (0..n)
+            .map(|_| {
+                x = crate::schedule::splitmix64(x);
+                1 + (x % 3_600_000) as i64
+            })
+            .collect();
+        let k: Vec<u64> = (0..n).collect();
+        let mut w = TimingWheel::new(0, 1).unwrap();
+        let t = std::time::Instant::now();
+        w.insert_many(&d, &k).unwrap();
+        eprintln!("insert {:?}", t.elapsed());
+        let t = std::time::Instant::now();
+        let mut now = 0;
+        let mut c = 0;
+        let mut calls = 0;
+        while !w.is_empty() {
+            now += 100;
+            c += w.pop_due(now, usize::MAX).len();
+            calls += 1;
+        }
+        eprintln!("drain {c} in {calls} calls: {:?}", t.elapsed());
+    }
+}

@@ -1,0 +1,170 @@
+"""Benchmark of the timing core (``schedsvc._timing``) against croniter and cronsim.
+
+Run from the repository root after building the extension (``make`` or ``maturin develop
+--release``)::
+
+    python loadtests/bench_timing.py            # full run, about a minute
+    python loadtests/bench_timing.py --quick    # smaller sizes, a smoke test
+
+Prints, side by side: a single next-fire call through Python (``Schedule.next_after``) vs
+croniter and cronsim, the batch ``next_fires`` cost per fire, and the timing wheel's
+``insert_many``/``pop_due`` rates and bytes per timer with 1,000,000 resident timers. The
+numbers go into the "Timing core" section of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import os
+import platform
+import random
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from croniter import croniter
+from cronsim import CronSim
+
+from schedsvc._timing import Schedule, TimingWheel, next_fires
+
+CASES = [
+    ("*/5 * * * *", "UTC"),
+    ("0 9 * * MON-FRI", "Europe/Berlin"),
+    ("30 2 * * *", "America/New_York"),
+    ("0 0 L * *", "Australia/Lord_Howe"),
+    ("15 10 1-7 * FRI", "Asia/Tokyo"),
+]
+BASE_MS = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp() * 1000)
+YEAR_MS = 365 * 86_400_000
+
+
+def per_call(fn: Callable[[int], object], args: list[int]) -> float:
+    """Seconds per call of ``fn`` over ``args`` (best of three runs)."""
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        for a in args:
+            fn(a)
+        best = min(best, (time.perf_counter() - start) / len(args))
+    return best
+
+
+def bench_single(n: int) -> tuple[float, float, float]:
+    rng = random.Random(1)
+    instants = [BASE_MS + rng.randrange(YEAR_MS) for _ in range(n)]
+    ours = theirs_croniter = theirs_cronsim = 0.0
+    for expr, zone in CASES:
+        schedule = Schedule.cron(expr, zone)
+        tz = ZoneInfo(zone)
+        starts = {ms: datetime.fromtimestamp(ms / 1000, tz) for ms in instants}
+        ours += per_call(schedule.next_after, instants)
+        theirs_croniter += per_call(lambda ms, e=expr, s=starts: croniter(e, s[ms]).get_next(datetime), instants)
+        theirs_cronsim += per_call(lambda ms, e=expr, s=starts: next(CronSim(e, s[ms])), instants)
+    k = len(CASES)
+    return ours / k, theirs_croniter / k, theirs_cronsim / k
+
+
+def bench_batch(n: int) -> float:
+    """Seconds per fire of ``next_fires`` over ``n`` schedules (mixed expressions and zones)."""
+    rng = random.Random(2)
+    schedules = [Schedule.cron(*CASES[i % len(CASES)]) for i in range(n)]
+    after = array.array("q", (BASE_MS + rng.randrange(YEAR_MS) for _ in range(n)))
+    seeds = array.array("Q", (rng.getrandbits(64) for _ in range(n)))
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        nominal, due = next_fires(schedules, after, seeds)
+        best = min(best, time.perf_counter() - start)
+    assert len(array.array("q", nominal)) == n == len(array.array("q", due))
+    return best / n
+
+
+def bench_wheel(resident: int) -> dict[str, float]:
+    rng = random.Random(3)
+    now = BASE_MS
+    horizon = 3_600_000  # deadlines spread over one hour at 1 ms resolution
+    deadlines = array.array("q", (now + 1 + rng.randrange(horizon) for _ in range(resident)))
+    keys = array.array("Q", range(resident))
+    wheel = TimingWheel(now, 1)
+
+    start = time.perf_counter()
+    wheel.insert_many(deadlines, keys)
+    fill = time.perf_counter() - start
+    bytes_per_timer = wheel.memory_bytes() / len(wheel)
+
+    # Inserts and cancels on top of the resident million (Python lists, the common call shape).
+    extra = resident // 5
+    extra_deadlines = [now + 1 + rng.randrange(horizon) for _ in range(extra)]
+    extra_keys = list(range(resident, resident + extra))
+    start = time.perf_counter()
+    handles = wheel.insert_many(extra_deadlines, extra_keys)
+    insert_lists = time.perf_counter() - start
+    start = time.perf_counter()
+    cancelled = wheel.cancel_many(handles)
+    cancel = time.perf_counter() - start
+    assert cancelled == extra and len(wheel) == resident
+
+    # Drain the resident million in 100 ms steps, as a scheduling loop would.
+    popped = 0
+    start = time.perf_counter()
+    t = now
+    while len(wheel):
+        t += 100
+        keys_out, _ = wheel.pop_due(t)
+        popped += len(keys_out)
+    pop = time.perf_counter() - start
+    assert popped == resident
+    return {
+        "insert_many_buffer": resident / fill,
+        "insert_many_list": extra / insert_lists,
+        "cancel_many": extra / cancel,
+        "pop_due": popped / pop,
+        "bytes_per_timer": bytes_per_timer,
+    }
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
+    args = parser.parse_args()
+    single_n, batch_n, resident = (200, 10_000, 100_000) if args.quick else (1_000, 100_000, 1_000_000)
+
+    print(f"date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC  nproc: {os.cpu_count()}  cpu: {cpu_model()}")
+    print(f"python {platform.python_version()}")
+
+    ours, ci, cs = bench_single(single_n)
+    print(f"\nsingle next fire ({len(CASES)} expressions x {single_n} instants, per call)")
+    print(f"  Schedule.next_after  {ours * 1e6:9.3f} us")
+    print(f"  croniter             {ci * 1e6:9.3f} us   ({ci / ours:7.1f}x slower)")
+    print(f"  cronsim              {cs * 1e6:9.3f} us   ({cs / ours:7.1f}x slower)")
+
+    batch = bench_batch(batch_n)
+    print(f"\nbatch next_fires ({batch_n} schedules, with jitter seeds, per fire)")
+    print(f"  next_fires           {batch * 1e6:9.3f} us")
+    print(f"  vs croniter          {ci / batch:9.1f}x faster per fire")
+    print(f"  vs cronsim           {cs / batch:9.1f}x faster per fire")
+
+    wheel = bench_wheel(resident)
+    print(f"\ntiming wheel ({resident} resident timers, deadlines over one hour, 1 ms tick)")
+    print(f"  insert_many (array 'q'/'Q')     {wheel['insert_many_buffer'] / 1e6:7.2f} M/s")
+    print(f"  insert_many (lists, +{resident // 5})  {wheel['insert_many_list'] / 1e6:7.2f} M/s")
+    print(f"  cancel_many (lists)             {wheel['cancel_many'] / 1e6:7.2f} M/s")
+    print(f"  pop_due (100 ms steps)          {wheel['pop_due'] / 1e6:7.2f} M/s")
+    print(f"  memory                          {wheel['bytes_per_timer']:7.1f} B/timer")
+
+
+if __name__ == "__main__":
+    main()
