@@ -7,6 +7,9 @@ run's state as stored, so a redelivery (after a crash, a lost ack or a re-publis
 - running under a live lease (another worker is on it) → put back until the lease ends;
 - running with an expired lease (its worker died mid-call) → that attempt counts; the next one starts, or
   the run fails when no attempts are left.
+
+Overlap ``skip``: a run's first attempt must take its job's running slot (one atomic conditional upsert,
+see ``MongoRunStore.acquire_job_slot``); a fire that finds it held by a live run is recorded ``skipped``.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ CONTENDED_RETRY_SECONDS = 1.0
 # How long to put a message back after an unexpected error (database or NATS unavailable).
 ERROR_RETRY_SECONDS = 5.0
 HAND_BACK_TIMEOUT_SECONDS = 5.0
+OVERLAP_SKIPPED = "a previous run is still running"
 _HEADER_VALUE_MAX = 1024
 _encode_message = msgspec.msgpack.Encoder().encode
 
@@ -49,7 +53,10 @@ class _Claim:
     """The attempt this delivery claimed, if any; lets the error paths hand it back."""
 
     run_id: str
+    job_id: str
     attempt: int | None = None
+    slot: bool = False
+    """This run holds its job's running slot (overlap ``skip``)."""
     settled: bool = False
     """The delivery was acked or nak'd (nothing left to hand back)."""
 
@@ -76,7 +83,8 @@ class RunWorker:
 
     async def process(self, delivery: RunDelivery) -> None:
         """Handle one delivery to the end: acked, nak'd for a retry, or handed back on error/cancellation."""
-        claim = _Claim(run_id(delivery.message.job_id, delivery.message.scheduled_ms))
+        msg = delivery.message
+        claim = _Claim(run_id(msg.job_id, msg.scheduled_ms), msg.job_id)
         try:
             await self._process(delivery, claim)
         except asyncio.CancelledError:
@@ -96,11 +104,17 @@ class RunWorker:
                 )
 
     async def _hand_back(self, delivery: RunDelivery, claim: _Claim, error: str, delay: float) -> None:
+        await self._release_slot(claim)
         if claim.settled:
             return
         if claim.attempt is not None:
             await self._runs.release_interrupted(claim.run_id, claim.attempt, error)
         await delivery.nak(delay or None)
+
+    async def _release_slot(self, claim: _Claim) -> None:
+        if claim.slot:
+            claim.slot = False
+            await self._runs.release_job_slot(claim.job_id, claim.run_id)
 
     async def _process(self, delivery: RunDelivery, claim: _Claim) -> None:
         msg = delivery.message
@@ -155,16 +169,21 @@ class RunWorker:
         if job.status == "paused" and msg.trigger != RunTrigger.MANUAL:
             await self._finish(delivery, claim, RunStatus.SKIPPED, None, "the job is paused")
             return
-        if job.overlap == "skip" and done == 0 and await self._runs.running_elsewhere(job.id, rid, now):
-            await self._finish(delivery, claim, RunStatus.SKIPPED, None, "a previous run is still running")
-            return
+        if job.overlap == "skip":
+            claim.slot = await self._runs.acquire_job_slot(job.id, rid, now, now + self._lease)
+            if not claim.slot and done == 0:
+                await self._finish(delivery, claim, RunStatus.SKIPPED, None, OVERLAP_SKIPPED)
+                return
+            # A retry of a run that already started goes ahead even if a newer fire holds the slot.
 
         attempt = await self._runs.claim_attempt(msg, done, now, now + self._lease)
         if attempt is None:
+            await self._release_slot(claim)
             await self._settle(claim, delivery.nak(CONTENDED_RETRY_SECONDS))
             return
         claim.attempt = attempt
-        outcome = await self._attempt(delivery, job, attempt, rid)
+        outcome = await self._attempt(delivery, job, claim)
+        await self._release_slot(claim)
         record = AttemptRecord(
             outcome.started_at, outcome.finished_at, outcome.http_status, outcome.error, outcome.response_snippet
         )
@@ -179,8 +198,10 @@ class RunWorker:
         log.info("run %s attempt %d failed (%s); retrying in %.1fs", rid, attempt, outcome.error, delay)
         await self._settle(claim, delivery.nak(delay))
 
-    async def _attempt(self, delivery: RunDelivery, job: JobForRun, attempt: int, rid: str) -> CallOutcome:
+    async def _attempt(self, delivery: RunDelivery, job: JobForRun, claim: _Claim) -> CallOutcome:
         msg = delivery.message
+        rid, attempt = claim.run_id, claim.attempt
+        assert attempt is not None
         tenant = await self._tenants.delivery(job.tenant)
         ctx = CallContext(
             run_id=rid,
@@ -192,7 +213,7 @@ class RunWorker:
             subject_grants=tenant.subject_grants,
         )
         kind = "http" if isinstance(job.target, HttpTarget) else "nats"
-        heartbeat = asyncio.create_task(self._heartbeat(delivery, rid, attempt))
+        heartbeat = asyncio.create_task(self._heartbeat(delivery, claim))
         try:
             outcome = await self._caller.call(job.target, ctx)
         finally:
@@ -204,15 +225,19 @@ class RunWorker:
         RUN_DURATION.labels(target=kind).observe((outcome.finished_at - outcome.started_at).total_seconds())
         return outcome
 
-    async def _heartbeat(self, delivery: RunDelivery, rid: str, attempt: int) -> None:
+    async def _heartbeat(self, delivery: RunDelivery, claim: _Claim) -> None:
         """While the target works: extend the message's ack deadline and the run's lease together."""
+        assert claim.attempt is not None
         while True:
             await asyncio.sleep(self._heartbeat_seconds)
             try:
                 await delivery.in_progress()
-                await self._runs.extend_lease(rid, attempt, datetime.now(UTC) + self._lease)
+                until = datetime.now(UTC) + self._lease
+                await self._runs.extend_lease(claim.run_id, claim.attempt, until)
+                if claim.slot:
+                    await self._runs.extend_job_slot(claim.job_id, claim.run_id, until)
             except Exception:
-                log.warning("could not extend the deadline of run %s", rid, exc_info=True)
+                log.warning("could not extend the deadline of run %s", claim.run_id, exc_info=True)
 
     async def _fail(
         self,

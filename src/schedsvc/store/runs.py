@@ -43,6 +43,8 @@ from schedsvc.domain import (
 FINAL_STATUSES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.SKIPPED, RunStatus.MISSED)
 _FINAL = [s.value for s in FINAL_STATUSES]
 MAX_PAGE = 500
+# A job slot outlives its lease by this much before the TTL index removes it.
+_SLOT_EXPIRY = timedelta(days=1)
 
 
 class InvalidCursorError(SchedsvcError, ValueError):
@@ -258,20 +260,39 @@ class MongoRunStore:
             return False
         return bool(result.matched_count or result.upserted_id is not None)
 
-    async def running_elsewhere(self, job_id: str, exclude_run_id: str, now: datetime) -> bool:
-        """Whether another run of the job is running under a live lease (overlap ``skip``)."""
-        doc = await self._guard(
-            self._runs.find_one(
-                {
-                    "jobId": job_id,
-                    "status": RunStatus.RUNNING.value,
-                    "leaseUntil": {"$gt": now},
-                    "_id": {"$ne": exclude_run_id},
-                },
-                {"_id": 1},
+    async def acquire_job_slot(self, job_id: str, rid: str, now: datetime, lease_until: datetime) -> bool:
+        """Take the job's single running slot for run ``rid`` (overlap ``skip``); False if another run of
+        the job holds it under a live lease.
+
+        The slot is one small document per job in the runs collection (``_id`` = ``<jobId>:running``, no
+        ``jobId`` field, so history never lists it): claiming it is one atomic conditional upsert, so of
+        several fires delivered together exactly one gets it. Its lease follows the run's, so a worker
+        that dies does not block the job for longer than an ack deadline.
+        """
+        slot = _slot_id(job_id)
+        fields = {"holder": rid, "leaseUntil": lease_until, "expireAt": lease_until + _SLOT_EXPIRY}
+        try:
+            await self._guard(
+                self._runs.update_one(
+                    {"_id": slot, "leaseUntil": {"$not": {"$gt": now}}}, {"$set": fields}, upsert=True
+                )
+            )
+            return True
+        except DuplicateKeyError:
+            # Held under a live lease: by this very run (a redelivery) or by another one.
+            result = await self._guard(self._runs.update_one({"_id": slot, "holder": rid}, {"$set": fields}))
+            return bool(result.matched_count)
+
+    async def extend_job_slot(self, job_id: str, rid: str, lease_until: datetime) -> None:
+        await self._guard(
+            self._runs.update_one(
+                {"_id": _slot_id(job_id), "holder": rid},
+                {"$set": {"leaseUntil": lease_until, "expireAt": lease_until + _SLOT_EXPIRY}},
             )
         )
-        return doc is not None
+
+    async def release_job_slot(self, job_id: str, rid: str) -> None:
+        await self._guard(self._runs.delete_one({"_id": _slot_id(job_id), "holder": rid}))
 
     async def update_job_last_run(self, job_id: str, scheduled: datetime, status: RunStatus) -> None:
         """Set the job's ``lastRun``/``lastRunStatus`` unless a later fire already finished.
@@ -342,6 +363,10 @@ class MongoRunStore:
             raise
         except PyMongoError as exc:
             raise StoreUnavailableError(f"run store: {exc}") from exc
+
+
+def _slot_id(job_id: str) -> str:
+    return f"{job_id}:running"
 
 
 def _to_ms(value: datetime) -> int:
