@@ -1,0 +1,210 @@
+"""Locust: the schedsvc API as ~1,000 client services of many tenants use it.
+
+Each Locust user is one client service holding its own API key (``SCHEDSVC_LOAD_KEYS``: a JSON file of
+``[{"tenant": ..., "key": ...}, ...]``, written by ``loadtests/run_load.py``). A service mostly reads
+(lists its tenant's jobs with filters and pages, reads one job and its run history), sometimes checks a
+schedule before creating a job, and changes only the jobs it created itself (patch with ``If-Match``,
+pause/resume, delete), so a 412 is never expected and counts as a failure.
+
+Pacing: ``constant_throughput(SCHEDSVC_LOAD_USER_RPS)`` per user, so the offered load is
+``users * SCHEDSVC_LOAD_USER_RPS`` requests per second whatever the latency (until users fall behind).
+1,000 users at 0.1 req/s each is 6,000 requests per minute: one request every ten seconds per service.
+
+``HelloUser`` (``locust -f loadtests/locustfile.py HelloUser``) hits ``GET /hello`` of the bare
+Litestar/granian baseline app that ``run_load.py --baseline`` starts, with the same pacing.
+
+Run it through ``loadtests/run_load.py``, which starts the stack, creates the tenants and keys and
+seeds jobs; standalone it needs ``SCHEDSVC_LOAD_KEYS`` and ``--host``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import random
+import uuid
+from pathlib import Path
+from typing import Any
+
+from locust import FastHttpUser, constant_throughput, task
+
+USER_RPS = float(os.environ.get("SCHEDSVC_LOAD_USER_RPS", "0.1"))
+TARGET_URL = os.environ.get("SCHEDSVC_LOAD_TARGET_URL", "http://127.0.0.1:9/hook")
+_keys_file = os.environ.get("SCHEDSVC_LOAD_KEYS")
+KEYS: list[dict[str, str]] = json.loads(Path(_keys_file).read_text()) if _keys_file else []
+TEAMS = ("billing", "search", "growth", "infra", "data")
+_user_numbers = itertools.count()
+
+
+def random_schedule(rng: random.Random) -> dict[str, Any]:
+    """Schedules client services really use: mostly cron, some intervals and calendars; few fire often."""
+    roll = rng.random()
+    if roll < 0.5:
+        return {
+            "kind": "cron",
+            "expression": rng.choice(["0 * * * *", "*/15 * * * *", "30 2 * * *", "0 9 * * 1-5", "0 0 1 * *"]),
+            "timezone": rng.choice(["UTC", "Europe/Berlin", "America/New_York", "Asia/Tokyo"]),
+        }
+    if roll < 0.85:
+        return {"kind": "interval", "seconds": rng.choice([300, 600, 900, 3600])}
+    return {"kind": "calendar", "every": rng.choice([1, 2]), "unit": "weeks", "time": "07:30", "timezone": "UTC"}
+
+
+class ClientService(FastHttpUser):
+    """One client service: reads a lot, creates and changes its own jobs now and then."""
+
+    wait_time = constant_throughput(USER_RPS)
+
+    def on_start(self) -> None:
+        number = next(_user_numbers)
+        if not KEYS:
+            raise RuntimeError("SCHEDSVC_LOAD_KEYS is not set: run the load through loadtests/run_load.py")
+        credentials = KEYS[number % len(KEYS)]
+        self.rng = random.Random(number)
+        self.service = f"svc{number}"
+        self.auth = {"Authorization": f"Bearer {credentials['key']}"}
+        self.known: list[str] = []  # job ids of the tenant seen in lists (read-only use)
+        self.mine: dict[str, dict[str, Any]] = {}  # jobs this service created: id -> {"version", "paused"}
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _remember(self, items: list[dict[str, Any]]) -> None:
+        for item in items:
+            if item["id"] not in self.known:
+                self.known.append(item["id"])
+        del self.known[:-200]
+
+    def _some_job(self) -> str | None:
+        pool = self.known or list(self.mine)
+        return self.rng.choice(pool) if pool else None
+
+    def _my_job(self) -> tuple[str, dict[str, Any]] | None:
+        if not self.mine:
+            return None
+        job_id = self.rng.choice(list(self.mine))
+        return job_id, self.mine[job_id]
+
+    def _json(self, method: str, path: str, name: str, body: Any = None, headers: dict[str, str] | None = None,
+              expect: int = 200) -> dict[str, Any] | None:
+        """One request; anything but ``expect`` is a failure (with the status and body start)."""
+        with self.client.request(
+            method, path, name=name, json=body, headers={**self.auth, **(headers or {})}, catch_response=True
+        ) as response:
+            if response.status_code != expect:
+                response.failure(f"{response.status_code}: {(response.text or '')[:200]}")
+                return None
+            response.success()
+            if expect == 204 or not response.content:
+                return {}
+            data: dict[str, Any] = response.json()
+            return data
+
+    # -- tasks ------------------------------------------------------------------------------------
+
+    @task(30)
+    def list_jobs(self) -> None:
+        """A dashboard or reconciler listing the tenant's jobs: a filter, small pages, sometimes page two."""
+        params = [f"limit={self.rng.choice([5, 10, 20, 50])}"]
+        roll = self.rng.random()
+        if roll < 0.3:
+            params.append("status=active")
+        elif roll < 0.5:
+            params.append(f"tag=team-{self.rng.choice(TEAMS)}")
+        elif roll < 0.6:
+            params.append("name=seed-")
+        query = "&".join(params)
+        page = self._json("GET", f"/jobs?{query}", "GET /jobs")
+        if page is None:
+            return
+        self._remember(page["items"])
+        if page.get("nextCursor") and self.rng.random() < 0.3:
+            nxt = self._json("GET", f"/jobs?{query}&cursor={page['nextCursor']}", "GET /jobs (next page)")
+            if nxt is not None:
+                self._remember(nxt["items"])
+
+    @task(20)
+    def get_job(self) -> None:
+        job_id = self._some_job()
+        if job_id is None:
+            self.list_jobs()
+            return
+        self._json("GET", f"/jobs/{job_id}", "GET /jobs/{id}")
+
+    @task(12)
+    def run_history(self) -> None:
+        job_id = self._some_job()
+        if job_id is None:
+            self.list_jobs()
+            return
+        self._json("GET", f"/jobs/{job_id}/runs?limit={self.rng.choice([10, 20])}", "GET /jobs/{id}/runs")
+
+    @task(8)
+    def preview(self) -> None:
+        body = {"schedule": random_schedule(self.rng), "count": self.rng.choice([5, 10, 20])}
+        self._json("POST", "/schedules/preview", "POST /schedules/preview", body)
+
+    @task(10)
+    def create_job(self) -> None:
+        team = self.rng.choice(TEAMS)
+        body = {
+            "name": f"{self.service}-{uuid.uuid4().hex[:12]}",
+            "schedule": random_schedule(self.rng),
+            "target": {"kind": "http", "url": TARGET_URL, "method": "POST", "body": {"service": self.service}},
+            "tags": [f"team-{team}", self.service],
+            "metadata": {"owner": self.service},
+        }
+        job = self._json("POST", "/jobs", "POST /jobs", body, {"Idempotency-Key": uuid.uuid4().hex}, expect=201)
+        if job is not None:
+            self.mine[job["id"]] = {"version": job["version"], "paused": job["status"] == "paused"}
+
+    @task(8)
+    def patch_job(self) -> None:
+        mine = self._my_job()
+        if mine is None:
+            self.create_job()
+            return
+        job_id, state = mine
+        body: dict[str, Any] = {"metadata": {"owner": self.service, "rev": uuid.uuid4().hex[:8]}}
+        if self.rng.random() < 0.3:
+            body["schedule"] = random_schedule(self.rng)
+        job = self._json("PATCH", f"/jobs/{job_id}", "PATCH /jobs/{id}", body, {"If-Match": f'"{state["version"]}"'})
+        if job is not None:
+            state["version"] = job["version"]
+
+    @task(6)
+    def pause_or_resume(self) -> None:
+        mine = self._my_job()
+        if mine is None:
+            self.create_job()
+            return
+        job_id, state = mine
+        action = "resume" if state["paused"] else "pause"
+        job = self._json(
+            "POST", f"/jobs/{job_id}/{action}", f"POST /jobs/{{id}}/{action}", None,
+            {"If-Match": f'"{state["version"]}"'},
+        )
+        if job is not None:
+            state["version"] = job["version"]
+            state["paused"] = job["status"] == "paused"
+
+    @task(3)
+    def delete_job(self) -> None:
+        """Services retire jobs too; keeps each service's own job count small."""
+        if len(self.mine) < 3:
+            self.create_job()
+            return
+        job_id = next(iter(self.mine))
+        state = self.mine.pop(job_id)
+        self._json("DELETE", f"/jobs/{job_id}", "DELETE /jobs/{id}", None,
+                   {"If-Match": f'"{state["version"]}"'}, expect=204)
+
+
+class HelloUser(FastHttpUser):
+    """The framework baseline: a bare Litestar handler under granian, with the same pacing."""
+
+    wait_time = constant_throughput(USER_RPS)
+
+    @task
+    def hello(self) -> None:
+        self.client.get("/hello", name="GET /hello")

@@ -1,0 +1,68 @@
+"""The short fault run (``tests/chaos/run_chaos.py --short``) as a test: every fire exactly once.
+
+Three replicas with every role share one SecantusDB, NATS and Redis; 40 jobs fire every second for 50 s
+while replicas are SIGKILLed and restarted and NATS and the database server are restarted. The script
+runs in its own process (it owns and cleans up every server it starts); this test asserts on its JSON
+report: no fire missing, failed or extra in the run history, each fire in the run stream exactly once,
+every fire delivered to the receiver and never more often than the run's recorded attempts. Lateness is
+reported, not asserted: on a shared two-core machine it measures the neighbours as much as the service.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+SCRIPT = Path(__file__).resolve().parent / "run_chaos.py"
+TIMEOUT_SECONDS = 600
+
+
+def run_script(argv: list[str], timeout: float) -> str:
+    """Run a harness script; on timeout SIGTERM it first, so it stops the servers it started."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            output, _ = proc.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            output, _ = proc.communicate()
+        pytest.fail(f"{argv[1]} did not finish in {timeout}s:\n{output[-4000:]}")
+    return output
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+def test_every_fire_runs_exactly_once_through_kills_and_restarts(tmp_path: Path) -> None:
+    report_file = tmp_path / "chaos.json"
+    output = run_script([sys.executable, str(SCRIPT), "--short", "--json-out", str(report_file)], TIMEOUT_SECONDS)
+    print(output[-3000:])
+    assert report_file.exists(), output[-4000:]
+    report = json.loads(report_file.read_text())
+    assert "error" not in report, f"{report['error']}\n{output[-4000:]}"
+
+    assert report["expected_fires"] == report["jobs"] * report["window_s"] > 0
+    # The run history and the stream hold every fire of the window exactly once, all succeeded.
+    assert report["checks"] == {
+        "runs_missing": 0,
+        "runs_not_succeeded": 0,
+        "runs_extra": 0,
+        "stream_missing": 0,
+        "stream_duplicates": 0,
+        "stream_extra": 0,
+        "receiver_never_called": 0,
+        "receiver_calls_over_attempts": 0,
+    }, json.dumps(report["examples"], indent=1)
+    assert report["passed"]
+    # The faults really happened while fires were due.
+    actions = [f["action"] for f in report["faults"]]
+    assert {"kill", "start", "restart_nats", "restart_mongo"} <= set(actions)
