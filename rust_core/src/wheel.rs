@@ -13,9 +13,14 @@
 //! deadline is `<= now`, in deadline order, whatever `tick_ms` is (the tick only sets slot
 //! granularity; within a slot deadlines are compared exactly).
 //!
-//! Timers live in a slab of 32-byte nodes linked into their slot by `u32` indices (intrusive
-//! doubly-linked lists), so cancel is O(1). A handle is `index | generation << 32`; freeing a
-//! node bumps its generation, so stale handles are recognised and rejected.
+//! Timers live in a slab of 32-byte nodes. Each slot holds the `u32` slab indices of its timers
+//! in a vector, and each node records its position in that vector, so cancel is O(1) (swap-remove
+//! and fix the moved node's position). Index vectors rather than intrusive linked lists: a
+//! cascade or a drain then reads its nodes through independent loads the CPU overlaps, instead of
+//! a pointer chase that waits for one cache miss per timer; with a million random deadlines this
+//! made draining about twice as fast (docs/benchmarks.md). A handle is
+//! `index | generation << 32`; freeing a node bumps its generation, so stale handles are
+//! recognised and rejected.
 
 const LEVELS: usize = 6;
 const SLOT_BITS: u32 = 6;
@@ -34,28 +39,20 @@ const MAX_NODES: usize = (u32::MAX - 1) as usize;
 struct Node {
     deadline: i64,
     key: u64,
-    next: u32,
-    prev: u32,
     generation: u32,
-    /// List the node is linked into (slot index, READY, OVERFLOW) or FREE.
+    /// List the node is in (slot index, READY, OVERFLOW) or FREE.
     loc: u32,
+    /// Position in its list's vector; for a free node, the next free index.
+    pos: u32,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Default)]
 struct List {
-    head: u32,
-    tail: u32,
+    items: Vec<u32>,
     /// Earliest deadline in the list; exact unless `stale_min`.
     min: i64,
     stale_min: bool,
 }
-
-const EMPTY: List = List {
-    head: NIL,
-    tail: NIL,
-    min: i64::MAX,
-    stale_min: false,
-};
 
 /// Error for a wheel that cannot take more timers.
 #[derive(Debug, PartialEq, Eq)]
@@ -71,7 +68,7 @@ pub struct TimingWheel {
     nodes: Vec<Node>,
     free_head: u32,
     len: usize,
-    lists: [List; LISTS],
+    lists: Vec<List>,
     occupied: [u64; LEVELS],
     /// Reused buffer for draining a slot.
     scratch: Vec<u32>,
@@ -91,7 +88,7 @@ impl TimingWheel {
             nodes: Vec::new(),
             free_head: NIL,
             len: 0,
-            lists: [EMPTY; LISTS],
+            lists: (0..LISTS).map(|_| List::default()).collect(),
             occupied: [0; LEVELS],
             scratch: Vec::new(),
         })
@@ -110,11 +107,14 @@ impl TimingWheel {
         self.now_ms
     }
 
-    /// Approximate bytes held: the slab (by capacity), the lists and bitmaps, the scratch buffer.
+    /// Approximate bytes held: the slab and the index vectors (by capacity), the list headers.
     pub fn memory_bytes(&self) -> usize {
+        let u32s: usize =
+            self.lists.iter().map(|l| l.items.capacity()).sum::<usize>() + self.scratch.capacity();
         std::mem::size_of::<Self>()
+            + self.lists.capacity() * std::mem::size_of::<List>()
             + self.nodes.capacity() * std::mem::size_of::<Node>()
-            + self.scratch.capacity() * std::mem::size_of::<u32>()
+            + u32s * std::mem::size_of::<u32>()
     }
 
     /// Tick of a deadline later than the clock (so later than `start_ms`).
@@ -146,75 +146,70 @@ impl TimingWheel {
     }
 
     #[inline]
+    fn set_occupied(&mut self, loc: u32, on: bool) {
+        if loc < READY {
+            let bit = 1u64 << (loc % SLOTS as u32);
+            let level = &mut self.occupied[(loc / SLOTS as u32) as usize];
+            if on {
+                *level |= bit;
+            } else {
+                *level &= !bit;
+            }
+        }
+    }
+
+    #[inline]
     fn link(&mut self, idx: u32, loc: u32) {
         let deadline = self.nodes[idx as usize].deadline;
         let list = &mut self.lists[loc as usize];
-        let tail = list.tail;
-        if tail == NIL {
-            list.head = idx;
+        let pos = list.items.len() as u32;
+        if pos == 0 {
             list.min = deadline;
             list.stale_min = false;
-            if loc < READY {
-                self.occupied[(loc / SLOTS as u32) as usize] |= 1 << (loc % SLOTS as u32);
-            }
-        } else {
-            if deadline < list.min {
-                list.min = deadline;
-            }
-            self.nodes[tail as usize].next = idx;
+            self.set_occupied(loc, true);
+        } else if deadline < list.min {
+            list.min = deadline;
         }
-        list.tail = idx;
+        let list = &mut self.lists[loc as usize];
+        list.items.push(idx);
         let node = &mut self.nodes[idx as usize];
-        node.prev = tail;
-        node.next = NIL;
         node.loc = loc;
+        node.pos = pos;
     }
 
     #[inline]
     fn unlink(&mut self, idx: u32) {
         let Node {
-            prev,
-            next,
-            loc,
-            deadline,
-            ..
+            loc, pos, deadline, ..
         } = self.nodes[idx as usize];
-        if prev == NIL {
-            self.lists[loc as usize].head = next;
-        } else {
-            self.nodes[prev as usize].next = next;
-        }
-        if next == NIL {
-            self.lists[loc as usize].tail = prev;
-        } else {
-            self.nodes[next as usize].prev = prev;
+        let list = &mut self.lists[loc as usize];
+        list.items.swap_remove(pos as usize);
+        if let Some(&moved) = list.items.get(pos as usize) {
+            self.nodes[moved as usize].pos = pos;
         }
         let list = &mut self.lists[loc as usize];
-        if list.head == NIL {
-            *list = EMPTY;
-            if loc < READY {
-                self.occupied[(loc / SLOTS as u32) as usize] &= !(1 << (loc % SLOTS as u32));
-            }
+        if list.items.is_empty() {
+            list.stale_min = false;
+            self.set_occupied(loc, false);
         } else if deadline == list.min {
             list.stale_min = true;
         }
     }
 
-    /// Empties a list and returns its first node; the chain stays walkable via `next`.
-    fn detach(&mut self, loc: u32) -> u32 {
-        let head = self.lists[loc as usize].head;
-        self.lists[loc as usize] = EMPTY;
-        if loc < READY {
-            self.occupied[(loc / SLOTS as u32) as usize] &= !(1 << (loc % SLOTS as u32));
-        }
-        head
+    /// Empties a list and returns its members.
+    fn detach(&mut self, loc: u32) -> Vec<u32> {
+        let list = &mut self.lists[loc as usize];
+        list.stale_min = false;
+        let items = std::mem::take(&mut list.items);
+        self.set_occupied(loc, false);
+        items
     }
 
     fn free(&mut self, idx: u32) {
         let node = &mut self.nodes[idx as usize];
         node.loc = FREE;
         node.generation = node.generation.wrapping_add(1);
-        node.next = self.free_head;
+        node.pos = self.free_head;
         self.free_head = idx;
         self.len -= 1;
     }
@@ -224,8 +219,8 @@ impl TimingWheel {
     pub fn insert(&mut self, deadline: i64, key: u64) -> Result<u64, WheelFull> {
         let idx = if self.free_head != NIL {
             let idx = self.free_head;
-            self.free_head = self.nodes[idx as usize].next;
             let node = &mut self.nodes[idx as usize];
+            self.free_head = node.pos;
             node.deadline = deadline;
             node.key = key;
             idx
@@ -236,10 +231,9 @@ impl TimingWheel {
             self.nodes.push(Node {
                 deadline,
                 key,
-                next: NIL,
-                prev: NIL,
                 generation: 0,
                 loc: FREE,
+                pos: 0,
             });
             (self.nodes.len() - 1) as u32
         };
@@ -264,17 +258,17 @@ impl TimingWheel {
     }
 
     fn list_min(&mut self, loc: u32) -> i64 {
-        let list = self.lists[loc as usize];
+        let list = &self.lists[loc as usize];
         if !list.stale_min {
             return list.min;
         }
-        let mut min = i64::MAX;
-        let mut cur = list.head;
-        while cur != NIL {
-            let n = &self.nodes[cur as usize];
-            min = min.min(n.deadline);
-            cur = n.next;
-        }
+        let nodes = &self.nodes;
+        let min = list
+            .items
+            .iter()
+            .map(|&i| nodes[i as usize].deadline)
+            .min()
+            .unwrap_or(i64::MAX);
         let list = &mut self.lists[loc as usize];
         list.min = min;
         list.stale_min = false;
@@ -310,15 +304,19 @@ impl TimingWheel {
         None
     }
 
+    fn is_listed(&self, loc: u32) -> bool {
+        !self.lists[loc as usize].items.is_empty()
+    }
+
     /// Earliest pending deadline, if any.
     pub fn next_deadline(&mut self) -> Option<i64> {
         let mut best = None;
-        if self.lists[READY as usize].head != NIL {
+        if self.is_listed(READY) {
             best = Some(self.list_min(READY));
         }
         let later = match self.next_slot() {
             Some((loc, _)) => Some(self.list_min(loc)),
-            None if self.lists[OVERFLOW as usize].head != NIL => Some(self.list_min(OVERFLOW)),
+            None if self.is_listed(OVERFLOW) => Some(self.list_min(OVERFLOW)),
             None => None,
         };
         match (best, later) {
@@ -329,46 +327,46 @@ impl TimingWheel {
 
     /// Moves every timer of a list to the list it belongs in now.
     fn replace_all(&mut self, loc: u32) {
-        let mut cur = self.detach(loc);
-        while cur != NIL {
-            let next = self.nodes[cur as usize].next;
-            let target = self.list_for(self.nodes[cur as usize].deadline);
-            self.link(cur, target);
-            cur = next;
+        let items = self.detach(loc);
+        for &i in &items {
+            let target = self.list_for(self.nodes[i as usize].deadline);
+            self.link(i, target);
         }
     }
 
     /// Pops timers of list `loc` with deadline `<= now`, earliest first, at most `max`.
-    /// Returns how many were popped.
-    fn drain(&mut self, loc: u32, now: i64, max: usize, out: &mut Vec<(u64, i64)>) -> usize {
+    fn drain(&mut self, loc: u32, now: i64, max: usize, out: &mut Vec<(u64, i64)>) {
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
         let mut sorted = true;
-        let mut total = 0usize;
         let mut last = i64::MIN;
-        let mut cur = self.lists[loc as usize].head;
-        while cur != NIL {
-            let n = &self.nodes[cur as usize];
-            total += 1;
-            if n.deadline <= now {
-                sorted &= n.deadline >= last;
-                last = n.deadline;
-                scratch.push(cur);
+        let items = &self.lists[loc as usize].items;
+        let total = items.len();
+        for &i in items {
+            let d = self.nodes[i as usize].deadline;
+            if d <= now {
+                sorted &= d >= last;
+                last = d;
+                scratch.push(i);
             }
-            cur = n.next;
         }
         if !sorted {
-            // Stable: ties keep insertion order.
+            // Stable: ties keep list order.
             let nodes = &self.nodes;
             scratch.sort_by_key(|&i| nodes[i as usize].deadline);
         }
         let take = scratch.len().min(max);
         if take == total {
-            self.detach(loc);
+            let mut items = self.detach(loc);
             for &i in &scratch {
                 let n = &self.nodes[i as usize];
                 out.push((n.key, n.deadline));
                 self.free(i);
+            }
+            // Keep a small buffer for the slot's next turn; drop big ones.
+            if items.capacity() <= 64 {
+                items.clear();
+                self.lists[loc as usize].items = items;
             }
         } else {
             for &i in &scratch[..take] {
@@ -379,7 +377,6 @@ impl TimingWheel {
             }
         }
         self.scratch = scratch;
-        take
     }
 
     /// Removes and returns `(key, deadline)` of timers with deadline `<= now`, in deadline
@@ -390,7 +387,7 @@ impl TimingWheel {
         if limit == 0 {
             return out;
         }
-        if self.lists[READY as usize].head != NIL {
+        if self.is_listed(READY) {
             self.drain(READY, now, limit, &mut out);
         }
         if now < self.now_ms {
@@ -410,7 +407,7 @@ impl TimingWheel {
             }
             let (loc, start) = match self.next_slot() {
                 Some(found) => found,
-                None if self.lists[OVERFLOW as usize].head != NIL => {
+                None if self.is_listed(OVERFLOW) => {
                     let min = self.list_min(OVERFLOW).max(self.now_ms);
                     let min_tick = self.tick_of(min);
                     let block = (min_tick >> WHEEL_SPAN_BITS) << WHEEL_SPAN_BITS;
@@ -426,7 +423,7 @@ impl TimingWheel {
                 let before = out.len();
                 let remaining = limit - before;
                 self.drain(loc, now, remaining, &mut out);
-                if self.lists[loc as usize].head != NIL && out.len() - before < remaining {
+                if self.is_listed(loc) && out.len() - before < remaining {
                     // What is left in this slot is later than `now` (same tick): done.
                     break;
                 }
@@ -594,16 +591,30 @@ mod tests {
         w.insert_many(&d, &k).unwrap();
         assert!(w.memory_bytes() / w.len() <= 64);
         assert_eq!(std::mem::size_of::<Node>(), 32);
+        assert!(w.memory_bytes() / w.len() <= 40);
     }
 }
 
 #[cfg(test)]
 mod bench {
     use super::*;
+    fn cpu() -> f64 {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+        let f: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
+    }
     #[test]
     #[ignore]
     fn drain_speed() {
-        let n = 100_000u64;
+        let n: u64 = std::env::var("WHEEL_N")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100_000);
         let mut x = 1u64;
         let d: Vec<i64> = (0..n)
             .map(|_| {
@@ -617,14 +628,18 @@ mod bench {
         w.insert_many(&d, &k).unwrap();
         eprintln!("insert {:?}", t.elapsed());
         let t = std::time::Instant::now();
+        let c = cpu();
         let mut now = 0;
-        let mut c = 0;
         let mut calls = 0;
         while !w.is_empty() {
             now += 100;
-            c += w.pop_due(now, usize::MAX).len();
+            w.pop_due(now, usize::MAX);
             calls += 1;
         }
-        eprintln!("drain {c} in {calls} calls: {:?}", t.elapsed());
+        eprintln!(
+            "drain {n} in {calls} calls: {:?} cpu {:.3}s",
+            t.elapsed(),
+            cpu() - c
+        );
     }
 }
