@@ -118,14 +118,21 @@ class RunWorker:
 
     async def _process(self, delivery: RunDelivery, claim: _Claim) -> None:
         msg = delivery.message
-        rid = claim.run_id
         due_in = msg.due_ms / 1000 - time.time()
         if due_in > EARLY_WAIT_SECONDS:
             await self._settle(claim, delivery.nak(due_in))
             return
         if due_in > 0:
             await asyncio.sleep(due_in)
+        ready = await self._preflight(delivery, claim)
+        if ready is not None:
+            await self._perform(delivery, claim, *ready)
 
+    async def _preflight(self, delivery: RunDelivery, claim: _Claim) -> tuple[JobForRun, int] | None:
+        """Decide from the stored run and job whether to attempt now; returns the job and the number of
+        attempts already made, or None when the delivery was settled here (acked, put back, skipped)."""
+        msg = delivery.message
+        rid = claim.run_id
         # Two independent reads, one round trip of latency.
         found, state = await asyncio.gather(
             self._runs.job_for_run(msg.job_id), self._runs.state(rid), return_exceptions=True
@@ -135,47 +142,50 @@ class RunWorker:
         if state is not None and state.final:
             log.debug("run %s already %s; acking the redelivery", rid, state.status)
             await self._settle(claim, delivery.ack())
-            return
+            return None
+        done = state.attempts if state is not None else 0
         if isinstance(found, msgspec.ValidationError):
-            attempts = state.attempts if state is not None else 0
-            await self._fail(delivery, claim, None, f"the job's stored definition is invalid: {found}", attempts)
-            return
+            await self._fail(delivery, claim, None, f"the job's stored definition is invalid: {found}", done)
+            return None
         if isinstance(found, BaseException):
             raise found
         job = found
         if job is None or job.tenant != msg.tenant:
             log.info("run %s dropped: job %s no longer exists", rid, msg.job_id)
             await self._settle(claim, delivery.ack())
-            return
+            return None
 
         now = datetime.now(UTC)
         if state is not None and state.status == RunStatus.RUNNING and state.lease_until and state.lease_until > now:
+            # Another worker is on it (this is a duplicate delivery): look again when its lease ends.
             wait = (state.lease_until - now).total_seconds() + 0.1
             await self._settle(claim, delivery.nak(max(wait, CONTENDED_RETRY_SECONDS)))
-            return
+            return None
         if state is not None and state.next_attempt_at is not None and state.next_attempt_at > now:
             # Redelivered before its retry was due (e.g. the delayed nak was lost): wait for it.
             await self._settle(claim, delivery.nak((state.next_attempt_at - now).total_seconds()))
-            return
-
-        done = state.attempts if state is not None else 0
-        age = time.time() - msg.scheduled_ms / 1000
+            return None
         if done >= job.retry.max_attempts:
             await self._fail(delivery, claim, None, f"attempt {done} was interrupted; no attempts left", done)
-            return
-        if done >= 1 and age > job.retry.max_event_age_seconds:
+            return None
+        if done >= 1 and _age(msg) > job.retry.max_event_age_seconds:
             await self._fail(delivery, claim, None, "maxEventAgeSeconds passed before the retry", done)
-            return
+            return None
         if job.status == "paused" and msg.trigger != RunTrigger.MANUAL:
             await self._finish(delivery, claim, RunStatus.SKIPPED, None, "the job is paused")
-            return
+            return None
         if job.overlap == "skip":
             claim.slot = await self._runs.acquire_job_slot(job.id, rid, now, now + self._lease)
             if not claim.slot and done == 0:
                 await self._finish(delivery, claim, RunStatus.SKIPPED, None, OVERLAP_SKIPPED)
-                return
+                return None
             # A retry of a run that already started goes ahead even if a newer fire holds the slot.
+        return job, done
 
+    async def _perform(self, delivery: RunDelivery, claim: _Claim, job: JobForRun, done: int) -> None:
+        """Claim attempt ``done + 1``, call the target, then record success, a retry or the failure."""
+        msg = delivery.message
+        now = datetime.now(UTC)
         attempt = await self._runs.claim_attempt(msg, done, now, now + self._lease)
         if attempt is None:
             await self._release_slot(claim)
@@ -190,12 +200,12 @@ class RunWorker:
         if outcome.succeeded:
             await self._finish(delivery, claim, RunStatus.SUCCEEDED, record)
             return
-        delay = next_retry_delay(job.retry, attempt, age, self._rng) if outcome.retryable else None
+        delay = next_retry_delay(job.retry, attempt, _age(msg), self._rng) if outcome.retryable else None
         if delay is None:
             await self._fail(delivery, claim, record, outcome.error or "failed", attempt)
             return
-        await self._runs.record_retry(rid, attempt, record, datetime.now(UTC) + timedelta(seconds=delay))
-        log.info("run %s attempt %d failed (%s); retrying in %.1fs", rid, attempt, outcome.error, delay)
+        await self._runs.record_retry(claim.run_id, attempt, record, datetime.now(UTC) + timedelta(seconds=delay))
+        log.info("run %s attempt %d failed (%s); retrying in %.1fs", claim.run_id, attempt, outcome.error, delay)
         await self._settle(claim, delivery.nak(delay))
 
     async def _attempt(self, delivery: RunDelivery, job: JobForRun, claim: _Claim) -> CallOutcome:
@@ -274,6 +284,11 @@ class RunWorker:
     async def _settle(claim: _Claim, acknowledgement: Awaitable[None]) -> None:
         claim.settled = True
         await acknowledgement
+
+
+def _age(msg: RunMessage) -> float:
+    """Seconds since the fire's scheduled instant."""
+    return time.time() - msg.scheduled_ms / 1000
 
 
 def dead_letter_headers(msg: RunMessage, attempts: int, error: str) -> dict[str, str]:
