@@ -102,8 +102,9 @@ async def bare_http(settings: Settings, url: str, calls: int) -> float:
         await caller.aclose()
 
 
-async def through_workers(settings: Settings, db: Any, url: str, runs: int) -> tuple[float, list[float]]:
-    """Seconds from publishing ``runs`` fires until all are recorded, and each run's start-to-finish latency."""
+async def through_workers(settings: Settings, db: Any, url: str, runs: int) -> tuple[float, float, list[float]]:
+    """Seconds from publishing ``runs`` fires until all are recorded, this process's CPU seconds over that
+    time (the worker's cost, independent of how busy the machine is), and each attempt's latency."""
     bus = await NatsRunBus.connect(settings)
     await bus.ensure_streams()
     service = ExecutionService(settings, db, bus)
@@ -126,6 +127,7 @@ async def through_workers(settings: Settings, db: Any, url: str, runs: int) -> t
         await service.start()
         now = int(time.time() * 1000)
         started = time.perf_counter()
+        cpu_started = time.process_time()
         await bus.publish_runs([RunMessage(j, tenant, now, now, "scheduled", 1) for j in job_ids], [0] * runs)
         while True:
             done = await db[names.RUNS].count_documents({"status": {"$in": ["succeeded", "failed"]}})
@@ -133,6 +135,7 @@ async def through_workers(settings: Settings, db: Any, url: str, runs: int) -> t
                 break
             await asyncio.sleep(0.2)  # the count scans the collection: poll gently
         elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu_started
         failed = await db[names.RUNS].count_documents({"status": "failed"})
         if failed:
             raise RuntimeError(f"{failed} runs failed")
@@ -142,7 +145,7 @@ async def through_workers(settings: Settings, db: Any, url: str, runs: int) -> t
         ]
         await db[names.RUNS].delete_many({})
         await db[names.JOBS].delete_many({})
-        return elapsed, latencies
+        return elapsed, cpu, latencies
     finally:
         await service.stop()
         nc = await nats.connect(settings.nats_url)
@@ -166,9 +169,9 @@ async def measure(args: argparse.Namespace, uri: str, url: str) -> dict[str, Any
     try:
         per_call = await bare_http(base, url, args.serial_runs)
         serial = dataclasses.replace(base, max_concurrent_runs=1, prefix=f"{token}s")
-        serial_elapsed, serial_lat = await through_workers(serial, db, url, args.serial_runs)
+        serial_elapsed, serial_cpu, serial_lat = await through_workers(serial, db, url, args.serial_runs)
         wide = dataclasses.replace(base, max_concurrent_runs=args.concurrency, prefix=f"{token}w")
-        wide_elapsed, wide_lat = await through_workers(wide, db, url, args.runs)
+        wide_elapsed, wide_cpu, wide_lat = await through_workers(wide, db, url, args.runs)
     finally:
         await client.drop_database(token)
         await client.close()
@@ -180,6 +183,8 @@ async def measure(args: argparse.Namespace, uri: str, url: str) -> dict[str, Any
         "concurrency": args.concurrency,
         "runs": args.runs,
         "runs_per_second": round(args.runs / wide_elapsed, 1),
+        "worker_cpu_ms_per_run": round(wide_cpu / args.runs * 1000, 3),
+        "serial_worker_cpu_ms_per_run": round(serial_cpu / args.serial_runs * 1000, 3),
         "attempt_latency_ms_p50": round(statistics.median(wide_lat) * 1000, 2),
         "attempt_latency_ms_p99": round(statistics.quantiles(wide_lat, n=100)[98] * 1000, 2),
         "serial_attempt_latency_ms_p50": round(statistics.median(serial_lat) * 1000, 2),
