@@ -396,8 +396,9 @@ async def test_retries_with_backoff_then_dead_letter(mongo_db, bus, services, se
     assert [c.headers["x-schedsvc-attempt"] for c in calls] == ["1", "2", "3"]
     assert {c.headers["idempotency-key"] for c in calls} == {rid}
     gaps = [b.at - a.at for a, b in itertools.pairwise(calls)]
-    # First retry waits within [0.3, 0.6]; the second within [0.3, 0.6] too (capped at max).
-    assert all(0.28 <= g <= 0.6 + 1.5 for g in gaps), gaps
+    # Each retry waits within [0.3, 0.6] (the ceiling 0.3 * 2**n is capped at max); the upper bound here
+    # leaves room for a busy machine, the lower one is the backoff's.
+    assert all(0.28 <= g <= 5.0 for g in gaps), gaps
 
     letters = await wait_until(lambda: dead_letters(fast))
     [(headers, payload)] = letters
