@@ -24,7 +24,7 @@ from typing import Any
 import msgspec
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError
 
 from schedsvc import names
 from schedsvc.config import Settings
@@ -35,10 +35,10 @@ from schedsvc.domain import (
     RunStatus,
     RunTrigger,
     SchedsvcError,
-    StoreUnavailableError,
     Target,
     run_id,
 )
+from schedsvc.store._client import translate_errors
 
 FINAL_STATUSES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.SKIPPED, RunStatus.MISSED)
 _FINAL = [s.value for s in FINAL_STATUSES]
@@ -96,6 +96,7 @@ def scheduled_at(message: RunMessage) -> datetime:
     return datetime.fromtimestamp(message.scheduled_ms / 1000, tz=UTC)
 
 
+@translate_errors
 class MongoRunStore:
     """Run documents for execution (claims, outcomes) and the run history page for the API."""
 
@@ -111,11 +112,9 @@ class MongoRunStore:
 
         Raises ``msgspec.ValidationError`` when the stored job does not decode (the run then fails).
         """
-        doc = await self._guard(
-            self._jobs.find_one(
-                {"_id": job_id},
-                {"tenant": 1, "target": 1, "retry": 1, "overlap": 1, "status": 1},
-            )
+        doc = await self._jobs.find_one(
+            {"_id": job_id},
+            {"tenant": 1, "target": 1, "retry": 1, "overlap": 1, "status": 1},
         )
         if doc is None:
             return None
@@ -130,9 +129,7 @@ class MongoRunStore:
 
     async def state(self, rid: str) -> RunState | None:
         """The run's status and attempt count, or None when no attempt was recorded yet."""
-        doc = await self._guard(
-            self._runs.find_one({"_id": rid}, {"status": 1, "attempts": 1, "leaseUntil": 1, "nextAttemptAt": 1})
-        )
+        doc = await self._runs.find_one({"_id": rid}, {"status": 1, "attempts": 1, "leaseUntil": 1, "nextAttemptAt": 1})
         if doc is None:
             return None
         return RunState(
@@ -172,50 +169,42 @@ class MongoRunStore:
             "$setOnInsert": self._identity(message),
         }
         try:
-            doc = await self._guard(
-                self._runs.find_one_and_update(
-                    query,
-                    update,
-                    upsert=True,
-                    projection={"attempts": 1},
-                    return_document=ReturnDocument.AFTER,
-                )
+            doc = await self._runs.find_one_and_update(
+                query,
+                update,
+                upsert=True,
+                projection={"attempts": 1},
+                return_document=ReturnDocument.AFTER,
             )
         except DuplicateKeyError:
             return None  # the run exists but did not match: someone else claimed or finished it
         return attempt if doc is not None and doc.get("attempts") == attempt else None
 
     async def extend_lease(self, rid: str, attempt: int, lease_until: datetime) -> None:
-        await self._guard(
-            self._runs.update_one(
-                {"_id": rid, "attempts": attempt, "status": RunStatus.RUNNING.value},
-                {"$set": {"leaseUntil": lease_until}},
-            )
+        await self._runs.update_one(
+            {"_id": rid, "attempts": attempt, "status": RunStatus.RUNNING.value},
+            {"$set": {"leaseUntil": lease_until}},
         )
 
     async def record_retry(self, rid: str, attempt: int, record: AttemptRecord, next_attempt_at: datetime) -> None:
         """The attempt failed and a retry is scheduled: back to ``queued`` with the attempt's outcome."""
-        await self._guard(
-            self._runs.update_one(
-                {"_id": rid, "attempts": attempt, "status": {"$nin": _FINAL}},
-                {
-                    "$set": {
-                        **self._outcome(record),
-                        "status": RunStatus.QUEUED.value,
-                        "leaseUntil": None,
-                        "nextAttemptAt": next_attempt_at,
-                    }
-                },
-            )
+        await self._runs.update_one(
+            {"_id": rid, "attempts": attempt, "status": {"$nin": _FINAL}},
+            {
+                "$set": {
+                    **self._outcome(record),
+                    "status": RunStatus.QUEUED.value,
+                    "leaseUntil": None,
+                    "nextAttemptAt": next_attempt_at,
+                }
+            },
         )
 
     async def release_interrupted(self, rid: str, attempt: int, error: str) -> None:
         """The worker stops mid-attempt (shutdown): the attempt counts, the run waits for redelivery."""
-        await self._guard(
-            self._runs.update_one(
-                {"_id": rid, "attempts": attempt, "status": RunStatus.RUNNING.value},
-                {"$set": {"status": RunStatus.QUEUED.value, "leaseUntil": None, "error": error}},
-            )
+        await self._runs.update_one(
+            {"_id": rid, "attempts": attempt, "status": RunStatus.RUNNING.value},
+            {"$set": {"status": RunStatus.QUEUED.value, "leaseUntil": None, "error": error}},
         )
 
     async def finish(
@@ -249,12 +238,10 @@ class MongoRunStore:
         for key in fields:
             insert_only.pop(key, None)
         try:
-            result = await self._guard(
-                self._runs.update_one(
-                    {"_id": rid, "status": {"$nin": _FINAL}},
-                    {"$set": fields, "$setOnInsert": insert_only},
-                    upsert=True,
-                )
+            result = await self._runs.update_one(
+                {"_id": rid, "status": {"$nin": _FINAL}},
+                {"$set": fields, "$setOnInsert": insert_only},
+                upsert=True,
             )
         except DuplicateKeyError:
             return False
@@ -272,39 +259,33 @@ class MongoRunStore:
         slot = _slot_id(job_id)
         fields = {"holder": rid, "leaseUntil": lease_until, "expireAt": lease_until + _SLOT_EXPIRY}
         try:
-            await self._guard(
-                self._runs.update_one(
-                    {"_id": slot, "leaseUntil": {"$not": {"$gt": now}}}, {"$set": fields}, upsert=True
-                )
+            await self._runs.update_one(
+                {"_id": slot, "leaseUntil": {"$not": {"$gt": now}}}, {"$set": fields}, upsert=True
             )
             return True
         except DuplicateKeyError:
             # Held under a live lease: by this very run (a redelivery) or by another one.
-            result = await self._guard(self._runs.update_one({"_id": slot, "holder": rid}, {"$set": fields}))
+            result = await self._runs.update_one({"_id": slot, "holder": rid}, {"$set": fields})
             return bool(result.matched_count)
 
     async def extend_job_slot(self, job_id: str, rid: str, lease_until: datetime) -> None:
-        await self._guard(
-            self._runs.update_one(
-                {"_id": _slot_id(job_id), "holder": rid},
-                {"$set": {"leaseUntil": lease_until, "expireAt": lease_until + _SLOT_EXPIRY}},
-            )
+        await self._runs.update_one(
+            {"_id": _slot_id(job_id), "holder": rid},
+            {"$set": {"leaseUntil": lease_until, "expireAt": lease_until + _SLOT_EXPIRY}},
         )
 
     async def release_job_slot(self, job_id: str, rid: str) -> None:
-        await self._guard(self._runs.delete_one({"_id": _slot_id(job_id), "holder": rid}))
+        await self._runs.delete_one({"_id": _slot_id(job_id), "holder": rid})
 
     async def update_job_last_run(self, job_id: str, scheduled: datetime, status: RunStatus) -> None:
         """Set the job's ``lastRun``/``lastRunStatus`` unless a later fire already finished.
 
         Deliberately leaves ``version`` and ``updatedAt`` alone: they belong to API changes (the ETag).
         """
-        await self._guard(
-            self._jobs.update_one(
-                # lastRun missing, null or older than this fire.
-                {"_id": job_id, "lastRun": {"$not": {"$gte": scheduled}}},
-                {"$set": {"lastRun": scheduled, "lastRunStatus": status.value}},
-            )
+        await self._jobs.update_one(
+            # lastRun missing, null or older than this fire.
+            {"_id": job_id, "lastRun": {"$not": {"$gte": scheduled}}},
+            {"$set": {"lastRun": scheduled, "lastRunStatus": status.value}},
         )
 
     # -- API --------------------------------------------------------------------------------------
@@ -323,7 +304,7 @@ class MongoRunStore:
             after = datetime.fromtimestamp(after_ms / 1000, tz=UTC)
             query["$or"] = [{"scheduledAt": {"$lt": after}}, {"scheduledAt": after, "_id": {"$lt": after_id}}]
         found = self._runs.find(query).sort([("scheduledAt", -1), ("_id", -1)]).limit(limit + 1)
-        docs = await self._guard(found.to_list(limit + 1))
+        docs = await found.to_list(limit + 1)
         page = [_to_run(d) for d in docs[:limit]]
         next_cursor = None
         if len(docs) > limit:
@@ -354,15 +335,6 @@ class MongoRunStore:
             "error": record.error,
             "responseSnippet": record.response_snippet,
         }
-
-    @staticmethod
-    async def _guard(awaitable: Any) -> Any:
-        try:
-            return await awaitable
-        except DuplicateKeyError:
-            raise
-        except PyMongoError as exc:
-            raise StoreUnavailableError(f"run store: {exc}") from exc
 
 
 def _slot_id(job_id: str) -> str:
