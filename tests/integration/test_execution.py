@@ -292,6 +292,16 @@ async def final_run(db: Any, rid: str, timeout: float = WAIT) -> dict[str, Any]:
     return await wait_until(check, timeout)
 
 
+async def job_after_run(db: Any, job_id: str) -> dict[str, Any]:
+    """The job document once a run has set its lastRun (written just after the run's final status)."""
+
+    async def check() -> dict[str, Any] | None:
+        job = await db[names.JOBS].find_one({"_id": job_id})
+        return job if job is not None and job.get("lastRunStatus") is not None else None
+
+    return await wait_until(check)
+
+
 async def consumer_settled(bus_settings: Settings) -> bool:
     """No message of the run stream is waiting or unacknowledged."""
     nc = await nats.connect(bus_settings.nats_url)
@@ -374,7 +384,7 @@ async def test_success_is_signed_identified_and_recorded(mongo_db, bus, services
     assert reference_verify([old], h, call.body) and reference_verify([new], h, call.body)
     assert not reference_verify([secret_text()], h, call.body)
 
-    job = await mongo_db[names.JOBS].find_one({"_id": job_id})
+    job = await job_after_run(mongo_db, job_id)
     assert job["lastRunStatus"] == "succeeded"
     assert job["lastRun"] == datetime.fromtimestamp(scheduled_ms / 1000, tz=UTC)
     assert job["version"] == 7  # the API's ETag is untouched
@@ -407,7 +417,7 @@ async def test_retries_with_backoff_then_dead_letter(mongo_db, bus, services, se
     assert headers["Schedsvc-Attempts"] == "3"
     assert headers["Schedsvc-Error"] == "HTTP 500"
     assert msgspec.msgpack.decode(payload, type=RunMessage).job_id == job_id
-    job = await mongo_db[names.JOBS].find_one({"_id": job_id})
+    job = await job_after_run(mongo_db, job_id)
     assert job["lastRunStatus"] == "failed"
     await wait_until(lambda: consumer_settled(fast))
 
