@@ -624,6 +624,7 @@ async def test_nats_target_publishes_with_identity_headers(mongo_db, bus, servic
     subject = f"tenant.{TENANT}.{fast.prefix}.ping"
     nc = await nats.connect(fast.nats_url)
     sub = await nc.subscribe(subject)
+    await nc.flush()  # the subscription is registered before anything is published
     try:
         job_id = await add_job(
             mongo_db, NatsTarget(subject=subject, payload={"n": 1}, headers={"X-Mine": "1"})
