@@ -1,7 +1,7 @@
 """``python -m schedsvc.timing``: a headless timing replica configured from ``SCHEDSVC_*`` variables.
 
-Used by multi-process tests and benchmarks. SIGTERM or SIGINT stops it gracefully: in-flight batches
-finish and every lease is released at once, so another replica takes over without waiting for expiry.
+Used by multi-process tests and benchmarks. SIGTERM or SIGINT stops it gracefully: every lease is
+released as soon as in-flight publishes are done, so another replica takes over without waiting for expiry.
 """
 
 from __future__ import annotations

@@ -103,8 +103,8 @@ class _Job:
 class TimingService:
     """Leaderless timing: leases partitions, keeps their due jobs in the wheel, publishes fires.
 
-    ``start()`` joins the cluster and returns once this replica holds its share; ``stop()`` finishes
-    in-flight batches and releases every lease at once. ``ready`` says whether it is heartbeating.
+    ``start()`` joins the cluster and returns once this replica holds its share; ``stop()`` releases
+    every lease as soon as in-flight publishes are done. ``ready`` says whether it is heartbeating.
     """
 
     def __init__(
@@ -167,7 +167,11 @@ class TimingService:
         log.info("timing member %s started with partitions %s", self.member, sorted(self._leases.owned))
 
     async def stop(self) -> None:
-        """Finish in-flight batches, then release every lease (another replica takes over at once)."""
+        """Release every lease once in-flight publishes are done, then let pending advances finish.
+
+        Another replica takes over at once; an advance landing after the hand-off is a conditional
+        write, harmless whichever replica gets there first.
+        """
         if not self._started:
             return
         self._started = False
@@ -179,9 +183,9 @@ class TimingService:
         for task in [*self._tasks, *self._loads]:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._loads, return_exceptions=True)
-        await self._drain_batches()
         assert self._leases is not None
-        await self._leases.stop()
+        await self._leases.stop()  # stops publishing for every partition before releasing it
+        await self._drain_batches()
         WHEEL_TIMERS.set(0)
 
     @property
@@ -230,7 +234,7 @@ class TimingService:
             log.exception("loading partitions %s failed; the next rescan retries", sorted(grants))
         log.info("loaded %d due jobs of partitions %s", loaded, sorted(grants))
 
-    def _admit(self, doc: Mapping[str, Any], *, loaded_at: float | None = None) -> bool:
+    def _admit(self, doc: Mapping[str, Any]) -> bool:
         """Bring the wheel in line with one job document; True if the job is (now) in the wheel."""
         job_id = str(doc["_id"])
         assert self._leases is not None
@@ -284,17 +288,17 @@ class TimingService:
             resumed_at=resumed_at,
             key=self._new_key(),
         )
-        self._schedule(job, loaded_at)
+        self._schedule(job)
         return True
 
     def _new_key(self) -> int:
         self._next_key += 1
         return self._next_key
 
-    def _schedule(self, job: _Job, loaded_at: float | None = None) -> None:
+    def _schedule(self, job: _Job) -> None:
         due = int(job.compiled.fire_instant(job.next_run_ms, job.seed))
         job.handle = self._wheel.insert(due, job.key)
-        job.loaded_at = time.monotonic() if loaded_at is None else loaded_at
+        job.loaded_at = time.monotonic()
         self._jobs[job.id] = job
         self._by_key[job.key] = job
         if self._sleep_until_ms is None or due < self._sleep_until_ms:
