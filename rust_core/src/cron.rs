@@ -805,9 +805,14 @@ mod tests {
                 utc_ts(2026, 11, 1, 7, 0)
             ]
         );
-        // Searching from inside the second pass never returns the first pass.
+        // Searching from inside the second pass, or from its very start, never returns the
+        // first pass.
         let c = Cron::parse("30 1 * * *").unwrap();
         let z = zone("America/New_York").unwrap();
+        assert_eq!(
+            c.next_fire(&z, utc_ts(2026, 11, 1, 6, 0)),
+            Some(utc_ts(2026, 11, 2, 6, 30))
+        );
         assert_eq!(
             c.next_fire(&z, utc_ts(2026, 11, 1, 6, 15)),
             Some(utc_ts(2026, 11, 2, 6, 30))

@@ -166,11 +166,10 @@ impl Zone {
         let seg = self.segment_of(t);
         let w = t + self.segment_offset(seg);
         if let Some(start) = self.segment_start(seg) {
+            // The wall time at which the previous segment ended: the start of a gap that ends
+            // at `start`, or the end of an overlap that begins at `start`.
             let prev_wall_end = start + self.segment_offset(seg - 1);
-            if t == start {
-                return w.min(prev_wall_end);
-            }
-            if w < prev_wall_end {
+            if t == start || w < prev_wall_end {
                 return prev_wall_end;
             }
         }
@@ -279,6 +278,14 @@ mod tests {
         // 01:30 on 2026-11-01 happens twice: the first is 01:30 EDT (05:30Z).
         let wall_0130 = days_from_civil(2026, 11, 1) * SECS_PER_DAY + 3600 + 1800;
         assert_eq!(z.resolve_wall(wall_0130), 1_793_511_000);
+        // Fixed-time searches: from the gap's end, the gap's wall times still count; from the
+        // start of the second pass (or inside it), the overlap's wall times are over.
+        let wall_0200 = days_from_civil(2026, 3, 8) * SECS_PER_DAY + 2 * 3600;
+        assert_eq!(z.fixed_search_start(1_772_953_200), wall_0200);
+        let wall_nov_0200 = days_from_civil(2026, 11, 1) * SECS_PER_DAY + 2 * 3600;
+        assert_eq!(z.fixed_search_start(1_793_512_800), wall_nov_0200);
+        assert_eq!(z.fixed_search_start(1_793_512_800 + 60), wall_nov_0200);
+        assert_eq!(z.fixed_search_start(1_793_512_799), wall_nov_0200 - 1);
     }
 
     #[test]
