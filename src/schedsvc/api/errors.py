@@ -125,20 +125,7 @@ def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Probl
     headers = dict(exc.headers or {})
     if isinstance(exc, NotAuthorizedException):
         headers.setdefault("WWW-Authenticate", 'Bearer realm="schedsvc"')
-    title = {
-        400: "Bad request",
-        401: "Unauthorized",
-        403: "Forbidden",
-        404: "Not found",
-        405: "Method not allowed",
-        409: "Conflict",
-        412: "Precondition failed",
-        413: "Payload too large",
-        415: "Unsupported media type",
-        422: "Invalid request",
-        429: "Too many requests",
-        503: "Service unavailable",
-    }.get(exc.status_code, "Error")
+    title = _TITLES.get(exc.status_code, "Error")
     errors = None
     if isinstance(exc.extra, dict) and "field" in exc.extra:
         errors = [FieldError(str(exc.extra["field"]), str(exc.detail))]
