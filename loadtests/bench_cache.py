@@ -92,24 +92,8 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="schedsvc-bench-cache-"))
     mongo = servers.secantus(root / "mongo")
     nats = servers.nats(root / "nats")
-    redis_port = servers.free_port()
-    redis = servers.ServerProcess(
-        [
-            "redis-server",
-            "--port",
-            str(redis_port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(root),
-        ],
-        redis_port,
-        root / "redis.log",
-    )
+    redis = servers.redis(root / "redis")
+    redis_port = redis.port
     pages = [
         "/jobs?limit=50",
         "/jobs?limit=50&tag=t1",

@@ -120,24 +120,8 @@ async def test_cache_entries_expire(
 async def test_redis_stopped_mid_test_requests_still_succeed(
     settings: Settings, auth: dict[str, str], drop_database: None, tmp_path: Path
 ) -> None:
-    port = servers.free_port()
-    redis = servers.ServerProcess(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        port,
-        tmp_path / "redis.log",
-    )
+    redis = servers.redis(tmp_path / "redis")
+    port = redis.port
     redis.start()
     try:
         async with AsyncTestClient(create_app(api_settings(settings, f"redis://127.0.0.1:{port}/0"))) as client:

@@ -100,6 +100,26 @@ def nats(storage: Path, port: int | None = None) -> ServerProcess:
     return ServerProcess(argv, port, storage.parent / f"nats-{port}.log")
 
 
+def redis(storage: Path, port: int | None = None) -> ServerProcess:
+    """A private Redis that keeps nothing on disk (the machine's shared one must never be stopped)."""
+    port = port or free_port()
+    storage.mkdir(parents=True, exist_ok=True)
+    argv = [
+        "redis-server",
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(storage),
+    ]
+    return ServerProcess(argv, port, storage.parent / f"redis-{port}.log")
+
+
 @contextlib.contextmanager
 def running(server: ServerProcess) -> Iterator[ServerProcess]:
     server.start()
