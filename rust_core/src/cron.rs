@@ -208,7 +208,7 @@ fn parse_term(field: usize, s: &str) -> Result<Items, String> {
             let mut v = u64::from(start);
             while v <= u64::from(RANGES[field].1) {
                 values |= 1 << v;
-                v += step;
+                v = v.saturating_add(step);
             }
         } else {
             let mut rest = items.values;
@@ -651,6 +651,19 @@ mod tests {
         assert_eq!(
             Cron::parse("1-10/3 * * * *").unwrap().minutes,
             1 << 1 | 1 << 4 | 1 << 7 | 1 << 10
+        );
+        // A huge step selects only the start.
+        assert_eq!(
+            Cron::parse("5/99999999999999999999999 * * * *")
+                .unwrap()
+                .minutes,
+            1 << 5
+        );
+        assert_eq!(
+            Cron::parse("*/99999999999999999999999 * * * *")
+                .unwrap()
+                .minutes,
+            1
         );
         // Six fields: seconds first.
         assert_eq!(

@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from schedsvc._timing import NO_FIRE, Schedule, TimingWheel, next_fires
 
 FUZZ = settings(
@@ -31,6 +32,13 @@ CRON_TEXT = st.one_of(
     st.text(max_size=40),
     st.text(alphabet=CRON_ALPHABET, max_size=40),
     st.lists(st.text(alphabet="0123456789*/,-#LW", min_size=1, max_size=8), min_size=1, max_size=7).map(" ".join),
+    # Huge numbers as values, steps and occurrence counts.
+    st.tuples(
+        st.sampled_from(["*", "5", "1-10", "MON", "L"]),
+        st.sampled_from(["/", "-", "#", ","]),
+        st.one_of(st.integers(0, 10**30), st.sampled_from([60, 2**32, 2**63, 2**64 - 1, 2**64, 10**30])),
+        st.integers(0, 4),
+    ).map(lambda t: " ".join(["*"] * t[3] + [f"{t[0]}{t[1]}{t[2]}"] + ["*"] * (4 - t[3]))),
 )
 ZONES = st.one_of(
     st.sampled_from(["UTC", "Europe/London", "America/New_York", "Australia/Lord_Howe", "Asia/Kathmandu"]),
