@@ -10,7 +10,7 @@ Measures, on this machine:
 Usage::
 
     python loadtests/bench_execution.py [--runs 2000] [--concurrency 64] [--serial-runs 200]
-        [--mongodb-uri URI] [--nats-url nats://127.0.0.1:4222]
+        [--target-latency-ms 0] [--mongodb-uri URI] [--nats-url nats://127.0.0.1:4222]
 
 Without ``--mongodb-uri`` it starts its own SecantusDB (MongoDB wire protocol) on a free loopback port,
 as the tests do. The HTTP target runs in a separate process on 127.0.0.1 so it does not share the
@@ -27,6 +27,7 @@ import dataclasses
 import ipaddress
 import json
 import os
+import resource
 import secrets
 import statistics
 import subprocess
@@ -57,7 +58,9 @@ from schedsvc.names import Names  # noqa: E402
 from schedsvc.store import connect, database  # noqa: E402
 
 TARGET_SERVER = r"""
-import asyncio
+import asyncio, sys
+
+DELAY = float(sys.argv[1])
 
 async def handle(reader, writer):
     try:
@@ -69,6 +72,8 @@ async def handle(reader, writer):
                     length = int(line[15:])
             if length:
                 await reader.readexactly(length)
+            if DELAY:
+                await asyncio.sleep(DELAY)
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError):
@@ -180,6 +185,7 @@ async def measure(args: argparse.Namespace, uri: str, url: str) -> dict[str, Any
         "bare_http_ms_per_call": round(per_call * 1000, 3),
         "serial_ms_per_run": round(per_run * 1000, 3),
         "execution_overhead_ms_per_run": round((per_run - per_call) * 1000, 3),
+        "target_latency_ms": args.target_latency_ms,
         "concurrency": args.concurrency,
         "runs": args.runs,
         "runs_per_second": round(args.runs / wide_elapsed, 1),
@@ -188,6 +194,8 @@ async def measure(args: argparse.Namespace, uri: str, url: str) -> dict[str, Any
         "attempt_latency_ms_p50": round(statistics.median(wide_lat) * 1000, 2),
         "attempt_latency_ms_p99": round(statistics.quantiles(wide_lat, n=100)[98] * 1000, 2),
         "serial_attempt_latency_ms_p50": round(statistics.median(serial_lat) * 1000, 2),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "load_average_1m": round(os.getloadavg()[0], 2),
     }
 
 
@@ -196,6 +204,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2000)
     parser.add_argument("--serial-runs", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--target-latency-ms", type=float, default=0.0, help="the target answers after this long")
     parser.add_argument("--mongodb-uri")
     parser.add_argument("--nats-url", default=os.environ.get("SCHEDSVC_TEST_NATS_URL", "nats://127.0.0.1:4222"))
     args = parser.parse_args()
@@ -206,7 +215,8 @@ def main() -> None:
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
             mongo = stack.enter_context(servers.running(servers.secantus(tmp / "data")))
             uri = f"mongodb://127.0.0.1:{mongo.port}/?directConnection=true"
-        target = subprocess.Popen([sys.executable, "-c", TARGET_SERVER], stdout=subprocess.PIPE)
+        delay = str(args.target_latency_ms / 1000)
+        target = subprocess.Popen([sys.executable, "-c", TARGET_SERVER, delay], stdout=subprocess.PIPE)
         stack.callback(target.wait, 10)
         stack.callback(target.terminate)
         assert target.stdout is not None
