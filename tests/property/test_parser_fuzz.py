@@ -179,3 +179,25 @@ def test_out_of_range_ints_are_value_errors(bad: int) -> None:
             continue
         raise AssertionError("expected ValueError")
     assert TimingWheel(0).cancel(bad) is False
+
+
+def test_batch_length_mismatch_and_bad_arguments_are_value_errors() -> None:
+    schedule = Schedule.cron("* * * * *")
+    wheel = TimingWheel(0)
+    for call in (
+        lambda: next_fires([schedule, schedule], [0]),
+        lambda: next_fires([schedule], [0], [1, 2]),
+        lambda: next_fires([schedule], b"\x00" * 7),
+        lambda: wheel.insert_many([1, 2], [1]),
+        lambda: wheel.insert_many([1], [-1]),
+        lambda: wheel.pop_due(0, -1),
+        lambda: TimingWheel(0, 0),
+        lambda: schedule.next_n(0, 1_000_001),
+        lambda: schedule.fires_between(0, 1, -1),
+        lambda: Schedule.once(0, -5),
+    ):
+        try:
+            call()
+        except ValueError:
+            continue
+        raise AssertionError("expected ValueError")
