@@ -39,7 +39,7 @@ from schedsvc._timing import Schedule
 
 settings.register_profile(
     "timing-ci",
-    max_examples=int(os.environ.get("TIMING_EXAMPLES", "300")),
+    max_examples=int(os.environ.get("TIMING_EXAMPLES", "200")),
     deadline=None,
     derandomize=not os.environ.get("TIMING_RANDOM"),
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
