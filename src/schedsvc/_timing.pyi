@@ -155,8 +155,10 @@ class TimingWheel:
 
     def pop_due(self, now_ms: int, limit: int | None = None) -> tuple[list[int], list[int]]:
         """Removes and returns ``(keys, deadlines)`` of the timers with deadline ``<= now_ms``,
-        in deadline order, at most ``limit`` of them (the earliest), and advances the clock to
-        ``now_ms``. A ``now_ms`` behind the clock only returns timers inserted behind it."""
+        in deadline order, at most ``limit`` of them (the earliest; among equal deadlines at the
+        cut, any), and advances the clock to ``now_ms`` (to the last deadline returned when the
+        limit cuts the batch short, so the rest stay due). A ``now_ms`` behind the clock only
+        returns timers inserted behind it."""
 
     def next_deadline(self) -> int | None:
         """The earliest pending deadline, or None when the wheel is empty."""
