@@ -670,33 +670,37 @@ async def test_paused_job_skips_scheduled_fires_but_runs_manual_ones(mongo_db, b
     assert len(server.calls) == 1
 
 
+@pytest.mark.parametrize("dies_at", ["ack", "job update"])
 async def test_a_redelivered_finished_run_does_not_call_again(  # type: ignore[no-untyped-def]
-    mongo_db, bus, services, server, fast, monkeypatch
+    mongo_db, bus, services, server, fast, monkeypatch, dies_at
 ) -> None:
-    """The worker dies after the run was recorded but before its ack: the redelivery only acks."""
+    """The worker dies after the run was recorded but before its ack (before or after it updated the
+    job's lastRun): the redelivery completes what is missing and acks, without calling the target."""
     from schedsvc.bus.nats import RunDelivery
 
     await add_tenant(mongo_db)
     job_id = await add_job(mongo_db, HttpTarget(url=server.url("/once")))
-    real_ack = RunDelivery.ack
-    lost = asyncio.Event()
+    owner, name = (RunDelivery, "ack") if dies_at == "ack" else (MongoRunStore, "update_job_last_run")
+    real = getattr(owner, name)
+    stuck = asyncio.Event()
 
-    async def lost_ack(self: RunDelivery) -> None:
-        lost.set()
-        await asyncio.Event().wait()  # never acks: the worker is "killed" here
+    async def dies_here(*args: Any) -> None:
+        stuck.set()
+        await asyncio.Event().wait()  # never returns: the worker is "killed" here
 
-    monkeypatch.setattr(RunDelivery, "ack", lost_ack)
+    monkeypatch.setattr(owner, name, dies_here)
     first = await services(shutdown_grace_seconds=0.0)
     rid = await fire(bus, job_id)
-    await asyncio.wait_for(lost.wait(), WAIT)
+    await asyncio.wait_for(stuck.wait(), WAIT)
     assert (await run_doc(mongo_db, rid))["status"] == "succeeded"
-    await first.stop()  # cancels the stuck task: nothing acked, nothing nak'd
+    await first.stop()  # cancels the stuck task
 
-    monkeypatch.setattr(RunDelivery, "ack", real_ack)
+    monkeypatch.setattr(owner, name, real)
     await services()
-    await wait_until(lambda: consumer_settled(fast))  # redelivered after the ack deadline, then acked
+    await wait_until(lambda: consumer_settled(fast))  # redelivered, then acked
     assert len(server.calls) == 1
     assert (await run_doc(mongo_db, rid))["attempts"] == 1
+    assert (await job_after_run(mongo_db, job_id))["lastRunStatus"] == "succeeded"
 
 
 WORKER_SCRIPT = textwrap.dedent(

@@ -141,6 +141,9 @@ class RunWorker:
             raise state
         if state is not None and state.final:
             log.debug("run %s already %s; acking the redelivery", rid, state.status)
+            if state.status != RunStatus.MISSED:
+                # The worker that finished it may have died before updating the job (idempotent).
+                await self._runs.update_job_last_run(msg.job_id, scheduled_at(msg), state.status)
             await self._settle(claim, delivery.ack())
             return None
         done = state.attempts if state is not None else 0
