@@ -300,16 +300,14 @@ class MongoRunStore:
         limit = max(1, min(limit, MAX_PAGE))
         query: dict[str, Any] = {"jobId": job_id, "tenant": tenant}
         if cursor is not None:
-            after_ms, after_id = _decode_cursor(cursor)
-            after = datetime.fromtimestamp(after_ms / 1000, tz=UTC)
-            query["$or"] = [{"scheduledAt": {"$lt": after}}, {"scheduledAt": after, "_id": {"$lt": after_id}}]
+            # A run's id is <jobId>:<scheduledMs>, so within one job the scheduled instant alone orders
+            # and separates runs: the keyset condition needs no tie-break on _id (and no $or).
+            after = datetime.fromtimestamp(_decode_cursor(cursor) / 1000, tz=UTC)
+            query["scheduledAt"] = {"$lt": after}
         found = self._runs.find(query).sort([("scheduledAt", -1), ("_id", -1)]).limit(limit + 1)
         docs = await found.to_list(limit + 1)
         page = [_to_run(d) for d in docs[:limit]]
-        next_cursor = None
-        if len(docs) > limit:
-            last = docs[limit - 1]
-            next_cursor = _encode_cursor(_to_ms(last["scheduledAt"]), str(last["_id"]))
+        next_cursor = _encode_cursor(_to_ms(docs[limit - 1]["scheduledAt"])) if len(docs) > limit else None
         return page, next_cursor
 
     # -- helpers ----------------------------------------------------------------------------------
@@ -347,20 +345,20 @@ def _to_ms(value: datetime) -> int:
     return round(value.timestamp() * 1000)
 
 
-def _encode_cursor(scheduled_ms: int, rid: str) -> str:
-    raw = json.dumps([scheduled_ms, rid], separators=(",", ":")).encode()
+def _encode_cursor(scheduled_ms: int) -> str:
+    raw = json.dumps({"before": scheduled_ms}, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> tuple[int, str]:
+def _decode_cursor(cursor: str) -> int:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        scheduled_ms, rid = json.loads(raw)
-    except (binascii.Error, ValueError, TypeError) as exc:
+        scheduled_ms = json.loads(raw)["before"]
+    except (binascii.Error, ValueError, TypeError, KeyError) as exc:
         raise InvalidCursorError("cursor is not valid") from exc
-    if not isinstance(scheduled_ms, int) or not isinstance(rid, str):
+    if not isinstance(scheduled_ms, int) or isinstance(scheduled_ms, bool):
         raise InvalidCursorError("cursor is not valid")
-    return scheduled_ms, rid
+    return scheduled_ms
 
 
 def _to_run(doc: dict[str, Any]) -> Run:
