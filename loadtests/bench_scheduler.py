@@ -300,12 +300,19 @@ async def wait_loaded(service: TimingService, n: int, timeout: float) -> float:
     return time.monotonic() - started
 
 
-async def interval_phase(base: Settings, name: str, rate: int, seconds: float) -> dict[str, Any]:
-    """``rate`` fires/s offered by interval jobs (period 10 s, phases spread over the period)."""
+async def interval_phase(
+    base: Settings, name: str, rate: int, seconds: float, db_rates: tuple[float, float]
+) -> dict[str, Any]:
+    """``rate`` fires/s offered by interval jobs (period 10 s, phases spread over the period).
+
+    The first fires come once the jobs are surely inserted and loaded (``db_rates``: the database's
+    measured insert and read rates), so the measurement starts from a steady state.
+    """
     counter = CommandCounter()
     period = 10
     async with Phase(base, name, counter, horizon_seconds=60.0) as ph:
-        start = now_ms() + 5000
+        n = rate * period
+        start = now_ms() + int(1300 * (n / db_rates[0] + n / db_rates[1])) + 3000
         docs = []
         for i in range(rate * period):
             anchor = start + (i * 10_007) % (period * 1000)
@@ -315,7 +322,7 @@ async def interval_phase(base: Settings, name: str, rate: int, seconds: float) -
         await insert(ph.db, docs)
         f_all, w_all, t_all = fires_published(), counter.written, timing_writes()
         await ph.service.start()
-        await wait_loaded(ph.service, len(docs), 120)
+        await wait_loaded(ph.service, len(docs), max(0.0, (start - now_ms()) / 1000))
         await asyncio.sleep(max(0.0, (start - now_ms()) / 1000) + 2)  # warm-up
         f0, t0, m0 = fires_published(), time.monotonic(), now_ms()
         await asyncio.sleep(seconds)
@@ -381,12 +388,16 @@ async def burst_phase(base: Settings, n: int, read_rate: float, insert_rate: flo
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="bench_scheduler_"))
     mongo = servers.secantus(tmp / "mongo")
+    if args.secantus_bin:  # e.g. secantusd-rs from the secantus-mdb crate: same flags as secantusd-py
+        mongo.argv[0] = args.secantus_bin
     nats_server = servers.nats(tmp / "nats")
     results: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}, "
         f"Python {platform.python_version()}",
         "command": "python " + " ".join(sys.argv),
+        "database_server": Path(mongo.argv[0]).name,
+        "loadavg_start": os.getloadavg(),
     }
     with servers.running(mongo), servers.running(nats_server):
         uri = f"mongodb://127.0.0.1:{mongo.port}/?directConnection=true"
@@ -412,10 +423,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         results["db_insert_per_s"], results["db_read_per_s"] = insert_rate, read_rate
         print(json.dumps(results), flush=True)
 
-        results["sustained"] = sustained = await interval_phase(base, "sustained", int(raw), args.seconds)
+        rates = (insert_rate, read_rate)
+        # Offered a little below the raw rate: a rate it keeps up with, not a backlog it never clears.
+        offered = int(raw * args.load)
+        results["sustained"] = sustained = await interval_phase(base, "sustained", offered, args.seconds, rates)
         print(json.dumps(sustained), flush=True)
         half = max(1, int(min(sustained["fires_per_s"], raw) / 2))
-        results["half_rate"] = await interval_phase(base, "half", half, args.seconds)
+        results["half_rate"] = await interval_phase(base, "half", half, args.seconds, rates)
         print(json.dumps(results["half_rate"]), flush=True)
         if args.burst:
             results["burst"] = await burst_phase(base, args.burst, read_rate, insert_rate)
@@ -425,6 +439,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 run_apscheduler, args.aps_python, uri, args.aps_jobs, args.seconds
             )
             print(json.dumps(results["apscheduler"]), flush=True)
+    results["loadavg_end"] = os.getloadavg()
     return results
 
 
@@ -462,6 +477,8 @@ if __name__ == "__main__":
     parser.add_argument("--burst", type=int, default=100_000, help="jobs due in the same second (0: skip)")
     parser.add_argument("--raw", type=int, default=20_000, help="documents for the raw update rate")
     parser.add_argument("--seconds", type=float, default=30.0, help="measurement window per phase")
+    parser.add_argument("--load", type=float, default=0.8, help="offered rate of the sustained phase / raw rate")
+    parser.add_argument("--secantus-bin", default=None, help="SecantusDB server binary (default: secantusd-py)")
     parser.add_argument("--aps-python", default=None, help="python of a venv with apscheduler==4.0.0a6")
     parser.add_argument("--aps-jobs", type=int, default=200, help="APScheduler interval (1 s) schedules")
     args = parser.parse_args()

@@ -3,7 +3,7 @@
 Each write that sets or compares an expiry is an update pipeline using ``$$NOW``, so replicas whose
 clocks disagree still agree on who holds what. Comparisons convert both sides with ``$toLong``: the
 direct date comparison with ``$$NOW`` is wrong on SecantusDB, and the converted form is equally valid
-on MongoDB.
+on MongoDB. Expiries are computed with ``$dateAdd`` (MongoDB 5+), which both SecantusDB servers accept.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ class LeaseGrant:
 
 
 def _expires_in(ttl_ms: int) -> Doc:
-    return {"$add": ["$$NOW", ttl_ms]}
+    # $dateAdd rather than {$add: ["$$NOW", ms]}: SecantusDB's Rust server rejects the latter.
+    return {"$dateAdd": {"startDate": "$$NOW", "unit": "millisecond", "amount": ttl_ms}}
 
 
 class MongoLeaseStore:

@@ -55,7 +55,7 @@ MAX_PUBLISHING_BATCHES = 4
 MAX_ADVANCING_BATCHES = 2
 """Bulk writes at once: bounds how much a burst queues in front of lease renewal and the API on the
 shared MongoDB connections."""
-MAX_BATCHES_IN_FLIGHT = 64
+MAX_BATCHES_IN_FLIGHT = 128
 """Batches popped from the wheel but not yet advanced: how far publication may run ahead of a slow
 database (a crash then re-publishes at most this many batches, which JetStream drops as duplicates)."""
 RETRY_DELAY_MS = 1000
