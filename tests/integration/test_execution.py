@@ -47,7 +47,7 @@ from schedsvc.store.runs import InvalidCursorError, MongoRunStore
 
 REPO = Path(__file__).resolve().parents[2]
 TENANT = "acme"
-WAIT = 20.0
+WAIT = 30.0
 
 # -- a recording HTTP server on 127.0.0.1 -------------------------------------------------------------
 
@@ -827,7 +827,7 @@ async def test_many_runs_with_bounded_concurrency(mongo_db, bus, services, serve
     async def all_done() -> bool:
         return await mongo_db[names.RUNS].count_documents({"status": "succeeded"}) == len(job_ids)
 
-    await wait_until(all_done)
+    await wait_until(all_done, timeout=90)
     assert 1 <= peak <= 4
     assert len(server.calls) == len(job_ids)
 
