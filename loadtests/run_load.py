@@ -129,6 +129,27 @@ def wait_ready(url: str, proc: Proc, timeout: float = READY_TIMEOUT_SECONDS) -> 
     raise TimeoutError(f"{proc.name} not ready at {url} after {timeout:.0f}s: {last}; see {proc.log}")
 
 
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU time (user + system) of every live process in a process group, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid:  # fields after the command: state, ppid, pgrp, ...
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def cpu_snapshot(groups: dict[str, int]) -> dict[str, float]:
+    snap = {name: group_cpu_seconds(pgid) for name, pgid in groups.items()}
+    t = os.times()
+    snap["run_load.py (balancer, receiver)"] = t.user + t.system
+    return snap
+
+
 class BackgroundLoop:
     """An asyncio loop in a daemon thread for the load balancer and the webhook receiver."""
 
@@ -220,6 +241,8 @@ class Stack:
     receiver_url: str
     receiver_calls: dict[str, int]
     work: Path
+    groups: dict[str, int] = field(default_factory=dict)
+    """Process group of each component, for CPU accounting."""
 
 
 def service_env(mongo_uri: str, nats_url: str, redis_url: str, prefix: str, roles: str, port: int) -> dict[str, str]:
@@ -352,8 +375,11 @@ def service_stack(args: argparse.Namespace, work: Path, io: BackgroundLoop) -> I
                                   receiver_url), timeout=600)
         print(f"{args.tenants} tenants, {len(creds)} API keys, {seeded} seeded jobs", flush=True)
         try:
+            groups = {p.name: p.proc.pid for p in [*replicas, worker] if p.proc}
+            groups.update({"secantusdb": mongo.proc.pid, "nats": nats.proc.pid, "redis": redis.proc.pid}
+                          if mongo.proc and nats.proc and redis.proc else {})
             yield Stack(f"http://127.0.0.1:{lb_port}", [f"http://127.0.0.1:{p.port}" for p in replicas],
-                        keys_file, receiver_url, calls, work)
+                        keys_file, receiver_url, calls, work, groups)
         finally:
             for p in [*replicas, worker]:
                 if not p.running:
@@ -389,7 +415,7 @@ def hello_stack(args: argparse.Namespace, work: Path, io: BackgroundLoop) -> Ite
         print(f"baseline ready: {len(procs)} hello replicas behind 127.0.0.1:{lb_port}", flush=True)
         try:
             yield Stack(f"http://127.0.0.1:{lb_port}", [f"http://127.0.0.1:{p.port}" for p in procs], None, "", {},
-                        work)
+                        work, {p.name: p.proc.pid for p in procs if p.proc})
         finally:
             balancer.close()
     finally:
@@ -416,6 +442,10 @@ class Result:
     by_name: dict[str, dict[str, float]]
     failure_samples: list[str]
     report: str
+    cpu_share: dict[str, float] = field(default_factory=dict)
+    """Per component: CPU seconds used during the run divided by its wall time (1.0 = one core)."""
+    load_average: float = 0.0
+    """The machine's 1-minute load average at the end (other users' work included)."""
 
     def verdict(self, p99_target: float) -> list[str]:
         """Broken targets; empty when the run passed."""
@@ -459,14 +489,23 @@ def run_locust(stack: Stack, user_class: str, rate: float, users: int, seconds: 
         env["SCHEDSVC_LOAD_KEYS"] = str(stack.keys_file)
     print(f"[{label}] locust: {users} users, {rate:.0f} req/s offered, {seconds}s after a {ramp:.0f}s ramp",
           flush=True)
+    before, started = cpu_snapshot(stack.groups), time.monotonic()
     with (out / f"{label}.locust.log").open("wb") as log:
         proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            proc.wait(ramp + seconds + 120)
+            locust_cpu = 0.0
+            deadline = time.monotonic() + ramp + seconds + 120
+            while proc.poll() is None and time.monotonic() < deadline:
+                locust_cpu = group_cpu_seconds(proc.pid) or locust_cpu  # read before the group exits
+                time.sleep(1)
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)
+    wall = time.monotonic() - started
+    after = cpu_snapshot(stack.groups)
+    cpu_share = {name: round((after[name] - before.get(name, 0.0)) / wall, 2) for name in after}
+    cpu_share["locust"] = round(locust_cpu / wall, 2)
     with Path(f"{prefix}_stats.csv").open() as f:
         rows = list(csv.DictReader(f))
     agg = next(r for r in rows if r["Name"] == "Aggregated")
@@ -487,6 +526,7 @@ def run_locust(stack: Stack, user_class: str, rate: float, users: int, seconds: 
         p50_ms=_num(agg["50%"]), p95_ms=_num(agg["95%"]), p99_ms=_num(agg["99%"]),
         max_ms=_num(agg["Max Response Time"]),
         by_name=by_name, failure_samples=samples, report=f"{prefix}.html",
+        cpu_share=cpu_share, load_average=os.getloadavg()[0],
     )
 
 
@@ -501,18 +541,18 @@ def print_result(r: Result, p99_target: float) -> None:
               f"p50 {s['p50_ms']:5.0f} ms p99 {s['p99_ms']:6.0f} ms")
     for sample in r.failure_samples:
         print(f"  failure: {sample}")
+    shares = ", ".join(f"{name} {share:.2f}" for name, share in sorted(r.cpu_share.items(), key=lambda kv: -kv[1]))
+    print(f"  CPU (cores) during the run: {shares}; "
+          f"machine load average {r.load_average:.1f} on {os.cpu_count()} cores")
     print(f"  report: {r.report}", flush=True)
 
 
-def step_rates(args: argparse.Namespace) -> list[float]:
-    return [float(x) for x in args.rates.split(",")]
-
-
-def run_steps(stack: Stack, user_class: str, args: argparse.Namespace, out: Path, tag: str) -> dict[str, Any]:
+def run_steps(stack: Stack, user_class: str, args: argparse.Namespace, out: Path, tag: str,
+              rates: str) -> dict[str, Any]:
     """Raise the offered rate step by step until a target breaks; the knee is the last passing step."""
     results = []
     knee: Result | None = None
-    for rate in step_rates(args):
+    for rate in [float(x) for x in rates.split(",")]:
         r = run_locust(stack, user_class, rate, args.users, args.step_duration, args.spawn_rate, out,
                        f"{tag}-{int(rate)}rps")
         print_result(r, args.p99_ms)
@@ -543,7 +583,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--p99-ms", type=float, default=500.0, help="target: p99 latency at most this")
     p.add_argument("--step", action="store_true", help="raise the rate in steps to find the knee")
     p.add_argument("--baseline", action="store_true", help="step a bare Litestar/granian hello app the same way")
-    p.add_argument("--rates", default="100,150,200,300,400,600,800", help="step mode: offered req/s per step")
+    p.add_argument("--rates", default="25,50,75,100,150,200,300", help="step mode: offered req/s per step")
+    p.add_argument("--baseline-rates", default="100,200,400,600,800,1200",
+                   help="baseline mode: offered req/s per step")
     p.add_argument("--step-duration", type=int, default=40)
     p.add_argument("--smoke", action="store_true", help="a short run (< 60 s) checking that the harness works")
     p.add_argument("--json-out", type=Path, help="write the results as JSON here")
@@ -573,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.step or not args.baseline:
             with service_stack(args, work, io) as stack:
                 if args.step:
-                    summary["service"] = run_steps(stack, "ClientService", args, out, "service")
+                    summary["service"] = run_steps(stack, "ClientService", args, out, "service", args.rates)
                     ok = summary["service"]["knee_rps"] > 0
                 else:
                     r = run_locust(stack, "ClientService", args.rate, args.users, args.duration, args.spawn_rate,
@@ -584,7 +626,7 @@ def main(argv: list[str] | None = None) -> int:
                     ok = not r.verdict(args.p99_ms)
         if args.baseline:
             with hello_stack(args, work, io) as stack:
-                summary["baseline"] = run_steps(stack, "HelloUser", args, out, "baseline")
+                summary["baseline"] = run_steps(stack, "HelloUser", args, out, "baseline", args.baseline_rates)
         if args.step and args.baseline and summary["baseline"]["knee_rps"]:
             ratio = summary["service"]["knee_rps"] / summary["baseline"]["knee_rps"]
             summary["ratio"] = ratio

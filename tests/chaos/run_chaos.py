@@ -2,7 +2,8 @@
 
 One command::
 
-    .venv/bin/python tests/chaos/run_chaos.py            # 50 jobs, a 300 s window of faults (~8 min)
+    .venv/bin/python tests/chaos/run_chaos.py            # 30 jobs, a 300 s window of faults (~8 min)
+    .venv/bin/python tests/chaos/run_chaos.py --calm     # the same without faults: the control run
     .venv/bin/python tests/chaos/run_chaos.py --short    # 40 jobs, a 50 s window (< ~2 min), for pytest
 
 What it does, on loopback ports of its own: starts SecantusDB (MongoDB wire protocol, data directory kept
@@ -24,7 +25,8 @@ stream (``NatsRunBus.stream_message_ids()``; the verdict)
 receiver (calls per ``Idempotency-Key``)
     every expected fire reached the target at least once (``never called``: a run recorded as succeeded
     without a call would be a lie), and never more often than the run's recorded ``attempts``
-    (``calls > attempts``: two workers called the target for the same attempt). A key called twice is
+    (``calls > attempts``: two workers called the target for the same attempt; the calls are counted
+    before the run history is read, as every call is preceded by its claim). A key called twice is
     at-least-once delivery working as designed only when its run shows a second attempt, which happens
     when the worker holding the first one was killed mid-call or could not record the outcome (MongoDB
     down): the target got the call, the service could not know. Those are counted and reported as
@@ -70,6 +72,8 @@ LEASE_TTL_SECONDS = 6.0
 HEARTBEAT_SECONDS = 1.5
 ACK_WAIT_SECONDS = 10.0
 FAULT_LATENESS_WINDOW_MS = 20_000
+STALL_SECONDS = 60.0
+"""The drain gives up when no further run became final for this long."""
 FINAL = ("succeeded", "failed", "skipped", "missed")
 
 # (seconds after the window opens, action, argument). Replica numbers are 0..2.
@@ -148,19 +152,25 @@ class Replica:
                 start_new_session=True,
             )
 
-    def signal_group(self, sig: int, wait: float = 20.0) -> None:
+    def send(self, sig: int) -> None:
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
+
+    def reap(self, wait: float = 20.0) -> None:
+        """Wait for the group leader; SIGKILL the group if it takes too long or leaves stragglers."""
         if self.proc is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, sig)
         try:
             self.proc.wait(wait)
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.send(signal.SIGKILL)
             self.proc.wait(10)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)  # stragglers of the group
+        self.send(signal.SIGKILL)
+
+    def signal_group(self, sig: int, wait: float = 20.0) -> None:
+        self.send(sig)
+        self.reap(wait)
 
     def wait_ready(self, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout
@@ -310,7 +320,7 @@ async def stream_ids(cluster: Cluster, prefix: str) -> Counter[str]:
 async def run(args: argparse.Namespace, cluster: Cluster, prefix: str, receiver: Receiver) -> dict[str, Any]:
     from pymongo import AsyncMongoClient
 
-    faults = FAULTS_SHORT if args.short else FAULTS_FULL
+    faults = [] if args.calm else FAULTS_SHORT if args.short else FAULTS_FULL
     window = args.window
     for r in cluster.replicas:
         r.start()
@@ -371,17 +381,25 @@ async def run(args: argparse.Namespace, cluster: Cluster, prefix: str, receiver:
     client_m: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(cluster.mongo_uri, tz_aware=True)
     try:
         runs = client_m[prefix]["runs"]
-        deadline = time.monotonic() + args.drain_timeout
+        # Wait while the backlog shrinks: a slow machine drains late, a stuck service stops progressing.
+        hard_deadline = time.monotonic() + args.drain_timeout
+        stall_deadline = time.monotonic() + STALL_SECONDS
         final = 0
-        while time.monotonic() < deadline:
+        while time.monotonic() < min(hard_deadline, stall_deadline):
             with contextlib.suppress(Exception):
-                final = await runs.count_documents({"jobId": {"$in": job_ids}, "status": {"$in": list(FINAL)}})
+                now_final = await runs.count_documents(
+                    {"jobId": {"$in": job_ids}, "status": {"$in": list(FINAL)}})
+                if now_final > final:
+                    final, stall_deadline = now_final, time.monotonic() + STALL_SECONDS
                 if final >= len(expected):
                     break
-            await asyncio.sleep(1)
+            await asyncio.sleep(2)
         drained_s = round((now_ms() - end) / 1000, 1)
         log(f"{final}/{len(expected)} runs final {drained_s}s after the window; settling 5s for stray calls")
         await asyncio.sleep(5)
+        # Calls counted before the run history is read: each must have claimed its attempt before it
+        # was made, so the history read afterwards shows at least as many attempts.
+        calls = Counter(receiver.calls)
         docs = {d["_id"]: d async for d in runs.find(
             {"jobId": {"$in": job_ids}},
             {"status": 1, "attempts": 1, "scheduledAt": 1, "startedAt": 1, "finishedAt": 1, "trigger": 1,
@@ -397,13 +415,13 @@ async def run(args: argparse.Namespace, cluster: Cluster, prefix: str, receiver:
     stream_missing = sorted(set(expected) - set(in_stream))
     stream_dups = {k: n for k, n in in_stream.items() if n > 1}
     stream_extra = sorted(set(in_stream) - set(expected))
-    never_called = sorted(k for k in expected if receiver.calls[k] == 0)
-    repeated = {k: receiver.calls[k] for k in expected if receiver.calls[k] > 1}
+    never_called = sorted(k for k in expected if calls[k] == 0)
+    repeated = {k: calls[k] for k in expected if calls[k] > 1}
     over_attempts = {
-        k: {"calls": receiver.calls[k], "attempts": (docs.get(k) or {}).get("attempts")}
-        for k in expected if receiver.calls[k] > int((docs.get(k) or {}).get("attempts") or 0)
+        k: {"calls": calls[k], "attempts": (docs.get(k) or {}).get("attempts")}
+        for k in expected if calls[k] > int((docs.get(k) or {}).get("attempts") or 0)
     }
-    calls_outside = sum(n for k, n in receiver.calls.items() if k not in expected)
+    calls_outside = sum(n for k, n in calls.items() if k not in expected)
     attempts_hist = Counter(int(d.get("attempts") or 0) for k, d in docs.items() if k in expected)
     triggers = Counter(str(d.get("trigger")) for k, d in docs.items() if k in expected)
 
@@ -448,7 +466,7 @@ async def run(args: argparse.Namespace, cluster: Cluster, prefix: str, receiver:
     passed = all(v == 0 for v in checks.values())
     return {
         "passed": passed,
-        "mode": "short" if args.short else "full",
+        "mode": ("short" if args.short else "full") + (" calm" if args.calm else ""),
         "jobs": len(job_ids),
         "window_s": window,
         "window_start": iso(base),
@@ -467,11 +485,11 @@ async def run(args: argparse.Namespace, cluster: Cluster, prefix: str, receiver:
         "diagnosis": {
             "receiver_calls_over_attempts": diagnose(over_attempts),
             "runs_not_succeeded": diagnose(not_succeeded),
-            "runs_missing_but_called": diagnose(k for k in missing if receiver.calls[k]),
+            "runs_missing_but_called": diagnose(k for k in missing if calls[k]),
             "repeated_calls": diagnose(repeated),
         },
         "calls_outside_window": calls_outside,
-        "receiver_calls_total": sum(receiver.calls.values()),
+        "receiver_calls_total": sum(calls.values()),
         "attempts_histogram": dict(sorted(attempts_hist.items())),
         "triggers": dict(triggers),
         "drain_seconds_after_window": drained_s,
@@ -511,16 +529,20 @@ def print_report(report: dict[str, Any]) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--short", action="store_true", help="40 jobs, 50 s window, 6 faults: under ~2 minutes")
-    p.add_argument("--jobs", type=int, help="jobs firing every second (default 50; 40 with --short)")
+    p.add_argument("--jobs", type=int, help="jobs firing every second (default 30; 40 with --short)")
     p.add_argument("--window", type=int, help="seconds of fires checked (default 300; 50 with --short)")
-    p.add_argument("--drain-timeout", type=float, default=120.0, help="longest wait for the last runs")
+    p.add_argument("--calm", action="store_true", help="no faults: the control run (capacity and lateness)")
+    p.add_argument("--drain-timeout", type=float,
+                   help="longest wait for the backlog after the window (default 900 s, 240 s with --short; "
+                   "the wait also ends after 60 s without progress)")
     p.add_argument("--json-out", type=Path, help="write the report as JSON here")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, data) even on success")
     args = p.parse_args(argv)
-    args.jobs = args.jobs or (40 if args.short else 50)
+    args.jobs = args.jobs or (40 if args.short else 30)
     args.window = args.window or (50 if args.short else 300)
+    args.drain_timeout = args.drain_timeout or (240.0 if args.short else 900.0)
     last_fault = max(t for t, _, _ in (FAULTS_SHORT if args.short else FAULTS_FULL))
-    if args.window < last_fault + 5:
+    if args.window < last_fault + 5 and not args.calm:
         p.error(f"--window must be at least {last_fault + 5} s to contain the fault schedule")
     return args
 
@@ -595,11 +617,10 @@ def main(argv: list[str] | None = None) -> int:
         report = {"passed": False, "error": f"{type(exc).__name__}: {exc}"}
         print(f"chaos run failed: {exc!r}; logs in {work}", file=sys.stderr)
     finally:
+        for r in replicas:  # all at once: each may take its drain grace period
+            r.send(signal.SIGTERM if r.running else signal.SIGKILL)
         for r in replicas:
-            if r.running:
-                r.signal_group(signal.SIGTERM, wait=30)
-            else:
-                r.signal_group(signal.SIGKILL)
+            r.reap(40)
         nats.stop()
         mongo.stop()
         if redis is not None:
