@@ -658,6 +658,18 @@ async def test_deleted_job_is_dropped(mongo_db, bus, services, server, fast) -> 
     assert server.calls == []
 
 
+async def test_a_job_stored_with_an_unreadable_target_fails_its_run(mongo_db, bus, services, server, fast) -> None:  # type: ignore[no-untyped-def]
+    await add_tenant(mongo_db)
+    job_id = await add_job(mongo_db, HttpTarget(url=server.url("/x")))
+    await mongo_db[names.JOBS].update_one({"_id": job_id}, {"$set": {"target": {"kind": "carrier-pigeon"}}})
+    await services()
+    doc = await final_run(mongo_db, await fire(bus, job_id))
+    assert doc["status"] == "failed" and "stored definition is invalid" in doc["error"]
+    [(headers, _)] = await wait_until(lambda: dead_letters(fast))
+    assert headers["Schedsvc-Job-Id"] == job_id
+    assert server.calls == []
+
+
 async def test_paused_job_skips_scheduled_fires_but_runs_manual_ones(mongo_db, bus, services, server) -> None:  # type: ignore[no-untyped-def]
     await add_tenant(mongo_db)
     job_id = await add_job(mongo_db, HttpTarget(url=server.url("/p")), status="paused")
