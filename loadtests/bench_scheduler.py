@@ -350,7 +350,7 @@ async def burst_phase(base: Settings, n: int, read_rate: float, insert_rate: flo
     counter = CommandCounter()
     async with Phase(base, "burst", counter, horizon_seconds=900.0) as ph:
         # Due once loading is surely over: the database's measured insert and read rates decide.
-        due = now_ms() + int((n / insert_rate + n / read_rate) * 1000 * 1.3) + 15_000
+        due = now_ms() + int((n / insert_rate + n / read_rate) * 1000 * 2.5) + 20_000
         await insert(ph.db, [job_doc({"kind": "once", "at": from_ms(due)}, due, base.partitions) for _ in range(n)])
         await ph.service.start()
         load_s = await wait_loaded(ph.service, n, max(1.0, (due - now_ms()) / 1000 - 1))

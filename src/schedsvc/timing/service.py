@@ -20,6 +20,7 @@ import os
 import socket
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -55,6 +56,9 @@ MAX_PUBLISHING_BATCHES = 4
 MAX_ADVANCING_BATCHES = 2
 """Bulk writes at once: bounds how much a burst queues in front of lease renewal and the API on the
 shared MongoDB connections."""
+ADVANCE_BULK_MAX = 5000
+"""Most advances one bulk write carries: batches waiting for a writer are combined (group commit), so
+bulks grow with the load instead of staying as small as the batches the wheel hands out."""
 MAX_BATCHES_IN_FLIGHT = 128
 """Batches popped from the wheel but not yet advanced: how far publication may run ahead of a slow
 database (a crash then re-publishes at most this many batches, which JetStream drops as duplicates)."""
@@ -78,6 +82,14 @@ def job_seed(job_id: str) -> int:
 
 _Plan = tuple["_Job", list[PlannedRun], list[int], int | None]
 """A job with its fires to publish, missed fires to record, and new ``nextRun``."""
+
+
+@dataclass(frozen=True, slots=True)
+class _PendingAdvance:
+    """A published batch waiting for a writer to advance its jobs."""
+
+    plans: list[_Plan]
+    done: asyncio.Future[bool]
 
 
 @dataclass(slots=True)
@@ -129,7 +141,9 @@ class TimingService:
         self._sleep_until_ms: int | None = None
         self._batch_slots = asyncio.Semaphore(MAX_BATCHES_IN_FLIGHT)
         self._publish_slots = asyncio.Semaphore(MAX_PUBLISHING_BATCHES)
-        self._advance_slots = asyncio.Semaphore(MAX_ADVANCING_BATCHES)
+        self._advance_queue: deque[_PendingAdvance] = deque()
+        self._advance_ready = asyncio.Event()
+        self._advancers: list[asyncio.Task[None]] = []
         self._batches: set[asyncio.Task[None]] = set()
         self._publishing: set[asyncio.Event] = set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -157,6 +171,9 @@ class TimingService:
             listener=self,
         )
         self._unsubscribe = await self._bus.job_changes(self._on_job_change)
+        self._advancers = [
+            asyncio.create_task(self._advance_writer(), name="timing-advance") for _ in range(MAX_ADVANCING_BATCHES)
+        ]
         self._tasks = [
             asyncio.create_task(self._dispatch_loop(), name="timing-dispatch"),
             asyncio.create_task(self._changes_loop(), name="timing-changes"),
@@ -186,6 +203,9 @@ class TimingService:
         assert self._leases is not None
         await self._leases.stop()  # stops publishing for every partition before releasing it
         await self._drain_batches()
+        for task in self._advancers:
+            task.cancel()
+        await asyncio.gather(*self._advancers, return_exceptions=True)
         WHEEL_TIMERS.set(0)
 
     @property
@@ -486,8 +506,7 @@ class TimingService:
                 finally:
                     self._publishing.discard(publishing)
                     publishing.set()
-            async with self._advance_slots:
-                matched = await self._advance(plans)
+            advanced_all = await self._advance(plans)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -497,7 +516,7 @@ class TimingService:
             return
         finally:
             self._in_flight.difference_update(j.id for j in jobs)
-        if matched < len(plans):
+        if not advanced_all:
             # Some job changed under us (an API write, or another replica): trust the database.
             await self._reload([job.id for job, *_ in plans])
         else:
@@ -537,7 +556,44 @@ class TimingService:
                     FIRE_LATENESS.observe(max(0, published_ms - m.due_ms) / 1000)
         return plans
 
-    async def _advance(self, plans: list[_Plan]) -> int:
+    async def _advance(self, plans: list[_Plan]) -> bool:
+        """Have a writer advance these jobs; True if every conditional update matched."""
+        if not plans:
+            return True
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._advance_queue.append(_PendingAdvance(plans, done))
+        self._advance_ready.set()
+        return await done
+
+    async def _advance_writer(self) -> None:
+        """Take every waiting batch (up to ``ADVANCE_BULK_MAX`` advances) and write them together."""
+        queue = self._advance_queue
+        while True:
+            if not queue:
+                self._advance_ready.clear()
+                await self._advance_ready.wait()
+                continue
+            group = [queue.popleft()]
+            size = len(group[0].plans)
+            while queue and size + len(queue[0].plans) <= ADVANCE_BULK_MAX:
+                size += len(queue[0].plans)
+                group.append(queue.popleft())
+            plans = [plan for pending in group for plan in pending.plans]
+            try:
+                matched = await self._write_advances(plans)
+            except asyncio.CancelledError:
+                for pending in group:
+                    pending.done.cancel()
+                raise
+            except Exception as exc:
+                for pending in group:
+                    pending.done.set_exception(exc)
+            else:
+                # The count is for the whole bulk: on a shortfall every batch of the group re-reads.
+                for pending in group:
+                    pending.done.set_result(matched == len(plans))
+
+    async def _write_advances(self, plans: list[_Plan]) -> int:
         """Record the missed fires, then move every job's ``nextRun`` on; return how many matched."""
         missed = [MissedFire(job.id, job.tenant, ms) for job, _, missed_ms, _ in plans for ms in missed_ms]
         if missed:
@@ -549,9 +605,8 @@ class TimingService:
             for job, _, _, nxt in plans
         ]
         matched = await self._store.advance(advances)
-        if advances:
-            TIMING_DB_OPERATIONS.labels(kind="update").inc(len(advances))
-            TIMING_DB_OPERATIONS.labels(kind="bulk").inc()
+        TIMING_DB_OPERATIONS.labels(kind="update").inc(len(advances))
+        TIMING_DB_OPERATIONS.labels(kind="bulk").inc()
         return matched
 
     def _retry(self, jobs: Sequence[_Job]) -> None:
