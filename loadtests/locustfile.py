@@ -27,6 +27,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import gevent
 from locust import FastHttpUser, constant_throughput, task
 
 USER_RPS = float(os.environ.get("SCHEDSVC_LOAD_USER_RPS", "0.1"))
@@ -66,6 +67,9 @@ class ClientService(FastHttpUser):
         self.auth = {"Authorization": f"Bearer {credentials['key']}"}
         self.known: list[str] = []  # job ids of the tenant seen in lists (read-only use)
         self.mine: dict[str, dict[str, Any]] = {}  # jobs this service created: id -> {"version", "paused"}
+        # Services do not start in step: spread each one's first request over its interval, or the
+        # spawn would offer the whole population's first requests at once.
+        gevent.sleep(self.rng.uniform(0, 1 / USER_RPS))
 
     # -- helpers ----------------------------------------------------------------------------------
 
@@ -74,6 +78,10 @@ class ClientService(FastHttpUser):
             if item["id"] not in self.known:
                 self.known.append(item["id"])
         del self.known[:-200]
+
+    def _forget(self, job_id: str) -> None:
+        if job_id in self.known:
+            self.known.remove(job_id)
 
     def _some_job(self) -> str | None:
         pool = self.known or list(self.mine)
@@ -86,11 +94,18 @@ class ClientService(FastHttpUser):
         return job_id, self.mine[job_id]
 
     def _json(self, method: str, path: str, name: str, body: Any = None, headers: dict[str, str] | None = None,
-              expect: int = 200) -> dict[str, Any] | None:
-        """One request; anything but ``expect`` is a failure (with the status and body start)."""
+              expect: int = 200, gone_ok: bool = False) -> dict[str, Any] | None:
+        """One request; anything but ``expect`` is a failure (with the status and body start).
+
+        ``gone_ok``: a 404 is a correct answer too (another service of the tenant deleted the job it had
+        listed a moment ago); it returns None like a failure but is not counted as one.
+        """
         with self.client.request(
             method, path, name=name, json=body, headers={**self.auth, **(headers or {})}, catch_response=True
         ) as response:
+            if gone_ok and response.status_code == 404:
+                response.success()
+                return None
             if response.status_code != expect:
                 response.failure(f"{response.status_code}: {(response.text or '')[:200]}")
                 return None
@@ -129,7 +144,8 @@ class ClientService(FastHttpUser):
         if job_id is None:
             self.list_jobs()
             return
-        self._json("GET", f"/jobs/{job_id}", "GET /jobs/{id}")
+        if self._json("GET", f"/jobs/{job_id}", "GET /jobs/{id}", gone_ok=job_id not in self.mine) is None:
+            self._forget(job_id)
 
     @task(12)
     def run_history(self) -> None:
@@ -137,7 +153,9 @@ class ClientService(FastHttpUser):
         if job_id is None:
             self.list_jobs()
             return
-        self._json("GET", f"/jobs/{job_id}/runs?limit={self.rng.choice([10, 20])}", "GET /jobs/{id}/runs")
+        path = f"/jobs/{job_id}/runs?limit={self.rng.choice([10, 20])}"
+        if self._json("GET", path, "GET /jobs/{id}/runs", gone_ok=job_id not in self.mine) is None:
+            self._forget(job_id)
 
     @task(8)
     def preview(self) -> None:
@@ -204,6 +222,9 @@ class HelloUser(FastHttpUser):
     """The framework baseline: a bare Litestar handler under granian, with the same pacing."""
 
     wait_time = constant_throughput(USER_RPS)
+
+    def on_start(self) -> None:
+        gevent.sleep(random.uniform(0, 1 / USER_RPS))
 
     @task
     def hello(self) -> None:

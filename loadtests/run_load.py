@@ -117,7 +117,9 @@ def wait_ready(url: str, proc: Proc, timeout: float = READY_TIMEOUT_SECONDS) -> 
     last = ""
     while time.monotonic() < deadline:
         if not proc.running:
-            raise RuntimeError(f"{proc.name} exited with {proc.proc and proc.proc.returncode}; see {proc.log}")
+            tail = proc.log.read_text(errors="replace")[-3000:] if proc.log.exists() else ""
+            code = proc.proc and proc.proc.returncode
+            raise RuntimeError(f"{proc.name} exited with {code}; {proc.log} ends:\n{tail}")
         try:
             r = httpx.get(url, timeout=2)
             if r.status_code == 200:
@@ -522,7 +524,9 @@ def run_locust(stack: Stack, user_class: str, rate: float, users: int, seconds: 
                        for r in csv.DictReader(f)][:10]
     return Result(
         label=label, offered_rps=rate, requests=int(_num(agg["Request Count"])),
-        failures=int(_num(agg["Failure Count"])), achieved_rps=_num(agg["Requests/s"]),
+        # Over the measured period (stats reset once every user runs); Locust's own Requests/s divides
+        # by the time between the first and last request, which overstates short sparse runs.
+        failures=int(_num(agg["Failure Count"])), achieved_rps=round(_num(agg["Request Count"]) / seconds, 1),
         p50_ms=_num(agg["50%"]), p95_ms=_num(agg["95%"]), p99_ms=_num(agg["99%"]),
         max_ms=_num(agg["Max Response Time"]),
         by_name=by_name, failure_samples=samples, report=f"{prefix}.html",
@@ -630,13 +634,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.step and args.baseline and summary["baseline"]["knee_rps"]:
             ratio = summary["service"]["knee_rps"] / summary["baseline"]["knee_rps"]
             summary["ratio"] = ratio
-            print(f"service knee / bare Litestar knee = {ratio:.2f}")
+            print(f"service knee / bare Litestar knee = {ratio:.4f}")
     except KeyboardInterrupt:
         print("interrupted; stopping everything", file=sys.stderr)
         ok = False
+    except Exception as exc:
+        print(f"load run failed: {exc}", file=sys.stderr)
+        summary["error"] = f"{type(exc).__name__}: {exc}"
+        ok = False
     finally:
         io.close()
-        if not args.keep:
+        if args.keep or "error" in summary:
+            print(f"logs and data kept in {work}", file=sys.stderr)
+        else:
             shutil.rmtree(work, ignore_errors=True)
         if args.json_out:
             args.json_out.write_text(json.dumps(summary, indent=2, default=str))
