@@ -6,6 +6,7 @@ data and nothing shared is ever flushed.
 
 from __future__ import annotations
 
+import gc
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -21,6 +22,13 @@ hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 SHARED_NATS = os.environ.get("SCHEDSVC_TEST_NATS_URL", "nats://127.0.0.1:4222")
 SHARED_REDIS = os.environ.get("SCHEDSVC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage() -> Iterator[None]:
+    """Collect after every test, so a leaked socket or file is reported against the test that leaked it."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture(scope="session")

@@ -113,6 +113,7 @@ async def _lifespan(settings: Settings, app: Litestar) -> AsyncIterator[None]:
                 "bus": bus,
                 "partition_of": partial(partition_of, partitions=partitions),
                 "on_job_changed": on_job_changed,
+                "modules": {},
             }
         )
 
@@ -122,12 +123,18 @@ async def _lifespan(settings: Settings, app: Litestar) -> AsyncIterator[None]:
             timing = TimingService(settings, db, bus)
             await timing.start()
             stack.push_async_callback(timing.stop)
+            state.modules["timing"] = timing
         if "execution" in settings.roles:
             from schedsvc.execution.service import ExecutionService
 
-            execution = ExecutionService(settings, db, bus)
+            async def on_run_recorded(tenant: str, job_id: str) -> None:
+                if redis is not None:  # a run changed the job's lastRun: cached reads must not hide it
+                    await redis.bump_tenant(tenant)
+
+            execution = ExecutionService(settings, db, bus, on_job_changed=on_run_recorded)
             await execution.start()
             stack.push_async_callback(execution.stop)
+            state.modules["execution"] = execution
         yield
 
 

@@ -60,5 +60,9 @@ class HealthController(Controller):
         if state.get("redis") is not None:
             # Optional: without Redis requests bypass the cache, so this never fails readiness.
             checks["redis"] = "ok" if await state.redis.healthy() else "degraded"
-        ready = all(checks[k] == "ok" for k in ("mongodb", "migrations", "nats"))
+        required = ["mongodb", "migrations", "nats"]
+        for name, module in state.get("modules", {}).items():
+            checks[name] = "ok" if module.ready else "not running"
+            required.append(name)
+        ready = all(checks[k] == "ok" for k in required)
         return Readiness(ready, checks)

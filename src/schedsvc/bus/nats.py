@@ -67,7 +67,7 @@ class RunSubscription:
     async def fetch(self, batch: int, timeout: float) -> list[RunDelivery]:
         try:
             msgs: list[Msg] = await self._psub.fetch(batch, timeout=timeout)  # type: ignore[attr-defined]
-        except NatsTimeoutError:
+        except (NatsTimeoutError, TimeoutError):  # a batch fetch raises the builtin one
             return []
         deliveries = []
         for m in msgs:

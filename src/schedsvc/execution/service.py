@@ -17,7 +17,7 @@ from schedsvc.bus import NatsRunBus, RunDelivery, RunSubscription
 from schedsvc.config import Settings
 from schedsvc.execution._tenants import TenantDirectory
 from schedsvc.execution.targets import TargetCaller
-from schedsvc.execution.worker import RunWorker
+from schedsvc.execution.worker import JobChanged, RunWorker
 from schedsvc.observability.metrics import RUN_QUEUE_PENDING, RUNS_IN_PROGRESS
 from schedsvc.store.runs import MongoRunStore
 from schedsvc.store.tenants import MongoTenantStore
@@ -54,7 +54,9 @@ class ExecutionService:
         *,
         shutdown_grace_seconds: float = DEFAULT_SHUTDOWN_GRACE_SECONDS,
         rng: random.Random | None = None,
+        on_job_changed: JobChanged | None = None,
     ) -> None:
+        self._on_job_changed = on_job_changed
         self._settings = settings
         self._bus = bus
         self._db = db
@@ -73,12 +75,7 @@ class ExecutionService:
     @property
     def ready(self) -> bool:
         """Fetching runs and connected to NATS (for the readiness probe)."""
-        return (
-            self._loop_task is not None
-            and not self._loop_task.done()
-            and not self._stopping
-            and self._bus.connected
-        )
+        return self._loop_task is not None and not self._loop_task.done() and not self._stopping and self._bus.connected
 
     async def start(self) -> None:
         """Bind the durable consumer and start fetching."""
@@ -95,6 +92,7 @@ class ExecutionService:
             TenantDirectory(MongoTenantStore(self._db), self._settings),
             self._caller,
             self._rng,
+            self._on_job_changed,
         )
         self._loop_task = asyncio.create_task(self._fetch_loop(), name="schedsvc-execution-fetch")
         self._sampler = asyncio.create_task(self._sample_pending(), name="schedsvc-execution-pending")
@@ -136,9 +134,6 @@ class ExecutionService:
                 continue
             try:
                 deliveries = await self._subscription.fetch(min(free, FETCH_BATCH_MAX), FETCH_TIMEOUT_SECONDS)
-            except TimeoutError:
-                # nats-py raises the builtin TimeoutError (not its own) when a batch fetch finds nothing.
-                continue
             except Exception:
                 log.warning("fetching run messages failed; retrying", exc_info=True)
                 await asyncio.sleep(FETCH_ERROR_PAUSE_SECONDS)

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -61,6 +61,10 @@ class _Claim:
     """The delivery was acked or nak'd (nothing left to hand back)."""
 
 
+JobChanged = Callable[[str, str], Awaitable[None]]
+"""Called with (tenant, job id) after a run changed a job's lastRun (the app bumps the cache version)."""
+
+
 class RunWorker:
     """Processes run deliveries; holds no per-run state, so one instance serves every task."""
 
@@ -72,8 +76,10 @@ class RunWorker:
         tenants: TenantDirectory,
         caller: TargetCaller,
         rng: random.Random | None = None,
+        on_job_changed: JobChanged | None = None,
     ) -> None:
         self._bus = bus
+        self._on_job_changed = on_job_changed
         self._runs = runs
         self._tenants = tenants
         self._caller = caller
@@ -143,7 +149,7 @@ class RunWorker:
             log.debug("run %s already %s; acking the redelivery", rid, state.status)
             if state.status != RunStatus.MISSED:
                 # The worker that finished it may have died before updating the job (idempotent).
-                await self._runs.update_job_last_run(msg.job_id, scheduled_at(msg), state.status)
+                await self._record_last_run(msg, state.status)
             await self._settle(claim, delivery.ack())
             return None
         done = state.attempts if state is not None else 0
@@ -280,8 +286,13 @@ class RunWorker:
         changed = await self._runs.finish(msg, status, record, datetime.now(UTC), error)
         if changed:
             RUNS_FINISHED.labels(status=status.value, trigger=msg.trigger).inc()
-            await self._runs.update_job_last_run(msg.job_id, scheduled_at(msg), status)
+            await self._record_last_run(msg, status)
         await self._settle(claim, delivery.ack())
+
+    async def _record_last_run(self, msg: RunMessage, status: RunStatus) -> None:
+        """Update the job's lastRun and tell the API's response cache the job changed."""
+        if await self._runs.update_job_last_run(msg.job_id, scheduled_at(msg), status) and self._on_job_changed:
+            await self._on_job_changed(msg.tenant, msg.job_id)
 
     @staticmethod
     async def _settle(claim: _Claim, acknowledgement: Awaitable[None]) -> None:

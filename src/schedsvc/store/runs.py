@@ -277,16 +277,17 @@ class MongoRunStore:
     async def release_job_slot(self, job_id: str, rid: str) -> None:
         await self._runs.delete_one({"_id": _slot_id(job_id), "holder": rid})
 
-    async def update_job_last_run(self, job_id: str, scheduled: datetime, status: RunStatus) -> None:
-        """Set the job's ``lastRun``/``lastRunStatus`` unless a later fire already finished.
+    async def update_job_last_run(self, job_id: str, scheduled: datetime, status: RunStatus) -> bool:
+        """Set the job's ``lastRun``/``lastRunStatus`` unless a later fire already finished; True if set.
 
         Deliberately leaves ``version`` and ``updatedAt`` alone: they belong to API changes (the ETag).
         """
-        await self._jobs.update_one(
+        result = await self._jobs.update_one(
             # lastRun missing, null or older than this fire.
             {"_id": job_id, "lastRun": {"$not": {"$gte": scheduled}}},
             {"$set": {"lastRun": scheduled, "lastRunStatus": status.value}},
         )
+        return result.modified_count == 1
 
     # -- API --------------------------------------------------------------------------------------
 
