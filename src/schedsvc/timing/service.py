@@ -56,7 +56,7 @@ MAX_PUBLISHING_BATCHES = 4
 MAX_ADVANCING_BATCHES = 2
 """Bulk writes at once: bounds how much a burst queues in front of lease renewal and the API on the
 shared MongoDB connections."""
-ADVANCE_BULK_MAX = 5000
+ADVANCE_BULK_MAX = 2000
 """Most advances one bulk write carries: batches waiting for a writer are combined (group commit), so
 bulks grow with the load instead of staying as small as the batches the wheel hands out."""
 MAX_BATCHES_IN_FLIGHT = 128
