@@ -25,6 +25,7 @@ from schedsvc.bus import NatsRunBus
 from schedsvc.config import Settings
 from schedsvc.domain import RunMessage, Schedule, partition_of
 from schedsvc.timing import compile_schedule, from_ms, to_ms
+from schedsvc.timing.catchup import CATCHUP_ALL_LIMIT, MISSED_RECORD_LIMIT
 from schedsvc.timing.service import TimingService, job_seed
 
 _decode = msgspec.msgpack.Decoder(RunMessage).decode
@@ -367,3 +368,61 @@ async def test_stop_hands_partitions_over_to_another_replica_at_once(timing: Tim
         await second.stop()
     ids = await timing.stream_ids()
     assert len(ids) == len(set(ids))
+
+
+async def test_a_very_long_outage_is_caught_up_in_bounded_work(timing: Timing) -> None:
+    # A job firing every second, last advanced six hours ago: 21,600 overdue fires.
+    anchor = from_ms(now_ms() - 6 * 3600 * 1000)
+    doc = job_doc(
+        {"kind": "interval", "seconds": 1, "anchor": anchor},
+        partitions=timing.settings.partitions,
+        next_run=anchor,
+        created=anchor,
+        catchup={"policy": "all", "windowSeconds": 3600},
+    )
+    await timing.db[names.JOBS].insert_one(doc)
+    started = now_ms()
+    await timing.start()
+
+    async def advanced() -> bool:
+        return bool((await timing.job(doc["_id"]))["nextRun"] > from_ms(started))
+
+    assert await eventually(advanced, 10)
+    messages = timing.received.of(doc["_id"])
+    # The newest 1000 late fires of the window run as catch-up, the fires within the grace period as
+    # scheduled; of the other ~20,000 only the newest 100 are recorded as missed.
+    caught_up = [m.scheduled_ms for m in messages if m.trigger == "catchup"]
+    scheduled = [m.scheduled_ms for m in messages if m.trigger == "scheduled"]
+    assert len(caught_up) == CATCHUP_ALL_LIMIT
+    assert caught_up == sorted(set(caught_up))
+    assert 50 <= len(scheduled) <= 62
+    assert min(scheduled) >= started - 61_000
+    assert max(caught_up) < min(scheduled)
+    records = await timing.runs(doc["_id"])
+    assert len(records) == MISSED_RECORD_LIMIT
+    assert {r["status"] for r in records} == {"missed"}
+    assert to_ms(records[-1]["scheduledAt"]) < min(caught_up)
+
+
+async def test_an_outage_longer_than_a_huge_window_skips_to_the_grace_period(timing: Timing) -> None:
+    # Every second for 31 days with a 30-day window: millions of overdue fires, enumerated in bounded work.
+    anchor = from_ms(now_ms() - 31 * 86_400_000)
+    doc = job_doc(
+        {"kind": "interval", "seconds": 1, "anchor": anchor},
+        partitions=timing.settings.partitions,
+        next_run=anchor,
+        created=anchor,
+        catchup={"policy": "all", "windowSeconds": 30 * 86_400},
+    )
+    await timing.db[names.JOBS].insert_one(doc)
+    started = now_ms()
+    await timing.start()
+
+    async def advanced() -> bool:
+        return bool((await timing.job(doc["_id"]))["nextRun"] > from_ms(started))
+
+    assert await eventually(advanced, 10)
+    messages = timing.received.of(doc["_id"])
+    assert {m.trigger for m in messages} == {"scheduled"}
+    assert 50 <= len(messages) <= 62
+    assert await timing.runs(doc["_id"]) == []  # skipped wholesale: counted in a metric, not recorded

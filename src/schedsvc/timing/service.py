@@ -463,12 +463,14 @@ class TimingService:
             if due > now:
                 break
             fires.append((nominal, due))
-            if len(fires) >= OVERDUE_ENUMERATION_LIMIT and dropped == 0:
-                # A very long outage: everything before the catch-up window is missed wholesale.
-                dropped = len(fires)
+            if len(fires) >= OVERDUE_ENUMERATION_LIMIT:
+                # A very long outage: skip the oldest fires wholesale (missed, counted, not recorded),
+                # first to the catch-up window, then, if the window alone is too long, to the grace
+                # period (whose fires run anyway and so stand in for "latest").
+                grace_or_window = MISFIRE_GRACE_SECONDS + (job.window_seconds if dropped == 0 else 0)
+                dropped += len(fires)
                 fires = []
-                skip_to = now - (job.window_seconds + MISFIRE_GRACE_SECONDS) * 1000
-                nominal = compiled.next_after(max(nominal, skip_to))
+                nominal = compiled.next_after(max(nominal, now - grace_or_window * 1000 - 1))
                 continue
             nominal = compiled.next_after(nominal)
         resumed_ms = None if job.resumed_at is None else to_ms(job.resumed_at)
