@@ -30,8 +30,19 @@ USER_AGENT = "schedsvc-webhooks/1"
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # Headers a job may not set: they describe the connection or the body, which the client owns.
 _FORBIDDEN_HEADERS = frozenset(
-    {"host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te", "trailer",
-     "proxy-authorization", "proxy-connection", "accept-encoding"}
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "trailer",
+        "proxy-authorization",
+        "proxy-connection",
+        "accept-encoding",
+    }
 )
 # Dropped when a redirect leaves the job's origin, as browsers and httpx do.
 _CREDENTIAL_HEADERS = frozenset({"authorization", "cookie"})
