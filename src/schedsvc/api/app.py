@@ -37,6 +37,7 @@ from schedsvc.config import Settings
 from schedsvc.domain import partition_of
 from schedsvc.names import Names
 from schedsvc.observability.logging import configure_logging
+from schedsvc.observability.runtime import tune_gc
 from schedsvc.store import MongoJobStore, MongoTenantStore, connect, database
 from schedsvc.store.migrate import apply_migrations
 from schedsvc.store.runs import MongoRunStore
@@ -184,4 +185,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
 def create_app_from_env() -> Litestar:
     """Entry point for granian (``factory=True``)."""
-    return create_app(Settings.from_env())
+    app = create_app(Settings.from_env())
+    tune_gc()
+    return app

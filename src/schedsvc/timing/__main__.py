@@ -12,6 +12,8 @@ import signal
 
 from schedsvc.bus.nats import NatsRunBus
 from schedsvc.config import Settings
+from schedsvc.observability.logging import configure_logging
+from schedsvc.observability.runtime import tune_gc
 from schedsvc.store._client import connect, database
 from schedsvc.timing.service import TimingService
 
@@ -42,7 +44,8 @@ async def run(settings: Settings) -> None:
 
 def main() -> None:
     settings = Settings.from_env()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)
+    tune_gc()
     asyncio.run(run(settings))
 
 
