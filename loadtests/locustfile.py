@@ -6,8 +6,10 @@ Each Locust user is one client service holding its own API key (``SCHEDSVC_LOAD_
 schedule before creating a job, and changes only the jobs it created itself (patch with ``If-Match``,
 pause/resume, delete), so a 412 is never expected and counts as a failure.
 
-Pacing: ``constant_throughput(SCHEDSVC_LOAD_USER_RPS)`` per user, so the offered load is
-``users * SCHEDSVC_LOAD_USER_RPS`` requests per second whatever the latency (until users fall behind).
+Pacing: one task every ``1 / SCHEDSVC_LOAD_USER_RPS`` seconds per user on a fixed grid with a random
+phase (``PacedUser``), so the offered load is ``users * SCHEDSVC_LOAD_USER_RPS`` requests per second
+whatever the latency (until users fall behind; a task is one request, except a list that follows a
+page cursor, which makes two).
 1,000 users at 0.1 req/s each is 6,000 requests per minute: one request every ten seconds per service.
 
 ``HelloUser`` (``locust -f loadtests/locustfile.py HelloUser``) hits ``GET /hello`` of the bare
@@ -23,12 +25,13 @@ import itertools
 import json
 import os
 import random
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import gevent
-from locust import FastHttpUser, constant_throughput, task
+from locust import FastHttpUser, task
 
 USER_RPS = float(os.environ.get("SCHEDSVC_LOAD_USER_RPS", "0.1"))
 TARGET_URL = os.environ.get("SCHEDSVC_LOAD_TARGET_URL", "http://127.0.0.1:9/hook")
@@ -36,6 +39,28 @@ _keys_file = os.environ.get("SCHEDSVC_LOAD_KEYS")
 KEYS: list[dict[str, str]] = json.loads(Path(_keys_file).read_text()) if _keys_file else []
 TEAMS = ("billing", "search", "growth", "infra", "data")
 _user_numbers = itertools.count()
+
+
+class PacedUser(FastHttpUser):
+    """One request (task) every ``1 / SCHEDSVC_LOAD_USER_RPS`` seconds, on a fixed grid with a random phase.
+
+    Locust's ``constant_throughput`` counts the time spent in ``on_start`` as task time, so a random
+    start-up delay would shorten the first wait and offer up to twice the rate for a whole interval;
+    this keeps the offered rate at ``users * USER_RPS`` from the first request.
+    """
+
+    abstract = True
+    _next_due = 0.0
+
+    def on_start(self) -> None:
+        # Services do not start in step: spread each one's first request over its interval, or the
+        # spawn would offer the whole population's first requests at once.
+        gevent.sleep(random.uniform(0, 1 / USER_RPS))
+        self._next_due = time.monotonic()
+
+    def wait_time(self) -> float:
+        self._next_due += 1 / USER_RPS
+        return max(0.0, self._next_due - time.monotonic())
 
 
 def random_schedule(rng: random.Random) -> dict[str, Any]:
@@ -52,10 +77,8 @@ def random_schedule(rng: random.Random) -> dict[str, Any]:
     return {"kind": "calendar", "every": rng.choice([1, 2]), "unit": "weeks", "time": "07:30", "timezone": "UTC"}
 
 
-class ClientService(FastHttpUser):
+class ClientService(PacedUser):
     """One client service: reads a lot, creates and changes its own jobs now and then."""
-
-    wait_time = constant_throughput(USER_RPS)
 
     def on_start(self) -> None:
         number = next(_user_numbers)
@@ -67,9 +90,7 @@ class ClientService(FastHttpUser):
         self.auth = {"Authorization": f"Bearer {credentials['key']}"}
         self.known: list[str] = []  # job ids of the tenant seen in lists (read-only use)
         self.mine: dict[str, dict[str, Any]] = {}  # jobs this service created: id -> {"version", "paused"}
-        # Services do not start in step: spread each one's first request over its interval, or the
-        # spawn would offer the whole population's first requests at once.
-        gevent.sleep(self.rng.uniform(0, 1 / USER_RPS))
+        super().on_start()
 
     # -- helpers ----------------------------------------------------------------------------------
 
@@ -218,13 +239,8 @@ class ClientService(FastHttpUser):
                    {"If-Match": f'"{state["version"]}"'}, expect=204)
 
 
-class HelloUser(FastHttpUser):
+class HelloUser(PacedUser):
     """The framework baseline: a bare Litestar handler under granian, with the same pacing."""
-
-    wait_time = constant_throughput(USER_RPS)
-
-    def on_start(self) -> None:
-        gevent.sleep(random.uniform(0, 1 / USER_RPS))
 
     @task
     def hello(self) -> None:
