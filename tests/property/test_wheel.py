@@ -15,6 +15,7 @@ import os
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
 from schedsvc._timing import TimingWheel
 
 # Deltas from the current time: behind the clock, within the lowest levels, across every level,
