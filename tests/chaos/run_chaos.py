@@ -28,8 +28,9 @@ receiver (calls per ``Idempotency-Key``)
     (``calls > attempts``: two workers called the target for the same attempt; the calls are counted
     before the run history is read, as every call is preceded by its claim). A key called twice is
     at-least-once delivery working as designed only when its run shows a second attempt, which happens
-    when the worker holding the first one was killed mid-call or could not record the outcome (MongoDB
-    down): the target got the call, the service could not know. Those are counted and reported as
+    when the worker holding the first one was killed mid-call, could not record the outcome (MongoDB
+    down) or recorded it later than the ack deadline (a slow database; see ``docs/reliability.md``):
+    the target got the call, the service could not know. Those are counted and reported as
     ``repeated calls`` (the ``Idempotency-Key`` lets a receiver drop them), not failures.
 
 Lateness is reported from the receiver (first call minus the scheduled instant) and from the run
