@@ -535,6 +535,34 @@ async def test_a_run_longer_than_the_ack_deadline_is_not_redelivered(mongo_db, b
     assert len(server.calls) == 1
 
 
+async def test_a_slow_outcome_write_does_not_let_another_worker_call_again(  # type: ignore[no-untyped-def]
+    mongo_db, bus, services, server, fast, monkeypatch
+) -> None:
+    """Recording the outcome takes longer than the ack deadline (2 s), with a second worker waiting.
+
+    The claim must stay alive until the outcome is written and acknowledged; otherwise the message is
+    redelivered, the other worker claims attempt 2 and calls the target a second time.
+    """
+    real_finish = MongoRunStore.finish
+
+    async def slow_finish(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(fast.run_ack_wait_seconds * 2.5)  # the database is slow, not broken
+        return await real_finish(self, *args, **kwargs)
+
+    monkeypatch.setattr(MongoRunStore, "finish", slow_finish)
+    await add_tenant(mongo_db)
+    server.routes["/once"] = lambda c, n: Reply(200, b"ok")
+    retry = RetryPolicy(max_attempts=3, min_backoff_seconds=0.1, max_backoff_seconds=0.2)
+    job_id = await add_job(mongo_db, HttpTarget(url=server.url("/once")), retry=retry)
+    await services()
+    await services()
+    doc = await final_run(mongo_db, await fire(bus, job_id))
+    assert doc["status"] == "succeeded"
+    assert doc["attempts"] == 1
+    await wait_until(lambda: consumer_settled(fast))
+    assert len(server.calls_to("/once")) == 1
+
+
 async def test_connect_failure_is_recorded(mongo_db, bus, services) -> None:  # type: ignore[no-untyped-def]
     await add_tenant(mongo_db)
     closed = TargetServer()

@@ -201,7 +201,22 @@ class RunWorker:
             await self._settle(claim, delivery.nak(CONTENDED_RETRY_SECONDS))
             return
         claim.attempt = attempt
-        outcome = await self._attempt(delivery, job, claim)
+        # The claim is kept alive until the outcome is recorded and acknowledged, not only during the call:
+        # if writing the outcome outlived the lease, another worker would claim a second attempt and call
+        # the target again although this one succeeded.
+        heartbeat = asyncio.create_task(self._heartbeat(delivery, claim))
+        try:
+            await self._conclude(delivery, claim, job, attempt, await self._attempt(delivery, job, claim))
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+
+    async def _conclude(
+        self, delivery: RunDelivery, claim: _Claim, job: JobForRun, attempt: int, outcome: CallOutcome
+    ) -> None:
+        """Record success, a retry or the failure of an attempt, then settle its message."""
+        msg = delivery.message
         await self._release_slot(claim)
         record = AttemptRecord(
             outcome.started_at, outcome.finished_at, outcome.http_status, outcome.error, outcome.response_snippet
@@ -232,20 +247,14 @@ class RunWorker:
             subject_grants=tenant.subject_grants,
         )
         kind = "http" if isinstance(job.target, HttpTarget) else "nats"
-        heartbeat = asyncio.create_task(self._heartbeat(delivery, claim))
-        try:
-            outcome = await self._caller.call(job.target, ctx)
-        finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+        outcome = await self._caller.call(job.target, ctx)
         label = "succeeded" if outcome.succeeded else ("refused" if outcome.refusal else "failed")
         RUN_ATTEMPTS.labels(target=kind, outcome=label).inc()
         RUN_DURATION.labels(target=kind).observe((outcome.finished_at - outcome.started_at).total_seconds())
         return outcome
 
     async def _heartbeat(self, delivery: RunDelivery, claim: _Claim) -> None:
-        """While the target works: extend the message's ack deadline and the run's lease together."""
+        """While an attempt is claimed: extend the message's ack deadline and the run's lease together."""
         assert claim.attempt is not None
         while True:
             await asyncio.sleep(self._heartbeat_seconds)
