@@ -189,6 +189,9 @@ async def test_request_id_is_returned(settings: Settings, auth: dict[str, str], 
         assert bad != "has spaces\n" and len(bad) == 32
 
 
+# Killing the database under a live client can leave the driver's in-flight monitor connection to be
+# collected unclosed (pymongo's async client, seen once in a full run): a driver matter, scoped to this test.
+@pytest.mark.filterwarnings("ignore:Exception ignored in. <socket.socket:pytest.PytestUnraisableExceptionWarning")
 async def test_readiness_turns_false_when_mongodb_stops(settings: Settings, tmp_path: Path) -> None:
     mongo = servers.secantus(tmp_path / "mongo")
     mongo.start()
@@ -204,6 +207,13 @@ async def test_readiness_turns_false_when_mongodb_stops(settings: Settings, tmp_
             assert r.status_code == 503
             assert r.json()["checks"]["mongodb"].startswith("failing")
             assert (await client.get("/health/live")).status_code == 200
+            # And back: readiness recovers without a restart once the database returns.
+            mongo.start()
+            for _ in range(60):
+                await asyncio.sleep(0.5)
+                if (await client.get("/health/ready")).status_code == 200:
+                    break
+            assert (await client.get("/health/ready")).json()["ready"] is True
     finally:
         mongo.stop()
 
