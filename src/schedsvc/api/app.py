@@ -18,7 +18,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.stores.base import Store
 
-from schedsvc import __version__, names
+from schedsvc import __version__
 from schedsvc.api.auth import PUBLIC_PATHS, ApiKeyAuthentication
 from schedsvc.api.errors import EXCEPTION_HANDLERS
 from schedsvc.api.health import HealthController
@@ -41,6 +41,7 @@ from schedsvc.observability.runtime import tune_gc
 from schedsvc.store import MongoJobStore, MongoTenantStore, connect, database
 from schedsvc.store.migrate import apply_migrations
 from schedsvc.store.runs import MongoRunStore
+from schedsvc.store.timing import MongoTimingStore
 
 log = logging.getLogger(__name__)
 DEV_TENANT = "dev"
@@ -64,15 +65,11 @@ async def _require_json(request: Request[Any, Any, Any]) -> None:
 
 
 async def _cluster_partitions(db: Any, settings: Settings) -> int:
-    """The partition count recorded in the database wins, so every replica agrees."""
-    doc = await db[names.META].find_one({"_id": names.META_CLUSTER_ID})
-    if doc and doc.get("partitions") and doc["partitions"] != settings.partitions:
-        log.warning(
-            "using the database's partition count %s, not SCHEDSVC_PARTITIONS=%s",
-            doc["partitions"],
-            settings.partitions,
-        )
-    return int(doc["partitions"]) if doc and doc.get("partitions") else settings.partitions
+    """The partition count recorded in the database wins (recorded on first start), so every replica agrees."""
+    partitions = await MongoTimingStore(db, settings.run_retention_days).cluster_partitions(settings.partitions)
+    if partitions != settings.partitions:
+        log.warning("using the cluster's %d partitions, not SCHEDSVC_PARTITIONS=%d", partitions, settings.partitions)
+    return partitions
 
 
 @asynccontextmanager

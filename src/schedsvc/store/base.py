@@ -52,13 +52,6 @@ class JobStore(Protocol):
 
 
 @runtime_checkable
-class TenantStore(Protocol):
-    async def authenticate(self, key: str) -> str: ...
-
-    async def subject_grants(self, tenant: str, default_pattern: str) -> list[str]: ...
-
-
-@runtime_checkable
 class RunHistory(Protocol):
     async def list_for_job(
         self, tenant: str, job_id: str, limit: int, cursor: str | None
