@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 from typing import Any
 
-from litestar import Litestar, Request
+from litestar import Litestar
 from litestar.config.response_cache import ResponseCacheConfig
 from litestar.datastructures import State
-from litestar.exceptions import HTTPException
 from litestar.middleware.base import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
@@ -20,6 +21,7 @@ from litestar.stores.base import Store
 
 from schedsvc import __version__
 from schedsvc.api.auth import PUBLIC_PATHS, ApiKeyAuthentication
+from schedsvc.api.bodies import check_request
 from schedsvc.api.errors import EXCEPTION_HANDLERS
 from schedsvc.api.health import HealthController
 from schedsvc.api.jobs import JobsController
@@ -34,7 +36,7 @@ from schedsvc.api.schedules import SchedulesController
 from schedsvc.bus import NatsRunBus
 from schedsvc.cache import MemoryRateLimiter, RateLimiter, RedisLink, RedisRateLimiter, ResilientStore
 from schedsvc.config import Settings
-from schedsvc.domain import partition_of
+from schedsvc.domain import InfrastructureUnavailableError, partition_of
 from schedsvc.names import Names
 from schedsvc.observability.logging import configure_logging
 from schedsvc.observability.runtime import tune_gc
@@ -45,23 +47,13 @@ from schedsvc.store.timing import MongoTimingStore
 
 log = logging.getLogger(__name__)
 DEV_TENANT = "dev"
+BUS_RETRY_MIN_SECONDS = 0.5
+BUS_RETRY_MAX_SECONDS = 30.0
 
 
 class MetricsController(PrometheusController):
     path = "/metrics"
     include_in_schema = False
-
-
-async def _require_json(request: Request[Any, Any, Any]) -> None:
-    """415 for a body that is not JSON (bodiless POSTs such as pause or run-now are fine)."""
-    if request.method not in ("POST", "PUT", "PATCH"):
-        return
-    has_body = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
-    if not has_body:
-        return
-    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media_type != "application/json" and not media_type.endswith("+json"):
-        raise HTTPException(status_code=415, detail="the request body must be application/json")
 
 
 async def _cluster_partitions(db: Any, settings: Settings) -> int:
@@ -87,10 +79,6 @@ async def _lifespan(settings: Settings, app: Litestar) -> AsyncIterator[None]:
             await tenants.ensure_tenant(DEV_TENANT)
             await tenants.create_key(DEV_TENANT, settings.dev_api_key)
 
-        bus = await NatsRunBus.connect(settings)
-        stack.push_async_callback(bus.close)
-        await bus.ensure_streams(replicas=settings.stream_replicas)
-
         redis = state.get("redis")
         if redis is not None:
             stack.push_async_callback(redis.close)
@@ -98,7 +86,9 @@ async def _lifespan(settings: Settings, app: Litestar) -> AsyncIterator[None]:
         async def on_job_changed(tenant: str, job_id: str, partition: int) -> None:
             if redis is not None:
                 await redis.bump_tenant(tenant)
-            await bus.publish_job_change(job_id, partition)
+            bus = state.get("bus")
+            if bus is not None:  # without NATS, timing replicas see the change on their next scan
+                await bus.publish_job_change(job_id, partition)
 
         state.update(
             {
@@ -108,32 +98,80 @@ async def _lifespan(settings: Settings, app: Litestar) -> AsyncIterator[None]:
                 "jobs": MongoJobStore(db, partitions),
                 "tenants": tenants,
                 "runs": MongoRunStore(db, settings),
-                "bus": bus,
+                "bus": None,  # set once NATS is connected and the streams exist
                 "partition_of": partial(partition_of, partitions=partitions),
                 "on_job_changed": on_job_changed,
                 "modules": {},
             }
         )
 
-        if "timing" in settings.roles:
-            from schedsvc.timing.service import TimingService
+        async def start_with_bus(modules: AsyncExitStack, bus: NatsRunBus) -> None:
+            await bus.ensure_streams(replicas=settings.stream_replicas)
+            if "timing" in settings.roles:
+                from schedsvc.timing.service import TimingService
 
-            timing = TimingService(settings, db, bus)
-            await timing.start()
-            stack.push_async_callback(timing.stop)
-            state.modules["timing"] = timing
-        if "execution" in settings.roles:
-            from schedsvc.execution.service import ExecutionService
+                timing = TimingService(settings, db, bus)
+                await timing.start()
+                modules.push_async_callback(timing.stop)
+                state.modules["timing"] = timing
+            if "execution" in settings.roles:
+                from schedsvc.execution.service import ExecutionService
 
-            async def on_run_recorded(tenant: str, job_id: str) -> None:
-                if redis is not None:  # a run changed the job's lastRun: cached reads must not hide it
-                    await redis.bump_tenant(tenant)
+                async def on_run_recorded(tenant: str, job_id: str) -> None:
+                    if redis is not None:  # a run changed the job's lastRun: cached reads must not hide it
+                        await redis.bump_tenant(tenant)
 
-            execution = ExecutionService(settings, db, bus, on_job_changed=on_run_recorded)
-            await execution.start()
-            stack.push_async_callback(execution.stop)
-            state.modules["execution"] = execution
+                execution = ExecutionService(settings, db, bus, on_job_changed=on_run_recorded)
+                await execution.start()
+                modules.push_async_callback(execution.stop)
+                state.modules["execution"] = execution
+            state.bus = bus
+
+        await stack.enter_async_context(_with_bus(settings, start_with_bus))
         yield
+
+
+@asynccontextmanager
+async def _with_bus(
+    settings: Settings, start: Callable[[AsyncExitStack, NatsRunBus], Awaitable[None]]
+) -> AsyncIterator[None]:
+    """Connect to NATS and run ``start`` with it, in the background when NATS is down at start-up.
+
+    A process started while NATS is down stays live (not ready) and keeps trying with backoff, instead
+    of failing its start-up and being restarted in a loop. With NATS up, the app starts complete, as
+    before: the first attempt is awaited. Whatever ``start`` opens is closed (in reverse) on shutdown.
+    """
+    first_attempt = asyncio.Event()
+
+    async def run() -> None:
+        delay = BUS_RETRY_MIN_SECONDS
+        while True:
+            async with AsyncExitStack() as opened:
+                try:
+                    bus = await NatsRunBus.connect(settings)
+                    opened.push_async_callback(bus.close)
+                    await start(opened, bus)
+                except InfrastructureUnavailableError as exc:
+                    log.warning("NATS at %s: %s (retrying in %.1fs)", settings.nats_url, exc, delay)
+                else:
+                    first_attempt.set()
+                    await asyncio.Event().wait()  # until shutdown cancels this task
+            first_attempt.set()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, BUS_RETRY_MAX_SECONDS)
+
+    task = asyncio.create_task(run(), name="schedsvc-bus")
+    waiter = asyncio.create_task(first_attempt.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if task.done():
+        task.result()  # an unexpected error at start-up fails the start, as it always did
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -161,7 +199,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=handlers,
         lifespan=[partial(_lifespan, settings)],
         middleware=middleware,
-        before_request=_require_json,
+        before_request=check_request,
         logging_config=None,  # configure_logging() owns logging: JSON lines with request context
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_request_bytes,

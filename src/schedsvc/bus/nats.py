@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 import nats
@@ -16,7 +18,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolic
 from nats.js.errors import NotFoundError
 
 from schedsvc.config import Settings
-from schedsvc.domain import RunMessage, run_id
+from schedsvc.domain import BusUnavailableError, RunMessage, run_id
 from schedsvc.names import Names
 
 log = logging.getLogger(__name__)
@@ -27,13 +29,32 @@ log = logging.getLogger(__name__)
 DEDUP_WINDOW_SECONDS = 15 * 60
 RUN_RETENTION_SECONDS = 24 * 3600
 PUBLISH_CONCURRENCY = 512
+ERROR_LOG_INTERVAL_SECONDS = 30.0
 
 _encode_run = msgspec.msgpack.Encoder().encode
 _decode_run = msgspec.msgpack.Decoder(RunMessage).decode
 
 
-class BusError(ConnectionError):
+class BusError(BusUnavailableError):
     """NATS or JetStream could not take a message."""
+
+
+def _error_logger(url: str) -> Callable[[Exception], Awaitable[None]]:
+    """nats-py's error callback: one line per error, naming the server, without a traceback.
+
+    The library's default logs a full traceback for every failed (re)connect attempt, several a second
+    while NATS is down; an identical error is repeated at most every :data:`ERROR_LOG_INTERVAL_SECONDS`.
+    """
+    last: list[Any] = ["", 0.0]
+
+    async def log_error(exc: Exception) -> None:
+        text = f"{type(exc).__name__}: {exc}"
+        now = time.monotonic()
+        if text != last[0] or now - last[1] > ERROR_LOG_INTERVAL_SECONDS:
+            last[:] = [text, now]
+            log.warning("NATS at %s: %s", url, text)
+
+    return log_error
 
 
 @dataclass(slots=True)
@@ -98,14 +119,22 @@ class NatsRunBus:
 
     @classmethod
     async def connect(cls, settings: Settings, names: Names | None = None) -> NatsRunBus:
-        nc = await nats.connect(
-            servers=[s.strip() for s in settings.nats_url.split(",")],
-            name=f"schedsvc-{','.join(sorted(settings.roles))}",
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
-            connect_timeout=5,
-            allow_reconnect=True,
-        )
+        """Connect once; :class:`BusError` (a :class:`BusUnavailableError`) when NATS cannot be reached.
+
+        After the first connection the client reconnects by itself, for ever.
+        """
+        try:
+            nc = await nats.connect(
+                servers=[s.strip() for s in settings.nats_url.split(",")],
+                name=f"schedsvc-{','.join(sorted(settings.roles))}",
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                connect_timeout=5,
+                allow_reconnect=True,
+                error_cb=_error_logger(settings.nats_url),
+            )
+        except Exception as exc:  # nats raises OSError, NoServersError, TimeoutError, ...
+            raise BusError(f"cannot connect: {type(exc).__name__}: {exc}") from None
         return cls(nc, names or Names(settings.prefix))
 
     @property
@@ -136,12 +165,15 @@ class NatsRunBus:
             max_age=14 * 24 * 3600,
             num_replicas=replicas,
         )
-        for config in (runs, dlq):
-            try:
-                await self._js.stream_info(config.name)  # type: ignore[arg-type]
-                await self._js.update_stream(config)
-            except NotFoundError:
-                await self._js.add_stream(config)
+        try:
+            for config in (runs, dlq):
+                try:
+                    await self._js.stream_info(config.name)  # type: ignore[arg-type]
+                    await self._js.update_stream(config)
+                except NotFoundError:
+                    await self._js.add_stream(config)
+        except Exception as exc:  # JetStream disabled or unavailable, a timeout, a lost connection
+            raise BusError(f"cannot create the JetStream streams: {type(exc).__name__}: {exc}") from None
 
     async def publish_runs(self, messages: Sequence[RunMessage], partitions: Sequence[int]) -> int:
         """Publish fires with message id ``jobId:scheduledMs``; return how many were new (not duplicates).

@@ -16,6 +16,7 @@ from litestar.stores.redis import RedisStore
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from schedsvc.domain.errors import CacheUnavailableError
 from schedsvc.observability.metrics import CACHE_ERRORS, CACHE_REQUESTS
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ BREAKER_SECONDS = 5.0
 SOCKET_TIMEOUT_SECONDS = 0.25
 
 
-class RedisUnavailable(ConnectionError):
+class RedisUnavailable(CacheUnavailableError):
     """Redis could not be used just now."""
 
 

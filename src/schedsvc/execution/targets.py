@@ -18,7 +18,7 @@ import msgspec
 
 from schedsvc.bus import NatsRunBus
 from schedsvc.config import Settings
-from schedsvc.domain import HttpTarget, NatsTarget, Target, subject_allowed
+from schedsvc.domain import HttpTarget, NatsTarget, Target, target_problems
 from schedsvc.domain.models import JsonBody
 from schedsvc.execution.addresses import AddressRefusedError, GuardedTransport
 from schedsvc.execution.signing import signature_headers
@@ -28,22 +28,6 @@ CONNECT_TIMEOUT_SECONDS = 10.0
 NATS_PUBLISH_TIMEOUT_SECONDS = 10.0
 USER_AGENT = "schedsvc-webhooks/1"
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-# Headers a job may not set: they describe the connection or the body, which the client owns.
-_FORBIDDEN_HEADERS = frozenset(
-    {
-        "host",
-        "content-length",
-        "transfer-encoding",
-        "connection",
-        "keep-alive",
-        "upgrade",
-        "te",
-        "trailer",
-        "proxy-authorization",
-        "proxy-connection",
-        "accept-encoding",
-    }
-)
 # Dropped when a redirect leaves the job's origin, as browsers and httpx do.
 _CREDENTIAL_HEADERS = frozenset({"authorization", "cookie"})
 
@@ -120,6 +104,17 @@ class TargetCaller:
         await self._client.aclose()
 
     async def call(self, target: Target, ctx: CallContext) -> CallOutcome:
+        # The target policy the API applied when the job was stored, applied again: the tenant's grants
+        # or the deployment's allowed networks may have changed since, or the document been edited.
+        problems = target_problems(
+            target,
+            allow=self._settings.target_allow_networks,
+            grants=ctx.subject_grants,
+            reserved_roots=self._bus.names.reserved_subject_roots,
+        )
+        if problems:
+            reason = "; ".join(f"{field}: {message}" for field, message in problems)
+            return self._failed(datetime.now(UTC), f"target refused: {reason}", retryable=False, refusal="policy")
         if isinstance(target, HttpTarget):
             return await self._call_http(target, ctx)
         return await self._call_nats(target, ctx)
@@ -152,7 +147,7 @@ class TargetCaller:
     async def _exchange(self, target: HttpTarget, ctx: CallContext) -> tuple[int, str | None, str | None]:
         """Send the request, following redirects; returns (status, snippet, non-retryable error)."""
         body, default_type = encode_body(target.body)
-        job_headers = {k: v for k, v in target.headers.items() if k.lower() not in _FORBIDDEN_HEADERS}
+        job_headers = dict(target.headers)  # the target policy has refused every header the service owns
         if default_type and not any(k.lower() == "content-type" for k in job_headers):
             job_headers["Content-Type"] = default_type
         timestamp = int(time.time())
@@ -209,9 +204,6 @@ class TargetCaller:
 
     async def _call_nats(self, target: NatsTarget, ctx: CallContext) -> CallOutcome:
         started = datetime.now(UTC)
-        refusal = subject_allowed(target.subject, list(ctx.subject_grants), self._bus.names.reserved_subject_roots)
-        if refusal is not None:
-            return self._failed(started, f"NATS subject {target.subject!r}: {refusal}", retryable=False)
         payload, default_type = encode_body(target.payload)
         headers = dict(target.headers)
         if default_type and not any(k.lower() == "content-type" for k in headers):

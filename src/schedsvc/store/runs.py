@@ -29,12 +29,12 @@ from pymongo.errors import DuplicateKeyError
 from schedsvc import names
 from schedsvc.config import Settings
 from schedsvc.domain import (
+    InvalidCursorError,
     RetryPolicy,
     Run,
     RunMessage,
     RunStatus,
     RunTrigger,
-    SchedsvcError,
     Target,
     run_id,
 )
@@ -45,10 +45,6 @@ _FINAL = [s.value for s in FINAL_STATUSES]
 MAX_PAGE = 500
 # A job slot outlives its lease by this much before the TTL index removes it.
 _SLOT_EXPIRY = timedelta(days=1)
-
-
-class InvalidCursorError(SchedsvcError, ValueError):
-    """A run-history page cursor was not produced by this service (or was altered)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from schedsvc import names
-from schedsvc.domain import AuthenticationError
+from schedsvc.domain import AuthenticationError, TenantExistsError
 from schedsvc.store._client import translate_errors
 
 Doc = dict[str, Any]
@@ -25,10 +25,6 @@ _KEY = re.compile(r"^sk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 # Keys are checked against the database at most this often per process, so a revoked key stops
 # working within this many seconds while a busy API makes no database read per request.
 AUTH_CACHE_SECONDS = 10.0
-
-
-class TenantExistsError(ValueError):
-    """A tenant with that name already exists."""
 
 
 @dataclass(frozen=True, slots=True)
