@@ -58,8 +58,9 @@ async def _migrate(settings: Settings) -> None:
 
 
 async def _tenants(settings: Settings, args: argparse.Namespace) -> int:
+    from schedsvc.domain import TenantExistsError
     from schedsvc.store import MongoTenantStore, connect, database
-    from schedsvc.store.tenants import TenantExistsError, key_id_of
+    from schedsvc.store.tenants import key_id_of
 
     client = connect(settings)
     try:

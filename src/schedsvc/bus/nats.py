@@ -19,6 +19,7 @@ from nats.js.errors import NotFoundError
 
 from schedsvc.config import Settings
 from schedsvc.domain import BusUnavailableError, RunMessage, run_id
+from schedsvc.domain.lifecycle import MAX_DELIVERIES
 from schedsvc.names import Names
 
 log = logging.getLogger(__name__)
@@ -208,7 +209,9 @@ class NatsRunBus:
                 ack_policy=AckPolicy.EXPLICIT,
                 deliver_policy=DeliverPolicy.ALL,
                 ack_wait=ack_wait_seconds,
-                max_deliver=-1,
+                # The worker gives up on a run after MAX_DELIVERIES (failed, dead-lettered); this is the
+                # backstop for a worker that cannot even record that (JetStream then stops redelivering).
+                max_deliver=MAX_DELIVERIES + 10,
                 max_ack_pending=max_ack_pending,
             ),
         )

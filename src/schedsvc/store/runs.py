@@ -342,6 +342,10 @@ def _to_ms(value: datetime) -> int:
     return round(value.timestamp() * 1000)
 
 
+_MIN_MS = -62_135_596_800_000  # 0001-01-01T00:00:00Z
+_MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
+
 def _encode_cursor(scheduled_ms: int) -> str:
     raw = json.dumps({"before": scheduled_ms}, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -353,7 +357,8 @@ def _decode_cursor(cursor: str) -> int:
         scheduled_ms = json.loads(raw)["before"]
     except (binascii.Error, ValueError, TypeError, KeyError) as exc:
         raise InvalidCursorError("cursor is not valid") from exc
-    if not isinstance(scheduled_ms, int) or isinstance(scheduled_ms, bool):
+    # Within years 1-9999, the instants a datetime (and so a run) can have: 10**30 is a forgery.
+    if not isinstance(scheduled_ms, int) or isinstance(scheduled_ms, bool) or not _MIN_MS <= scheduled_ms <= _MAX_MS:
         raise InvalidCursorError("cursor is not valid")
     return scheduled_ms
 
