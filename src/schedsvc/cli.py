@@ -21,6 +21,8 @@ def serve(settings: Settings, workers: int | None = None) -> None:
     from granian import Granian
     from granian.constants import Interfaces
 
+    from schedsvc.observability.logging import granian_log_config
+
     workers = workers or settings.workers
     if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="schedsvc-metrics-")
@@ -41,6 +43,7 @@ def serve(settings: Settings, workers: int | None = None) -> None:
         # Leases are released and in-flight runs drained on SIGTERM; leave them time to finish.
         workers_kill_timeout=30,
         log_access=False,
+        log_dictconfig=granian_log_config(settings.log_level),
     ).serve()
 
 
