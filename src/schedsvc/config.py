@@ -21,6 +21,9 @@ class Settings:
     """MongoDB connection string (a replica set or Atlas URI in production)."""
     database: str = "schedsvc"
     """MongoDB database holding every collection of the service."""
+    mongodb_timeout_seconds: float = 10.0
+    """Longest any one MongoDB operation may take, retries included (the driver's ``timeoutMS``): a server
+    that stops answering must fail the operation, never hang a run or a lease renewal forever."""
     nats_url: str = "nats://127.0.0.1:4222"
     """NATS server(s), comma-separated; JetStream must be enabled."""
     redis_url: str | None = None
