@@ -47,10 +47,10 @@ from schedsvc import embedded, names
 from schedsvc.bus import NatsRunBus
 from schedsvc.config import Settings
 from schedsvc.domain import HttpTarget, RetryPolicy, RunMessage
-from schedsvc.execution import ExecutionService
 from schedsvc.execution.targets import CallContext, TargetCaller
 from schedsvc.names import Names
 from schedsvc.store import connect, database
+from schedsvc.wiring import Adapters, execution_service
 
 
 async def bare_http(settings: Settings, url: str, calls: int) -> float:
@@ -75,7 +75,7 @@ async def through_workers(settings: Settings, db: Any, url: str, runs: int) -> t
     time (the worker's cost, independent of how busy the machine is), and each attempt's latency."""
     bus = await NatsRunBus.connect(settings)
     await bus.ensure_streams()
-    service = ExecutionService(settings, db, bus)
+    service = execution_service(await Adapters.over(settings, db, bus))
     try:
         tenant = "bench"
         await db[names.TENANTS].update_one(

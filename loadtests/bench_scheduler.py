@@ -118,6 +118,7 @@ def run_apscheduler(python: str, uri: str, jobs: int, seconds: float) -> dict[st
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
 
+import msgspec  # noqa: E402
 from bson import ObjectId  # noqa: E402
 from pymongo import UpdateOne, monitoring  # noqa: E402
 from tests.support import servers  # noqa: E402
@@ -125,12 +126,25 @@ from tests.support import servers  # noqa: E402
 from schedsvc import names  # noqa: E402
 from schedsvc.bus import NatsRunBus  # noqa: E402
 from schedsvc.config import Settings  # noqa: E402
-from schedsvc.domain import RunMessage, partition_of  # noqa: E402
+from schedsvc.domain import (  # noqa: E402
+    JobCreate,
+    JobStatus,
+    NatsTarget,
+    RetryPolicy,
+    RunMessage,
+    Schedule,
+    partition_of,
+)
 from schedsvc.observability.metrics import FIRES_PUBLISHED, TIMING_DB_OPERATIONS  # noqa: E402
-from schedsvc.store import connect, database  # noqa: E402
+from schedsvc.store import (  # noqa: E402
+    connect,
+    database,
+    job_codec,
+)
 from schedsvc.store.migrate import apply_migrations  # noqa: E402
 from schedsvc.timing import from_ms  # noqa: E402
 from schedsvc.timing.service import TimingService  # noqa: E402
+from schedsvc.wiring import Adapters, timing_service  # noqa: E402
 
 WRITE_FIELDS = {"insert": "documents", "update": "updates", "delete": "deletes"}
 
@@ -171,29 +185,24 @@ def fires_published() -> float:
 
 
 def job_doc(schedule: dict[str, Any], next_run_ms: int, partitions: int) -> dict[str, Any]:
+    """A job document as the API stores it (built by the job codec), due at ``next_run_ms``."""
     job_id = str(ObjectId())
-    created = datetime.now(UTC)
-    return {
-        "_id": job_id,
-        "tenant": "bench",
-        "name": job_id,
-        "schedule": {"startAt": None, "endAt": None, "jitterSeconds": 0, **schedule},
-        "target": {"kind": "nats", "subject": "tenant.bench.noop", "payload": None, "headers": {}},
-        "retry": {"maxAttempts": 1, "minBackoffSeconds": 1.0, "maxBackoffSeconds": 1.0, "maxEventAgeSeconds": 60.0},
-        "catchup": {"policy": "latest", "windowSeconds": 3600},
-        "overlap": "allow",
-        "tags": [],
-        "metadata": {},
-        "status": "active",
-        "nextRun": from_ms(next_run_ms),
-        "resumedAt": None,
-        "lastRun": None,
-        "lastRunStatus": None,
-        "partition": partition_of(job_id, partitions),
-        "createdAt": created,
-        "updatedAt": created,
-        "version": 1,
-    }
+    body = JobCreate(
+        name=job_id,
+        schedule=msgspec.convert(schedule, Schedule, strict=False),  # type: ignore[arg-type,unused-ignore]
+        target=NatsTarget(subject="tenant.bench.noop"),
+        retry=RetryPolicy(max_attempts=1, min_backoff_seconds=1.0, max_backoff_seconds=1.0, max_event_age_seconds=60.0),
+    )
+    document = job_codec.new_document(
+        job_id,
+        "bench",
+        body,
+        status=JobStatus.ACTIVE,
+        next_run=from_ms(next_run_ms),
+        partition=partition_of(job_id, partitions),
+        now=datetime.now(UTC),
+    )
+    return job_codec.encode(document)
 
 
 async def insert(db: Any, docs: list[dict[str, Any]]) -> float:
@@ -273,7 +282,7 @@ class Phase:
         await self.db[names.RUNS].delete_many({})
         self.bus = await NatsRunBus.connect(self.settings)
         await self.bus.ensure_streams()
-        self.service = TimingService(self.settings, self.db, self.bus)
+        self.service = timing_service(await Adapters.over(self.settings, self.db, self.bus))
         return self
 
     async def __aexit__(self, *exc: object) -> None:

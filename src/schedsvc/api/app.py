@@ -1,4 +1,4 @@
-"""The Litestar application factory and its lifespan: the only place that wires adapters together."""
+"""The Litestar application factory and its lifespan; the adapters come from :mod:`schedsvc.wiring`."""
 
 from __future__ import annotations
 
@@ -31,17 +31,13 @@ from schedsvc.api.middleware import (
     cacheable,
 )
 from schedsvc.api.schedules import SchedulesController
-from schedsvc.bus import NatsRunBus
 from schedsvc.cache import MemoryRateLimiter, RateLimiter, RedisLink, RedisRateLimiter, ResilientStore
 from schedsvc.config import Settings
 from schedsvc.domain import partition_of
 from schedsvc.names import Names
 from schedsvc.observability.logging import configure_logging
 from schedsvc.observability.runtime import tune_gc
-from schedsvc.store import MongoJobStore, MongoTenantStore, connect, database
-from schedsvc.store.migrate import apply_migrations
-from schedsvc.store.runs import MongoRunStore
-from schedsvc.store.timing import MongoTimingStore
+from schedsvc.wiring import execution_service, open_adapters, timing_service
 
 log = logging.getLogger(__name__)
 DEV_TENANT = "dev"
@@ -64,32 +60,14 @@ async def _require_json(request: Request[Any, Any, Any]) -> None:
         raise HTTPException(status_code=415, detail="the request body must be application/json")
 
 
-async def _cluster_partitions(db: Any, settings: Settings) -> int:
-    """The partition count recorded in the database wins (recorded on first start), so every replica agrees."""
-    partitions = await MongoTimingStore(db, settings.run_retention_days).cluster_partitions(settings.partitions)
-    if partitions != settings.partitions:
-        log.warning("using the cluster's %d partitions, not SCHEDSVC_PARTITIONS=%d", partitions, settings.partitions)
-    return partitions
-
-
 @asynccontextmanager
 async def _lifespan(settings: Settings, app: Litestar) -> AsyncIterator[None]:
     state = app.state
     async with AsyncExitStack() as stack:
-        client = connect(settings)
-        stack.push_async_callback(client.close)
-        db = database(client, settings)
-        if settings.dev_mode:
-            await apply_migrations(db, settings)
-        partitions = await _cluster_partitions(db, settings)
-        tenants = MongoTenantStore(db)
+        adapters = await open_adapters(settings, stack)
         if settings.dev_mode and settings.dev_api_key:
-            await tenants.ensure_tenant(DEV_TENANT)
-            await tenants.create_key(DEV_TENANT, settings.dev_api_key)
-
-        bus = await NatsRunBus.connect(settings)
-        stack.push_async_callback(bus.close)
-        await bus.ensure_streams(replicas=settings.stream_replicas)
+            await adapters.tenants.ensure_tenant(DEV_TENANT)
+            await adapters.tenants.create_key(DEV_TENANT, settings.dev_api_key)
 
         redis = state.get("redis")
         if redis is not None:
@@ -98,38 +76,35 @@ async def _lifespan(settings: Settings, app: Litestar) -> AsyncIterator[None]:
         async def on_job_changed(tenant: str, job_id: str, partition: int) -> None:
             if redis is not None:
                 await redis.bump_tenant(tenant)
-            await bus.publish_job_change(job_id, partition)
+            await adapters.bus.publish_job_change(job_id, partition)
 
         state.update(
             {
                 "settings": settings,
                 "names": Names(settings.prefix),
-                "db": db,
-                "jobs": MongoJobStore(db, partitions),
-                "tenants": tenants,
-                "runs": MongoRunStore(db, settings),
-                "bus": bus,
-                "partition_of": partial(partition_of, partitions=partitions),
+                "db": adapters.db,
+                "jobs": adapters.jobs,
+                "tenants": adapters.tenants,
+                "runs": adapters.runs,
+                "bus": adapters.bus,
+                "partition_of": partial(partition_of, partitions=adapters.partitions),
                 "on_job_changed": on_job_changed,
                 "modules": {},
             }
         )
 
         if "timing" in settings.roles:
-            from schedsvc.timing.service import TimingService
-
-            timing = TimingService(settings, db, bus)
+            timing = timing_service(adapters)
             await timing.start()
             stack.push_async_callback(timing.stop)
             state.modules["timing"] = timing
         if "execution" in settings.roles:
-            from schedsvc.execution.service import ExecutionService
 
             async def on_run_recorded(tenant: str, job_id: str) -> None:
                 if redis is not None:  # a run changed the job's lastRun: cached reads must not hide it
                     await redis.bump_tenant(tenant)
 
-            execution = ExecutionService(settings, db, bus, on_job_changed=on_run_recorded)
+            execution = execution_service(adapters, on_job_changed=on_run_recorded)
             await execution.start()
             stack.push_async_callback(execution.stop)
             state.modules["execution"] = execution

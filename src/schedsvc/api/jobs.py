@@ -31,12 +31,14 @@ from schedsvc.domain import (
     RunTrigger,
     Schedule,
     Target,
+    VersionConflictError,
     run_id,
     subject_allowed,
 )
+from schedsvc.domain.jobs import JobChange, JobStateError, change_from_patch
+from schedsvc.domain.time import utcnow
 from schedsvc.execution.addresses import refusal_reason
-from schedsvc.store.base import JobStore, RunHistory
-from schedsvc.store.jobs import patch_to_changes, to_document, utcnow
+from schedsvc.store.base import JobRepository, RunHistory
 from schedsvc.timing import compile_schedule, from_ms, to_ms, with_defaults
 
 _ETAG = re.compile(r'^\s*(?:W/)?"(\d+)"\s*$')
@@ -134,8 +136,8 @@ async def _announce(state: State, tenant: str, job_id: str, partition: int) -> N
     await state.on_job_changed(tenant, job_id, partition)
 
 
-def provide_jobs(state: State) -> JobStore:
-    store: JobStore = state.jobs
+def provide_jobs(state: State) -> JobRepository:
+    store: JobRepository = state.jobs
     return store
 
 
@@ -157,7 +159,7 @@ class JobsController(Controller):
         self,
         request: Request[str, str, State],
         state: State,
-        jobs: NamedDependency[JobStore],
+        jobs: NamedDependency[JobRepository],
         data: JSONBody[JobCreate],
         idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key", max_length=255)] = None,
     ) -> Response[Job]:
@@ -184,7 +186,7 @@ class JobsController(Controller):
     async def list_jobs(
         self,
         request: Request[str, str, State],
-        jobs: NamedDependency[JobStore],
+        jobs: NamedDependency[JobRepository],
         status: FromQuery[JobStatus | None] = None,
         tag: Annotated[str | None, QueryParameter(max_length=64)] = None,
         name: Annotated[str | None, QueryParameter(max_length=200, description="name prefix")] = None,
@@ -199,7 +201,7 @@ class JobsController(Controller):
 
     @get("/{job_id:str}", summary="Get a job", cache=True, responses=problem_responses(404))
     async def get_job(
-        self, request: Request[str, str, State], jobs: NamedDependency[JobStore], job_id: FromPath[str]
+        self, request: Request[str, str, State], jobs: NamedDependency[JobRepository], job_id: FromPath[str]
     ) -> Response[Job]:
         job = await jobs.get(request.user, job_id)
         return Response(job, headers=_etag(job))
@@ -209,7 +211,7 @@ class JobsController(Controller):
         self,
         request: Request[str, str, State],
         state: State,
-        jobs: NamedDependency[JobStore],
+        jobs: NamedDependency[JobRepository],
         job_id: FromPath[str],
         data: JSONBody[JobPatch],
         if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
@@ -217,21 +219,29 @@ class JobsController(Controller):
         tenant = request.user
         expected = _expected_version(if_match)
         now = utcnow()
-        changes = patch_to_changes(data)
+        change = change_from_patch(data)
         if not isinstance(data.schedule, msgspec.UnsetType):
             schedule = with_defaults(data.schedule, now)
             next_run = _next_run(schedule, now)
             if next_run is None:
                 raise InvalidScheduleError("the schedule has no fire after now", "schedule")
-            current = await jobs.get(tenant, job_id)
-            changes["schedule"] = to_document(schedule)
-            changes["nextRun"] = next_run
-            changes["resumedAt"] = None
-            if current.status == JobStatus.COMPLETED:
-                changes["status"] = JobStatus.ACTIVE.value
+            change.schedule, change.next_run, change.resumed_at = schedule, next_run, None
+            # A completed job becomes active again: one conditional write for the status the job is in.
+            change.only_if_status = frozenset({JobStatus.ACTIVE, JobStatus.PAUSED})
         if not isinstance(data.target, msgspec.UnsetType):
             await _check_target(data.target, tenant, state)
-        job = await jobs.update(tenant, job_id, changes, expected, now=now)
+        for _ in range(3):
+            try:
+                job = await jobs.update(tenant, job_id, change, expected, now=now)
+                break
+            except JobStateError as exc:  # the status is not what the write assumed: assume the other
+                completed = exc.job.status == JobStatus.COMPLETED
+                change.status = JobStatus.ACTIVE if completed else msgspec.UNSET
+                change.only_if_status = frozenset(
+                    {JobStatus.COMPLETED} if completed else {JobStatus.ACTIVE, JobStatus.PAUSED}
+                )
+        else:
+            raise VersionConflictError(job_id)
         await _announce(state, tenant, job.id, state.partition_of(job.id))
         return Response(job, headers=_etag(job))
 
@@ -240,7 +250,7 @@ class JobsController(Controller):
         self,
         request: Request[str, str, State],
         state: State,
-        jobs: NamedDependency[JobStore],
+        jobs: NamedDependency[JobRepository],
         job_id: FromPath[str],
         if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
     ) -> None:
@@ -252,23 +262,18 @@ class JobsController(Controller):
         self,
         request: Request[str, str, State],
         state: State,
-        jobs: NamedDependency[JobStore],
+        jobs: NamedDependency[JobRepository],
         job_id: FromPath[str],
         if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
     ) -> Response[Job]:
         tenant = request.user
-        job = await jobs.get(tenant, job_id)
-        if job.status == JobStatus.COMPLETED:
-            raise HTTPException(status_code=409, detail="a completed job cannot be paused")
-        if job.status == JobStatus.PAUSED:
-            return Response(job, headers=_etag(job))
-        job = await jobs.update(
-            tenant,
-            job_id,
-            {"status": JobStatus.PAUSED.value},
-            _expected_version(if_match) or job.version,
-            now=utcnow(),
-        )
+        pause = JobChange(status=JobStatus.PAUSED, only_if_status=frozenset({JobStatus.ACTIVE}))
+        try:
+            job = await jobs.update(tenant, job_id, pause, _expected_version(if_match), now=utcnow())
+        except JobStateError as exc:
+            if exc.job.status == JobStatus.COMPLETED:
+                raise HTTPException(status_code=409, detail="a completed job cannot be paused") from None
+            return Response(exc.job, headers=_etag(exc.job))  # already paused
         await _announce(state, tenant, job.id, state.partition_of(job.id))
         return Response(job, headers=_etag(job))
 
@@ -282,23 +287,25 @@ class JobsController(Controller):
         self,
         request: Request[str, str, State],
         state: State,
-        jobs: NamedDependency[JobStore],
+        jobs: NamedDependency[JobRepository],
         job_id: FromPath[str],
         if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
     ) -> Response[Job]:
         tenant = request.user
-        job = await jobs.get(tenant, job_id)
-        if job.status != JobStatus.PAUSED:
-            if job.status == JobStatus.COMPLETED:
-                raise HTTPException(status_code=409, detail="a completed job cannot be resumed")
-            return Response(job, headers=_etag(job))
         now = utcnow()
         # nextRun stays where the pause left it: the timing module sees the fires between it and
         # resumedAt as missed while paused and applies the job's catch-up policy to them.
-        changes: dict[str, Any] = {"status": JobStatus.ACTIVE.value, "resumedAt": now}
-        if job.next_run is None:
-            changes["nextRun"] = _next_run(job.schedule, now)
-        job = await jobs.update(tenant, job_id, changes, _expected_version(if_match) or job.version, now=now)
+        resume = JobChange(status=JobStatus.ACTIVE, resumed_at=now, only_if_status=frozenset({JobStatus.PAUSED}))
+        try:
+            job = await jobs.update(tenant, job_id, resume, _expected_version(if_match), now=now)
+        except JobStateError as exc:
+            if exc.job.status == JobStatus.COMPLETED:
+                raise HTTPException(status_code=409, detail="a completed job cannot be resumed") from None
+            return Response(exc.job, headers=_etag(exc.job))  # already active
+        if job.next_run is None:  # paused before its first fire was known: pick it now
+            job = await jobs.update(
+                tenant, job_id, JobChange(next_run=_next_run(job.schedule, now)), job.version, now=now
+            )
         await _announce(state, tenant, job.id, state.partition_of(job.id))
         return Response(job, headers=_etag(job))
 
@@ -309,7 +316,11 @@ class JobsController(Controller):
         responses=problem_responses(404),
     )
     async def run_job_now(
-        self, request: Request[str, str, State], state: State, jobs: NamedDependency[JobStore], job_id: FromPath[str]
+        self,
+        request: Request[str, str, State],
+        state: State,
+        jobs: NamedDependency[JobRepository],
+        job_id: FromPath[str],
     ) -> RunAccepted:
         tenant = request.user
         job = await jobs.get(tenant, job_id)
@@ -324,7 +335,7 @@ class JobsController(Controller):
     async def list_runs(
         self,
         request: Request[str, str, State],
-        jobs: NamedDependency[JobStore],
+        jobs: NamedDependency[JobRepository],
         runs: NamedDependency[RunHistory],
         job_id: FromPath[str],
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,

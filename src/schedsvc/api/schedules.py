@@ -12,7 +12,7 @@ from msgspec import Meta
 
 from schedsvc.api.errors import problem_responses
 from schedsvc.domain.models import AwareDatetime, Schedule
-from schedsvc.store.jobs import utcnow
+from schedsvc.domain.time import utcnow
 from schedsvc.timing import upcoming_fires
 
 
