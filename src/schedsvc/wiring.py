@@ -15,7 +15,9 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 
 from schedsvc.bus import NatsRunBus
+from schedsvc.cache import RedisLink
 from schedsvc.config import Settings
+from schedsvc.domain.jobs import JobNotice
 from schedsvc.execution.service import ExecutionService
 from schedsvc.execution.worker import JobChanged
 from schedsvc.store import MongoJobStore, MongoTenantStore, connect, database
@@ -44,8 +46,25 @@ class Adapters:
     tenants: MongoTenantStore
 
     @classmethod
-    async def over(cls, settings: Settings, db: AsyncDatabase[dict[str, Any]], bus: NatsRunBus) -> Adapters:
-        """The adapters over an open database handle and bus (which the caller closes)."""
+    async def over(
+        cls,
+        settings: Settings,
+        db: AsyncDatabase[dict[str, Any]],
+        bus: NatsRunBus,
+        *,
+        redis: RedisLink | None = None,
+    ) -> Adapters:
+        """The adapters over an open database handle and bus (which the caller closes).
+
+        Job changes are announced to timing replicas on the bus and, with ``redis``, to the response
+        cache of every API replica.
+        """
+
+        async def announce(notice: JobNotice) -> None:
+            if redis is not None:
+                await redis.bump_tenant(notice.tenant)
+            await bus.publish_job_change(notice)
+
         timing = MongoTimingStore(db, settings.run_retention_days)
         partitions = await timing.cluster_partitions(settings.partitions)
         if partitions != settings.partitions:
@@ -57,7 +76,7 @@ class Adapters:
             db=db,
             bus=bus,
             partitions=partitions,
-            jobs=MongoJobStore(db, partitions),
+            jobs=MongoJobStore(db, partitions, on_change=announce),
             timing=timing,
             leases=MongoLeaseStore(db),
             runs=MongoRunStore(db, settings),
@@ -65,7 +84,7 @@ class Adapters:
         )
 
 
-async def open_adapters(settings: Settings, stack: AsyncExitStack) -> Adapters:
+async def open_adapters(settings: Settings, stack: AsyncExitStack, *, redis: RedisLink | None = None) -> Adapters:
     """Connect to MongoDB and NATS (closed by ``stack``), ensure the streams, and build the adapters."""
     client = connect(settings)
     stack.push_async_callback(client.close)
@@ -75,7 +94,7 @@ async def open_adapters(settings: Settings, stack: AsyncExitStack) -> Adapters:
     bus = await NatsRunBus.connect(settings)
     stack.push_async_callback(bus.close)
     await bus.ensure_streams(replicas=settings.stream_replicas)
-    return await Adapters.over(settings, db, bus)
+    return await Adapters.over(settings, db, bus, redis=redis)
 
 
 def timing_service(adapters: Adapters, *, member: str | None = None) -> TimingService:

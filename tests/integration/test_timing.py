@@ -24,7 +24,7 @@ from schedsvc import names
 from schedsvc.bus import NatsRunBus
 from schedsvc.config import Settings
 from schedsvc.domain import CatchupPolicy, JobCreate, JobStatus, NatsTarget, RunMessage, Schedule, partition_of
-from schedsvc.domain.jobs import JobChange
+from schedsvc.domain.jobs import JobChange, JobNotice
 from schedsvc.store import job_codec
 from schedsvc.store.job_codec import JobDocument
 from schedsvc.timing import compile_schedule, from_ms, to_ms
@@ -117,19 +117,23 @@ class Timing:
 
     async def insert(self, doc: JobDocument) -> str:
         await self.db[names.JOBS].insert_one(job_codec.encode(doc))
-        await self.bus.publish_job_change(doc.id, doc.partition)
+        # Announced as the job repository does: with the timing view, so timing need not read it back.
+        view = job_codec.read_timing(job_codec.encode(doc))
+        await self.bus.publish_job_change(JobNotice(doc.tenant, doc.id, doc.partition, view))
         return doc.id
 
     async def change(self, job_id: str, change: JobChange) -> None:
         """An API write as the job repository makes it, announced to timing."""
         update = job_codec.change_update(change, datetime.now(UTC))
         await self.db[names.JOBS].update_one(job_codec.of_id(job_id), update)
-        await self.bus.publish_job_change(job_id, (await self.job(job_id)).partition)
+        stored = await self.db[names.JOBS].find_one(job_codec.of_id(job_id))
+        view = job_codec.read_timing(stored)
+        await self.bus.publish_job_change(JobNotice(view.tenant, job_id, view.partition, view))
 
     async def delete(self, job_id: str) -> None:
         partition = (await self.job(job_id)).partition
         await self.db[names.JOBS].delete_one(job_codec.of_id(job_id))
-        await self.bus.publish_job_change(job_id, partition)
+        await self.bus.publish_job_change(JobNotice("acme", job_id, partition))  # no view: timing re-reads
 
     async def job(self, job_id: str) -> JobDocument:
         return job_codec.decode(await self.db[names.JOBS].find_one(job_codec.of_id(job_id)))

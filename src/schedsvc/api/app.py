@@ -11,6 +11,7 @@ from typing import Any
 from litestar import Litestar, Request
 from litestar.config.response_cache import ResponseCacheConfig
 from litestar.datastructures import State
+from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.middleware.base import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
@@ -33,11 +34,11 @@ from schedsvc.api.middleware import (
 from schedsvc.api.schedules import SchedulesController
 from schedsvc.cache import MemoryRateLimiter, RateLimiter, RedisLink, RedisRateLimiter, ResilientStore
 from schedsvc.config import Settings
-from schedsvc.domain import partition_of
 from schedsvc.names import Names
 from schedsvc.observability.logging import configure_logging
 from schedsvc.observability.runtime import tune_gc
-from schedsvc.wiring import execution_service, open_adapters, timing_service
+from schedsvc.store.base import JobRepository, RunHistory, RunPublisher
+from schedsvc.wiring import Adapters, execution_service, open_adapters, timing_service
 
 log = logging.getLogger(__name__)
 DEV_TENANT = "dev"
@@ -64,31 +65,23 @@ async def _require_json(request: Request[Any, Any, Any]) -> None:
 async def _lifespan(settings: Settings, app: Litestar) -> AsyncIterator[None]:
     state = app.state
     async with AsyncExitStack() as stack:
-        adapters = await open_adapters(settings, stack)
+        redis: RedisLink | None = state.get("redis")
+        if redis is not None:
+            stack.push_async_callback(redis.close)
+        adapters = await open_adapters(settings, stack, redis=redis)
         if settings.dev_mode and settings.dev_api_key:
             await adapters.tenants.ensure_tenant(DEV_TENANT)
             await adapters.tenants.create_key(DEV_TENANT, settings.dev_api_key)
-
-        redis = state.get("redis")
-        if redis is not None:
-            stack.push_async_callback(redis.close)
-
-        async def on_job_changed(tenant: str, job_id: str, partition: int) -> None:
-            if redis is not None:
-                await redis.bump_tenant(tenant)
-            await adapters.bus.publish_job_change(job_id, partition)
-
+        # What the middleware, the health probes and the target checks read (the handlers get typed
+        # dependencies instead: see _DEPENDENCIES).
         state.update(
             {
                 "settings": settings,
                 "names": Names(settings.prefix),
                 "db": adapters.db,
-                "jobs": adapters.jobs,
                 "tenants": adapters.tenants,
-                "runs": adapters.runs,
                 "bus": adapters.bus,
-                "partition_of": partial(partition_of, partitions=adapters.partitions),
-                "on_job_changed": on_job_changed,
+                "adapters": adapters,
                 "modules": {},
             }
         )
@@ -109,6 +102,31 @@ async def _lifespan(settings: Settings, app: Litestar) -> AsyncIterator[None]:
             stack.push_async_callback(execution.stop)
             state.modules["execution"] = execution
         yield
+
+
+def _adapters(state: State) -> Adapters:
+    adapters: Adapters = state.adapters
+    return adapters
+
+
+def _provide_jobs(state: State) -> JobRepository:
+    return _adapters(state).jobs
+
+
+def _provide_runs(state: State) -> RunHistory:
+    return _adapters(state).runs
+
+
+def _provide_run_queue(state: State) -> RunPublisher:
+    return _adapters(state).bus
+
+
+_DEPENDENCIES = {
+    "jobs": Provide(_provide_jobs, sync_to_thread=False),
+    "runs": Provide(_provide_runs, sync_to_thread=False),
+    "run_queue": Provide(_provide_run_queue, sync_to_thread=False),
+}
+"""The typed dependencies handlers ask for by name (the ports of ``schedsvc.store.base``)."""
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -134,6 +152,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     limiter: RateLimiter = RedisRateLimiter(redis) if redis is not None else MemoryRateLimiter()
     return Litestar(
         route_handlers=handlers,
+        dependencies=_DEPENDENCIES,
         lifespan=[partial(_lifespan, settings)],
         middleware=middleware,
         before_request=_require_json,

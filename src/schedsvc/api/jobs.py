@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.datastructures import State
-from litestar.di import NamedDependency, Provide
-from litestar.exceptions import ClientException, HTTPException, ServiceUnavailableException
+from litestar.di import NamedDependency
+from litestar.exceptions import ClientException, HTTPException
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
 from schedsvc.api.errors import problem_responses
@@ -38,7 +38,7 @@ from schedsvc.domain import (
 from schedsvc.domain.jobs import JobChange, JobStateError, change_from_patch
 from schedsvc.domain.time import utcnow
 from schedsvc.execution.addresses import refusal_reason
-from schedsvc.store.base import JobRepository, RunHistory
+from schedsvc.store.base import JobRepository, RunHistory, RunPublisher
 from schedsvc.timing import compile_schedule, from_ms, to_ms, with_defaults
 
 _ETAG = re.compile(r'^\s*(?:W/)?"(\d+)"\s*$')
@@ -131,28 +131,9 @@ def _literal_address_refusal(host: str, allow: Any) -> str | None:
     return refusal_reason(address, allow)
 
 
-async def _announce(state: State, tenant: str, job_id: str, partition: int) -> None:
-    """Tell timing replicas and the response cache that a job changed."""
-    await state.on_job_changed(tenant, job_id, partition)
-
-
-def provide_jobs(state: State) -> JobRepository:
-    store: JobRepository = state.jobs
-    return store
-
-
-def provide_runs(state: State) -> RunHistory:
-    history: RunHistory = state.runs
-    return history
-
-
 class JobsController(Controller):
     path = "/jobs"
     tags = ["jobs"]
-    dependencies = {
-        "jobs": Provide(provide_jobs, sync_to_thread=False),
-        "runs": Provide(provide_runs, sync_to_thread=False),
-    }
 
     @post("/", status_code=201, summary="Create a job", responses=problem_responses(409, 422))
     async def create_job(
@@ -176,9 +157,7 @@ class JobsController(Controller):
             tenant, body, next_run, now=now, idempotency_key=idempotency_key, request_hash=request_hash
         )
         headers = {**_etag(job), "Location": f"/jobs/{job.id}"}
-        if created:
-            await _announce(state, tenant, job.id, state.partition_of(job.id))
-        else:
+        if not created:
             headers["Idempotent-Replayed"] = "true"
         return Response(job, status_code=201, headers=headers)
 
@@ -242,26 +221,22 @@ class JobsController(Controller):
                 )
         else:
             raise VersionConflictError(job_id)
-        await _announce(state, tenant, job.id, state.partition_of(job.id))
         return Response(job, headers=_etag(job))
 
     @delete("/{job_id:str}", summary="Delete a job", status_code=204, responses=problem_responses(404, 412))
     async def delete_job(
         self,
         request: Request[str, str, State],
-        state: State,
         jobs: NamedDependency[JobRepository],
         job_id: FromPath[str],
         if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
     ) -> None:
-        partition = await jobs.delete(request.user, job_id, _expected_version(if_match))
-        await _announce(state, request.user, job_id, partition)
+        await jobs.delete(request.user, job_id, _expected_version(if_match))
 
     @post("/{job_id:str}/pause", summary="Pause a job", status_code=200, responses=problem_responses(404, 409, 412))
     async def pause_job(
         self,
         request: Request[str, str, State],
-        state: State,
         jobs: NamedDependency[JobRepository],
         job_id: FromPath[str],
         if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
@@ -274,7 +249,6 @@ class JobsController(Controller):
             if exc.job.status == JobStatus.COMPLETED:
                 raise HTTPException(status_code=409, detail="a completed job cannot be paused") from None
             return Response(exc.job, headers=_etag(exc.job))  # already paused
-        await _announce(state, tenant, job.id, state.partition_of(job.id))
         return Response(job, headers=_etag(job))
 
     @post(
@@ -286,7 +260,6 @@ class JobsController(Controller):
     async def resume_job(
         self,
         request: Request[str, str, State],
-        state: State,
         jobs: NamedDependency[JobRepository],
         job_id: FromPath[str],
         if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
@@ -306,7 +279,6 @@ class JobsController(Controller):
             job = await jobs.update(
                 tenant, job_id, JobChange(next_run=_next_run(job.schedule, now)), job.version, now=now
             )
-        await _announce(state, tenant, job.id, state.partition_of(job.id))
         return Response(job, headers=_etag(job))
 
     @post(
@@ -318,17 +290,15 @@ class JobsController(Controller):
     async def run_job_now(
         self,
         request: Request[str, str, State],
-        state: State,
         jobs: NamedDependency[JobRepository],
+        run_queue: NamedDependency[RunPublisher],
         job_id: FromPath[str],
     ) -> RunAccepted:
         tenant = request.user
         job = await jobs.get(tenant, job_id)
-        if state.bus is None:
-            raise ServiceUnavailableException("the run queue is unavailable")
         now_ms = to_ms(utcnow())
         message = RunMessage(job.id, tenant, now_ms, now_ms, RunTrigger.MANUAL.value, 0)
-        await state.bus.publish_runs([message], [state.partition_of(job.id)])
+        await run_queue.publish_runs([message], [jobs.partition_of(job.id)])
         return RunAccepted(run_id(job.id, now_ms), job.id, from_ms(now_ms), RunTrigger.MANUAL)
 
     @get("/{job_id:str}/runs", summary="Run history of a job, newest first", responses=problem_responses(404))

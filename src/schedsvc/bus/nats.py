@@ -17,6 +17,7 @@ from nats.js.errors import NotFoundError
 
 from schedsvc.config import Settings
 from schedsvc.domain import RunMessage, run_id
+from schedsvc.domain.jobs import JobNotice
 from schedsvc.names import Names
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,8 @@ PUBLISH_CONCURRENCY = 512
 
 _encode_run = msgspec.msgpack.Encoder().encode
 _decode_run = msgspec.msgpack.Decoder(RunMessage).decode
+_encode_notice = msgspec.msgpack.Encoder().encode
+_decode_notice = msgspec.msgpack.Decoder(JobNotice).decode
 
 
 class BusError(ConnectionError):
@@ -53,9 +56,6 @@ class RunDelivery:
     async def in_progress(self) -> None:
         """Extend the ack deadline of a long run."""
         await self._msg.in_progress()
-
-    async def term(self) -> None:
-        await self._msg.term()
 
 
 class RunSubscription:
@@ -188,20 +188,19 @@ class NatsRunBus:
         except Exception as exc:
             raise BusError(f"dead-lettering failed: {exc!r}") from exc
 
-    async def publish_job_change(self, job_id: str, partition: int) -> None:
+    async def publish_job_change(self, notice: JobNotice) -> None:
         """Tell timing replicas a job changed (best effort: timing also rescans periodically)."""
         try:
-            await self._nc.publish(self.names.job_changes_subject, f"{job_id} {partition}".encode())
+            await self._nc.publish(self.names.job_changes_subject, _encode_notice(notice))
         except Exception:
             log.warning("could not announce a job change; timing will see it on its next scan")
 
-    async def job_changes(self, handler: Callable[[str, int], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
-        """Call ``handler(job_id, partition)`` for every announced change; returns an unsubscribe."""
+    async def job_changes(self, handler: Callable[[JobNotice], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        """Call ``handler`` for every announced change; returns an unsubscribe."""
 
         async def on_msg(msg: Msg) -> None:
             try:
-                job_id, partition = msg.data.decode().split(" ", 1)
-                await handler(job_id, int(partition))
+                await handler(_decode_notice(msg.data))
             except Exception:
                 log.exception("job change notice could not be handled")
 

@@ -39,6 +39,19 @@ class JobTiming(msgspec.Struct, kw_only=True, frozen=True, rename="camel"):
     version: int
 
 
+class JobNotice(msgspec.Struct, frozen=True, array_like=True):
+    """A job changed through the API: timing replicas and the response cache are told.
+
+    ``timing`` is the job's timing view as the write left it (None: deleted), so timing replicas need
+    not read the job back; they ignore a notice older than what they already know.
+    """
+
+    tenant: str
+    job_id: str
+    partition: int
+    timing: JobTiming | None = None
+
+
 class JobForRun(msgspec.Struct, kw_only=True, frozen=True, rename="camel"):
     """The parts of a job that execution needs, read fresh for every run."""
 

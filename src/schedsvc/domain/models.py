@@ -15,6 +15,7 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 AwareDatetime = Annotated[datetime, Meta(tz=True)]
 TimeZoneName = Annotated[str, Meta(min_length=1, max_length=64)]
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
+Description = Annotated[str, Meta(max_length=1000)]
 Tag = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:/=-]+$")]
 HeaderMap = Annotated[dict[str, Annotated[str, Meta(max_length=4096)]], Meta(max_length=64)]
 JsonBody = str | dict[str, Any] | list[Any] | None
@@ -143,6 +144,8 @@ class JobCreate(Struct, kw_only=True, forbid_unknown_fields=True, rename="camel"
     """Body of ``POST /jobs``."""
 
     name: Name
+    description: Description | None = None
+    """Free text for people; the service does nothing with it."""
     schedule: Schedule
     target: Target
     retry: RetryPolicy = msgspec.field(default_factory=RetryPolicy)
@@ -158,6 +161,7 @@ class JobPatch(Struct, kw_only=True, forbid_unknown_fields=True, rename="camel")
     """Body of ``PATCH /jobs/{id}``: only the fields present change."""
 
     name: Name | UnsetType = UNSET
+    description: Description | UnsetType | None = UNSET
     schedule: Schedule | UnsetType = UNSET
     target: Target | UnsetType = UNSET
     retry: RetryPolicy | UnsetType = UNSET
@@ -172,6 +176,7 @@ class Job(Struct, kw_only=True, rename="camel"):
 
     id: str
     name: str
+    description: str | None = None
     schedule: Schedule
     target: Target
     retry: RetryPolicy

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from schedsvc.domain import Job, JobCreate, JobStatus, Run, RunMessage
-from schedsvc.domain.jobs import JobChange, JobPage, JobTiming
+from schedsvc.domain.jobs import JobChange, JobNotice, JobPage, JobTiming
 from schedsvc.domain.timing import Advance, LeaseGrant, MissedFire
 
 # -- jobs ---------------------------------------------------------------------------------------------
@@ -22,7 +22,11 @@ from schedsvc.domain.timing import Advance, LeaseGrant, MissedFire
 
 @runtime_checkable
 class JobRepository(Protocol):
-    """Jobs of one tenant at a time; another tenant's job is indistinguishable from a missing one."""
+    """Jobs of one tenant at a time; another tenant's job is indistinguishable from a missing one.
+
+    Every successful write is announced (a :class:`~schedsvc.domain.jobs.JobNotice`) to timing
+    replicas and the response cache, so callers never announce themselves.
+    """
 
     async def create(
         self,
@@ -59,7 +63,11 @@ class JobRepository(Protocol):
         ...
 
     async def delete(self, tenant: str, job_id: str, expected_version: int | None) -> int:
-        """Delete a job; returns its partition (for the timing notice)."""
+        """Delete a job; returns its partition."""
+        ...
+
+    def partition_of(self, job_id: str) -> int:
+        """The timing partition of a job (the cluster's partition count decides)."""
         ...
 
 
@@ -153,15 +161,15 @@ class RunBus(RunPublisher, Protocol):
     async def publish_raw(self, subject: str, payload: bytes, headers: dict[str, str] | None) -> None: ...
 
 
-JobChangeHandler = Callable[[str, int], Awaitable[None]]
-"""Called with (job id, partition) for every announced job change."""
+JobChangeHandler = Callable[[JobNotice], Awaitable[None]]
+"""Called for every announced job change."""
 
 
 @runtime_checkable
 class JobChangeFeed(Protocol):
     """Announces job changes to timing replicas (best effort: timing also rescans)."""
 
-    async def publish_job_change(self, job_id: str, partition: int) -> None: ...
+    async def publish_job_change(self, notice: JobNotice) -> None: ...
 
     async def job_changes(self, handler: JobChangeHandler) -> Callable[[], Awaitable[None]]:
         """Call ``handler`` for every announced change; returns an unsubscribe."""

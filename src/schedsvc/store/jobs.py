@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import logging
 import re
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,10 +26,11 @@ from schedsvc.domain import (
     VersionConflictError,
     partition_of,
 )
-from schedsvc.domain.jobs import JobChange, JobForRun, JobPage, JobStateError
+from schedsvc.domain.jobs import JobChange, JobForRun, JobNotice, JobPage, JobStateError
 from schedsvc.store import job_codec
 from schedsvc.store._client import translate_errors
 
+log = logging.getLogger(__name__)
 Doc = dict[str, Any]
 IDEMPOTENCY_TTL = timedelta(hours=24)
 
@@ -51,10 +54,32 @@ def decode_cursor(cursor: str) -> str:
 class MongoJobStore:
     """Jobs of one tenant at a time: every query filters on the tenant, so tenants never meet."""
 
-    def __init__(self, db: AsyncDatabase[Doc], partitions: int) -> None:
+    def __init__(
+        self,
+        db: AsyncDatabase[Doc],
+        partitions: int,
+        *,
+        on_change: Callable[[JobNotice], Awaitable[None]] | None = None,
+    ) -> None:
         self._jobs = db[names.JOBS]
         self._idempotency = db[names.IDEMPOTENCY]
         self._partitions = partitions
+        self._on_change = on_change
+
+    def partition_of(self, job_id: str) -> int:
+        return partition_of(job_id, self._partitions)
+
+    async def _announce(self, notice: JobNotice) -> None:
+        """Every successful write tells timing and the cache (best effort: timing also rescans)."""
+        if self._on_change is not None:
+            try:
+                await self._on_change(notice)
+            except Exception:
+                log.warning("could not announce the change of job %s", notice.job_id, exc_info=True)
+
+    async def _announce_document(self, doc: Doc) -> None:
+        timing = job_codec.read_timing(doc)
+        await self._announce(JobNotice(timing.tenant, timing.id, timing.partition, timing))
 
     async def create(
         self,
@@ -90,6 +115,7 @@ class MongoJobStore:
             if idempotency_key is not None:
                 await self._idempotency.delete_one({"_id": f"{tenant}:{idempotency_key}", "jobId": job_id})
             raise DuplicateJobNameError(f"a job named {body.name!r} already exists") from None
+        await self._announce_document(doc)
         return job_codec.read_job(doc), True
 
     async def _claim_idempotency_key(
@@ -165,6 +191,7 @@ class MongoJobStore:
         except DuplicateKeyError:
             raise DuplicateJobNameError(f"a job named {change.name!r} already exists") from None
         if doc is not None:
+            await self._announce_document(doc)
             return job_codec.read_job(doc)
         current = await self.get(tenant, job_id)  # JobNotFoundError when missing
         if change.only_if_status and current.status not in change.only_if_status:
@@ -180,7 +207,9 @@ class MongoJobStore:
             if await self._jobs.count_documents(job_codec.of_tenant(tenant, job_id), limit=1):
                 raise VersionConflictError(job_id)
             raise JobNotFoundError(job_id)
-        return int(doc[job_codec.PARTITION])
+        partition = int(doc[job_codec.PARTITION])
+        await self._announce(JobNotice(tenant, job_id, partition))
+        return partition
 
 
 class MongoRunJobs:

@@ -17,6 +17,7 @@ from datetime import datetime
 
 from schedsvc._timing import NO_FIRE, next_fires
 from schedsvc._timing import Schedule as CompiledSchedule
+from schedsvc.domain import Schedule
 from schedsvc.observability.metrics import CATCHUP_DECISIONS
 from schedsvc.timing.catchup import MISFIRE_GRACE_SECONDS, PlannedRun, Policy, plan_catchup
 
@@ -42,6 +43,7 @@ class TimedJob:
     epoch: int
     """Lease epoch of the partition when the job was loaded: publishing checks it is still held."""
     version: int
+    schedule: Schedule
     compiled: CompiledSchedule
     seed: int
     policy: Policy

@@ -10,7 +10,9 @@ Arming, cancelling and taking go through the wheel's batch calls.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
+from collections import OrderedDict
 from collections.abc import Collection, Iterable, Sequence
 
 from schedsvc._timing import TimingWheel
@@ -120,3 +122,30 @@ class WheelRegistry:
                 self._stale.discard(job.id)
                 stale.append(job.id)
         return stale
+
+
+KNOWN_VERSIONS_MAX = 200_000
+"""Jobs whose latest version a replica remembers. Beyond, the oldest are forgotten: an out-of-order
+notice about one of them is then taken as it comes, and the periodic full rescan corrects it."""
+
+
+class KnownVersions:
+    """The newest version of each job this replica has seen (read or announced), to drop stale notices."""
+
+    def __init__(self, limit: int = KNOWN_VERSIONS_MAX) -> None:
+        self._versions: OrderedDict[str, int] = OrderedDict()
+        self._limit = limit
+
+    def saw(self, job_id: str, version: int) -> None:
+        if self._versions.get(job_id, -1) < version:
+            self._versions[job_id] = version
+            self._versions.move_to_end(job_id)
+            if len(self._versions) > self._limit:
+                self._versions.popitem(last=False)
+
+    def deleted(self, job_id: str) -> None:
+        self.saw(job_id, sys.maxsize)
+
+    def newer(self, job_id: str, version: int) -> bool:
+        """Whether ``version`` is newer than any seen for the job."""
+        return self._versions.get(job_id, -1) < version

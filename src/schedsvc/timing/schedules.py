@@ -22,9 +22,6 @@ from schedsvc.domain.models import (
     Schedule,
 )
 
-NO_FIRE: int = _timing.NO_FIRE
-
-
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 

@@ -25,14 +25,14 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
 from schedsvc.config import Settings
 from schedsvc.domain import JobStatus, describe_partitions
-from schedsvc.domain.jobs import JobTiming
+from schedsvc.domain.jobs import JobNotice, JobTiming
 from schedsvc.domain.time import from_ms, to_ms
 from schedsvc.observability.metrics import TIMING_DB_OPERATIONS, WHEEL_TIMERS
 from schedsvc.store.base import DueJobReader, FireRecorder, JobChangeFeed, LeaseStore, RunPublisher
 from schedsvc.timing.firing import FiringPipeline
 from schedsvc.timing.leases import PartitionLeases
 from schedsvc.timing.planning import TimedJob, due_instants, job_seed
-from schedsvc.timing.registry import WheelRegistry, now_ms
+from schedsvc.timing.registry import KnownVersions, WheelRegistry, now_ms
 from schedsvc.timing.schedules import compile_schedule
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,7 @@ class TimingService:
         self.member = member or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._horizon_ms = int(settings.horizon_seconds * 1000)
         self._registry = WheelRegistry()
+        self._known = KnownVersions()
         self._leases: PartitionLeases | None = None
         self._pipeline: FiringPipeline | None = None
         self._changed: set[str] = set()
@@ -191,6 +192,7 @@ class TimingService:
         gone: list[str] = []
         current_count = 0
         for view in views:
+            self._known.saw(view.id, view.version)
             epoch = self._leases.epoch_of(view.partition)
             if epoch is None or view.status != JobStatus.ACTIVE or view.next_run is None:
                 gone.append(view.id)
@@ -203,6 +205,11 @@ class TimingService:
                 gone.append(view.id)
                 continue
             current = registry.armed(view.id)
+            if current is not None and current.next_run_ms > next_ms and current.schedule == view.schedule:
+                # Same schedule, nextRun behind this replica's own advance: the view was taken before
+                # the advance landed (a change notice overtaken by a fire), and nothing else moves
+                # nextRun back without changing the schedule.
+                next_ms = current.next_run_ms
             if (
                 current is not None
                 and current.version == view.version
@@ -212,8 +219,8 @@ class TimingService:
             ):
                 current_count += 1  # this replica is already as far as the database, or further (a stale read)
                 continue
-            if current is not None and current.version == view.version:
-                compiled = current.compiled
+            if current is not None and current.schedule == view.schedule:
+                compiled = current.compiled  # compiled once per schedule, not per change of the job
             else:
                 try:
                     compiled = compile_schedule(view.schedule, created=view.created_at)
@@ -228,6 +235,7 @@ class TimingService:
                     partition=view.partition,
                     epoch=epoch,
                     version=view.version,
+                    schedule=view.schedule,
                     compiled=compiled,
                     seed=job_seed(view.id),
                     policy=view.catchup.policy,
@@ -244,10 +252,18 @@ class TimingService:
         registry.arm(arm)
         return current_count + len(arm)
 
-    async def _on_job_change(self, job_id: str, partition: int) -> None:
-        if self._leases is not None and self._leases.epoch_of(partition) is not None:
-            self._changed.add(job_id)
-            self._changed_event.set()
+    async def _on_job_change(self, notice: JobNotice) -> None:
+        if self._leases is None or self._leases.epoch_of(notice.partition) is None:
+            return
+        view = notice.timing
+        if view is not None and not self._registry.in_flight(view.id):
+            # The notice carries the job as the write left it: no read back. Notices from several API
+            # replicas may arrive out of order, so one older than what this replica knows is ignored.
+            if self._known.newer(view.id, view.version):
+                self._admit([view])
+            return
+        self._changed.add(notice.job_id)  # deleted, or in flight: read it back
+        self._changed_event.set()
 
     async def _changes_loop(self) -> None:
         while True:
@@ -274,6 +290,7 @@ class TimingService:
                     self._registry.mark_stale(job_id)
                 else:
                     deleted.append(job_id)
+                    self._known.deleted(job_id)
         self._registry.forget(deleted)
         self._admit(views)
 
