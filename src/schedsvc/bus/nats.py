@@ -12,7 +12,15 @@ import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    PubAck,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
 from nats.js.errors import NotFoundError
 
 from schedsvc.config import Settings
@@ -27,7 +35,8 @@ log = logging.getLogger(__name__)
 # record is the second guard beyond it.
 DEDUP_WINDOW_SECONDS = 15 * 60
 RUN_RETENTION_SECONDS = 24 * 3600
-PUBLISH_CONCURRENCY = 512
+PUBLISH_TIMEOUT_SECONDS = 10.0
+"""How long a batch of run messages may wait for its acks (plus 2 ms per message)."""
 
 _encode_run = msgspec.msgpack.Encoder().encode
 _decode_run = msgspec.msgpack.Decoder(RunMessage).decode
@@ -149,23 +158,35 @@ class NatsRunBus:
         Raises :class:`BusError` if any publish was not acknowledged; the caller must not advance
         ``nextRun`` for a batch that failed (re-publishing is safe: duplicates are dropped).
         """
-        sem = asyncio.Semaphore(PUBLISH_CONCURRENCY)
+        # JetStream's asynchronous publish: every message goes out at once and the acks resolve futures
+        # as they arrive, instead of a task and a timer per message (about 40 % less CPU per fire, and
+        # the rate of a 100,000-fire burst follows; docs/benchmarks.md).
         names = self.names
-
-        async def one(msg: RunMessage, partition: int) -> bool:
-            async with sem:
-                ack = await self._js.publish(
-                    names.run_subject(partition),
-                    _encode_run(msg),
-                    headers={"Nats-Msg-Id": run_id(msg.job_id, msg.scheduled_ms)},
-                )
-                return not ack.duplicate
-
+        pending: list[asyncio.Future[PubAck]] = []
         try:
-            results = await asyncio.gather(*(one(m, p) for m, p in zip(messages, partitions, strict=True)))
+            for msg, partition in zip(messages, partitions, strict=True):
+                pending.append(
+                    await self._js.publish_async(
+                        names.run_subject(partition),
+                        _encode_run(msg),
+                        headers={"Nats-Msg-Id": run_id(msg.job_id, msg.scheduled_ms)},
+                    )
+                )
+            if pending:
+                _, late = await asyncio.wait(pending, timeout=PUBLISH_TIMEOUT_SECONDS + len(pending) / 500)
+                if late:
+                    raise TimeoutError(f"{len(late)} of {len(pending)} publishes were not acknowledged in time")
+            errors = [error for future in pending if (error := future.exception()) is not None]  # all retrieved
+            if errors:
+                raise errors[0]
+            acks = [future.result() for future in pending]
         except Exception as exc:  # nats raises several unrelated types; callers need one
             raise BusError(f"publishing runs failed: {exc!r}") from exc
-        return sum(results)
+        finally:
+            for future in pending:
+                if not future.done():
+                    future.cancel()
+        return sum(not ack.duplicate for ack in acks)
 
     async def run_subscription(self, ack_wait_seconds: float, max_ack_pending: int) -> RunSubscription:
         psub = await self._js.pull_subscribe(

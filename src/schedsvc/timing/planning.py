@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 OVERDUE_ENUMERATION_LIMIT = 10_000
 """Most overdue fires enumerated one by one; beyond, fires before the catch-up window are skipped."""
 _GRACE_MS = MISFIRE_GRACE_SECONDS * 1000
+_NONE_MISSED: tuple[int, ...] = ()
 
 
 def job_seed(job_id: str) -> int:
@@ -58,14 +59,14 @@ class TimedJob:
     loaded_at: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass costs ~1 µs more per job to build
 class Plan:
     """What one fire batch does for one job."""
 
     job: TimedJob
     runs: list[PlannedRun]
     """Fires to publish, oldest first."""
-    missed: list[int]
+    missed: Sequence[int]
     """Nominal instants to record as ``missed`` runs."""
     next_run_ms: int | None
     """The new ``nextRun`` (None: the job is complete)."""
@@ -100,9 +101,9 @@ def plan_batch(jobs: Sequence[TimedJob], now_ms: int) -> list[Plan]:
             # The common case: exactly one fire due, within the grace period.
             runs = [PlannedRun(job.next_run_ms, job.due_ms, "scheduled")]
             if nominal == NO_FIRE:
-                plans.append(Plan(job, runs, [], None, None))
+                plans.append(Plan(job, runs, _NONE_MISSED, None, None))
             else:
-                plans.append(Plan(job, runs, [], nominal, due))
+                plans.append(Plan(job, runs, _NONE_MISSED, nominal, due))
         else:
             plans.append(plan_overdue(job, now_ms))
     return plans
