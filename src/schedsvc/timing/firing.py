@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -185,8 +185,9 @@ class FiringPipeline:
         if messages:
             await self._publisher.publish_runs(messages, partitions)
             published_ms = now_ms()
+            for trigger, count in Counter(m.trigger for m in messages).items():
+                FIRES_PUBLISHED.labels(trigger=trigger).inc(count)
             for m in messages:
-                FIRES_PUBLISHED.labels(trigger=m.trigger).inc()
                 if m.trigger == "scheduled":
                     FIRE_LATENESS.observe(max(0, published_ms - m.due_ms) / 1000)
         return plans
