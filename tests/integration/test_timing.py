@@ -331,7 +331,7 @@ async def test_catchup_after_a_full_stop(timing: Timing, policy: str, runs: int,
         next_run=recent_at,
         catchup={"policy": "skip", "windowSeconds": 0},
     )
-    await timing.db[names.JOBS].insert_many([stale, recent])
+    await timing.db[names.JOBS].insert_many([job_codec.encode(stale), job_codec.encode(recent)])
     await timing.start()
 
     await timing.received.wait_for(recent.id, 1, timeout=4)
@@ -388,7 +388,7 @@ async def test_a_very_long_outage_is_caught_up_in_bounded_work(timing: Timing) -
         created=anchor,
         catchup={"policy": "all", "windowSeconds": 3600},
     )
-    await timing.db[names.JOBS].insert_one(doc)
+    await timing.db[names.JOBS].insert_one(job_codec.encode(doc))
     started = now_ms()
     await timing.start()
 
@@ -422,7 +422,7 @@ async def test_an_outage_longer_than_a_huge_window_skips_to_the_grace_period(tim
         created=anchor,
         catchup={"policy": "all", "windowSeconds": 30 * 86_400},
     )
-    await timing.db[names.JOBS].insert_one(doc)
+    await timing.db[names.JOBS].insert_one(job_codec.encode(doc))
     started = now_ms()
     await timing.start()
 
