@@ -26,7 +26,6 @@ from schedsvc.domain import (
     JobPatch,
     JobStatus,
     NatsTarget,
-    Run,
     RunMessage,
     RunTrigger,
     Schedule,
@@ -34,6 +33,7 @@ from schedsvc.domain import (
     run_id,
     subject_allowed,
 )
+from schedsvc.domain.wire import JobList, RunAccepted, RunList
 from schedsvc.execution.addresses import refusal_reason
 from schedsvc.store.base import JobStore, RunHistory
 from schedsvc.store.jobs import patch_to_changes, to_document, utcnow
@@ -52,23 +52,6 @@ _RESERVED_HEADERS = {
     "webhook-timestamp",
     "webhook-signature",
 }
-
-
-class JobList(msgspec.Struct, rename="camel"):
-    items: list[Job]
-    next_cursor: str | None
-
-
-class RunList(msgspec.Struct, rename="camel"):
-    items: list[Run]
-    next_cursor: str | None
-
-
-class RunAccepted(msgspec.Struct, rename="camel"):
-    run_id: str
-    job_id: str
-    scheduled_at: datetime
-    trigger: RunTrigger
 
 
 def _etag(job: Job) -> dict[str, str]:
