@@ -6,6 +6,7 @@ Both run as separate processes on loopback ports chosen at random; nothing here 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import socket
@@ -53,10 +54,14 @@ class ServerProcess:
     port: int
     log: Path
     proc: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] | None = None
+    """The process's environment (None: this process's)."""
 
     def start(self, timeout: float = 60.0) -> None:
         logf = self.log.open("ab")
-        self.proc = subprocess.Popen(self.argv, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.argv, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True, env=self.env
+        )
         logf.close()
         wait_for_port(self.port, timeout, self.proc)
 
@@ -126,3 +131,12 @@ def running(server: ServerProcess) -> Iterator[ServerProcess]:
         yield server
     finally:
         server.stop()
+
+
+def schedsvc(settings_env: dict[str, str], log: Path, port: int | None = None) -> ServerProcess:
+    """``schedsvc serve`` on loopback, configured by ``SCHEDSVC_*`` variables (the port is set here)."""
+    port = port or free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDSVC_")}
+    env.update(settings_env)
+    env.update({"SCHEDSVC_HOST": "127.0.0.1", "SCHEDSVC_PORT": str(port)})
+    return ServerProcess([sys.executable, "-m", "schedsvc.cli", "serve"], port, log, env=env)

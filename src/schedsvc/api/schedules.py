@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from litestar import Controller, post
-from litestar.params import JSONBody
+from typing import Annotated
 
+from litestar import Controller, post
+
+from schedsvc.api import openapi
 from schedsvc.api.errors import problem_responses
 from schedsvc.domain.wire import PreviewRequest, PreviewResponse
 from schedsvc.store.jobs import utcnow
@@ -15,6 +17,13 @@ class SchedulesController(Controller):
     path = "/schedules"
     tags = ["schedules"]
 
-    @post("/preview", status_code=200, summary="Preview the next fires of a schedule", responses=problem_responses(422))
-    async def preview(self, data: JSONBody[PreviewRequest]) -> PreviewResponse:
+    @post(
+        "/preview",
+        status_code=200,
+        summary="Preview the next fires of a schedule (an API key is optional)",
+        operation_id="previewSchedule",
+        security=openapi.KEY_OPTIONAL,
+        responses={**problem_responses(422), 200: openapi.success(PreviewResponse, "The fires", openapi.FIRES)},
+    )
+    async def preview(self, data: Annotated[PreviewRequest, openapi.body(openapi.PREVIEW)]) -> PreviewResponse:
         return PreviewResponse(upcoming_fires(data.schedule, data.after or utcnow(), data.count))
