@@ -1,4 +1,4 @@
-"""``schedsvc``: serve | dev | migrate | tenants."""
+"""``schedsvc``: serve | dev | migrate | tenants | jobs | runs."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from schedsvc.client import cli as jobs_cli
 from schedsvc.config import Settings
 
 
@@ -217,11 +218,14 @@ def main(argv: list[str] | None = None) -> None:
     group.add_argument("--tenant", help="revoke every key of this tenant")
     tsub.add_parser("rotate-secret", help="add a new webhook signing secret").add_argument("name")
     tsub.add_parser("list", help="list tenants and their active key ids")
+    jobs_cli.add_commands(sub)
     args = parser.parse_args(argv)
 
     if args.command == "dev":
         _dev(args)
         return
+    if args.command in ("jobs", "runs"):
+        jobs_cli.run(args)
     settings = Settings.from_env()
     match args.command:
         case "serve":
