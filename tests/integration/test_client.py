@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import json
 import re
@@ -20,6 +21,7 @@ import pytest
 import uvicorn
 from tests.support import servers
 
+from schedsvc.api import openapi
 from schedsvc.client import (
     OPERATIONS,
     ApiError,
@@ -42,6 +44,7 @@ from schedsvc.client import (
     RequestRetry,
     RunStatus,
     RunTrigger,
+    ServiceUnavailableError,
     UnauthorizedError,
     UnprocessableError,
     verify_delivery,
@@ -357,6 +360,22 @@ def receiver_app(secrets: list[str], received: list[Delivery]) -> Any:
     return app
 
 
+@contextlib.asynccontextmanager
+async def serving(app: Any) -> AsyncIterator[str]:
+    """An ASGI app on a loopback port, in this event loop (uvicorn); yields its base URL."""
+    port = servers.free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        assert not task.done(), "the server did not start"
+        await asyncio.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
 @pytest.fixture
 async def receiver(service: Service) -> AsyncIterator[tuple[str, list[Delivery]]]:
     mongo = connect(service.settings)
@@ -366,17 +385,8 @@ async def receiver(service: Service) -> AsyncIterator[tuple[str, list[Delivery]]
         await mongo.close()
     received: list[Delivery] = []
     secrets = ["whsec_" + base64.b64encode(k).decode() for k in keys]
-    port = servers.free_port()
-    config = uvicorn.Config(receiver_app(secrets, received), host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 - uvicorn offers no event to wait on
-        await asyncio.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}/hook", received
-    finally:
-        server.should_exit = True
-        await task
+    async with serving(receiver_app(secrets, received)) as url:
+        yield f"{url}/hook", received
 
 
 async def test_receiver_verifies_a_real_delivery(client: AsyncClient, receiver: tuple[str, list[Delivery]]) -> None:
@@ -419,3 +429,53 @@ def test_receiver_refuses_tampered_stale_and_unsigned_requests() -> None:
         with pytest.raises(InvalidDeliveryError):
             verify_delivery(bad_headers, bad_body, [secret])
     assert issubclass(InvalidDeliveryError, PermissionError) and not issubclass(InvalidDeliveryError, ApiError)
+
+
+# --- retries -------------------------------------------------------------------------------------------------
+
+
+def refusing_then_creating(refusals: list[tuple[int, dict[str, str]]], seen: list[tuple[float, dict[str, str]]]) -> Any:
+    """An ASGI stand-in that refuses as told, then answers like ``POST /jobs``. The real service cannot be
+    made to answer 503 or a short ``Retry-After`` on demand, and the client's waiting is what is tested."""
+    job = msgspec.json.encode(openapi.JOB.value)  # the documented example of a job
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        seen.append((time.monotonic(), {k.decode(): v.decode() for k, v in scope["headers"]}))
+        if len(seen) <= len(refusals):
+            status, headers = refusals[len(seen) - 1]
+            body = json.dumps({"type": "about:blank", "title": "Busy", "status": status}).encode()
+            extra = [(k.encode(), v.encode()) for k, v in headers.items()]
+            ctype = [(b"content-type", b"application/problem+json")]
+            await send({"type": "http.response.start", "status": status, "headers": ctype + extra})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await send({"type": "http.response.start", "status": 201, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": job})
+
+    return app
+
+
+async def test_429_and_503_are_retried_after_retry_after_with_one_idempotency_key() -> None:
+    seen: list[tuple[float, dict[str, str]]] = []
+    refusals = [(429, {"Retry-After": "1"}), (503, {}), (503, {"Retry-After": "0"})]
+    async with serving(refusing_then_creating(refusals, seen)) as url, AsyncClient(url, DEV_KEY) as client:
+        job = await client.create_job(new_job("retried"))
+    assert job.name == "nightly-report"
+    assert len(seen) == 4
+    assert seen[1][0] - seen[0][0] >= 0.95, "Retry-After: 1 was not honoured"
+    assert len({headers["idempotency-key"] for _, headers in seen}) == 1, "every retry must reuse the key"
+
+
+async def test_retries_are_bounded() -> None:
+    seen: list[tuple[float, dict[str, str]]] = []
+    refusals = [(503, {"Retry-After": "0"})] * 10
+    retry = RequestRetry(max_retries=2)
+    async with serving(refusing_then_creating(refusals, seen)) as url, AsyncClient(url, retry=retry) as client:
+        with pytest.raises(ServiceUnavailableError) as unavailable:
+            await client.create_job(new_job("bounded"))
+    assert len(seen) == 3
+    assert isinstance(unavailable.value, ConnectionError) and unavailable.value.retry_after == 0
