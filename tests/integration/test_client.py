@@ -479,3 +479,30 @@ async def test_retries_are_bounded() -> None:
             await client.create_job(new_job("bounded"))
     assert len(seen) == 3
     assert isinstance(unavailable.value, ConnectionError) and unavailable.value.retry_after == 0
+
+
+def test_the_litestar_receiver_example() -> None:
+    from litestar import Litestar, Request, post
+    from litestar.exceptions import NotAuthorizedException
+    from litestar.testing import TestClient
+
+    from schedsvc.domain.signing import signature_headers
+
+    key = b"s" * 32
+    secrets = ["whsec_" + base64.b64encode(key).decode()]
+    done: list[Delivery] = []
+
+    @post("/hooks/report", status_code=204)
+    async def report(request: Request[Any, Any, Any]) -> None:  # as in docs/client.md
+        try:
+            delivery = verify_delivery(request.headers, await request.body(), secrets)
+        except InvalidDeliveryError:
+            raise NotAuthorizedException("not a schedsvc delivery") from None
+        done.append(delivery)
+
+    body = b'{"report":"nightly"}'
+    signed = signature_headers([key], "job9:1795741200000", int(time.time()), body) | {"X-Schedsvc-Attempt": "1"}
+    with TestClient(Litestar([report])) as http:
+        assert http.post("/hooks/report", content=body, headers=signed).status_code == 204
+        assert http.post("/hooks/report", content=body + b"x", headers=signed).status_code == 401
+    assert [(d.job_id, d.attempt) for d in done] == [("job9", 1)]
