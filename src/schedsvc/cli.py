@@ -4,24 +4,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import secrets
-import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
+from schedsvc import dev, embedded
 from schedsvc.client import cli as jobs_cli
 from schedsvc.config import Settings
+from schedsvc.domain.errors import ConfigurationError
+
+DEFAULT_DATA_DIR = os.environ.get("SCHEDSVC_DATA_DIR", ".dev-data")
 
 
-def _serve(settings: Settings, workers: int | None = None) -> None:
+def serve(settings: Settings, workers: int | None = None) -> None:
     """Run the app under granian; configuration reaches the workers through the environment."""
     from granian import Granian
     from granian.constants import Interfaces
@@ -47,104 +43,6 @@ def _serve(settings: Settings, workers: int | None = None) -> None:
         workers_kill_timeout=30,
         log_access=False,
     ).serve()
-
-
-def _bin(name: str) -> str:
-    here = Path(sys.executable).parent / name
-    found = str(here) if here.exists() else shutil.which(name)
-    if not found:
-        raise SystemExit(f"{name} is not installed: `pip install 'schedsvc[dev]'` provides it")
-    return found
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{what} exited with status {proc.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-            return
-        time.sleep(0.2)
-    raise SystemExit(f"{what} did not start listening on 127.0.0.1:{port}")
-
-
-@contextlib.contextmanager
-def _embedded(argv: list[str], port: int, what: str, log: Path) -> Iterator[None]:
-    with log.open("ab") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        _wait_port(port, proc, what)
-        print(f"  {what}: 127.0.0.1:{port} (log {log})", flush=True)
-        yield
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def _dev(args: argparse.Namespace) -> None:
-    """The whole service on embedded defaults: SecantusDB and nats-server unless URLs are set."""
-    data = Path(args.data_dir).resolve()
-    data.mkdir(parents=True, exist_ok=True)
-    key = os.environ.get("SCHEDSVC_DEV_API_KEY") or f"sk_{secrets.token_hex(8)}_{secrets.token_urlsafe(32)}"
-    with contextlib.ExitStack() as stack:
-        print("schedsvc dev: starting", flush=True)
-        if not os.environ.get("SCHEDSVC_MONGODB_URI"):
-            port = _free_port()
-            stack.enter_context(
-                _embedded(
-                    [
-                        _bin("secantusd-py"),
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(port),
-                        "--storage-path",
-                        str(data / "mongodb"),
-                        "--log-level",
-                        "WARNING",
-                    ],
-                    port,
-                    "embedded MongoDB-compatible server (SecantusDB)",
-                    data / "secantus.log",
-                )
-            )
-            os.environ["SCHEDSVC_MONGODB_URI"] = f"mongodb://127.0.0.1:{port}/?directConnection=true"
-        if not os.environ.get("SCHEDSVC_NATS_URL"):
-            port = _free_port()
-            stack.enter_context(
-                _embedded(
-                    [_bin("nats-server"), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(data / "nats")],
-                    port,
-                    "embedded NATS JetStream",
-                    data / "nats.log",
-                )
-            )
-            os.environ["SCHEDSVC_NATS_URL"] = f"nats://127.0.0.1:{port}"
-        os.environ.update(
-            {
-                "SCHEDSVC_DEV_MODE": "true",
-                "SCHEDSVC_DEV_API_KEY": key,
-                "SCHEDSVC_PORT": str(args.port),
-                # Development delivers to webhooks on this machine.
-                "SCHEDSVC_TARGET_ALLOW_NETWORKS": os.environ.get(
-                    "SCHEDSVC_TARGET_ALLOW_NETWORKS", "127.0.0.0/8,::1/128"
-                ),
-            }
-        )
-        settings = Settings.from_env()
-        print(f"  API: http://{settings.host}:{settings.port}  (docs: /schema, metrics: /metrics)")
-        print(f"  dev tenant API key: {key}")
-        print(f"  try: curl -H 'Authorization: Bearer {key}' http://{settings.host}:{settings.port}/jobs", flush=True)
-        _serve(settings, workers=1)
 
 
 async def _migrate(settings: Settings) -> None:
@@ -204,9 +102,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="schedsvc", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the service (configuration from SCHEDSVC_* variables)")
-    dev = sub.add_parser("dev", help="run everything locally on embedded defaults")
-    dev.add_argument("--port", type=int, default=int(os.environ.get("SCHEDSVC_PORT", "8000")))
-    dev.add_argument("--data-dir", default=os.environ.get("SCHEDSVC_DATA_DIR", ".dev-data"))
+    dev_parser = sub.add_parser("dev", help="run everything locally on embedded defaults")
+    dev_parser.add_argument("--port", type=int, default=int(os.environ.get("SCHEDSVC_PORT", "8000")))
+    dev_parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="servers' data and the dev key")
+    dev_parser.add_argument(
+        "--mongodb",
+        choices=embedded.SERVER_KINDS,
+        default=None,
+        help=f"embedded MongoDB-compatible server (default: rust; or {embedded.MONGODB_SERVER_ENV})",
+    )
     sub.add_parser("migrate", help="apply database migrations")
     tenants = sub.add_parser("tenants", help="manage tenants and API keys")
     tsub = tenants.add_subparsers(dest="tenants_command", required=True)
@@ -222,14 +126,19 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     if args.command == "dev":
-        _dev(args)
+        dev.run(args.port, args.data_dir, args.mongodb)
         return
+    # Run from the directory of a running `schedsvc dev`, commands find its database without being told.
+    os.environ.update(dev.environment_from_running_dev(DEFAULT_DATA_DIR, os.environ))
     if args.command in ("jobs", "runs"):
         jobs_cli.run(args)
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ConfigurationError as exc:
+        raise SystemExit(f"error: {exc}") from None
     match args.command:
         case "serve":
-            _serve(settings)
+            serve(settings)
         case "migrate":
             asyncio.run(_migrate(settings))
         case "tenants":

@@ -8,7 +8,9 @@ import base64
 import contextlib
 import dataclasses
 import json
+import os
 import re
+import sys
 import time
 from collections.abc import AsyncIterator
 from html.parser import HTMLParser
@@ -86,8 +88,13 @@ async def service(
         "SCHEDSVC_TARGET_ALLOW_NETWORKS": "127.0.0.0/8",
         "SCHEDSVC_LOG_LEVEL": "WARNING",
     }
+    port = servers.free_port()
+    env |= {"SCHEDSVC_HOST": "127.0.0.1", "SCHEDSVC_PORT": str(port)}
     log: Path = tmp_path_factory.mktemp("client") / "service.log"
-    server = servers.schedsvc(env, log)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDSVC_")} | env
+    server = servers.ServerProcess(
+        [sys.executable, "-m", "schedsvc.cli", "serve"], port, log, name="schedsvc", env=environ
+    )
     mongo = connect(settings)
     try:
         with servers.running(server):

@@ -87,8 +87,10 @@ class UsageError(Exception):
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", default=os.environ.get("SCHEDSVC_URL", DEFAULT_URL), help="default: $SCHEDSVC_URL")
-    parser.add_argument("--api-key", default=os.environ.get("SCHEDSVC_API_KEY"), help="default: $SCHEDSVC_API_KEY")
+    # Defaults are read when the command runs, not when it is parsed: `schedsvc` may fill them in from a
+    # running `schedsvc dev` first.
+    parser.add_argument("--url", help=f"default: $SCHEDSVC_URL, else {DEFAULT_URL}")
+    parser.add_argument("--api-key", help="default: $SCHEDSVC_API_KEY")
     parser.add_argument("-o", "--output", choices=("table", "json"), default="table")
 
 
@@ -502,8 +504,10 @@ def _fail(code: int, message: str) -> NoReturn:
 def run(args: argparse.Namespace) -> None:
     """Run a parsed ``jobs``/``runs`` command; exits with one of the ``EXIT_*`` codes."""
     command = args.jobs_command if args.command == "jobs" else "runs"
+    args.url = args.url or os.environ.get("SCHEDSVC_URL") or DEFAULT_URL
+    api_key = args.api_key or os.environ.get("SCHEDSVC_API_KEY")
     try:
-        with Client(args.url, args.api_key) as client:
+        with Client(args.url, api_key) as client:
             _execute(client, command, args, print)
     except UsageError as exc:
         _fail(EXIT_USAGE, str(exc))

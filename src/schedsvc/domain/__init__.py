@@ -33,7 +33,7 @@ from schedsvc.domain.models import (
     Target,
     run_id,
 )
-from schedsvc.domain.rules import partition_of, subject_allowed, subject_matches
+from schedsvc.domain.rules import describe_partitions, partition_of, subject_allowed, subject_matches
 
 __all__ = [
     "AuthenticationError",
@@ -64,6 +64,7 @@ __all__ = [
     "StoreUnavailableError",
     "Target",
     "VersionConflictError",
+    "describe_partitions",
     "partition_of",
     "run_id",
     "subject_allowed",

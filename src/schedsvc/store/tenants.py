@@ -38,6 +38,16 @@ class NewKey:
     """The plaintext key: shown once, never stored."""
 
 
+def new_api_key() -> str:
+    """A fresh API key: ``sk_<key id>_<secret>``; only its hash is ever stored."""
+    return f"sk_{secrets.token_hex(8)}_{secrets.token_urlsafe(32)}"
+
+
+def is_api_key(text: str) -> bool:
+    """Whether ``text`` has the shape of an API key (says nothing about whether it is valid)."""
+    return _KEY.match(text) is not None
+
+
 def key_id_of(text: str) -> str | None:
     """The key id in a full API key or a bare key id; None for anything else (e.g. a tenant name)."""
     match = _KEY.match(text)
@@ -103,7 +113,7 @@ class MongoTenantStore:
         if await self._tenants.count_documents({"_id": tenant}, limit=1) == 0:
             raise LookupError(f"no tenant {tenant!r}")
         if key is None:
-            key = f"sk_{secrets.token_hex(8)}_{secrets.token_urlsafe(32)}"
+            key = new_api_key()
         match = _KEY.match(key)
         if match is None:
             raise ValueError("an API key must look like sk_<16 hex>_<43 url-safe characters>")

@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from schedsvc.domain import describe_partitions
 from schedsvc.observability.metrics import LEASE_CHANGES, PARTITIONS_OWNED
 from schedsvc.store.leases import LeaseGrant, MongoLeaseStore
 
@@ -133,7 +134,7 @@ class PartitionLeases:
             log.exception("could not release leases on stop; they expire after the TTL")
             return
         LEASE_CHANGES.labels(change="released").inc(len(released))
-        log.info("member %s left, released partitions %s", self.member, released)
+        log.info("member %s left, released partitions %s", self.member, describe_partitions(released))
 
     async def _run(self) -> None:
         due = self._clock()
@@ -189,7 +190,7 @@ class PartitionLeases:
             for p in lost:
                 del self._held[p]
             LEASE_CHANGES.labels(change="lost").inc(len(lost))
-            log.warning("member %s lost partitions %s", self.member, sorted(lost))
+            log.warning("member %s lost partitions %s", self.member, describe_partitions(lost))
             await self._listener.partitions_lost(sorted(lost))
         gained: dict[int, int] = {}
         for g in grants:
@@ -203,7 +204,7 @@ class PartitionLeases:
         PARTITIONS_OWNED.set(len(self._held))
         if gained:
             LEASE_CHANGES.labels(change="acquired").inc(len(gained))
-            log.info("member %s acquired partitions %s", self.member, sorted(gained))
+            log.info("member %s acquired partitions %s", self.member, describe_partitions(gained))
             await self._listener.partitions_gained(gained)
 
     async def _give_back(self, partitions: Sequence[int]) -> None:
@@ -214,7 +215,8 @@ class PartitionLeases:
         await self._listener.partitions_lost(partitions)
         await self._store.release(self.member, partitions)
         LEASE_CHANGES.labels(change="released").inc(len(partitions))
-        log.info("member %s gave back partitions %s (fair share %d)", self.member, list(partitions), self.target)
+        given = describe_partitions(partitions)
+        log.info("member %s gave back partitions %s (fair share %d)", self.member, given, self.target)
 
     async def _drop_lapsed(self) -> None:
         now = self._clock()
@@ -224,5 +226,5 @@ class PartitionLeases:
                 del self._held[p]
             PARTITIONS_OWNED.set(len(self._held))
             LEASE_CHANGES.labels(change="lapsed").inc(len(lapsed))
-            log.warning("member %s: leases on %s lapsed locally", self.member, lapsed)
+            log.warning("member %s: leases on %s lapsed locally", self.member, describe_partitions(lapsed))
             await self._listener.partitions_lost(lapsed)

