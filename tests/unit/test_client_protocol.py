@@ -114,3 +114,13 @@ def test_problems_become_typed_errors_even_when_a_proxy_answered() -> None:
     fields = b'{"type":"t","title":"Precondition failed","status":412,"errors":[{"field":"If-Match","message":"x"}]}'
     conflict = protocol.problem_error(412, {}, fields)
     assert isinstance(conflict, PreconditionFailedError) and conflict.fields == ["If-Match"]
+
+
+def test_the_sync_and_async_clients_offer_the_same_calls() -> None:
+    from schedsvc.client import AsyncClient, Client
+
+    def calls(cls: type) -> set[str]:
+        return {name for name in vars(cls) if not name.startswith("_")} - {"close", "aclose"}
+
+    assert calls(Client) == calls(AsyncClient)
+    assert {"create_job", "iter_jobs", "iter_runs", "preview_schedule", "run_job_now"} <= calls(Client)

@@ -35,7 +35,8 @@ class AsyncClient:
         retry: RequestRetry | None = None,
         http: httpx.AsyncClient | None = None,
     ) -> None:
-        """``http``: a client of your own (proxies, TLS, transports); it is not closed by ``aclose``."""
+        """``http``: a client of your own (proxies, TLS, transports) with its ``base_url`` set; ``base_url`` and
+        ``timeout`` are then its own, and ``aclose`` leaves it open."""
         self.api_key = api_key
         self.retry = retry or RequestRetry()
         self._owns_http = http is None
