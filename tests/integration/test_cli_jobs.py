@@ -106,10 +106,14 @@ def test_create_from_json_and_yaml_files_and_flags_override(service: Service, un
         "schedule": {"kind": "interval", "seconds": 600},
         "target": {"kind": "nats", "subject": "tenant.dev.cli-tests"},
         "tags": ["from-file"],
+        "retry": {"maxAttempts": 2, "maxBackoffSeconds": 10},
     }
     (tmp_path / "job.json").write_text(json.dumps(body))
     from_json = as_json(schedsvc(service, "jobs", "create", "-f", str(tmp_path / "job.json"), "-o", "json"))
     assert (from_json["schedule"]["seconds"], from_json["tags"]) == (600, ["from-file"])
+    # One setting of a policy changes; the rest of it stays as it was.
+    edited = as_json(schedsvc(service, "jobs", "edit", from_json["id"], "--max-attempts", "5", "-o", "json"))
+    assert (edited["retry"]["maxAttempts"], edited["retry"]["maxBackoffSeconds"]) == (5, 10)
 
     (tmp_path / "job.yaml").write_text(
         f"name: {unique}-yaml\nschedule:\n  kind: cron\n  expression: '*/15 * * * *'\n"

@@ -337,6 +337,22 @@ def _job_patch(args: argparse.Namespace) -> JobPatch:
     return patch
 
 
+def _edit(client: Client, args: argparse.Namespace) -> Job:
+    """``--max-attempts`` and ``--catchup`` change one setting of a policy the API replaces whole: the rest
+    comes from the job as read, and the change is made only if the job is still that version."""
+    patch = _job_patch(args)
+    if args.max_attempts is None and args.catchup is None:
+        return client.update_job(args.job_id, patch, version=args.if_version)
+    current = client.get_job(args.job_id)
+    if args.if_version is not None and args.if_version != current.version:
+        return client.update_job(current, patch, version=args.if_version)  # the service answers 412
+    if args.max_attempts is not None:
+        patch.retry = msgspec.structs.replace(current.retry, max_attempts=args.max_attempts)
+    if args.catchup is not None:
+        patch.catchup = msgspec.structs.replace(current.catchup, policy=args.catchup)
+    return client.update_job(current, patch)
+
+
 def _preview_schedule(args: argparse.Namespace) -> Schedule:
     data = _load(args.file) if args.file else _schedule_from_flags(args)
     if data is None:
@@ -472,7 +488,7 @@ def _execute(client: Client, command: str, args: argparse.Namespace, out: Callab
             elif command == "create":
                 job = client.create_job(_job_create(args), idempotency_key=args.idempotency_key)
             elif command == "edit":
-                job = client.update_job(args.job_id, _job_patch(args), version=args.if_version)
+                job = _edit(client, args)
             elif command == "pause":
                 job = client.pause_job(args.job_id, version=args.if_version)
             else:
