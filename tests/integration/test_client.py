@@ -12,6 +12,7 @@ import os
 import re
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -71,7 +72,7 @@ class Service:
 async def service(
     mongo_uri: str, nats_url: str, run_token: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Service]:
-    name = f"{run_token}_client"
+    name = f"{run_token}_client_{uuid.uuid4().hex[:6]}"  # each module using this fixture has its own
     settings = Settings(
         mongodb_uri=mongo_uri, database=f"schedsvc_{name}", nats_url=nats_url, prefix=f"schedsvc_{name}"
     )
