@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from schedsvc.domain.errors import ConfigurationError
@@ -92,6 +92,17 @@ class Settings:
         settings.validate()
         return settings
 
+    def to_env(self) -> dict[str, str]:
+        """The ``SCHEDSVC_*`` variables that make :meth:`from_env` build these settings again (for child
+        processes); fields at their default are left out."""
+        env: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None or value == _default_of(f):
+                continue
+            env[f"SCHEDSVC_{f.name.upper()}"] = _format(value)
+        return env
+
     def validate(self) -> None:
         """Reject inconsistent settings with a message naming the variable."""
         if not self.roles or not self.roles <= ROLES:
@@ -104,6 +115,23 @@ class Settings:
             raise ConfigurationError("SCHEDSVC_CACHE_TTL_SECONDS: must be between 1 and 3600")
         if "{tenant}" not in self.nats_subject_grant:
             raise ConfigurationError("SCHEDSVC_NATS_SUBJECT_GRANT: must contain {tenant}")
+
+
+def _default_of(f: Any) -> Any:
+    return f.default_factory() if f.default_factory is not MISSING else f.default
+
+
+def _format(value: Any) -> str:
+    """The inverse of :func:`_parse` for one value."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, frozenset):
+        return ",".join(sorted(value))
+    if isinstance(value, Mapping):
+        return ",".join(f"{k}={v}" for k, v in value.items())
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)
 
 
 def _parse(name: str, raw: str) -> Any:
