@@ -7,10 +7,9 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
+import ipaddress
 import json
-import os
 import re
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -24,6 +23,7 @@ import pytest
 import uvicorn
 from tests.support import servers
 
+from schedsvc import embedded
 from schedsvc.api import openapi
 from schedsvc.client import (
     OPERATIONS,
@@ -54,6 +54,7 @@ from schedsvc.client import (
 )
 from schedsvc.config import Settings
 from schedsvc.store import MongoTenantStore, connect, database
+from schedsvc.testing import Reply, WebhookReceiver
 
 DEV_KEY = "sk_00000000000000dd_" + "d" * 43
 LIMITED = "limited"
@@ -74,54 +75,30 @@ async def service(
 ) -> AsyncIterator[Service]:
     name = f"{run_token}_client_{uuid.uuid4().hex[:6]}"  # each module using this fixture has its own
     settings = Settings(
-        mongodb_uri=mongo_uri, database=f"schedsvc_{name}", nats_url=nats_url, prefix=f"schedsvc_{name}"
+        mongodb_uri=mongo_uri,
+        database=f"schedsvc_{name}",
+        nats_url=nats_url,
+        prefix=f"schedsvc_{name}",
+        port=servers.free_port(),
+        partitions=8,
+        dev_mode=True,
+        dev_api_key=DEV_KEY,
+        rate_limit_overrides={LIMITED: LIMIT_PER_MINUTE},
+        target_allow_networks=(ipaddress.ip_network("127.0.0.0/8"),),
+        log_level="WARNING",
     )
-    env = {
-        "SCHEDSVC_MONGODB_URI": mongo_uri,
-        "SCHEDSVC_DATABASE": settings.database,
-        "SCHEDSVC_NATS_URL": nats_url,
-        "SCHEDSVC_PREFIX": settings.prefix,
-        "SCHEDSVC_ROLES": "api,timing,execution",
-        "SCHEDSVC_PARTITIONS": "8",
-        "SCHEDSVC_DEV_MODE": "true",
-        "SCHEDSVC_DEV_API_KEY": DEV_KEY,
-        "SCHEDSVC_RATE_LIMIT_OVERRIDES": f"{LIMITED}={LIMIT_PER_MINUTE}",
-        "SCHEDSVC_TARGET_ALLOW_NETWORKS": "127.0.0.0/8",
-        "SCHEDSVC_LOG_LEVEL": "WARNING",
-    }
-    port = servers.free_port()
-    env |= {"SCHEDSVC_HOST": "127.0.0.1", "SCHEDSVC_PORT": str(port)}
     log: Path = tmp_path_factory.mktemp("client") / "service.log"
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDSVC_")} | env
-    server = servers.ServerProcess(
-        [sys.executable, "-m", "schedsvc.cli", "serve"], port, log, name="schedsvc", env=environ
-    )
     mongo = connect(settings)
     try:
-        with servers.running(server):
-            url = f"http://127.0.0.1:{server.port}"
-            await _wait_ready(url)
+        with servers.running(embedded.service(settings, log)) as server:
             limited_key, _ = await MongoTenantStore(database(mongo, settings)).create_tenant(LIMITED)
-            yield Service(url, DEV_KEY, limited_key.key, settings)
+            yield Service(server.url, DEV_KEY, limited_key.key, settings)
     finally:
         await mongo.drop_database(settings.database)
         await mongo.close()
         output = await asyncio.to_thread(log.read_text)
         if "Traceback" in output:
             print(output[-5000:])
-
-
-async def _wait_ready(url: str) -> None:
-    deadline = time.monotonic() + 60
-    async with httpx.AsyncClient(base_url=url) as http:
-        while True:
-            try:
-                if (await http.get("/health/ready")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the service never became ready"
-            await asyncio.sleep(0.3)
 
 
 @pytest.fixture
@@ -442,50 +419,38 @@ def test_receiver_refuses_tampered_stale_and_unsigned_requests() -> None:
 # --- retries -------------------------------------------------------------------------------------------------
 
 
-def refusing_then_creating(refusals: list[tuple[int, dict[str, str]]], seen: list[tuple[float, dict[str, str]]]) -> Any:
-    """An ASGI stand-in that refuses as told, then answers like ``POST /jobs``. The real service cannot be
-    made to answer 503 or a short ``Retry-After`` on demand, and the client's waiting is what is tested."""
-    job = msgspec.json.encode(openapi.JOB.value)  # the documented example of a job
+def refuse_then_create(refusals: list[Reply]) -> Any:
+    """Answers ``POST /jobs`` with ``refusals`` first, then like the service (its documented example job).
+    A stand-in, because the real service cannot be made to answer 503 or a short ``Retry-After`` on demand."""
+    created = Reply(201, msgspec.json.encode(openapi.JOB.value), {"Content-Type": "application/json"})
+    return lambda call, before: refusals[before] if before < len(refusals) else created
 
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        while (await receive()).get("more_body"):
-            pass
-        seen.append((time.monotonic(), {k.decode(): v.decode() for k, v in scope["headers"]}))
-        if len(seen) <= len(refusals):
-            status, headers = refusals[len(seen) - 1]
-            body = json.dumps({"type": "about:blank", "title": "Busy", "status": status}).encode()
-            extra = [(k.encode(), v.encode()) for k, v in headers.items()]
-            ctype = [(b"content-type", b"application/problem+json")]
-            await send({"type": "http.response.start", "status": status, "headers": ctype + extra})
-            await send({"type": "http.response.body", "body": body})
-            return
-        await send({"type": "http.response.start", "status": 201, "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": job})
 
-    return app
+def busy(status: int, retry_after: str | None = None) -> Reply:
+    body = msgspec.json.encode({"type": "about:blank", "title": "Busy", "status": status})
+    headers = {"Content-Type": "application/problem+json"} | ({"Retry-After": retry_after} if retry_after else {})
+    return Reply(status, body, headers)
 
 
 async def test_429_and_503_are_retried_after_retry_after_with_one_idempotency_key() -> None:
-    seen: list[tuple[float, dict[str, str]]] = []
-    refusals = [(429, {"Retry-After": "1"}), (503, {}), (503, {"Retry-After": "0"})]
-    async with serving(refusing_then_creating(refusals, seen)) as url, AsyncClient(url, DEV_KEY) as client:
-        job = await client.create_job(new_job("retried"))
+    async with WebhookReceiver() as stand_in:
+        stand_in.routes["/jobs"] = refuse_then_create([busy(429, "1"), busy(503), busy(503, "0")])
+        async with AsyncClient(stand_in.url(""), DEV_KEY) as client:
+            job = await client.create_job(new_job("retried"))
     assert job.name == "nightly-report"
-    assert len(seen) == 4
-    assert seen[1][0] - seen[0][0] >= 0.95, "Retry-After: 1 was not honoured"
-    assert len({headers["idempotency-key"] for _, headers in seen}) == 1, "every retry must reuse the key"
+    calls = stand_in.calls_to("/jobs")
+    assert len(calls) == 4
+    assert calls[1].at - calls[0].at >= 0.95, "Retry-After: 1 was not honoured"
+    assert len({c.idempotency_key for c in calls}) == 1, "every retry must reuse the key"
 
 
 async def test_retries_are_bounded() -> None:
-    seen: list[tuple[float, dict[str, str]]] = []
-    refusals = [(503, {"Retry-After": "0"})] * 10
-    retry = RequestRetry(max_retries=2)
-    async with serving(refusing_then_creating(refusals, seen)) as url, AsyncClient(url, retry=retry) as client:
-        with pytest.raises(ServiceUnavailableError) as unavailable:
-            await client.create_job(new_job("bounded"))
-    assert len(seen) == 3
+    async with WebhookReceiver() as stand_in:
+        stand_in.routes["/jobs"] = refuse_then_create([busy(503, "0")] * 10)
+        async with AsyncClient(stand_in.url(""), retry=RequestRetry(max_retries=2)) as client:
+            with pytest.raises(ServiceUnavailableError) as unavailable:
+                await client.create_job(new_job("bounded"))
+    assert len(stand_in.calls) == 3
     assert isinstance(unavailable.value, ConnectionError) and unavailable.value.retry_after == 0
 
 
