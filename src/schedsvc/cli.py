@@ -1,4 +1,4 @@
-"""``schedsvc``: serve | dev | migrate | tenants."""
+"""``schedsvc``: serve | dev | migrate | tenants | jobs | runs."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 from schedsvc import dev, embedded
+from schedsvc.client import cli as jobs_cli
 from schedsvc.config import Settings
 from schedsvc.domain.errors import ConfigurationError
 
@@ -121,6 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     group.add_argument("--tenant", help="revoke every key of this tenant")
     tsub.add_parser("rotate-secret", help="add a new webhook signing secret").add_argument("name")
     tsub.add_parser("list", help="list tenants and their active key ids")
+    jobs_cli.add_commands(sub)
     args = parser.parse_args(argv)
 
     if args.command == "dev":
@@ -128,6 +130,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     # Run from the directory of a running `schedsvc dev`, commands find its database without being told.
     os.environ.update(dev.environment_from_running_dev(DEFAULT_DATA_DIR, os.environ))
+    if args.command in ("jobs", "runs"):
+        jobs_cli.run(args)
     try:
         settings = Settings.from_env()
     except ConfigurationError as exc:

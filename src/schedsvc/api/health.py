@@ -34,11 +34,15 @@ class HealthController(Controller):
     tags = ["health"]
     include_in_schema = True
 
-    @get("/live", summary="Liveness", cache=False)
+    @get("/live", summary="Liveness", operation_id="getLiveness", cache=False)
     async def live(self) -> dict[str, str]:
         return {"status": "ok"}
 
-    @get("/ready", summary="Readiness: MongoDB and NATS reachable, migrations applied; Redis optional")
+    @get(
+        "/ready",
+        summary="Readiness: MongoDB and NATS reachable, migrations applied; Redis optional",
+        operation_id="getReadiness",
+    )
     async def ready(self, state: State) -> Response[Readiness]:
         cached: tuple[float, Readiness] | None = state.get("readiness")
         now = time.monotonic()
