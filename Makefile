@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 RUST_SOURCES := Cargo.toml rust_core/Cargo.toml $(wildcard rust_core/src/*.rs)
 
-.PHONY: dev test lint rust-test py-test embedded-db clean
+.PHONY: dev test lint rust-test py-test embedded-db promtool clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,8 +40,19 @@ lint: $(VENV)/.test-installed
 rust-test:
 	cargo test --quiet
 
-py-test: $(VENV)/.test-installed embedded-db
+py-test: $(VENV)/.test-installed embedded-db promtool
 	$(BIN)/pytest
+
+# promtool checks and unit-tests the alert rules (tests/unit/test_alert_rules.py). It ships in Debian's
+# `prometheus` package, whose install also enables the Prometheus server: stop it, only the tool is wanted.
+promtool:
+	@command -v promtool >/dev/null && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >/dev/null \
+		&& { systemctl disable --now prometheus.service >/dev/null 2>&1 || true; }; \
+	else \
+		echo "promtool is missing: install the Debian package 'prometheus' (apt-get install prometheus)" >&2; exit 1; \
+	fi
 
 test: lint rust-test py-test
 
