@@ -56,5 +56,15 @@ promtool:
 
 test: lint rust-test py-test
 
+# The container image (Containerfile), with podman, or docker when podman is absent: `make image IMAGE=...`.
+IMAGE ?= schedsvc:dev
+image:
+	@engine=$$(command -v podman || command -v docker) \
+		|| { echo "make image needs podman or docker, and neither is installed (Debian: apt-get install podman)" >&2; exit 1; }; \
+	"$$engine" info >/dev/null 2>&1 \
+		|| { echo "$$engine is installed but not usable (is its daemon or service running?): '$$engine info' fails" >&2; exit 1; }; \
+	echo "$$engine build -f Containerfile -t $(IMAGE) ."; \
+	"$$engine" build -f Containerfile -t $(IMAGE) .
+
 clean:
 	rm -rf $(VENV) target .pytest_cache .mypy_cache .ruff_cache
