@@ -48,8 +48,8 @@ py-test: $(VENV)/.test-installed embedded-db promtool
 promtool:
 	@command -v promtool >/dev/null && exit 0; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >/dev/null \
-		&& { systemctl disable --now prometheus.service >/dev/null 2>&1 || true; }; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
+		&& { systemctl disable --now prometheus.service >/dev/null 2>&1 || service prometheus stop >/dev/null 2>&1 || true; }; \
 	else \
 		echo "promtool is missing: install the Debian package 'prometheus' (apt-get install prometheus)" >&2; exit 1; \
 	fi
