@@ -80,6 +80,12 @@ def engine() -> str:
     missing = [image for image in base_images() if run(found, "image", "inspect", image).returncode != 0]
     if missing:
         pytest.skip(f"base images not present locally and never pulled by tests: {', '.join(missing)}")
+    # Some sandboxes let an engine build but not start containers; a base image that cannot start either
+    # says so about this machine, not about our image (which must then start like its base).
+    runtime_base = [image for image in base_images() if "python" in image]
+    probe = run(found, "run", "--rm", "--network=host", *runtime_base, "true")
+    if probe.returncode != 0:
+        pytest.skip(f"{found} cannot start containers here: {probe.stderr.strip()[:300]}")
     return found
 
 
