@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 RUST_SOURCES := Cargo.toml rust_core/Cargo.toml $(wildcard rust_core/src/*.rs)
 
-.PHONY: dev test lint rust-test py-test embedded-db promtool clean
+.PHONY: dev test lint rust-test py-test embedded-db promtool image clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
