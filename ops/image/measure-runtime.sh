@@ -18,14 +18,14 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
     --manifest-path "$ROOT/rust_core/Cargo.toml" --out "$WORK/dist" >/dev/null
 WHEEL=$(ls "$WORK"/dist/schedsvc-*.whl)
 
-install() {  # install <venv> <venv options> <requirements...>
+install_env() {  # install_env <venv> <venv options> <requirements...>
     target=$1; options=$2; shift 2
     "$PYTHON" -m venv $options "$target"
     "$WORK/build/bin/pip" --python "$target/bin/python" install --quiet --only-binary=:all: --compile "$@"
 }
-install "$WORK/lean" --without-pip "$WORK/dist/$(basename "$WHEEL")"
-install "$WORK/standard" --without-pip "$WORK/dist/$(basename "$WHEEL")" "litestar[standard]"
-install "$WORK/with-pip" "" "$WORK/dist/$(basename "$WHEEL")"
+install_env "$WORK/lean" --without-pip "$WORK/dist/$(basename "$WHEEL")"
+install_env "$WORK/standard" --without-pip "$WORK/dist/$(basename "$WHEEL")" "litestar[standard]"
+install_env "$WORK/with-pip" "" "$WORK/dist/$(basename "$WHEEL")"
 
 size() { du -s --apparent-size --block-size=1K "$1" | cut -f1; }
 echo "runtime environment (what the image adds to python:3.11-slim), KiB:"
