@@ -36,6 +36,10 @@ class Settings:
     """Interface the HTTP server binds."""
     port: int = 8000
     """Port of the HTTP server."""
+    metrics_port: int = 0
+    """Port of a separate server that serves only the Prometheus metrics, so that whatever exposes the API
+    port (load balancer, network policies) never exposes ``/metrics``; the image sets 9090. 0 serves
+    ``/metrics`` on the API port instead (development and in-process tests)."""
     workers: int = 1
     """granian worker processes serving the API."""
     log_level: str = "INFO"
@@ -110,6 +114,8 @@ class Settings:
         """Reject inconsistent settings with a message naming the variable."""
         if not self.roles or not self.roles <= ROLES:
             raise ConfigurationError(f"SCHEDSVC_ROLES: expected a subset of {sorted(ROLES)}")
+        if not 0 <= self.metrics_port <= 65_535 or (self.metrics_port and self.metrics_port == self.port):
+            raise ConfigurationError("SCHEDSVC_METRICS_PORT: must be 0 or a port other than SCHEDSVC_PORT")
         if not 1 <= self.partitions <= 65_536:
             raise ConfigurationError("SCHEDSVC_PARTITIONS: must be between 1 and 65536")
         if self.heartbeat_seconds * 2 >= self.lease_ttl_seconds:

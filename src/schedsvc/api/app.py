@@ -144,7 +144,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
     prometheus = PrometheusConfig(
         app_name="schedsvc", prefix="schedsvc_http", group_path=True, exclude=["^/metrics", "^/health"]
     )
-    handlers: list[Any] = [HealthController, MetricsController]
+    handlers: list[Any] = [HealthController]
+    if not settings.metrics_port:  # otherwise `schedsvc serve` serves them on their own port
+        handlers.append(MetricsController)
     middleware: list[Any] = [RequestIdMiddleware(), prometheus.middleware]
     if "api" in settings.roles:
         handlers += [JobsController, SchedulesController]
