@@ -896,6 +896,49 @@ mod tests {
     }
 
     #[test]
+    fn dst_rules_hold_in_far_years() {
+        // Issue 15: past 2099 the old tables had no transitions; Berlin keeps CEST in July 2100.
+        assert_eq!(
+            fires("0 12 * * *", "Europe/Berlin", utc_ts(2100, 7, 1, 0, 0), 1),
+            vec![utc_ts(2100, 7, 1, 10, 0)]
+        );
+        // 9999-03-14 is New York's second Sunday of March: 02:30 moves to the end of the gap,
+        // and on 9999-11-07 01:30 fires once, at its first pass (EDT).
+        assert_eq!(
+            fires(
+                "30 2 * * *",
+                "America/New_York",
+                utc_ts(9999, 3, 13, 12, 0),
+                2
+            ),
+            vec![utc_ts(9999, 3, 14, 7, 0), utc_ts(9999, 3, 15, 6, 30)]
+        );
+        assert_eq!(
+            fires(
+                "30 1 * * *",
+                "America/New_York",
+                utc_ts(9999, 11, 6, 12, 0),
+                2
+            ),
+            vec![utc_ts(9999, 11, 7, 5, 30), utc_ts(9999, 11, 8, 6, 30)]
+        );
+        assert_eq!(
+            fires(
+                "*/30 * * * *",
+                "America/New_York",
+                utc_ts(9999, 11, 7, 4, 45),
+                4
+            ),
+            vec![
+                utc_ts(9999, 11, 7, 5, 0),
+                utc_ts(9999, 11, 7, 5, 30),
+                utc_ts(9999, 11, 7, 6, 0),
+                utc_ts(9999, 11, 7, 6, 30)
+            ]
+        );
+    }
+
+    #[test]
     fn edges_of_the_supported_range() {
         let c = Cron::parse("* * * * *").unwrap();
         let z = zone("America/New_York");
