@@ -15,6 +15,7 @@ import tzdata
 from prometheus_client import REGISTRY
 
 from schedsvc._timing import Schedule
+from schedsvc.domain.errors import InvalidScheduleError
 from schedsvc.timing import ZoneDatabase, preview, zone_database
 from schedsvc.timing.zonedb import database, tzif
 
@@ -42,6 +43,15 @@ def test_tzif_knows_no_zone_zoneinfo_rejects(key: str) -> None:
     assert tzif(key) is None
     with pytest.raises(ValueError, match="unknown time zone"):
         Schedule.cron("0 0 * * *", key)
+
+
+@pytest.mark.parametrize("key", ["Mars/Base", "America", "../../etc/passwd"])
+def test_preview_names_the_zone_field(key: str) -> None:
+    # "America" is a directory: zoneinfo raises IsADirectoryError for it, which used to escape as a 500.
+    schedule = {"kind": "calendar", "every": 1, "unit": "days", "time": "09:00", "timezone": key}
+    with pytest.raises(InvalidScheduleError, match="unknown time zone") as raised:
+        preview(schedule, datetime(2026, 1, 1, tzinfo=UTC), 1)
+    assert raised.value.field == "schedule.timezone"
 
 
 @pytest.fixture
