@@ -47,8 +47,8 @@ class Schedule:
         seconds first, or is one of ``@yearly @annually @monthly @weekly @daily @midnight
         @hourly``. Supports names, ranges, steps, lists, ``L``, ``LW``, ``nW``, ``<dow>L``,
         ``<dow>#n`` and ``?``. Raises ``ValueError`` for a syntax error, a reversed range, a
-        zone ``zoneinfo`` does not know (``unknown time zone '<name>'``), ``end_ms < start_ms``, a negative jitter, or an expression that can never
-        fire (e.g. ``0 0 30 2 *``).
+        zone ``zoneinfo`` does not know (``unknown time zone '<name>'``), ``end_ms < start_ms``,
+        a negative jitter, or an expression that can never fire (e.g. ``0 0 30 2 *``).
         """
 
     @staticmethod
