@@ -49,6 +49,19 @@ struct Cycle {
     wall_start: i64,
 }
 
+impl Cycle {
+    /// The segment whose end (in `ends`: instants or wall times of the changes) is the first
+    /// after `x`, for `x` at or after `start = ends[first]`: `x` is moved back into the listed
+    /// cycle and the periods skipped are counted.
+    #[cold]
+    fn segment(self, ends: &[i64], start: i64, x: i64) -> usize {
+        let periods = (x - start) / CYCLE;
+        let folded = x - periods * CYCLE;
+        let r = ends[self.first..].partition_point(|&e| e <= folded);
+        self.first + periods as usize * self.len + r
+    }
+}
+
 /// One zone as a list of offset changes.
 ///
 /// Segment `i` is the stretch of constant offset that ends at change `i` (the first segment has
@@ -170,36 +183,19 @@ impl Zone {
     #[inline]
     pub fn segment_of(&self, t: i64) -> usize {
         match self.cycle {
-            Some(c) if t >= c.start => {
-                let periods = (t - c.start) / CYCLE;
-                let folded = t - periods * CYCLE;
-                let r = self.transitions[c.first..].partition_point(|&x| x <= folded);
-                c.first + periods as usize * c.len + r
-            }
-            _ => self.transitions.partition_point(|&x| x <= t),
+            Some(c) if t >= c.start => c.segment(&self.transitions, c.start, t),
+            // Before the cycle (every date of today): only the changes before it can be passed.
+            Some(c) => self.transitions[..c.first].partition_point(|&x| x <= t),
+            None => self.transitions.partition_point(|&x| x <= t),
         }
-    }
-
-    /// Table index and time shift of change `i` (the end of segment `i`), if there is one.
-    #[inline]
-    fn change(&self, i: usize) -> Option<(usize, i64)> {
-        if i < self.transitions.len() {
-            return Some((i, 0));
-        }
-        let c = self.cycle?;
-        let k = i - c.first;
-        Some((c.first + k % c.len, (k / c.len) as i64 * CYCLE))
     }
 
     #[inline]
     pub fn segment_offset(&self, seg: usize) -> i64 {
-        let i = match self.offsets.get(seg) {
-            Some(&o) => return i64::from(o),
-            // Past the table: the cycle's segment, or (without a cycle, which segment numbers
-            // never pass) the last one.
-            None => self.change(seg).map_or(self.offsets.len() - 1, |(i, _)| i),
-        };
-        i64::from(self.offsets[i])
+        match self.offsets.get(seg) {
+            Some(&o) => i64::from(o),
+            None => self.offset_past_table(seg),
+        }
     }
 
     /// First instant of segment `seg` (None for the first segment).
@@ -211,11 +207,29 @@ impl Zone {
     /// First instant after segment `seg` (None when the offset never changes again).
     #[inline]
     pub fn segment_end(&self, seg: usize) -> Option<i64> {
-        if let Some(&t) = self.transitions.get(seg) {
-            return Some(t);
+        match self.transitions.get(seg) {
+            Some(&t) => Some(t),
+            None => self.end_past_table(seg),
         }
-        self.change(seg)
-            .map(|(i, shift)| self.transitions[i] + shift)
+    }
+
+    // Segments past the table are the cycle's, repeated: out of line, as today's dates never
+    // get there.
+
+    #[cold]
+    fn offset_past_table(&self, seg: usize) -> i64 {
+        // Without a cycle segment numbers never pass the last segment.
+        let i = self.cycle.map_or(self.offsets.len() - 1, |c| {
+            c.first + (seg - c.first) % c.len
+        });
+        i64::from(self.offsets[i])
+    }
+
+    #[cold]
+    fn end_past_table(&self, seg: usize) -> Option<i64> {
+        let c = self.cycle?;
+        let k = seg - c.first;
+        Some(self.transitions[c.first + k % c.len] + (k / c.len) as i64 * CYCLE)
     }
 
     #[inline]
@@ -233,13 +247,9 @@ impl Zone {
     #[inline]
     fn segment_of_wall(&self, w: i64) -> usize {
         match self.cycle {
-            Some(c) if w >= c.wall_start => {
-                let periods = (w - c.wall_start) / CYCLE;
-                let folded = w - periods * CYCLE;
-                let r = self.wall_ends[c.first..].partition_point(|&x| x <= folded);
-                c.first + periods as usize * c.len + r
-            }
-            _ => self.wall_ends.partition_point(|&x| x <= w),
+            Some(c) if w >= c.wall_start => c.segment(&self.wall_ends, c.wall_start, w),
+            Some(c) => self.wall_ends[..c.first].partition_point(|&x| x <= w),
+            None => self.wall_ends.partition_point(|&x| x <= w),
         }
     }
 
