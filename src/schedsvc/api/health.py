@@ -10,6 +10,7 @@ from litestar import Controller, Response, get
 from litestar.datastructures import State
 
 from schedsvc.store.migrate import pending_migrations
+from schedsvc.timing import ZoneDatabase, zone_database
 
 # Readiness is cached this long, so a probe every few seconds costs at most one ping per interval.
 READY_CACHE_SECONDS = 2.0
@@ -19,6 +20,8 @@ CHECK_TIMEOUT_SECONDS = 2.0
 class Readiness(msgspec.Struct):
     ready: bool
     checks: dict[str, str]
+    # Which tz database schedules are computed with (operators compare it across replicas).
+    tzdata: ZoneDatabase
 
 
 async def _check(coro: object) -> str:
@@ -69,4 +72,4 @@ class HealthController(Controller):
             checks[name] = "ok" if module.ready else "not running"
             required.append(name)
         ready = all(checks[k] == "ok" for k in required)
-        return Readiness(ready, checks)
+        return Readiness(ready, checks, zone_database())
