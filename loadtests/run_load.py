@@ -558,7 +558,8 @@ def api_counters(stack: Stack) -> dict[str, float]:
     totals: dict[str, float] = {}
     for url in stack.api_urls:
         for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
-            if line.startswith(("schedsvc_http_requests_total{", "schedsvc_cache_requests_total", "bench_")):
+            if line.startswith(("schedsvc_http_requests_total{", "schedsvc_cache_requests_total{",
+                                "bench_mongodb_commands_total{", "bench_redis_round_trips_total ")):
                 name, value = line.rsplit(" ", 1)
                 key = "http_requests" if name.startswith("schedsvc_http_requests_total") else name
                 totals[key] = totals.get(key, 0.0) + float(value)

@@ -65,8 +65,8 @@ class RateLimitMiddleware(ASGIMiddleware):
         settings = state.settings
         tenant = scope.get("user")
         key = scope.get("auth")
-        if key:
-            identity = "k" + hashlib.sha256(str(key).encode()).hexdigest()[:24]
+        if key:  # the tenant as hash tag: the counter shares a Redis cluster slot with the tenant's cache keys
+            identity = f"{{{tenant}}}:k" + hashlib.sha256(str(key).encode()).hexdigest()[:24]
         else:
             identity = "ip" + (scope.get("client") or ("unknown", 0))[0]
         limit = settings.rate_limit_overrides.get(tenant, settings.rate_limit_per_minute)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from dataclasses import dataclass
-from urllib.parse import parse_qsl
 
 VERSION_LIFETIME_SECONDS = 2 * 24 * 3600
 """Versions outlive every cached entry (at most an hour, see ``cache_ttl_seconds``) many times over."""
@@ -42,16 +41,23 @@ class CacheRead:
 PREFETCHED: ContextVar[CacheRead | None] = ContextVar("schedsvc_cache_read", default=None)
 
 
+# Every key of a tenant carries the hash tag {tenant}, so that on a Redis cluster the rate-limit counter, the
+# versions and the entry a request's script touches share one slot.
+
+
 def list_version_key(prefix: str, tenant: str) -> str:
-    return f"{prefix}lv:{tenant}"
+    return f"{prefix}lv:{{{tenant}}}"
 
 
 def job_version_key(prefix: str, tenant: str, job_id: str) -> str:
-    return f"{prefix}jv:{tenant}:{job_id}"
+    return f"{prefix}jv:{{{tenant}}}:{job_id}"
 
 
 def probe_for(prefix: str, tenant: str, path: str, query_string: bytes, job_id: str | None) -> CacheProbe:
-    """The probe of a cacheable ``GET``: one job's read depends on that job only, anything else on the list."""
-    query = "&".join(sorted(f"{k}={v}" for k, v in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)))
+    """The probe of a cacheable ``GET``: one job's read depends on that job only, anything else on the list.
+
+    The query string is used as sent: the same query spelled differently only gets an entry of its own,
+    while reordering parameters could merge queries whose repeated parameters mean different things.
+    """
     versions = (job_version_key(prefix, tenant, job_id),) if job_id else (list_version_key(prefix, tenant),)
-    return CacheProbe(f"{prefix}cache:{tenant}:{path}?{query}", versions)
+    return CacheProbe(f"{prefix}cache:{{{tenant}}}:{path}?{query_string.decode('latin-1')}", versions)
