@@ -14,12 +14,13 @@ from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.middleware.base import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.stores.base import Store
 
 from schedsvc import __version__
+from schedsvc.api import openapi
 from schedsvc.api.auth import PUBLIC_PATHS, ApiKeyAuthentication, follow_key_changes
+from schedsvc.api.docs import DOCS_PATH, BundledSwaggerUI
 from schedsvc.api.errors import EXCEPTION_HANDLERS
 from schedsvc.api.health import HealthController
 from schedsvc.api.jobs import JobsController
@@ -163,7 +164,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
     prometheus = PrometheusConfig(
         app_name="schedsvc", prefix="schedsvc_http", group_path=True, exclude=["^/metrics", "^/health"]
     )
-    handlers: list[Any] = [HealthController, MetricsController]
+    handlers: list[Any] = [HealthController]
+    if not settings.metrics_port:  # otherwise `schedsvc serve` serves them on their own port
+        handlers.append(MetricsController)
     middleware: list[Any] = [RequestIdMiddleware(), prometheus.middleware]
     if "api" in settings.roles:
         handlers += [JobsController, SchedulesController]
@@ -198,8 +201,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             title="schedsvc",
             version=__version__,
             description="Job scheduler: cron, interval, calendar and one-time jobs delivered to webhooks or NATS.",
-            path="/schema",
-            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+            path=DOCS_PATH,
+            # The page at /schema and /schema/swagger; the document at /schema/openapi.json.
+            render_plugins=[BundledSwaggerUI(path="/swagger")],
+            components=openapi.COMPONENTS,
         ),
         state=State({"settings": settings, "redis": redis, "rate_limiter": limiter, "auth_failures": failures}),
     )
