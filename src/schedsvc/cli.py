@@ -18,6 +18,8 @@ from schedsvc.domain.errors import ConfigurationError
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
+    from schedsvc.bus import TenantChangeKind
+
 DEFAULT_DATA_DIR = os.environ.get("SCHEDSVC_DATA_DIR", ".dev-data")
 
 
@@ -85,6 +87,14 @@ async def _migrate(settings: Settings) -> None:
         await client.close()
 
 
+async def _announce(settings: Settings, kind: TenantChangeKind, value: str) -> None:
+    """Running replicas drop their cached copy at once (else within their cache lifetime, 5 minutes)."""
+    from schedsvc.bus import announce_tenant_change
+
+    if not await announce_tenant_change(settings, kind, value):
+        print("warning: NATS unreachable; running replicas notice within 5 minutes", file=sys.stderr)
+
+
 async def _tenants(settings: Settings, args: argparse.Namespace) -> int:
     from schedsvc.store import MongoTenantStore, connect, database
     from schedsvc.store.tenants import TenantExistsError, key_id_of
@@ -109,13 +119,18 @@ async def _tenants(settings: Settings, args: argparse.Namespace) -> int:
                 if key_id is not None:
                     ok = await store.revoke_key(key_id)
                     print(f"revoked key {key_id}" if ok else f"no active key {key_id}")
+                    if ok:
+                        await _announce(settings, "key", key_id)
                     return 0 if ok else 1
                 tenant = args.tenant or args.key
                 count = await store.revoke_tenant_keys(tenant)
                 print(f"revoked {count} key(s) of tenant {tenant}")
+                if count:
+                    await _announce(settings, "tenant", tenant)
                 return 0 if count else 1
             case "rotate-secret":
                 print(f"new webhook signing secret: {await store.rotate_secret(args.name)}")
+                await _announce(settings, "tenant", args.name)
             case "list":
                 for t in await store.list_tenants():
                     active = [k["_id"] for k in t["keys"] if k.get("revokedAt") is None]

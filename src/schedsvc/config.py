@@ -66,6 +66,8 @@ class Settings:
     """Default requests per minute per API key."""
     rate_limit_overrides: Mapping[str, int] = field(default_factory=dict)
     """Per-tenant requests per minute, as ``tenant=N,tenant2=M``."""
+    failed_auth_per_minute: int = 30
+    """Failed authentications a client address may make per minute; then 429 without a database lookup."""
     target_allow_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     """CIDRs that HTTP targets may reach even though they are private, loopback or link-local."""
     nats_subject_grant: str = "tenant.{tenant}.>"

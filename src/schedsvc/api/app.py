@@ -19,7 +19,7 @@ from litestar.stores.base import Store
 
 from schedsvc import __version__
 from schedsvc.api import openapi
-from schedsvc.api.auth import PUBLIC_PATHS, ApiKeyAuthentication
+from schedsvc.api.auth import PUBLIC_PATHS, ApiKeyAuthentication, follow_key_changes
 from schedsvc.api.docs import DOCS_PATH, BundledSwaggerUI
 from schedsvc.api.errors import EXCEPTION_HANDLERS
 from schedsvc.api.health import HealthController
@@ -33,7 +33,16 @@ from schedsvc.api.middleware import (
 )
 from schedsvc.api.schedules import SchedulesController
 from schedsvc.bus import NatsRunBus
-from schedsvc.cache import MemoryRateLimiter, RateLimiter, RedisLink, RedisRateLimiter, ResilientStore
+from schedsvc.cache import (
+    FailureCounter,
+    MemoryFailureCounter,
+    MemoryRateLimiter,
+    RateLimiter,
+    RedisFailureCounter,
+    RedisLink,
+    RedisRateLimiter,
+    ResilientStore,
+)
 from schedsvc.config import Settings
 from schedsvc.domain import partition_of
 from schedsvc.names import Names
@@ -73,6 +82,13 @@ async def _cluster_partitions(db: Any, settings: Settings) -> int:
     return partitions
 
 
+async def _follow_tenant_changes(state: State, bus: NatsRunBus, stack: AsyncExitStack) -> None:
+    """Validated API keys are cached per process; announced revocations drop them on every replica."""
+    api_keys, unsubscribe = await follow_key_changes(bus)
+    stack.push_async_callback(unsubscribe)
+    state.api_keys = api_keys
+
+
 @asynccontextmanager
 async def _lifespan(settings: Settings, app: Litestar) -> AsyncIterator[None]:
     state = app.state
@@ -91,14 +107,18 @@ async def _lifespan(settings: Settings, app: Litestar) -> AsyncIterator[None]:
         bus = await NatsRunBus.connect(settings)
         stack.push_async_callback(bus.close)
         await bus.ensure_streams(replicas=settings.stream_replicas)
+        await _follow_tenant_changes(state, bus, stack)
 
         redis = state.get("redis")
         if redis is not None:
             stack.push_async_callback(redis.close)
+            responses = app.stores.get("response_cache")
+            if isinstance(responses, ResilientStore):  # entries still being written when the client closes
+                stack.push_async_callback(responses.drain)
 
         async def on_job_changed(tenant: str, job_id: str, partition: int) -> None:
             if redis is not None:
-                await redis.bump_tenant(tenant)
+                await redis.bump(tenant, job_id)
             await bus.publish_job_change(job_id, partition)
 
         state.update(
@@ -128,7 +148,7 @@ async def _lifespan(settings: Settings, app: Litestar) -> AsyncIterator[None]:
 
             async def on_run_recorded(tenant: str, job_id: str) -> None:
                 if redis is not None:  # a run changed the job's lastRun: cached reads must not hide it
-                    await redis.bump_tenant(tenant)
+                    await redis.bump(tenant, job_id)
 
             execution = ExecutionService(settings, db, bus, on_job_changed=on_run_recorded)
             await execution.start()
@@ -158,8 +178,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
     redis = RedisLink(settings.redis_url, Names(settings.prefix).redis_prefix) if settings.redis_url else None
     stores: dict[str, Store] = {}
     if redis is not None:
-        stores["response_cache"] = ResilientStore(redis, namespace=f"{settings.prefix}:cache")
+        stores["response_cache"] = ResilientStore(redis)
     limiter: RateLimiter = RedisRateLimiter(redis) if redis is not None else MemoryRateLimiter()
+    failures: FailureCounter = (
+        RedisFailureCounter(redis, settings.failed_auth_per_minute)
+        if redis is not None
+        else MemoryFailureCounter(settings.failed_auth_per_minute)
+    )
     return Litestar(
         route_handlers=handlers,
         lifespan=[partial(_lifespan, settings)],
@@ -181,7 +206,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             render_plugins=[BundledSwaggerUI(path="/swagger")],
             components=openapi.COMPONENTS,
         ),
-        state=State({"settings": settings, "redis": redis, "rate_limiter": limiter}),
+        state=State({"settings": settings, "redis": redis, "rate_limiter": limiter, "auth_failures": failures}),
     )
 
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from schedsvc.bus import NatsRunBus, RunDelivery, RunSubscription
@@ -71,6 +72,7 @@ class ExecutionService:
         self._loop_task: asyncio.Task[None] | None = None
         self._sampler: asyncio.Task[None] | None = None
         self._stopping = False
+        self._unfollow_tenants: Callable[[], Awaitable[None]] | None = None
 
     @property
     def ready(self) -> bool:
@@ -85,11 +87,13 @@ class ExecutionService:
             ack_wait_seconds=self._settings.run_ack_wait_seconds, max_ack_pending=MAX_ACK_PENDING
         )
         self._caller = TargetCaller(self._settings, self._bus)
+        directory = TenantDirectory(MongoTenantStore(self._db), self._settings, self._bus)
+        self._unfollow_tenants = await directory.follow(self._bus)  # rotated secrets are used at once
         self._worker = RunWorker(
             self._settings,
             self._bus,
             MongoRunStore(self._db, self._settings),
-            TenantDirectory(MongoTenantStore(self._db), self._settings),
+            directory,
             self._caller,
             self._rng,
             self._on_job_changed,
@@ -120,6 +124,9 @@ class ExecutionService:
         if self._subscription is not None:
             with contextlib.suppress(Exception):
                 await self._subscription.close()
+        if self._unfollow_tenants is not None:
+            with contextlib.suppress(Exception):
+                await self._unfollow_tenants()
         if self._caller is not None:
             await self._caller.aclose()
         log.info("execution stopped")
