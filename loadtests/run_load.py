@@ -441,6 +441,39 @@ def print_result(r: Result, p99_target: float) -> None:
     print(f"  report: {r.report}", flush=True)
 
 
+def api_counters(stack: Stack) -> dict[str, float]:
+    """Counters of every API replica, summed: HTTP requests, response-cache lookups and, when the replicas run
+    with ``loadtests/counting`` on PYTHONPATH and SCHEDSVC_COUNT_COMMANDS=1, MongoDB commands and Redis round
+    trips."""
+    totals: dict[str, float] = {}
+    for url in stack.api_urls:
+        for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+            if line.startswith(("schedsvc_http_requests_total{", "schedsvc_cache_requests_total{",
+                                "bench_mongodb_commands_total{", "bench_redis_round_trips_total ")):
+                name, value = line.rsplit(" ", 1)
+                key = "http_requests" if name.startswith("schedsvc_http_requests_total") else name
+                totals[key] = totals.get(key, 0.0) + float(value)
+    return totals
+
+
+def print_api_counters(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """What the API replicas did during a run, per request they served."""
+    d = {k: v - before.get(k, 0.0) for k, v in after.items()}
+    requests = d.get("http_requests", 0.0) or 1.0
+    hits = d.get('schedsvc_cache_requests_total{result="hit"}', 0.0)
+    lookups = hits + d.get('schedsvc_cache_requests_total{result="miss"}', 0.0)
+    print(f"  API replicas served {requests:.0f} requests (ramp included)")
+    if lookups:
+        print(f"  response cache: {hits:.0f} hits in {lookups:.0f} lookups ({100 * hits / lookups:.1f}%)")
+    mongo = {k.split("{", 1)[1].rstrip("}"): v for k, v in d.items() if k.startswith("bench_mongodb") and v}
+    if mongo:
+        top = sorted(mongo.items(), key=lambda kv: -kv[1])[:6]
+        print(f"  API MongoDB commands per request: {sum(mongo.values()) / requests:.3f}; "
+              + ", ".join(f"{k} {v / requests:.3f}" for k, v in top))
+        print(f"  API Redis round trips per request: {d.get('bench_redis_round_trips_total', 0.0) / requests:.3f}")
+    return d
+
+
 def run_steps(stack: Stack, user_class: str, args: argparse.Namespace, out: Path, tag: str,
               rates: str) -> dict[str, Any]:
     """Raise the offered rate step by step until a target breaks; the knee is the last passing step."""
@@ -512,10 +545,12 @@ def main(argv: list[str] | None = None) -> int:
                     summary["service"] = run_steps(stack, "ClientService", args, out, "service", args.rates)
                     ok = summary["service"]["knee_rps"] > 0
                 else:
+                    counted = api_counters(stack)
                     r = run_locust(stack, "ClientService", args.rate, args.users, args.duration, args.spawn_rate,
                                    out, mode)
                     print_result(r, args.p99_ms)
                     summary["result"] = r.__dict__
+                    summary["api_counters"] = print_api_counters(counted, api_counters(stack))
                     summary["receiver_calls"] = len(stack.receiver.calls) if stack.receiver else 0
                     ok = not r.verdict(args.p99_ms)
         if args.baseline:

@@ -36,6 +36,10 @@ class Settings:
     """Interface the HTTP server binds."""
     port: int = 8000
     """Port of the HTTP server."""
+    metrics_port: int = 0
+    """Port of a separate server that serves only the Prometheus metrics, so that whatever exposes the API
+    port (load balancer, network policies) never exposes ``/metrics``; the image sets 9090. 0 serves
+    ``/metrics`` on the API port instead (development and in-process tests)."""
     workers: int = 1
     """granian worker processes serving the API."""
     log_level: str = "INFO"
@@ -62,6 +66,8 @@ class Settings:
     """Default requests per minute per API key."""
     rate_limit_overrides: Mapping[str, int] = field(default_factory=dict)
     """Per-tenant requests per minute, as ``tenant=N,tenant2=M``."""
+    failed_auth_per_minute: int = 30
+    """Failed authentications a client address may make per minute; then 429 without a database lookup."""
     target_allow_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     """CIDRs that HTTP targets may reach even though they are private, loopback or link-local."""
     nats_subject_grant: str = "tenant.{tenant}.>"
@@ -110,6 +116,8 @@ class Settings:
         """Reject inconsistent settings with a message naming the variable."""
         if not self.roles or not self.roles <= ROLES:
             raise ConfigurationError(f"SCHEDSVC_ROLES: expected a subset of {sorted(ROLES)}")
+        if not 0 <= self.metrics_port <= 65_535 or (self.metrics_port and self.metrics_port == self.port):
+            raise ConfigurationError("SCHEDSVC_METRICS_PORT: must be 0 or a port other than SCHEDSVC_PORT")
         if not 1 <= self.partitions <= 65_536:
             raise ConfigurationError("SCHEDSVC_PARTITIONS: must be between 1 and 65536")
         if self.heartbeat_seconds * 2 >= self.lease_ttl_seconds:

@@ -62,7 +62,7 @@ class Adapters:
 
         async def announce(notice: JobNotice) -> None:
             if redis is not None:
-                await redis.bump_tenant(notice.tenant)
+                await redis.bump(notice.tenant, notice.job_id)
             await bus.publish_job_change(notice)
 
         timing = MongoTimingStore(db, settings.run_retention_days)

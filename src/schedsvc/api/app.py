@@ -15,12 +15,13 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.middleware.base import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.stores.base import Store
 
 from schedsvc import __version__
-from schedsvc.api.auth import PUBLIC_PATHS, ApiKeyAuthentication
+from schedsvc.api import openapi
+from schedsvc.api.auth import PUBLIC_PATHS, ApiKeyAuthentication, follow_key_changes
+from schedsvc.api.docs import DOCS_PATH, BundledSwaggerUI
 from schedsvc.api.errors import EXCEPTION_HANDLERS
 from schedsvc.api.health import HealthController
 from schedsvc.api.jobs import JobsController
@@ -32,7 +33,16 @@ from schedsvc.api.middleware import (
     cacheable,
 )
 from schedsvc.api.schedules import SchedulesController
-from schedsvc.cache import MemoryRateLimiter, RateLimiter, RedisLink, RedisRateLimiter, ResilientStore
+from schedsvc.cache import (
+    FailureCounter,
+    MemoryFailureCounter,
+    MemoryRateLimiter,
+    RateLimiter,
+    RedisFailureCounter,
+    RedisLink,
+    RedisRateLimiter,
+    ResilientStore,
+)
 from schedsvc.config import Settings
 from schedsvc.names import Names
 from schedsvc.observability.logging import configure_logging
@@ -61,6 +71,13 @@ async def _require_json(request: Request[Any, Any, Any]) -> None:
         raise HTTPException(status_code=415, detail="the request body must be application/json")
 
 
+async def _follow_tenant_changes(state: State, adapters: Adapters, stack: AsyncExitStack) -> None:
+    """Validated API keys are cached per process; announced revocations drop them on every replica."""
+    api_keys, unsubscribe = await follow_key_changes(adapters.bus)
+    stack.push_async_callback(unsubscribe)
+    state.api_keys = api_keys
+
+
 @asynccontextmanager
 async def _lifespan(settings: Settings, app: Litestar) -> AsyncIterator[None]:
     state = app.state
@@ -68,10 +85,14 @@ async def _lifespan(settings: Settings, app: Litestar) -> AsyncIterator[None]:
         redis: RedisLink | None = state.get("redis")
         if redis is not None:
             stack.push_async_callback(redis.close)
+            responses = app.stores.get("response_cache")
+            if isinstance(responses, ResilientStore):  # entries still being written when the client closes
+                stack.push_async_callback(responses.drain)
         adapters = await open_adapters(settings, stack, redis=redis)
         if settings.dev_mode and settings.dev_api_key:
             await adapters.tenants.ensure_tenant(DEV_TENANT)
             await adapters.tenants.create_key(DEV_TENANT, settings.dev_api_key)
+        await _follow_tenant_changes(state, adapters, stack)
         # What the middleware, the health probes and the target checks read (the handlers get typed
         # dependencies instead: see _DEPENDENCIES).
         state.update(
@@ -95,7 +116,7 @@ async def _lifespan(settings: Settings, app: Litestar) -> AsyncIterator[None]:
 
             async def on_run_recorded(tenant: str, job_id: str) -> None:
                 if redis is not None:  # a run changed the job's lastRun: cached reads must not hide it
-                    await redis.bump_tenant(tenant)
+                    await redis.bump(tenant, job_id)
 
             execution = execution_service(adapters, on_job_changed=on_run_recorded)
             await execution.start()
@@ -136,7 +157,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
     prometheus = PrometheusConfig(
         app_name="schedsvc", prefix="schedsvc_http", group_path=True, exclude=["^/metrics", "^/health"]
     )
-    handlers: list[Any] = [HealthController, MetricsController]
+    handlers: list[Any] = [HealthController]
+    if not settings.metrics_port:  # otherwise `schedsvc serve` serves them on their own port
+        handlers.append(MetricsController)
     middleware: list[Any] = [RequestIdMiddleware(), prometheus.middleware]
     if "api" in settings.roles:
         handlers += [JobsController, SchedulesController]
@@ -148,8 +171,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
     redis = RedisLink(settings.redis_url, Names(settings.prefix).redis_prefix) if settings.redis_url else None
     stores: dict[str, Store] = {}
     if redis is not None:
-        stores["response_cache"] = ResilientStore(redis, namespace=f"{settings.prefix}:cache")
+        stores["response_cache"] = ResilientStore(redis)
     limiter: RateLimiter = RedisRateLimiter(redis) if redis is not None else MemoryRateLimiter()
+    failures: FailureCounter = (
+        RedisFailureCounter(redis, settings.failed_auth_per_minute)
+        if redis is not None
+        else MemoryFailureCounter(settings.failed_auth_per_minute)
+    )
     return Litestar(
         route_handlers=handlers,
         dependencies=_DEPENDENCIES,
@@ -167,10 +195,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
             title="schedsvc",
             version=__version__,
             description="Job scheduler: cron, interval, calendar and one-time jobs delivered to webhooks or NATS.",
-            path="/schema",
-            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+            path=DOCS_PATH,
+            # The page at /schema and /schema/swagger; the document at /schema/openapi.json.
+            render_plugins=[BundledSwaggerUI(path="/swagger")],
+            components=openapi.COMPONENTS,
         ),
-        state=State({"settings": settings, "redis": redis, "rate_limiter": limiter}),
+        state=State({"settings": settings, "redis": redis, "rate_limiter": limiter, "auth_failures": failures}),
     )
 
 

@@ -14,8 +14,9 @@ from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.exceptions import ClientException, HTTPException
-from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
+from litestar.params import FromPath, FromQuery, HeaderParameter, QueryParameter
 
+from schedsvc.api import openapi
 from schedsvc.api.errors import problem_responses
 from schedsvc.domain import (
     HttpTarget,
@@ -26,7 +27,6 @@ from schedsvc.domain import (
     JobPatch,
     JobStatus,
     NatsTarget,
-    Run,
     RunMessage,
     RunTrigger,
     Schedule,
@@ -37,6 +37,7 @@ from schedsvc.domain import (
 )
 from schedsvc.domain.jobs import JobChange, JobStateError, change_from_patch
 from schedsvc.domain.time import utcnow
+from schedsvc.domain.wire import JobList, RunAccepted, RunList
 from schedsvc.execution.addresses import refusal_reason
 from schedsvc.store.base import JobRepository, RunHistory, RunPublisher
 from schedsvc.timing import compile_schedule, from_ms, to_ms, with_defaults
@@ -54,23 +55,6 @@ _RESERVED_HEADERS = {
     "webhook-timestamp",
     "webhook-signature",
 }
-
-
-class JobList(msgspec.Struct, rename="camel"):
-    items: list[Job]
-    next_cursor: str | None
-
-
-class RunList(msgspec.Struct, rename="camel"):
-    items: list[Run]
-    next_cursor: str | None
-
-
-class RunAccepted(msgspec.Struct, rename="camel"):
-    run_id: str
-    job_id: str
-    scheduled_at: datetime
-    trigger: RunTrigger
 
 
 def _etag(job: Job) -> dict[str, str]:
@@ -134,14 +118,24 @@ def _literal_address_refusal(host: str, allow: Any) -> str | None:
 class JobsController(Controller):
     path = "/jobs"
     tags = ["jobs"]
+    security = openapi.REQUIRES_KEY
 
-    @post("/", status_code=201, summary="Create a job", responses=problem_responses(409, 422))
+    @post(
+        "/",
+        status_code=201,
+        summary="Create a job",
+        operation_id="createJob",
+        responses={
+            **problem_responses(409, 422),
+            201: openapi.success(Job, "The job (`Location`, `ETag`)", openapi.JOB),
+        },
+    )
     async def create_job(
         self,
         request: Request[str, str, State],
         state: State,
         jobs: NamedDependency[JobRepository],
-        data: JSONBody[JobCreate],
+        data: Annotated[JobCreate, openapi.body(openapi.CREATE_CRON_WEBHOOK, openapi.CREATE_INTERVAL_NATS)],
         idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key", max_length=255)] = None,
     ) -> Response[Job]:
         tenant = request.user
@@ -161,7 +155,13 @@ class JobsController(Controller):
             headers["Idempotent-Replayed"] = "true"
         return Response(job, status_code=201, headers=headers)
 
-    @get("/", summary="List jobs", cache=True, responses=problem_responses())
+    @get(
+        "/",
+        summary="List jobs",
+        operation_id="listJobs",
+        cache=True,
+        responses={**problem_responses(), 200: openapi.success(JobList, "A page of jobs", openapi.JOB_PAGE)},
+    )
     async def list_jobs(
         self,
         request: Request[str, str, State],
@@ -178,21 +178,32 @@ class JobsController(Controller):
             raise ClientException(str(exc), extra={"field": "cursor"}) from None
         return JobList(page.items, page.next_cursor)
 
-    @get("/{job_id:str}", summary="Get a job", cache=True, responses=problem_responses(404))
+    @get(
+        "/{job_id:str}",
+        summary="Get a job",
+        operation_id="getJob",
+        cache=True,
+        responses={**problem_responses(404), 200: openapi.success(Job, "The job (`ETag`)", openapi.JOB)},
+    )
     async def get_job(
         self, request: Request[str, str, State], jobs: NamedDependency[JobRepository], job_id: FromPath[str]
     ) -> Response[Job]:
         job = await jobs.get(request.user, job_id)
         return Response(job, headers=_etag(job))
 
-    @patch("/{job_id:str}", summary="Change a job", responses=problem_responses(404, 409, 412, 422))
+    @patch(
+        "/{job_id:str}",
+        summary="Change a job",
+        operation_id="updateJob",
+        responses={**problem_responses(404, 409, 412, 422), 200: openapi.success(Job, "The changed job", openapi.JOB)},
+    )
     async def update_job(
         self,
         request: Request[str, str, State],
         state: State,
         jobs: NamedDependency[JobRepository],
         job_id: FromPath[str],
-        data: JSONBody[JobPatch],
+        data: Annotated[JobPatch, openapi.body(openapi.PATCH_SCHEDULE, openapi.PATCH_TAGS)],
         if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
     ) -> Response[Job]:
         tenant = request.user
@@ -223,7 +234,13 @@ class JobsController(Controller):
             raise VersionConflictError(job_id)
         return Response(job, headers=_etag(job))
 
-    @delete("/{job_id:str}", summary="Delete a job", status_code=204, responses=problem_responses(404, 412))
+    @delete(
+        "/{job_id:str}",
+        summary="Delete a job",
+        operation_id="deleteJob",
+        status_code=204,
+        responses=problem_responses(404, 412),
+    )
     async def delete_job(
         self,
         request: Request[str, str, State],
@@ -233,7 +250,13 @@ class JobsController(Controller):
     ) -> None:
         await jobs.delete(request.user, job_id, _expected_version(if_match))
 
-    @post("/{job_id:str}/pause", summary="Pause a job", status_code=200, responses=problem_responses(404, 409, 412))
+    @post(
+        "/{job_id:str}/pause",
+        summary="Pause a job",
+        operation_id="pauseJob",
+        status_code=200,
+        responses={**problem_responses(404, 409, 412), 200: openapi.success(Job, "The paused job", openapi.JOB_PAUSED)},
+    )
     async def pause_job(
         self,
         request: Request[str, str, State],
@@ -254,8 +277,9 @@ class JobsController(Controller):
     @post(
         "/{job_id:str}/resume",
         summary="Resume a job (applies its catch-up policy)",
+        operation_id="resumeJob",
         status_code=200,
-        responses=problem_responses(404, 409, 412),
+        responses={**problem_responses(404, 409, 412), 200: openapi.success(Job, "The active job", openapi.JOB)},
     )
     async def resume_job(
         self,
@@ -284,8 +308,9 @@ class JobsController(Controller):
     @post(
         "/{job_id:str}/run",
         summary="Run a job now (recorded as a manual run)",
+        operation_id="runJobNow",
         status_code=202,
-        responses=problem_responses(404),
+        responses={**problem_responses(404), 202: openapi.success(RunAccepted, "Queued", openapi.RUN_ACCEPTED)},
     )
     async def run_job_now(
         self,
@@ -301,7 +326,12 @@ class JobsController(Controller):
         await run_queue.publish_runs([message], [jobs.partition_of(job.id)])
         return RunAccepted(run_id(job.id, now_ms), job.id, from_ms(now_ms), RunTrigger.MANUAL)
 
-    @get("/{job_id:str}/runs", summary="Run history of a job, newest first", responses=problem_responses(404))
+    @get(
+        "/{job_id:str}/runs",
+        summary="Run history of a job, newest first",
+        operation_id="listJobRuns",
+        responses={**problem_responses(404), 200: openapi.success(RunList, "A page of runs", openapi.RUN_PAGE)},
+    )
     async def list_runs(
         self,
         request: Request[str, str, State],

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import msgspec
 import nats
@@ -37,6 +38,8 @@ DEDUP_WINDOW_SECONDS = 15 * 60
 RUN_RETENTION_SECONDS = 24 * 3600
 PUBLISH_TIMEOUT_SECONDS = 10.0
 """How long a batch of run messages may wait for its acks (plus 2 ms per message)."""
+TenantChangeKind = Literal["key", "tenant"]
+"""``key``: one API key (by key id) was revoked; ``tenant``: a tenant's keys or signing secrets changed."""
 
 _encode_run = msgspec.msgpack.Encoder().encode
 _decode_run = msgspec.msgpack.Decoder(RunMessage).decode
@@ -228,6 +231,29 @@ class NatsRunBus:
         sub = await self._nc.subscribe(self.names.job_changes_subject, cb=on_msg)
         return sub.unsubscribe
 
+    @property
+    def reconnects(self) -> int:
+        """How often the connection was re-established: core NATS notices sent meanwhile were missed."""
+        return int(self._nc.stats["reconnects"])
+
+    async def publish_tenant_change(self, kind: TenantChangeKind, value: str) -> None:
+        """Tell every replica that cached tenant data changed (see :func:`announce_tenant_change`)."""
+        await self._nc.publish(self.names.tenant_changes_subject, f"{kind} {value}".encode())
+        await self._nc.flush(timeout=2)
+
+    async def tenant_changes(self, handler: Callable[[TenantChangeKind, str], None]) -> Callable[[], Awaitable[None]]:
+        """Call ``handler(kind, value)`` for every tenant change notice; returns an unsubscribe."""
+
+        async def on_msg(msg: Msg) -> None:
+            kind, _, value = msg.data.decode(errors="replace").partition(" ")
+            if kind in ("key", "tenant") and value:
+                handler(kind, value)  # type: ignore[arg-type]
+            else:
+                log.warning("ignoring a malformed tenant change notice")
+
+        sub = await self._nc.subscribe(self.names.tenant_changes_subject, cb=on_msg)
+        return sub.unsubscribe
+
     async def publish_raw(self, subject: str, payload: bytes, headers: dict[str, str] | None) -> None:
         """Core NATS publish with a flush, for tenant NATS targets."""
         await self._nc.publish(subject, payload, headers=headers)
@@ -245,3 +271,31 @@ class NatsRunBus:
                 continue
             if raw.headers and "Nats-Msg-Id" in raw.headers:
                 yield raw.headers["Nats-Msg-Id"]
+
+
+async def announce_tenant_change(settings: Settings, kind: TenantChangeKind, value: str) -> bool:
+    """Tell every running replica that an API key was revoked (``key``, key id) or a tenant's keys or
+    signing secrets changed (``tenant``, name), so they drop what they cached within about a second.
+
+    For the command line, which does not hold a bus. False when NATS could not be reached: replicas then
+    notice within their cache lifetime.
+    """
+    try:
+        nc = await asyncio.wait_for(
+            nats.connect(
+                servers=[s.strip() for s in settings.nats_url.split(",")],
+                name="schedsvc-cli",
+                allow_reconnect=False,
+                connect_timeout=2,
+            ),
+            timeout=5,
+        )
+    except Exception:  # nats raises several unrelated types; the caller says what it means
+        return False
+    try:
+        await NatsRunBus(nc, Names(settings.prefix)).publish_tenant_change(kind, value)
+        return True
+    except Exception:
+        return False
+    finally:
+        await nc.close()

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from schedsvc.bus import NatsRunBus, RunDelivery, RunSubscription
@@ -62,7 +63,7 @@ class ExecutionService:
         self._settings = settings
         self._bus = bus
         self._runs = runs
-        self._tenants = TenantDirectory(tenants, settings)
+        self._tenants = tenants
         self._grace = shutdown_grace_seconds
         self._rng = rng
         self._capacity = max(1, settings.max_concurrent_runs)
@@ -74,6 +75,7 @@ class ExecutionService:
         self._loop_task: asyncio.Task[None] | None = None
         self._sampler: asyncio.Task[None] | None = None
         self._stopping = False
+        self._unfollow_tenants: Callable[[], Awaitable[None]] | None = None
 
     @property
     def ready(self) -> bool:
@@ -88,11 +90,13 @@ class ExecutionService:
             ack_wait_seconds=self._settings.run_ack_wait_seconds, max_ack_pending=MAX_ACK_PENDING
         )
         self._caller = TargetCaller(self._settings, self._bus)
+        directory = TenantDirectory(self._tenants, self._settings, self._bus)
+        self._unfollow_tenants = await directory.follow(self._bus)  # rotated secrets are used at once
         self._worker = RunWorker(
             self._settings,
             self._bus,
             self._runs,
-            self._tenants,
+            directory,
             self._caller,
             self._rng,
             self._on_job_changed,
@@ -123,6 +127,9 @@ class ExecutionService:
         if self._subscription is not None:
             with contextlib.suppress(Exception):
                 await self._subscription.close()
+        if self._unfollow_tenants is not None:
+            with contextlib.suppress(Exception):
+                await self._unfollow_tenants()
         if self._caller is not None:
             await self._caller.aclose()
         log.info("execution stopped")

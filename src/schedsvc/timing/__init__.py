@@ -8,5 +8,16 @@ from schedsvc.timing.schedules import (
     upcoming_fires,
     with_defaults,
 )
+from schedsvc.timing.zonedb import ZoneDatabase
+from schedsvc.timing.zonedb import database as zone_database
 
-__all__ = ["compile_schedule", "from_ms", "preview", "to_ms", "upcoming_fires", "with_defaults"]
+__all__ = [
+    "ZoneDatabase",
+    "compile_schedule",
+    "from_ms",
+    "preview",
+    "to_ms",
+    "upcoming_fires",
+    "with_defaults",
+    "zone_database",
+]

@@ -33,7 +33,7 @@ def to_ms(instant: datetime) -> int:
 
 def from_ms(ms: int, tz: ZoneInfo | None = None) -> datetime:
     """Aware datetime of epoch milliseconds (UTC unless ``tz`` is given)."""
-    instant = datetime.fromtimestamp(ms / 1000, UTC)
+    instant = _EPOCH + ms * _MS  # integer arithmetic: exact in every year (a float is not, far from 1970)
     return instant.astimezone(tz) if tz is not None else instant
 
 
@@ -117,7 +117,7 @@ def upcoming_fires(schedule: Schedule, after: datetime, count: int) -> list[date
 def _zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a directory such as "America"
         raise InvalidScheduleError(f"unknown time zone {name!r}", "schedule.timezone") from None
 
 
