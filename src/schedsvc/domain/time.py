@@ -15,7 +15,8 @@ def to_ms(instant: datetime) -> int:
 
 
 def from_ms(ms: int, tz: tzinfo | None = None) -> datetime:
-    """Aware datetime of epoch milliseconds (UTC unless ``tz`` is given), exact."""
+    """Aware datetime of epoch milliseconds (UTC unless ``tz`` is given); integer arithmetic, so exact in
+    every year (a float is not, far from 1970)."""
     instant = _EPOCH + ms * _MS
     return instant.astimezone(tz) if tz is not None else instant
 

@@ -1,10 +1,9 @@
 """Timing: when jobs fire (Rust core), partition leases, and publishing due fires."""
 
+from schedsvc.domain.time import from_ms, to_ms
 from schedsvc.timing.schedules import (
     compile_schedule,
-    from_ms,
     preview,
-    to_ms,
     upcoming_fires,
     with_defaults,
 )

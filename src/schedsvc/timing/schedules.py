@@ -5,7 +5,7 @@ This package is the only importer of the extension ``schedsvc._timing``.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -21,20 +21,7 @@ from schedsvc.domain.models import (
     OnceSchedule,
     Schedule,
 )
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MS = timedelta(milliseconds=1)
-
-
-def to_ms(instant: datetime) -> int:
-    """Epoch milliseconds of an aware datetime (exact: no float rounding)."""
-    return (instant - _EPOCH) // _MS
-
-
-def from_ms(ms: int, tz: ZoneInfo | None = None) -> datetime:
-    """Aware datetime of epoch milliseconds (UTC unless ``tz`` is given)."""
-    instant = _EPOCH + ms * _MS  # integer arithmetic: exact in every year (a float is not, far from 1970)
-    return instant.astimezone(tz) if tz is not None else instant
+from schedsvc.domain.time import from_ms, to_ms
 
 
 def _opt_ms(instant: datetime | None) -> int | None:
