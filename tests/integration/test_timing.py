@@ -272,6 +272,24 @@ async def test_pausing_and_deleting_stop_the_fires(timing: Timing) -> None:
     assert (len(timing.received.of(paused)), len(timing.received.of(deleted))) == counts
 
 
+async def test_a_notice_older_than_what_timing_knows_is_ignored(timing: Timing) -> None:
+    """Notices from several API replicas may arrive out of order: an older one must not undo a newer one."""
+    await timing.start()
+    doc = job_doc({"kind": "interval", "seconds": 1}, partitions=timing.settings.partitions)
+    job_id = await timing.insert(doc)
+    await timing.received.wait_for(job_id, 1, timeout=4)
+    active_v1 = job_codec.read_timing(job_codec.encode(doc))
+    await timing.change(job_id, JobChange(status=JobStatus.PAUSED))  # version 2, announced
+    await timing.change(job_id, JobChange(name="renamed"))  # version 3, still paused
+    await asyncio.sleep(0.5)  # a fire already in flight may still land
+    count = len(timing.received.of(job_id))
+    # The creation notice again, late: it says "active" at version 1.
+    await timing.bus.publish_job_change(JobNotice(doc.tenant, job_id, doc.partition, active_v1))
+    await asyncio.sleep(2.5)
+    assert len(timing.received.of(job_id)) == count
+    assert (await timing.job(job_id)).status == JobStatus.PAUSED
+
+
 @pytest.mark.parametrize("policy", ["skip", "latest", "all"])
 async def test_catchup_after_a_pause(timing: Timing, policy: str) -> None:
     await timing.start()
