@@ -365,7 +365,8 @@ async def serving(app: Any) -> AsyncIterator[str]:
 async def receiver(service: Service) -> AsyncIterator[tuple[str, list[Delivery]]]:
     mongo = connect(service.settings)
     try:
-        keys = await MongoTenantStore(database(mongo, service.settings)).signing_secrets("dev")
+        store = MongoTenantStore(database(mongo, service.settings))
+        keys, _grants = await store.delivery_settings("dev", service.settings.nats_subject_grant)
     finally:
         await mongo.close()
     received: list[Delivery] = []
