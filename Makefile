@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 RUST_SOURCES := Cargo.toml rust_core/Cargo.toml $(wildcard rust_core/src/*.rs)
 
-.PHONY: dev test lint rust-test py-test embedded-db clean
+.PHONY: dev test lint rust-test py-test embedded-db promtool image clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,10 +40,31 @@ lint: $(VENV)/.test-installed
 rust-test:
 	cargo test --quiet
 
-py-test: $(VENV)/.test-installed embedded-db
+py-test: $(VENV)/.test-installed embedded-db promtool
 	$(BIN)/pytest
 
+# promtool checks and unit-tests the alert rules (tests/unit/test_alert_rules.py). It ships in Debian's
+# `prometheus` package, whose install also enables the Prometheus server: stop it, only the tool is wanted.
+promtool:
+	@command -v promtool >/dev/null && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
+		&& { systemctl disable --now prometheus.service >/dev/null 2>&1 || service prometheus stop >/dev/null 2>&1 || true; }; \
+	else \
+		echo "promtool is missing: install the Debian package 'prometheus' (apt-get install prometheus)" >&2; exit 1; \
+	fi
+
 test: lint rust-test py-test
+
+# The container image (Containerfile), with podman, or docker when podman is absent: `make image IMAGE=...`.
+IMAGE ?= schedsvc:dev
+image:
+	@engine=$$(command -v podman || command -v docker) \
+		|| { echo "make image needs podman or docker, and neither is installed (Debian: apt-get install podman)" >&2; exit 1; }; \
+	"$$engine" info >/dev/null 2>&1 \
+		|| { echo "$$engine is installed but not usable (is its daemon or service running?): '$$engine info' fails" >&2; exit 1; }; \
+	echo "$$engine build -f Containerfile -t $(IMAGE) ."; \
+	"$$engine" build -f Containerfile -t $(IMAGE) .
 
 clean:
 	rm -rf $(VENV) target .pytest_cache .mypy_cache .ruff_cache

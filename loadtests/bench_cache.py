@@ -11,35 +11,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.support import servers
+from schedsvc import embedded
+from schedsvc.config import Settings
 
 KEY = "sk_00000000000000ee_" + "e" * 43
-
-
-@contextlib.contextmanager
-def api(env: dict[str, str], port: int, log: Path) -> Iterator[str]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "schedsvc.cli", "serve"], env=env, stdout=out, stderr=out)
-    try:
-        servers.wait_for_port(port, 60, proc)  # type: ignore[arg-type]
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 async def load(base: str, seconds: float, concurrency: int, pages: list[str]) -> tuple[int, list[float]]:
@@ -90,10 +75,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=200)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="schedsvc-bench-cache-"))
-    mongo = servers.secantus(root / "mongo")
-    nats = servers.nats(root / "nats")
-    redis = servers.redis(root / "redis")
-    redis_port = redis.port
+    mongo = embedded.secantus(root / "mongo")
+    nats = embedded.nats(root / "nats")
+    redis = embedded.redis(root / "redis")
     pages = [
         "/jobs?limit=50",
         "/jobs?limit=50&tag=t1",
@@ -101,27 +85,23 @@ def main() -> None:
         "/jobs?limit=20&name=bench-001",
     ]
     results = {}
-    with servers.running(mongo), servers.running(nats), servers.running(redis):
-        base_env = {
-            **os.environ,
-            "SCHEDSVC_MONGODB_URI": f"mongodb://127.0.0.1:{mongo.port}/?directConnection=true",
-            "SCHEDSVC_NATS_URL": f"nats://127.0.0.1:{nats.port}",
-            "SCHEDSVC_ROLES": "api",
-            "SCHEDSVC_DEV_MODE": "true",
-            "SCHEDSVC_DEV_API_KEY": KEY,
-            "SCHEDSVC_RATE_LIMIT_PER_MINUTE": "100000000",
-            "SCHEDSVC_LOG_LEVEL": "WARNING",
-        }
-        for label, redis_url in (("without cache", None), ("with Redis cache", f"redis://127.0.0.1:{redis_port}/0")):
-            port = servers.free_port()
-            env = {**base_env, "SCHEDSVC_PORT": str(port)}
-            if redis_url:
-                env["SCHEDSVC_REDIS_URL"] = redis_url
-            with api(env, port, root / f"api-{port}.log") as base:
+    with embedded.running(mongo), embedded.running(nats), embedded.running(redis):
+        base = Settings(
+            mongodb_uri=f"mongodb://127.0.0.1:{mongo.port}/?directConnection=true",
+            nats_url=f"nats://127.0.0.1:{nats.port}",
+            roles=frozenset({"api"}),
+            dev_mode=True,
+            dev_api_key=KEY,
+            rate_limit_per_minute=100_000_000,
+            log_level="WARNING",
+        )
+        for label, redis_url in (("without cache", None), ("with Redis cache", f"redis://127.0.0.1:{redis.port}/0")):
+            settings = replace(base, redis_url=redis_url, port=embedded.free_port())
+            with embedded.running(embedded.service(settings, root / f"api-{settings.port}.log")) as api:
                 if not results:
-                    asyncio.run(seed(base, args.jobs))
-                asyncio.run(load(base, 2, args.concurrency, pages))  # warm-up (and fill the cache)
-                count, latencies = asyncio.run(load(base, args.seconds, args.concurrency, pages))
+                    asyncio.run(seed(api.url, args.jobs))
+                asyncio.run(load(api.url, 2, args.concurrency, pages))  # warm-up (and fill the cache)
+                count, latencies = asyncio.run(load(api.url, args.seconds, args.concurrency, pages))
                 results[label] = (count / args.seconds, latencies)
     print(f"# GET /jobs, {args.jobs} jobs, {args.concurrency} concurrent clients, {args.seconds:.0f} s each")
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")

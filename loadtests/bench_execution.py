@@ -43,51 +43,14 @@ import msgspec
 import nats
 from bson import ObjectId
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "src"), str(REPO)]
-
-from tests.support import servers  # noqa: E402
-
-from schedsvc import names  # noqa: E402
-from schedsvc.bus import NatsRunBus  # noqa: E402
-from schedsvc.config import Settings  # noqa: E402
-from schedsvc.domain import HttpTarget, RetryPolicy, RunMessage  # noqa: E402
-from schedsvc.execution import ExecutionService  # noqa: E402
-from schedsvc.execution.targets import CallContext, TargetCaller  # noqa: E402
-from schedsvc.names import Names  # noqa: E402
-from schedsvc.store import connect, database  # noqa: E402
-
-TARGET_SERVER = r"""
-import asyncio, sys
-
-DELAY = float(sys.argv[1])
-
-async def handle(reader, writer):
-    try:
-        while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-            if length:
-                await reader.readexactly(length)
-            if DELAY:
-                await asyncio.sleep(DELAY)
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            await writer.drain()
-    except (asyncio.IncompleteReadError, ConnectionError):
-        pass
-    finally:
-        writer.close()
-
-async def main():
-    server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=1024)
-    print(server.sockets[0].getsockname()[1], flush=True)
-    await server.serve_forever()
-
-asyncio.run(main())
-"""
+from schedsvc import embedded, names
+from schedsvc.bus import NatsRunBus
+from schedsvc.config import Settings
+from schedsvc.domain import HttpTarget, RetryPolicy, RunMessage
+from schedsvc.execution.targets import CallContext, TargetCaller
+from schedsvc.names import Names
+from schedsvc.store import connect, database
+from schedsvc.wiring import Adapters, execution_service
 
 
 async def bare_http(settings: Settings, url: str, calls: int) -> float:
@@ -112,7 +75,7 @@ async def through_workers(settings: Settings, db: Any, url: str, runs: int) -> t
     time (the worker's cost, independent of how busy the machine is), and each attempt's latency."""
     bus = await NatsRunBus.connect(settings)
     await bus.ensure_streams()
-    service = ExecutionService(settings, db, bus)
+    service = execution_service(await Adapters.over(settings, db, bus))
     try:
         tenant = "bench"
         await db[names.TENANTS].update_one(
@@ -213,10 +176,11 @@ def main() -> None:
         uri = args.mongodb_uri
         if uri is None:
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-            mongo = stack.enter_context(servers.running(servers.secantus(tmp / "data")))
+            mongo = stack.enter_context(embedded.running(embedded.secantus(tmp / "data")))
             uri = f"mongodb://127.0.0.1:{mongo.port}/?directConnection=true"
         delay = str(args.target_latency_ms / 1000)
-        target = subprocess.Popen([sys.executable, "-c", TARGET_SERVER, delay], stdout=subprocess.PIPE)
+        # The receiver runs in a process of its own so that its CPU is not charged to the workers measured.
+        target = subprocess.Popen([sys.executable, "-m", "schedsvc.testing", "--delay", delay], stdout=subprocess.PIPE)
         stack.callback(target.wait, 10)
         stack.callback(target.terminate)
         assert target.stdout is not None

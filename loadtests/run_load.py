@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import csv
+import ipaddress
 import itertools
 import json
 import os
@@ -36,17 +37,16 @@ import tempfile
 import threading
 import time
 from collections.abc import Coroutine, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "src"), str(REPO)]
-
-from tests.support import servers  # noqa: E402
+from schedsvc import embedded
+from schedsvc.config import Settings
+from schedsvc.testing import WebhookReceiver
 
 BIN = Path(sys.executable).parent
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
@@ -65,70 +65,6 @@ app = Litestar([hello])
 
 
 # -- processes ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Proc:
-    """A child process in its own session, so that it and every process it forks stop together."""
-
-    name: str
-    argv: list[str]
-    log: Path
-    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
-    port: int | None = None
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        """Signal the whole process group (granian forks its workers) and wait for the leader."""
-        if self.proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, sig)
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-        # Forked workers may outlive the leader for a moment; make sure nothing of the group stays.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-
-    def stop(self) -> None:
-        if self.running:
-            self.kill(signal.SIGTERM)
-        else:
-            self.kill(signal.SIGKILL)
-
-
-def wait_ready(url: str, proc: Proc, timeout: float = READY_TIMEOUT_SECONDS) -> None:
-    """Poll a readiness URL until it answers 200 (or the process dies, or time runs out)."""
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
-        if not proc.running:
-            tail = proc.log.read_text(errors="replace")[-3000:] if proc.log.exists() else ""
-            code = proc.proc and proc.proc.returncode
-            raise RuntimeError(f"{proc.name} exited with {code}; {proc.log} ends:\n{tail}")
-        try:
-            r = httpx.get(url, timeout=2)
-            if r.status_code == 200:
-                return
-            last = f"{r.status_code} {r.text[:200]}"
-        except httpx.HTTPError as exc:
-            last = repr(exc)
-        time.sleep(0.3)
-    raise TimeoutError(f"{proc.name} not ready at {url} after {timeout:.0f}s: {last}; see {proc.log}")
 
 
 def group_cpu_seconds(pgid: int) -> float:
@@ -199,37 +135,6 @@ async def start_balancer(backends: list[int]) -> tuple[asyncio.Server, int]:
     return server, server.sockets[0].getsockname()[1]
 
 
-async def start_receiver(counts: dict[str, int]) -> tuple[asyncio.Server, int]:
-    """A minimal HTTP/1.1 webhook receiver answering 200; counts calls per ``Idempotency-Key``."""
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length, key = 0, ""
-                for line in head.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    lowered = name.strip().lower()
-                    if lowered == b"content-length":
-                        length = int(value)
-                    elif lowered == b"idempotency-key":
-                        key = value.strip().decode()
-                if length:
-                    await reader.readexactly(length)
-                counts[key] = counts.get(key, 0) + 1
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok")
-                await writer.drain()
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, ValueError):
-            pass
-        except asyncio.CancelledError:
-            pass  # closing
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=1024)
-    return server, server.sockets[0].getsockname()[1]
-
-
 # -- the stack ------------------------------------------------------------------------------------
 
 
@@ -241,27 +146,24 @@ class Stack:
     api_urls: list[str]
     keys_file: Path | None
     receiver_url: str
-    receiver_calls: dict[str, int]
+    receiver: WebhookReceiver | None
     work: Path
     groups: dict[str, int] = field(default_factory=dict)
     """Process group of each component, for CPU accounting."""
 
 
-def service_env(mongo_uri: str, nats_url: str, redis_url: str, prefix: str, roles: str, port: int) -> dict[str, str]:
-    return {
-        **os.environ,
-        "SCHEDSVC_MONGODB_URI": mongo_uri,
-        "SCHEDSVC_DATABASE": prefix,
-        "SCHEDSVC_NATS_URL": nats_url,
-        "SCHEDSVC_REDIS_URL": redis_url,
-        "SCHEDSVC_PREFIX": prefix,
-        "SCHEDSVC_ROLES": roles,
-        "SCHEDSVC_HOST": "127.0.0.1",
-        "SCHEDSVC_PORT": str(port),
-        "SCHEDSVC_LOG_LEVEL": os.environ.get("SCHEDSVC_LOG_LEVEL", "WARNING"),
-        "SCHEDSVC_PARTITIONS": "64",
-        "SCHEDSVC_TARGET_ALLOW_NETWORKS": "127.0.0.0/8",
-    }
+def service_settings(mongo_uri: str, nats_url: str, redis_url: str, prefix: str, roles: str) -> Settings:
+    return Settings(
+        mongodb_uri=mongo_uri,
+        database=prefix,
+        nats_url=nats_url,
+        redis_url=redis_url,
+        prefix=prefix,
+        roles=frozenset(roles.split(",")),
+        log_level=os.environ.get("SCHEDSVC_LOG_LEVEL", "WARNING"),
+        partitions=64,
+        target_allow_networks=(ipaddress.ip_network("127.0.0.0/8"),),
+    )
 
 
 async def create_credentials(mongo_uri: str, database: str, tenants: int, users: int) -> list[dict[str, str]]:
@@ -325,54 +227,46 @@ async def seed_jobs(url: str, creds: list[dict[str, str]], tenants: int, per_ten
 @contextlib.contextmanager
 def service_stack(args: argparse.Namespace, work: Path, io: BackgroundLoop) -> Iterator[Stack]:
     """SecantusDB, NATS, Redis, API replicas behind the balancer, one timing+execution replica."""
-    procs: list[Proc] = []
+    procs: list[embedded.ServerProcess] = []
     try:
-        mongo = servers.secantus(work / "mongodb")
-        nats = servers.nats(work / "nats")
+        mongo = embedded.secantus(work / "mongodb")
+        nats = embedded.nats(work / "nats")
+        redis = embedded.redis(work / "redis")
         t0 = time.monotonic()
-        mongo.start()
-        nats.start()
-        redis_port = servers.free_port()
-        redis = Proc(
-            "redis",
-            ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            work / "redis.log",
-        )
-        redis.start()
-        procs.append(redis)
-        servers.wait_for_port(redis_port, 30)
+        for server in (mongo, nats, redis):
+            server.start()
+            procs.append(server)
         mongo_uri = f"mongodb://127.0.0.1:{mongo.port}/?directConnection=true"
         nats_url = f"nats://127.0.0.1:{nats.port}"
-        redis_url = f"redis://127.0.0.1:{redis_port}/0"
+        redis_url = f"redis://127.0.0.1:{redis.port}/0"
         prefix = f"load{os.getpid()}"
-        calls: dict[str, int] = {}
-        receiver, receiver_port = io.run(start_receiver(calls))
-        env = service_env(mongo_uri, nats_url, redis_url, prefix, "api", 0)
-        migrate = subprocess.run([str(BIN / "schedsvc"), "migrate"], env=env, capture_output=True, text=True)
+        receiver = io.run(WebhookReceiver(keep_bodies=False).start())
+        api = service_settings(mongo_uri, nats_url, redis_url, prefix, "api")
+        migrate = subprocess.run(
+            [str(BIN / "schedsvc"), "migrate"], env={**os.environ, **api.to_env()}, capture_output=True, text=True
+        )
         if migrate.returncode != 0:
             raise RuntimeError(f"schedsvc migrate failed: {migrate.stderr[-2000:]}")
-        replicas: list[Proc] = []
-        for i in range(args.api_replicas):
-            port = servers.free_port()
-            replicas.append(
-                Proc(f"api-{i}", [str(BIN / "schedsvc"), "serve"], work / f"api-{i}.log",
-                     service_env(mongo_uri, nats_url, redis_url, prefix, "api", port), port)
-            )
-        port = servers.free_port()
-        worker = Proc("timing+execution", [str(BIN / "schedsvc"), "serve"], work / "worker.log",
-                      service_env(mongo_uri, nats_url, redis_url, prefix, "timing,execution", port), port)
+        replicas = [
+            embedded.service(replace(api, port=embedded.free_port()), work / f"api-{i}.log", name=f"api-{i}")
+            for i in range(args.api_replicas)
+        ]
+        worker_settings = service_settings(mongo_uri, nats_url, redis_url, prefix, "timing,execution")
+        worker = embedded.service(
+            replace(worker_settings, port=embedded.free_port()), work / "worker.log", name="timing+execution"
+        )
         for p in [*replicas, worker]:
-            p.start()
+            p.start(wait=False)
             procs.append(p)
         for p in [*replicas, worker]:
-            wait_ready(f"http://127.0.0.1:{p.port}/health/ready", p)
-        balancer, lb_port = io.run(start_balancer([p.port for p in replicas if p.port]))
+            p.wait_ready(READY_TIMEOUT_SECONDS)
+        balancer, lb_port = io.run(start_balancer([p.port for p in replicas]))
         print(f"stack ready in {time.monotonic() - t0:.1f}s: {len(replicas)} API replicas behind "
-              f"127.0.0.1:{lb_port}, 1 timing+execution replica; logs in {work}", flush=True)
+              f"127.0.0.1:{lb_port}, 1 timing+execution replica, {mongo.name}; logs in {work}", flush=True)
         keys_file = work / "keys.json"
         creds = io.run(create_credentials(mongo_uri, prefix, args.tenants, args.users), timeout=300)
         keys_file.write_text(json.dumps(creds))
-        receiver_url = f"http://127.0.0.1:{receiver_port}/hook"
+        receiver_url = receiver.url("/hook")
         seeded = io.run(seed_jobs(f"http://127.0.0.1:{lb_port}", creds, args.tenants, args.seed_jobs,
                                   receiver_url), timeout=600)
         print(f"{args.tenants} tenants, {len(creds)} API keys, {seeded} seeded jobs", flush=True)
@@ -380,43 +274,39 @@ def service_stack(args: argparse.Namespace, work: Path, io: BackgroundLoop) -> I
             groups = {p.name: p.proc.pid for p in [*replicas, worker] if p.proc}
             groups.update({"secantusdb": mongo.proc.pid, "nats": nats.proc.pid, "redis": redis.proc.pid}
                           if mongo.proc and nats.proc and redis.proc else {})
-            yield Stack(f"http://127.0.0.1:{lb_port}", [f"http://127.0.0.1:{p.port}" for p in replicas],
-                        keys_file, receiver_url, calls, work, groups)
+            yield Stack(f"http://127.0.0.1:{lb_port}", [p.url for p in replicas],
+                        keys_file, receiver_url, receiver, work, groups)
         finally:
             for p in [*replicas, worker]:
                 if not p.running:
                     print(f"warning: {p.name} exited during the run ({p.proc and p.proc.returncode}); see {p.log}")
             balancer.close()
-            receiver.close()
+            io.run(receiver.close())
     finally:
         for p in reversed(procs):
             p.stop()
-        with contextlib.suppress(NameError):
-            nats.stop()
-        with contextlib.suppress(NameError):
-            mongo.stop()
 
 
 @contextlib.contextmanager
 def hello_stack(args: argparse.Namespace, work: Path, io: BackgroundLoop) -> Iterator[Stack]:
     """The baseline: the same number of bare Litestar/granian replicas behind the same balancer."""
     (work / "hello_app.py").write_text(HELLO_APP)
-    procs: list[Proc] = []
+    procs: list[embedded.ServerProcess] = []
     try:
         for i in range(args.api_replicas):
-            port = servers.free_port()
+            port = embedded.free_port()
             argv = [str(BIN / "granian"), "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
                     "--workers", "1", "--no-log", "hello_app:app"]
             env = {**os.environ, "PYTHONPATH": str(work)}
-            p = Proc(f"hello-{i}", argv, work / f"hello-{i}.log", env, port)
-            p.start()
+            p = embedded.ServerProcess(argv, port, work / f"hello-{i}.log", f"hello-{i}", env, ready_path="/hello")
+            p.start(wait=False)
             procs.append(p)
         for p in procs:
-            wait_ready(f"http://127.0.0.1:{p.port}/hello", p)
-        balancer, lb_port = io.run(start_balancer([p.port for p in procs if p.port]))
+            p.wait_ready(READY_TIMEOUT_SECONDS)
+        balancer, lb_port = io.run(start_balancer([p.port for p in procs]))
         print(f"baseline ready: {len(procs)} hello replicas behind 127.0.0.1:{lb_port}", flush=True)
         try:
-            yield Stack(f"http://127.0.0.1:{lb_port}", [f"http://127.0.0.1:{p.port}" for p in procs], None, "", {},
+            yield Stack(f"http://127.0.0.1:{lb_port}", [p.url for p in procs], None, "", None,
                         work, {p.name: p.proc.pid for p in procs if p.proc})
         finally:
             balancer.close()
@@ -551,6 +441,39 @@ def print_result(r: Result, p99_target: float) -> None:
     print(f"  report: {r.report}", flush=True)
 
 
+def api_counters(stack: Stack) -> dict[str, float]:
+    """Counters of every API replica, summed: HTTP requests, response-cache lookups and, when the replicas run
+    with ``loadtests/counting`` on PYTHONPATH and SCHEDSVC_COUNT_COMMANDS=1, MongoDB commands and Redis round
+    trips."""
+    totals: dict[str, float] = {}
+    for url in stack.api_urls:
+        for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+            if line.startswith(("schedsvc_http_requests_total{", "schedsvc_cache_requests_total{",
+                                "bench_mongodb_commands_total{", "bench_redis_round_trips_total ")):
+                name, value = line.rsplit(" ", 1)
+                key = "http_requests" if name.startswith("schedsvc_http_requests_total") else name
+                totals[key] = totals.get(key, 0.0) + float(value)
+    return totals
+
+
+def print_api_counters(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """What the API replicas did during a run, per request they served."""
+    d = {k: v - before.get(k, 0.0) for k, v in after.items()}
+    requests = d.get("http_requests", 0.0) or 1.0
+    hits = d.get('schedsvc_cache_requests_total{result="hit"}', 0.0)
+    lookups = hits + d.get('schedsvc_cache_requests_total{result="miss"}', 0.0)
+    print(f"  API replicas served {requests:.0f} requests (ramp included)")
+    if lookups:
+        print(f"  response cache: {hits:.0f} hits in {lookups:.0f} lookups ({100 * hits / lookups:.1f}%)")
+    mongo = {k.split("{", 1)[1].rstrip("}"): v for k, v in d.items() if k.startswith("bench_mongodb") and v}
+    if mongo:
+        top = sorted(mongo.items(), key=lambda kv: -kv[1])[:6]
+        print(f"  API MongoDB commands per request: {sum(mongo.values()) / requests:.3f}; "
+              + ", ".join(f"{k} {v / requests:.3f}" for k, v in top))
+        print(f"  API Redis round trips per request: {d.get('bench_redis_round_trips_total', 0.0) / requests:.3f}")
+    return d
+
+
 def run_steps(stack: Stack, user_class: str, args: argparse.Namespace, out: Path, tag: str,
               rates: str) -> dict[str, Any]:
     """Raise the offered rate step by step until a target breaks; the knee is the last passing step."""
@@ -622,11 +545,13 @@ def main(argv: list[str] | None = None) -> int:
                     summary["service"] = run_steps(stack, "ClientService", args, out, "service", args.rates)
                     ok = summary["service"]["knee_rps"] > 0
                 else:
+                    counted = api_counters(stack)
                     r = run_locust(stack, "ClientService", args.rate, args.users, args.duration, args.spawn_rate,
                                    out, mode)
                     print_result(r, args.p99_ms)
                     summary["result"] = r.__dict__
-                    summary["receiver_calls"] = sum(stack.receiver_calls.values())
+                    summary["api_counters"] = print_api_counters(counted, api_counters(stack))
+                    summary["receiver_calls"] = len(stack.receiver.calls) if stack.receiver else 0
                     ok = not r.verdict(args.p99_ms)
         if args.baseline:
             with hello_stack(args, work, io) as stack:

@@ -584,7 +584,7 @@ impl Cron {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tz::zone;
+    use crate::tz::{test_zone as zone, Zone};
 
     fn err(expr: &str) -> String {
         Cron::parse(expr).unwrap_err()
@@ -691,7 +691,7 @@ mod tests {
     fn next_utc(expr: &str, from: i64) -> i64 {
         Cron::parse(expr)
             .unwrap()
-            .next_fire(&crate::tz::utc(), from)
+            .next_fire(&Zone::utc(), from)
             .unwrap()
     }
 
@@ -735,7 +735,7 @@ mod tests {
 
     fn fires(expr: &str, tz: &str, from: i64, n: usize) -> Vec<i64> {
         let c = Cron::parse(expr).unwrap();
-        let z = zone(tz).unwrap();
+        let z = zone(tz);
         let mut out = Vec::new();
         let mut t = from;
         for _ in 0..n {
@@ -821,7 +821,7 @@ mod tests {
         // Searching from inside the second pass, or from its very start, never returns the
         // first pass.
         let c = Cron::parse("30 1 * * *").unwrap();
-        let z = zone("America/New_York").unwrap();
+        let z = zone("America/New_York");
         assert_eq!(
             c.next_fire(&z, utc_ts(2026, 11, 1, 6, 0)),
             Some(utc_ts(2026, 11, 2, 6, 30))
@@ -896,9 +896,52 @@ mod tests {
     }
 
     #[test]
+    fn dst_rules_hold_in_far_years() {
+        // Issue 15: past 2099 the old tables had no transitions; Berlin keeps CEST in July 2100.
+        assert_eq!(
+            fires("0 12 * * *", "Europe/Berlin", utc_ts(2100, 7, 1, 0, 0), 1),
+            vec![utc_ts(2100, 7, 1, 10, 0)]
+        );
+        // 9999-03-14 is New York's second Sunday of March: 02:30 moves to the end of the gap,
+        // and on 9999-11-07 01:30 fires once, at its first pass (EDT).
+        assert_eq!(
+            fires(
+                "30 2 * * *",
+                "America/New_York",
+                utc_ts(9999, 3, 13, 12, 0),
+                2
+            ),
+            vec![utc_ts(9999, 3, 14, 7, 0), utc_ts(9999, 3, 15, 6, 30)]
+        );
+        assert_eq!(
+            fires(
+                "30 1 * * *",
+                "America/New_York",
+                utc_ts(9999, 11, 6, 12, 0),
+                2
+            ),
+            vec![utc_ts(9999, 11, 7, 5, 30), utc_ts(9999, 11, 8, 6, 30)]
+        );
+        assert_eq!(
+            fires(
+                "*/30 * * * *",
+                "America/New_York",
+                utc_ts(9999, 11, 7, 4, 45),
+                4
+            ),
+            vec![
+                utc_ts(9999, 11, 7, 5, 0),
+                utc_ts(9999, 11, 7, 5, 30),
+                utc_ts(9999, 11, 7, 6, 0),
+                utc_ts(9999, 11, 7, 6, 30)
+            ]
+        );
+    }
+
+    #[test]
     fn edges_of_the_supported_range() {
         let c = Cron::parse("* * * * *").unwrap();
-        let z = zone("America/New_York").unwrap();
+        let z = zone("America/New_York");
         assert_eq!(c.next_fire(&z, MAX_SEC + 1), None);
         assert!(c.next_fire(&z, MAX_SEC - 600).is_some());
         assert!(c.next_fire(&z, crate::tz::MIN_SEC).is_some());

@@ -1,11 +1,15 @@
 //! Python bindings: the `schedsvc._timing` extension module.
 //!
+//! Zones come from Python: the first schedule in a zone asks `schedsvc.timing.zonedb` for its
+//! TZif bytes (read where `zoneinfo` reads them), and the zone built from them is kept for the
+//! life of the process.
+//!
 //! Every validation failure is a `ValueError`; integers outside 64 bits are reported as
 //! `ValueError` too (not `OverflowError`), so callers catch one exception type. Batch calls
 //! (`next_fires`, `insert_many`, `cancel_many`, `pop_due`, long `next_n`/`fires_between`)
 //! release the GIL while they compute.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{PyOverflowError, PyValueError};
@@ -13,6 +17,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyInt, PyList, PyString, PyTuple};
 
 use crate::schedule;
+use crate::tz::{Zone, ZoneCache};
 use crate::wheel;
 use crate::NO_FIRE;
 
@@ -176,6 +181,23 @@ fn i64s_to_bytes<'py>(py: Python<'py>, values: &[i64]) -> PyResult<Bound<'py, Py
     })
 }
 
+/// The Python function that returns a zone's TZif bytes, or None for an unknown zone.
+const ZONE_SOURCE: (&str, &str) = ("schedsvc.timing.zonedb", "tzif");
+
+static ZONES: LazyLock<ZoneCache> = LazyLock::new(ZoneCache::default);
+
+/// The zone `name`, built from the TZif bytes Python hands over the first time it is used.
+fn zone(py: Python<'_>, name: &str) -> PyResult<Arc<Zone>> {
+    ZONES.get_or_try_insert_with(name, || {
+        let (module, function) = ZONE_SOURCE;
+        let tzif = py.import(module)?.getattr(function)?.call1((name,))?;
+        if tzif.is_none() {
+            return Err(value_error(format!("unknown time zone '{name}'")));
+        }
+        Zone::from_tzif(name, tzif.cast::<PyBytes>()?.as_bytes()).map_err(value_error)
+    })
+}
+
 /// A schedule (cron, interval, calendar or once). Immutable and thread-safe.
 #[pyclass(frozen, module = "schedsvc._timing", name = "Schedule")]
 struct PySchedule {
@@ -191,6 +213,7 @@ impl PySchedule {
     #[staticmethod]
     #[pyo3(signature = (expression, timezone = "UTC", start_ms = None, end_ms = None, jitter_ms = I64(0)))]
     fn cron(
+        py: Python<'_>,
         expression: &str,
         timezone: &str,
         start_ms: Option<I64>,
@@ -199,7 +222,7 @@ impl PySchedule {
     ) -> PyResult<Self> {
         wrap(schedule::Schedule::cron(
             expression,
-            timezone,
+            zone(py, timezone)?,
             start_ms.map(|v| v.0),
             end_ms.map(|v| v.0),
             jitter_ms.0,
@@ -228,6 +251,7 @@ impl PySchedule {
     #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (every, unit, time, timezone, anchor_date, start_ms = None, end_ms = None, jitter_ms = I64(0)))]
     fn calendar(
+        py: Python<'_>,
         every: I64,
         unit: &str,
         time: &str,
@@ -241,7 +265,7 @@ impl PySchedule {
             every.0,
             unit,
             time,
-            timezone,
+            zone(py, timezone)?,
             anchor_date,
             start_ms.map(|v| v.0),
             end_ms.map(|v| v.0),
@@ -290,7 +314,7 @@ impl PySchedule {
     }
 
     #[getter]
-    fn timezone(&self) -> &'static str {
+    fn timezone(&self) -> &str {
         self.inner.timezone()
     }
 

@@ -7,6 +7,11 @@ problem; an ``int`` outside the 64-bit range is a ``ValueError`` too. Calls neve
 Cron and calendar fires fall on whole seconds between 0001-01-01 and 9999-12-31 UTC; interval
 and once schedules accept any 64-bit instant. The semantics (DST rules, cron dialect) are
 described in ``docs/schedules.md``.
+
+Zones are the ones ``zoneinfo`` knows: the first cron or calendar schedule in a zone asks
+``schedsvc.timing.zonedb.tzif(name)`` for the zone's TZif bytes (from ``zoneinfo.TZPATH``, then the
+``tzdata`` package, as ``zoneinfo`` looks them up) and builds the zone once for the process, with
+its POSIX rule applied in every year up to 9999.
 """
 
 from collections.abc import Iterable, Sequence
@@ -41,9 +46,9 @@ class Schedule:
         ``expression`` has 5 fields (minute hour day-of-month month day-of-week), 6 fields with
         seconds first, or is one of ``@yearly @annually @monthly @weekly @daily @midnight
         @hourly``. Supports names, ranges, steps, lists, ``L``, ``LW``, ``nW``, ``<dow>L``,
-        ``<dow>#n`` and ``?``. Raises ``ValueError`` for a syntax error, a reversed range, an
-        unknown zone, ``end_ms < start_ms``, a negative jitter, or an expression that can never
-        fire (e.g. ``0 0 30 2 *``).
+        ``<dow>#n`` and ``?``. Raises ``ValueError`` for a syntax error, a reversed range, a
+        zone ``zoneinfo`` does not know (``unknown time zone '<name>'``), ``end_ms < start_ms``,
+        a negative jitter, or an expression that can never fire (e.g. ``0 0 30 2 *``).
         """
 
     @staticmethod

@@ -1,4 +1,4 @@
-"""``schedsvc``: serve | dev | migrate | tenants."""
+"""``schedsvc``: serve | dev | migrate | tenants | jobs | runs."""
 
 from __future__ import annotations
 
@@ -8,10 +8,17 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from schedsvc import dev, embedded
+from schedsvc.client import cli as jobs_cli
 from schedsvc.config import Settings
 from schedsvc.domain.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
+    from schedsvc.bus import TenantChangeKind
 
 DEFAULT_DATA_DIR = os.environ.get("SCHEDSVC_DATA_DIR", ".dev-data")
 
@@ -24,7 +31,9 @@ def serve(settings: Settings, workers: int | None = None) -> None:
     from schedsvc.observability.logging import granian_log_config
 
     workers = workers or settings.workers
-    if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+    # granian's workers are child processes: with more than one, or with the metrics served from this
+    # process, their samples must go through files that every process can read.
+    if (workers > 1 or settings.metrics_port) and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="schedsvc-metrics-")
     metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if metrics_dir:
@@ -33,18 +42,39 @@ def serve(settings: Settings, workers: int | None = None) -> None:
         Path(metrics_dir).mkdir(parents=True, exist_ok=True)
         for stale in Path(metrics_dir).glob("*.db"):
             stale.unlink()
-    Granian(
-        "schedsvc.api.app:create_app_from_env",
-        factory=True,
-        address=settings.host,
-        port=settings.port,
-        interface=Interfaces.ASGI,
-        workers=workers,
-        # Leases are released and in-flight runs drained on SIGTERM; leave them time to finish.
-        workers_kill_timeout=30,
-        log_access=False,
-        log_dictconfig=granian_log_config(settings.log_level),
-    ).serve()
+    metrics_server = _serve_metrics(settings.host, settings.metrics_port) if settings.metrics_port else None
+    try:
+        Granian(
+            "schedsvc.api.app:create_app_from_env",
+            factory=True,
+            address=settings.host,
+            port=settings.port,
+            interface=Interfaces.ASGI,
+            workers=workers,
+            # Leases are released and in-flight runs drained on SIGTERM; leave them time to finish.
+            workers_kill_timeout=30,
+            log_access=False,
+            log_dictconfig=granian_log_config(settings.log_level),
+        ).serve()
+    finally:
+        if metrics_server is not None:
+            metrics_server.shutdown()
+            metrics_server.server_close()
+
+
+def _serve_metrics(host: str, port: int) -> WSGIServer:
+    """Serve every granian worker's metrics on their own port, from granian's main process.
+
+    prometheus-client's own server (a thread) with its multi-process collector, which reads the files the
+    workers write to ``PROMETHEUS_MULTIPROC_DIR``; the main process records no samples of its own.
+    """
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    return server
 
 
 async def _migrate(settings: Settings) -> None:
@@ -58,6 +88,14 @@ async def _migrate(settings: Settings) -> None:
         print(f"applied: {applied or 'nothing new'}; schema at {sorted(await applied_versions(db))}")
     finally:
         await client.close()
+
+
+async def _announce(settings: Settings, kind: TenantChangeKind, value: str) -> None:
+    """Running replicas drop their cached copy at once (else within their cache lifetime, 5 minutes)."""
+    from schedsvc.bus import announce_tenant_change
+
+    if not await announce_tenant_change(settings, kind, value):
+        print("warning: NATS unreachable; running replicas notice within 5 minutes", file=sys.stderr)
 
 
 async def _tenants(settings: Settings, args: argparse.Namespace) -> int:
@@ -85,13 +123,18 @@ async def _tenants(settings: Settings, args: argparse.Namespace) -> int:
                 if key_id is not None:
                     ok = await store.revoke_key(key_id)
                     print(f"revoked key {key_id}" if ok else f"no active key {key_id}")
+                    if ok:
+                        await _announce(settings, "key", key_id)
                     return 0 if ok else 1
                 tenant = args.tenant or args.key
                 count = await store.revoke_tenant_keys(tenant)
                 print(f"revoked {count} key(s) of tenant {tenant}")
+                if count:
+                    await _announce(settings, "tenant", tenant)
                 return 0 if count else 1
             case "rotate-secret":
                 print(f"new webhook signing secret: {await store.rotate_secret(args.name)}")
+                await _announce(settings, "tenant", args.name)
             case "list":
                 for t in await store.list_tenants():
                     active = [k["_id"] for k in t["keys"] if k.get("revokedAt") is None]
@@ -125,6 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     group.add_argument("--tenant", help="revoke every key of this tenant")
     tsub.add_parser("rotate-secret", help="add a new webhook signing secret").add_argument("name")
     tsub.add_parser("list", help="list tenants and their active key ids")
+    jobs_cli.add_commands(sub)
     args = parser.parse_args(argv)
 
     if args.command == "dev":
@@ -132,6 +176,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     # Run from the directory of a running `schedsvc dev`, commands find its database without being told.
     os.environ.update(dev.environment_from_running_dev(DEFAULT_DATA_DIR, os.environ))
+    if args.command in ("jobs", "runs"):
+        jobs_cli.run(args)
     try:
         settings = Settings.from_env()
     except ConfigurationError as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from schedsvc.domain.errors import ConfigurationError
@@ -21,6 +21,9 @@ class Settings:
     """MongoDB connection string (a replica set or Atlas URI in production)."""
     database: str = "schedsvc"
     """MongoDB database holding every collection of the service."""
+    mongodb_timeout_seconds: float = 10.0
+    """Longest any one MongoDB operation may take, retries included (the driver's ``timeoutMS``): a server
+    that stops answering must fail the operation, never hang a run or a lease renewal forever."""
     nats_url: str = "nats://127.0.0.1:4222"
     """NATS server(s), comma-separated; JetStream must be enabled."""
     redis_url: str | None = None
@@ -33,6 +36,10 @@ class Settings:
     """Interface the HTTP server binds."""
     port: int = 8000
     """Port of the HTTP server."""
+    metrics_port: int = 0
+    """Port of a separate server that serves only the Prometheus metrics, so that whatever exposes the API
+    port (load balancer, network policies) never exposes ``/metrics``; the image sets 9090. 0 serves
+    ``/metrics`` on the API port instead (development and in-process tests)."""
     workers: int = 1
     """granian worker processes serving the API."""
     log_level: str = "INFO"
@@ -59,6 +66,8 @@ class Settings:
     """Default requests per minute per API key."""
     rate_limit_overrides: Mapping[str, int] = field(default_factory=dict)
     """Per-tenant requests per minute, as ``tenant=N,tenant2=M``."""
+    failed_auth_per_minute: int = 30
+    """Failed authentications a client address may make per minute; then 429 without a database lookup."""
     target_allow_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     """CIDRs that HTTP targets may reach even though they are private, loopback or link-local."""
     nats_subject_grant: str = "tenant.{tenant}.>"
@@ -92,10 +101,23 @@ class Settings:
         settings.validate()
         return settings
 
+    def to_env(self) -> dict[str, str]:
+        """The ``SCHEDSVC_*`` variables that make :meth:`from_env` build these settings again (for child
+        processes); fields at their default are left out."""
+        env: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None or value == _default_of(f):
+                continue
+            env[f"SCHEDSVC_{f.name.upper()}"] = _format(value)
+        return env
+
     def validate(self) -> None:
         """Reject inconsistent settings with a message naming the variable."""
         if not self.roles or not self.roles <= ROLES:
             raise ConfigurationError(f"SCHEDSVC_ROLES: expected a subset of {sorted(ROLES)}")
+        if not 0 <= self.metrics_port <= 65_535 or (self.metrics_port and self.metrics_port == self.port):
+            raise ConfigurationError("SCHEDSVC_METRICS_PORT: must be 0 or a port other than SCHEDSVC_PORT")
         if not 1 <= self.partitions <= 65_536:
             raise ConfigurationError("SCHEDSVC_PARTITIONS: must be between 1 and 65536")
         if self.heartbeat_seconds * 2 >= self.lease_ttl_seconds:
@@ -104,6 +126,23 @@ class Settings:
             raise ConfigurationError("SCHEDSVC_CACHE_TTL_SECONDS: must be between 1 and 3600")
         if "{tenant}" not in self.nats_subject_grant:
             raise ConfigurationError("SCHEDSVC_NATS_SUBJECT_GRANT: must contain {tenant}")
+
+
+def _default_of(f: Any) -> Any:
+    return f.default_factory() if f.default_factory is not MISSING else f.default
+
+
+def _format(value: Any) -> str:
+    """The inverse of :func:`_parse` for one value."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, frozenset):
+        return ",".join(sorted(value))
+    if isinstance(value, Mapping):
+        return ",".join(f"{k}={v}" for k, v in value.items())
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)
 
 
 def _parse(name: str, raw: str) -> Any:

@@ -148,7 +148,8 @@ def run(port: int, data_dir: str, mongodb: str | None) -> None:
             state_path.write_text(json.dumps(state, indent=2) + "\n")
             state_path.chmod(0o600)
             stack.callback(state_path.unlink, missing_ok=True)
-            print(f"  API: {url}  (docs: {url}/schema, metrics: {url}/metrics)")
+            metrics = f"http://{settings.host}:{settings.metrics_port}" if settings.metrics_port else url
+            print(f"  API: {url}  (docs: {url}/schema, metrics: {metrics}/metrics)")
             print(f"  dev tenant API key: {key}  (kept in {data / KEY_FILE})")
             print(f"  for the command line and clients:\n    export SCHEDSVC_URL={url} SCHEDSVC_API_KEY={key}")
             print(f"  try: curl -H 'Authorization: Bearer {key}' {url}/jobs", flush=True)

@@ -23,9 +23,14 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from schedsvc.config import Settings
 
 SECANTUS_RS_CRATE = "secantus-mdb"
 SECANTUS_RS_VERSION = "0.5.3-beta.196"
@@ -67,16 +72,29 @@ def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen[bytes
 
 @dataclass
 class ServerProcess:
-    """A server we started, which can be stopped (gracefully or with SIGKILL) and started again."""
+    """A server we started in a session of its own, which can be signalled, stopped and started again.
+
+    Signals go to the whole process group: granian forks its workers, and a stop must leave none behind.
+    """
 
     argv: list[str]
     port: int
     log: Path
     name: str = "server"
     env: Mapping[str, str] | None = None
+    ready_path: str | None = None
+    """HTTP path answering 200 once the server is ready; without it, an open port is ready enough."""
     proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 60.0) -> None:
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, timeout: float = 90.0, wait: bool = True) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as logf:
             self.proc = subprocess.Popen(
@@ -86,21 +104,49 @@ class ServerProcess:
                 start_new_session=True,  # a Ctrl-C in the terminal reaches us, and we stop it in order
                 env=None if self.env is None else dict(self.env),
             )
-        wait_for_port(self.port, timeout, self.proc)
+        if wait:
+            self.wait_ready(timeout)
 
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        """Wait until the port accepts connections and, with ``ready_path``, that path answers 200."""
+        deadline = time.monotonic() + timeout
+        try:
+            wait_for_port(self.port, timeout, self.proc)
+            while self.ready_path is not None:
+                if not self.running:
+                    raise RuntimeError(f"exited with status {self.proc and self.proc.returncode}")
+                # Our own loopback URL: no scheme or host comes from outside.
+                with contextlib.suppress(OSError), urllib.request.urlopen(self.url + self.ready_path, timeout=2):  # noqa: S310
+                    return  # urlopen raises for anything but a 2xx
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{self.ready_path} did not answer 200 within {timeout:.0f}s")
+                time.sleep(0.3)
+        except (RuntimeError, TimeoutError) as exc:
+            tail = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
+            raise RuntimeError(f"{self.name} on port {self.port}: {exc}; {self.log} ends:\n{tail}") from None
+
+    def send(self, sig: int) -> None:
+        """Send ``sig`` to the server and every process it forked."""
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, sig)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
+        """Signal the group and wait; SIGKILL whatever is left after ``timeout``."""
+        if self.running:
+            self.send(sig)
+        self.reap(timeout)
+
+    def reap(self, timeout: float = 20.0) -> None:
+        """Wait for the server to exit, then SIGKILL any straggler of its group (forked workers)."""
+        if self.proc is None:
             return
-        self.proc.send_signal(sig)
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            self.send(signal.SIGKILL)
             self.proc.wait(10)
+        self.send(signal.SIGKILL)
 
     def restart(self) -> None:
         self.stop()
@@ -232,6 +278,19 @@ def redis(storage: Path, port: int | None = None) -> ServerProcess:
     argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     argv += ["--dir", str(storage)]
     return ServerProcess(argv, port, storage.parent / f"redis-{port}.log", name="Redis")
+
+
+# --- the service itself ---------------------------------------------------------------------------------
+
+
+def service(settings: Settings, log: Path, name: str = "schedsvc") -> ServerProcess:
+    """``schedsvc serve`` configured by ``settings`` alone (no ``SCHEDSVC_*`` variable of ours leaks in).
+
+    ``settings.port`` must be free; the service is ready when ``/health/ready`` answers 200.
+    """
+    argv = [venv_bin("schedsvc", "`pip install -e .` provides it"), "serve"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDSVC_")} | settings.to_env()
+    return ServerProcess(argv, settings.port, log, name=name, env=env, ready_path="/health/ready")
 
 
 def main(argv: list[str] | None = None) -> None:

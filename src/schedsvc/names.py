@@ -53,6 +53,11 @@ class Names:
         return f"{self.prefix}.jobs.changed"
 
     @property
+    def tenant_changes_subject(self) -> str:
+        """Core NATS subject announcing revoked API keys and changed tenant secrets to every replica."""
+        return f"{self.prefix}.tenants.changed"
+
+    @property
     def worker_consumer(self) -> str:
         """Durable pull consumer shared by every execution worker."""
         return f"{self._token}_workers"

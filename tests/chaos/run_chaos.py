@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import json
 import os
 import shutil
@@ -55,17 +56,16 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(REPO / "src"), str(REPO)]
-
-from tests.support import servers  # noqa: E402
+from schedsvc import embedded
+from schedsvc.config import Settings
+from schedsvc.testing import WebhookReceiver
 
 BIN = Path(sys.executable).parent
 REPLICAS = 3
@@ -129,120 +129,14 @@ def percentiles(values: Iterable[float]) -> dict[str, float] | None:
             "mean": round(statistics.fmean(data), 1)}
 
 
-# -- processes ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Replica:
-    """One ``schedsvc serve`` process (granian forks a worker: signals go to the process group)."""
-
-    number: int
-    port: int
-    env: dict[str, str]
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def start(self) -> None:
-        with self.log_path.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [str(BIN / "schedsvc"), "serve"], env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def send(self, sig: int) -> None:
-        if self.proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, sig)
-
-    def reap(self, wait: float = 20.0) -> None:
-        """Wait for the group leader; SIGKILL the group if it takes too long or leaves stragglers."""
-        if self.proc is None:
-            return
-        try:
-            self.proc.wait(wait)
-        except subprocess.TimeoutExpired:
-            self.send(signal.SIGKILL)
-            self.proc.wait(10)
-        self.send(signal.SIGKILL)
-
-    def signal_group(self, sig: int, wait: float = 20.0) -> None:
-        self.send(sig)
-        self.reap(wait)
-
-    def wait_ready(self, timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.running:
-                raise RuntimeError(f"replica {self.number} exited; see {self.log_path}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{self.port}/health/ready", timeout=2).status_code == 200:
-                    return
-            time.sleep(0.3)
-        raise TimeoutError(f"replica {self.number} not ready after {timeout:.0f}s; see {self.log_path}")
-
-
-# -- the receiver ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Receiver:
-    """Answers every webhook with 200; remembers, per Idempotency-Key, how often and when it was called."""
-
-    calls: Counter[str] = field(default_factory=Counter)
-    first_call_ms: dict[str, int] = field(default_factory=dict)
-    call_times_ms: dict[str, list[int]] = field(default_factory=dict)
-    """Every call's arrival, per key (for diagnosing a repeated or unexplained call)."""
-    server: asyncio.Server | None = None
-    port: int = 0
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0, backlog=1024)
-        self.port = self.server.sockets[0].getsockname()[1]
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length, key = 0, ""
-                for line in head.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    lowered = name.strip().lower()
-                    if lowered == b"content-length":
-                        length = int(value)
-                    elif lowered == b"idempotency-key":
-                        key = value.strip().decode()
-                if length:
-                    await reader.readexactly(length)
-                self.calls[key] += 1
-                arrived = now_ms()
-                self.first_call_ms.setdefault(key, arrived)
-                self.call_times_ms.setdefault(key, []).append(arrived)
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok")
-                await writer.drain()
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, ValueError):
-            pass
-        except asyncio.CancelledError:
-            pass  # the receiver is closing; ending quietly spares asyncio's stream callback a traceback
-        finally:
-            writer.close()
-
-    def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-
-
 # -- the run --------------------------------------------------------------------------------------
 
 
 @dataclass
 class Cluster:
-    mongo: servers.ServerProcess
-    nats: servers.ServerProcess
-    replicas: list[Replica]
+    mongo: embedded.ServerProcess
+    nats: embedded.ServerProcess
+    replicas: list[embedded.ServerProcess]
     work: Path
 
     @property
@@ -285,11 +179,11 @@ async def apply_fault(cluster: Cluster, action: str, arg: Any) -> None:
     match action:
         case "kill":
             for n in arg:
-                await asyncio.to_thread(cluster.replicas[n].signal_group, signal.SIGKILL)
+                await asyncio.to_thread(cluster.replicas[n].stop, signal.SIGKILL)
             log(f"SIGKILLed replica(s) {arg}")
         case "start":
             for n in arg:
-                cluster.replicas[n].start()
+                cluster.replicas[n].start(wait=False)
             for n in arg:
                 await asyncio.to_thread(cluster.replicas[n].wait_ready)
             log(f"replica(s) {arg} back and ready")
@@ -318,13 +212,13 @@ async def stream_ids(cluster: Cluster, prefix: str) -> Counter[str]:
         await bus.close()
 
 
-async def run(args: argparse.Namespace, cluster: Cluster, prefix: str, receiver: Receiver) -> dict[str, Any]:
+async def run(args: argparse.Namespace, cluster: Cluster, prefix: str, receiver: WebhookReceiver) -> dict[str, Any]:
     from pymongo import AsyncMongoClient
 
     faults = [] if args.calm else FAULTS_SHORT if args.short else FAULTS_FULL
     window = args.window
     for r in cluster.replicas:
-        r.start()
+        r.start(wait=False)
     for r in cluster.replicas:
         await asyncio.to_thread(r.wait_ready)
     key = await create_tenant(cluster.mongo_uri, prefix)
@@ -372,7 +266,7 @@ async def run(args: argparse.Namespace, cluster: Cluster, prefix: str, receiver:
                           "took_s": round((now_ms() - at) / 1000, 1), "at_ms": at})
     for r in cluster.replicas:  # every replica up for the drain, whatever the schedule left
         if not r.running:
-            r.start()
+            r.start(wait=False)
             await asyncio.to_thread(r.wait_ready)
     end = base + (window + 1) * 1000
     await asyncio.sleep(max(0.0, (end - now_ms()) / 1000))
@@ -400,7 +294,10 @@ async def run(args: argparse.Namespace, cluster: Cluster, prefix: str, receiver:
         await asyncio.sleep(5)
         # Calls counted before the run history is read: each must have claimed its attempt before it
         # was made, so the history read afterwards shows at least as many attempts.
-        calls = Counter(receiver.calls)
+        calls = receiver.calls_per_key()
+        call_times_ms: dict[str, list[int]] = {}
+        for call in list(receiver.calls):
+            call_times_ms.setdefault(call.idempotency_key, []).append(call.received_ms)
         docs = {d["_id"]: d async for d in runs.find(
             {"jobId": {"$in": job_ids}},
             {"status": 1, "attempts": 1, "scheduledAt": 1, "startedAt": 1, "finishedAt": 1, "trigger": 1,
@@ -426,7 +323,7 @@ async def run(args: argparse.Namespace, cluster: Cluster, prefix: str, receiver:
     attempts_hist = Counter(int(d.get("attempts") or 0) for k, d in docs.items() if k in expected)
     triggers = Counter(str(d.get("trigger")) for k, d in docs.items() if k in expected)
 
-    first_late = {k: receiver.first_call_ms[k] - ms for k, ms in expected.items() if k in receiver.first_call_ms}
+    first_late = {k: min(call_times_ms[k]) - ms for k, ms in expected.items() if k in call_times_ms}
     start_late = {
         k: int(docs[k]["startedAt"].timestamp() * 1000) - ms
         for k, ms in expected.items() if k in docs and docs[k].get("startedAt")
@@ -448,7 +345,7 @@ async def run(args: argparse.Namespace, cluster: Cluster, prefix: str, receiver:
             doc = docs.get(k) or {}
             out[k] = {
                 "scheduled": iso(expected.get(k) or int(k.rsplit(":", 1)[1])),
-                "calls": [iso(t) for t in receiver.call_times_ms.get(k, [])],
+                "calls": [iso(t) for t in call_times_ms.get(k, [])],
                 "run": {f: (iso(int(v.timestamp() * 1000)) if isinstance(v, datetime) else v)
                         for f, v in doc.items() if f != "_id"} or None,
             }
@@ -557,48 +454,41 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
-    mongo = servers.secantus(work / "mongodb")
-    nats = servers.nats(work / "nats")
-    redis_port = servers.free_port()
-    redis: subprocess.Popen[bytes] | None = None
-    replicas: list[Replica] = []
+    mongo = embedded.secantus(work / "mongodb")
+    nats = embedded.nats(work / "nats")
+    redis = embedded.redis(work / "redis")
+    replicas: list[embedded.ServerProcess] = []
     report: dict[str, Any] = {"passed": False, "error": "did not finish"}
-    receiver = Receiver()
+    receiver = WebhookReceiver(keep_bodies=False)
     try:
         mongo.start()
         nats.start()
-        with (work / "redis.log").open("ab") as out:
-            redis = subprocess.Popen(
-                ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-        servers.wait_for_port(redis_port, 30, redis)
-        env = {
-            **os.environ,
-            "SCHEDSVC_MONGODB_URI": f"mongodb://127.0.0.1:{mongo.port}/?directConnection=true",
-            "SCHEDSVC_DATABASE": prefix,
-            "SCHEDSVC_NATS_URL": f"nats://127.0.0.1:{nats.port}",
-            "SCHEDSVC_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-            "SCHEDSVC_PREFIX": prefix,
-            "SCHEDSVC_ROLES": "api,timing,execution",
-            "SCHEDSVC_HOST": "127.0.0.1",
-            "SCHEDSVC_PARTITIONS": "32",
-            "SCHEDSVC_LEASE_TTL_SECONDS": str(LEASE_TTL_SECONDS),
-            "SCHEDSVC_HEARTBEAT_SECONDS": str(HEARTBEAT_SECONDS),
-            "SCHEDSVC_RUN_ACK_WAIT_SECONDS": str(ACK_WAIT_SECONDS),
-            "SCHEDSVC_HORIZON_SECONDS": "10",
-            "SCHEDSVC_TARGET_ALLOW_NETWORKS": "127.0.0.0/8",
-            "SCHEDSVC_RATE_LIMIT_PER_MINUTE": "100000",
-            "SCHEDSVC_LOG_LEVEL": os.environ.get("SCHEDSVC_LOG_LEVEL", "INFO"),
-        }
-        migrate = subprocess.run([str(BIN / "schedsvc"), "migrate"], env=env, capture_output=True, text=True)
+        redis.start()
+        settings = Settings(
+            mongodb_uri=f"mongodb://127.0.0.1:{mongo.port}/?directConnection=true",
+            database=prefix,
+            nats_url=f"nats://127.0.0.1:{nats.port}",
+            redis_url=f"redis://127.0.0.1:{redis.port}/0",
+            prefix=prefix,
+            partitions=32,
+            lease_ttl_seconds=LEASE_TTL_SECONDS,
+            heartbeat_seconds=HEARTBEAT_SECONDS,
+            run_ack_wait_seconds=ACK_WAIT_SECONDS,
+            horizon_seconds=10,
+            target_allow_networks=(ipaddress.ip_network("127.0.0.0/8"),),
+            rate_limit_per_minute=100_000,
+            log_level=os.environ.get("SCHEDSVC_LOG_LEVEL", "INFO"),
+        )
+        migrate = subprocess.run(
+            [str(BIN / "schedsvc"), "migrate"], env={**os.environ, **settings.to_env()}, capture_output=True, text=True
+        )
         if migrate.returncode != 0:
             raise RuntimeError(f"schedsvc migrate failed: {migrate.stderr[-2000:]}")
         for n in range(REPLICAS):
-            port = servers.free_port()
-            replicas.append(Replica(n, port, {**env, "SCHEDSVC_PORT": str(port)}, work / f"replica-{n}.log"))
+            replica = replace(settings, port=embedded.free_port())
+            replicas.append(embedded.service(replica, work / f"replica-{n}.log", name=f"replica {n}"))
         cluster = Cluster(mongo, nats, replicas, work)
-        log(f"SecantusDB :{mongo.port}, NATS :{nats.port}, Redis :{redis_port}, replicas "
+        log(f"{mongo.name} :{mongo.port}, NATS :{nats.port}, Redis :{redis.port}, replicas "
             f"{[r.port for r in replicas]}; logs in {work}")
         limit = 900 if args.short else 2400
 
@@ -607,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 return await asyncio.wait_for(run(args, cluster, prefix, receiver), limit)
             finally:
-                receiver.close()
+                await receiver.close()
 
         report = asyncio.run(everything())
         print_report(report)
@@ -624,13 +514,7 @@ def main(argv: list[str] | None = None) -> int:
             r.reap(40)
         nats.stop()
         mongo.stop()
-        if redis is not None:
-            redis.terminate()
-            try:
-                redis.wait(10)
-            except subprocess.TimeoutExpired:
-                redis.kill()
-                redis.wait(5)
+        redis.stop()
         report["work_dir"] = str(work)
         if args.json_out:
             args.json_out.write_text(json.dumps(report, indent=2, default=str))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -11,6 +12,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from schedsvc.api import create_app
+from schedsvc.bus import announce_tenant_change
 from schedsvc.config import Settings
 from schedsvc.store import MongoTenantStore, connect, database
 
@@ -244,11 +246,13 @@ async def test_revoked_key_stops_working(api: Api) -> None:
     assert (await api.client.get("/jobs", headers=headers)).status_code == 200
     assert await store.revoke_key(key.key_id)
     await mongo.close()
-    # Revocation is honoured once the short per-process authentication cache expires.
-    import schedsvc.store.tenants as tenants_module
-
-    api.client.app.state.tenants._auth_cache.clear()
-    assert tenants_module.AUTH_CACHE_SECONDS <= 10
+    # The key is cached as valid; the announced revocation drops it (tests/integration/test_auth_push.py
+    # shows it across replicas and through the command line).
+    assert await announce_tenant_change(api.settings, "key", key.key_id)
+    for _ in range(40):
+        if (await api.client.get("/jobs", headers=headers)).status_code == 401:
+            break
+        await asyncio.sleep(0.05)
     assert (await api.client.get("/jobs", headers=headers)).status_code == 401
 
 

@@ -89,6 +89,29 @@ async def test_cache_hits_and_every_write_invalidates(
         assert "schedsvc_http_requests_total" in metrics
 
 
+async def test_a_write_to_one_job_keeps_the_others_cached(
+    settings: Settings, redis_url: str, auth: dict[str, str], drop_database: None
+) -> None:
+    """Finer invalidation: a write invalidates the tenant's lists and the written job, not its other jobs."""
+    async with AsyncTestClient(create_app(api_settings(settings, redis_url))) as client:
+        a = (await client.post("/jobs", json=job_body("a"), headers=auth)).json()
+        b = (await client.post("/jobs", json=job_body("b"), headers=auth)).json()
+        assert (await client.get(f"/jobs/{b['id']}", headers=auth)).json()["name"] == "b"  # now cached
+        assert len((await client.get("/jobs", headers=auth)).json()["items"]) == 2  # cached too
+        await rename_behind_the_api(settings, b["id"], "b-changed-directly")
+
+        r = await client.patch(f"/jobs/{a['id']}", json={"name": "a2"}, headers=auth)
+        assert r.status_code == 200, r.text
+        assert (await client.get(f"/jobs/{a['id']}", headers=auth)).json()["name"] == "a2"
+        assert (await client.get(f"/jobs/{b['id']}", headers=auth)).json()["name"] == "b"  # still cached
+        listed = {j["id"]: j["name"] for j in (await client.get("/jobs", headers=auth)).json()["items"]}
+        assert listed == {a["id"]: "a2", b["id"]: "b-changed-directly"}  # the list was invalidated
+
+        assert (await client.post(f"/jobs/{b['id']}/pause", headers=auth)).status_code == 200
+        current = (await client.get(f"/jobs/{b['id']}", headers=auth)).json()
+        assert (current["name"], current["status"]) == ("b-changed-directly", "paused")
+
+
 async def test_tenants_never_share_cache_entries(
     settings: Settings, redis_url: str, auth: dict[str, str], drop_database: None
 ) -> None:

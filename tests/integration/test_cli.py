@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -65,13 +66,17 @@ async def test_migrate_then_tenant_lifecycle(settings: Settings) -> None:
         await client.close()
 
 
+def dev_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDSVC_")}
+    return env | extra
+
+
 def test_dev_runs_the_whole_service_and_stops_its_embedded_servers(tmp_path: Path) -> None:
     port = servers.free_port()
-    key = "sk_0123456789abcdef_" + "d" * 43
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDSVC_")}
-    env["SCHEDSVC_DEV_API_KEY"] = key
+    data = tmp_path / "data"
+    env = dev_env(SCHEDSVC_DATA_DIR=str(data))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "schedsvc.cli", "dev", "--port", str(port), "--data-dir", str(tmp_path / "data")],
+        [sys.executable, "-m", "schedsvc.cli", "dev", "--port", str(port), "--data-dir", str(data)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -89,6 +94,7 @@ def test_dev_runs_the_whole_service_and_stops_its_embedded_servers(tmp_path: Pat
                 pass
             assert time.monotonic() < deadline, "schedsvc dev never became ready"
             time.sleep(0.5)
+        key = (data / "dev-api-key").read_text().strip()
         body = json.dumps(
             {
                 "name": "dev-check",
@@ -104,9 +110,58 @@ def test_dev_runs_the_whole_service_and_stops_its_embedded_servers(tmp_path: Pat
         with urllib.request.urlopen(request, timeout=10) as r:
             assert r.status == 201
             assert json.load(r)["status"] == "active"
+        # Other commands find the running dev service's database without being told where it is.
+        created = subprocess.run(
+            [sys.executable, "-m", "schedsvc.cli", "tenants", "create", "acme"],
+            env=env, capture_output=True, text=True, timeout=60,
+        )
+        assert created.returncode == 0, created.stderr
+        assert "api key (shown once): sk_" in created.stdout
     finally:
         proc.send_signal(signal.SIGTERM)
         output = proc.communicate(timeout=60)[0].decode()
-    assert key in output, "dev prints the dev tenant's key"
-    leftovers = subprocess.run(["pgrep", "-f", str(tmp_path / "data")], capture_output=True, text=True).stdout
+    assert "SecantusDB (rust server)" in output, output
+    assert f"export SCHEDSVC_URL=http://127.0.0.1:{port} SCHEDSVC_API_KEY={key}" in output
+    leftovers = subprocess.run(["pgrep", "-f", str(data)], capture_output=True, text=True).stdout
     assert leftovers.strip() == "", f"embedded servers still running: {leftovers}"
+    assert not (data / "dev.json").exists(), "a stopped dev service leaves no state for other commands to find"
+
+
+def test_dev_keeps_one_key_per_data_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from schedsvc.dev import _dev_key
+
+    monkeypatch.delenv("SCHEDSVC_DEV_API_KEY", raising=False)
+    first = _dev_key(tmp_path)
+    assert _dev_key(tmp_path) == first
+    assert (tmp_path / "dev-api-key").stat().st_mode & 0o077 == 0, "the key file is private"
+    other = tmp_path / "other"
+    other.mkdir()
+    assert _dev_key(other) != first
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({"SCHEDSVC_DEV_API_KEY": "not-a-key"}, "SCHEDSVC_DEV_API_KEY must look like"),
+        ({"SCHEDSVC_PARTITIONS": "lots"}, "SCHEDSVC_PARTITIONS"),
+        ({}, "is already in use"),
+    ],
+)
+def test_dev_names_a_problem_in_one_line_before_starting_anything(
+    tmp_path: Path, extra: dict[str, str], expected: str
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1] if not extra else servers.free_port()
+        started = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "-m", "schedsvc.cli", "dev", "--port", str(port), "--data-dir", str(tmp_path / "d")],
+            env=dev_env(**extra), capture_output=True, text=True, timeout=60,
+        )
+    assert result.returncode != 0
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], lines
+    assert "Traceback" not in result.stderr
+    assert time.monotonic() - started < 30
+    assert not (tmp_path / "d" / "mongodb").exists(), "nothing was started"

@@ -44,6 +44,7 @@ from schedsvc.execution import ExecutionService
 from schedsvc.names import Names
 from schedsvc.store import connect
 from schedsvc.store.runs import InvalidCursorError, MongoRunStore
+from schedsvc.wiring import Adapters, execution_service
 
 REPO = Path(__file__).resolve().parents[2]
 TENANT = "acme"
@@ -196,7 +197,7 @@ async def services(
     started: list[ExecutionService] = []
 
     async def start(settings: Settings | None = None, **kwargs: Any) -> ExecutionService:
-        service = ExecutionService(settings or fast, mongo_db, bus, **kwargs)
+        service = execution_service(await Adapters.over(settings or fast, mongo_db, bus), **kwargs)
         await service.start()
         started.append(service)
         return service
@@ -748,8 +749,8 @@ WORKER_SCRIPT = textwrap.dedent(
     import asyncio, dataclasses, ipaddress, json, sys
     from schedsvc.bus import NatsRunBus
     from schedsvc.config import Settings
-    from schedsvc.execution import ExecutionService
     from schedsvc.store import connect, database
+    from schedsvc.wiring import Adapters, execution_service
 
     async def main():
         raw = json.loads(sys.argv[1])
@@ -758,7 +759,7 @@ WORKER_SCRIPT = textwrap.dedent(
         settings = Settings(**raw)
         client = connect(settings)
         bus = await NatsRunBus.connect(settings)
-        service = ExecutionService(settings, database(client, settings), bus)
+        service = execution_service(await Adapters.over(settings, database(client, settings), bus))
         await service.start()
         print("started", flush=True)
         await asyncio.Event().wait()

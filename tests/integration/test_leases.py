@@ -112,12 +112,13 @@ async def test_expiry_is_judged_by_the_database_clock(mongo_db) -> None:  # type
     await store.ensure_partitions(PARTITIONS)
     leases = mongo_db[names.LEASES]
     # A departed owner: half its leases expire a minute from now by the database's clock, half expired.
-    await leases.update_many(
-        {"_id": {"$lt": 4}}, [{"$set": {"owner": "ghost", "epoch": 5, "expiresAt": {"$add": ["$$NOW", 60_000]}}}]
-    )
-    await leases.update_many(
-        {"_id": {"$gte": 4}}, [{"$set": {"owner": "ghost", "epoch": 5, "expiresAt": {"$add": ["$$NOW", -1]}}}]
-    )
+    # ($dateAdd, as the lease store itself writes expiries: valid on MongoDB 5+ and on both test servers.)
+    def db_now_plus(ms: int) -> dict[str, object]:
+        return {"$dateAdd": {"startDate": "$$NOW", "unit": "millisecond", "amount": ms}}
+
+    ghost = {"owner": "ghost", "epoch": 5}
+    await leases.update_many({"_id": {"$lt": 4}}, [{"$set": {**ghost, "expiresAt": db_now_plus(60_000)}}])
+    await leases.update_many({"_id": {"$gte": 4}}, [{"$set": {**ghost, "expiresAt": db_now_plus(-1)}}])
     # This replica's own clock is far off: it must not matter.
     skewed, _ = member(mongo_db, "skewed", clock=lambda: time.monotonic() + 86_400)
     await skewed.tick()

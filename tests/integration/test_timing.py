@@ -1,7 +1,7 @@
 """The timing service against real SecantusDB and NATS JetStream: on-time fires, anchors, completion,
 time zones, jitter, job changes, and catch-up after a pause and after a full stop.
 
-Jobs are inserted straight into MongoDB (shaped per docs/design/data-model.md), not through the API.
+Jobs are inserted straight into MongoDB (built by the job codec), not through the API.
 """
 
 from __future__ import annotations
@@ -23,10 +23,15 @@ from bson import ObjectId
 from schedsvc import names
 from schedsvc.bus import NatsRunBus
 from schedsvc.config import Settings
-from schedsvc.domain import RunMessage, Schedule, partition_of
+from schedsvc.domain import CatchupPolicy, JobCreate, JobStatus, NatsTarget, RunMessage, Schedule, partition_of
+from schedsvc.domain.jobs import JobChange, JobNotice
+from schedsvc.store import job_codec
+from schedsvc.store.job_codec import JobDocument
 from schedsvc.timing import compile_schedule, from_ms, to_ms
 from schedsvc.timing.catchup import CATCHUP_ALL_LIMIT, MISSED_RECORD_LIMIT
-from schedsvc.timing.service import TimingService, job_seed
+from schedsvc.timing.planning import job_seed
+from schedsvc.timing.service import TimingService
+from schedsvc.wiring import Adapters, timing_service
 
 _decode = msgspec.msgpack.Decoder(RunMessage).decode
 
@@ -50,39 +55,26 @@ def job_doc(
     *,
     partitions: int,
     next_run: datetime | None = None,
-    status: str = "active",
+    status: JobStatus = JobStatus.ACTIVE,
     catchup: dict[str, Any] | None = None,
     created: datetime | None = None,
-) -> dict[str, Any]:
+) -> JobDocument:
     """A job document as the API stores it; ``nextRun`` defaults to the first fire after creation."""
     job_id = str(ObjectId())
     created = created or datetime.now(UTC)
-    full = {"startAt": None, "endAt": None, "jitterSeconds": 0, **schedule}
+    parsed = msgspec.convert(schedule, Schedule, strict=False)  # type: ignore[arg-type,var-annotated,unused-ignore]
     if next_run is None:
-        compiled = compile_schedule(msgspec.convert(full, Schedule, strict=False), created=created)
-        first = compiled.next_after(to_ms(created))
+        first = compile_schedule(parsed, created=created).next_after(to_ms(created))
         next_run = None if first is None else from_ms(first)
-    return {
-        "_id": job_id,
-        "tenant": "acme",
-        "name": f"job-{job_id}",
-        "schedule": full,
-        "target": {"kind": "nats", "subject": "tenant.acme.ping", "payload": None, "headers": {}},
-        "retry": {"maxAttempts": 3, "minBackoffSeconds": 1.0, "maxBackoffSeconds": 60.0, "maxEventAgeSeconds": 3600.0},
-        "catchup": catchup or {"policy": "latest", "windowSeconds": 3600},
-        "overlap": "allow",
-        "tags": [],
-        "metadata": {},
-        "status": status,
-        "nextRun": next_run,
-        "resumedAt": None,
-        "lastRun": None,
-        "lastRunStatus": None,
-        "partition": partition_of(job_id, partitions),
-        "createdAt": created,
-        "updatedAt": created,
-        "version": 1,
-    }
+    body = JobCreate(
+        name=f"job-{job_id}",
+        schedule=parsed,
+        target=NatsTarget(subject="tenant.acme.ping"),
+        catchup=msgspec.convert(catchup or {}, CatchupPolicy),
+    )
+    return job_codec.new_document(
+        job_id, "acme", body, status=status, next_run=next_run, partition=partition_of(job_id, partitions), now=created
+    )
 
 
 @dataclass
@@ -114,7 +106,7 @@ class Timing:
     service: TimingService | None = None
 
     async def start(self) -> TimingService:
-        self.service = TimingService(self.settings, self.db, self.bus)
+        self.service = timing_service(await Adapters.over(self.settings, self.db, self.bus))
         await self.service.start()
         return self.service
 
@@ -123,20 +115,31 @@ class Timing:
             await self.service.stop()
             self.service = None
 
-    async def insert(self, doc: dict[str, Any]) -> str:
-        await self.db[names.JOBS].insert_one(doc)
-        await self.bus.publish_job_change(doc["_id"], doc["partition"])
-        return str(doc["_id"])
+    async def insert(self, doc: JobDocument) -> str:
+        await self.db[names.JOBS].insert_one(job_codec.encode(doc))
+        # Announced as the job repository does: with the timing view, so timing need not read it back.
+        view = job_codec.read_timing(job_codec.encode(doc))
+        await self.bus.publish_job_change(JobNotice(doc.tenant, doc.id, doc.partition, view))
+        return doc.id
 
-    async def change(self, job_id: str, **fields: Any) -> None:
-        doc = await self.db[names.JOBS].find_one_and_update({"_id": job_id}, {"$set": fields, "$inc": {"version": 1}})
-        await self.bus.publish_job_change(job_id, doc["partition"])
+    async def change(self, job_id: str, change: JobChange) -> None:
+        """An API write as the job repository makes it, announced to timing."""
+        update = job_codec.change_update(change, datetime.now(UTC))
+        await self.db[names.JOBS].update_one(job_codec.of_id(job_id), update)
+        stored = await self.db[names.JOBS].find_one(job_codec.of_id(job_id))
+        view = job_codec.read_timing(stored)
+        await self.bus.publish_job_change(JobNotice(view.tenant, job_id, view.partition, view))
 
-    async def job(self, job_id: str) -> dict[str, Any]:
-        return await self.db[names.JOBS].find_one({"_id": job_id})  # type: ignore[no-any-return]
+    async def delete(self, job_id: str) -> None:
+        partition = (await self.job(job_id)).partition
+        await self.db[names.JOBS].delete_one(job_codec.of_id(job_id))
+        await self.bus.publish_job_change(JobNotice("acme", job_id, partition))  # no view: timing re-reads
+
+    async def job(self, job_id: str) -> JobDocument:
+        return job_codec.decode(await self.db[names.JOBS].find_one(job_codec.of_id(job_id)))
 
     async def completed(self, job_id: str) -> bool:
-        return bool((await self.job(job_id))["status"] == "completed")
+        return (await self.job(job_id)).status == JobStatus.COMPLETED
 
     async def runs(self, job_id: str) -> list[dict[str, Any]]:
         return [r async for r in self.db[names.RUNS].find({"jobId": job_id}).sort("scheduledAt", 1)]
@@ -186,8 +189,8 @@ async def test_a_job_created_two_seconds_ahead_fires_on_time(timing: Timing) -> 
     # A once schedule completes after its fire.
     await eventually(lambda: timing.completed(job_id), 3)
     stored = await timing.job(job_id)
-    assert stored["status"] == "completed"
-    assert stored["nextRun"] is None
+    assert stored.status == JobStatus.COMPLETED
+    assert stored.next_run is None
     await asyncio.sleep(0.5)
     assert len(timing.received.of(job_id)) == 1
     assert await timing.stream_ids() == [f"{job_id}:{to_ms(at)}"]
@@ -222,28 +225,30 @@ async def test_cron_in_a_non_utc_zone_fires_at_the_local_instant(timing: Timing)
     doc = job_doc(
         {"kind": "cron", "expression": expression, "timezone": zone.key}, partitions=timing.settings.partitions
     )
-    assert doc["nextRun"] == target
+    assert doc.next_run == target
     job_id = await timing.insert(doc)
     [message] = await timing.received.wait_for(job_id, 1, timeout=7)
     assert message.scheduled_ms == to_ms(target)
     [(_, arrived)] = timing.received.arrivals(job_id)
     assert 0 <= arrived - to_ms(target) < 300
+
     # The next fire is a day later, by the zone's wall clock. nextRun advances after the publish.
     async def advanced() -> bool:
-        return bool((await timing.job(job_id))["nextRun"] != target)
+        return (await timing.job(job_id)).next_run != target
 
     await eventually(advanced, 5)
     stored = await timing.job(job_id)
-    assert stored["nextRun"].astimezone(zone).time() == local.time()
-    assert stored["nextRun"] - target == timedelta(days=1)
+    assert stored.next_run is not None
+    assert stored.next_run.astimezone(zone).time() == local.time()
+    assert stored.next_run - target == timedelta(days=1)
 
 
 async def test_jitter_delays_the_publication_but_not_the_nominal_instant(timing: Timing) -> None:
     await timing.start()
     at = datetime.now(UTC) + timedelta(seconds=1)
     doc = job_doc({"kind": "once", "at": at, "jitterSeconds": 3}, partitions=timing.settings.partitions)
-    compiled = compile_schedule(msgspec.convert(doc["schedule"], Schedule, strict=False))
-    due = compiled.fire_instant(to_ms(at), job_seed(doc["_id"]))
+    compiled = compile_schedule(doc.schedule)
+    due = compiled.fire_instant(to_ms(at), job_seed(doc.id))
     assert to_ms(at) <= due <= to_ms(at) + 3000
     job_id = await timing.insert(doc)
     [message] = await timing.received.wait_for(job_id, 1, timeout=7)
@@ -259,14 +264,30 @@ async def test_pausing_and_deleting_stop_the_fires(timing: Timing) -> None:
     deleted = await timing.insert(job_doc({"kind": "interval", "seconds": 1}, partitions=parts))
     await timing.received.wait_for(paused, 1, timeout=4)
     await timing.received.wait_for(deleted, 1, timeout=4)
-    await timing.change(paused, status="paused")
-    doc = await timing.job(deleted)
-    await timing.db[names.JOBS].delete_one({"_id": deleted})
-    await timing.bus.publish_job_change(deleted, doc["partition"])
+    await timing.change(paused, JobChange(status=JobStatus.PAUSED))
+    await timing.delete(deleted)
     await asyncio.sleep(0.5)  # a fire already in flight may still land
     counts = len(timing.received.of(paused)), len(timing.received.of(deleted))
     await asyncio.sleep(2.5)
     assert (len(timing.received.of(paused)), len(timing.received.of(deleted))) == counts
+
+
+async def test_a_notice_older_than_what_timing_knows_is_ignored(timing: Timing) -> None:
+    """Notices from several API replicas may arrive out of order: an older one must not undo a newer one."""
+    await timing.start()
+    doc = job_doc({"kind": "interval", "seconds": 1}, partitions=timing.settings.partitions)
+    job_id = await timing.insert(doc)
+    await timing.received.wait_for(job_id, 1, timeout=4)
+    active_v1 = job_codec.read_timing(job_codec.encode(doc))
+    await timing.change(job_id, JobChange(status=JobStatus.PAUSED))  # version 2, announced
+    await timing.change(job_id, JobChange(name="renamed"))  # version 3, still paused
+    await asyncio.sleep(0.5)  # a fire already in flight may still land
+    count = len(timing.received.of(job_id))
+    # The creation notice again, late: it says "active" at version 1.
+    await timing.bus.publish_job_change(JobNotice(doc.tenant, job_id, doc.partition, active_v1))
+    await asyncio.sleep(2.5)
+    assert len(timing.received.of(job_id)) == count
+    assert (await timing.job(job_id)).status == JobStatus.PAUSED
 
 
 @pytest.mark.parametrize("policy", ["skip", "latest", "all"])
@@ -279,13 +300,14 @@ async def test_catchup_after_a_pause(timing: Timing, policy: str) -> None:
     )
     job_id = await timing.insert(doc)
     await timing.received.wait_for(job_id, 1, timeout=4)
-    await timing.change(job_id, status="paused")
+    await timing.change(job_id, JobChange(status=JobStatus.PAUSED))
     await asyncio.sleep(0.5)
     before = len(timing.received.of(job_id))
-    paused_next = (await timing.job(job_id))["nextRun"]
+    paused_next = (await timing.job(job_id)).next_run
+    assert paused_next is not None
     await asyncio.sleep(3)
     resumed = datetime.now(UTC)
-    await timing.change(job_id, status="active", resumedAt=resumed)
+    await timing.change(job_id, JobChange(status=JobStatus.ACTIVE, resumed_at=resumed))
     await asyncio.sleep(1.5)
 
     during_pause = list(range(to_ms(paused_next), to_ms(resumed), 1000))
@@ -300,7 +322,7 @@ async def test_catchup_after_a_pause(timing: Timing, policy: str) -> None:
     scheduled = [m.scheduled_ms for m in after if m.trigger == "scheduled"]
     assert scheduled
     assert min(scheduled) >= to_ms(resumed)
-    assert (await timing.job(job_id))["resumedAt"] is None
+    assert (await timing.job(job_id)).resumed_at is None
 
 
 @pytest.mark.parametrize(
@@ -327,29 +349,29 @@ async def test_catchup_after_a_full_stop(timing: Timing, policy: str, runs: int,
         next_run=recent_at,
         catchup={"policy": "skip", "windowSeconds": 0},
     )
-    await timing.db[names.JOBS].insert_many([stale, recent])
+    await timing.db[names.JOBS].insert_many([job_codec.encode(stale), job_codec.encode(recent)])
     await timing.start()
 
-    await timing.received.wait_for(recent["_id"], 1, timeout=4)
-    [recent_message] = timing.received.of(recent["_id"])
+    await timing.received.wait_for(recent.id, 1, timeout=4)
+    [recent_message] = timing.received.of(recent.id)
     assert recent_message.trigger == "scheduled"
 
     async def advanced() -> bool:
-        return bool((await timing.job(stale["_id"]))["nextRun"] != anchor)
+        return (await timing.job(stale.id)).next_run != anchor
 
     await eventually(advanced, 4)
 
     fires = [to_ms(anchor) + k * 100_000 for k in range(6)]
-    messages = timing.received.of(stale["_id"])
+    messages = timing.received.of(stale.id)
     assert [m.scheduled_ms for m in messages] == fires[len(fires) - runs :]
     assert all(m.trigger == "catchup" for m in messages)
-    records = await timing.runs(stale["_id"])
+    records = await timing.runs(stale.id)
     assert [to_ms(r["scheduledAt"]) for r in records] == fires[:missed]
     assert {(r["status"], r["tenant"]) for r in records} <= {("missed", "acme")}
-    assert all(r["_id"] == f"{stale['_id']}:{to_ms(r['scheduledAt'])}" for r in records)
-    stored = await timing.job(stale["_id"])
-    assert stored["nextRun"] == anchor + timedelta(seconds=600)
-    assert stored["status"] == "active"
+    assert all(r["_id"] == f"{stale.id}:{to_ms(r['scheduledAt'])}" for r in records)
+    stored = await timing.job(stale.id)
+    assert stored.next_run == anchor + timedelta(seconds=600)
+    assert stored.status == JobStatus.ACTIVE
 
 
 async def test_stop_hands_partitions_over_to_another_replica_at_once(timing: Timing) -> None:
@@ -360,7 +382,7 @@ async def test_stop_hands_partitions_over_to_another_replica_at_once(timing: Tim
     await timing.stop()
     stopped_at = now_ms()
     assert first.owned_partitions == {}
-    second = TimingService(timing.settings, timing.db, timing.bus)
+    second = timing_service(await Adapters.over(timing.settings, timing.db, timing.bus))
     await second.start()
     try:
         assert len(second.owned_partitions) == parts  # no wait for lease expiry
@@ -384,15 +406,15 @@ async def test_a_very_long_outage_is_caught_up_in_bounded_work(timing: Timing) -
         created=anchor,
         catchup={"policy": "all", "windowSeconds": 3600},
     )
-    await timing.db[names.JOBS].insert_one(doc)
+    await timing.db[names.JOBS].insert_one(job_codec.encode(doc))
     started = now_ms()
     await timing.start()
 
     async def advanced() -> bool:
-        return bool((await timing.job(doc["_id"]))["nextRun"] > from_ms(started))
+        return (await timing.job(doc.id)).next_run > from_ms(started)  # type: ignore[operator]
 
     assert await eventually(advanced, 10)
-    messages = timing.received.of(doc["_id"])
+    messages = timing.received.of(doc.id)
     # The newest 1000 late fires of the window run as catch-up, the fires within the grace period as
     # scheduled; of the other ~20,000 only the newest 100 are recorded as missed.
     caught_up = [m.scheduled_ms for m in messages if m.trigger == "catchup"]
@@ -402,7 +424,7 @@ async def test_a_very_long_outage_is_caught_up_in_bounded_work(timing: Timing) -
     assert 50 <= len(scheduled) <= 62
     assert min(scheduled) >= started - 61_000
     assert max(caught_up) < min(scheduled)
-    records = await timing.runs(doc["_id"])
+    records = await timing.runs(doc.id)
     assert len(records) == MISSED_RECORD_LIMIT
     assert {r["status"] for r in records} == {"missed"}
     assert to_ms(records[-1]["scheduledAt"]) < min(caught_up)
@@ -418,15 +440,15 @@ async def test_an_outage_longer_than_a_huge_window_skips_to_the_grace_period(tim
         created=anchor,
         catchup={"policy": "all", "windowSeconds": 30 * 86_400},
     )
-    await timing.db[names.JOBS].insert_one(doc)
+    await timing.db[names.JOBS].insert_one(job_codec.encode(doc))
     started = now_ms()
     await timing.start()
 
     async def advanced() -> bool:
-        return bool((await timing.job(doc["_id"]))["nextRun"] > from_ms(started))
+        return (await timing.job(doc.id)).next_run > from_ms(started)  # type: ignore[operator]
 
     assert await eventually(advanced, 10)
-    messages = timing.received.of(doc["_id"])
+    messages = timing.received.of(doc.id)
     assert {m.trigger for m in messages} == {"scheduled"}
     assert 50 <= len(messages) <= 62
-    assert await timing.runs(doc["_id"]) == []  # skipped wholesale: counted in a metric, not recorded
+    assert await timing.runs(doc.id) == []  # skipped wholesale: counted in a metric, not recorded

@@ -28,8 +28,10 @@ from bson import ObjectId
 from schedsvc import names
 from schedsvc.bus import NatsRunBus
 from schedsvc.config import Settings
-from schedsvc.domain import RunMessage, partition_of, run_id
-from schedsvc.timing import from_ms
+from schedsvc.domain import IntervalSchedule, JobCreate, JobStatus, NatsTarget, RunMessage, partition_of, run_id
+from schedsvc.store import job_codec
+from schedsvc.store.job_codec import JobDocument
+from schedsvc.timing import from_ms, to_ms
 
 pytestmark = pytest.mark.slow
 
@@ -41,38 +43,24 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def interval_job(anchor_ms: int, partitions: int) -> dict[str, Any]:
+def interval_job(anchor_ms: int, partitions: int) -> JobDocument:
+    """A job firing every second on ``anchor_ms``, as the job codec stores it."""
     job_id = str(ObjectId())
-    created = datetime.now(UTC)
     first = anchor_ms + ((now_ms() + 1500 - anchor_ms) // 1000 + 1) * 1000
-    return {
-        "_id": job_id,
-        "tenant": "acme",
-        "name": f"job-{job_id}",
-        "schedule": {
-            "kind": "interval",
-            "seconds": 1,
-            "anchor": from_ms(anchor_ms),
-            "startAt": None,
-            "endAt": None,
-            "jitterSeconds": 0,
-        },
-        "target": {"kind": "nats", "subject": "tenant.acme.ping", "payload": None, "headers": {}},
-        "retry": {"maxAttempts": 3, "minBackoffSeconds": 1.0, "maxBackoffSeconds": 60.0, "maxEventAgeSeconds": 3600.0},
-        "catchup": {"policy": "latest", "windowSeconds": 3600},
-        "overlap": "allow",
-        "tags": [],
-        "metadata": {},
-        "status": "active",
-        "nextRun": from_ms(first),
-        "resumedAt": None,
-        "lastRun": None,
-        "lastRunStatus": None,
-        "partition": partition_of(job_id, partitions),
-        "createdAt": created,
-        "updatedAt": created,
-        "version": 1,
-    }
+    body = JobCreate(
+        name=f"job-{job_id}",
+        schedule=IntervalSchedule(seconds=1, anchor=from_ms(anchor_ms)),
+        target=NatsTarget(subject="tenant.acme.ping"),
+    )
+    return job_codec.new_document(
+        job_id,
+        "acme",
+        body,
+        status=JobStatus.ACTIVE,
+        next_run=from_ms(first),
+        partition=partition_of(job_id, partitions),
+        now=datetime.now(UTC),
+    )
 
 
 class Replica:
@@ -149,7 +137,7 @@ async def test_every_fire_is_published_once_while_replicas_join_leave_and_crash(
     parts = settings.partitions
     base = now_ms()
     jobs = [interval_job(base + i * 997 % 1000, parts) for i in range(JOBS)]
-    await mongo_db[names.JOBS].insert_many(jobs)
+    await mongo_db[names.JOBS].insert_many([job_codec.encode(job) for job in jobs])
 
     first_seen: dict[str, int] = {}
     published = Counter[str]()
@@ -191,9 +179,9 @@ async def test_every_fire_is_published_once_while_replicas_join_leave_and_crash(
         await nc.close()
 
     expected = {
-        run_id(j["_id"], ms)
+        run_id(j.id, ms)
         for j in jobs
-        for ms in range(int(j["schedule"]["anchor"].timestamp() * 1000), window_end, 1000)
+        for ms in range(to_ms(j.schedule.anchor), window_end, 1000)  # type: ignore[union-attr,arg-type]
         if ms >= window_start
     }
     in_stream = Counter([i async for i in run_stream.stream_message_ids()])

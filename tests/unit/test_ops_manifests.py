@@ -48,6 +48,7 @@ PROMETHEUS_OPERATOR_GROUP = "monitoring.coreos.com"
 SECRET_NAME = "schedsvc-secrets"
 SECRET_ENV = ("SCHEDSVC_MONGODB_URI", "SCHEDSVC_NATS_URL", "SCHEDSVC_REDIS_URL")
 HTTP_PORT = 8000
+METRICS_PORT = 9090
 
 # Litestar's Prometheus middleware (``litestar/plugins/prometheus/middleware.py``; prefix ``schedsvc_http`` in
 # ``schedsvc.api.app``) registers these lazily, on the first request, so they are not in the registry at import
@@ -63,6 +64,8 @@ LITESTAR_HTTP_SERIES = {
 }
 # Labels Prometheus attaches to every scraped series (Prometheus Operator target labels).
 TARGET_LABELS = frozenset({"namespace", "pod", "container", "service", "endpoint", "job", "instance"})
+# Series Prometheus itself writes for every target (the silence alerts use `up`).
+PROMETHEUS_SERIES = {"up": frozenset()}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -86,14 +89,18 @@ def _kustomize_command() -> list[str]:
 @functools.cache
 def render(overlay: str) -> tuple[dict[str, Any], ...]:
     """All objects of one overlay, as kustomize renders them."""
+    return render_directory(K8S / "overlays" / overlay)
+
+
+def render_directory(kustomization: Path) -> tuple[dict[str, Any], ...]:
     result = subprocess.run(
-        [*_kustomize_command(), str(K8S / "overlays" / overlay)],
+        [*_kustomize_command(), str(kustomization)],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
-    assert result.returncode == 0, f"kustomize failed for {overlay}:\n{result.stderr}"
+    assert result.returncode == 0, f"kustomize failed for {kustomization}:\n{result.stderr}"
     return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
 
 
@@ -188,6 +195,36 @@ def test_two_deployments_from_one_image_with_their_roles(overlay: str) -> None:
     assert roles(deps["schedsvc-worker"]) == {"execution"}
 
 
+# A Job's name becomes the value of its pods' `batch.kubernetes.io/job-name` label: a DNS label of 63 at most.
+LABEL_VALUE = re.compile(r"[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_release_migrates_in_a_job_of_its_own(overlay: str) -> None:
+    (job,) = objects(overlay, "Job")
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["migrate"]
+    tag = container["image"].rsplit(":", 1)[1]
+    name = job["metadata"]["name"]
+    assert name == f"schedsvc-migrate-{tag}", "a Job's pod template is immutable: one Job per image tag"
+    assert LABEL_VALUE.fullmatch(name), name
+    assert 0 < job["spec"]["ttlSecondsAfterFinished"] <= 24 * 3600, "earlier releases' Jobs must go away"
+
+
+def test_a_new_image_tag_renders_a_new_migration_job(tmp_path: Path) -> None:
+    """The documented upgrade step (set the overlay's image tag) alone renames the Job."""
+    shutil.copytree(OPS, tmp_path / "ops")
+    kustomization = tmp_path / "ops" / "k8s" / "overlays" / "eks" / "kustomization.yaml"
+    config = yaml.safe_load(kustomization.read_text(encoding="utf-8"))
+    (image,) = config["images"]
+    image["newTag"] = "0.2.0-rc.1"
+    kustomization.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    rendered = render_directory(kustomization.parent)
+    assert [o["metadata"]["name"] for o in rendered if o["kind"] == "Job"] == ["schedsvc-migrate-0.2.0-rc.1"]
+    images = {o["spec"]["template"]["spec"]["containers"][0]["image"] for o in rendered if o["kind"] == "Deployment"}
+    assert images == {f"{image['newName']}:0.2.0-rc.1"}
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_deployments_roll_safely_and_shut_down_gracefully(overlay: str) -> None:
     hpa_targets = {h["spec"]["scaleTargetRef"]["name"] for h in objects(overlay, "HorizontalPodAutoscaler")}
@@ -201,10 +238,22 @@ def test_deployments_roll_safely_and_shut_down_gracefully(overlay: str) -> None:
         assert 30 <= pod["terminationGracePeriodSeconds"] <= 60, name
         keys = {c["topologyKey"] for c in pod["topologySpreadConstraints"]}
         assert keys == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}, name
+        for constraint in pod["topologySpreadConstraints"]:
+            # A failed zone's nodes are tainted; ignoring taints would count them as an empty zone and,
+            # under DoNotSchedule, hold every new pod back (docs/operations.md, "Lost availability zone").
+            assert constraint["nodeTaintsPolicy"] == "Honor", name
+            assert constraint["nodeAffinityPolicy"] == "Honor", name
+            assert constraint["matchLabelKeys"] == ["pod-template-hash"], name
         assert pod["securityContext"]["runAsNonRoot"] is True, name
         assert pod["securityContext"]["runAsUser"] == 10001, name
         (container,) = pod["containers"]
-        assert container["ports"] == [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}], name
+        assert container["ports"] == [
+            {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+        ], name
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["SCHEDSVC_PORT"] == str(HTTP_PORT), name
+        assert env["SCHEDSVC_METRICS_PORT"] == str(METRICS_PORT), f"{name}: /metrics must not be on the API port"
         assert container["livenessProbe"]["httpGet"] == {"path": "/health/live", "port": "http"}, name
         assert container["readinessProbe"]["httpGet"] == {"path": "/health/ready", "port": "http"}, name
         for kind in ("requests", "limits"):
@@ -246,7 +295,10 @@ def test_service_ingress_hpa_and_pdbs_point_at_the_right_pods(overlay: str) -> N
     labels = {n: d["spec"]["template"]["metadata"]["labels"] for n, d in deps.items()}
     (service,) = objects(overlay, "Service")
     assert [n for n, lab in labels.items() if selects(service["spec"]["selector"], lab)] == ["schedsvc-api"]
-    assert [(p["name"], p["targetPort"]) for p in service["spec"]["ports"]] == [("http", "http")]
+    assert [(p["name"], p["targetPort"]) for p in service["spec"]["ports"]] == [
+        ("http", "http"),
+        ("metrics", "metrics"),
+    ]
     (ingress,) = objects(overlay, "Ingress")
     for rule in ingress["spec"]["rules"]:
         for path in rule["http"]["paths"]:
@@ -287,9 +339,18 @@ def test_network_policies_deny_by_default_and_open_only_the_needed_ports(overlay
     assert not egress_ports("api") & {80, 443}
     assert egress_ports("migrate") >= backends
     assert egress_ports("worker") >= backends | {80, 443}
-    for spec in policies.values():
+    prometheus = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+    }
+    for name, spec in policies.items():
         for rule in spec.get("ingress", []):
-            assert rule["ports"] == [{"protocol": "TCP", "port": "http"}]
+            if rule["from"] == [prometheus]:
+                assert rule["ports"] == [{"protocol": "TCP", "port": "metrics"}], name
+            else:
+                # Whatever reaches the API port (ingress controller, the ALB's addresses) never sees /metrics.
+                assert prometheus not in rule["from"], f"{name}: Prometheus needs the metrics port only"
+                assert rule["ports"] == [{"protocol": "TCP", "port": "http"}], name
 
 
 def test_eks_overlay_uses_an_alb_and_strict_zone_spreading() -> None:
@@ -301,14 +362,21 @@ def test_eks_overlay_uses_an_alb_and_strict_zone_spreading() -> None:
     namespace = one("eks", "Namespace", "schedsvc")
     assert namespace["metadata"]["labels"]["elbv2.k8s.aws/pod-readiness-gate-inject"] == "enabled"
     assert {o["metadata"].get("namespace") for o in render("eks") if o["kind"] != "Namespace"} == {"schedsvc"}
+    # Strict over zones for api pods (API and timing: a zone takes at most a third of them), best effort for
+    # workers (scaling up must not wait on a zone); docs/operations.md, "Lost availability zone".
+    zone_policy = {"schedsvc-api": "DoNotSchedule", "schedsvc-worker": "ScheduleAnyway"}
     for name, dep in deployments("eks").items():
         constraints = dep["spec"]["template"]["spec"]["topologySpreadConstraints"]
         by_key = {c["topologyKey"]: c["whenUnsatisfiable"] for c in constraints}
         assert len(constraints) == 2, name
         assert by_key == {
-            "topology.kubernetes.io/zone": "DoNotSchedule",
+            "topology.kubernetes.io/zone": zone_policy[name],
             "kubernetes.io/hostname": "ScheduleAnyway",
-        }
+        }, name
+        assert "minDomains" not in constraints[0], f"{name}: minDomains would cap pods per zone after a zone loss"
+    for name, dep in deployments("dev").items():
+        constraints = dep["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        assert {c["whenUnsatisfiable"] for c in constraints} == {"ScheduleAnyway"}, f"{name}: no zones in kind"
     policy = one("eks", "NetworkPolicy", "schedsvc-api-ingress")
     assert any("ipBlock" in peer for peer in policy["spec"]["ingress"][0]["from"]), "ALB source addresses"
 
@@ -323,21 +391,39 @@ def test_prometheus_operator_resources(overlay: str) -> None:
     (monitor,) = objects(overlay, "ServiceMonitor")
     assert selects(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
     service_ports = {p["name"] for p in service["spec"]["ports"]}
+    jobs = set()
     for endpoint in monitor["spec"]["endpoints"]:
+        assert endpoint["port"] == "metrics"
         assert endpoint["port"] in service_ports
         assert endpoint["path"] == "/metrics"
+        jobs |= _job_names(endpoint)
 
     worker = deployments(overlay)["schedsvc-worker"]["spec"]["template"]
     (pod_monitor,) = objects(overlay, "PodMonitor")
     assert selects(pod_monitor["spec"]["selector"]["matchLabels"], worker["metadata"]["labels"])
     container_ports = {p["name"] for p in worker["spec"]["containers"][0]["ports"]}
     for endpoint in pod_monitor["spec"]["podMetricsEndpoints"]:
+        assert endpoint["port"] == "metrics"
         assert endpoint["port"] in container_ports
         assert endpoint["path"] == "/metrics"
+        jobs |= _job_names(endpoint)
+    assert jobs == {"schedsvc-api", "schedsvc-worker"}
+    # The silence alerts select scrape targets by job: each one they name must be one a monitor sets.
+    alert_jobs = set(re.findall(r'up\{job="([^"]+)"', ALERTS.read_text(encoding="utf-8")))
+    assert alert_jobs == jobs, f"alerts select jobs {alert_jobs}, monitors set {jobs}"
 
     (rule,) = objects(overlay, "PrometheusRule")
     source = yaml.safe_load(ALERTS.read_text(encoding="utf-8"))
     assert rule["spec"] == source["spec"], "the PrometheusRule is ops/prometheus/alerts.yaml, unchanged"
+
+
+def _job_names(endpoint: dict[str, Any]) -> set[str]:
+    """The fixed `job` label a monitor endpoint's relabelings set."""
+    return {
+        r["replacement"]
+        for r in endpoint.get("relabelings", [])
+        if r.get("targetLabel") == "job" and "sourceLabels" not in r
+    }
 
 
 def test_alert_rules_are_well_formed() -> None:
@@ -432,6 +518,7 @@ def exported_series() -> dict[str, frozenset[str]]:
     }
     suffixes = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count")}
     series: dict[str, frozenset[str]] = {k: frozenset(v) for k, v in LITESTAR_HTTP_SERIES.items()}
+    series.update(PROMETHEUS_SERIES)
     for family in REGISTRY.collect():
         if not family.name.startswith("schedsvc_"):
             continue  # process/platform collectors are not exported in multi-process mode
@@ -578,10 +665,16 @@ def test_containerfile_is_multi_stage_with_a_slim_non_root_runtime() -> None:
                 f"package install: {inst.args}"
             )
             assert not COMPILERS.search(inst.args.replace("--compile", "")), f"compiler in runtime: {inst.args}"
+            assert not re.search(r"\b(pip|ensurepip|venv)\b", inst.args), f"installs in runtime: {inst.args}"
         if inst.keyword in ("COPY", "ADD"):
             assert not re.search(r"\b(src|rust_core)/", inst.args), f"source in runtime image: {inst.args}"
             assert not re.search(r"/usr/local/cargo|rustup", inst.args), f"Rust toolchain in runtime: {inst.args}"
         assert inst.keyword != "ADD" or "://" not in inst.args, "no remote ADD"
+
+    # The environment the runtime copies is made without pip (and so without setuptools).
+    venvs = [i.args for stage in stages for i in stage if i.keyword == "RUN" and "-m venv" in i.args]
+    assert venvs, "the runtime's virtual environment is built in the builder stage"
+    assert all("--without-pip" in args for args in venvs), venvs
 
     def json_form(keyword: str) -> list[str]:
         (inst,) = [i for i in final if i.keyword == keyword]
@@ -594,7 +687,8 @@ def test_containerfile_is_multi_stage_with_a_slim_non_root_runtime() -> None:
     assert "SCHEDSVC_HOST=0.0.0.0" in env
     assert "PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus" in env
     assert not re.search(r"SCHEDSVC_(MONGODB_URI|NATS_URL|REDIS_URL|DEV_API_KEY)", env), "no secrets in ENV"
-    assert [i.args for i in final if i.keyword == "EXPOSE"] == [str(HTTP_PORT)]
+    assert "SCHEDSVC_METRICS_PORT=9090" in env, "the image never serves /metrics on the API port"
+    assert [i.args for i in final if i.keyword == "EXPOSE"] == [f"{HTTP_PORT} {METRICS_PORT}"]
 
 
 def test_containerfile_parser_sees_through_continuations() -> None:

@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import secrets
 
-from schedsvc.execution.signing import decode_secret, signature, signature_headers, verify
+from schedsvc.domain.signing import decode_secret, signature, signature_headers, verify
 
 
 def reference_verify(shared_secrets: list[str], headers: dict[str, str], body: bytes) -> bool:

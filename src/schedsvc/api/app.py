@@ -1,11 +1,9 @@
-"""The Litestar application factory and its lifespan: the only place that wires adapters together."""
+"""The Litestar application factory and its lifespan; the adapters come from :mod:`schedsvc.wiring`."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 from typing import Any
@@ -13,15 +11,17 @@ from typing import Any
 from litestar import Litestar
 from litestar.config.response_cache import ResponseCacheConfig
 from litestar.datastructures import State
+from litestar.di import Provide
 from litestar.middleware.base import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.stores.base import Store
 
 from schedsvc import __version__
-from schedsvc.api.auth import PUBLIC_PATHS, ApiKeyAuthentication
+from schedsvc.api import openapi
+from schedsvc.api.auth import PUBLIC_PATHS, ApiKeyAuthentication, follow_key_changes
 from schedsvc.api.bodies import check_request
+from schedsvc.api.docs import DOCS_PATH, BundledSwaggerUI
 from schedsvc.api.errors import EXCEPTION_HANDLERS
 from schedsvc.api.health import HealthController
 from schedsvc.api.jobs import JobsController
@@ -33,22 +33,25 @@ from schedsvc.api.middleware import (
     cacheable,
 )
 from schedsvc.api.schedules import SchedulesController
-from schedsvc.bus import NatsRunBus
-from schedsvc.cache import MemoryRateLimiter, RateLimiter, RedisLink, RedisRateLimiter, ResilientStore
+from schedsvc.cache import (
+    FailureCounter,
+    MemoryFailureCounter,
+    MemoryRateLimiter,
+    RateLimiter,
+    RedisFailureCounter,
+    RedisLink,
+    RedisRateLimiter,
+    ResilientStore,
+)
 from schedsvc.config import Settings
-from schedsvc.domain import InfrastructureUnavailableError, partition_of
 from schedsvc.names import Names
 from schedsvc.observability.logging import configure_logging
 from schedsvc.observability.runtime import tune_gc
-from schedsvc.store import MongoJobStore, MongoTenantStore, connect, database
-from schedsvc.store.migrate import apply_migrations
-from schedsvc.store.runs import MongoRunStore
-from schedsvc.store.timing import MongoTimingStore
+from schedsvc.store.base import JobRepository, RunHistory, RunPublisher
+from schedsvc.wiring import Adapters, execution_service, open_adapters, timing_service
 
 log = logging.getLogger(__name__)
 DEV_TENANT = "dev"
-BUS_RETRY_MIN_SECONDS = 0.5
-BUS_RETRY_MAX_SECONDS = 30.0
 
 
 class MetricsController(PrometheusController):
@@ -56,122 +59,83 @@ class MetricsController(PrometheusController):
     include_in_schema = False
 
 
-async def _cluster_partitions(db: Any, settings: Settings) -> int:
-    """The partition count recorded in the database wins (recorded on first start), so every replica agrees."""
-    partitions = await MongoTimingStore(db, settings.run_retention_days).cluster_partitions(settings.partitions)
-    if partitions != settings.partitions:
-        log.warning("using the cluster's %d partitions, not SCHEDSVC_PARTITIONS=%d", partitions, settings.partitions)
-    return partitions
+async def _follow_tenant_changes(state: State, adapters: Adapters, stack: AsyncExitStack) -> None:
+    """Validated API keys are cached per process; announced revocations drop them on every replica."""
+    api_keys, unsubscribe = await follow_key_changes(adapters.bus)
+    stack.push_async_callback(unsubscribe)
+    state.api_keys = api_keys
 
 
 @asynccontextmanager
 async def _lifespan(settings: Settings, app: Litestar) -> AsyncIterator[None]:
     state = app.state
     async with AsyncExitStack() as stack:
-        client = connect(settings)
-        stack.push_async_callback(client.close)
-        db = database(client, settings)
-        if settings.dev_mode:
-            await apply_migrations(db, settings)
-        partitions = await _cluster_partitions(db, settings)
-        tenants = MongoTenantStore(db)
-        if settings.dev_mode and settings.dev_api_key:
-            await tenants.ensure_tenant(DEV_TENANT)
-            await tenants.create_key(DEV_TENANT, settings.dev_api_key)
-
-        redis = state.get("redis")
+        redis: RedisLink | None = state.get("redis")
         if redis is not None:
             stack.push_async_callback(redis.close)
-
-        async def on_job_changed(tenant: str, job_id: str, partition: int) -> None:
-            if redis is not None:
-                await redis.bump_tenant(tenant)
-            bus = state.get("bus")
-            if bus is not None:  # without NATS, timing replicas see the change on their next scan
-                await bus.publish_job_change(job_id, partition)
-
+            responses = app.stores.get("response_cache")
+            if isinstance(responses, ResilientStore):  # entries still being written when the client closes
+                stack.push_async_callback(responses.drain)
+        adapters = await open_adapters(settings, stack, redis=redis)
+        if settings.dev_mode and settings.dev_api_key:
+            await adapters.tenants.ensure_tenant(DEV_TENANT)
+            await adapters.tenants.create_key(DEV_TENANT, settings.dev_api_key)
+        await _follow_tenant_changes(state, adapters, stack)
+        # What the middleware, the health probes and the target checks read (the handlers get typed
+        # dependencies instead: see _DEPENDENCIES).
         state.update(
             {
                 "settings": settings,
                 "names": Names(settings.prefix),
-                "db": db,
-                "jobs": MongoJobStore(db, partitions),
-                "tenants": tenants,
-                "runs": MongoRunStore(db, settings),
-                "bus": None,  # set once NATS is connected and the streams exist
-                "partition_of": partial(partition_of, partitions=partitions),
-                "on_job_changed": on_job_changed,
+                "db": adapters.db,
+                "tenants": adapters.tenants,
+                "bus": adapters.bus,
+                "adapters": adapters,
                 "modules": {},
             }
         )
 
-        async def start_with_bus(modules: AsyncExitStack, bus: NatsRunBus) -> None:
-            await bus.ensure_streams(replicas=settings.stream_replicas)
-            if "timing" in settings.roles:
-                from schedsvc.timing.service import TimingService
+        if "timing" in settings.roles:
+            timing = timing_service(adapters)
+            await timing.start()
+            stack.push_async_callback(timing.stop)
+            state.modules["timing"] = timing
+        if "execution" in settings.roles:
 
-                timing = TimingService(settings, db, bus)
-                await timing.start()
-                modules.push_async_callback(timing.stop)
-                state.modules["timing"] = timing
-            if "execution" in settings.roles:
-                from schedsvc.execution.service import ExecutionService
+            async def on_run_recorded(tenant: str, job_id: str) -> None:
+                if redis is not None:  # a run changed the job's lastRun: cached reads must not hide it
+                    await redis.bump(tenant, job_id)
 
-                async def on_run_recorded(tenant: str, job_id: str) -> None:
-                    if redis is not None:  # a run changed the job's lastRun: cached reads must not hide it
-                        await redis.bump_tenant(tenant)
-
-                execution = ExecutionService(settings, db, bus, on_job_changed=on_run_recorded)
-                await execution.start()
-                modules.push_async_callback(execution.stop)
-                state.modules["execution"] = execution
-            state.bus = bus
-
-        await stack.enter_async_context(_with_bus(settings, start_with_bus))
+            execution = execution_service(adapters, on_job_changed=on_run_recorded)
+            await execution.start()
+            stack.push_async_callback(execution.stop)
+            state.modules["execution"] = execution
         yield
 
 
-@asynccontextmanager
-async def _with_bus(
-    settings: Settings, start: Callable[[AsyncExitStack, NatsRunBus], Awaitable[None]]
-) -> AsyncIterator[None]:
-    """Connect to NATS and run ``start`` with it, in the background when NATS is down at start-up.
+def _adapters(state: State) -> Adapters:
+    adapters: Adapters = state.adapters
+    return adapters
 
-    A process started while NATS is down stays live (not ready) and keeps trying with backoff, instead
-    of failing its start-up and being restarted in a loop. With NATS up, the app starts complete, as
-    before: the first attempt is awaited. Whatever ``start`` opens is closed (in reverse) on shutdown.
-    """
-    first_attempt = asyncio.Event()
 
-    async def run() -> None:
-        delay = BUS_RETRY_MIN_SECONDS
-        while True:
-            async with AsyncExitStack() as opened:
-                try:
-                    bus = await NatsRunBus.connect(settings)
-                    opened.push_async_callback(bus.close)
-                    await start(opened, bus)
-                except InfrastructureUnavailableError as exc:
-                    log.warning("NATS at %s: %s (retrying in %.1fs)", settings.nats_url, exc, delay)
-                else:
-                    first_attempt.set()
-                    await asyncio.Event().wait()  # until shutdown cancels this task
-            first_attempt.set()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, BUS_RETRY_MAX_SECONDS)
+def _provide_jobs(state: State) -> JobRepository:
+    return _adapters(state).jobs
 
-    task = asyncio.create_task(run(), name="schedsvc-bus")
-    waiter = asyncio.create_task(first_attempt.wait())
-    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    waiter.cancel()
-    if task.done():
-        task.result()  # an unexpected error at start-up fails the start, as it always did
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+
+def _provide_runs(state: State) -> RunHistory:
+    return _adapters(state).runs
+
+
+def _provide_run_queue(state: State) -> RunPublisher:
+    return _adapters(state).bus
+
+
+_DEPENDENCIES = {
+    "jobs": Provide(_provide_jobs, sync_to_thread=False),
+    "runs": Provide(_provide_runs, sync_to_thread=False),
+    "run_queue": Provide(_provide_run_queue, sync_to_thread=False),
+}
+"""The typed dependencies handlers ask for by name (the ports of ``schedsvc.store.base``)."""
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -181,7 +145,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
     prometheus = PrometheusConfig(
         app_name="schedsvc", prefix="schedsvc_http", group_path=True, exclude=["^/metrics", "^/health"]
     )
-    handlers: list[Any] = [HealthController, MetricsController]
+    handlers: list[Any] = [HealthController]
+    if not settings.metrics_port:  # otherwise `schedsvc serve` serves them on their own port
+        handlers.append(MetricsController)
     middleware: list[Any] = [RequestIdMiddleware(), prometheus.middleware]
     if "api" in settings.roles:
         handlers += [JobsController, SchedulesController]
@@ -193,10 +159,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
     redis = RedisLink(settings.redis_url, Names(settings.prefix).redis_prefix) if settings.redis_url else None
     stores: dict[str, Store] = {}
     if redis is not None:
-        stores["response_cache"] = ResilientStore(redis, namespace=f"{settings.prefix}:cache")
+        stores["response_cache"] = ResilientStore(redis)
     limiter: RateLimiter = RedisRateLimiter(redis) if redis is not None else MemoryRateLimiter()
+    failures: FailureCounter = (
+        RedisFailureCounter(redis, settings.failed_auth_per_minute)
+        if redis is not None
+        else MemoryFailureCounter(settings.failed_auth_per_minute)
+    )
     return Litestar(
         route_handlers=handlers,
+        dependencies=_DEPENDENCIES,
         lifespan=[partial(_lifespan, settings)],
         middleware=middleware,
         before_request=check_request,
@@ -211,10 +183,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
             title="schedsvc",
             version=__version__,
             description="Job scheduler: cron, interval, calendar and one-time jobs delivered to webhooks or NATS.",
-            path="/schema",
-            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+            path=DOCS_PATH,
+            # The page at /schema and /schema/swagger; the document at /schema/openapi.json.
+            render_plugins=[BundledSwaggerUI(path="/swagger")],
+            components=openapi.COMPONENTS,
         ),
-        state=State({"settings": settings, "redis": redis, "rate_limiter": limiter}),
+        state=State({"settings": settings, "redis": redis, "rate_limiter": limiter, "auth_failures": failures}),
     )
 
 

@@ -6,7 +6,6 @@ import logging
 import re
 from typing import Any
 
-import msgspec
 from litestar import Request, Response
 from litestar.exceptions import (
     HTTPException,
@@ -30,6 +29,7 @@ from schedsvc.domain import (
     TenantExistsError,
     VersionConflictError,
 )
+from schedsvc.domain.wire import FieldError, Problem
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
@@ -53,22 +53,6 @@ _TITLES = {
     429: "Too many requests",
     503: "Service unavailable",
 }
-
-
-class FieldError(msgspec.Struct):
-    field: str
-    message: str
-
-
-class Problem(msgspec.Struct, omit_defaults=True):
-    """RFC 9457 problem details."""
-
-    type: str
-    title: str
-    status: int
-    detail: str | None = None
-    instance: str | None = None
-    errors: list[FieldError] | None = None
 
 
 def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:

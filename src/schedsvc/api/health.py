@@ -10,6 +10,7 @@ from litestar import Controller, Response, get
 from litestar.datastructures import State
 
 from schedsvc.store.migrate import pending_migrations
+from schedsvc.timing import ZoneDatabase, zone_database
 
 # Readiness is cached this long, so a probe every few seconds costs at most one ping per interval.
 READY_CACHE_SECONDS = 2.0
@@ -19,6 +20,8 @@ CHECK_TIMEOUT_SECONDS = 2.0
 class Readiness(msgspec.Struct):
     ready: bool
     checks: dict[str, str]
+    # Which tz database schedules are computed with (operators compare it across replicas).
+    tzdata: ZoneDatabase
 
 
 async def _check(coro: object) -> str:
@@ -34,11 +37,15 @@ class HealthController(Controller):
     tags = ["health"]
     include_in_schema = True
 
-    @get("/live", summary="Liveness", cache=False)
+    @get("/live", summary="Liveness", operation_id="getLiveness", cache=False)
     async def live(self) -> dict[str, str]:
         return {"status": "ok"}
 
-    @get("/ready", summary="Readiness: MongoDB and NATS reachable, migrations applied; Redis optional")
+    @get(
+        "/ready",
+        summary="Readiness: MongoDB and NATS reachable, migrations applied; Redis optional",
+        operation_id="getReadiness",
+    )
     async def ready(self, state: State) -> Response[Readiness]:
         cached: tuple[float, Readiness] | None = state.get("readiness")
         now = time.monotonic()
@@ -65,4 +72,4 @@ class HealthController(Controller):
             checks[name] = "ok" if module.ready else "not running"
             required.append(name)
         ready = all(checks[k] == "ok" for k in required)
-        return Readiness(ready, checks)
+        return Readiness(ready, checks, zone_database())

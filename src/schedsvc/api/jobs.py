@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import re
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.datastructures import State
-from litestar.di import NamedDependency, Provide
-from litestar.exceptions import HTTPException
-from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
+from litestar.di import NamedDependency
+from litestar.exceptions import ClientException, HTTPException
+from litestar.params import FromPath, FromQuery, HeaderParameter, QueryParameter
 
+from schedsvc.api import openapi
 from schedsvc.api.errors import problem_responses
 from schedsvc.domain import (
-    BusUnavailableError,
     InvalidRequestError,
     InvalidScheduleError,
     Job,
@@ -25,16 +24,18 @@ from schedsvc.domain import (
     JobPatch,
     JobStatus,
     PreconditionFailedError,
-    Run,
     RunMessage,
     RunTrigger,
     Schedule,
     Target,
+    VersionConflictError,
     run_id,
     target_problems,
 )
-from schedsvc.store.base import JobStore, RunHistory
-from schedsvc.store.jobs import patch_to_changes, to_document, utcnow
+from schedsvc.domain.jobs import JobChange, JobStateError, change_from_patch
+from schedsvc.domain.time import utcnow
+from schedsvc.domain.wire import JobList, RunAccepted, RunList
+from schedsvc.store.base import JobRepository, RunHistory, RunPublisher
 from schedsvc.timing import compile_schedule, from_ms, to_ms, with_defaults
 
 # A version is a positive 64-bit integer: at most 19 digits, and a value that long may still overflow, so
@@ -56,23 +57,6 @@ Cursor = Annotated[
 ]
 
 
-class JobList(msgspec.Struct, rename="camel"):
-    items: list[Job]
-    next_cursor: str | None
-
-
-class RunList(msgspec.Struct, rename="camel"):
-    items: list[Run]
-    next_cursor: str | None
-
-
-class RunAccepted(msgspec.Struct, rename="camel"):
-    run_id: str
-    job_id: str
-    scheduled_at: datetime
-    trigger: RunTrigger
-
-
 def _etag(job: Job) -> dict[str, str]:
     return {"ETag": f'"{job.version}"'}
 
@@ -82,7 +66,7 @@ def _expected_version(if_match: str | None) -> int | None:
         return None
     match = _ETAG.match(if_match)
     if match is None:
-        raise InvalidRequestError([("If-Match", 'If-Match must be an ETag such as "3"')], status=400)
+        raise ClientException('If-Match must be an ETag such as "3"', extra={"field": "If-Match"})
     return int(match.group(1))
 
 
@@ -92,15 +76,19 @@ def _check_version(job: Job, expected: int | None) -> None:
         raise PreconditionFailedError(job.id)
 
 
-def _planned(schedule: Schedule, now: datetime) -> tuple[Schedule, datetime]:
-    """The schedule with its creation-time defaults and its first fire after now."""
-    schedule = with_defaults(schedule, now)
+def _next_run(schedule: Schedule, now: datetime) -> datetime | None:
     compiled = compile_schedule(schedule, created=now)
     nominal = compiled.next_after(to_ms(now))
     try:
-        next_run = None if nominal is None else from_ms(nominal)
+        return None if nominal is None else from_ms(nominal)
     except (OverflowError, ValueError, OSError):  # a fire beyond what a datetime holds
-        next_run = None
+        return None
+
+
+def _planned(schedule: Schedule, now: datetime) -> tuple[Schedule, datetime]:
+    """The schedule with its creation-time defaults and its first fire after now."""
+    schedule = with_defaults(schedule, now)
+    next_run = _next_run(schedule, now)
     if next_run is None:
         raise InvalidScheduleError("the schedule has no fire after now", "schedule")
     return schedule, next_run
@@ -132,36 +120,27 @@ async def _checked(
     return planned
 
 
-async def _announce(state: State, tenant: str, job_id: str, partition: int) -> None:
-    """Tell timing replicas and the response cache that a job changed."""
-    await state.on_job_changed(tenant, job_id, partition)
-
-
-def provide_jobs(state: State) -> JobStore:
-    store: JobStore = state.jobs
-    return store
-
-
-def provide_runs(state: State) -> RunHistory:
-    history: RunHistory = state.runs
-    return history
-
-
 class JobsController(Controller):
     path = "/jobs"
     tags = ["jobs"]
-    dependencies = {
-        "jobs": Provide(provide_jobs, sync_to_thread=False),
-        "runs": Provide(provide_runs, sync_to_thread=False),
-    }
+    security = openapi.REQUIRES_KEY
 
-    @post("/", status_code=201, summary="Create a job", responses=problem_responses(409, 422))
+    @post(
+        "/",
+        status_code=201,
+        summary="Create a job",
+        operation_id="createJob",
+        responses={
+            **problem_responses(409, 422),
+            201: openapi.success(Job, "The job (`Location`, `ETag`)", openapi.JOB),
+        },
+    )
     async def create_job(
         self,
         request: Request[str, str, State],
         state: State,
-        jobs: NamedDependency[JobStore],
-        data: JSONBody[JobCreate],
+        jobs: NamedDependency[JobRepository],
+        data: Annotated[JobCreate, openapi.body(openapi.CREATE_CRON_WEBHOOK, openapi.CREATE_INTERVAL_NATS)],
         idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key", max_length=255)] = None,
     ) -> Response[Job]:
         tenant = request.user
@@ -175,47 +154,65 @@ class JobsController(Controller):
             tenant, body, next_run, now=now, idempotency_key=idempotency_key, request_hash=request_hash
         )
         headers = {**_etag(job), "Location": f"/jobs/{job.id}"}
-        if created:
-            await _announce(state, tenant, job.id, state.partition_of(job.id))
-        else:
+        if not created:
             headers["Idempotent-Replayed"] = "true"
         return Response(job, status_code=201, headers=headers)
 
-    @get("/", summary="List jobs", cache=True, responses=problem_responses())
+    @get(
+        "/",
+        summary="List jobs",
+        operation_id="listJobs",
+        cache=True,
+        responses={**problem_responses(), 200: openapi.success(JobList, "A page of jobs", openapi.JOB_PAGE)},
+    )
     async def list_jobs(
         self,
         request: Request[str, str, State],
-        jobs: NamedDependency[JobStore],
+        jobs: NamedDependency[JobRepository],
         status: FromQuery[JobStatus | None] = None,
         tag: Annotated[str | None, QueryParameter(max_length=64)] = None,
         name: Annotated[str | None, QueryParameter(max_length=200, description="name prefix")] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
         cursor: Cursor = None,
     ) -> JobList:
-        page = await jobs.list(request.user, limit=limit, cursor=cursor, status=status, tag=tag, name_prefix=name)
+        try:
+            page = await jobs.list(request.user, limit=limit, cursor=cursor, status=status, tag=tag, name_prefix=name)
+        except ValueError as exc:
+            raise ClientException(str(exc), extra={"field": "cursor"}) from None
         return JobList(page.items, page.next_cursor)
 
-    @get("/{job_id:str}", summary="Get a job", cache=True, responses=problem_responses(404))
+    @get(
+        "/{job_id:str}",
+        summary="Get a job",
+        operation_id="getJob",
+        cache=True,
+        responses={**problem_responses(404), 200: openapi.success(Job, "The job (`ETag`)", openapi.JOB)},
+    )
     async def get_job(
-        self, request: Request[str, str, State], jobs: NamedDependency[JobStore], job_id: FromPath[str]
+        self, request: Request[str, str, State], jobs: NamedDependency[JobRepository], job_id: FromPath[str]
     ) -> Response[Job]:
         job = await jobs.get(request.user, job_id)
         return Response(job, headers=_etag(job))
 
-    @patch("/{job_id:str}", summary="Change a job", responses=problem_responses(404, 409, 412, 422))
+    @patch(
+        "/{job_id:str}",
+        summary="Change a job",
+        operation_id="updateJob",
+        responses={**problem_responses(404, 409, 412, 422), 200: openapi.success(Job, "The changed job", openapi.JOB)},
+    )
     async def update_job(
         self,
         request: Request[str, str, State],
         state: State,
-        jobs: NamedDependency[JobStore],
+        jobs: NamedDependency[JobRepository],
         job_id: FromPath[str],
-        data: JSONBody[JobPatch],
+        data: Annotated[JobPatch, openapi.body(openapi.PATCH_SCHEDULE, openapi.PATCH_TAGS)],
         if_match: IfMatch = None,
     ) -> Response[Job]:
         tenant = request.user
         expected = _expected_version(if_match)
         now = utcnow()
-        changes = patch_to_changes(data)
+        change = change_from_patch(data)
         planned = await _checked(
             state,
             tenant,
@@ -225,110 +222,137 @@ class JobsController(Controller):
         )
         if planned is not None:
             schedule, next_run = planned
-            current = await jobs.get(tenant, job_id)
-            changes["schedule"] = to_document(schedule)
-            changes["nextRun"] = next_run
-            changes["resumedAt"] = None
-            if current.status == JobStatus.COMPLETED:
-                changes["status"] = JobStatus.ACTIVE.value
-        job = await jobs.update(tenant, job_id, changes, expected, now=now)
-        await _announce(state, tenant, job.id, state.partition_of(job.id))
+            change.schedule, change.next_run, change.resumed_at = schedule, next_run, None
+            # A completed job becomes active again: one conditional write for the status the job is in.
+            change.only_if_status = frozenset({JobStatus.ACTIVE, JobStatus.PAUSED})
+        for _ in range(3):
+            try:
+                job = await jobs.update(tenant, job_id, change, expected, now=now)
+                break
+            except JobStateError as exc:  # the status is not what the write assumed: assume the other
+                completed = exc.job.status == JobStatus.COMPLETED
+                change.status = JobStatus.ACTIVE if completed else msgspec.UNSET
+                change.only_if_status = frozenset(
+                    {JobStatus.COMPLETED} if completed else {JobStatus.ACTIVE, JobStatus.PAUSED}
+                )
+        else:
+            raise VersionConflictError(job_id)
         return Response(job, headers=_etag(job))
 
-    @delete("/{job_id:str}", summary="Delete a job", status_code=204, responses=problem_responses(404, 412))
+    @delete(
+        "/{job_id:str}",
+        summary="Delete a job",
+        operation_id="deleteJob",
+        status_code=204,
+        responses=problem_responses(404, 412),
+    )
     async def delete_job(
         self,
         request: Request[str, str, State],
-        state: State,
-        jobs: NamedDependency[JobStore],
+        jobs: NamedDependency[JobRepository],
         job_id: FromPath[str],
         if_match: IfMatch = None,
     ) -> None:
-        partition = await jobs.delete(request.user, job_id, _expected_version(if_match))
-        await _announce(state, request.user, job_id, partition)
+        await jobs.delete(request.user, job_id, _expected_version(if_match))
 
-    @post("/{job_id:str}/pause", summary="Pause a job", status_code=200, responses=problem_responses(404, 409, 412))
+    @post(
+        "/{job_id:str}/pause",
+        summary="Pause a job",
+        operation_id="pauseJob",
+        status_code=200,
+        responses={**problem_responses(404, 409, 412), 200: openapi.success(Job, "The paused job", openapi.JOB_PAUSED)},
+    )
     async def pause_job(
         self,
         request: Request[str, str, State],
-        state: State,
-        jobs: NamedDependency[JobStore],
+        jobs: NamedDependency[JobRepository],
         job_id: FromPath[str],
         if_match: IfMatch = None,
     ) -> Response[Job]:
         tenant = request.user
         expected = _expected_version(if_match)
-        job = await jobs.get(tenant, job_id)
-        _check_version(job, expected)
-        if job.status == JobStatus.COMPLETED:
-            raise HTTPException(status_code=409, detail="a completed job cannot be paused")
-        if job.status == JobStatus.PAUSED:
-            return Response(job, headers=_etag(job))
-        job = await jobs.update(tenant, job_id, {"status": JobStatus.PAUSED.value}, job.version, now=utcnow())
-        await _announce(state, tenant, job.id, state.partition_of(job.id))
+        pause = JobChange(status=JobStatus.PAUSED, only_if_status=frozenset({JobStatus.ACTIVE}))
+        try:
+            job = await jobs.update(tenant, job_id, pause, expected, now=utcnow())
+        except JobStateError as exc:
+            _check_version(exc.job, expected)
+            if exc.job.status == JobStatus.COMPLETED:
+                raise HTTPException(status_code=409, detail="a completed job cannot be paused") from None
+            return Response(exc.job, headers=_etag(exc.job))  # already paused
         return Response(job, headers=_etag(job))
 
     @post(
         "/{job_id:str}/resume",
         summary="Resume a job (applies its catch-up policy)",
+        operation_id="resumeJob",
         status_code=200,
-        responses=problem_responses(404, 409, 412),
+        responses={**problem_responses(404, 409, 412), 200: openapi.success(Job, "The active job", openapi.JOB)},
     )
     async def resume_job(
         self,
         request: Request[str, str, State],
-        state: State,
-        jobs: NamedDependency[JobStore],
+        jobs: NamedDependency[JobRepository],
         job_id: FromPath[str],
         if_match: IfMatch = None,
     ) -> Response[Job]:
         tenant = request.user
-        expected = _expected_version(if_match)
-        job = await jobs.get(tenant, job_id)
-        _check_version(job, expected)
-        if job.status != JobStatus.PAUSED:
-            if job.status == JobStatus.COMPLETED:
-                raise HTTPException(status_code=409, detail="a completed job cannot be resumed")
-            return Response(job, headers=_etag(job))
         now = utcnow()
         # nextRun stays where the pause left it: the timing module sees the fires between it and
         # resumedAt as missed while paused and applies the job's catch-up policy to them.
-        changes: dict[str, Any] = {"status": JobStatus.ACTIVE.value, "resumedAt": now}
-        if job.next_run is None:
-            with contextlib.suppress(InvalidScheduleError):  # no fire left: the job stays without nextRun
-                changes["nextRun"] = _planned(job.schedule, now)[1]
-        job = await jobs.update(tenant, job_id, changes, job.version, now=now)
-        await _announce(state, tenant, job.id, state.partition_of(job.id))
+        expected = _expected_version(if_match)
+        resume = JobChange(status=JobStatus.ACTIVE, resumed_at=now, only_if_status=frozenset({JobStatus.PAUSED}))
+        try:
+            job = await jobs.update(tenant, job_id, resume, expected, now=now)
+        except JobStateError as exc:
+            _check_version(exc.job, expected)
+            if exc.job.status == JobStatus.COMPLETED:
+                raise HTTPException(status_code=409, detail="a completed job cannot be resumed") from None
+            return Response(exc.job, headers=_etag(exc.job))  # already active
+        if job.next_run is None:  # paused before its first fire was known: pick it now
+            job = await jobs.update(
+                tenant, job_id, JobChange(next_run=_next_run(job.schedule, now)), job.version, now=now
+            )
         return Response(job, headers=_etag(job))
 
     @post(
         "/{job_id:str}/run",
         summary="Run a job now (recorded as a manual run)",
+        operation_id="runJobNow",
         status_code=202,
-        responses=problem_responses(404),
+        responses={**problem_responses(404), 202: openapi.success(RunAccepted, "Queued", openapi.RUN_ACCEPTED)},
     )
     async def run_job_now(
-        self, request: Request[str, str, State], state: State, jobs: NamedDependency[JobStore], job_id: FromPath[str]
+        self,
+        request: Request[str, str, State],
+        jobs: NamedDependency[JobRepository],
+        run_queue: NamedDependency[RunPublisher],
+        job_id: FromPath[str],
     ) -> RunAccepted:
         tenant = request.user
         job = await jobs.get(tenant, job_id)
-        if state.bus is None:  # NATS was down when the process started and is not connected yet
-            raise BusUnavailableError("NATS is not connected")
         now_ms = to_ms(utcnow())
         message = RunMessage(job.id, tenant, now_ms, now_ms, RunTrigger.MANUAL.value, 0)
-        await state.bus.publish_runs([message], [state.partition_of(job.id)])
+        await run_queue.publish_runs([message], [jobs.partition_of(job.id)])
         return RunAccepted(run_id(job.id, now_ms), job.id, from_ms(now_ms), RunTrigger.MANUAL)
 
-    @get("/{job_id:str}/runs", summary="Run history of a job, newest first", responses=problem_responses(404))
+    @get(
+        "/{job_id:str}/runs",
+        summary="Run history of a job, newest first",
+        operation_id="listJobRuns",
+        responses={**problem_responses(404), 200: openapi.success(RunList, "A page of runs", openapi.RUN_PAGE)},
+    )
     async def list_runs(
         self,
         request: Request[str, str, State],
-        jobs: NamedDependency[JobStore],
+        jobs: NamedDependency[JobRepository],
         runs: NamedDependency[RunHistory],
         job_id: FromPath[str],
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
         cursor: Cursor = None,
     ) -> RunList:
         await jobs.get(request.user, job_id)  # 404 for another tenant's job, as for a missing one
-        items, next_cursor = await runs.list_for_job(request.user, job_id, limit, cursor)
+        try:
+            items, next_cursor = await runs.list_for_job(request.user, job_id, limit, cursor)
+        except ValueError as exc:
+            raise ClientException(str(exc), extra={"field": "cursor"}) from None
         return RunList(items, next_cursor)

@@ -1,8 +1,7 @@
-"""Request id and log context, per-key rate limits, and the tenant's cache version."""
+"""Request id and log context, per-key rate limits, and the response cache's lookup."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import re
 import uuid
@@ -14,7 +13,7 @@ from litestar.exceptions import TooManyRequestsException
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from schedsvc.cache import RedisUnavailable
+from schedsvc.cache import PREFETCHED, CacheProbe, probe_for
 from schedsvc.observability.logging import request_id_var, tenant_var
 from schedsvc.observability.metrics import RATE_LIMITED
 
@@ -49,7 +48,11 @@ class RequestIdMiddleware(ASGIMiddleware):
 
 
 class RateLimitMiddleware(ASGIMiddleware):
-    """Per API key (per client address without one); the limit may be overridden per tenant."""
+    """Per API key (per client address without one); the limit may be overridden per tenant.
+
+    For a cacheable ``GET`` the same Redis round trip reads the cached response (see
+    :mod:`schedsvc.cache.responses`), which Litestar's response cache then serves.
+    """
 
     scopes = (ScopeType.HTTP,)
 
@@ -62,12 +65,12 @@ class RateLimitMiddleware(ASGIMiddleware):
         settings = state.settings
         tenant = scope.get("user")
         key = scope.get("auth")
-        if key:
-            identity = "k" + hashlib.sha256(str(key).encode()).hexdigest()[:24]
+        if key:  # the tenant as hash tag: the counter shares a Redis cluster slot with the tenant's cache keys
+            identity = f"{{{tenant}}}:k" + hashlib.sha256(str(key).encode()).hexdigest()[:24]
         else:
             identity = "ip" + (scope.get("client") or ("unknown", 0))[0]
         limit = settings.rate_limit_overrides.get(tenant, settings.rate_limit_per_minute)
-        decision = await state.rate_limiter.hit(identity, limit)
+        decision, read = await state.rate_limiter.hit(identity, limit, _cache_probe(scope, state))
         headers = {
             "RateLimit-Limit": str(decision.limit),
             "RateLimit-Remaining": str(decision.remaining),
@@ -80,11 +83,26 @@ class RateLimitMiddleware(ASGIMiddleware):
                 detail=f"more than {decision.limit} requests per minute for this API key",
                 headers={**headers, "Retry-After": str(decision.reset_seconds)},
             )
-        await next_app(scope, receive, _add_headers(send, headers))
+        token = PREFETCHED.set(read)
+        try:
+            await next_app(scope, receive, _add_headers(send, headers))
+        finally:
+            PREFETCHED.reset(token)
+
+
+def _cache_probe(scope: Scope, state: Any) -> CacheProbe | None:
+    """Where a tenant's cacheable ``GET`` may find its response (None: not cacheable, or no Redis)."""
+    tenant = scope.get("user")
+    link = state.get("redis")
+    handler = scope.get("route_handler")
+    if link is None or not tenant or scope.get("method") != "GET" or not getattr(handler, "cache", False):
+        return None
+    job_id = scope.get("path_params", {}).get("job_id")
+    return probe_for(link.prefix, str(tenant), str(scope["path"]), scope.get("query_string", b""), job_id)
 
 
 class TenantContextMiddleware(ASGIMiddleware):
-    """After authentication: the tenant into the log context, and its cache version for cached GETs."""
+    """After authentication: the tenant into the log context."""
 
     scopes = (ScopeType.HTTP,)
 
@@ -92,23 +110,16 @@ class TenantContextMiddleware(ASGIMiddleware):
         tenant = scope.get("user")
         token = tenant_var.set(tenant if isinstance(tenant, str) else None)
         try:
-            link = scope["litestar_app"].state.get("redis")
-            if tenant and link is not None and scope.get("method") == "GET":
-                with contextlib.suppress(RedisUnavailable):  # no version: the request bypasses the cache
-                    scope.setdefault("state", {})["cache_version"] = await link.tenant_version(tenant)
             await next_app(scope, receive, send)
         finally:
             tenant_var.reset(token)
 
 
 def cache_key(request: Any) -> str:
-    """Tenant + tenant version + path and query; requests without a version are never cached."""
-    version = request.scope.get("state", {}).get("cache_version")
-    if version is None:
-        return f"bypass:{uuid.uuid4().hex}"
-    query = "&".join(sorted(f"{k}={v}" for k, v in request.query_params.multi_items()))
-    return f"{request.user}:{version}:{request.url.path}?{query}"
+    """The entry the request's rate-limit round trip read; requests without one are never cached."""
+    read = PREFETCHED.get()
+    return read.entry_key if read is not None else f"bypass:{uuid.uuid4().hex}"
 
 
 def cacheable(scope: Scope, status_code: int) -> bool:
-    return 200 <= status_code < 300 and scope.get("state", {}).get("cache_version") is not None
+    return 200 <= status_code < 300 and PREFETCHED.get() is not None

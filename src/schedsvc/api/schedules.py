@@ -2,45 +2,31 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
-import msgspec
 from litestar import Controller, post
-from litestar.params import JSONBody
-from msgspec import Meta
 
+from schedsvc.api import openapi
 from schedsvc.api.errors import problem_responses
 from schedsvc.domain import InvalidScheduleError
-from schedsvc.domain.limits import instant_problem
-from schedsvc.domain.models import AwareDatetime, Schedule
-from schedsvc.store.jobs import utcnow
+from schedsvc.domain.time import utcnow
+from schedsvc.domain.wire import PreviewRequest, PreviewResponse
 from schedsvc.timing import upcoming_fires
-
-
-class PreviewRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    schedule: Schedule
-    after: AwareDatetime | None = None
-    """Fires strictly after this instant (default: now)."""
-    count: Annotated[int, Meta(ge=1, le=100)] = 10
-
-    def __post_init__(self) -> None:
-        problem = None if self.after is None else instant_problem(self.after)
-        if problem:
-            raise ValueError(f"after: {problem}")
-
-
-class PreviewResponse(msgspec.Struct):
-    fires: list[datetime]
-    """Fire instants in the schedule's time zone (jitter not applied)."""
 
 
 class SchedulesController(Controller):
     path = "/schedules"
     tags = ["schedules"]
 
-    @post("/preview", status_code=200, summary="Preview the next fires of a schedule", responses=problem_responses(422))
-    async def preview(self, data: JSONBody[PreviewRequest]) -> PreviewResponse:
+    @post(
+        "/preview",
+        status_code=200,
+        summary="Preview the next fires of a schedule (an API key is optional)",
+        operation_id="previewSchedule",
+        security=openapi.KEY_OPTIONAL,
+        responses={**problem_responses(422), 200: openapi.success(PreviewResponse, "The fires", openapi.FIRES)},
+    )
+    async def preview(self, data: Annotated[PreviewRequest, openapi.body(openapi.PREVIEW)]) -> PreviewResponse:
         try:
             fires = upcoming_fires(data.schedule, data.after or utcnow(), data.count)
         except InvalidScheduleError:

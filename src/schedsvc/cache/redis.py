@@ -1,21 +1,25 @@
 """Redis for the response cache and rate limits, degrading to "no cache" when Redis is down or slow.
 
-Litestar's ``RedisStore`` holds the cached responses; :class:`ResilientStore` wraps it so a Redis failure
-is a cache miss (with a metric and a log line), never a failed request. A per-tenant version, bumped by
-every write, is part of each cache key, so a client reads its own writes and tenants never share entries.
+:class:`ResilientStore` is the Litestar store behind the response cache: it serves the entry the
+request's rate-limit round trip already read (:mod:`schedsvc.cache.responses`) and writes new entries in
+the background, so a Redis failure is a cache miss (with a metric and a log line), never a failed or
+slower request. Writes bump the versions of what they changed (:meth:`RedisLink.bump`), so a client reads
+its own writes and tenants never share entries.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import secrets
 import time
 from datetime import timedelta
 
 from litestar.stores.base import Store
-from litestar.stores.redis import RedisStore
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from schedsvc.cache.responses import PREFETCHED, VERSION_LIFETIME_SECONDS, job_version_key, list_version_key
 from schedsvc.domain.errors import CacheUnavailableError
 from schedsvc.observability.metrics import CACHE_ERRORS, CACHE_REQUESTS
 
@@ -23,6 +27,7 @@ log = logging.getLogger(__name__)
 # After a failure Redis is left alone this long, so an outage costs one timeout, not one per request.
 BREAKER_SECONDS = 5.0
 SOCKET_TIMEOUT_SECONDS = 0.25
+_PENDING_MAX = 100_000
 
 
 class RedisUnavailable(CacheUnavailableError):
@@ -30,7 +35,7 @@ class RedisUnavailable(CacheUnavailableError):
 
 
 class RedisLink:
-    """One Redis client shared by the cache, the tenant versions and the rate limiter, with a breaker."""
+    """One Redis client shared by the cache, the versions and the rate limiter, with a breaker."""
 
     def __init__(self, url: str, prefix: str) -> None:
         self.client: Redis = Redis.from_url(
@@ -41,7 +46,8 @@ class RedisLink:
         )
         self.prefix = prefix
         self._open_until = 0.0
-        self._pending_bumps: set[str] = set()
+        self.pending_bumps: set[tuple[str, str | None]] = set()
+        """Versions to bump once Redis is back: entries cached before an outage must not be served after it."""
 
     @property
     def available(self) -> bool:
@@ -55,43 +61,34 @@ class RedisLink:
         CACHE_ERRORS.inc()
         self._open_until = time.monotonic() + BREAKER_SECONDS
 
-    async def tenant_version(self, tenant: str) -> str:
-        """The tenant's cache version; :class:`RedisUnavailable` means: do not use the cache."""
-        if not self.available:
-            raise RedisUnavailable
-        try:
-            if self._pending_bumps:
-                await self._flush_pending_bumps()
-            value = await self.client.get(f"{self.prefix}ver:{tenant}")
-        except (RedisError, OSError) as exc:
-            self.failed(exc, "version read")
-            raise RedisUnavailable from exc
-        if not value:
-            return "0"
-        return value.decode() if isinstance(value, bytes) else str(value)
-
-    async def bump_tenant(self, tenant: str) -> None:
-        """Invalidate every cached response of the tenant (after any write)."""
+    async def bump(self, tenant: str, job_id: str | None) -> None:
+        """Invalidate the tenant's cached lists and, with ``job_id``, that job's cached read (after a write)."""
         try:
             if not self.available:
                 raise RedisUnavailable
-            await self.client.incr(f"{self.prefix}ver:{tenant}")
+            await self._bump({(tenant, job_id)})
         except (RedisError, OSError, RedisUnavailable) as exc:
-            # Remember it: entries cached before the outage must not be served after it.
-            self._pending_bumps.add(tenant)
+            if len(self.pending_bumps) < _PENDING_MAX:
+                self.pending_bumps.add((tenant, job_id))
             if not isinstance(exc, RedisUnavailable):
                 self.failed(exc, "version bump")
 
-    async def _flush_pending_bumps(self) -> None:
-        pending, self._pending_bumps = self._pending_bumps, set()
+    async def flush_pending_bumps(self) -> None:
+        pending, self.pending_bumps = self.pending_bumps, set()
         try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for tenant in pending:
-                    pipe.incr(f"{self.prefix}ver:{tenant}")
-                await pipe.execute()
+            await self._bump(pending)
         except BaseException:
-            self._pending_bumps |= pending
+            self.pending_bumps |= pending
             raise
+
+    async def _bump(self, changes: set[tuple[str, str | None]]) -> None:
+        token = secrets.token_hex(8)  # never reused, so no old entry can match a version again
+        async with self.client.pipeline(transaction=False) as pipe:
+            for tenant, job_id in changes:
+                pipe.set(list_version_key(self.prefix, tenant), token, ex=VERSION_LIFETIME_SECONDS)
+                if job_id is not None:
+                    pipe.set(job_version_key(self.prefix, tenant, job_id), token, ex=VERSION_LIFETIME_SECONDS)
+            await pipe.execute()
 
     async def healthy(self) -> bool:
         try:
@@ -104,47 +101,57 @@ class RedisLink:
 
 
 class ResilientStore(Store):
-    """A Litestar store over Redis in which every Redis failure is a miss or a no-op."""
+    """The response cache's store: reads come from the request's prefetched entry, writes go to Redis in
+    the background; every Redis failure is a miss or a no-op."""
 
-    def __init__(self, link: RedisLink, namespace: str) -> None:
+    def __init__(self, link: RedisLink) -> None:
         self._link = link
-        self._inner = RedisStore(link.client, namespace=namespace, handle_client_shutdown=False)
+        self._writes: set[asyncio.Task[None]] = set()
 
     async def get(self, key: str, renew_for: int | timedelta | None = None) -> bytes | None:
-        if not self._link.available:
+        read = PREFETCHED.get()
+        if read is None or read.entry_key != key:
             CACHE_REQUESTS.labels("bypass").inc()
             return None
-        try:
-            value = await self._inner.get(key, renew_for)
-        except (RedisError, OSError) as exc:
-            self._link.failed(exc, "cache read")
-            return None
-        CACHE_REQUESTS.labels("hit" if value is not None else "miss").inc()
-        return value
+        CACHE_REQUESTS.labels("hit" if read.payload is not None else "miss").inc()
+        return read.payload
 
     async def set(self, key: str, value: str | bytes, expires_in: int | timedelta | None = None) -> None:
-        if not self._link.available:
+        read = PREFETCHED.get()
+        if read is None or read.entry_key != key or not self._link.available:
             return
+        data = value.encode() if isinstance(value, str) else value
+        task = asyncio.create_task(self._write(key, read.tag.encode() + b"\n" + data, expires_in))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _write(self, key: str, entry: bytes, expires_in: int | timedelta | None) -> None:
         try:
-            await self._inner.set(key, value, expires_in)
+            await self._link.client.set(key, entry, ex=expires_in)
         except (RedisError, OSError) as exc:
             self._link.failed(exc, "cache write")
 
     async def delete(self, key: str) -> None:
         try:
-            await self._inner.delete(key)
+            await self._link.client.delete(key)
         except (RedisError, OSError) as exc:
             self._link.failed(exc, "cache delete")
 
     async def delete_all(self) -> None:
-        raise NotImplementedError("the response cache is invalidated by tenant versions, never flushed")
+        raise NotImplementedError("the response cache is invalidated by versions, never flushed")
 
     async def exists(self, key: str) -> bool:
         return await self.get(key) is not None
 
     async def expires_in(self, key: str) -> int | None:
         try:
-            return await self._inner.expires_in(key)
+            ttl = await self._link.client.ttl(key)
         except (RedisError, OSError) as exc:
             self._link.failed(exc, "cache ttl")
             return None
+        return None if ttl is None or ttl < 0 else int(ttl)
+
+    async def drain(self) -> None:
+        """Wait for background writes (at shutdown, before the client closes)."""
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)

@@ -19,6 +19,7 @@ from schedsvc.domain.limits import MAX_FREE_FORM_DEPTH, instant_problem, json_pr
 AwareDatetime = Annotated[datetime, Meta(tz=True)]
 TimeZoneName = Annotated[str, Meta(min_length=1, max_length=64)]
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
+Description = Annotated[str, Meta(max_length=1000)]
 Tag = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:/=-]+$")]
 HeaderMap = Annotated[dict[str, Annotated[str, Meta(max_length=4096)]], Meta(max_length=64)]
 JsonBody = str | dict[str, Any] | list[Any] | None
@@ -207,6 +208,8 @@ class JobCreate(Struct, kw_only=True, forbid_unknown_fields=True, rename="camel"
     """Body of ``POST /jobs``."""
 
     name: Name
+    description: Description | None = None
+    """Free text for people; the service does nothing with it."""
     schedule: Schedule
     target: Target
     retry: RetryPolicy = msgspec.field(default_factory=RetryPolicy)
@@ -222,6 +225,7 @@ class JobPatch(Struct, kw_only=True, forbid_unknown_fields=True, rename="camel")
     """Body of ``PATCH /jobs/{id}``: only the fields present change."""
 
     name: Name | UnsetType = UNSET
+    description: Description | UnsetType | None = UNSET
     schedule: Schedule | UnsetType = UNSET
     target: Target | UnsetType = UNSET
     retry: RetryPolicy | UnsetType = UNSET
@@ -236,6 +240,7 @@ class Job(Struct, kw_only=True, rename="camel"):
 
     id: str
     name: str
+    description: str | None = None
     schedule: Schedule
     target: Target
     retry: RetryPolicy

@@ -1,19 +1,24 @@
-"""The tenant settings a run needs (signing keys, NATS subject grants), cached briefly per process.
+"""The tenant settings a run needs (signing keys, NATS subject grants), cached per process.
 
-A secret rotation becomes visible to workers within :data:`CACHE_SECONDS`; the previous secret keeps
-signing during the rotation window anyway, so receivers never see a gap.
+Runs of a tenant would otherwise read the tenant document once each. ``schedsvc tenants rotate-secret``
+announces the change on NATS and every execution process drops the tenant's entry at once
+(:meth:`TenantDirectory.follow`), so the next delivery is signed with the new secret within about a
+second; :data:`CACHE_SECONDS` only bounds how long a process that missed the notice (NATS unreachable
+meanwhile) keeps the old one. The previous secret keeps signing during the rotation window anyway, so
+receivers never see a gap.
 """
 
 from __future__ import annotations
 
-import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from schedsvc.bus import NatsRunBus
+from schedsvc.cache import NoticedCache
 from schedsvc.config import Settings
 from schedsvc.store.tenants import MongoTenantStore
 
-CACHE_SECONDS = 10.0
-_CACHE_MAX = 10_000
+CACHE_SECONDS = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,20 +32,28 @@ class TenantDelivery:
 class TenantDirectory:
     """Reads :class:`TenantDelivery` through the tenant store and caches it per tenant."""
 
-    def __init__(self, tenants: MongoTenantStore, settings: Settings) -> None:
+    def __init__(self, tenants: MongoTenantStore, settings: Settings, bus: NatsRunBus | None = None) -> None:
         self._tenants = tenants
         self._grant = settings.nats_subject_grant
-        self._cache: dict[str, tuple[float, TenantDelivery]] = {}
+        self._cache: NoticedCache[str, TenantDelivery] = NoticedCache(
+            CACHE_SECONDS, max_entries=10_000, gaps=(lambda: bus.reconnects) if bus is not None else None
+        )
+
+    async def follow(self, bus: NatsRunBus) -> Callable[[], Awaitable[None]]:
+        """Drop a tenant's entry when a change to it is announced; returns an unsubscribe."""
+
+        def on_change(kind: str, value: str) -> None:
+            if kind == "tenant":
+                self._cache.drop(lambda tenant, _delivery: tenant == value)
+
+        return await bus.tenant_changes(on_change)
 
     async def delivery(self, tenant: str) -> TenantDelivery:
-        now = time.monotonic()
         hit = self._cache.get(tenant)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        keys = await self._tenants.signing_secrets(tenant)
-        grants = await self._tenants.subject_grants(tenant, self._grant)
+        if hit is not None:
+            return hit
+        epoch = self._cache.epoch
+        keys, grants = await self._tenants.delivery_settings(tenant, self._grant)
         value = TenantDelivery(tuple(keys), tuple(grants))
-        if len(self._cache) >= _CACHE_MAX:
-            self._cache.clear()
-        self._cache[tenant] = (now + CACHE_SECONDS, value)
+        self._cache.put(tenant, value, epoch)
         return value

@@ -11,7 +11,8 @@ import asyncio
 import contextlib
 import logging
 import random
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from schedsvc.bus import NatsRunBus, RunDelivery, RunSubscription
 from schedsvc.config import Settings
@@ -19,11 +20,12 @@ from schedsvc.execution._tenants import TenantDirectory
 from schedsvc.execution.targets import TargetCaller
 from schedsvc.execution.worker import JobChanged, RunWorker
 from schedsvc.observability.metrics import RUN_QUEUE_PENDING, RUNS_IN_PROGRESS
-from schedsvc.store.runs import MongoRunStore
-from schedsvc.store.tenants import MongoTenantStore
 
 if TYPE_CHECKING:
-    from pymongo.asynchronous.database import AsyncDatabase
+    # The run ledger's port waits for the run lifecycle's own rewrite (execution/worker.py); until then
+    # the worker names the adapter, which only schedsvc.wiring builds.
+    from schedsvc.store.runs import MongoRunStore
+    from schedsvc.store.tenants import MongoTenantStore
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +51,10 @@ class ExecutionService:
     def __init__(
         self,
         settings: Settings,
-        db: AsyncDatabase[dict[str, Any]],
         bus: NatsRunBus,
         *,
+        runs: MongoRunStore,
+        tenants: MongoTenantStore,
         shutdown_grace_seconds: float = DEFAULT_SHUTDOWN_GRACE_SECONDS,
         rng: random.Random | None = None,
         on_job_changed: JobChanged | None = None,
@@ -59,7 +62,8 @@ class ExecutionService:
         self._on_job_changed = on_job_changed
         self._settings = settings
         self._bus = bus
-        self._db = db
+        self._runs = runs
+        self._tenants = tenants
         self._grace = shutdown_grace_seconds
         self._rng = rng
         self._capacity = max(1, settings.max_concurrent_runs)
@@ -71,6 +75,7 @@ class ExecutionService:
         self._loop_task: asyncio.Task[None] | None = None
         self._sampler: asyncio.Task[None] | None = None
         self._stopping = False
+        self._unfollow_tenants: Callable[[], Awaitable[None]] | None = None
 
     @property
     def ready(self) -> bool:
@@ -85,11 +90,13 @@ class ExecutionService:
             ack_wait_seconds=self._settings.run_ack_wait_seconds, max_ack_pending=MAX_ACK_PENDING
         )
         self._caller = TargetCaller(self._settings, self._bus)
+        directory = TenantDirectory(self._tenants, self._settings, self._bus)
+        self._unfollow_tenants = await directory.follow(self._bus)  # rotated secrets are used at once
         self._worker = RunWorker(
             self._settings,
             self._bus,
-            MongoRunStore(self._db, self._settings),
-            TenantDirectory(MongoTenantStore(self._db), self._settings),
+            self._runs,
+            directory,
             self._caller,
             self._rng,
             self._on_job_changed,
@@ -120,6 +127,9 @@ class ExecutionService:
         if self._subscription is not None:
             with contextlib.suppress(Exception):
                 await self._subscription.close()
+        if self._unfollow_tenants is not None:
+            with contextlib.suppress(Exception):
+                await self._unfollow_tenants()
         if self._caller is not None:
             await self._caller.aclose()
         log.info("execution stopped")

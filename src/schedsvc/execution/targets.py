@@ -20,8 +20,8 @@ from schedsvc.bus import NatsRunBus
 from schedsvc.config import Settings
 from schedsvc.domain import HttpTarget, NatsTarget, Target, target_problems
 from schedsvc.domain.models import JsonBody
+from schedsvc.domain.signing import signature_headers
 from schedsvc.execution.addresses import AddressRefusedError, GuardedTransport
-from schedsvc.execution.signing import signature_headers
 
 MAX_REDIRECTS = 5
 CONNECT_TIMEOUT_SECONDS = 10.0

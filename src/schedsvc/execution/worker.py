@@ -306,11 +306,14 @@ class RunWorker:
         while True:
             await asyncio.sleep(self._heartbeat_seconds)
             try:
-                await delivery.in_progress()
+                # The lease first: while the database cannot extend it, the message is not extended either,
+                # so a worker stuck on an unreachable database lets the run go to another worker after the
+                # ack deadline instead of holding it forever.
                 until = datetime.now(UTC) + self._lease
                 await self._runs.extend_lease(claim.run_id, claim.attempt, until)
                 if claim.slot:
                     await self._runs.extend_job_slot(claim.job_id, claim.run_id, until)
+                await delivery.in_progress()
             except Exception:
                 log.warning("could not extend the deadline of run %s", claim.run_id, exc_info=True)
 

@@ -36,6 +36,12 @@ CATCHUP_DECISIONS = Counter(
     "Fires found late at load time, by policy and decision (run or missed).",
     ["policy", "decision"],
 )
+ZONE_DATABASE_INFO = Gauge(
+    "schedsvc_zone_database_info",
+    "Always 1; labels name the time-zone database that zoneinfo and the Rust core read.",
+    ["version", "source"],
+    multiprocess_mode="max",
+)
 
 # Execution
 RUNS_FINISHED = Counter("schedsvc_runs_total", "Runs that reached a final status.", ["status", "trigger"])

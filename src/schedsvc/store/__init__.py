@@ -1,7 +1,7 @@
 """MongoDB adapters (pymongo's native async client) behind small, technology-named classes."""
 
 from schedsvc.store._client import connect, database
-from schedsvc.store.jobs import JobPage, MongoJobStore
+from schedsvc.store.jobs import MongoJobStore
 from schedsvc.store.tenants import MongoTenantStore
 
-__all__ = ["JobPage", "MongoJobStore", "MongoTenantStore", "connect", "database"]
+__all__ = ["MongoJobStore", "MongoTenantStore", "connect", "database"]

@@ -11,7 +11,7 @@ from typing import Any, ParamSpec, TypeVar
 from bson.codec_options import CodecOptions
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import ConnectionFailure, ExecutionTimeout
+from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError
 
 from schedsvc.config import Settings
 from schedsvc.domain.errors import StoreUnavailableError
@@ -22,13 +22,14 @@ T = TypeVar("T")
 
 
 def connect(settings: Settings, **options: Any) -> AsyncMongoClient[dict[str, object]]:
-    """A client that returns aware UTC datetimes and retries writes once on failover."""
+    """A client that returns aware UTC datetimes, retries writes once on failover and bounds every operation."""
     return AsyncMongoClient(
         settings.mongodb_uri,
         tz_aware=True,
         tzinfo=UTC,
         retryWrites=True,
         serverSelectionTimeoutMS=5000,
+        timeoutMS=int(settings.mongodb_timeout_seconds * 1000),
         appname="schedsvc",
         **options,
     )
@@ -42,7 +43,7 @@ def database(client: AsyncMongoClient[dict[str, object]], settings: Settings) ->
 def translate_errors(cls: type[T]) -> type[T]:
     """Class decorator: a lost database connection leaves an adapter as :class:`StoreUnavailableError`.
 
-    Only connection-level failures are translated; any other driver error is a bug and stays loud.
+    Only connection failures and timeouts are translated; any other driver error is a bug and stays loud.
     """
     for name, fn in list(vars(cls).items()):
         if inspect.iscoroutinefunction(fn) and not name.startswith("__"):
@@ -55,7 +56,10 @@ def _translating(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return await fn(*args, **kwargs)
-        except (ConnectionFailure, ExecutionTimeout) as exc:
-            raise StoreUnavailableError(f"database unavailable: {type(exc).__name__}") from exc
+        except PyMongoError as exc:
+            # exc.timeout: the operation ran out of its timeoutMS budget (any error class can carry it).
+            if isinstance(exc, ConnectionFailure | ExecutionTimeout) or exc.timeout:
+                raise StoreUnavailableError(f"database unavailable: {type(exc).__name__}") from exc
+            raise
 
     return wrapper

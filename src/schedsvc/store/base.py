@@ -1,24 +1,32 @@
-"""The ports the API depends on; the MongoDB adapters beside this module implement them.
+"""The ports: what the api, timing and execution modules need from storage and messaging.
+
+The adapters named after their technology implement them (``store/jobs.py``, ``store/timing.py``,
+``store/leases.py``, ``store/runs.py`` for MongoDB; ``bus/nats.py`` for NATS JetStream), and only
+``schedsvc.wiring`` builds them. The modules depend on these Protocols, never on an adapter class.
 
 Runtime-checkable, because Litestar validates injected dependencies against their annotations.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from schedsvc.domain import Job, JobCreate, Run
+from schedsvc.domain import Job, JobCreate, JobStatus, Run, RunMessage
+from schedsvc.domain.jobs import JobChange, JobNotice, JobPage, JobTiming
+from schedsvc.domain.timing import Advance, LeaseGrant, MissedFire
 
-
-class JobPageLike(Protocol):
-    items: list[Job]
-    next_cursor: str | None
+# -- jobs ---------------------------------------------------------------------------------------------
 
 
 @runtime_checkable
-class JobStore(Protocol):
-    """Jobs of one tenant at a time; another tenant's job is indistinguishable from a missing one."""
+class JobRepository(Protocol):
+    """Jobs of one tenant at a time; another tenant's job is indistinguishable from a missing one.
+
+    Every successful write is announced (a :class:`~schedsvc.domain.jobs.JobNotice`) to timing
+    replicas and the response cache, so callers never announce themselves.
+    """
 
     async def create(
         self,
@@ -29,7 +37,9 @@ class JobStore(Protocol):
         now: datetime,
         idempotency_key: str | None = None,
         request_hash: str = "",
-    ) -> tuple[Job, bool]: ...
+    ) -> tuple[Job, bool]:
+        """Insert a job; returns it and whether it is new (False: an idempotent replay)."""
+        ...
 
     async def get(self, tenant: str, job_id: str) -> Job: ...
 
@@ -39,20 +49,128 @@ class JobStore(Protocol):
         *,
         limit: int,
         cursor: str | None = None,
-        status: Any = None,
+        status: JobStatus | None = None,
         tag: str | None = None,
         name_prefix: str | None = None,
-    ) -> JobPageLike: ...
+    ) -> JobPage: ...
 
     async def update(
-        self, tenant: str, job_id: str, changes: dict[str, Any], expected_version: int | None, *, now: datetime
-    ) -> Job: ...
+        self, tenant: str, job_id: str, change: JobChange, expected_version: int | None, *, now: datetime
+    ) -> Job:
+        """Apply ``change`` if the job is at ``expected_version`` (any when None) and in one of
+        ``change.only_if_status`` (any when empty); :class:`~schedsvc.domain.VersionConflictError`
+        when the version differs, :class:`~schedsvc.domain.JobStateError` when the status does."""
+        ...
 
-    async def delete(self, tenant: str, job_id: str, expected_version: int | None) -> int: ...
+    async def delete(self, tenant: str, job_id: str, expected_version: int | None) -> int:
+        """Delete a job; returns its partition."""
+        ...
+
+    def partition_of(self, job_id: str) -> int:
+        """The timing partition of a job (the cluster's partition count decides)."""
+        ...
+
+
+@runtime_checkable
+class DueJobReader(Protocol):
+    """What the timing module reads: the jobs due within its horizon, and changed jobs by id."""
+
+    async def cluster_partitions(self, default: int) -> int:
+        """The partition count recorded for the cluster (recording ``default`` if none is yet)."""
+        ...
+
+    def due_jobs(
+        self, partitions: Sequence[int], until: datetime, *, after: datetime | None = None
+    ) -> AsyncIterator[list[JobTiming]]:
+        """Active jobs of ``partitions`` whose ``nextRun`` is at or before ``until`` (and after ``after``)."""
+        ...
+
+    async def jobs_by_id(self, job_ids: Sequence[str]) -> list[JobTiming]:
+        """The timing view of these jobs (missing ones are absent: deleted)."""
+        ...
+
+
+@runtime_checkable
+class FireRecorder(Protocol):
+    """What the timing module writes once fires are published."""
+
+    async def advance(self, advances: Sequence[Advance]) -> int:
+        """Apply the conditional ``nextRun`` advances; return how many matched."""
+        ...
+
+    async def record_missed(self, fires: Sequence[MissedFire], now: datetime) -> int:
+        """Insert a ``missed`` run per fire (fires already recorded are left alone)."""
+        ...
+
+
+@runtime_checkable
+class LeaseStore(Protocol):
+    """Partition leases and timing membership, every expiry judged by the database clock."""
+
+    async def ensure_partitions(self, partitions: int) -> None: ...
+
+    async def heartbeat(self, member: str, ttl_ms: int) -> None: ...
+
+    async def live_members(self) -> list[str]: ...
+
+    async def forget_member(self, member: str) -> None: ...
+
+    async def purge_members(self, older_than_ms: int) -> int: ...
+
+    async def renew(self, member: str, partitions: Sequence[int], ttl_ms: int) -> None: ...
+
+    async def free_partitions(self) -> list[int]: ...
+
+    async def acquire(self, member: str, partitions: Sequence[int], ttl_ms: int) -> None: ...
+
+    async def release(self, member: str, partitions: Sequence[int]) -> None: ...
+
+    async def owned(self, member: str) -> list[LeaseGrant]: ...
+
+
+# -- runs ---------------------------------------------------------------------------------------------
 
 
 @runtime_checkable
 class RunHistory(Protocol):
+    """A job's run records, as the API pages through them."""
+
     async def list_for_job(
         self, tenant: str, job_id: str, limit: int, cursor: str | None
     ) -> tuple[list[Run], str | None]: ...
+
+
+@runtime_checkable
+class RunPublisher(Protocol):
+    """Hands fires to execution (the run stream); a repeated fire is dropped by its id."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    async def publish_runs(self, messages: Sequence[RunMessage], partitions: Sequence[int]) -> int: ...
+
+
+@runtime_checkable
+class RunBus(RunPublisher, Protocol):
+    """The run stream as execution uses it: consume runs, dead-letter them, publish to tenant subjects."""
+
+    async def run_subscription(self, ack_wait_seconds: float, max_ack_pending: int) -> Any: ...
+
+    async def publish_dead_letter(self, payload: bytes, headers: dict[str, str]) -> None: ...
+
+    async def publish_raw(self, subject: str, payload: bytes, headers: dict[str, str] | None) -> None: ...
+
+
+JobChangeHandler = Callable[[JobNotice], Awaitable[None]]
+"""Called for every announced job change."""
+
+
+@runtime_checkable
+class JobChangeFeed(Protocol):
+    """Announces job changes to timing replicas (best effort: timing also rescans)."""
+
+    async def publish_job_change(self, notice: JobNotice) -> None: ...
+
+    async def job_changes(self, handler: JobChangeHandler) -> Callable[[], Awaitable[None]]:
+        """Call ``handler`` for every announced change; returns an unsubscribe."""
+        ...

@@ -1,16 +1,15 @@
-"""MongoDB adapter for jobs, as the API sees them (timing and execution have their own adapters)."""
+"""MongoDB adapter for jobs, as the API sees them (the job repository); documents come from the job codec."""
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import logging
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 from typing import Any
 
-import msgspec
 from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
@@ -24,30 +23,18 @@ from schedsvc.domain import (
     Job,
     JobCreate,
     JobNotFoundError,
-    JobPatch,
     JobStatus,
+    RunStatus,
     VersionConflictError,
     partition_of,
 )
+from schedsvc.domain.jobs import JobChange, JobForRun, JobNotice, JobPage, JobStateError
+from schedsvc.store import job_codec
 from schedsvc.store._client import translate_errors
 
+log = logging.getLogger(__name__)
 Doc = dict[str, Any]
 IDEMPOTENCY_TTL = timedelta(hours=24)
-
-
-@dataclass(frozen=True, slots=True)
-class JobPage:
-    items: list[Job]
-    next_cursor: str | None
-
-
-def to_document(value: msgspec.Struct) -> Any:
-    """A Struct as BSON-ready builtins: datetimes stay datetimes, dates become ISO strings."""
-    return msgspec.to_builtins(value, builtin_types=(datetime,))
-
-
-def job_from_document(doc: Mapping[str, Any]) -> Job:
-    return msgspec.convert({**doc, "id": doc["_id"]}, Job, strict=False)
 
 
 def encode_cursor(last_id: str) -> str:
@@ -69,10 +56,32 @@ def decode_cursor(cursor: str) -> str:
 class MongoJobStore:
     """Jobs of one tenant at a time: every query filters on the tenant, so tenants never meet."""
 
-    def __init__(self, db: AsyncDatabase[Doc], partitions: int) -> None:
+    def __init__(
+        self,
+        db: AsyncDatabase[Doc],
+        partitions: int,
+        *,
+        on_change: Callable[[JobNotice], Awaitable[None]] | None = None,
+    ) -> None:
         self._jobs = db[names.JOBS]
         self._idempotency = db[names.IDEMPOTENCY]
         self._partitions = partitions
+        self._on_change = on_change
+
+    def partition_of(self, job_id: str) -> int:
+        return partition_of(job_id, self._partitions)
+
+    async def _announce(self, notice: JobNotice) -> None:
+        """Every successful write tells timing and the cache (best effort: timing also rescans)."""
+        if self._on_change is not None:
+            try:
+                await self._on_change(notice)
+            except Exception:
+                log.warning("could not announce the change of job %s", notice.job_id, exc_info=True)
+
+    async def _announce_document(self, doc: Doc) -> None:
+        timing = job_codec.read_timing(doc)
+        await self._announce(JobNotice(timing.tenant, timing.id, timing.partition, timing))
 
     async def create(
         self,
@@ -91,27 +100,17 @@ class MongoJobStore:
             if replay is not None:
                 return replay, False
         status = JobStatus.PAUSED if body.paused else (JobStatus.ACTIVE if next_run else JobStatus.COMPLETED)
-        doc: Doc = {
-            "_id": job_id,
-            "tenant": tenant,
-            "name": body.name,
-            "schedule": to_document(body.schedule),
-            "target": to_document(body.target),
-            "retry": to_document(body.retry),
-            "catchup": to_document(body.catchup),
-            "overlap": body.overlap,
-            "tags": body.tags,
-            "metadata": body.metadata,
-            "status": status.value,
-            "nextRun": next_run,
-            "resumedAt": None,
-            "lastRun": None,
-            "lastRunStatus": None,
-            "partition": partition_of(job_id, self._partitions),
-            "createdAt": now,
-            "updatedAt": now,
-            "version": 1,
-        }
+        doc = job_codec.encode(
+            job_codec.new_document(
+                job_id,
+                tenant,
+                body,
+                status=status,
+                next_run=next_run,
+                partition=partition_of(job_id, self._partitions),
+                now=now,
+            )
+        )
         try:
             await self._jobs.insert_one(doc)
         except BaseException as exc:
@@ -123,7 +122,8 @@ class MongoJobStore:
             if isinstance(exc, DuplicateKeyError):
                 raise DuplicateJobNameError(f"a job named {body.name!r} already exists") from None
             raise
-        return job_from_document(doc), True
+        await self._announce_document(doc)
+        return job_codec.read_job(doc), True
 
     async def _claim_idempotency_key(
         self, tenant: str, key: str, request_hash: str, job_id: str, now: datetime
@@ -144,21 +144,18 @@ class MongoJobStore:
             return await self._claim_idempotency_key(tenant, key, request_hash, job_id, now)
         if existing["requestHash"] != request_hash:
             raise IdempotencyConflictError("Idempotency-Key was already used with a different request body")
-        doc = await self._jobs.find_one({"_id": existing["jobId"], "tenant": tenant})
+        doc = await self._jobs.find_one(job_codec.of_tenant(tenant, existing["jobId"]))
         if doc is None:
             raise IdempotencyConflictError(
                 "a request with this Idempotency-Key is still in progress or its job was deleted"
             )
-        return job_from_document(doc)
+        return job_codec.read_job(doc)
 
     async def get(self, tenant: str, job_id: str) -> Job:
-        return job_from_document(await self.get_document(tenant, job_id))
-
-    async def get_document(self, tenant: str, job_id: str) -> Doc:
-        doc = await self._jobs.find_one({"_id": job_id, "tenant": tenant})
+        doc = await self._jobs.find_one(job_codec.of_tenant(tenant, job_id))
         if doc is None:
             raise JobNotFoundError(job_id)
-        return doc
+        return job_codec.read_job(doc)
 
     async def list(
         self,
@@ -171,77 +168,72 @@ class MongoJobStore:
         name_prefix: str | None = None,
     ) -> JobPage:
         """A page of the tenant's jobs in creation order (stable across pages while jobs are added)."""
-        query: Doc = {"tenant": tenant}
-        if cursor:
-            query["_id"] = {"$gt": decode_cursor(cursor)}
-        if status is not None:
-            query["status"] = status.value
-        if tag is not None:
-            query["tags"] = tag
-        if name_prefix:
-            query["name"] = {"$regex": f"^{re.escape(name_prefix)}"}
-        docs = await self._jobs.find(query).sort("_id", 1).limit(limit + 1).to_list()
+        after_id = decode_cursor(cursor) if cursor else None
+        query = job_codec.page_query(tenant, after_id=after_id, status=status, tag=tag, name_prefix=name_prefix)
+        docs = await self._jobs.find(query).sort(job_codec.ID, 1).limit(limit + 1).to_list()
         more = len(docs) > limit
-        items = [job_from_document(d) for d in docs[:limit]]
+        items = [job_codec.read_job(d) for d in docs[:limit]]
         return JobPage(items, encode_cursor(items[-1].id) if more and items else None)
 
     async def update(
         self,
         tenant: str,
         job_id: str,
-        changes: Doc,
+        change: JobChange,
         expected_version: int | None,
         *,
         now: datetime,
     ) -> Job:
-        """Apply ``changes`` (document fields) if the job is at ``expected_version`` (any when None)."""
-        query: Doc = {"_id": job_id, "tenant": tenant}
-        if expected_version is not None:
-            query["version"] = expected_version
+        """Apply ``change`` if the job is at ``expected_version`` (any when None) and, when
+        ``change.only_if_status`` is set, in one of those statuses: one conditional write.
+
+        :class:`JobStateError` (carrying the job as it is) when only the status did not match.
+        """
         try:
             doc = await self._jobs.find_one_and_update(
-                query,
-                {"$set": {**changes, "updatedAt": now}, "$inc": {"version": 1}},
+                job_codec.change_filter(tenant, job_id, change, expected_version),
+                job_codec.change_update(change, now),
                 return_document=ReturnDocument.AFTER,
             )
         except DuplicateKeyError:
-            raise DuplicateJobNameError(f"a job named {changes.get('name')!r} already exists") from None
-        if doc is None:
-            await self._raise_missing_or_conflict(tenant, job_id)
-        return job_from_document(doc)  # type: ignore[arg-type]
+            raise DuplicateJobNameError(f"a job named {change.name!r} already exists") from None
+        if doc is not None:
+            await self._announce_document(doc)
+            return job_codec.read_job(doc)
+        current = await self.get(tenant, job_id)  # JobNotFoundError when missing
+        if change.only_if_status and current.status not in change.only_if_status:
+            raise JobStateError(current)
+        raise VersionConflictError(job_id)
 
     async def delete(self, tenant: str, job_id: str, expected_version: int | None) -> int:
         """Delete a job; returns its partition (for the timing notice)."""
-        query: Doc = {"_id": job_id, "tenant": tenant}
-        if expected_version is not None:
-            query["version"] = expected_version
-        doc = await self._jobs.find_one_and_delete(query, projection={"partition": 1})
+        doc = await self._jobs.find_one_and_delete(
+            job_codec.of_tenant(tenant, job_id, expected_version), projection={job_codec.PARTITION: 1}
+        )
         if doc is None:
-            await self._raise_missing_or_conflict(tenant, job_id)
-        return int(doc["partition"])  # type: ignore[index]
-
-    async def _raise_missing_or_conflict(self, tenant: str, job_id: str) -> None:
-        if await self._jobs.count_documents({"_id": job_id, "tenant": tenant}, limit=1):
-            raise VersionConflictError(job_id)
-        raise JobNotFoundError(job_id)
-
-    async def ping(self) -> None:
-        await self._jobs.database.command("ping")
+            if await self._jobs.count_documents(job_codec.of_tenant(tenant, job_id), limit=1):
+                raise VersionConflictError(job_id)
+            raise JobNotFoundError(job_id)
+        partition = int(doc[job_codec.PARTITION])
+        await self._announce(JobNotice(tenant, job_id, partition))
+        return partition
 
 
-def patch_to_changes(patch: JobPatch) -> Doc:
-    """The document fields a PATCH body sets (unset fields are absent)."""
-    changes: Doc = {}
-    for field in patch.__struct_fields__:
-        value = getattr(patch, field)
-        if value is msgspec.UNSET:
-            continue
-        # Python and document field names are the same single words.
-        changes[field] = to_document(value) if isinstance(value, msgspec.Struct) else value
-    return changes
+class MongoRunJobs:
+    """The job side of execution: what a run needs of its job, and the job's last-run record."""
 
+    def __init__(self, db: AsyncDatabase[Doc]) -> None:
+        self._jobs = db[names.JOBS]
 
-def utcnow() -> datetime:
-    """Now, truncated to the millisecond BSON stores, so responses equal what a re-read returns."""
-    now = datetime.now(UTC)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+    async def job_for_run(self, job_id: str) -> JobForRun | None:
+        """The job's current target and policies, or None when the job no longer exists.
+
+        Raises ``msgspec.ValidationError`` when the stored job does not decode (the run then fails).
+        """
+        doc = await self._jobs.find_one(job_codec.of_id(job_id), job_codec.FOR_RUN_PROJECTION)
+        return None if doc is None else job_codec.read_for_run(doc)
+
+    async def record_last_run(self, job_id: str, scheduled: datetime, status: RunStatus) -> bool:
+        """Set the job's last run unless a later fire already finished; True if set."""
+        result = await self._jobs.update_one(*job_codec.last_run_write(job_id, scheduled, status))
+        return result.modified_count == 1

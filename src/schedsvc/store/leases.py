@@ -9,13 +9,13 @@ on MongoDB. Expiries are computed with ``$dateAdd`` (MongoDB 5+), which both Sec
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from schedsvc import names
+from schedsvc.domain.timing import LeaseGrant
 
 Doc = dict[str, Any]
 
@@ -23,17 +23,6 @@ _NOW = {"$toLong": "$$NOW"}
 _EXPIRES = {"$toLong": "$expiresAt"}
 _EXPIRED: Doc = {"$lte": [_EXPIRES, _NOW]}
 _FREE_OR_EXPIRED: Doc = {"$or": [{"$eq": [{"$ifNull": ["$owner", None]}, None]}, _EXPIRED]}
-
-
-@dataclass(frozen=True, slots=True)
-class LeaseGrant:
-    """A lease this member holds, as the database recorded it."""
-
-    partition: int
-    epoch: int
-    """Fencing token: grows every time the partition changes owner."""
-    remaining_ms: int
-    """Time left until expiry by the database clock, measured when read."""
 
 
 def _expires_in(ttl_ms: int) -> Doc:
@@ -132,7 +121,3 @@ class MongoLeaseStore:
         )
         grants = [LeaseGrant(int(d["_id"]), int(d.get("epoch") or 0), int(d["remaining"])) async for d in cursor]
         return sorted((g for g in grants if g.remaining_ms > 0), key=lambda g: g.partition)
-
-    async def leases(self) -> list[Doc]:
-        """Every lease document (diagnosis and tests)."""
-        return [doc async for doc in self._leases.find({}).sort("_id", 1)]

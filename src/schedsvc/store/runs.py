@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import msgspec
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -30,15 +29,15 @@ from schedsvc import names
 from schedsvc.config import Settings
 from schedsvc.domain import (
     InvalidCursorError,
-    RetryPolicy,
     Run,
     RunMessage,
     RunStatus,
     RunTrigger,
-    Target,
     run_id,
 )
+from schedsvc.domain.jobs import JobForRun as JobForRun  # re-exported for execution.worker
 from schedsvc.store._client import translate_errors
+from schedsvc.store.jobs import MongoRunJobs
 
 FINAL_STATUSES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.SKIPPED, RunStatus.MISSED)
 _FINAL = [s.value for s in FINAL_STATUSES]
@@ -76,18 +75,6 @@ class AttemptRecord:
         return max(0, round((self.finished_at - self.started_at).total_seconds() * 1000))
 
 
-@dataclass(frozen=True, slots=True)
-class JobForRun:
-    """The parts of a job that execution needs, read fresh for every run."""
-
-    id: str
-    tenant: str
-    target: Target
-    retry: RetryPolicy
-    overlap: str
-    status: str
-
-
 def scheduled_at(message: RunMessage) -> datetime:
     return datetime.fromtimestamp(message.scheduled_ms / 1000, tz=UTC)
 
@@ -98,30 +85,14 @@ class MongoRunStore:
 
     def __init__(self, db: AsyncDatabase[dict[str, Any]], settings: Settings) -> None:
         self._runs = db[names.RUNS]
-        self._jobs = db[names.JOBS]
+        self._job_side = MongoRunJobs(db)
         self._retention = timedelta(days=settings.run_retention_days)
 
     # -- execution --------------------------------------------------------------------------------
 
     async def job_for_run(self, job_id: str) -> JobForRun | None:
-        """The job's current target and policies, or None when the job no longer exists.
-
-        Raises ``msgspec.ValidationError`` when the stored job does not decode (the run then fails).
-        """
-        doc = await self._jobs.find_one(
-            {"_id": job_id},
-            {"tenant": 1, "target": 1, "retry": 1, "overlap": 1, "status": 1},
-        )
-        if doc is None:
-            return None
-        return JobForRun(
-            id=job_id,
-            tenant=str(doc.get("tenant", "")),
-            target=msgspec.convert(doc.get("target"), Target),
-            retry=msgspec.convert(doc.get("retry") or {}, RetryPolicy),
-            overlap=str(doc.get("overlap", "allow")),
-            status=str(doc.get("status", "active")),
-        )
+        """The job's current target and policies, or None when the job no longer exists (the job side's)."""
+        return await self._job_side.job_for_run(job_id)
 
     async def state(self, rid: str) -> RunState | None:
         """The run's status and attempt count, or None when no attempt was recorded yet."""
@@ -274,16 +245,8 @@ class MongoRunStore:
         await self._runs.delete_one({"_id": _slot_id(job_id), "holder": rid})
 
     async def update_job_last_run(self, job_id: str, scheduled: datetime, status: RunStatus) -> bool:
-        """Set the job's ``lastRun``/``lastRunStatus`` unless a later fire already finished; True if set.
-
-        Deliberately leaves ``version`` and ``updatedAt`` alone: they belong to API changes (the ETag).
-        """
-        result = await self._jobs.update_one(
-            # lastRun missing, null or older than this fire.
-            {"_id": job_id, "lastRun": {"$not": {"$gte": scheduled}}},
-            {"$set": {"lastRun": scheduled, "lastRunStatus": status.value}},
-        )
-        return result.modified_count == 1
+        """Record the finished fire on its job (the job side's write); True if it was the latest."""
+        return await self._job_side.record_last_run(job_id, scheduled, status)
 
     # -- API --------------------------------------------------------------------------------------
 

@@ -7,7 +7,6 @@ import hashlib
 import hmac
 import re
 import secrets
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -22,9 +21,6 @@ from schedsvc.store._client import translate_errors
 Doc = dict[str, Any]
 TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _KEY = re.compile(r"^sk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
-# Keys are checked against the database at most this often per process, so a revoked key stops
-# working within this many seconds while a busy API makes no database read per request.
-AUTH_CACHE_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +67,6 @@ class MongoTenantStore:
     def __init__(self, db: AsyncDatabase[Doc]) -> None:
         self._tenants = db[names.TENANTS]
         self._keys = db[names.API_KEYS]
-        self._auth_cache: dict[str, tuple[str, float]] = {}
 
     async def create_tenant(self, name: str) -> tuple[NewKey, str]:
         """Create a tenant with one API key and one signing secret; returns both in plaintext."""
@@ -144,29 +139,17 @@ class MongoTenantStore:
         return tenants
 
     async def authenticate(self, key: str) -> str:
-        """The tenant owning ``key``; :class:`AuthenticationError` when unknown or revoked."""
-        now = time.monotonic()
-        cached = self._auth_cache.get(key)
-        if cached is not None and cached[1] > now:
-            return cached[0]
+        """The tenant owning ``key``; :class:`AuthenticationError` when unknown or revoked.
+
+        Reads the database every time: callers cache (``schedsvc.api.auth``) and are told of revocations.
+        """
         match = _KEY.match(key)
         if match is None:
             raise AuthenticationError("malformed API key")
-        doc = await self._keys.find_one({"_id": match.group(1)})
+        doc = await self._keys.find_one({"_id": match.group(1)}, projection={"tenant": 1, "hash": 1, "revokedAt": 1})
         if doc is None or doc.get("revokedAt") is not None or not hmac.compare_digest(doc["hash"], _hash(key)):
-            self._auth_cache.pop(key, None)
             raise AuthenticationError("unknown or revoked API key")
-        if len(self._auth_cache) > 10_000:
-            self._auth_cache.clear()
-        self._auth_cache[key] = (doc["tenant"], now + AUTH_CACHE_SECONDS)
         return str(doc["tenant"])
-
-    async def signing_secrets(self, tenant: str) -> list[bytes]:
-        """The tenant's current webhook signing secrets, newest first (all sign during a rotation)."""
-        doc = await self._tenants.find_one({"_id": tenant}, projection={"signingSecrets": 1})
-        if doc is None:
-            return []
-        return [base64.b64decode(s["secret"]) for s in doc.get("signingSecrets", [])]
 
     async def rotate_secret(self, tenant: str, keep_previous: bool = True) -> str:
         """Add a new signing secret (keeping the newest old one for a rotation window); returns it."""
@@ -179,6 +162,13 @@ class MongoTenantStore:
         if result.matched_count == 0:
             raise LookupError(f"no tenant {tenant!r}")
         return webhook_secret_text(secret)
+
+    async def delivery_settings(self, tenant: str, default_pattern: str) -> tuple[list[bytes], list[str]]:
+        """What a run of the tenant needs, in one read: its signing secrets (newest first) and subject grants."""
+        doc = await self._tenants.find_one({"_id": tenant}, projection={"signingSecrets": 1, "natsSubjects": 1}) or {}
+        secrets_ = [base64.b64decode(s["secret"]) for s in doc.get("signingSecrets", [])]
+        custom = doc.get("natsSubjects")
+        return secrets_, list(custom) if custom else [default_pattern.format(tenant=tenant)]
 
     async def subject_grants(self, tenant: str, default_pattern: str) -> list[str]:
         """NATS subject patterns the tenant may publish under."""

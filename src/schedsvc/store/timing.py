@@ -2,57 +2,39 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+import msgspec
 from pymongo import InsertOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
 from schedsvc import names
 from schedsvc.domain import RunStatus, RunTrigger, run_id
+from schedsvc.domain.jobs import JobTiming
+from schedsvc.domain.time import from_ms
+from schedsvc.domain.timing import Advance, MissedFire
+from schedsvc.store import job_codec
 
 Doc = dict[str, Any]
 
 DUPLICATE_KEY = 11000
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-# Only what timing needs to plan fires: never the target, body or metadata.
-JOB_PROJECTION = {
-    "tenant": 1,
-    "schedule": 1,
-    "catchup": 1,
-    "status": 1,
-    "nextRun": 1,
-    "resumedAt": 1,
-    "partition": 1,
-    "createdAt": 1,
-    "version": 1,
-}
+log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Advance:
-    """Move a job's ``nextRun`` from ``old`` to ``new`` (``None``: the job completed)."""
-
-    job_id: str
-    old: datetime
-    new: datetime | None
-    resumed_at: datetime | None = None
-    """The ``resumedAt`` the plan was made with; cleared by the advance (and required to be unchanged)."""
-
-
-@dataclass(frozen=True, slots=True)
-class MissedFire:
-    job_id: str
-    tenant: str
-    scheduled_ms: int
+def _read(doc: Doc) -> JobTiming | None:
+    try:
+        return job_codec.read_timing(doc)
+    except msgspec.ValidationError:
+        log.exception("job %s does not decode; timing skips it", doc.get(job_codec.ID))
+        return None
 
 
 class MongoTimingStore:
-    """The ``jobs``, ``runs`` and ``meta`` operations of the timing module."""
+    """The ``jobs``, ``runs`` and ``meta`` operations of the timing module (due-job reader, fire recorder)."""
 
     def __init__(self, db: AsyncDatabase[Doc], run_retention_days: int = 30) -> None:
         self._jobs = db[names.JOBS]
@@ -70,44 +52,33 @@ class MongoTimingStore:
 
     async def due_jobs(
         self, partitions: Sequence[int], until: datetime, *, after: datetime | None = None, batch_size: int = 1000
-    ) -> AsyncIterator[list[Doc]]:
-        """Active jobs of ``partitions`` whose ``nextRun`` is at or before ``until`` (and after ``after``).
-
-        In batches; served by the ``{partition, status, nextRun}`` index.
-        """
-        window: Doc = {"$lte": until} if after is None else {"$gt": after, "$lte": until}
-        query = {"partition": {"$in": list(partitions)}, "status": "active", "nextRun": window}
-        batch: list[Doc] = []
-        async for doc in self._jobs.find(query, JOB_PROJECTION, batch_size=batch_size):
-            batch.append(doc)
+    ) -> AsyncIterator[list[JobTiming]]:
+        """Active jobs of ``partitions`` with ``nextRun`` at or before ``until`` (and after ``after``), in batches."""
+        query = job_codec.due_query(partitions, until, after)
+        batch: list[JobTiming] = []
+        async for doc in self._jobs.find(query, job_codec.TIMING_PROJECTION, batch_size=batch_size):
+            job = _read(doc)
+            if job is not None:
+                batch.append(job)
             if len(batch) >= batch_size:
                 yield batch
                 batch = []
         if batch:
             yield batch
 
-    async def jobs_by_id(self, job_ids: Sequence[str]) -> list[Doc]:
+    async def jobs_by_id(self, job_ids: Sequence[str]) -> list[JobTiming]:
         """The timing view of these jobs (missing ones are absent: deleted)."""
-        return [doc async for doc in self._jobs.find({"_id": {"$in": list(job_ids)}}, JOB_PROJECTION)]
+        found = self._jobs.find({job_codec.ID: {"$in": list(job_ids)}}, job_codec.TIMING_PROJECTION)
+        return [job for job in [_read(doc) async for doc in found] if job is not None]
 
     async def advance(self, advances: Sequence[Advance]) -> int:
         """Apply the advances as one unordered bulk of conditional updates; return how many matched.
 
-        Each update applies only if the job is still active with the ``nextRun`` the plan started from
-        (and the same ``resumedAt``), so an API change made meanwhile wins over this write.
+        Each applies only if the job is still where the plan found it (see :func:`job_codec.advance_write`).
         """
         if not advances:
             return 0
-        ops = []
-        for a in advances:
-            query: Doc = {"_id": a.job_id, "nextRun": a.old, "status": "active"}
-            change: Doc = {"nextRun": a.new}
-            if a.resumed_at is not None:
-                query["resumedAt"] = a.resumed_at
-                change["resumedAt"] = None
-            if a.new is None:
-                change["status"] = "completed"
-            ops.append(UpdateOne(query, {"$set": change}))
+        ops = [UpdateOne(*job_codec.advance_write(a)) for a in advances]
         result = await self._jobs.bulk_write(ops, ordered=False)
         return int(result.matched_count)
 
@@ -122,7 +93,7 @@ class MongoTimingStore:
                     "_id": run_id(f.job_id, f.scheduled_ms),
                     "jobId": f.job_id,
                     "tenant": f.tenant,
-                    "scheduledAt": _EPOCH + timedelta(milliseconds=f.scheduled_ms),
+                    "scheduledAt": from_ms(f.scheduled_ms),
                     "trigger": RunTrigger.SCHEDULED.value,
                     "status": RunStatus.MISSED.value,
                     "attempts": 0,

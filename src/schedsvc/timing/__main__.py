@@ -9,13 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from contextlib import AsyncExitStack
 
-from schedsvc.bus.nats import NatsRunBus
 from schedsvc.config import Settings
 from schedsvc.observability.logging import configure_logging
 from schedsvc.observability.runtime import tune_gc
-from schedsvc.store._client import connect, database
-from schedsvc.timing.service import TimingService
+from schedsvc.wiring import open_adapters, timing_service
 
 log = logging.getLogger("schedsvc.timing")
 
@@ -26,20 +25,14 @@ async def run(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    client = connect(settings)
-    bus = await NatsRunBus.connect(settings)
-    try:
-        await bus.ensure_streams()
-        service = TimingService(settings, database(client, settings), bus)
+    async with AsyncExitStack() as stack:
+        service = timing_service(await open_adapters(settings, stack))
         await service.start()
         # One line on stdout tells a parent process the replica is serving.
         print(f"ready {service.member}", flush=True)
         await stop.wait()
         await service.stop()
         log.info("timing replica %s stopped", service.member)
-    finally:
-        await bus.close()
-        await client.close()
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 MISFIRE_GRACE_SECONDS = 60
 """A fire this much past its due instant counts as missed. Larger than a lease TTL plus a takeover, so
@@ -35,9 +35,9 @@ Policy = Literal["skip", "latest", "all"]
 Trigger = Literal["scheduled", "catchup"]
 
 
-@dataclass(frozen=True, slots=True)
-class PlannedRun:
-    """One fire to publish."""
+class PlannedRun(NamedTuple):
+    """One fire to publish (immutable; a named tuple because one is built per fire on the hot path,
+    at a fraction of a frozen dataclass's cost)."""
 
     nominal_ms: int
     due_ms: int

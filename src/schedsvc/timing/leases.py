@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from schedsvc.domain import describe_partitions
+from schedsvc.domain.timing import LeaseGrant
 from schedsvc.observability.metrics import LEASE_CHANGES, PARTITIONS_OWNED
-from schedsvc.store.leases import LeaseGrant, MongoLeaseStore
+from schedsvc.store.base import LeaseStore
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class PartitionLeases:
 
     def __init__(
         self,
-        store: MongoLeaseStore,
+        store: LeaseStore,
         member: str,
         partitions: int,
         *,

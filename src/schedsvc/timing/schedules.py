@@ -5,7 +5,7 @@ This package is the only importer of the extension ``schedsvc._timing``.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -21,23 +21,7 @@ from schedsvc.domain.models import (
     OnceSchedule,
     Schedule,
 )
-
-NO_FIRE: int = _timing.NO_FIRE
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MS = timedelta(milliseconds=1)
-
-
-def to_ms(instant: datetime) -> int:
-    """Epoch milliseconds of an aware datetime (exact: no float rounding)."""
-    return (instant - _EPOCH) // _MS
-
-
-def from_ms(ms: int, tz: ZoneInfo | None = None) -> datetime:
-    """Aware datetime of epoch milliseconds (UTC unless ``tz`` is given)."""
-    instant = datetime.fromtimestamp(ms / 1000, UTC)
-    return instant.astimezone(tz) if tz is not None else instant
+from schedsvc.domain.time import from_ms, to_ms
 
 
 def _opt_ms(instant: datetime | None) -> int | None:
@@ -120,7 +104,7 @@ def upcoming_fires(schedule: Schedule, after: datetime, count: int) -> list[date
 def _zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a directory such as "America"
         raise InvalidScheduleError(f"unknown time zone {name!r}", "schedule.timezone") from None
 
 

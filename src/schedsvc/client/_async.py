@@ -1,0 +1,152 @@
+"""``AsyncClient``: every operation of the jobs API over ``httpx.AsyncClient``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from datetime import datetime
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+
+from schedsvc.client import _protocol as protocol
+from schedsvc.client._protocol import DEFAULT_URL, USER_AGENT, Call, JobRef, RequestRetry
+from schedsvc.domain.models import Job, JobCreate, JobPatch, JobStatus, Run, Schedule
+from schedsvc.domain.wire import JobList, RunAccepted, RunList
+
+T = TypeVar("T")
+
+
+class AsyncClient:
+    """The jobs API of one tenant (the owner of ``api_key``).
+
+    Problems are raised as :class:`schedsvc.client.ApiError` subclasses; 429 and 503 are retried as
+    ``retry`` says. Use as ``async with AsyncClient(url, key) as client: ...`` or call ``aclose()``.
+    """
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        api_key: str | None = None,
+        *,
+        timeout: float = 10.0,
+        retry: RequestRetry | None = None,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        """``http``: a client of your own (proxies, TLS, transports) with its ``base_url`` set; ``base_url`` and
+        ``timeout`` are then its own, and ``aclose`` leaves it open."""
+        self.api_key = api_key
+        self.retry = retry or RequestRetry()
+        self._owns_http = http is None
+        self._http = http or httpx.AsyncClient(
+            base_url=base_url.rstrip("/"), timeout=timeout, headers={"User-Agent": USER_AGENT}
+        )
+
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> AsyncClient:
+        """Where and who from ``SCHEDSVC_URL`` and ``SCHEDSVC_API_KEY`` (as ``schedsvc dev`` prints them)."""
+        return cls(os.environ.get("SCHEDSVC_URL", DEFAULT_URL), os.environ.get("SCHEDSVC_API_KEY"), **kwargs)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def _send(self, call: Call[T]) -> T:
+        headers = protocol.request_headers(call, self.api_key)
+        retries = 0
+        while True:
+            response = await self._http.request(
+                call.operation.method, call.path, params=call.params, headers=headers, content=call.content
+            )
+            delay = self.retry.delay(response.status_code, response.headers, retries)
+            if delay is None:
+                return protocol.read(call, response.status_code, response.headers, response.content)
+            retries += 1
+            await asyncio.sleep(delay)
+
+    async def create_job(self, job: JobCreate, *, idempotency_key: str | None = None) -> Job:
+        """Create a job. Retries reuse one ``Idempotency-Key``, so a job is created at most once."""
+        return await self._send(protocol.create_job(job, idempotency_key))
+
+    async def list_jobs(
+        self,
+        *,
+        status: JobStatus | str | None = None,
+        tag: str | None = None,
+        name: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> JobList:
+        """One page of jobs; ``name`` is a prefix. ``iter_jobs`` follows the pages for you."""
+        return await self._send(protocol.list_jobs(status, tag, name, limit, cursor))
+
+    async def iter_jobs(
+        self,
+        *,
+        status: JobStatus | str | None = None,
+        tag: str | None = None,
+        name: str | None = None,
+        page_size: int = 100,
+    ) -> AsyncIterator[Job]:
+        """Every matching job, page after page, following ``nextCursor``."""
+        cursor: str | None = None
+        while True:
+            page = await self.list_jobs(status=status, tag=tag, name=name, limit=page_size, cursor=cursor)
+            for job in page.items:
+                yield job
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def get_job(self, job_id: str) -> Job:
+        return await self._send(protocol.get_job(job_id))
+
+    async def update_job(self, job: JobRef, changes: JobPatch, *, version: int | None = None) -> Job:
+        """Change the fields set in ``changes``. Given a ``Job`` (or ``version``), a lost update raises
+        ``PreconditionFailedError`` instead of overwriting someone else's change."""
+        return await self._send(protocol.update_job(job, changes, version))
+
+    async def delete_job(self, job: JobRef, *, version: int | None = None) -> None:
+        await self._send(protocol.delete_job(job, version))
+
+    async def pause_job(self, job: JobRef, *, version: int | None = None) -> Job:
+        return await self._send(protocol.pause_job(job, version))
+
+    async def resume_job(self, job: JobRef, *, version: int | None = None) -> Job:
+        """Resume a paused job; fires missed while paused follow the job's catch-up policy."""
+        return await self._send(protocol.resume_job(job, version))
+
+    async def run_job_now(self, job: JobRef) -> RunAccepted:
+        """Queue a ``manual`` run now; its outcome appears in the run history."""
+        return await self._send(protocol.run_job_now(job))
+
+    async def list_runs(self, job: JobRef, *, limit: int | None = None, cursor: str | None = None) -> RunList:
+        """One page of a job's runs, newest first."""
+        return await self._send(protocol.list_job_runs(job, limit, cursor))
+
+    async def iter_runs(self, job: JobRef, *, page_size: int = 100) -> AsyncIterator[Run]:
+        """Every run of a job, newest first, following ``nextCursor``."""
+        cursor: str | None = None
+        while True:
+            page = await self.list_runs(job, limit=page_size, cursor=cursor)
+            for run in page.items:
+                yield run
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def preview_schedule(
+        self, schedule: Schedule, *, after: datetime | None = None, count: int = 10
+    ) -> list[datetime]:
+        """The next ``count`` fires of ``schedule`` strictly after ``after`` (default: now)."""
+        return (await self._send(protocol.preview_schedule(schedule, after, count))).fires

@@ -1,0 +1,232 @@
+"""The REST API as data, without I/O: its operations, the request each client method sends, how an answer
+is read, and when a refusal is worth retrying. The async and the sync client both drive this module, so
+the two cannot disagree; the test against ``/schema/openapi.json`` checks ``OPERATIONS`` against the
+service's document.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote
+
+import msgspec
+
+from schedsvc import __version__
+from schedsvc.client.errors import ApiError, error_for
+from schedsvc.domain.models import Job, JobCreate, JobPatch, JobStatus, Schedule
+from schedsvc.domain.wire import JobList, PreviewRequest, PreviewResponse, Problem, RunAccepted, RunList
+
+T = TypeVar("T")
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+USER_AGENT = f"schedsvc-client/{__version__}"
+IDEMPOTENCY_KEY = "Idempotency-Key"
+IF_MATCH = "If-Match"
+RETRY_AFTER = "Retry-After"
+REQUEST_ID = "X-Request-Id"
+RETRIED_STATUSES = frozenset({429, 503})
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One operation of the OpenAPI document, as the client calls it."""
+
+    operation_id: str
+    method: str
+    path: str
+    """OpenAPI path template, e.g. ``/jobs/{job_id}``."""
+    success: int
+    response: type[Any] | None
+    """Body type of the success response (None: no body)."""
+    body: type[Any] | None = None
+    query: tuple[str, ...] = ()
+    headers: tuple[str, ...] = ()
+
+
+CREATE_JOB = Operation("createJob", "POST", "/jobs", 201, Job, JobCreate, headers=(IDEMPOTENCY_KEY,))
+LIST_JOBS = Operation("listJobs", "GET", "/jobs", 200, JobList, query=("status", "tag", "name", "limit", "cursor"))
+GET_JOB = Operation("getJob", "GET", "/jobs/{job_id}", 200, Job)
+UPDATE_JOB = Operation("updateJob", "PATCH", "/jobs/{job_id}", 200, Job, JobPatch, headers=(IF_MATCH,))
+DELETE_JOB = Operation("deleteJob", "DELETE", "/jobs/{job_id}", 204, None, headers=(IF_MATCH,))
+PAUSE_JOB = Operation("pauseJob", "POST", "/jobs/{job_id}/pause", 200, Job, headers=(IF_MATCH,))
+RESUME_JOB = Operation("resumeJob", "POST", "/jobs/{job_id}/resume", 200, Job, headers=(IF_MATCH,))
+RUN_JOB_NOW = Operation("runJobNow", "POST", "/jobs/{job_id}/run", 202, RunAccepted)
+LIST_JOB_RUNS = Operation("listJobRuns", "GET", "/jobs/{job_id}/runs", 200, RunList, query=("limit", "cursor"))
+PREVIEW_SCHEDULE = Operation("previewSchedule", "POST", "/schedules/preview", 200, PreviewResponse, PreviewRequest)
+
+OPERATIONS: dict[str, Operation] = {
+    op.operation_id: op
+    for op in (
+        CREATE_JOB,
+        LIST_JOBS,
+        GET_JOB,
+        UPDATE_JOB,
+        DELETE_JOB,
+        PAUSE_JOB,
+        RESUME_JOB,
+        RUN_JOB_NOW,
+        LIST_JOB_RUNS,
+        PREVIEW_SCHEDULE,
+    )
+}
+"""Every operation the client calls, by operation id."""
+
+_ENCODER = msgspec.json.Encoder()
+_DECODERS: dict[type[Any], msgspec.json.Decoder[Any]] = {
+    t: msgspec.json.Decoder(t) for t in (Job, JobList, RunList, RunAccepted, PreviewResponse)
+}
+_PROBLEM = msgspec.json.Decoder(Problem)
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """One request, ready to send; ``T`` is what a success answer decodes to."""
+
+    operation: Operation
+    path: str
+    params: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    content: bytes | None = None
+
+
+JobRef = Job | str
+"""A job, or its id. Given a ``Job``, conditional calls send ``If-Match`` with the version it holds."""
+
+
+def _path(op: Operation, job_id: str) -> str:
+    return op.path.replace("{job_id}", quote(job_id, safe=""))
+
+
+def _job_id(job: JobRef) -> str:
+    return job.id if isinstance(job, Job) else job
+
+
+def _if_match(job: JobRef, version: int | None) -> dict[str, str]:
+    """``If-Match`` from an explicit version, else from the ``Job`` the caller holds; none for a bare id."""
+    if version is None and isinstance(job, Job):
+        version = job.version
+    return {} if version is None else {IF_MATCH: f'"{version}"'}
+
+
+def _json(body: msgspec.Struct) -> bytes:
+    return _ENCODER.encode(body)
+
+
+def _query(**values: object) -> dict[str, str]:
+    return {k: str(v) for k, v in values.items() if v is not None}
+
+
+def create_job(job: JobCreate, idempotency_key: str | None) -> Call[Job]:
+    """A generated key makes the client's own retries safe; pass one to make the caller's retries safe too."""
+    return Call(CREATE_JOB, CREATE_JOB.path, {}, {IDEMPOTENCY_KEY: idempotency_key or str(uuid.uuid4())}, _json(job))
+
+
+def list_jobs(
+    status: JobStatus | str | None, tag: str | None, name: str | None, limit: int | None, cursor: str | None
+) -> Call[JobList]:
+    status = JobStatus(status).value if status is not None else None
+    return Call(LIST_JOBS, LIST_JOBS.path, _query(status=status, tag=tag, name=name, limit=limit, cursor=cursor))
+
+
+def get_job(job_id: str) -> Call[Job]:
+    return Call(GET_JOB, _path(GET_JOB, job_id))
+
+
+def update_job(job: JobRef, changes: JobPatch, version: int | None) -> Call[Job]:
+    return Call(UPDATE_JOB, _path(UPDATE_JOB, _job_id(job)), {}, _if_match(job, version), _json(changes))
+
+
+def delete_job(job: JobRef, version: int | None) -> Call[None]:
+    return Call(DELETE_JOB, _path(DELETE_JOB, _job_id(job)), {}, _if_match(job, version))
+
+
+def pause_job(job: JobRef, version: int | None) -> Call[Job]:
+    return Call(PAUSE_JOB, _path(PAUSE_JOB, _job_id(job)), {}, _if_match(job, version))
+
+
+def resume_job(job: JobRef, version: int | None) -> Call[Job]:
+    return Call(RESUME_JOB, _path(RESUME_JOB, _job_id(job)), {}, _if_match(job, version))
+
+
+def run_job_now(job: JobRef) -> Call[RunAccepted]:
+    return Call(RUN_JOB_NOW, _path(RUN_JOB_NOW, _job_id(job)))
+
+
+def list_job_runs(job: JobRef, limit: int | None, cursor: str | None) -> Call[RunList]:
+    return Call(LIST_JOB_RUNS, _path(LIST_JOB_RUNS, _job_id(job)), _query(limit=limit, cursor=cursor))
+
+
+def preview_schedule(schedule: Schedule, after: datetime | None, count: int) -> Call[PreviewResponse]:
+    body = PreviewRequest(schedule=schedule, after=after, count=count)
+    return Call(PREVIEW_SCHEDULE, PREVIEW_SCHEDULE.path, {}, {}, _json(body))
+
+
+def request_headers(call: Call[Any], api_key: str | None) -> dict[str, str]:
+    headers = dict(call.headers)
+    if call.content is not None:
+        headers["Content-Type"] = "application/json"
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    return headers
+
+
+def read(call: Call[T], status: int, headers: Mapping[str, str], content: bytes) -> T:
+    """The decoded success body, or the problem raised as its typed exception."""
+    if status == call.operation.success:
+        response = call.operation.response
+        return None if response is None else _DECODERS[response].decode(content)  # type: ignore[return-value]
+    raise problem_error(status, headers, content)
+
+
+def problem_error(status: int, headers: Mapping[str, str], content: bytes) -> ApiError:
+    try:
+        problem = _PROBLEM.decode(content)
+    except msgspec.DecodeError:
+        # Not from the service itself (a proxy, a load balancer): keep what it said, shortened.
+        text = content[:300].decode("utf-8", "replace").strip()
+        problem = Problem("about:blank", f"HTTP {status}", status, text or None)
+    return error_for(problem, headers.get(REQUEST_ID), retry_after_seconds(headers))
+
+
+def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """``Retry-After`` as seconds: delta-seconds or an HTTP date (RFC 9110 §10.2.3); None when absent or bad."""
+    value = headers.get(RETRY_AFTER)
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+@dataclass(frozen=True)
+class RequestRetry:
+    """How often and how long the client waits out a 429 or 503 before raising it."""
+
+    max_retries: int = 3
+    """Retries after the first attempt (0: never retry)."""
+    max_wait_seconds: float = 30.0
+    """Longest single wait, whatever ``Retry-After`` says; a longer ask is raised at once."""
+    backoff_seconds: float = 0.5
+    """First wait when the answer has no ``Retry-After``; doubles with every retry."""
+
+    def delay(self, status: int, headers: Mapping[str, str], retries_done: int) -> float | None:
+        """Seconds to wait before trying again, or None to give the answer to the caller."""
+        if status not in RETRIED_STATUSES or retries_done >= self.max_retries:
+            return None
+        asked = retry_after_seconds(headers)
+        if asked is None:
+            return min(self.backoff_seconds * 2.0**retries_done, self.max_wait_seconds)
+        # Waiting less than asked would only be refused again; waiting longer than the bound is the
+        # caller's call, so the error (with its retry_after) goes to them.
+        return asked if asked <= self.max_wait_seconds else None

@@ -1,0 +1,148 @@
+"""``Client``: every operation of the jobs API over ``httpx.Client`` (the blocking twin of ``AsyncClient``)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+
+from schedsvc.client import _protocol as protocol
+from schedsvc.client._protocol import DEFAULT_URL, USER_AGENT, Call, JobRef, RequestRetry
+from schedsvc.domain.models import Job, JobCreate, JobPatch, JobStatus, Run, Schedule
+from schedsvc.domain.wire import JobList, RunAccepted, RunList
+
+T = TypeVar("T")
+
+
+class Client:
+    """The jobs API of one tenant (the owner of ``api_key``).
+
+    Problems are raised as :class:`schedsvc.client.ApiError` subclasses; 429 and 503 are retried as
+    ``retry`` says. Use as ``with Client(url, key) as client: ...`` or call ``close()``.
+    """
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        api_key: str | None = None,
+        *,
+        timeout: float = 10.0,
+        retry: RequestRetry | None = None,
+        http: httpx.Client | None = None,
+    ) -> None:
+        """``http``: a client of your own (proxies, TLS, transports) with its ``base_url`` set; ``base_url`` and
+        ``timeout`` are then its own, and ``close`` leaves it open."""
+        self.api_key = api_key
+        self.retry = retry or RequestRetry()
+        self._owns_http = http is None
+        self._http = http or httpx.Client(
+            base_url=base_url.rstrip("/"), timeout=timeout, headers={"User-Agent": USER_AGENT}
+        )
+
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> Client:
+        """Where and who from ``SCHEDSVC_URL`` and ``SCHEDSVC_API_KEY`` (as ``schedsvc dev`` prints them)."""
+        return cls(os.environ.get("SCHEDSVC_URL", DEFAULT_URL), os.environ.get("SCHEDSVC_API_KEY"), **kwargs)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._owns_http:
+            self._http.close()
+
+    def _send(self, call: Call[T]) -> T:
+        headers = protocol.request_headers(call, self.api_key)
+        retries = 0
+        while True:
+            response = self._http.request(
+                call.operation.method, call.path, params=call.params, headers=headers, content=call.content
+            )
+            delay = self.retry.delay(response.status_code, response.headers, retries)
+            if delay is None:
+                return protocol.read(call, response.status_code, response.headers, response.content)
+            retries += 1
+            time.sleep(delay)
+
+    def create_job(self, job: JobCreate, *, idempotency_key: str | None = None) -> Job:
+        """Create a job. Retries reuse one ``Idempotency-Key``, so a job is created at most once."""
+        return self._send(protocol.create_job(job, idempotency_key))
+
+    def list_jobs(
+        self,
+        *,
+        status: JobStatus | str | None = None,
+        tag: str | None = None,
+        name: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> JobList:
+        """One page of jobs; ``name`` is a prefix. ``iter_jobs`` follows the pages for you."""
+        return self._send(protocol.list_jobs(status, tag, name, limit, cursor))
+
+    def iter_jobs(
+        self,
+        *,
+        status: JobStatus | str | None = None,
+        tag: str | None = None,
+        name: str | None = None,
+        page_size: int = 100,
+    ) -> Iterator[Job]:
+        """Every matching job, page after page, following ``nextCursor``."""
+        cursor: str | None = None
+        while True:
+            page = self.list_jobs(status=status, tag=tag, name=name, limit=page_size, cursor=cursor)
+            yield from page.items
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def get_job(self, job_id: str) -> Job:
+        return self._send(protocol.get_job(job_id))
+
+    def update_job(self, job: JobRef, changes: JobPatch, *, version: int | None = None) -> Job:
+        """Change the fields set in ``changes``. Given a ``Job`` (or ``version``), a lost update raises
+        ``PreconditionFailedError`` instead of overwriting someone else's change."""
+        return self._send(protocol.update_job(job, changes, version))
+
+    def delete_job(self, job: JobRef, *, version: int | None = None) -> None:
+        self._send(protocol.delete_job(job, version))
+
+    def pause_job(self, job: JobRef, *, version: int | None = None) -> Job:
+        return self._send(protocol.pause_job(job, version))
+
+    def resume_job(self, job: JobRef, *, version: int | None = None) -> Job:
+        """Resume a paused job; fires missed while paused follow the job's catch-up policy."""
+        return self._send(protocol.resume_job(job, version))
+
+    def run_job_now(self, job: JobRef) -> RunAccepted:
+        """Queue a ``manual`` run now; its outcome appears in the run history."""
+        return self._send(protocol.run_job_now(job))
+
+    def list_runs(self, job: JobRef, *, limit: int | None = None, cursor: str | None = None) -> RunList:
+        """One page of a job's runs, newest first."""
+        return self._send(protocol.list_job_runs(job, limit, cursor))
+
+    def iter_runs(self, job: JobRef, *, page_size: int = 100) -> Iterator[Run]:
+        """Every run of a job, newest first, following ``nextCursor``."""
+        cursor: str | None = None
+        while True:
+            page = self.list_runs(job, limit=page_size, cursor=cursor)
+            yield from page.items
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def preview_schedule(self, schedule: Schedule, *, after: datetime | None = None, count: int = 10) -> list[datetime]:
+        """The next ``count`` fires of ``schedule`` strictly after ``after`` (default: now)."""
+        return (self._send(protocol.preview_schedule(schedule, after, count))).fires

@@ -1,0 +1,76 @@
+"""Bodies of the REST API that are not domain entities: pages, an accepted run, a preview, problem details.
+
+They live here, beside the entities, because two parties speak them: the API (``schedsvc.api``) encodes
+them and the client (``schedsvc.client``) decodes them, and the client must import nothing of the server.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+
+from schedsvc.domain.limits import instant_problem
+from schedsvc.domain.models import AwareDatetime, Job, Run, RunTrigger, Schedule
+
+
+class JobList(msgspec.Struct, rename="camel"):
+    """One page of ``GET /jobs``; ``nextCursor`` is null on the last page."""
+
+    items: list[Job]
+    next_cursor: str | None
+
+
+class RunList(msgspec.Struct, rename="camel"):
+    """One page of ``GET /jobs/{id}/runs``, newest first; ``nextCursor`` is null on the last page."""
+
+    items: list[Run]
+    next_cursor: str | None
+
+
+class RunAccepted(msgspec.Struct, rename="camel"):
+    """Answer of ``POST /jobs/{id}/run``: the run is queued; its outcome appears in the run history."""
+
+    run_id: str
+    job_id: str
+    scheduled_at: datetime
+    trigger: RunTrigger
+
+
+class PreviewRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Body of ``POST /schedules/preview``."""
+
+    schedule: Schedule
+    after: AwareDatetime | None = None
+    """Fires strictly after this instant (default: now)."""
+    count: Annotated[int, Meta(ge=1, le=100)] = 10
+
+    def __post_init__(self) -> None:
+        problem = None if self.after is None else instant_problem(self.after)
+        if problem:
+            raise ValueError(f"after: {problem}")
+
+
+class PreviewResponse(msgspec.Struct):
+    fires: list[datetime]
+    """Fire instants in the schedule's time zone (jitter not applied)."""
+
+
+class FieldError(msgspec.Struct):
+    """One offending field of a request (``schedule.seconds``, ``If-Match``, ``cursor``) and what is wrong."""
+
+    field: str
+    message: str
+
+
+class Problem(msgspec.Struct, omit_defaults=True):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[FieldError] | None = None

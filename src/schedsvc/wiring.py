@@ -1,0 +1,122 @@
+"""The composition root: every adapter is built here, once per process, and handed to the modules.
+
+Entry points (the Litestar lifespan, ``python -m schedsvc.timing``, ``python -m schedsvc.execution``,
+tests and benchmarks) call :func:`open_adapters` and then build the modules they run with
+:func:`timing_service` and :func:`execution_service`. Nothing else constructs a MongoDB or NATS adapter.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from schedsvc.bus import NatsRunBus
+from schedsvc.cache import RedisLink
+from schedsvc.config import Settings
+from schedsvc.domain.jobs import JobNotice
+from schedsvc.execution.service import ExecutionService
+from schedsvc.execution.worker import JobChanged
+from schedsvc.store import MongoJobStore, MongoTenantStore, connect, database
+from schedsvc.store.leases import MongoLeaseStore
+from schedsvc.store.migrate import apply_migrations
+from schedsvc.store.runs import MongoRunStore
+from schedsvc.store.timing import MongoTimingStore
+from schedsvc.timing.service import TimingService
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Adapters:
+    """The MongoDB and NATS adapters of one process."""
+
+    settings: Settings
+    db: AsyncDatabase[dict[str, Any]]
+    bus: NatsRunBus
+    partitions: int
+    """The cluster's partition count (recorded in the database on first start; it wins over settings)."""
+    jobs: MongoJobStore
+    timing: MongoTimingStore
+    leases: MongoLeaseStore
+    runs: MongoRunStore
+    tenants: MongoTenantStore
+
+    @classmethod
+    async def over(
+        cls,
+        settings: Settings,
+        db: AsyncDatabase[dict[str, Any]],
+        bus: NatsRunBus,
+        *,
+        redis: RedisLink | None = None,
+    ) -> Adapters:
+        """The adapters over an open database handle and bus (which the caller closes).
+
+        Job changes are announced to timing replicas on the bus and, with ``redis``, to the response
+        cache of every API replica.
+        """
+
+        async def announce(notice: JobNotice) -> None:
+            if redis is not None:
+                await redis.bump(notice.tenant, notice.job_id)
+            await bus.publish_job_change(notice)
+
+        timing = MongoTimingStore(db, settings.run_retention_days)
+        partitions = await timing.cluster_partitions(settings.partitions)
+        if partitions != settings.partitions:
+            log.warning(
+                "using the cluster's %d partitions, not SCHEDSVC_PARTITIONS=%d", partitions, settings.partitions
+            )
+        return cls(
+            settings=settings,
+            db=db,
+            bus=bus,
+            partitions=partitions,
+            jobs=MongoJobStore(db, partitions, on_change=announce),
+            timing=timing,
+            leases=MongoLeaseStore(db),
+            runs=MongoRunStore(db, settings),
+            tenants=MongoTenantStore(db),
+        )
+
+
+async def open_adapters(settings: Settings, stack: AsyncExitStack, *, redis: RedisLink | None = None) -> Adapters:
+    """Connect to MongoDB and NATS (closed by ``stack``), ensure the streams, and build the adapters."""
+    client = connect(settings)
+    stack.push_async_callback(client.close)
+    db = database(client, settings)
+    if settings.dev_mode:
+        await apply_migrations(db, settings)
+    bus = await NatsRunBus.connect(settings)
+    stack.push_async_callback(bus.close)
+    await bus.ensure_streams(replicas=settings.stream_replicas)
+    return await Adapters.over(settings, db, bus, redis=redis)
+
+
+def timing_service(adapters: Adapters, *, member: str | None = None) -> TimingService:
+    return TimingService(
+        adapters.settings,
+        jobs=adapters.timing,
+        fires=adapters.timing,
+        leases=adapters.leases,
+        publisher=adapters.bus,
+        changes=adapters.bus,
+        member=member,
+    )
+
+
+def execution_service(
+    adapters: Adapters, *, on_job_changed: JobChanged | None = None, **options: Any
+) -> ExecutionService:
+    return ExecutionService(
+        adapters.settings,
+        adapters.bus,
+        runs=adapters.runs,
+        tenants=adapters.tenants,
+        on_job_changed=on_job_changed,
+        **options,
+    )

@@ -1,0 +1,126 @@
+"""The client's pure parts: what it sends, when it waits, and that it imports nothing of the server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import pytest
+
+from schedsvc.client import _protocol as protocol
+from schedsvc.client.errors import ApiError, NotFoundError, PreconditionFailedError
+from schedsvc.domain.models import (
+    CatchupPolicy,
+    CronSchedule,
+    Job,
+    JobCreate,
+    JobPatch,
+    JobStatus,
+    NatsTarget,
+    RetryPolicy,
+)
+
+SERVER_PACKAGES = ("litestar", "pymongo", "nats", "redis", "granian", "prometheus_client", "schedsvc._timing")
+
+
+def test_the_client_imports_none_of_the_servers_dependencies() -> None:
+    blocker = textwrap.dedent(
+        f"""
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name in {SERVER_PACKAGES!r} or name.split(".")[0] in {SERVER_PACKAGES!r}:
+                    raise ImportError("server dependency imported: " + name)
+        sys.meta_path.insert(0, Block())
+        import schedsvc.client, schedsvc.client.cli, schedsvc.client.webhooks
+        print("ok")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", blocker], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "ok", result.stderr
+
+
+def job(version: int) -> Job:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    return Job(
+        id="j/1",
+        name="n",
+        schedule=CronSchedule(expression="* * * * *"),
+        target=NatsTarget(subject="tenant.a.b"),
+        retry=RetryPolicy(),
+        catchup=CatchupPolicy(),
+        overlap="allow",
+        tags=[],
+        metadata={},
+        status=JobStatus.ACTIVE,
+        next_run=None,
+        last_run=None,
+        last_run_status=None,
+        created_at=now,
+        updated_at=now,
+        version=version,
+    )
+
+
+def test_if_match_comes_from_the_job_held_or_an_explicit_version() -> None:
+    held = job(4)
+    assert protocol.update_job(held, JobPatch(tags=[]), None).headers == {"If-Match": '"4"'}
+    assert protocol.update_job(held, JobPatch(), 7).headers == {"If-Match": '"7"'}
+    assert protocol.delete_job("j/1", None).headers == {}
+    assert protocol.pause_job("j/1", 2).headers == {"If-Match": '"2"'}
+    assert protocol.get_job("j/1").path == "/jobs/j%2F1"  # an id is one path segment, whatever it holds
+
+
+def test_creates_carry_a_fresh_idempotency_key_unless_given() -> None:
+    body = JobCreate(name="n", schedule=CronSchedule(expression="* * * * *"), target=NatsTarget(subject="tenant.a.b"))
+    first, second = protocol.create_job(body, None), protocol.create_job(body, None)
+    assert first.headers["Idempotency-Key"] != second.headers["Idempotency-Key"]
+    assert protocol.create_job(body, "mine").headers["Idempotency-Key"] == "mine"
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "done", "expected"),
+    [
+        (429, {"Retry-After": "2"}, 0, 2.0),
+        (503, {}, 0, 0.5),
+        (503, {}, 2, 2.0),
+        (503, {"Retry-After": "120"}, 0, None),  # longer than the bound: the caller decides
+        (429, {"Retry-After": "1"}, 3, None),  # retries spent
+        (500, {"Retry-After": "1"}, 0, None),  # not a "come back later"
+        (412, {}, 0, None),
+    ],
+)
+def test_retry_delay(status: int, headers: dict[str, str], done: int, expected: float | None) -> None:
+    assert protocol.RequestRetry(max_retries=3, max_wait_seconds=30).delay(status, headers, done) == expected
+
+
+def test_retry_after_as_an_http_date() -> None:
+    now = datetime(2026, 11, 29, 4, 0, tzinfo=UTC)
+    header = {"Retry-After": format_datetime(now + timedelta(seconds=7), usegmt=True)}
+    assert protocol.retry_after_seconds(header, now=now.timestamp()) == pytest.approx(7)
+    assert protocol.retry_after_seconds({"Retry-After": "soon"}) is None
+
+
+def test_problems_become_typed_errors_even_when_a_proxy_answered() -> None:
+    body = b'{"type":"t","title":"Not found","status":404,"detail":"no such job"}'
+    error = protocol.problem_error(404, {"X-Request-Id": "r1"}, body)
+    assert isinstance(error, NotFoundError) and isinstance(error, LookupError)
+    assert (error.request_id, str(error)) == ("r1", "404 Not found: no such job")
+    proxy = protocol.problem_error(502, {}, b"<html>Bad Gateway</html>")
+    assert type(proxy) is ApiError and proxy.status == 502 and "Bad Gateway" in str(proxy)
+    fields = b'{"type":"t","title":"Precondition failed","status":412,"errors":[{"field":"If-Match","message":"x"}]}'
+    conflict = protocol.problem_error(412, {}, fields)
+    assert isinstance(conflict, PreconditionFailedError) and conflict.fields == ["If-Match"]
+
+
+def test_the_sync_and_async_clients_offer_the_same_calls() -> None:
+    from schedsvc.client import AsyncClient, Client
+
+    def calls(cls: type) -> set[str]:
+        return {name for name in vars(cls) if not name.startswith("_")} - {"close", "aclose"}
+
+    assert calls(Client) == calls(AsyncClient)
+    assert {"create_job", "iter_jobs", "iter_runs", "preview_schedule", "run_job_now"} <= calls(Client)
