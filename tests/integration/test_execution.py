@@ -509,6 +509,40 @@ async def test_overlap_skip_with_a_backlog_runs_only_the_earliest_fire(mongo_db,
     assert (await final_run(mongo_db, runner))["status"] == "succeeded"
 
 
+async def test_overlap_skip_holds_the_slot_across_retries(mongo_db, bus, services, server) -> None:  # type: ignore[no-untyped-def]
+    """A fire holds its job's slot from its first attempt to its final outcome (issue 14, bug 2): a newer
+    fire delivered while the first waits for its retry is skipped, and the target never sees two calls
+    of the job at once."""
+    await add_tenant(mongo_db)
+
+    def flaky(call: Call, n: int) -> Reply:
+        return Reply(503) if n == 0 else Reply(200, delay=0.3)
+
+    server.routes["/once-at-a-time"] = flaky
+    retry = RetryPolicy(max_attempts=3, min_backoff_seconds=2.0, max_backoff_seconds=2.0)
+    job_id = await add_job(mongo_db, HttpTarget(url=server.url("/once-at-a-time")), retry=retry, overlap="skip")
+    await services()
+    base = int(time.time() * 1000)
+    first = await fire(bus, job_id, base - 2000)
+
+    async def waiting_for_retry() -> bool:
+        doc = await run_doc(mongo_db, first)
+        return doc is not None and doc["status"] == "queued" and doc["attempts"] == 1
+
+    await wait_until(waiting_for_retry)
+    second = await fire(bus, job_id, base - 1000)
+    skipped = await final_run(mongo_db, second)
+    assert skipped["status"] == "skipped" and skipped["attempts"] == 0, skipped
+    assert "still running" in skipped["error"]
+    done = await final_run(mongo_db, first)
+    assert done["status"] == "succeeded" and done["attempts"] == 2, done
+    calls = server.calls_to("/once-at-a-time")
+    assert {c.headers["idempotency-key"] for c in calls} == {first}
+    # The slot is free again once the fire is final: the next fire runs.
+    third = await fire(bus, job_id, base)
+    assert (await final_run(mongo_db, third))["status"] == "succeeded"
+
+
 async def test_total_timeout(mongo_db, bus, services, server) -> None:  # type: ignore[no-untyped-def]
     await add_tenant(mongo_db)
     server.routes["/hang"] = lambda c, n: Reply(hang=True)

@@ -33,6 +33,8 @@ MAX_DELIVERIES = 100
 plus early arrivals and contention). JetStream's ``max_deliver`` sits a little above, as a backstop."""
 CONTENDED_RETRY_SECONDS = 1.0
 """How long to put a message back when another worker holds the run or a claim raced."""
+SLOT_RETRY_SECONDS = 2.0
+"""How long a retry waits when a newer fire of a ``skip`` job holds the slot it lost."""
 ERROR_RETRY_SECONDS = 5.0
 """How long to put a message back after a transient error (database or NATS unavailable)."""
 OVERLAP_SKIPPED = "a previous run is still running"
@@ -111,11 +113,17 @@ def on_delivery(run: RunFacts, job: JobFacts | None, *, manual: bool, now: datet
 
 
 def on_slot(acquired: bool, attempts: int) -> Decision:
-    """Overlap ``skip``: a first attempt that finds the job's running slot taken is skipped; a retry of a
-    run that already started goes ahead even if a newer fire holds the slot."""
-    if not acquired and attempts == 0:
+    """Overlap ``skip``: a fire holds its job's slot from its first attempt to its final outcome.
+
+    A first attempt that finds the slot taken is skipped. A retry normally finds the slot still its own
+    (kept while it waited); if it lapsed (the retry came later than its lease) and a newer fire took it,
+    the retry waits for that fire to end rather than run beside it (bounded by :data:`MAX_DELIVERIES`).
+    """
+    if acquired:
+        return Decision(Step.ATTEMPT)
+    if attempts == 0:
         return Decision(Step.SKIP, reason=OVERLAP_SKIPPED)
-    return Decision(Step.ATTEMPT)
+    return Decision(Step.WAIT, SLOT_RETRY_SECONDS, reason="a newer fire holds the job's slot")
 
 
 def on_outcome(succeeded: bool, error: str | None, retry_delay: float | None) -> Decision:

@@ -14,6 +14,9 @@ wake-up, so a redelivery (after a crash, a lost ack or a re-publish) is recognis
 
 Overlap ``skip``: a run's first attempt must take its job's running slot (one atomic conditional upsert,
 see ``MongoRunStore.acquire_job_slot``); a fire that finds it held by a live run is recorded ``skipped``.
+The run keeps the slot from its first attempt to its final outcome, across retries: while it waits for a
+retry the slot's lease runs until the retry is due (plus an ack deadline), and an interrupted attempt
+keeps it for its redelivery. Only a final outcome (succeeded, failed, skipped) releases it.
 """
 
 from __future__ import annotations
@@ -69,7 +72,9 @@ class _Claim:
     job_id: str
     attempt: int | None = None
     slot: bool = False
-    """This run holds its job's running slot (overlap ``skip``)."""
+    """This delivery took (or re-took) its job's running slot (overlap ``skip``)."""
+    overlap_skip: bool = False
+    """The job's overlap policy is ``skip``: a final outcome releases whatever slot the run still holds."""
     settled: bool = False
     """The delivery was acked or nak'd (nothing left to hand back)."""
 
@@ -143,7 +148,8 @@ class RunWorker:
             log.warning("run %s could not be handed back: %s: %s", claim.run_id, type(again).__name__, again)
 
     async def _hand_back(self, delivery: RunDelivery, claim: _Claim, error: str, delay: float) -> None:
-        await self._release_slot(claim)
+        # The run is not over: it keeps its job's slot (under its lease) for the redelivery.
+        claim.slot = False
         if claim.settled:
             return
         if claim.attempt is not None:
@@ -151,8 +157,9 @@ class RunWorker:
         await delivery.nak(delay or None)
 
     async def _release_slot(self, claim: _Claim) -> None:
-        if claim.slot:
-            claim.slot = False
+        """The run is final: free its job's slot if it holds it (a no-op write for another holder)."""
+        if claim.slot or claim.overlap_skip:
+            claim.slot = claim.overlap_skip = False
             await self._runs.release_job_slot(claim.job_id, claim.run_id)
 
     async def _process(self, delivery: RunDelivery, claim: _Claim) -> None:
@@ -198,6 +205,7 @@ class RunWorker:
             else JobFacts(job.status == "paused", job.retry.max_attempts, job.retry.max_event_age_seconds)
         )
         decision = on_delivery(run, facts, manual=msg.trigger == RunTrigger.MANUAL, now=datetime.now(UTC))
+        claim.overlap_skip = job is not None and job.overlap == "skip" and run.attempts > 0
         if decision.step == Step.ATTEMPT and job is not None and job.overlap == "skip":
             now = datetime.now(UTC)
             claim.slot = await self._runs.acquire_job_slot(job.id, claim.run_id, now, now + self._lease)
@@ -222,7 +230,7 @@ class RunWorker:
             case Step.ACK:
                 await self._settle(claim, delivery.ack())
             case Step.WAIT:
-                await self._release_slot(claim)
+                claim.slot = False  # not final: a slot this run holds stays with it
                 await self._settle(claim, delivery.nak(decision.delay))
             case Step.SKIP:
                 await self._finish(delivery, claim, RunStatus.SKIPPED, record, decision.reason)
@@ -234,6 +242,9 @@ class RunWorker:
                 assert record is not None
                 due = datetime.now(UTC) + timedelta(seconds=decision.delay)
                 await self._runs.record_retry(claim.run_id, attempts, record, due)
+                if claim.slot:  # the fire keeps its job's slot until the retry has run
+                    claim.slot = False
+                    await self._runs.extend_job_slot(claim.job_id, claim.run_id, due + self._lease)
                 log.info(
                     "run %s attempt %d failed (%s); retrying in %.1fs",
                     claim.run_id,
@@ -251,7 +262,8 @@ class RunWorker:
         now = datetime.now(UTC)
         attempt = await self._runs.claim_attempt(msg, done, now, now + self._lease)
         if attempt is None:
-            await self._release_slot(claim)
+            # Another worker claimed this very run: the slot is the run's, so it stays taken.
+            claim.slot = False
             await self._settle(claim, delivery.nak(CONTENDED_RETRY_SECONDS))
             return
         claim.attempt = attempt
@@ -271,7 +283,6 @@ class RunWorker:
     ) -> None:
         """Record success, a retry or the failure of an attempt, then settle its message."""
         msg = delivery.message
-        await self._release_slot(claim)
         record = AttemptRecord(
             outcome.started_at, outcome.finished_at, outcome.http_status, outcome.error, outcome.response_snippet
         )
@@ -343,6 +354,7 @@ class RunWorker:
     ) -> None:
         msg = delivery.message
         changed = await self._runs.finish(msg, status, record, datetime.now(UTC), error)
+        await self._release_slot(claim)
         if changed:
             RUNS_FINISHED.labels(status=status.value, trigger=msg.trigger).inc()
             await self._record_last_run(msg, status)
