@@ -872,6 +872,48 @@ async def test_stop_hands_back_runs_past_the_grace_period(mongo_db, bus, service
     assert doc["status"] == "succeeded" and doc["attempts"] == 2
 
 
+async def test_stop_hands_back_messages_received_but_not_started(mongo_db, bus, services, server, fast) -> None:  # type: ignore[no-untyped-def]
+    """A graceful stop puts back at once what the process received but did not start (issue 14, bug 3).
+
+    A pull request can outlive the fetch that made it; the server then delivers into the stopping
+    process's subscription. Here such a request is made explicitly while the process is busy (one run
+    slot, taken by a hanging call, so it fetches nothing itself). Unhandled, the message would come back
+    only after its ack deadline (60 s here); handed back, the next process runs it within seconds.
+    """
+    await add_tenant(mongo_db)
+    server.routes["/busy"] = lambda c, n: Reply(hang=True) if n == 0 else Reply()
+    busy = await add_job(mongo_db, HttpTarget(url=server.url("/busy"), timeout_seconds=60))
+    waiting = await add_job(mongo_db, HttpTarget(url=server.url("/waiting")))
+    slow_ack = dataclasses.replace(fast, run_ack_wait_seconds=60.0, max_concurrent_runs=1)
+    first = await services(slow_ack, shutdown_grace_seconds=0.2)
+    await fire(bus, busy)
+    await asyncio.wait_for(server.arrived.wait(), WAIT)
+
+    subscription = first._subscription._psub  # test-only: the process's own pull subscription
+    n = Names(fast.prefix)
+    nc = await nats.connect(fast.nats_url)
+    try:
+        request = {"batch": 1, "expires": 20_000_000_000}
+        await nc.publish(
+            f"$JS.API.CONSUMER.MSG.NEXT.{n.run_stream}.{n.worker_consumer}",
+            json.dumps(request).encode(),
+            reply=subscription._deliver,
+        )
+        await nc.flush()
+    finally:
+        await nc.close()
+    await asyncio.sleep(0.3)
+    rid = await fire(bus, waiting)
+    await wait_until(lambda: asyncio.sleep(0, subscription._sub._pending_queue.qsize() == 1))
+
+    await first.stop()
+    stopped = time.monotonic()
+    await services(slow_ack)
+    doc = await final_run(mongo_db, rid, timeout=20)
+    assert doc["status"] == "succeeded" and doc["attempts"] == 1
+    assert time.monotonic() - stopped < 10
+
+
 async def test_many_runs_with_bounded_concurrency(mongo_db, bus, services, server, fast) -> None:  # type: ignore[no-untyped-def]
     await add_tenant(mongo_db)
     active = 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -116,6 +117,35 @@ class RunSubscription:
     async def pending(self) -> int:
         info = await self._psub.consumer_info()  # type: ignore[attr-defined]
         return int(info.num_pending) + int(info.num_ack_pending)
+
+    async def hand_back_unfetched(self, linger: float) -> int:
+        """Put back at once (nak, no delay) every message delivered to this subscription but not returned
+        by :meth:`fetch`; return how many. For a graceful stop, before :meth:`close`.
+
+        A pull request can outlive the fetch that made it (nats-py leaves a late batch in the client's
+        queue, and the server may still fill a request whose client gave up). Unsubscribing would drop
+        those messages, and they would come back only after their ack deadline (30 s by default): the
+        fire due at a rolling restart would be that late. So for ``linger`` seconds (the longest a pull
+        request lives) whatever arrives goes straight back to the stream, for another replica to take.
+        nats-py exposes no public way to read that queue; ``_sub`` is the pull subscription's underlying
+        ``Subscription`` (whose ``next_msg`` is public).
+        """
+        sub = getattr(self._psub, "_sub", None)
+        if sub is None:
+            return 0
+        handed = 0
+        deadline = time.monotonic() + linger
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                msg = await sub.next_msg(timeout=remaining)
+            except (NatsTimeoutError, TimeoutError):
+                break
+            if msg.headers and msg.headers.get("Status"):  # "no messages", "request timeout": not a run
+                continue
+            with contextlib.suppress(Exception):
+                await msg.nak()
+                handed += 1
+        return handed
 
     async def close(self) -> None:
         await self._psub.unsubscribe()  # type: ignore[attr-defined]
