@@ -435,6 +435,45 @@ async def test_a_retry_that_succeeds(mongo_db, bus, services, server) -> None:  
     assert len(server.calls) == 2
 
 
+async def test_every_attempt_is_kept_in_the_run_history(mongo_db, bus, services, server, fast) -> None:  # type: ignore[no-untyped-def]
+    """Each attempt: start, end, duration, HTTP status or error class and message, the first bytes of the
+    response, and when the next retry was due (issue 14, run history)."""
+    await add_tenant(mongo_db)
+
+    def answers(call: Call, n: int) -> Reply:
+        if n == 0:
+            return Reply(503, b"busy: try later " + b"x" * 600)
+        if n == 1:
+            return Reply(hang=True)  # the call times out
+        return Reply(200, b"done")
+
+    server.routes["/history"] = answers
+    retry = RetryPolicy(max_attempts=3, min_backoff_seconds=0.2, max_backoff_seconds=0.4)
+    job_id = await add_job(mongo_db, HttpTarget(url=server.url("/history"), timeout_seconds=0.5), retry=retry)
+    await services()
+    rid = await fire(bus, job_id)
+    assert (await final_run(mongo_db, rid))["status"] == "succeeded"
+
+    run = await MongoRunStore(mongo_db, fast).get(TENANT, rid)
+    assert run is not None and run.attempts == 3 and run.http_status == 200
+    first, second, third = run.attempt_history
+    assert [a.number for a in run.attempt_history] == [1, 2, 3]
+    assert first.http_status == 503 and first.error_class == "http_status" and first.error == "HTTP 503"
+    assert first.response_snippet is not None and first.response_snippet.startswith("busy: try later")
+    assert len(first.response_snippet) == 256  # bounded per attempt
+    assert second.http_status is None and second.error_class == "timeout" and "timed out" in (second.error or "")
+    assert third.http_status == 200 and third.error_class is None and third.error is None
+    assert third.response_snippet == "done" and third.next_retry_at is None
+    for attempt, following in ((first, second), (second, third)):
+        assert attempt.finished_at is not None and attempt.next_retry_at is not None
+        assert attempt.started_at <= attempt.finished_at <= attempt.next_retry_at <= following.started_at
+        measured = (attempt.finished_at - attempt.started_at).total_seconds() * 1000
+        assert abs((attempt.duration_ms or 0) - measured) <= 1  # stored instants are whole milliseconds
+        assert attempt.next_retry_at - attempt.finished_at >= timedelta(seconds=0.19)  # the policy's backoff
+    assert second.duration_ms is not None and second.duration_ms >= 450
+    assert await MongoRunStore(mongo_db, fast).get("other", rid) is None  # another tenant sees nothing
+
+
 async def test_success_statuses_override_2xx(mongo_db, bus, services, server) -> None:  # type: ignore[no-untyped-def]
     await add_tenant(mongo_db)
     server.routes["/gone"] = lambda c, n: Reply(410)

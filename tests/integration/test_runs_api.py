@@ -16,7 +16,9 @@ from litestar.testing import AsyncTestClient
 
 from schedsvc.api import create_app
 from schedsvc.config import Settings
+from schedsvc.domain import RunMessage, RunStatus, run_id
 from schedsvc.store import MongoTenantStore, connect, database
+from schedsvc.store.runs import AttemptRecord, MongoRunStore
 
 DEV_KEY = "sk_00000000000000ab_" + "b" * 43
 
@@ -97,3 +99,114 @@ async def test_preview_of_a_once_outside_its_bounds_has_no_fire(api: Api) -> Non
     body["schedule"]["endAt"] = iso(at)
     r = await api.client.post("/schedules/preview", json=body)
     assert r.json()["fires"] == ["2031-01-01T00:00:00Z"]
+
+
+# -- run history: GET /runs and GET /runs/{runId} ------------------------------------------------------
+
+
+async def record_run(
+    api: Api, tenant: str, job_id: str, scheduled: datetime, outcome: str, trigger: str = "scheduled"
+) -> str:
+    """A run written the way execution writes it (claims, failed attempts, final status)."""
+    store = MongoRunStore(api.db, api.settings)
+    ms = int(scheduled.timestamp() * 1000)
+    message = RunMessage(job_id, tenant, ms, ms, trigger, 1)
+    now = datetime.now(UTC)
+    attempt = await store.claim_attempt(message, 0, now, now + timedelta(seconds=30))
+    assert attempt == 1
+    failed = AttemptRecord(now, now + timedelta(milliseconds=120), 500, "HTTP 500", "boom", 1, "http_status")
+    if outcome == "running":
+        return run_id(job_id, ms)
+    if outcome == "succeeded":
+        ok = AttemptRecord(now, now + timedelta(milliseconds=80), 200, None, "ok", 1)
+        await store.finish(message, RunStatus.SUCCEEDED, ok, now)
+    elif outcome == "retrying":
+        await store.record_retry(run_id(job_id, ms), 1, failed, now + timedelta(seconds=5))
+    else:
+        await store.finish(message, RunStatus(outcome), failed, now)
+    return run_id(job_id, ms)
+
+
+async def all_pages(api: Api, params: dict[str, Any], headers: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        r = await api.client.get(
+            "/runs", params={**params, **({"cursor": cursor} if cursor else {})}, headers=headers or api.headers
+        )
+        assert r.status_code == 200, r.text
+        items += r.json()["items"]
+        cursor = r.json()["nextCursor"]
+        if cursor is None:
+            return items
+
+
+async def test_tenant_run_history_filters_pages_and_outlives_the_job(api: Api) -> None:
+    every_minute = {"kind": "interval", "seconds": 60}
+    a = (await api.client.post("/jobs", json=job_body("a", every_minute), headers=api.headers)).json()["id"]
+    b = (await api.client.post("/jobs", json=job_body("b", every_minute), headers=api.headers)).json()["id"]
+    theirs = (await api.client.post("/jobs", json=job_body("a", every_minute), headers=api.other)).json()["id"]
+    t0 = datetime(2026, 11, 1, tzinfo=UTC)
+    mine = []
+    for i, outcome in enumerate(["succeeded", "failed", "succeeded", "retrying", "failed"]):
+        mine.append(await record_run(api, "dev", a, t0 + timedelta(minutes=i), outcome))
+        # Job b fires at the same instants: the cursor must separate runs that share one.
+        mine.append(await record_run(api, "dev", b, t0 + timedelta(minutes=i), "succeeded", trigger="catchup"))
+    other = await record_run(api, "other", theirs, t0, "failed")
+
+    # Newest first, across jobs, one tenant's only, and the same whatever the page size.
+    newest_first = sorted(mine, key=lambda rid: (int(rid.split(":")[1]), rid), reverse=True)
+    for limit in (1, 3, 50):
+        assert [r["id"] for r in await all_pages(api, {"limit": limit})] == newest_first
+    assert [r["id"] for r in await all_pages(api, {}, api.other)] == [other]
+
+    failed = await all_pages(api, {"status": "failed"})
+    assert [r["id"] for r in failed] == [mine[8], mine[2]]
+    assert {r["error"] for r in failed} == {"HTTP 500"}
+    [attempt] = failed[0]["attemptHistory"]
+    assert attempt["number"] == 1 and attempt["httpStatus"] == 500 and attempt["errorClass"] == "http_status"
+    assert attempt["durationMs"] == 120 and attempt["responseSnippet"] == "boom"
+    both = await all_pages(api, {"status": ["failed", "queued"]})
+    assert [r["id"] for r in both] == [mine[8], mine[6], mine[2]]
+    retrying = both[1]
+    assert retrying["status"] == "queued" and retrying["nextAttemptAt"] is not None
+    assert retrying["attemptHistory"][0]["nextRetryAt"] == retrying["nextAttemptAt"]
+    assert [r["id"] for r in await all_pages(api, {"job": b, "trigger": "catchup"})] == mine[1::2][::-1]
+    assert {r["jobId"] for r in await all_pages(api, {"job": b})} == {b}
+    assert {r["trigger"] for r in await all_pages(api, {"trigger": "catchup"})} == {"catchup"}
+    window = {"from": iso(t0 + timedelta(minutes=1)), "to": iso(t0 + timedelta(minutes=3))}
+    assert sorted(r["id"] for r in await all_pages(api, window)) == sorted(mine[2:6])
+    assert await all_pages(api, {"job": theirs}) == []  # another tenant's job: nothing, not an error
+
+    # One run by id, with its attempts; another tenant's run is not found, as a missing one.
+    r = await api.client.get(f"/runs/{mine[2]}", headers=api.headers)
+    assert r.status_code == 200 and r.json()["status"] == "failed" and len(r.json()["attemptHistory"]) == 1
+    for rid, headers in ((other, api.headers), (mine[2], api.other), (f"{a}:1", api.headers)):
+        r = await api.client.get(f"/runs/{rid}", headers=headers)
+        assert r.status_code == 404, r.text
+        assert r.headers["content-type"].startswith("application/problem+json")
+
+    # Deleting the job keeps its runs, by id and in the tenant-wide list, until retention.
+    assert (await api.client.delete(f"/jobs/{a}", headers=api.headers)).status_code == 204
+    assert (await api.client.get(f"/runs/{mine[2]}", headers=api.headers)).status_code == 200
+    assert [r["id"] for r in await all_pages(api, {"job": a})] == [mine[8], mine[6], mine[4], mine[2], mine[0]]
+
+
+async def test_run_history_refuses_bad_queries(api: Api) -> None:
+    for params in (
+        {"colour": "blue"},
+        {"status": "sleeping"},
+        {"trigger": "cron"},
+        {"limit": 0},
+        {"limit": 501},
+        {"cursor": "!!"},
+        {"cursor": "eyJiZWZvcmUiOjF9"},  # a job-history cursor ({"before":1}): no run id
+        {"cursor": "eyJiZWZvcmUiOjEwMDAwMDAwMDAwMDAwMDAwMDAwLCJpZCI6IngifQ"},  # out of range
+        {"from": "2026-11-01T00:00:00"},  # no offset
+        {"to": "yesterday"},
+    ):
+        r = await api.client.get("/runs", params=params, headers=api.headers)
+        assert r.status_code == 400, (params, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json")
+    r = await api.client.get("/runs")
+    assert r.status_code == 401

@@ -32,6 +32,7 @@ from schedsvc.api.middleware import (
     cache_key,
     cacheable,
 )
+from schedsvc.api.runs import RunsController
 from schedsvc.api.schedules import SchedulesController
 from schedsvc.cache import (
     FailureCounter,
@@ -150,7 +151,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         handlers.append(MetricsController)
     middleware: list[Any] = [RequestIdMiddleware(), prometheus.middleware]
     if "api" in settings.roles:
-        handlers += [JobsController, SchedulesController]
+        handlers += [JobsController, RunsController, SchedulesController]
         middleware += [
             DefineMiddleware(ApiKeyAuthentication, exclude=PUBLIC_PATHS),
             TenantContextMiddleware(),

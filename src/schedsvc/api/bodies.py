@@ -107,7 +107,7 @@ def _declared_query(handler: Any) -> frozenset[str]:
     cached = _DECLARED_QUERY.get(id(handler))
     if cached is None:
         cached = _DECLARED_QUERY[id(handler)] = frozenset(
-            fd.kwarg_definition.query or name
+            fd.kwarg_definition.query or fd.kwarg_definition.name or name  # name: QueryParameter(name="from")
             for name, fd in handler.parsed_fn_signature.parameters.items()
             if isinstance(fd.kwarg_definition, QueryParameter)
         )

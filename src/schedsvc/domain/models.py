@@ -257,8 +257,38 @@ class Job(Struct, kw_only=True, rename="camel"):
     version: int
 
 
+AttemptErrorClass = Literal["http_status", "timeout", "connection", "refused", "invalid_request", "nats", "interrupted"]
+"""Why an attempt failed: the target answered a status that is not a success (``http_status``), did not
+answer in time (``timeout``), could not be reached or broke the connection (``connection``), was refused
+by the target policy or address guard (``refused``), the request could not be built
+(``invalid_request``), a NATS publish failed (``nats``), or the worker stopped mid-attempt
+(``interrupted``)."""
+
+
+class Attempt(Struct, kw_only=True, rename="camel"):
+    """One attempt of a run at calling its target."""
+
+    number: int
+    """1 for the first attempt; a retry on demand continues the count."""
+    started_at: datetime
+    finished_at: datetime | None = None
+    """None while the attempt runs."""
+    duration_ms: int | None = None
+    http_status: int | None = None
+    error_class: AttemptErrorClass | None = None
+    error: str | None = None
+    response_snippet: str | None = None
+    """The first bytes of the response body (UTF-8, invalid sequences replaced)."""
+    next_retry_at: datetime | None = None
+    """When the retry after this failed attempt is due (None: no retry followed it)."""
+
+
 class Run(Struct, kw_only=True, rename="camel"):
-    """One fire of a job: keyed by job id and scheduled instant, stable across retries."""
+    """One fire of a job: keyed by job id and scheduled instant, stable across retries.
+
+    The top-level outcome fields (``startedAt`` … ``responseSnippet``) describe the latest attempt;
+    ``attemptHistory`` lists every attempt, oldest first (bounded: see ``MAX_ATTEMPT_HISTORY``).
+    """
 
     id: str
     job_id: str
@@ -272,6 +302,9 @@ class Run(Struct, kw_only=True, rename="camel"):
     http_status: int | None = None
     error: str | None = None
     response_snippet: str | None = None
+    next_attempt_at: datetime | None = None
+    """While the run waits for a retry: when it is due."""
+    attempt_history: list[Attempt] = msgspec.field(default_factory=list)
 
 
 class RunMessage(Struct, array_like=True):

@@ -19,7 +19,7 @@ import msgspec
 from schedsvc.bus import NatsRunBus
 from schedsvc.config import Settings
 from schedsvc.domain import HttpTarget, NatsTarget, Target, target_problems
-from schedsvc.domain.models import JsonBody
+from schedsvc.domain.models import AttemptErrorClass, JsonBody
 from schedsvc.domain.signing import signature_headers
 from schedsvc.execution.addresses import AddressRefusedError, GuardedTransport
 
@@ -67,6 +67,8 @@ class CallOutcome:
     retryable: bool = True
     refusal: str | None = None
     """The address-policy reason when the call was refused."""
+    error_class: AttemptErrorClass | None = None
+    """Why it failed, for the run history (None when it succeeded)."""
 
 
 def rfc3339(instant: datetime) -> str:
@@ -114,7 +116,9 @@ class TargetCaller:
         )
         if problems:
             reason = "; ".join(f"{field}: {message}" for field, message in problems)
-            return self._failed(datetime.now(UTC), f"target refused: {reason}", retryable=False, refusal="policy")
+            return self._failed(
+                datetime.now(UTC), f"target refused: {reason}", "refused", retryable=False, refusal="policy"
+            )
         if isinstance(target, HttpTarget):
             return await self._call_http(target, ctx)
         return await self._call_nats(target, ctx)
@@ -127,22 +131,35 @@ class TargetCaller:
             async with asyncio.timeout(target.timeout_seconds):
                 status, snippet, error = await self._exchange(target, ctx)
         except TimeoutError:
-            return self._failed(started, f"timed out after {target.timeout_seconds:g}s")
+            return self._failed(started, f"timed out after {target.timeout_seconds:g}s", "timeout")
         except AddressRefusedError as exc:
-            return self._failed(started, str(exc), retryable=False, refusal=exc.reason)
+            return self._failed(started, str(exc), "refused", retryable=False, refusal=exc.reason)
         except httpx.TimeoutException as exc:
-            return self._failed(started, f"{_phase(exc)} timed out")
+            return self._failed(started, f"{_phase(exc)} timed out", "timeout")
         except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError, TypeError) as exc:
             # A URL or header the request cannot be built from: another attempt would fail the same way.
-            return self._failed(started, f"invalid request: {type(exc).__name__}: {exc}", retryable=False)
+            return self._failed(
+                started, f"invalid request: {type(exc).__name__}: {exc}", "invalid_request", retryable=False
+            )
         except httpx.HTTPError as exc:
-            return self._failed(started, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            return self._failed(started, error, "connection")
         finished = datetime.now(UTC)
         if error is not None:
-            return CallOutcome(False, started, finished, status, error, snippet, retryable=False)
+            return CallOutcome(
+                False, started, finished, status, error, snippet, retryable=False, error_class="invalid_request"
+            )
         allowed = target.success_statuses
         ok = status in allowed if allowed else 200 <= status < 300
-        return CallOutcome(ok, started, finished, status, None if ok else f"HTTP {status}", snippet)
+        return CallOutcome(
+            ok,
+            started,
+            finished,
+            status,
+            None if ok else f"HTTP {status}",
+            snippet,
+            error_class=None if ok else "http_status",
+        )
 
     async def _exchange(self, target: HttpTarget, ctx: CallContext) -> tuple[int, str | None, str | None]:
         """Send the request, following redirects; returns (status, snippet, non-retryable error)."""
@@ -213,14 +230,28 @@ class TargetCaller:
             async with asyncio.timeout(NATS_PUBLISH_TIMEOUT_SECONDS):
                 await self._bus.publish_raw(target.subject, payload, headers)
         except TimeoutError:
-            return self._failed(started, "NATS publish timed out")
+            return self._failed(started, "NATS publish timed out", "timeout")
         except Exception as exc:  # nats-py raises several unrelated types
-            return self._failed(started, f"NATS publish failed: {type(exc).__name__}: {exc}")
+            return self._failed(started, f"NATS publish failed: {type(exc).__name__}: {exc}", "nats")
         return CallOutcome(True, started, datetime.now(UTC))
 
     @staticmethod
-    def _failed(started: datetime, error: str, retryable: bool = True, refusal: str | None = None) -> CallOutcome:
-        return CallOutcome(False, started, datetime.now(UTC), error=error, retryable=retryable, refusal=refusal)
+    def _failed(
+        started: datetime,
+        error: str,
+        error_class: AttemptErrorClass,
+        retryable: bool = True,
+        refusal: str | None = None,
+    ) -> CallOutcome:
+        return CallOutcome(
+            False,
+            started,
+            datetime.now(UTC),
+            error=error,
+            retryable=retryable,
+            refusal=refusal,
+            error_class=error_class,
+        )
 
 
 def _phase(exc: httpx.TimeoutException) -> str:

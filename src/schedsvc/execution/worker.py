@@ -284,7 +284,13 @@ class RunWorker:
         """Record success, a retry or the failure of an attempt, then settle its message."""
         msg = delivery.message
         record = AttemptRecord(
-            outcome.started_at, outcome.finished_at, outcome.http_status, outcome.error, outcome.response_snippet
+            outcome.started_at,
+            outcome.finished_at,
+            outcome.http_status,
+            outcome.error,
+            outcome.response_snippet,
+            attempt=attempt,
+            error_class=outcome.error_class,
         )
         retryable = not outcome.succeeded and outcome.retryable
         delay = next_retry_delay(job.retry, attempt, _age(msg), self._rng) if retryable else None

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from schedsvc.domain import Job, JobCreate, JobStatus, Run, RunMessage
+from schedsvc.domain import Job, JobCreate, JobStatus, Run, RunMessage, RunStatus, RunTrigger
 from schedsvc.domain.jobs import JobChange, JobNotice, JobPage, JobTiming
 from schedsvc.domain.timing import Advance, LeaseGrant, MissedFire
 
@@ -133,10 +133,25 @@ class LeaseStore(Protocol):
 
 @runtime_checkable
 class RunHistory(Protocol):
-    """A job's run records, as the API pages through them."""
+    """A tenant's run records, as the API reads them (they outlive their job until retention)."""
 
     async def list_for_job(
         self, tenant: str, job_id: str, limit: int, cursor: str | None
+    ) -> tuple[list[Run], str | None]: ...
+
+    async def get(self, tenant: str, rid: str) -> Run | None: ...
+
+    async def list_for_tenant(
+        self,
+        tenant: str,
+        *,
+        limit: int,
+        cursor: str | None = None,
+        statuses: Sequence[RunStatus] = (),
+        job_id: str | None = None,
+        trigger: RunTrigger | None = None,
+        scheduled_from: datetime | None = None,
+        scheduled_to: datetime | None = None,
     ) -> tuple[list[Run], str | None]: ...
 
 
