@@ -37,12 +37,13 @@ from litestar.testing import AsyncTestClient
 
 from schedsvc import names
 from schedsvc.api import create_app
+from schedsvc.api.runs import MAX_RETRIES_ON_DEMAND
 from schedsvc.bus import NatsRunBus
 from schedsvc.config import Settings
 from schedsvc.domain import HttpTarget, NatsTarget, RetryPolicy, RunMessage, run_id
 from schedsvc.execution import ExecutionService
 from schedsvc.names import Names
-from schedsvc.store import connect
+from schedsvc.store import MongoTenantStore, connect, database
 from schedsvc.store.runs import InvalidCursorError, MongoRunStore
 from schedsvc.wiring import Adapters, execution_service
 
@@ -1050,6 +1051,87 @@ async def test_end_to_end_through_api_and_timing(server, fast) -> None:  # type:
             keys = [c.headers["idempotency-key"] for c in server.calls_to("/e2e")]
             assert len(keys) == len(set(keys))  # one call per fire
             assert {i["id"] for i in items} <= set(keys)
+    finally:
+        mongo = connect(settings)
+        await mongo.drop_database(settings.database)
+        await mongo.close()
+        nc = await nats.connect(settings.nats_url)
+        n = Names(settings.prefix)
+        for stream in (n.run_stream, n.dead_letter_stream):
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await nc.jetstream().delete_stream(stream)
+        await nc.close()
+
+
+async def test_a_dead_letter_is_listed_and_retried_on_demand(server, fast) -> None:  # type: ignore[no-untyped-def]
+    """A run that exhausted its retries is listed for its tenant (GET /runs?status=failed) and can be
+    retried on demand: one more attempt, same run id and idempotency key; bounded; tenant-isolated."""
+    key = "sk_00000000000000dd_" + "d" * 43
+    settings = dataclasses.replace(
+        fast, roles=frozenset({"api", "execution"}), dev_mode=True, dev_api_key=key, target_allow_networks=(
+            ipaddress.ip_network("127.0.0.0/8"),)
+    )
+    headers = {"Authorization": f"Bearer {key}"}
+    healthy = False
+    server.routes["/dead"] = lambda c, n: Reply(200, b"fine") if healthy else Reply(500, b"down")
+    try:
+        async with AsyncTestClient(create_app(settings)) as client:
+            mongo = connect(settings)
+            try:
+                other_key, _ = await MongoTenantStore(database(mongo, settings)).create_tenant("rival")
+            finally:
+                await mongo.close()
+            body = {
+                "name": "fragile",
+                "schedule": {"kind": "interval", "seconds": 3600},
+                "target": {"kind": "http", "url": server.url("/dead")},
+                "retry": {"maxAttempts": 2, "minBackoffSeconds": 0.1, "maxBackoffSeconds": 0.2},
+            }
+            r = await client.post("/jobs", json=body, headers=headers)
+            assert r.status_code == 201, r.text
+            job_id = r.json()["id"]
+            rid = (await client.post(f"/jobs/{job_id}/run", headers=headers)).json()["runId"]
+
+            async def run_in(status: str, attempts: int) -> dict[str, Any] | None:
+                r = await client.get(f"/runs/{rid}", headers=headers)
+                run = r.json() if r.status_code == 200 else None
+                return run if run and run["status"] == status and run["attempts"] == attempts else None
+
+            await wait_until(lambda: run_in("failed", 2))
+            r = await client.get("/runs", params={"status": "failed"}, headers=headers)
+            assert [i["id"] for i in r.json()["items"]] == [rid]
+            assert r.json()["items"][0]["error"] == "HTTP 500"
+            rival = {"Authorization": f"Bearer {other_key.key}"}
+            assert (await client.get("/runs", params={"status": "failed"}, headers=rival)).json()["items"] == []
+            assert (await client.post(f"/runs/{rid}/retry", headers=rival)).status_code == 404
+
+            # Still failing: each retry on demand is exactly one more attempt, then failed again.
+            r = await client.post(f"/runs/{rid}/retry", headers=headers)
+            assert r.status_code == 202, r.text
+            assert r.json()["runId"] == rid
+            await wait_until(lambda: run_in("failed", 3))
+            healthy = True
+            assert (await client.post(f"/runs/{rid}/retry", headers=headers)).status_code == 202
+            run = await wait_until(lambda: run_in("succeeded", 4))
+            assert [a["number"] for a in run["attemptHistory"]] == [1, 2, 3, 4]
+            assert [a["httpStatus"] for a in run["attemptHistory"]] == [500, 500, 500, 200]
+            assert run["retriesOnDemand"] == 2
+            calls = server.calls_to("/dead")
+            assert [c.headers["x-schedsvc-attempt"] for c in calls] == ["1", "2", "3", "4"]
+            assert {c.headers["idempotency-key"] for c in calls} == {rid}
+            r = await client.post(f"/runs/{rid}/retry", headers=headers)
+            assert r.status_code == 409 and "only a failed run" in r.text
+
+            # Bounded: after MAX_RETRIES_ON_DEMAND retries the run is not reopened again.
+            healthy = False
+            rid = (await client.post(f"/jobs/{job_id}/run", headers=headers)).json()["runId"]
+            await wait_until(lambda: run_in("failed", 2))
+            for retry in range(1, MAX_RETRIES_ON_DEMAND + 1):
+                assert (await client.post(f"/runs/{rid}/retry", headers=headers)).status_code == 202
+                await wait_until(lambda retry=retry: run_in("failed", 2 + retry))  # type: ignore[misc]
+            r = await client.post(f"/runs/{rid}/retry", headers=headers)
+            assert r.status_code == 409 and "already retried" in r.text
+            assert (await client.post(f"/runs/{job_id}:1/retry", headers=headers)).status_code == 404
     finally:
         mongo = connect(settings)
         await mongo.drop_database(settings.database)

@@ -5,20 +5,29 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from litestar import Controller, Request, get
+from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.exceptions import NotFoundException
+from litestar.exceptions import ClientException, NotFoundException
 from litestar.params import FromPath, QueryParameter
 
 from schedsvc.api import openapi
 from schedsvc.api.errors import problem_responses
 from schedsvc.api.jobs import Cursor
-from schedsvc.domain import InvalidRequestError, Run, RunStatus, RunTrigger
-from schedsvc.domain.wire import RunList
-from schedsvc.store.base import RunHistory
+from schedsvc.domain import InvalidRequestError, JobNotFoundError, Run, RunMessage, RunStatus, RunTrigger
+from schedsvc.domain.time import utcnow
+from schedsvc.domain.wire import RunAccepted, RunList
+from schedsvc.store.base import JobRepository, RunHistory, RunPublisher
+from schedsvc.timing import to_ms
 
 MAX_STATUSES = 6
+MAX_RETRIES_ON_DEMAND = 5
+"""Retries on demand per run: each adds one attempt (the attempt history holds them all)."""
+_REFUSALS = {
+    "not_failed": "only a failed run can be retried",
+    "exhausted": f"the run was already retried {MAX_RETRIES_ON_DEMAND} times",
+    "changed": "the run changed meanwhile (retried by another request?)",
+}
 
 
 def _aware(value: datetime | None, field: str, problems: list[tuple[str, str]]) -> None:
@@ -88,3 +97,44 @@ class RunsController(Controller):
         if run is None:  # another tenant's run answers exactly as a missing one
             raise NotFoundException(detail="no such run")
         return run
+
+    @post(
+        "/{run_id:str}/retry",
+        summary="Retry a failed run: one more attempt, same run id and idempotency key",
+        operation_id="retryRun",
+        status_code=202,
+        responses={**problem_responses(404, 409), 202: openapi.success(RunAccepted, "Queued")},
+    )
+    async def retry_run(
+        self,
+        request: Request[str, str, State],
+        runs: NamedDependency[RunHistory],
+        jobs: NamedDependency[JobRepository],
+        run_queue: NamedDependency[RunPublisher],
+        run_id: FromPath[str],
+    ) -> RunAccepted:
+        tenant = request.user
+        existing = await runs.get(tenant, run_id)
+        if existing is None:
+            raise NotFoundException(detail="no such run")
+        try:
+            await jobs.get(tenant, existing.job_id)  # the attempt needs the job's target and policies
+        except JobNotFoundError:
+            raise ClientException("the run's job was deleted", status_code=409) from None
+        now = utcnow()
+        reopened = await runs.reopen_for_retry(tenant, run_id, now, MAX_RETRIES_ON_DEMAND)
+        if isinstance(reopened, str):
+            if reopened == "missing":
+                raise NotFoundException(detail="no such run")
+            raise ClientException(_REFUSALS[reopened], status_code=409)
+        scheduled_ms = to_ms(reopened.scheduled_at)
+        message = RunMessage(reopened.job_id, tenant, scheduled_ms, to_ms(now), reopened.trigger.value, 0)
+        try:
+            # Its own message id: the run's own id may still be in the stream's duplicate window.
+            await run_queue.publish_runs(
+                [message], [jobs.partition_of(reopened.job_id)], [f"{run_id}:retry{reopened.retries_on_demand}"]
+            )
+        except Exception:
+            await runs.revert_retry(run_id, reopened.retries_on_demand, utcnow())
+            raise
+        return RunAccepted(run_id, reopened.job_id, reopened.scheduled_at, reopened.trigger)

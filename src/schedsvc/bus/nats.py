@@ -217,8 +217,12 @@ class NatsRunBus:
         except Exception as exc:  # JetStream disabled or unavailable, a timeout, a lost connection
             raise BusError(f"cannot create the JetStream streams: {type(exc).__name__}: {exc}") from None
 
-    async def publish_runs(self, messages: Sequence[RunMessage], partitions: Sequence[int]) -> int:
+    async def publish_runs(
+        self, messages: Sequence[RunMessage], partitions: Sequence[int], message_ids: Sequence[str] | None = None
+    ) -> int:
         """Publish fires with message id ``jobId:scheduledMs``; return how many were new (not duplicates).
+
+        ``message_ids`` replaces those ids (a retry on demand of a run is a new message for the same run).
 
         Raises :class:`BusError` if any publish was not acknowledged; the caller must not advance
         ``nextRun`` for a batch that failed (re-publishing is safe: duplicates are dropped).
@@ -229,12 +233,11 @@ class NatsRunBus:
         names = self.names
         pending: list[asyncio.Future[PubAck]] = []
         try:
-            for msg, partition in zip(messages, partitions, strict=True):
+            for i, (msg, partition) in enumerate(zip(messages, partitions, strict=True)):
+                msg_id = message_ids[i] if message_ids is not None else run_id(msg.job_id, msg.scheduled_ms)
                 pending.append(
                     await self._js.publish_async(
-                        names.run_subject(partition),
-                        _encode_run(msg),
-                        headers={"Nats-Msg-Id": run_id(msg.job_id, msg.scheduled_ms)},
+                        names.run_subject(partition), _encode_run(msg), headers={"Nats-Msg-Id": msg_id}
                     )
                 )
             if pending:

@@ -77,6 +77,9 @@ class RunFacts:
     """How often JetStream has delivered this message (this delivery included)."""
     age_seconds: float
     """Seconds since the fire's scheduled instant."""
+    attempt_limit: int | None = None
+    """Set by a retry on demand: the attempts the run may reach (one more than it had), whatever the job's
+    policy and the run's age say."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,13 +104,14 @@ def on_delivery(run: RunFacts, job: JobFacts | None, *, manual: bool, now: datet
     if run.next_attempt_at is not None and run.next_attempt_at > now:
         # Redelivered before its retry was due (e.g. the delayed nak was lost): wait for it.
         return Decision(Step.WAIT, (run.next_attempt_at - now).total_seconds())
-    if run.attempts >= job.max_attempts:
+    limit = job.max_attempts if run.attempt_limit is None else run.attempt_limit
+    if run.attempts >= limit:
         return Decision(Step.FAIL, reason=f"attempt {run.attempts} was interrupted; no attempts left")
-    if run.attempts >= 1 and run.age_seconds > job.max_event_age_seconds:
+    if run.attempt_limit is None and run.attempts >= 1 and run.age_seconds > job.max_event_age_seconds:
         return Decision(Step.FAIL, reason="maxEventAgeSeconds passed before the retry")
     if run.deliveries > MAX_DELIVERIES:
         return Decision(Step.FAIL, reason=f"delivered {run.deliveries} times without finishing")
-    if job.paused and not manual:
+    if job.paused and not manual and run.attempt_limit is None:  # a retry on demand is asked for, like a manual run
         return Decision(Step.SKIP, reason="the job is paused")
     return Decision(Step.ATTEMPT)
 

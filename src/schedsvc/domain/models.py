@@ -304,6 +304,8 @@ class Run(Struct, kw_only=True, rename="camel"):
     response_snippet: str | None = None
     next_attempt_at: datetime | None = None
     """While the run waits for a retry: when it is due."""
+    retries_on_demand: int = 0
+    """How often the run was retried with ``POST /runs/{runId}/retry`` after it failed."""
     attempt_history: list[Attempt] = msgspec.field(default_factory=list)
 
 

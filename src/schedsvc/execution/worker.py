@@ -198,6 +198,7 @@ class RunWorker:
             next_attempt_at=state.next_attempt_at if state else None,
             deliveries=delivery.num_delivered,
             age_seconds=_age(msg),
+            attempt_limit=state.attempt_limit if state else None,
         )
         facts = (
             None

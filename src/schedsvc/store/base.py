@@ -154,6 +154,10 @@ class RunHistory(Protocol):
         scheduled_to: datetime | None = None,
     ) -> tuple[list[Run], str | None]: ...
 
+    async def reopen_for_retry(self, tenant: str, rid: str, now: datetime, max_retries: int) -> Run | str: ...
+
+    async def revert_retry(self, rid: str, retries: int, now: datetime) -> None: ...
+
 
 @runtime_checkable
 class RunPublisher(Protocol):
@@ -162,7 +166,9 @@ class RunPublisher(Protocol):
     @property
     def connected(self) -> bool: ...
 
-    async def publish_runs(self, messages: Sequence[RunMessage], partitions: Sequence[int]) -> int: ...
+    async def publish_runs(
+        self, messages: Sequence[RunMessage], partitions: Sequence[int], message_ids: Sequence[str] | None = None
+    ) -> int: ...
 
 
 @runtime_checkable

@@ -67,6 +67,7 @@ class RunState:
     attempts: int
     lease_until: datetime | None
     next_attempt_at: datetime | None
+    attempt_limit: int | None = None
 
     @property
     def final(self) -> bool:
@@ -112,7 +113,9 @@ class MongoRunStore:
 
     async def state(self, rid: str) -> RunState | None:
         """The run's status and attempt count, or None when no attempt was recorded yet."""
-        doc = await self._runs.find_one({"_id": rid}, {"status": 1, "attempts": 1, "leaseUntil": 1, "nextAttemptAt": 1})
+        doc = await self._runs.find_one(
+            {"_id": rid}, {"status": 1, "attempts": 1, "leaseUntil": 1, "nextAttemptAt": 1, "attemptLimit": 1}
+        )
         if doc is None:
             return None
         return RunState(
@@ -120,6 +123,7 @@ class MongoRunStore:
             attempts=int(doc.get("attempts") or 0),
             lease_until=doc.get("leaseUntil"),
             next_attempt_at=doc.get("nextAttemptAt"),
+            attempt_limit=doc.get("attemptLimit"),
         )
 
     async def claim_attempt(
@@ -349,6 +353,61 @@ class MongoRunStore:
             next_cursor = _encode_tenant_cursor(_to_ms(last["scheduledAt"]), str(last["_id"]))
         return page, next_cursor
 
+    async def reopen_for_retry(self, tenant: str, rid: str, now: datetime, max_retries: int) -> Run | str:
+        """Reopen a failed run of the tenant for one more attempt (a retry on demand).
+
+        Returns the reopened run, or why not: ``missing`` (no such run of this tenant), ``not_failed``,
+        ``exhausted`` (``max_retries`` reached) or ``changed`` (another request got there first). One
+        conditional write on the state read, so two concurrent requests reopen it once.
+        """
+        doc = await self._runs.find_one(
+            {"_id": rid, "tenant": tenant}, {"status": 1, "attempts": 1, "retriesOnDemand": 1}
+        )
+        if doc is None:
+            return "missing"
+        if doc.get("status") != RunStatus.FAILED.value:
+            return "not_failed"
+        retries = int(doc.get("retriesOnDemand") or 0)
+        if retries >= max_retries:
+            return "exhausted"
+        attempts = int(doc.get("attempts") or 0)
+        reopened = await self._runs.find_one_and_update(
+            {
+                "_id": rid,
+                "tenant": tenant,
+                "status": RunStatus.FAILED.value,
+                "attempts": attempts,
+                "retriesOnDemand": {"$in": [0, None]} if retries == 0 else retries,
+            },
+            {
+                "$set": {
+                    "status": RunStatus.QUEUED.value,
+                    "attemptLimit": attempts + 1,
+                    "retriesOnDemand": retries + 1,
+                    "finishedAt": None,
+                    "leaseUntil": None,
+                    "nextAttemptAt": None,
+                    "expireAt": now + self._retention,
+                }
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+        return "changed" if reopened is None else _to_run(reopened)
+
+    async def revert_retry(self, rid: str, retries: int, now: datetime) -> None:
+        """Undo :meth:`reopen_for_retry` when its message could not be published (the run is failed again)."""
+        await self._runs.update_one(
+            {"_id": rid, "status": RunStatus.QUEUED.value, "retriesOnDemand": retries, "leaseUntil": None},
+            {
+                "$set": {
+                    "status": RunStatus.FAILED.value,
+                    "finishedAt": now,
+                    "attemptLimit": None,
+                    "retriesOnDemand": retries - 1,
+                }
+            },
+        )
+
     # -- helpers ----------------------------------------------------------------------------------
 
     def _identity(self, message: RunMessage) -> dict[str, Any]:
@@ -499,5 +558,6 @@ def _to_run(doc: dict[str, Any]) -> Run:
         error=doc.get("error"),
         response_snippet=doc.get("responseSnippet"),
         next_attempt_at=doc.get("nextAttemptAt") if status == RunStatus.QUEUED else None,
+        retries_on_demand=int(doc.get("retriesOnDemand") or 0),
         attempt_history=_attempt_history(doc, status),
     )
