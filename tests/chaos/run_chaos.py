@@ -6,6 +6,7 @@ One command::
     .venv/bin/python tests/chaos/run_chaos.py --calm     # the same without faults: the control run
     .venv/bin/python tests/chaos/run_chaos.py --short    # 40 jobs, a 50 s window (< ~2 min), for pytest
     .venv/bin/python tests/chaos/run_chaos.py --rolling  # a rolling restart: SIGTERM, start, one by one
+    .venv/bin/python tests/chaos/run_chaos.py --rolling --replicas 1  # one replica stopped and started thrice
 
 What it does, on loopback ports of its own: starts SecantusDB (MongoDB wire protocol, data directory kept
 across its restarts), nats-server with JetStream (file storage kept across restarts), a private
@@ -380,7 +381,8 @@ async def run(args: argparse.Namespace, cluster: Cluster, prefix: str, receiver:
     passed = all(v == 0 for v in checks.values())
     return {
         "passed": passed,
-        "mode": ("rolling" if args.rolling else "short" if args.short else "full") + (" calm" if args.calm else ""),
+        "mode": ("rolling" if args.rolling else "short" if args.short else "full") + (" calm" if args.calm else "")
+        + (f", {args.replicas} replica(s)" if args.rolling else ""),
         "jobs": len(job_ids),
         "window_s": window,
         "window_start": iso(base),
@@ -441,7 +443,9 @@ def print_report(report: dict[str, Any]) -> None:
 
 
 def _faults(args: argparse.Namespace) -> list[tuple[float, str, Any]]:
-    return FAULTS_ROLLING if args.rolling else FAULTS_SHORT if args.short else FAULTS_FULL
+    if args.rolling:
+        return [(t, action, [n % args.replicas for n in arg]) for t, action, arg in FAULTS_ROLLING]
+    return FAULTS_SHORT if args.short else FAULTS_FULL
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -451,6 +455,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--window", type=int, help="seconds of fires checked (default 300; 50 with --short)")
     p.add_argument("--rolling", action="store_true",
                    help="a rolling restart (SIGTERM, start) of the three replicas in a 50 s window")
+    p.add_argument("--replicas", type=int, default=REPLICAS,
+                   help="replicas to run (default 3; only with --rolling, which then restarts them in turn)")
     p.add_argument("--calm", action="store_true", help="no faults: the control run (capacity and lateness)")
     p.add_argument("--drain-timeout", type=float,
                    help="longest wait for the backlog after the window (default 900 s, 240 s with --short; "
@@ -462,6 +468,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.jobs = args.jobs or (40 if brief else 30)
     args.window = args.window or (50 if brief else 300)
     args.drain_timeout = args.drain_timeout or (240.0 if brief else 900.0)
+    if args.replicas != REPLICAS and not args.rolling:
+        p.error("--replicas applies to --rolling only (the other fault schedules name three replicas)")
+    if args.replicas < 1:
+        p.error("--replicas must be at least 1")
     last_fault = max(t for t, _, _ in _faults(args))
     if args.window < last_fault + 5 and not args.calm:
         p.error(f"--window must be at least {last_fault + 5} s to contain the fault schedule")
@@ -507,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         if migrate.returncode != 0:
             raise RuntimeError(f"schedsvc migrate failed: {migrate.stderr[-2000:]}")
-        for n in range(REPLICAS):
+        for n in range(args.replicas):
             replica = replace(settings, port=embedded.free_port())
             replicas.append(embedded.service(replica, work / f"replica-{n}.log", name=f"replica {n}"))
         cluster = Cluster(mongo, nats, replicas, work)
