@@ -12,7 +12,7 @@ Besides the fields in ``docs/design/data-model.md`` the execution module keeps t
   so each write sets its own attempt's fields by path (``attemptLog.2.finishedAt``), with no array
   operator, in the same single-document update as the run's status. Bounded: attempts beyond
   :data:`MAX_ATTEMPT_HISTORY` are counted but not logged, and each keeps the first
-  :data:`ATTEMPT_SNIPPET_CHARS` characters of its response.
+  :data:`ATTEMPT_SNIPPET_CHARS` characters of its response and :data:`ATTEMPT_ERROR_CHARS` of its error.
 
 Every write is conditional on the run not being final yet, so a late or duplicate worker can never
 overwrite a finished run.
@@ -54,6 +54,8 @@ MAX_ATTEMPT_HISTORY = 60
 """Attempts logged per run (a policy allows 50; retries on demand add a few)."""
 ATTEMPT_SNIPPET_CHARS = 256
 """Characters of the response kept per attempt (the run's latest keeps ``response_snippet_bytes``)."""
+ATTEMPT_ERROR_CHARS = 512
+"""Characters of the error message kept per attempt."""
 _INTERRUPTED = "the worker stopped during this attempt"
 # A job slot outlives its lease by this much before the TTL index removes it.
 _SLOT_EXPIRY = timedelta(days=1)
@@ -452,7 +454,7 @@ def _attempt_outcome(record: AttemptRecord, next_retry_at: datetime | None) -> d
         "durationMs": record.duration_ms,
         "httpStatus": record.http_status,
         "errorClass": record.error_class,
-        "error": record.error,
+        "error": None if record.error is None else record.error[:ATTEMPT_ERROR_CHARS],
         "responseSnippet": None if snippet is None else snippet[:ATTEMPT_SNIPPET_CHARS],
         "nextRetryAt": next_retry_at,
     }
