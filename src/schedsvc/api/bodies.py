@@ -94,8 +94,8 @@ def _convert_problems(value: Any, target_type: Any, field: str) -> list[tuple[st
     try:
         msgspec.convert(value, target_type, strict=True)
     except msgspec.ValidationError as exc:
-        error = field_from_message(str(exc), "body", None)
-        path = ".".join(p for p in (field, "" if error.field == "body" else error.field) if p) or "body"
+        error = field_from_message(str(exc), "body", "")  # "": no path of its own (the field itself)
+        path = ".".join(p for p in (field, error.field) if p) or "body"
         return [(path, error.message)]
     return []
 

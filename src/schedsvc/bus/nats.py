@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import msgspec
 import nats
@@ -55,22 +55,26 @@ class BusError(BusUnavailableError):
     """NATS or JetStream could not take a message."""
 
 
-def _error_logger(url: str) -> Callable[[Exception], Awaitable[None]]:
+class _ErrorLog:
     """nats-py's error callback: one line per error, naming the server, without a traceback.
 
-    The library's default logs a full traceback for every failed (re)connect attempt, several a second
-    while NATS is down; an identical error is repeated at most every :data:`ERROR_LOG_INTERVAL_SECONDS`.
+    The library's default logs a full traceback for every failed reconnect attempt, several a second
+    while NATS is down; here an identical error is repeated at most every
+    :data:`ERROR_LOG_INTERVAL_SECONDS`. Failures of the first connection are left to the caller, which
+    logs one line per attempt.
     """
-    last: list[Any] = ["", 0.0]
 
-    async def log_error(exc: Exception) -> None:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.armed = False
+        self._last: tuple[str, float] = ("", 0.0)
+
+    async def log(self, exc: Exception) -> None:
         text = f"{type(exc).__name__}: {exc}"
         now = time.monotonic()
-        if text != last[0] or now - last[1] > ERROR_LOG_INTERVAL_SECONDS:
-            last[:] = [text, now]
-            log.warning("NATS at %s: %s", url, text)
-
-    return log_error
+        if self.armed and (text != self._last[0] or now - self._last[1] > ERROR_LOG_INTERVAL_SECONDS):
+            self._last = (text, now)
+            log.warning("NATS at %s: %s", self.url, text)
 
 
 @dataclass(slots=True)
@@ -165,18 +169,25 @@ class NatsRunBus:
 
         After the first connection the client reconnects by itself, for ever.
         """
+        errors = _ErrorLog(settings.nats_url)
         try:
+            # With unlimited reconnects, nats-py retries a failed *first* connection for ever inside
+            # connect(), so a process started while NATS is down would never finish starting. The first
+            # connection tries each server at most twice (the caller retries with backoff); reconnects
+            # are unlimited once connected (the client reads the option whenever the connection drops).
             nc = await nats.connect(
                 servers=[s.strip() for s in settings.nats_url.split(",")],
                 name=f"schedsvc-{','.join(sorted(settings.roles))}",
-                max_reconnect_attempts=-1,
+                max_reconnect_attempts=1,
                 reconnect_time_wait=0.5,
                 connect_timeout=5,
                 allow_reconnect=True,
-                error_cb=_error_logger(settings.nats_url),
+                error_cb=errors.log,
             )
         except Exception as exc:  # nats raises OSError, NoServersError, TimeoutError, ...
             raise BusError(f"cannot connect: {type(exc).__name__}: {exc}") from None
+        nc.options["max_reconnect_attempts"] = -1
+        errors.armed = True
         return cls(nc, names or Names(settings.prefix))
 
     @property
