@@ -15,6 +15,7 @@ bodies that already passed the strict one:
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import msgspec
@@ -100,13 +101,15 @@ def _convert_problems(value: Any, target_type: Any, field: str) -> list[tuple[st
     return []
 
 
-_DECLARED_QUERY: dict[int, frozenset[str]] = {}  # route handlers live as long as the app
+# Keyed by the handler itself, weakly: an id() would be reused by the handlers of a later app (tests build
+# many) and hand it another route's parameters.
+_DECLARED_QUERY: weakref.WeakKeyDictionary[Any, frozenset[str]] = weakref.WeakKeyDictionary()
 
 
 def _declared_query(handler: Any) -> frozenset[str]:
-    cached = _DECLARED_QUERY.get(id(handler))
+    cached = _DECLARED_QUERY.get(handler)
     if cached is None:
-        cached = _DECLARED_QUERY[id(handler)] = frozenset(
+        cached = _DECLARED_QUERY[handler] = frozenset(
             fd.kwarg_definition.query or fd.kwarg_definition.name or name  # name: QueryParameter(name="from")
             for name, fd in handler.parsed_fn_signature.parameters.items()
             if isinstance(fd.kwarg_definition, QueryParameter)
