@@ -136,6 +136,8 @@ def service_url(
     a ``dev`` tenant whose key is :data:`DEV_KEY`. A module tunes it with ``SERVICE_SETTINGS = {...}``."""
     from dataclasses import replace
 
+    import pymongo
+
     from schedsvc import embedded
     from schedsvc.config import Settings
 
@@ -155,5 +157,7 @@ def service_url(
     log = tmp_path_factory.mktemp("service") / "service.log"
     with servers.running(embedded.service(settings, log)) as server:
         yield server.url
+    with pymongo.MongoClient(mongo_uri) as client:
+        client.drop_database(settings.database)
     if "Traceback" in log.read_text():
         print(log.read_text()[-5000:])
