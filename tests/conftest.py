@@ -118,3 +118,46 @@ async def mongo_db(settings) -> AsyncIterator[object]:  # type: ignore[no-untype
     finally:
         await client.drop_database(settings.database)
         await client.close()
+
+
+DEV_KEY = "sk_00000000000000dd_" + "d" * 43
+"""API key of the ``dev`` tenant of :func:`service_url`'s service."""
+
+
+@pytest.fixture(scope="module")
+def service_url(
+    request: pytest.FixtureRequest,
+    mongo_uri: str,
+    nats_url: str,
+    run_token: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
+    """A ``schedsvc serve`` process (API role) for one test module, on a database and prefix of its own, with
+    a ``dev`` tenant whose key is :data:`DEV_KEY`. A module tunes it with ``SERVICE_SETTINGS = {...}``."""
+    from dataclasses import replace
+
+    import pymongo
+
+    from schedsvc import embedded
+    from schedsvc.config import Settings
+
+    name = f"{run_token}_{uuid.uuid4().hex[:6]}"
+    settings = Settings(
+        mongodb_uri=mongo_uri,
+        database=f"schedsvc_{name}",
+        nats_url=nats_url,
+        prefix=f"schedsvc_{name}",
+        roles=frozenset({"api"}),
+        port=servers.free_port(),
+        dev_mode=True,
+        dev_api_key=DEV_KEY,
+        log_level="WARNING",
+    )
+    settings = replace(settings, **getattr(request.module, "SERVICE_SETTINGS", {}))
+    log = tmp_path_factory.mktemp("service") / "service.log"
+    with servers.running(embedded.service(settings, log)) as server:
+        yield server.url
+    with pymongo.MongoClient(mongo_uri) as client:
+        client.drop_database(settings.database)
+    if "Traceback" in log.read_text():
+        print(log.read_text()[-5000:])

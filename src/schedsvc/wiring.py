@@ -7,10 +7,13 @@ tests and benchmarks) call :func:`open_adapters` and then build the modules they
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -20,6 +23,8 @@ from schedsvc.config import Settings
 from schedsvc.domain.jobs import JobNotice
 from schedsvc.execution.service import ExecutionService
 from schedsvc.execution.worker import JobChanged
+from schedsvc.observability.logging import configure_logging
+from schedsvc.observability.runtime import tune_gc
 from schedsvc.store import MongoJobStore, MongoTenantStore, connect, database
 from schedsvc.store.leases import MongoLeaseStore
 from schedsvc.store.migrate import apply_migrations
@@ -28,6 +33,7 @@ from schedsvc.store.timing import MongoTimingStore
 from schedsvc.timing.service import TimingService
 
 log = logging.getLogger(__name__)
+S = TypeVar("S", bound="HeadlessService")
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,3 +126,33 @@ def execution_service(
         on_job_changed=on_job_changed,
         **options,
     )
+
+
+class HeadlessService(Protocol):
+    """A module that runs without HTTP (timing, execution) and stops gracefully."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def run_headless(build: Callable[[Adapters], S], ready_line: Callable[[S], str]) -> None:
+    """``python -m schedsvc.<module>``: build the module from ``SCHEDSVC_*`` settings and run it until
+    SIGTERM/SIGINT, then stop it gracefully. One ``ready_line`` on stdout tells a parent it is serving."""
+    settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    tune_gc()
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        async with AsyncExitStack() as stack:
+            service = build(await open_adapters(settings, stack))
+            await service.start()
+            print(ready_line(service), flush=True)
+            await stop.wait()
+            await service.stop()
+
+    asyncio.run(run())

@@ -16,6 +16,7 @@ from tests.support import servers
 from schedsvc.api import create_app
 from schedsvc.config import Settings
 from schedsvc.store import MongoTenantStore, connect, database
+from schedsvc.testing import Reply, WebhookReceiver
 
 DEV_KEY = "sk_00000000000000bb_" + "b" * 43
 
@@ -245,26 +246,13 @@ async def test_a_run_that_changes_last_run_invalidates_the_cache(
     settings: Settings, redis_url: str, auth: dict[str, str], drop_database: None, tmp_path: Path
 ) -> None:
     """Execution bumps the tenant's cache version when a run changes a job's lastRun."""
-    import http.server
-    import threading
-
-    class Hook(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("content-length", 0)))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    receiver = await WebhookReceiver(default=Reply(204, b"")).start()
     full = dataclasses.replace(api_settings(settings, redis_url), roles=frozenset({"api", "execution"}))
     try:
         async with AsyncTestClient(create_app(full)) as client:
             body = {
                 **job_body("hooked"),
-                "target": {"kind": "http", "url": f"http://127.0.0.1:{receiver.server_port}/"},
+                "target": {"kind": "http", "url": receiver.url("/")},
             }
             job = (await client.post("/jobs", json=body, headers=auth)).json()
             assert (await client.get(f"/jobs/{job['id']}", headers=auth)).json()["lastRun"] is None  # now cached
@@ -278,5 +266,4 @@ async def test_a_run_that_changes_last_run_invalidates_the_cache(
             listed = (await client.get("/jobs", headers=auth)).json()["items"][0]
             assert listed["lastRun"] == current["lastRun"]
     finally:
-        receiver.shutdown()
-        receiver.server_close()
+        await receiver.close()

@@ -6,49 +6,12 @@ characters with a problem detail naming the field.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
-from tests.support import servers
+from tests.conftest import DEV_KEY
 
-DEV_KEY = "sk_00000000000000dd_" + "d" * 43
 AUTH = {"Authorization": f"Bearer {DEV_KEY}"}
-
-
-@pytest.fixture(scope="module")
-def service_url(
-    mongo_uri: str, nats_url: str, run_token: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    port = servers.free_port()
-    env = {
-        **os.environ,
-        "SCHEDSVC_MONGODB_URI": mongo_uri,
-        "SCHEDSVC_DATABASE": f"schedsvc_{run_token}_description",
-        "SCHEDSVC_NATS_URL": nats_url,
-        "SCHEDSVC_PREFIX": f"schedsvc_{run_token}_description",
-        "SCHEDSVC_ROLES": "api",
-        "SCHEDSVC_PORT": str(port),
-        "SCHEDSVC_DEV_MODE": "true",
-        "SCHEDSVC_DEV_API_KEY": DEV_KEY,
-        "SCHEDSVC_LOG_LEVEL": "WARNING",
-    }
-    log: Path = tmp_path_factory.mktemp("description") / "service.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "schedsvc.cli", "serve"], env=env, stdout=out, stderr=out)
-    try:
-        servers.wait_for_port(port, 60, proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(30)
-        if "Traceback" in log.read_text():
-            print(log.read_text()[-5000:])
 
 
 def job_body(name: str, **fields: Any) -> dict[str, Any]:

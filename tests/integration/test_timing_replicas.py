@@ -16,6 +16,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -67,18 +68,8 @@ class Replica:
     """One ``python -m schedsvc.timing`` process."""
 
     def __init__(self, settings: Settings, log: Path) -> None:
-        self.env = {
-            **os.environ,
-            "SCHEDSVC_MONGODB_URI": settings.mongodb_uri,
-            "SCHEDSVC_DATABASE": settings.database,
-            "SCHEDSVC_NATS_URL": settings.nats_url,
-            "SCHEDSVC_PREFIX": settings.prefix,
-            "SCHEDSVC_ROLES": "timing",
-            "SCHEDSVC_PARTITIONS": str(settings.partitions),
-            "SCHEDSVC_LEASE_TTL_SECONDS": str(settings.lease_ttl_seconds),
-            "SCHEDSVC_HEARTBEAT_SECONDS": str(settings.heartbeat_seconds),
-            "SCHEDSVC_HORIZON_SECONDS": str(settings.horizon_seconds),
-        }
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDSVC_")}
+        self.env = env | replace(settings, roles=frozenset({"timing"})).to_env()
         self.log = log
         self.proc: asyncio.subprocess.Process | None = None
         self.member = ""
