@@ -6,7 +6,9 @@ Covers the ``once`` bounds (issue 14, bug 1) and the tenant-wide run history (``
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -210,3 +212,35 @@ async def test_run_history_refuses_bad_queries(api: Api) -> None:
         assert r.headers["content-type"].startswith("application/problem+json")
     r = await api.client.get("/runs")
     assert r.status_code == 401
+
+
+async def test_nats_reached_after_start_up_completes_the_service(settings: Settings, tmp_path: Any) -> None:
+    """Started while NATS is down, the API process is live and not ready; once NATS appears it connects
+    (with backoff), becomes ready and queues runs (merged from the hostile-input work onto main's wiring)."""
+    from schedsvc import embedded
+
+    port = embedded.free_port()
+    settings = dataclasses.replace(
+        settings, nats_url=f"nats://127.0.0.1:{port}", roles=frozenset({"api"}), dev_mode=True, dev_api_key=DEV_KEY
+    )
+    headers = {"Authorization": f"Bearer {DEV_KEY}"}
+    nats_server = embedded.nats(tmp_path / "nats", port=port)
+    try:
+        async with AsyncTestClient(create_app(settings)) as client:
+            assert (await client.get("/health/ready")).status_code == 503
+            r = await client.post("/jobs", json=job_body("later", {"kind": "interval", "seconds": 60}), headers=headers)
+            assert r.status_code == 201, r.text
+            job_id = r.json()["id"]
+            assert (await client.post(f"/jobs/{job_id}/run", headers=headers)).status_code == 503
+            await asyncio.to_thread(nats_server.start)
+            deadline = time.monotonic() + 30
+            while (await client.get("/health/ready")).status_code != 200:
+                assert time.monotonic() < deadline, "not ready 30 s after NATS came up"
+                await asyncio.sleep(0.2)
+            r = await client.post(f"/jobs/{job_id}/run", headers=headers)
+            assert r.status_code == 202, r.text
+    finally:
+        await asyncio.to_thread(nats_server.stop)
+        mongo = connect(settings)
+        await mongo.drop_database(settings.database)
+        await mongo.close()
