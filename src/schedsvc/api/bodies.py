@@ -100,18 +100,16 @@ def _convert_problems(value: Any, target_type: Any, field: str) -> list[tuple[st
     return []
 
 
-_DECLARED_QUERY: dict[int, frozenset[str]] = {}  # route handlers live as long as the app
-
-
 def _declared_query(handler: Any) -> frozenset[str]:
-    cached = _DECLARED_QUERY.get(id(handler))
-    if cached is None:
-        cached = _DECLARED_QUERY[id(handler)] = frozenset(
+    """The query parameters a handler declares, computed once and kept in its ``opt`` (user data)."""
+    declared: frozenset[str] | None = handler.opt.get("schedsvc_query")
+    if declared is None:
+        declared = handler.opt["schedsvc_query"] = frozenset(
             fd.kwarg_definition.query or name
             for name, fd in handler.parsed_fn_signature.parameters.items()
             if isinstance(fd.kwarg_definition, QueryParameter)
         )
-    return cached
+    return declared
 
 
 def _check_query(request: Request[Any, Any, Any], declared: frozenset[str]) -> None:
