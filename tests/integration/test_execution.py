@@ -349,8 +349,7 @@ async def test_success_is_signed_identified_and_recorded(mongo_db, bus, services
     server.routes["/hook"] = lambda c, n: Reply(201, b'{"accepted":true}')
     job_id = await add_job(
         mongo_db,
-        HttpTarget(url=server.url("/hook?x=1"), method="POST", headers={"X-Custom": "yes", "Host": "evil"},
-                   body={"hello": "world"}),
+        HttpTarget(url=server.url("/hook?x=1"), method="POST", headers={"X-Custom": "yes"}, body={"hello": "world"}),
     )
     await services()
     scheduled_ms = int(time.time() * 1000) - 1500
@@ -371,7 +370,7 @@ async def test_success_is_signed_identified_and_recorded(mongo_db, bus, services
     h = call.headers
     assert h["content-type"] == "application/json"
     assert h["x-custom"] == "yes"
-    assert h["host"] == f"127.0.0.1:{server.port}"  # a job cannot override Host
+    assert h["host"] == f"127.0.0.1:{server.port}"
     assert h["idempotency-key"] == rid == f"{job_id}:{scheduled_ms}"
     assert h["x-schedsvc-job-id"] == job_id
     assert h["x-schedsvc-attempt"] == "1"
@@ -708,6 +707,37 @@ async def test_paused_job_skips_scheduled_fires_but_runs_manual_ones(mongo_db, b
     doc = await final_run(mongo_db, manual)
     assert doc["status"] == "succeeded" and doc["trigger"] == "manual"
     assert len(server.calls) == 1
+
+
+async def test_a_stored_target_the_policy_refuses_fails_without_a_call(mongo_db, bus, services, server, fast) -> None:  # type: ignore[no-untyped-def]
+    """The API refuses these at create time; a job stored behind its back meets the same policy before
+    every call (here a lowercase service header and a header value with CRLF)."""
+    await add_tenant(mongo_db)
+    retry = RetryPolicy(max_attempts=3, min_backoff_seconds=0.1, max_backoff_seconds=0.1)
+    await services()
+    for headers in ({"host": "evil"}, {"X-A": "a\r\nX-B: b"}):
+        job_id = await add_job(mongo_db, HttpTarget(url=server.url("/x"), headers=headers), retry=retry)
+        doc = await final_run(mongo_db, await fire(bus, job_id))
+        assert doc["status"] == "failed" and doc["attempts"] == 1 and "target refused" in doc["error"], doc
+    assert server.calls == []
+
+
+async def test_a_poison_run_is_failed_and_dead_lettered_not_looped(mongo_db, bus, services, server, fast) -> None:  # type: ignore[no-untyped-def]
+    """A body nested 600 levels (stored behind the API's back) once made every delivery fail the same way,
+    redelivered every 5 s for ever; now the run fails once, with the reason, and is dead-lettered."""
+    await add_tenant(mongo_db)
+    job_id = await add_job(mongo_db, HttpTarget(url=server.url("/x")))
+    deep: Any = 1
+    for _ in range(600):
+        deep = {"a": deep}
+    await mongo_db[names.JOBS].update_one({"_id": job_id}, {"$set": {"target.body": deep}})
+    await services()
+    doc = await final_run(mongo_db, await fire(bus, job_id))
+    assert doc["status"] == "failed" and "nested deeper" in doc["error"]
+    [(headers, _)] = await wait_until(lambda: dead_letters(fast))
+    assert headers["Schedsvc-Job-Id"] == job_id
+    await wait_until(lambda: consumer_settled(fast))  # acknowledged: no further deliveries
+    assert server.calls == []
 
 
 @pytest.mark.parametrize("dies_at", ["ack", "job update"])
