@@ -24,7 +24,7 @@ from tests.support import servers
 DEV_KEY = "sk_00000000000000dd_" + "d" * 43
 AUTH = {"Authorization": f"Bearer {DEV_KEY}"}
 BOUNDED = settings(
-    max_examples=40, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+    max_examples=100, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
 )
 
 
