@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar import Controller, HttpMethod, Request, Response, delete, get, patch, post, route
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException
@@ -194,6 +194,22 @@ class JobsController(Controller):
     ) -> JobList:
         page = await jobs.list(request.user, limit=limit, cursor=cursor, status=status, tag=tag, name_prefix=name)
         return JobList(page.items, page.next_cursor)
+
+    @route("/", http_method=[HttpMethod.OPTIONS], include_in_schema=False, status_code=204)
+    async def allowed_methods_of_jobs(self) -> Response[None]:
+        """``OPTIONS /jobs`` (see :meth:`allowed_methods_of_a_job`)."""
+        return Response(None, status_code=204, headers={"Allow": "GET, OPTIONS, POST"})
+
+    @route("/{job_id:str}", http_method=[HttpMethod.OPTIONS], include_in_schema=False, status_code=204)
+    async def allowed_methods_of_a_job(self) -> Response[None]:
+        """``OPTIONS /jobs/{id}``.
+
+        Litestar registers a controller's handlers one at a time (in name order) and keeps the OPTIONS
+        handler it generated for the first one (``delete_job``) when it merges the others into the route,
+        so its ``Allow`` said ``DELETE, OPTIONS``. This handler's name sorts first, so it is the path's
+        OPTIONS handler from the start.
+        """
+        return Response(None, status_code=204, headers={"Allow": "DELETE, GET, OPTIONS, PATCH"})
 
     @get("/{job_id:str}", summary="Get a job", cache=True, responses=problem_responses(404))
     async def get_job(
