@@ -13,9 +13,11 @@ import contextlib
 import dataclasses
 import hashlib
 import hmac
+import io
 import ipaddress
 import itertools
 import json
+import logging
 import os
 import secrets
 import signal
@@ -42,6 +44,7 @@ from schedsvc.config import Settings
 from schedsvc.domain import HttpTarget, NatsTarget, RetryPolicy, RunMessage, run_id
 from schedsvc.execution import ExecutionService
 from schedsvc.names import Names
+from schedsvc.observability.logging import JsonFormatter
 from schedsvc.store import connect
 from schedsvc.store.runs import InvalidCursorError, MongoRunStore
 
@@ -731,9 +734,20 @@ async def test_a_poison_run_is_failed_and_dead_lettered_not_looped(mongo_db, bus
     for _ in range(90):  # MongoDB stores at most 100 levels
         deep = {"a": deep}
     await mongo_db[names.JOBS].update_one({"_id": job_id}, {"$set": {"target.body": deep}})
-    await services()
-    doc = await final_run(mongo_db, await fire(bus, job_id))
+    # The worker's log lines carry the job and run ids (formatted as they are written, in the run's task).
+    lines = io.StringIO()
+    handler = logging.StreamHandler(lines)
+    handler.setFormatter(JsonFormatter())
+    logging.getLogger("schedsvc.execution.worker").addHandler(handler)
+    try:
+        await services()
+        rid = await fire(bus, job_id)
+        doc = await final_run(mongo_db, rid)
+    finally:
+        logging.getLogger("schedsvc.execution.worker").removeHandler(handler)
     assert doc["status"] == "failed" and "nested deeper" in doc["error"]
+    entries = [json.loads(line) for line in lines.getvalue().splitlines()]
+    assert any("dead-lettered" in e["msg"] and e["jobId"] == job_id and e["runId"] == rid for e in entries), entries
     [(headers, _)] = await wait_until(lambda: dead_letters(fast))
     assert headers["Schedsvc-Job-Id"] == job_id
     await wait_until(lambda: consumer_settled(fast))  # acknowledged: no further deliveries
