@@ -14,12 +14,7 @@ from pathlib import Path
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
+from schemathesis.checks import CHECKS, load_all_checks
 from tests.support import servers
 
 DEV_KEY = "sk_00000000000000cc_" + "c" * 43
@@ -61,7 +56,10 @@ def test_no_server_errors_and_responses_match_the_schema(service_url: str) -> No
     # schemathesis' pytest loader does not support pytest 9 yet, so each operation's strategy is driven
     # by Hypothesis directly; the checks are schemathesis' own.
     schema = schemathesis.openapi.from_url(f"{service_url}/schema/openapi.json", wait_for_schema=30)
-    checks = [not_a_server_error, response_schema_conformance, content_type_conformance, status_code_conformance]
+    load_all_checks()
+    # Every check schemathesis has, negative-data rejection included, but one: a cursor is an opaque
+    # token, so one that fits its documented pattern may still be forged, and is rightly refused (400).
+    checks = [c for c in CHECKS.get_all() if c.__name__ != "positive_data_acceptance"]
     failures: list[str] = []
     operations = 0
     for result in schema.get_all_operations():

@@ -582,6 +582,14 @@ async def test_a_failed_create_releases_its_idempotency_key(api: Api) -> None:
     assert r.status_code == 201, r.text
 
 
+async def test_options_lists_every_method_of_the_path(api: Api) -> None:
+    job = await create(api)
+    for path, methods in ((f"/jobs/{job['id']}", {"GET", "PATCH", "DELETE"}), ("/jobs", {"GET", "POST"})):
+        r = await api.client.options(path, headers=api.headers)
+        assert r.status_code == 204, r.text
+        assert {m.strip() for m in r.headers["allow"].split(",")} == methods | {"OPTIONS"}
+
+
 async def test_run_now_without_nats_is_503_with_retry_after(settings: Settings) -> None:
     """A process started while NATS is down is live, not ready, and answers run-now with 503."""
     from tests.support import servers

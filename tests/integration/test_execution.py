@@ -13,9 +13,11 @@ import contextlib
 import dataclasses
 import hashlib
 import hmac
+import io
 import ipaddress
 import itertools
 import json
+import logging
 import os
 import secrets
 import signal
@@ -43,6 +45,7 @@ from schedsvc.config import Settings
 from schedsvc.domain import HttpTarget, NatsTarget, RetryPolicy, RunMessage, run_id
 from schedsvc.execution import ExecutionService
 from schedsvc.names import Names
+from schedsvc.observability.logging import JsonFormatter
 from schedsvc.store import MongoTenantStore, connect, database
 from schedsvc.store.runs import InvalidCursorError, MongoRunStore
 from schedsvc.wiring import Adapters, execution_service
@@ -351,8 +354,7 @@ async def test_success_is_signed_identified_and_recorded(mongo_db, bus, services
     server.routes["/hook"] = lambda c, n: Reply(201, b'{"accepted":true}')
     job_id = await add_job(
         mongo_db,
-        HttpTarget(url=server.url("/hook?x=1"), method="POST", headers={"X-Custom": "yes"},
-                   body={"hello": "world"}),
+        HttpTarget(url=server.url("/hook?x=1"), method="POST", headers={"X-Custom": "yes"}, body={"hello": "world"}),
     )
     await services()
     scheduled_ms = int(time.time() * 1000) - 1500
@@ -373,7 +375,7 @@ async def test_success_is_signed_identified_and_recorded(mongo_db, bus, services
     h = call.headers
     assert h["content-type"] == "application/json"
     assert h["x-custom"] == "yes"
-    assert h["host"] == f"127.0.0.1:{server.port}"  # (a stored job naming Host is refused: domain/targets.py)
+    assert h["host"] == f"127.0.0.1:{server.port}"
     assert h["idempotency-key"] == rid == f"{job_id}:{scheduled_ms}"
     assert h["x-schedsvc-job-id"] == job_id
     assert h["x-schedsvc-attempt"] == "1"
@@ -783,6 +785,48 @@ async def test_paused_job_skips_scheduled_fires_but_runs_manual_ones(mongo_db, b
     doc = await final_run(mongo_db, manual)
     assert doc["status"] == "succeeded" and doc["trigger"] == "manual"
     assert len(server.calls) == 1
+
+
+async def test_a_stored_target_the_policy_refuses_fails_without_a_call(mongo_db, bus, services, server, fast) -> None:  # type: ignore[no-untyped-def]
+    """The API refuses these at create time; a job stored behind its back meets the same policy before
+    every call (here a lowercase service header and a header value with CRLF)."""
+    await add_tenant(mongo_db)
+    retry = RetryPolicy(max_attempts=3, min_backoff_seconds=0.1, max_backoff_seconds=0.1)
+    await services()
+    for headers in ({"host": "evil"}, {"X-A": "a\r\nX-B: b"}):
+        job_id = await add_job(mongo_db, HttpTarget(url=server.url("/x"), headers=headers), retry=retry)
+        doc = await final_run(mongo_db, await fire(bus, job_id))
+        assert doc["status"] == "failed" and doc["attempts"] == 1 and "target refused" in doc["error"], doc
+    assert server.calls == []
+
+
+async def test_a_poison_run_is_failed_and_dead_lettered_not_looped(mongo_db, bus, services, server, fast) -> None:  # type: ignore[no-untyped-def]
+    """A deeply nested body (stored behind the API's back; 600 levels once made every delivery fail the same way,
+    redelivered every 5 s for ever): now the run fails once, with the reason, and is dead-lettered."""
+    await add_tenant(mongo_db)
+    job_id = await add_job(mongo_db, HttpTarget(url=server.url("/x")))
+    deep: Any = 1
+    for _ in range(90):  # MongoDB stores at most 100 levels
+        deep = {"a": deep}
+    await mongo_db[names.JOBS].update_one({"_id": job_id}, {"$set": {"target.body": deep}})
+    # The worker's log lines carry the job and run ids (formatted as they are written, in the run's task).
+    lines = io.StringIO()
+    handler = logging.StreamHandler(lines)
+    handler.setFormatter(JsonFormatter())
+    logging.getLogger("schedsvc.execution.worker").addHandler(handler)
+    try:
+        await services()
+        rid = await fire(bus, job_id)
+        doc = await final_run(mongo_db, rid)
+    finally:
+        logging.getLogger("schedsvc.execution.worker").removeHandler(handler)
+    assert doc["status"] == "failed" and "nested deeper" in doc["error"]
+    entries = [json.loads(line) for line in lines.getvalue().splitlines()]
+    assert any("dead-lettered" in e["msg"] and e["jobId"] == job_id and e["runId"] == rid for e in entries), entries
+    [(headers, _)] = await wait_until(lambda: dead_letters(fast))
+    assert headers["Schedsvc-Job-Id"] == job_id
+    await wait_until(lambda: consumer_settled(fast))  # acknowledged: no further deliveries
+    assert server.calls == []
 
 
 @pytest.mark.parametrize("dies_at", ["ack", "job update"])

@@ -1,43 +1,122 @@
-"""The run lifecycle's pure decisions that issue 14 changed: the overlap slot across retries, and the
-attempt limit of a retry on demand."""
+"""The run lifecycle's pure decisions: every path from what is stored and what happened to what comes next."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import dataclasses
+from datetime import UTC, datetime, timedelta
 
-from schedsvc.domain.lifecycle import JobFacts, RunFacts, Step, on_delivery, on_slot
-from schedsvc.domain.models import RunStatus
+import msgspec
+import pytest
 
-NOW = datetime(2026, 11, 29, 6, 0, tzinfo=UTC)
-JOB = JobFacts(paused=False, max_attempts=3, max_event_age_seconds=60)
+from schedsvc.domain import RunStatus, StoreUnavailableError
+from schedsvc.domain.lifecycle import (
+    MAX_DELIVERIES,
+    OVERLAP_SKIPPED,
+    JobFacts,
+    RunFacts,
+    Step,
+    is_permanent,
+    on_delivery,
+    on_error,
+    on_outcome,
+    on_slot,
+)
+
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+JOB = JobFacts(paused=False, max_attempts=3, max_event_age_seconds=3600)
 
 
-def facts(attempts: int, *, age: float = 1.0, limit: int | None = None, status: RunStatus | None = None) -> RunFacts:
-    return RunFacts(
-        status=status if status is not None else (RunStatus.QUEUED if attempts else None),
-        attempts=attempts,
-        lease_until=None,
-        next_attempt_at=None,
-        deliveries=attempts + 1,
-        age_seconds=age,
-        attempt_limit=limit,
+def run(**changes: object) -> RunFacts:
+    base = RunFacts(status=None, attempts=0, lease_until=None, next_attempt_at=None, deliveries=1, age_seconds=1.0)
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("status", [RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.SKIPPED, RunStatus.MISSED])
+def test_a_final_run_is_acknowledged_whatever_else_holds(status: RunStatus) -> None:
+    assert on_delivery(run(status=status, attempts=9, deliveries=10**6), None, manual=False, now=NOW).step == Step.ACK
+
+
+def test_a_run_of_a_deleted_job_is_acknowledged() -> None:
+    assert on_delivery(run(), None, manual=False, now=NOW).step == Step.ACK
+
+
+def test_a_live_lease_elsewhere_puts_the_message_back_until_it_ends() -> None:
+    d = on_delivery(
+        run(status=RunStatus.RUNNING, attempts=1, lease_until=NOW + timedelta(seconds=7)), JOB, manual=False, now=NOW
     )
+    assert d.step == Step.WAIT and 7 < d.delay < 8
 
 
-def test_a_first_attempt_without_the_slot_is_skipped_a_retry_waits_for_it() -> None:
+def test_an_expired_lease_counts_the_interrupted_attempt() -> None:
+    expired = NOW - timedelta(seconds=1)
+    assert (
+        on_delivery(run(status=RunStatus.RUNNING, attempts=1, lease_until=expired), JOB, manual=False, now=NOW).step
+        == Step.ATTEMPT
+    )
+    d = on_delivery(run(status=RunStatus.RUNNING, attempts=3, lease_until=expired), JOB, manual=False, now=NOW)
+    assert d.step == Step.FAIL and "no attempts left" in (d.reason or "")
+
+
+def test_a_retry_not_yet_due_waits_for_it() -> None:
+    d = on_delivery(
+        run(status=RunStatus.QUEUED, attempts=1, next_attempt_at=NOW + timedelta(seconds=3)), JOB, manual=False, now=NOW
+    )
+    assert d == d.__class__(Step.WAIT, 3.0)
+
+
+def test_a_retry_past_the_event_age_fails() -> None:
+    d = on_delivery(run(status=RunStatus.QUEUED, attempts=1, age_seconds=7200), JOB, manual=False, now=NOW)
+    assert d.step == Step.FAIL and "maxEventAgeSeconds" in (d.reason or "")
+
+
+def test_a_message_delivered_too_often_fails() -> None:
+    d = on_delivery(run(deliveries=MAX_DELIVERIES + 1), JOB, manual=False, now=NOW)
+    assert d.step == Step.FAIL and "delivered" in (d.reason or "")
+
+
+def test_paused_jobs_skip_scheduled_fires_but_run_manual_ones() -> None:
+    paused = JobFacts(paused=True, max_attempts=3, max_event_age_seconds=3600)
+    assert on_delivery(run(), paused, manual=False, now=NOW).step == Step.SKIP
+    assert on_delivery(run(), paused, manual=True, now=NOW).step == Step.ATTEMPT
+
+
+def test_overlap_skip_skips_only_first_attempts() -> None:
+    assert on_slot(False, 0).step == Step.SKIP and on_slot(False, 0).reason == OVERLAP_SKIPPED
+    # A retry that lost the slot waits for it: a fire holds the slot to its final outcome (issue 14).
+    assert on_slot(False, 1).step == Step.WAIT
     assert on_slot(True, 0).step == Step.ATTEMPT
-    assert on_slot(True, 2).step == Step.ATTEMPT
-    assert on_slot(False, 0).step == Step.SKIP
-    waiting = on_slot(False, 1)  # a newer fire took the slot a retry lost: never run beside it
-    assert waiting.step == Step.WAIT and waiting.delay > 0
 
 
-def test_the_policy_bounds_attempts_and_age_but_not_a_retry_on_demand() -> None:
-    assert on_delivery(facts(3), JOB, manual=False, now=NOW).step == Step.FAIL
-    assert on_delivery(facts(1, age=120), JOB, manual=False, now=NOW).step == Step.FAIL
-    # Retried on demand after 3 failed attempts, long after the fire: one more attempt, not two.
-    assert on_delivery(facts(3, age=86_400, limit=4), JOB, manual=False, now=NOW).step == Step.ATTEMPT
-    assert on_delivery(facts(4, age=86_400, limit=4), JOB, manual=False, now=NOW).step == Step.FAIL
-    paused = JobFacts(paused=True, max_attempts=3, max_event_age_seconds=60)
-    assert on_delivery(facts(3, limit=4), paused, manual=False, now=NOW).step == Step.ATTEMPT
-    assert on_delivery(facts(0), paused, manual=False, now=NOW).step == Step.SKIP
+def test_outcomes() -> None:
+    assert on_outcome(True, None, None).step == Step.SUCCEED
+    assert on_outcome(False, "HTTP 500", 2.5) == on_outcome(False, "HTTP 500", 2.5)
+    retry = on_outcome(False, "HTTP 500", 2.5)
+    assert (retry.step, retry.delay, retry.reason) == (Step.RETRY, 2.5, "HTTP 500")
+    fail = on_outcome(False, "HTTP 404", None)
+    assert (fail.step, fail.reason) == (Step.FAIL, "HTTP 404")
+
+
+@pytest.mark.parametrize(
+    ("error", "permanent"),
+    [
+        (msgspec.ValidationError("bad job"), True),
+        (RecursionError("deep"), True),
+        (OverflowError("big"), True),
+        (KeyError("x"), True),
+        (TypeError("bug"), True),
+        (StoreUnavailableError("down"), False),
+        (ConnectionResetError("reset"), False),
+        (TimeoutError(), False),
+        (RuntimeError("unknown"), False),
+    ],
+)
+def test_worker_errors_are_classified(error: Exception, permanent: bool) -> None:
+    assert is_permanent(error) is permanent
+    decision = on_error(error, deliveries=1)
+    assert decision.step == (Step.FAIL if permanent else Step.WAIT)
+    assert type(error).__name__ in (decision.reason or "")
+
+
+def test_transient_errors_are_bounded_by_deliveries() -> None:
+    assert on_error(StoreUnavailableError("down"), MAX_DELIVERIES - 1).step == Step.WAIT
+    assert on_error(StoreUnavailableError("down"), MAX_DELIVERIES).step == Step.FAIL

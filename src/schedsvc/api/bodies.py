@@ -15,7 +15,6 @@ bodies that already passed the strict one:
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
 import msgspec
@@ -101,20 +100,16 @@ def _convert_problems(value: Any, target_type: Any, field: str) -> list[tuple[st
     return []
 
 
-# Keyed by the handler itself, weakly: an id() would be reused by the handlers of a later app (tests build
-# many) and hand it another route's parameters.
-_DECLARED_QUERY: weakref.WeakKeyDictionary[Any, frozenset[str]] = weakref.WeakKeyDictionary()
-
-
 def _declared_query(handler: Any) -> frozenset[str]:
-    cached = _DECLARED_QUERY.get(handler)
-    if cached is None:
-        cached = _DECLARED_QUERY[handler] = frozenset(
+    """The query parameters a handler declares, computed once and kept in its ``opt`` (user data)."""
+    declared: frozenset[str] | None = handler.opt.get("schedsvc_query")
+    if declared is None:
+        declared = handler.opt["schedsvc_query"] = frozenset(
             fd.kwarg_definition.query or fd.kwarg_definition.name or name  # name: QueryParameter(name="from")
             for name, fd in handler.parsed_fn_signature.parameters.items()
             if isinstance(fd.kwarg_definition, QueryParameter)
         )
-    return cached
+    return declared
 
 
 def _check_query(request: Request[Any, Any, Any], declared: frozenset[str]) -> None:

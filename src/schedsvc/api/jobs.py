@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Annotated
 
 import msgspec
-from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar import Controller, HttpMethod, Request, Response, delete, get, patch, post, route
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.exceptions import ClientException, HTTPException
@@ -180,6 +180,22 @@ class JobsController(Controller):
         except ValueError as exc:
             raise ClientException(str(exc), extra={"field": "cursor"}) from None
         return JobList(page.items, page.next_cursor)
+
+    @route("/", http_method=[HttpMethod.OPTIONS], include_in_schema=False, status_code=204)
+    async def allowed_methods_of_jobs(self) -> Response[None]:
+        """``OPTIONS /jobs`` (see :meth:`allowed_methods_of_a_job`)."""
+        return Response(None, status_code=204, headers={"Allow": "GET, OPTIONS, POST"})
+
+    @route("/{job_id:str}", http_method=[HttpMethod.OPTIONS], include_in_schema=False, status_code=204)
+    async def allowed_methods_of_a_job(self) -> Response[None]:
+        """``OPTIONS /jobs/{id}``.
+
+        Litestar registers a controller's handlers one at a time (in name order) and keeps the OPTIONS
+        handler it generated for the first one (``delete_job``) when it merges the others into the route,
+        so its ``Allow`` said ``DELETE, OPTIONS``. This handler's name sorts first, so it is the path's
+        OPTIONS handler from the start.
+        """
+        return Response(None, status_code=204, headers={"Allow": "DELETE, GET, OPTIONS, PATCH"})
 
     @get(
         "/{job_id:str}",

@@ -71,7 +71,15 @@ class _ScheduleBase(Struct, tag_field="kind", kw_only=True, forbid_unknown_field
 class CronSchedule(_ScheduleBase, tag="cron"):
     """Vixie-cron expression (5 fields, or 6 with seconds first) evaluated in an IANA time zone."""
 
-    expression: Annotated[str, Meta(min_length=1, max_length=256)]
+    expression: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            max_length=256,
+            pattern=r"^[0-9A-Za-z*/,?#@ \t-]+$",
+            description="5 fields (or 6 with seconds first), names, ranges, steps, lists, L, W, #, @macros",
+        ),
+    ]
     timezone: TimeZoneName = "UTC"
 
     def __post_init__(self) -> None:
@@ -131,7 +139,7 @@ class _TargetBase(Struct, tag_field="kind", kw_only=True, forbid_unknown_fields=
 class HttpTarget(_TargetBase, tag="http"):
     """Call a webhook. Success is a 2xx status unless ``successStatuses`` says otherwise."""
 
-    url: Annotated[str, Meta(min_length=1, max_length=2048)]
+    url: Annotated[str, Meta(min_length=1, max_length=2048, pattern=r"^https?://[^\s/?#]+\S*$")]
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
     headers: HeaderMap = msgspec.field(default_factory=dict)
     body: JsonBody = None
