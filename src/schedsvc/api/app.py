@@ -44,6 +44,7 @@ from schedsvc.cache import (
     ResilientStore,
 )
 from schedsvc.config import Settings
+from schedsvc.console import ConsolePlugin
 from schedsvc.names import Names
 from schedsvc.observability.logging import configure_logging
 from schedsvc.observability.runtime import tune_gc
@@ -201,6 +202,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             components=openapi.COMPONENTS,
         ),
         state=State({"settings": settings, "redis": redis, "rate_limiter": limiter, "auth_failures": failures}),
+        plugins=[ConsolePlugin(redis)] if "api" in settings.roles else [],  # the web console (docs/console.md)
     )
 
 
