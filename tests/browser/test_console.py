@@ -118,11 +118,15 @@ async def test_jobs_can_be_filtered_edited_with_the_version_and_deleted(console:
     await page.get_by_role("button", name="Save changes").click()
     await expect(page.locator(".flash.error")).to_contain_text("changed this job while you edited it")
     await page.get_by_label("Description").fill("changed in the console")
-    await page.get_by_label("Cron expression (cron)").fill("0 10 * * *")
+    await page.get_by_label("Cron expression (cron)").fill("0 10 1 * *")
+    await page.get_by_label("Time zone (cron, calendar)").fill("Europe/Berlin")
     await page.get_by_role("button", name="Save changes").click()
     await expect(page.locator(".flash")).to_have_text("Saved.")
     await expect(page.locator("p.summary")).to_contain_text("changed in the console")
     await expect(page.locator("ol.fires li").first).to_contain_text("10:00:00")
+    # Ten monthly fires in Berlin always span a daylight-saving change, marked on the fire after it.
+    await expect(page.locator("ol.fires .dst").first).to_contain_text("UTC offset")
+    await screenshot(page, "job-edited-dst")
 
     await page.get_by_role("link", name="Delete this job…").click()
     await page.get_by_role("button", name="Delete the job").click()
@@ -134,6 +138,7 @@ async def test_jobs_can_be_filtered_edited_with_the_version_and_deleted(console:
 
 async def test_sessions_are_server_side_csrf_checked_and_tenant_scoped(console: Console, page: Page) -> None:
     await page.goto(f"{console.url}/console/sign-in")
+    await screenshot(page, "sign-in")
     await page.get_by_label("API key").fill("sk_0000000000000000_" + "x" * 43)
     await page.get_by_role("button", name="Sign in").click()
     await expect(page.locator(".flash.error")).to_contain_text("unknown or revoked")

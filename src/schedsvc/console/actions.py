@@ -78,11 +78,13 @@ async def resume(jobs: JobRepository, tenant: str, job_id: str, version: int) ->
     return job
 
 
-async def run_now(jobs: JobRepository, run_queue: RunPublisher, tenant: str, job_id: str) -> None:
+async def run_now(jobs: JobRepository, run_queue: RunPublisher, tenant: str, job_id: str) -> int:
+    """Queue a manual run (as ``POST /jobs/{id}/run``); returns its scheduled instant in ms."""
     job = await jobs.get(tenant, job_id)
     now_ms = to_ms(utcnow())
     message = RunMessage(job.id, tenant, now_ms, now_ms, RunTrigger.MANUAL.value, 0)
     await run_queue.publish_runs([message], [jobs.partition_of(job.id)])
+    return now_ms
 
 
 async def delete(jobs: JobRepository, tenant: str, job_id: str, version: int) -> None:

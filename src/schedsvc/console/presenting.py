@@ -93,6 +93,9 @@ class Chart:
     bar_width: float
 
 
+MAX_BAR_WIDTH = 24.0
+
+
 def run_chart(runs: list[Run], width: int = 600, height: int = 120) -> Chart | None:
     """One bar per run, oldest left: its height the lateness (started minus scheduled), its class the outcome.
 
@@ -103,7 +106,7 @@ def run_chart(runs: list[Run], width: int = 600, height: int = 120) -> Chart | N
     ordered = sorted(runs, key=lambda r: r.scheduled_at)
     lateness = [lateness_seconds(r) for r in ordered]
     top = max([v for v in lateness if v is not None] + [1.0])
-    slot = width / len(ordered)
+    slot = min(width / len(ordered), MAX_BAR_WIDTH + 2)
     bars = []
     for i, (run, late) in enumerate(zip(ordered, lateness, strict=True)):
         bar_height = max(4.0, (late or 0.0) / top * (height - 4)) if late is not None else 4.0

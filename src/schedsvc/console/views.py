@@ -13,6 +13,7 @@ from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
+from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
 
 from schedsvc.api.auth import client_address
@@ -35,17 +36,21 @@ from schedsvc.domain import (
     InvalidScheduleError,
     InvalidTargetError,
     JobStatus,
+    Run,
+    RunStatus,
     VersionConflictError,
 )
 from schedsvc.domain.time import utcnow
 from schedsvc.store.base import JobRepository, RunHistory, RunPublisher
 from schedsvc.store.tenants import key_id_of
+from schedsvc.timing import to_ms
 
 log = logging.getLogger(__name__)
 PAGE_SIZE = 25
 RUNS_SHOWN = 50
-WATCH_REFRESHES = 5
-"""After "Run now" the job page reloads itself (a meta refresh, no script) this many times, 2 s apart."""
+WATCH_SECONDS = 30
+"""After "Run now" the job page reloads itself (a meta refresh, no script) until the run is final, this long
+at most."""
 _STATUSES = [s.value for s in JobStatus]
 
 ConsoleRequest = Request[Any, Any, State]
@@ -130,10 +135,10 @@ class ConsoleController(Controller):
         self,
         request: ConsoleRequest,
         jobs: NamedDependency[JobRepository],
-        status: str | None = None,
-        tag: str | None = None,
-        name: str | None = None,
-        cursor: str | None = None,
+        status: FromQuery[str | None] = None,
+        tag: FromQuery[str | None] = None,
+        name: FromQuery[str | None] = None,
+        cursor: FromQuery[str | None] = None,
     ) -> Template | Redirect:
         filters = {"status": status or "", "tag": (tag or "").strip()[:64], "name": (name or "").strip()[:200]}
         job_status = JobStatus(status) if status in _STATUSES else None
@@ -186,7 +191,7 @@ class ConsoleController(Controller):
         request: ConsoleRequest,
         jobs: NamedDependency[JobRepository],
         runs: NamedDependency[RunHistory],
-        job_id: str,
+        job_id: FromPath[str],
     ) -> Template:
         tenant = tenant_of(request)
         job = await jobs.get(tenant, job_id)
@@ -200,7 +205,7 @@ class ConsoleController(Controller):
         state: State,
         jobs: NamedDependency[JobRepository],
         runs: NamedDependency[RunHistory],
-        job_id: str,
+        job_id: FromPath[str],
     ) -> Template | Redirect:
         tenant = tenant_of(request)
         form = await _form(request)
@@ -225,11 +230,15 @@ class ConsoleController(Controller):
         return Redirect(f"/console/jobs/{job_id}", status_code=303)
 
     @post("/jobs/{job_id:str}/pause", status_code=303)
-    async def pause_job(self, request: ConsoleRequest, jobs: NamedDependency[JobRepository], job_id: str) -> Redirect:
+    async def pause_job(
+        self, request: ConsoleRequest, jobs: NamedDependency[JobRepository], job_id: FromPath[str]
+    ) -> Redirect:
         return await self._state_action(request, jobs, job_id, "pause")
 
     @post("/jobs/{job_id:str}/resume", status_code=303)
-    async def resume_job(self, request: ConsoleRequest, jobs: NamedDependency[JobRepository], job_id: str) -> Redirect:
+    async def resume_job(
+        self, request: ConsoleRequest, jobs: NamedDependency[JobRepository], job_id: FromPath[str]
+    ) -> Redirect:
         return await self._state_action(request, jobs, job_id, "resume")
 
     @post("/jobs/{job_id:str}/run", status_code=303)
@@ -238,21 +247,23 @@ class ConsoleController(Controller):
         request: ConsoleRequest,
         jobs: NamedDependency[JobRepository],
         run_queue: NamedDependency[RunPublisher],
-        job_id: str,
+        job_id: FromPath[str],
     ) -> Redirect:
-        await actions.run_now(jobs, run_queue, tenant_of(request), job_id)
+        queued_ms = await actions.run_now(jobs, run_queue, tenant_of(request), job_id)
         flash(request, "Run queued: it appears in the run history below within a few seconds (the page refreshes).")
-        return Redirect(f"/console/jobs/{job_id}?watch={WATCH_REFRESHES}", status_code=303)
+        return Redirect(f"/console/jobs/{job_id}?awaiting={queued_ms}", status_code=303)
 
     @get("/jobs/{job_id:str}/delete", name="console:confirm-delete")
     async def confirm_delete(
-        self, request: ConsoleRequest, jobs: NamedDependency[JobRepository], job_id: str
+        self, request: ConsoleRequest, jobs: NamedDependency[JobRepository], job_id: FromPath[str]
     ) -> Template:
         job = await jobs.get(tenant_of(request), job_id)
         return page(request, "delete.html", job=job)
 
     @post("/jobs/{job_id:str}/delete", status_code=303)
-    async def delete_job(self, request: ConsoleRequest, jobs: NamedDependency[JobRepository], job_id: str) -> Redirect:
+    async def delete_job(
+        self, request: ConsoleRequest, jobs: NamedDependency[JobRepository], job_id: FromPath[str]
+    ) -> Redirect:
         form = await _form(request)
         try:
             await actions.delete(jobs, tenant_of(request), job_id, _version(form))
@@ -270,7 +281,7 @@ class ConsoleController(Controller):
         request: ConsoleRequest,
         jobs: NamedDependency[JobRepository],
         runs: NamedDependency[RunHistory],
-        before: str | None = None,
+        before: FromQuery[str | None] = None,
     ) -> Template:
         tenant = tenant_of(request)
         until = None
@@ -330,7 +341,6 @@ class ConsoleController(Controller):
                 fires = next_fires(job.schedule, now)
             except ValueError as exc:
                 fires_error = str(exc)
-        pending = any(r.status.value in ("queued", "running") for r in history)
         return page(
             request,
             "job.html",
@@ -342,18 +352,22 @@ class ConsoleController(Controller):
             runs=[(r, lateness_seconds(r)) for r in history],
             chart=run_chart(history),
             definition=msgspec.json.format(msgspec.json.encode(job), indent=2).decode(),
-            refresh=_refresh_count(request, pending),
+            refresh=_still_waiting(request, history),
             **_form_context(values, errors),
         )
 
 
-def _refresh_count(request: ConsoleRequest, pending: bool) -> int:
-    """How many more self-reloads the job page asks for (0: none): while runs are pending or just queued."""
+def _still_waiting(request: ConsoleRequest, history: list[Run]) -> bool:
+    """Whether the job page reloads itself: while a run is pending, or the run just queued is not final."""
+    if any(r.status in (RunStatus.QUEUED, RunStatus.RUNNING) for r in history):
+        return True
     try:
-        watch = max(0, min(WATCH_REFRESHES, int(request.query_params.get("watch", "0"))))
+        awaiting = int(request.query_params.get("awaiting", ""))
     except ValueError:
-        watch = 0
-    return max(watch, WATCH_REFRESHES if pending else 0)
+        return False
+    if to_ms(utcnow()) - awaiting > WATCH_SECONDS * 1000:
+        return False
+    return not any(to_ms(r.scheduled_at) == awaiting for r in history)
 
 
 def _form_context(values: dict[str, Any], errors: dict[str, str]) -> dict[str, Any]:
