@@ -77,7 +77,9 @@ async def test_a_failing_job_shows_its_error_on_its_page_and_on_failures(console
     failed = page.locator("table.runs tbody tr").filter(has=page.locator(".outcome.failed"))
     await expect(failed).to_have_count(1, timeout=20_000)
     await expect(failed.locator('td[data-label="Attempts"]')).to_have_text("1")
-    await expect(failed.locator('td[data-label="Error"]')).to_contain_text("HTTP 500")
+    detail = failed.locator('td[data-label="Detail"]')
+    await expect(detail.locator(".error-text")).to_contain_text("HTTP 500")
+    await expect(detail.locator(".snippet")).to_have_text("target exploded")  # what the target answered
 
     await page.get_by_role("link", name="Failures").click()
     row = page.locator("table.runs tbody tr").filter(has_text=name)
