@@ -4,6 +4,7 @@ and the run chart (an SVG drawn on the server, so the page needs no script)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -13,14 +14,18 @@ from schedsvc.domain import CalendarSchedule, CronSchedule, IntervalSchedule, On
 from schedsvc.timing import upcoming_fires
 
 
+@functools.lru_cache(maxsize=4096)
+def _cron_words(expression: str) -> str:
+    try:
+        return str(get_description(expression))
+    except Exception:  # the library's errors have no common base; the expression itself then
+        return expression
+
+
 def schedule_in_words(schedule: Schedule) -> str:
     match schedule:
         case CronSchedule():
-            try:
-                words = get_description(schedule.expression)
-            except Exception:  # the library's errors have no common base; the expression itself then
-                words = schedule.expression
-            return f"{words} ({schedule.timezone})"
+            return f"{_cron_words(schedule.expression)} ({schedule.timezone})"
         case IntervalSchedule():
             return f"Every {_duration(schedule.seconds)}"
         case CalendarSchedule():

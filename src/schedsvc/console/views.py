@@ -3,6 +3,7 @@ not used: the API-key middleware skips the console) and calls the ports the API 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -293,12 +294,7 @@ class ConsoleController(Controller):
         failed = await runs.list_failures(tenant, PAGE_SIZE + 1, until)
         more = len(failed) > PAGE_SIZE
         failed = failed[:PAGE_SIZE]
-        names: dict[str, str] = {}
-        for job_id in {run.job_id for run in failed}:
-            try:
-                names[job_id] = (await jobs.get(tenant, job_id)).name
-            except LookupError:
-                names[job_id] = "(deleted job)"
+        names = await _job_names(jobs, tenant, {run.job_id for run in failed})
         older = failed[-1].scheduled_at.isoformat() if more else None
         rows = [(run, lateness_seconds(run)) for run in failed]
         return page(request, "failures.html", failed=rows, names=names, older=older, first_page=not before)
@@ -355,6 +351,19 @@ class ConsoleController(Controller):
             refresh=_still_waiting(request, history),
             **_form_context(values, errors),
         )
+
+
+async def _job_names(jobs: JobRepository, tenant: str, job_ids: set[str]) -> dict[str, str]:
+    """The names of a page's jobs (at most a page of lookups, concurrently; the port reads one job at a time)."""
+
+    async def name_of(job_id: str) -> str:
+        try:
+            return (await jobs.get(tenant, job_id)).name
+        except LookupError:
+            return "(deleted job)"
+
+    ordered = sorted(job_ids)
+    return dict(zip(ordered, await asyncio.gather(*(name_of(j) for j in ordered)), strict=True))
 
 
 def _still_waiting(request: ConsoleRequest, history: list[Run]) -> bool:
