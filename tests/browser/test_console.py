@@ -53,6 +53,9 @@ async def test_a_job_is_created_run_paused_and_resumed_through_the_forms(console
     await expect(row.locator(".status")).to_have_text("active")
     await expect(row).to_contain_text("At 02:30 AM (Europe/Berlin)")
     await screenshot(page, "jobs")
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await expect(row.locator(".status")).to_be_visible()
+    await screenshot(page, "jobs-phone")
 
     await page.get_by_role("button", name="Sign out").click()
     await page.wait_for_url("**/console/sign-in")
