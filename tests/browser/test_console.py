@@ -3,12 +3,16 @@ see fires, pause/resume, run now, failures, sign out; and the session, CSRF and 
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 
 import httpx
 from playwright.async_api import Page, expect
-from tests.browser.conftest import Console, screenshot, sign_in
+from tests.browser.conftest import OTHER_TENANT, Console, screenshot, sign_in
+
+from schedsvc.bus.nats import announce_tenant_change
+from schedsvc.store import MongoTenantStore, connect, database
 
 
 async def test_a_job_is_created_run_paused_and_resumed_through_the_forms(console: Console, page: Page) -> None:
@@ -171,3 +175,24 @@ async def test_sessions_are_server_side_csrf_checked_and_tenant_scoped(console: 
     await expect(page.locator("p.empty")).to_contain_text("no jobs yet")
     await page.goto(f"{console.url}{job_path}")
     await expect(page.get_by_role("heading", level=1)).to_have_text("404")
+
+
+async def test_revoking_the_key_ends_its_console_sessions(console: Console) -> None:
+    mongo = connect(console.settings)
+    store = MongoTenantStore(database(mongo, console.settings))
+    key = await store.create_key(OTHER_TENANT)
+    async with httpx.AsyncClient(base_url=console.url) as browserless:
+        signed_in = await browserless.post("/console/sign-in", data={"api_key": key.key})
+        assert signed_in.status_code == 303 and signed_in.headers["location"] == "/console/jobs"
+        assert (await browserless.get("/console/jobs")).status_code == 200
+        assert await store.revoke_key(key.key_id)
+        await mongo.close()
+        assert await announce_tenant_change(console.settings, "key", key.key_id)  # as `schedsvc tenants revoke`
+        for _ in range(40):
+            response = await browserless.get("/console/jobs")
+            if response.status_code == 303:
+                break
+            await asyncio.sleep(0.05)
+        assert (response.status_code, response.headers["location"]) == (303, "/console/sign-in")
+        again = await browserless.post("/console/sign-in", data={"api_key": key.key})
+        assert again.status_code == 401
