@@ -115,6 +115,9 @@ async def test_jobs_can_be_filtered_edited_with_the_version_and_deleted(console:
     await page.get_by_label("Name starts with").fill(f"{tag}-job-1")
     await page.get_by_role("button", name="Filter").click()
     await expect(page.locator("table.jobs tbody tr")).to_have_count(1)
+    await page.get_by_role("button", name=f"Pause {tag}-job-1").click()  # from the list: back to the same list
+    await expect(page.locator("table.jobs tbody tr .status")).to_have_text("paused")
+    await expect(page).to_have_url(re.compile(rf".*/console/jobs\?.*name={tag}-job-1"))
     await page.get_by_role("link", name=f"{tag}-job-1").click()
 
     # Edit with a stale version: someone else changed the job after this page was rendered.

@@ -7,7 +7,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import msgspec
 from litestar import Controller, Request, get, post
@@ -312,9 +312,12 @@ class ConsoleController(Controller):
             flash(request, "The job changed since the page was shown; nothing was done. Review it and retry.", "error")
         else:
             flash(request, f"{job.name} is {job.status.value}.")
-        target = str(request.headers.get("referer") or "")
-        back = "/console/jobs" if "/console/jobs?" in target or target.endswith("/console/jobs") else None
-        return Redirect(back or f"/console/jobs/{job_id}", status_code=303)
+        # Back to the list page (same filters and page) when the button was on it; only that path, so the
+        # Referer can never send the browser elsewhere.
+        came_from = urlsplit(str(request.headers.get("referer") or ""))
+        if came_from.path == "/console/jobs":
+            return Redirect(f"/console/jobs?{came_from.query}" if came_from.query else "/console/jobs", status_code=303)
+        return Redirect(f"/console/jobs/{job_id}", status_code=303)
 
     def _edit_page(
         self, request: ConsoleRequest, job: Any, values: dict[str, Any], errors: dict[str, str], status_code: int = 200
