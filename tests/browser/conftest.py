@@ -94,11 +94,17 @@ async def browser() -> AsyncIterator[Browser]:
 
 @pytest.fixture
 async def page(browser: Browser) -> AsyncIterator[Page]:
+    """A fresh browser context; at the end, no page may have broken its Content-Security-Policy."""
     context = await browser.new_context(viewport={"width": 1280, "height": 800})
     page = await context.new_page()
     page.set_default_timeout(10_000)
+    refused: list[str] = []
+    page.on(
+        "console", lambda message: refused.append(message.text) if "Content Security Policy" in message.text else None
+    )
     yield page
     await context.close()
+    assert refused == []
 
 
 async def screenshot(page: Page, name: str) -> None:

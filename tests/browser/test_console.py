@@ -19,6 +19,8 @@ async def test_a_job_is_created_run_paused_and_resumed_through_the_forms(console
     name = f"nightly-{uuid.uuid4().hex[:6]}"
     await sign_in(page, console)
     await screenshot(page, "jobs-empty")
+    await page.keyboard.press("Tab")  # the keyboard's first stop skips the navigation
+    await expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
     await page.get_by_role("link", name="New job").first.click()
 
     # A bad cron expression comes back as an error beside its field, with what was typed kept.
