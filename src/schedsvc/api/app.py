@@ -44,7 +44,6 @@ from schedsvc.cache import (
     ResilientStore,
 )
 from schedsvc.config import Settings
-from schedsvc.console import ConsolePlugin
 from schedsvc.names import Names
 from schedsvc.observability.logging import configure_logging
 from schedsvc.observability.runtime import tune_gc
@@ -153,6 +152,8 @@ _DEPENDENCIES = {
 
 def create_app(settings: Settings | None = None) -> Litestar:
     """The service's ASGI app; the modules that run are chosen by ``settings.roles``."""
+    from schedsvc.console import ConsolePlugin  # here, not at the top: the console builds on this package
+
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
     prometheus = PrometheusConfig(

@@ -27,6 +27,7 @@ _SCHEDULE_FIELDS = {
 _TARGET_FIELDS = {"http": ("url", "method"), "nats": ("subject",)}
 _INTEGERS = {"schedule.seconds", "schedule.every", "retry.maxAttempts"}
 _AT_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
+_MISSING = re.compile(r"missing required field `([^`]+)`")
 
 
 class FormErrors(Exception):
@@ -44,7 +45,11 @@ def field_errors(exc: msgspec.ValidationError) -> FormErrors:
     if match is None:
         return FormErrors({"": message})
     path = match.group(1).replace("[", ".").replace("]", "")
-    return FormErrors({path: message[: match.start()]})
+    text = message[: match.start()]
+    missing = _MISSING.search(text)
+    if missing is not None:  # msgspec names the parent; the field the user left empty is the child
+        path, text = f"{path}.{missing.group(1)}" if path else missing.group(1), "required"
+    return FormErrors({path: text})
 
 
 def _text(form: Mapping[str, Any], name: str) -> str:
