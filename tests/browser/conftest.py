@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
+from redis.asyncio import Redis
 from tests.support import servers
 
 from schedsvc import embedded
@@ -75,11 +76,22 @@ async def console(
             yield Console(server.url, DEV_KEY, other_key.key, settings, receiver)
     finally:
         await receiver.close()
+        await _forget_sessions(redis_url, f"{settings.prefix}:console-sessions")
         await mongo.drop_database(settings.database)
         await mongo.close()
         output = await asyncio.to_thread(log.read_text)
         if "Traceback" in output:
             print(output[-5000:])
+
+
+async def _forget_sessions(redis_url: str, namespace: str) -> None:
+    """The machine's Redis is shared: remove the sessions these tests left (they would expire in 8 hours)."""
+    client = Redis.from_url(redis_url)
+    try:
+        async for key in client.scan_iter(match=f"{namespace}:*"):
+            await client.delete(key)
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture(scope="module")
