@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
+from litestar import Litestar, Request, get, post
+from litestar.stores.memory import MemoryStore
+from litestar.testing import TestClient
 
 from schedsvc.console.forms import FormErrors, decode_create, decode_patch, form_values
 from schedsvc.console.presenting import next_fires, run_chart, schedule_in_words
+from schedsvc.console.session import SESSION_CONFIG, SESSION_STORE, start_session
 from schedsvc.domain import (
     CalendarSchedule,
     CatchupPolicy,
@@ -133,3 +138,36 @@ def test_the_chart_has_a_bar_per_run_oldest_first_with_lateness_as_height() -> N
     tallest = chart.height - 4
     assert [round(b.height) for b in chart.bars] == [round(tallest / 2), tallest, 4]
     assert run_chart([]) is None
+
+
+def session_app() -> Litestar:
+    @post("/console/sign-in")
+    async def sign_in(request: Request[Any, Any, Any]) -> str:
+        start_session(request, "acme", "0123456789abcdef")
+        return "ok"
+
+    @get("/console/who")
+    async def who(request: Request[Any, Any, Any]) -> str:
+        return str(request.session.get("tenant"))
+
+    return Litestar(
+        route_handlers=[sign_in, who],
+        middleware=[SESSION_CONFIG.middleware],
+        stores={SESSION_STORE: MemoryStore()},
+    )
+
+
+@pytest.mark.parametrize(("base_url", "secure"), [("https://console.test", True), ("http://console.test", False)])
+def test_sign_in_sets_a_fresh_strict_http_only_session_cookie_secure_over_https(base_url: str, secure: bool) -> None:
+    with TestClient(session_app(), base_url=base_url) as client:
+        client.cookies.set("schedsvc_console", "planted-by-someone-else")
+        response = client.post("/console/sign-in")
+        cookie = response.headers["set-cookie"]
+        session_id = cookie.split(";", 1)[0].split("=", 1)[1]
+        assert session_id != "planted-by-someone-else" and len(session_id) == 64
+        attributes = {part.strip().lower() for part in cookie.split(";")[1:]}
+        assert {"httponly", "samesite=strict", "path=/console"} <= attributes
+        assert ("secure" in attributes) is secure
+        client.cookies.clear()
+        client.cookies.set("schedsvc_console", session_id)
+        assert client.get("/console/who").text == "acme"

@@ -34,7 +34,8 @@ class ConsoleSessionBackend(ServerSideSessionBackend):
 
     def __init__(self, config: ServerSideSessionConfig) -> None:
         super().__init__(config)
-        self._over_https = None if config.secure else ServerSideSessionBackend(dataclasses.replace(config, secure=True))
+        # The same backend with the Secure flag, for requests that came over https.
+        self._over_https = None if config.secure else ConsoleSessionBackend(dataclasses.replace(config, secure=True))
 
     def get_session_id(self, connection: ASGIConnection[Any, Any, Any, Any]) -> str:
         state = connection.scope.setdefault("state", {})
@@ -48,7 +49,6 @@ class ConsoleSessionBackend(ServerSideSessionBackend):
         self, scope_session: ScopeSession, message: Message, connection: ASGIConnection[Any, Any, Any, Any]
     ) -> None:
         if self._over_https is not None and connection.scope.get("scheme") == "https":
-            self._over_https.get_session_id = self.get_session_id  # type: ignore[method-assign]
             await self._over_https.store_in_message(scope_session, message, connection)
             return
         await super().store_in_message(scope_session, message, connection)
@@ -75,6 +75,13 @@ def start_session(connection: ASGIConnection[Any, Any, Any, Any], tenant: str, k
     connection.set_session(
         {"tenant": tenant, "key_id": key_id, "csrf": secrets.token_urlsafe(32), "signed_in": time.time()}
     )
+
+
+async def end_session(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
+    """Forget the session the request came with, in the store too (sign-in replaces it by a new id)."""
+    old_id = connection.cookies.get(SESSION_CONFIG.key)
+    if old_id:
+        await SESSION_CONFIG.get_store_from_app(connection.app).delete(old_id)
 
 
 def csrf_valid(session: dict[str, Any], submitted: str | None) -> bool:

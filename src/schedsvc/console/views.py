@@ -30,7 +30,7 @@ from schedsvc.console.forms import (
     form_values,
 )
 from schedsvc.console.presenting import lateness_seconds, next_fires, run_chart, schedule_in_words
-from schedsvc.console.session import CSRF_FIELD, start_session
+from schedsvc.console.session import CSRF_FIELD, end_session, start_session
 from schedsvc.domain import (
     AuthenticationError,
     DuplicateJobNameError,
@@ -103,7 +103,9 @@ class ConsoleController(Controller):
     # -- sign-in ----------------------------------------------------------------------------------
 
     @get("/sign-in", name="console:sign-in")
-    async def sign_in_page(self, request: ConsoleRequest) -> Template:
+    async def sign_in_page(self, request: ConsoleRequest) -> Template | Redirect:
+        if request.session.get("tenant"):
+            return Redirect("/console/jobs")
         return page(request, "sign_in.html")
 
     @post("/sign-in", status_code=303)
@@ -121,6 +123,7 @@ class ConsoleController(Controller):
         except AuthenticationError:
             await failures.record(address)
             return page(request, "sign_in.html", 401, error="That API key is unknown or revoked. Check it and retry.")
+        await end_session(request)  # a session id the browser already had is never reused
         start_session(request, tenant, key_id_of(key) or "")
         return Redirect("/console/jobs", status_code=303)
 
