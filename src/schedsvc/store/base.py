@@ -139,6 +139,10 @@ class RunHistory(Protocol):
         self, tenant: str, job_id: str, limit: int, cursor: str | None
     ) -> tuple[list[Run], str | None]: ...
 
+    async def list_failures(self, tenant: str, limit: int, before: datetime | None) -> list[Run]:
+        """The tenant's failed and missed runs across its jobs, newest first, scheduled before ``before``."""
+        ...
+
 
 @runtime_checkable
 class RunPublisher(Protocol):

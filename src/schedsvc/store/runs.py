@@ -274,6 +274,14 @@ class MongoRunStore:
         next_cursor = _encode_cursor(_to_ms(docs[limit - 1]["scheduledAt"])) if len(docs) > limit else None
         return page, next_cursor
 
+    async def list_failures(self, tenant: str, limit: int, before: datetime | None) -> list[Run]:
+        """The tenant's failed and missed runs across its jobs, newest first (the console's Failures page)."""
+        query: dict[str, Any] = {"tenant": tenant, "status": {"$in": [RunStatus.FAILED.value, RunStatus.MISSED.value]}}
+        if before is not None:
+            query["scheduledAt"] = {"$lt": before}
+        found = self._runs.find(query).sort([("scheduledAt", -1), ("_id", -1)]).limit(max(1, min(limit, MAX_PAGE)))
+        return [_to_run(d) for d in await found.to_list(None)]
+
     # -- helpers ----------------------------------------------------------------------------------
 
     def _identity(self, message: RunMessage) -> dict[str, Any]:
