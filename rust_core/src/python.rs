@@ -274,9 +274,19 @@ impl PySchedule {
     }
 
     #[staticmethod]
-    #[pyo3(signature = (at_ms, jitter_ms = I64(0)))]
-    fn once(at_ms: I64, jitter_ms: I64) -> PyResult<Self> {
-        wrap(schedule::Schedule::once(at_ms.0, jitter_ms.0))
+    #[pyo3(signature = (at_ms, start_ms = None, end_ms = None, jitter_ms = I64(0)))]
+    fn once(
+        at_ms: I64,
+        start_ms: Option<I64>,
+        end_ms: Option<I64>,
+        jitter_ms: I64,
+    ) -> PyResult<Self> {
+        wrap(schedule::Schedule::once(
+            at_ms.0,
+            start_ms.map(|v| v.0),
+            end_ms.map(|v| v.0),
+            jitter_ms.0,
+        ))
     }
 
     fn next_after(&self, after_ms: I64) -> Option<i64> {

@@ -201,14 +201,21 @@ impl Schedule {
         })
     }
 
-    pub fn once(at: i64, jitter: i64) -> Result<Schedule, String> {
-        check_bounds(None, None, jitter)?;
+    /// A single fire at `at`; none at all when `at` lies outside `[start, end]` (the bounds apply to
+    /// every kind alike).
+    pub fn once(
+        at: i64,
+        start: Option<i64>,
+        end: Option<i64>,
+        jitter: i64,
+    ) -> Result<Schedule, String> {
+        check_bounds(start, end, jitter)?;
         Ok(Schedule {
             kind: Kind::Once { at },
             description: format!("once(at_ms={at}"),
             zone: Zone::utc(),
-            start: None,
-            end: None,
+            start,
+            end,
             jitter,
         })
     }
@@ -473,7 +480,10 @@ mod tests {
             0
         ))
         .contains("anchor_date"));
-        assert_eq!(e(Schedule::once(0, -1)), "jitter_ms must be >= 0");
+        assert_eq!(
+            e(Schedule::once(0, None, None, -1)),
+            "jitter_ms must be >= 0"
+        );
     }
 
     #[test]
@@ -493,9 +503,17 @@ mod tests {
 
     #[test]
     fn once_and_jitter() {
-        let s = Schedule::once(5_000, 1_000).unwrap();
+        let s = Schedule::once(5_000, None, None, 1_000).unwrap();
         assert_eq!(s.next_after(4_999), Some(5_000));
         assert_eq!(s.next_after(5_000), None);
+        // The bounds apply to a once schedule as to every other kind.
+        let ended = Schedule::once(5_000, Some(0), Some(4_000), 0).unwrap();
+        assert_eq!(ended.next_after(0), None);
+        assert_eq!(ended.fires_between(0, 10_000, 10), Vec::<i64>::new());
+        let not_started = Schedule::once(5_000, Some(6_000), None, 0).unwrap();
+        assert_eq!(not_started.next_after(0), None);
+        let inside = Schedule::once(5_000, Some(5_000), Some(5_000), 0).unwrap();
+        assert_eq!(inside.next_after(0), Some(5_000));
         for seed in 0..100u64 {
             let f = s.fire_instant(5_000, seed);
             assert!((5_000..=6_000).contains(&f));

@@ -83,8 +83,8 @@ class Schedule:
         """
 
     @staticmethod
-    def once(at_ms: int, jitter_ms: int = 0) -> Schedule:
-        """A single fire at ``at_ms``."""
+    def once(at_ms: int, start_ms: int | None = None, end_ms: int | None = None, jitter_ms: int = 0) -> Schedule:
+        """A single fire at ``at_ms``; none when ``at_ms`` lies outside ``[start_ms, end_ms]``."""
 
     def next_after(self, after_ms: int) -> int | None:
         """The nominal fire strictly after ``after_ms``, or None when there is none."""

@@ -28,6 +28,8 @@ def serve(settings: Settings, workers: int | None = None) -> None:
     from granian import Granian
     from granian.constants import Interfaces
 
+    from schedsvc.observability.logging import granian_log_config
+
     workers = workers or settings.workers
     # granian's workers are child processes: with more than one, or with the metrics served from this
     # process, their samples must go through files that every process can read.
@@ -52,6 +54,7 @@ def serve(settings: Settings, workers: int | None = None) -> None:
             # Leases are released and in-flight runs drained on SIGTERM; leave them time to finish.
             workers_kill_timeout=30,
             log_access=False,
+            log_dictconfig=granian_log_config(settings.log_level),
         ).serve()
     finally:
         if metrics_server is not None:
@@ -96,8 +99,9 @@ async def _announce(settings: Settings, kind: TenantChangeKind, value: str) -> N
 
 
 async def _tenants(settings: Settings, args: argparse.Namespace) -> int:
+    from schedsvc.domain import TenantExistsError
     from schedsvc.store import MongoTenantStore, connect, database
-    from schedsvc.store.tenants import TenantExistsError, key_id_of
+    from schedsvc.store.tenants import key_id_of
 
     client = connect(settings)
     try:

@@ -20,6 +20,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from schedsvc.bus import NatsRunBus
 from schedsvc.cache import RedisLink
 from schedsvc.config import Settings
+from schedsvc.domain import BusUnavailableError
 from schedsvc.domain.jobs import JobNotice
 from schedsvc.execution.service import ExecutionService
 from schedsvc.execution.worker import JobChanged
@@ -42,7 +43,9 @@ class Adapters:
 
     settings: Settings
     db: AsyncDatabase[dict[str, Any]]
-    bus: NatsRunBus
+    bus: NatsRunBus | None
+    """None only in an API process started while NATS was down (``open_adapters(require_bus=False)``):
+    it serves what needs only MongoDB and keeps trying (``api/app.py``)."""
     partitions: int
     """The cluster's partition count (recorded in the database on first start; it wins over settings)."""
     jobs: MongoJobStore
@@ -56,7 +59,7 @@ class Adapters:
         cls,
         settings: Settings,
         db: AsyncDatabase[dict[str, Any]],
-        bus: NatsRunBus,
+        bus: NatsRunBus | None,
         *,
         redis: RedisLink | None = None,
     ) -> Adapters:
@@ -69,7 +72,8 @@ class Adapters:
         async def announce(notice: JobNotice) -> None:
             if redis is not None:
                 await redis.bump(notice.tenant, notice.job_id)
-            await bus.publish_job_change(notice)
+            if bus is not None:  # without NATS, timing replicas see the change on their next scan
+                await bus.publish_job_change(notice)
 
         timing = MongoTimingStore(db, settings.run_retention_days)
         partitions = await timing.cluster_partitions(settings.partitions)
@@ -90,17 +94,40 @@ class Adapters:
         )
 
 
-async def open_adapters(settings: Settings, stack: AsyncExitStack, *, redis: RedisLink | None = None) -> Adapters:
-    """Connect to MongoDB and NATS (closed by ``stack``), ensure the streams, and build the adapters."""
+async def open_adapters(
+    settings: Settings, stack: AsyncExitStack, *, redis: RedisLink | None = None, require_bus: bool = True
+) -> Adapters:
+    """Connect to MongoDB and NATS (closed by ``stack``), ensure the streams, and build the adapters.
+
+    With ``require_bus=False`` a NATS that cannot be reached leaves ``bus`` None instead of failing.
+    """
     client = connect(settings)
     stack.push_async_callback(client.close)
     db = database(client, settings)
     if settings.dev_mode:
         await apply_migrations(db, settings)
+    try:
+        bus: NatsRunBus | None = await open_bus(settings, stack)
+    except BusUnavailableError as exc:
+        if require_bus:
+            raise
+        log.warning("NATS at %s: %s (starting without it)", settings.nats_url, exc)
+        bus = None
+    return await Adapters.over(settings, db, bus, redis=redis)
+
+
+async def open_bus(settings: Settings, stack: AsyncExitStack) -> NatsRunBus:
+    """Connect to NATS (closed by ``stack``) and ensure the streams; :class:`BusUnavailableError` if down."""
     bus = await NatsRunBus.connect(settings)
     stack.push_async_callback(bus.close)
     await bus.ensure_streams(replicas=settings.stream_replicas)
-    return await Adapters.over(settings, db, bus, redis=redis)
+    return bus
+
+
+def _bus(adapters: Adapters) -> NatsRunBus:
+    if adapters.bus is None:
+        raise BusUnavailableError("NATS is not connected")
+    return adapters.bus
 
 
 def timing_service(adapters: Adapters, *, member: str | None = None) -> TimingService:
@@ -109,8 +136,8 @@ def timing_service(adapters: Adapters, *, member: str | None = None) -> TimingSe
         jobs=adapters.timing,
         fires=adapters.timing,
         leases=adapters.leases,
-        publisher=adapters.bus,
-        changes=adapters.bus,
+        publisher=_bus(adapters),
+        changes=_bus(adapters),
         member=member,
     )
 
@@ -120,7 +147,7 @@ def execution_service(
 ) -> ExecutionService:
     return ExecutionService(
         adapters.settings,
-        adapters.bus,
+        _bus(adapters),
         runs=adapters.runs,
         tenants=adapters.tenants,
         on_job_changed=on_job_changed,

@@ -5,6 +5,8 @@ One command::
     .venv/bin/python tests/chaos/run_chaos.py            # 30 jobs, a 300 s window of faults (~8 min)
     .venv/bin/python tests/chaos/run_chaos.py --calm     # the same without faults: the control run
     .venv/bin/python tests/chaos/run_chaos.py --short    # 40 jobs, a 50 s window (< ~2 min), for pytest
+    .venv/bin/python tests/chaos/run_chaos.py --rolling  # a rolling restart: SIGTERM, start, one by one
+    .venv/bin/python tests/chaos/run_chaos.py --rolling --replicas 1  # one replica stopped and started thrice
 
 What it does, on loopback ports of its own: starts SecantusDB (MongoDB wire protocol, data directory kept
 across its restarts), nats-server with JetStream (file storage kept across restarts), a private
@@ -85,6 +87,13 @@ FAULTS_SHORT: list[tuple[float, str, Any]] = [
     (27, "restart_mongo", None),
     (36, "kill", [1]),
     (42, "start", [1]),
+]
+# A rolling restart, as a deployment does it: each replica in turn gets SIGTERM (a graceful stop: leases
+# released, runs in flight finished or handed back), and is started again once it has exited.
+FAULTS_ROLLING: list[tuple[float, str, Any]] = [
+    (8, "term_restart", [0]),
+    (22, "term_restart", [1]),
+    (36, "term_restart", [2]),
 ]
 FAULTS_FULL: list[tuple[float, str, Any]] = [
     (15, "kill", [0]),
@@ -181,6 +190,14 @@ async def apply_fault(cluster: Cluster, action: str, arg: Any) -> None:
             for n in arg:
                 await asyncio.to_thread(cluster.replicas[n].stop, signal.SIGKILL)
             log(f"SIGKILLed replica(s) {arg}")
+        case "term_restart":
+            for n in arg:
+                started = time.monotonic()
+                await asyncio.to_thread(cluster.replicas[n].stop, signal.SIGTERM, 60.0)
+                stopped = time.monotonic() - started
+                cluster.replicas[n].start(wait=False)
+                await asyncio.to_thread(cluster.replicas[n].wait_ready)
+                log(f"replica {n} stopped gracefully in {stopped:.1f}s, started again and ready")
         case "start":
             for n in arg:
                 cluster.replicas[n].start(wait=False)
@@ -215,7 +232,7 @@ async def stream_ids(cluster: Cluster, prefix: str) -> Counter[str]:
 async def run(args: argparse.Namespace, cluster: Cluster, prefix: str, receiver: WebhookReceiver) -> dict[str, Any]:
     from pymongo import AsyncMongoClient
 
-    faults = [] if args.calm else FAULTS_SHORT if args.short else FAULTS_FULL
+    faults = [] if args.calm else _faults(args)
     window = args.window
     for r in cluster.replicas:
         r.start(wait=False)
@@ -364,7 +381,8 @@ async def run(args: argparse.Namespace, cluster: Cluster, prefix: str, receiver:
     passed = all(v == 0 for v in checks.values())
     return {
         "passed": passed,
-        "mode": ("short" if args.short else "full") + (" calm" if args.calm else ""),
+        "mode": ("rolling" if args.rolling else "short" if args.short else "full") + (" calm" if args.calm else "")
+        + (f", {args.replicas} replica(s)" if args.rolling else ""),
         "jobs": len(job_ids),
         "window_s": window,
         "window_start": iso(base),
@@ -424,11 +442,21 @@ def print_report(report: dict[str, Any]) -> None:
     print("RESULT:", "PASS" if report["passed"] else "FAIL", flush=True)
 
 
+def _faults(args: argparse.Namespace) -> list[tuple[float, str, Any]]:
+    if args.rolling:
+        return [(t, action, [n % args.replicas for n in arg]) for t, action, arg in FAULTS_ROLLING]
+    return FAULTS_SHORT if args.short else FAULTS_FULL
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--short", action="store_true", help="40 jobs, 50 s window, 6 faults: under ~2 minutes")
     p.add_argument("--jobs", type=int, help="jobs firing every second (default 30; 40 with --short)")
     p.add_argument("--window", type=int, help="seconds of fires checked (default 300; 50 with --short)")
+    p.add_argument("--rolling", action="store_true",
+                   help="a rolling restart (SIGTERM, start) of the three replicas in a 50 s window")
+    p.add_argument("--replicas", type=int, default=REPLICAS,
+                   help="replicas to run (default 3; only with --rolling, which then restarts them in turn)")
     p.add_argument("--calm", action="store_true", help="no faults: the control run (capacity and lateness)")
     p.add_argument("--drain-timeout", type=float,
                    help="longest wait for the backlog after the window (default 900 s, 240 s with --short; "
@@ -436,10 +464,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json-out", type=Path, help="write the report as JSON here")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, data) even on success")
     args = p.parse_args(argv)
-    args.jobs = args.jobs or (40 if args.short else 30)
-    args.window = args.window or (50 if args.short else 300)
-    args.drain_timeout = args.drain_timeout or (240.0 if args.short else 900.0)
-    last_fault = max(t for t, _, _ in (FAULTS_SHORT if args.short else FAULTS_FULL))
+    brief = args.short or args.rolling
+    args.jobs = args.jobs or (40 if brief else 30)
+    args.window = args.window or (50 if brief else 300)
+    args.drain_timeout = args.drain_timeout or (240.0 if brief else 900.0)
+    if args.replicas != REPLICAS and not args.rolling:
+        p.error("--replicas applies to --rolling only (the other fault schedules name three replicas)")
+    if args.replicas < 1:
+        p.error("--replicas must be at least 1")
+    last_fault = max(t for t, _, _ in _faults(args))
     if args.window < last_fault + 5 and not args.calm:
         p.error(f"--window must be at least {last_fault + 5} s to contain the fault schedule")
     return args
@@ -484,13 +517,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         if migrate.returncode != 0:
             raise RuntimeError(f"schedsvc migrate failed: {migrate.stderr[-2000:]}")
-        for n in range(REPLICAS):
+        for n in range(args.replicas):
             replica = replace(settings, port=embedded.free_port())
             replicas.append(embedded.service(replica, work / f"replica-{n}.log", name=f"replica {n}"))
         cluster = Cluster(mongo, nats, replicas, work)
         log(f"{mongo.name} :{mongo.port}, NATS :{nats.port}, Redis :{redis.port}, replicas "
             f"{[r.port for r in replicas]}; logs in {work}")
-        limit = 900 if args.short else 2400
+        limit = 900 if args.short or args.rolling else 2400
 
         async def everything() -> dict[str, Any]:
             await receiver.start()

@@ -357,3 +357,249 @@ async def test_openapi_document(api: Api) -> None:
     assert r.status_code == 200
     paths = r.json()["paths"]
     assert {"/jobs", "/jobs/{job_id}", "/jobs/{job_id}/runs", "/schedules/preview"} <= set(paths)
+
+
+# -- hostile input: each class of request that once reached a 500 --------------------------------------
+
+
+async def assert_problem(r: Any, status: int, *fields: str) -> dict[str, Any]:
+    """A problem detail with ``status`` whose ``errors`` name every one of ``fields`` (by prefix)."""
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    problem: dict[str, Any] = r.json()
+    named = [e["field"] for e in problem.get("errors") or []]
+    for field in fields:
+        assert any(f == field or f.startswith(field + ".") for f in named), (field, problem)
+    return problem
+
+
+async def job_count(api: Api) -> int:
+    r = await api.client.get("/jobs", params={"limit": 500}, headers=api.headers)
+    assert r.status_code == 200, r.text
+    return len(r.json()["items"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fields"),
+    [
+        # Integers BSON cannot hold, anywhere in the body.
+        ({"metadata": {"n": 10**30}}, ["metadata.n"]),
+        ({"target": {"kind": "http", "url": "https://h.example.com/", "body": {"n": 2**63}}}, ["target.body.n"]),
+        ({"target": {"kind": "http", "url": "https://h.example.com/", "body": [-(2**63) - 1]}}, ["target.body.0"]),
+        # NUL in object keys (MongoDB refuses them).
+        ({"metadata": {"a\u0000b": "x"}}, ["metadata"]),
+        ({"target": {"kind": "http", "url": "https://h.example.com/", "body": {"k\u0000": 1}}}, ["target.body"]),
+        ({"target": {"kind": "nats", "subject": "tenant.dev.x", "headers": {"X\u0000": "1"}}}, ["target.headers"]),
+        # Free-form fields deeper than the documented limit.
+        (
+            {
+                "target": {
+                    "kind": "http",
+                    "url": "https://h.example.com/",
+                    "body": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]],
+                }
+            },
+            ["target.body"],
+        ),
+        # Zone names that are directories of the zone database.
+        ({"schedule": {"kind": "cron", "expression": "0 9 * * *", "timezone": "Europe"}}, ["schedule.timezone"]),
+        ({"schedule": {"kind": "calendar", "unit": "days", "time": "09:00", "timezone": "Etc"}}, ["schedule.timezone"]),
+        # Instants that leave years 1-9999 once their offset is applied.
+        ({"schedule": {"kind": "once", "at": "9999-12-31T23:00:00-14:00"}}, ["schedule.at"]),
+        ({"schedule": {"kind": "interval", "seconds": 60, "anchor": "0001-01-01T00:30:00+14:00"}}, ["schedule.anchor"]),
+        (
+            {"schedule": {"kind": "interval", "seconds": 60, "startAt": "0001-01-01T00:30:00+14:00"}},
+            ["schedule.startAt"],
+        ),
+        ({"schedule": {"kind": "interval", "seconds": 60, "endAt": "9999-12-31T23:00:00-14:00"}}, ["schedule.endAt"]),
+        # A cron step that overflows is refused, not read as "the first value only".
+        ({"schedule": {"kind": "cron", "expression": "*/99999999999999999999 * * * *"}}, ["schedule.expression"]),
+        # Strict types: no coercion.
+        ({"schedule": {"kind": "interval", "seconds": "60"}}, ["schedule.seconds"]),
+        ({"paused": "true"}, ["paused"]),
+        ({"schedule": {"kind": "once", "at": 0}}, ["schedule.at"]),
+        # Non-canonical IP literals and a trailing dot.
+        *[
+            ({"target": {"kind": "http", "url": f"http://{host}/hook"}}, ["target.url"])
+            for host in ("127.1", "2130706433", "0x7f.0.0.1", "0177.0.0.1", "1.2.3.4.", "hooks.example.com.", "8.8.8")
+        ],
+        # Header names and values, hop-by-hop and service headers in any case, for HTTP and NATS.
+        (
+            {"target": {"kind": "http", "url": "https://h.example.com/", "headers": {"Bad Name": "1"}}},
+            ["target.headers"],
+        ),
+        (
+            {"target": {"kind": "http", "url": "https://h.example.com/", "headers": {"X-A": "a\r\nX-B: b"}}},
+            ["target.headers.X-A"],
+        ),
+        (
+            {"target": {"kind": "http", "url": "https://h.example.com/", "headers": {"idempotency-key": "1"}}},
+            ["target.headers.idempotency-key"],
+        ),
+        (
+            {"target": {"kind": "http", "url": "https://h.example.com/", "headers": {"Keep-Alive": "1"}}},
+            ["target.headers.Keep-Alive"],
+        ),
+        ({"target": {"kind": "nats", "subject": "tenant.dev.x", "headers": {"X-A": "a\nb"}}}, ["target.headers.X-A"]),
+        (
+            {"target": {"kind": "nats", "subject": "tenant.dev.x", "headers": {"IDEMPOTENCY-KEY": "1"}}},
+            ["target.headers.IDEMPOTENCY-KEY"],
+        ),
+        (
+            {"target": {"kind": "nats", "subject": "tenant.dev.x", "headers": {"Nats-Msg-Id": "1"}}},
+            ["target.headers.Nats-Msg-Id"],
+        ),
+        ({"target": {"kind": "nats", "subject": "tenant.dev.a\u0007b"}}, ["target.subject"]),
+    ],
+)
+async def test_hostile_bodies_are_4xx_naming_the_field_and_write_nothing(
+    api: Api, overrides: dict[str, Any], fields: list[str]
+) -> None:
+    await assert_problem(await api.client.post("/jobs", json=job_body(**overrides), headers=api.headers), 422, *fields)
+    assert await job_count(api) == 0
+    # The same through PATCH leaves the job as it was.
+    job = await create(api)
+    patch = {k: v for k, v in overrides.items() if k != "paused"} or {"paused": True}  # not patchable
+    r = await api.client.patch(f"/jobs/{job['id']}", json=patch, headers=api.headers)
+    assert 400 <= r.status_code < 500, r.text
+    assert (await api.client.get(f"/jobs/{job['id']}", headers=api.headers)).json() == job
+
+
+async def test_every_invalid_field_is_listed(api: Api) -> None:
+    body = job_body(
+        name="",
+        schedule={"kind": "interval", "seconds": 0},
+        target={"kind": "http", "url": "http://127.1/"},
+        retry={"maxAttempts": "3"},
+        colour="blue",
+    )
+    await assert_problem(
+        await api.client.post("/jobs", json=body, headers=api.headers),
+        422,
+        "name",
+        "schedule.seconds",
+        "retry.maxAttempts",
+        "colour",
+    )
+    # The schedule and the target policy are reported together too.
+    body = job_body(
+        schedule={"kind": "once", "at": "2001-01-01T00:00:00Z"}, target={"kind": "http", "url": "http://0x7f.1/"}
+    )
+    await assert_problem(await api.client.post("/jobs", json=body, headers=api.headers), 422, "schedule", "target.url")
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b'{"name": "\xff\xfe"}', 400),  # invalid UTF-8
+        (b"[" * 5000 + b"]" * 5000, 400),  # deeper than the decoder's recursion limit
+        (b'{"metadata": ' + b'{"a": ' * 70 + b"1" + b"}" * 71, 422),  # deeper than the body limit
+    ],
+)
+async def test_unreadable_bodies_are_4xx(api: Api, raw: bytes, status: int) -> None:
+    headers = {**api.headers, "Content-Type": "application/json"}
+    await assert_problem(await api.client.post("/jobs", content=raw, headers=headers), status)
+    # Anonymous too.
+    r = await api.client.post("/schedules/preview", content=raw, headers={"Content-Type": "application/json"})
+    assert 400 <= r.status_code < 500, r.text
+    assert await job_count(api) == 0
+
+
+async def test_preview_refuses_hostile_schedules_and_instants(api: Api) -> None:
+    for body, field in (
+        ({"schedule": {"kind": "interval", "seconds": 60}, "after": "9999-12-31T23:00:00-14:00"}, "after"),
+        ({"schedule": {"kind": "interval", "seconds": 60}, "after": "0001-01-01T00:30:00+14:00"}, "after"),
+        ({"schedule": {"kind": "cron", "expression": "0 0 * * *", "timezone": "America"}}, "schedule.timezone"),
+        ({"schedule": {"kind": "interval", "seconds": 60}, "count": "3"}, "count"),
+        ({"schedule": {"kind": "once", "at": "9999-12-31T23:59:59Z"}, "after": "9999-12-31T23:59:58Z"}, None),
+    ):
+        r = await api.client.post("/schedules/preview", json=body)
+        if field is None:
+            assert r.status_code in (200, 422), r.text
+        else:
+            await assert_problem(r, 422, field)
+    r = await api.client.post(
+        "/schedules/preview",
+        json={"schedule": {"kind": "interval", "seconds": 86400}, "after": "9999-12-30T00:00:00Z", "count": 5},
+    )
+    assert r.status_code in (200, 422), r.text
+
+
+async def test_if_match_must_fit_a_version_and_is_honoured_on_pause_and_resume(api: Api) -> None:
+    job = await create(api)
+    url = f"/jobs/{job['id']}"
+    for value in ('"' + "9" * 20 + '"', "three", '"-1"', '"1'):
+        for method, path, body in (
+            ("PATCH", url, {"name": "x"}),
+            ("DELETE", url, None),
+            ("POST", url + "/pause", None),
+            ("POST", url + "/resume", None),
+        ):
+            r = await api.client.request(method, path, json=body, headers={**api.headers, "If-Match": value})
+            assert r.status_code == 400, (method, path, value, r.text)
+    for path in ("/pause", "/resume"):
+        r = await api.client.post(url + path, headers={**api.headers, "If-Match": '"0"'})
+        await assert_problem(r, 412)
+    r = await api.client.post(url + "/pause", headers={**api.headers, "If-Match": '"1"'})
+    assert r.status_code == 200 and r.json()["status"] == "paused"
+    r = await api.client.post(url + "/resume", headers={**api.headers, "If-Match": '"1"'})
+    await assert_problem(r, 412)  # the pause made it version 2
+    r = await api.client.post(url + "/resume", headers={**api.headers, "If-Match": 'W/"2"'})
+    assert r.status_code == 200 and r.json()["status"] == "active"
+    assert (await api.client.get(url, headers=api.headers)).json()["version"] == 3
+
+
+async def test_forged_cursors_and_unknown_query_parameters_are_400(api: Api) -> None:
+    import base64
+    import json
+
+    job = await create(api)
+
+    def b64(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    runs_forged = [b64(json.dumps({"before": v}).encode()) for v in (10**30, -(10**30), "x", 1.5, True, None)]
+    jobs_forged = [b64(b"not-an-object-id"), b64(b"\xff\xfe"), "A", "a" * 200, "é", "../../"]
+    for cursor in runs_forged + jobs_forged:
+        for path in ("/jobs", f"/jobs/{job['id']}/runs"):
+            r = await api.client.get(path, params={"cursor": cursor}, headers=api.headers)
+            await assert_problem(r, 400)
+    await assert_problem(await api.client.get("/jobs", params={"q": "x"}, headers=api.headers), 400, "q")
+    await assert_problem(
+        await api.client.get(f"/jobs/{job['id']}/runs", params={"status": "x"}, headers=api.headers), 400, "status"
+    )
+    await assert_problem(await api.client.get(f"/jobs/{job['id']}", params={"x": "1"}, headers=api.headers), 400, "x")
+
+
+async def test_a_failed_create_releases_its_idempotency_key(api: Api) -> None:
+    headers = {**api.headers, "Idempotency-Key": "retry-me"}
+    await create(api, job_body("taken"))
+    assert (await api.client.post("/jobs", json=job_body("taken"), headers=headers)).status_code == 409
+    await api.client.delete(
+        f"/jobs/{(await api.client.get('/jobs', headers=api.headers)).json()['items'][0]['id']}", headers=api.headers
+    )
+    r = await api.client.post("/jobs", json=job_body("taken"), headers=headers)  # the identical retry
+    assert r.status_code == 201, r.text
+
+
+async def test_run_now_without_nats_is_503_with_retry_after(settings: Settings) -> None:
+    """A process started while NATS is down is live, not ready, and answers run-now with 503."""
+    from tests.support import servers
+
+    down = f"nats://127.0.0.1:{servers.free_port()}"  # nothing listens there
+    settings = dataclasses.replace(
+        settings, nats_url=down, roles=frozenset({"api"}), dev_mode=True, dev_api_key=DEV_KEY
+    )
+    async with AsyncTestClient(create_app(settings)) as client:
+        headers = {"Authorization": f"Bearer {DEV_KEY}"}
+        assert (await client.get("/health/live")).status_code == 200
+        ready = await client.get("/health/ready")
+        assert ready.status_code == 503 and ready.json()["checks"]["nats"] != "ok"
+        r = await client.post("/jobs", json=job_body(), headers=headers)
+        assert r.status_code == 201, r.text
+        r = await client.post(f"/jobs/{r.json()['id']}/run", headers=headers)
+        await assert_problem(r, 503)
+        assert int(r.headers["retry-after"]) > 0
+    mongo = connect(settings)
+    await mongo.drop_database(settings.database)
+    await mongo.close()

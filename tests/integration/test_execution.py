@@ -37,12 +37,13 @@ from litestar.testing import AsyncTestClient
 
 from schedsvc import names
 from schedsvc.api import create_app
+from schedsvc.api.runs import MAX_RETRIES_ON_DEMAND
 from schedsvc.bus import NatsRunBus
 from schedsvc.config import Settings
 from schedsvc.domain import HttpTarget, NatsTarget, RetryPolicy, RunMessage, run_id
 from schedsvc.execution import ExecutionService
 from schedsvc.names import Names
-from schedsvc.store import connect
+from schedsvc.store import MongoTenantStore, connect, database
 from schedsvc.store.runs import InvalidCursorError, MongoRunStore
 from schedsvc.wiring import Adapters, execution_service
 
@@ -350,7 +351,7 @@ async def test_success_is_signed_identified_and_recorded(mongo_db, bus, services
     server.routes["/hook"] = lambda c, n: Reply(201, b'{"accepted":true}')
     job_id = await add_job(
         mongo_db,
-        HttpTarget(url=server.url("/hook?x=1"), method="POST", headers={"X-Custom": "yes", "Host": "evil"},
+        HttpTarget(url=server.url("/hook?x=1"), method="POST", headers={"X-Custom": "yes"},
                    body={"hello": "world"}),
     )
     await services()
@@ -372,7 +373,7 @@ async def test_success_is_signed_identified_and_recorded(mongo_db, bus, services
     h = call.headers
     assert h["content-type"] == "application/json"
     assert h["x-custom"] == "yes"
-    assert h["host"] == f"127.0.0.1:{server.port}"  # a job cannot override Host
+    assert h["host"] == f"127.0.0.1:{server.port}"  # (a stored job naming Host is refused: domain/targets.py)
     assert h["idempotency-key"] == rid == f"{job_id}:{scheduled_ms}"
     assert h["x-schedsvc-job-id"] == job_id
     assert h["x-schedsvc-attempt"] == "1"
@@ -433,6 +434,45 @@ async def test_a_retry_that_succeeds(mongo_db, bus, services, server) -> None:  
     assert doc["status"] == "succeeded" and doc["attempts"] == 2 and doc["httpStatus"] == 200
     assert doc["error"] is None
     assert len(server.calls) == 2
+
+
+async def test_every_attempt_is_kept_in_the_run_history(mongo_db, bus, services, server, fast) -> None:  # type: ignore[no-untyped-def]
+    """Each attempt: start, end, duration, HTTP status or error class and message, the first bytes of the
+    response, and when the next retry was due (issue 14, run history)."""
+    await add_tenant(mongo_db)
+
+    def answers(call: Call, n: int) -> Reply:
+        if n == 0:
+            return Reply(503, b"busy: try later " + b"x" * 600)
+        if n == 1:
+            return Reply(hang=True)  # the call times out
+        return Reply(200, b"done")
+
+    server.routes["/history"] = answers
+    retry = RetryPolicy(max_attempts=3, min_backoff_seconds=0.2, max_backoff_seconds=0.4)
+    job_id = await add_job(mongo_db, HttpTarget(url=server.url("/history"), timeout_seconds=0.5), retry=retry)
+    await services()
+    rid = await fire(bus, job_id)
+    assert (await final_run(mongo_db, rid))["status"] == "succeeded"
+
+    run = await MongoRunStore(mongo_db, fast).get(TENANT, rid)
+    assert run is not None and run.attempts == 3 and run.http_status == 200
+    first, second, third = run.attempt_history
+    assert [a.number for a in run.attempt_history] == [1, 2, 3]
+    assert first.http_status == 503 and first.error_class == "http_status" and first.error == "HTTP 503"
+    assert first.response_snippet is not None and first.response_snippet.startswith("busy: try later")
+    assert len(first.response_snippet) == 256  # bounded per attempt
+    assert second.http_status is None and second.error_class == "timeout" and "timed out" in (second.error or "")
+    assert third.http_status == 200 and third.error_class is None and third.error is None
+    assert third.response_snippet == "done" and third.next_retry_at is None
+    for attempt, following in ((first, second), (second, third)):
+        assert attempt.finished_at is not None and attempt.next_retry_at is not None
+        assert attempt.started_at <= attempt.finished_at <= attempt.next_retry_at <= following.started_at
+        measured = (attempt.finished_at - attempt.started_at).total_seconds() * 1000
+        assert abs((attempt.duration_ms or 0) - measured) <= 1  # stored instants are whole milliseconds
+        assert attempt.next_retry_at - attempt.finished_at >= timedelta(seconds=0.19)  # the policy's backoff
+    assert second.duration_ms is not None and second.duration_ms >= 450
+    assert await MongoRunStore(mongo_db, fast).get("other", rid) is None  # another tenant sees nothing
 
 
 async def test_success_statuses_override_2xx(mongo_db, bus, services, server) -> None:  # type: ignore[no-untyped-def]
@@ -507,6 +547,40 @@ async def test_overlap_skip_with_a_backlog_runs_only_the_earliest_fire(mongo_db,
         assert doc["attempts"] == (1 if rid == runner else 0)
     server.release.set()
     assert (await final_run(mongo_db, runner))["status"] == "succeeded"
+
+
+async def test_overlap_skip_holds_the_slot_across_retries(mongo_db, bus, services, server) -> None:  # type: ignore[no-untyped-def]
+    """A fire holds its job's slot from its first attempt to its final outcome (issue 14, bug 2): a newer
+    fire delivered while the first waits for its retry is skipped, and the target never sees two calls
+    of the job at once."""
+    await add_tenant(mongo_db)
+
+    def flaky(call: Call, n: int) -> Reply:
+        return Reply(503) if n == 0 else Reply(200, delay=0.3)
+
+    server.routes["/once-at-a-time"] = flaky
+    retry = RetryPolicy(max_attempts=3, min_backoff_seconds=2.0, max_backoff_seconds=2.0)
+    job_id = await add_job(mongo_db, HttpTarget(url=server.url("/once-at-a-time")), retry=retry, overlap="skip")
+    await services()
+    base = int(time.time() * 1000)
+    first = await fire(bus, job_id, base - 2000)
+
+    async def waiting_for_retry() -> bool:
+        doc = await run_doc(mongo_db, first)
+        return doc is not None and doc["status"] == "queued" and doc["attempts"] == 1
+
+    await wait_until(waiting_for_retry)
+    second = await fire(bus, job_id, base - 1000)
+    skipped = await final_run(mongo_db, second)
+    assert skipped["status"] == "skipped" and skipped["attempts"] == 0, skipped
+    assert "still running" in skipped["error"]
+    done = await final_run(mongo_db, first)
+    assert done["status"] == "succeeded" and done["attempts"] == 2, done
+    calls = server.calls_to("/once-at-a-time")
+    assert {c.headers["idempotency-key"] for c in calls} == {first}
+    # The slot is free again once the fire is final: the next fire runs.
+    third = await fire(bus, job_id, base)
+    assert (await final_run(mongo_db, third))["status"] == "succeeded"
 
 
 async def test_total_timeout(mongo_db, bus, services, server) -> None:  # type: ignore[no-untyped-def]
@@ -838,6 +912,48 @@ async def test_stop_hands_back_runs_past_the_grace_period(mongo_db, bus, service
     assert doc["status"] == "succeeded" and doc["attempts"] == 2
 
 
+async def test_stop_hands_back_messages_received_but_not_started(mongo_db, bus, services, server, fast) -> None:  # type: ignore[no-untyped-def]
+    """A graceful stop puts back at once what the process received but did not start (issue 14, bug 3).
+
+    A pull request can outlive the fetch that made it; the server then delivers into the stopping
+    process's subscription. Here such a request is made explicitly while the process is busy (one run
+    slot, taken by a hanging call, so it fetches nothing itself). Unhandled, the message would come back
+    only after its ack deadline (60 s here); handed back, the next process runs it within seconds.
+    """
+    await add_tenant(mongo_db)
+    server.routes["/busy"] = lambda c, n: Reply(hang=True) if n == 0 else Reply()
+    busy = await add_job(mongo_db, HttpTarget(url=server.url("/busy"), timeout_seconds=60))
+    waiting = await add_job(mongo_db, HttpTarget(url=server.url("/waiting")))
+    slow_ack = dataclasses.replace(fast, run_ack_wait_seconds=60.0, max_concurrent_runs=1)
+    first = await services(slow_ack, shutdown_grace_seconds=0.2)
+    await fire(bus, busy)
+    await asyncio.wait_for(server.arrived.wait(), WAIT)
+
+    subscription = first._subscription._psub  # test-only: the process's own pull subscription
+    n = Names(fast.prefix)
+    nc = await nats.connect(fast.nats_url)
+    try:
+        request = {"batch": 1, "expires": 20_000_000_000}
+        await nc.publish(
+            f"$JS.API.CONSUMER.MSG.NEXT.{n.run_stream}.{n.worker_consumer}",
+            json.dumps(request).encode(),
+            reply=subscription._deliver,
+        )
+        await nc.flush()
+    finally:
+        await nc.close()
+    await asyncio.sleep(0.3)
+    rid = await fire(bus, waiting)
+    await wait_until(lambda: asyncio.sleep(0, subscription._sub._pending_queue.qsize() == 1))
+
+    await first.stop()
+    stopped = time.monotonic()
+    await services(slow_ack)
+    doc = await final_run(mongo_db, rid, timeout=20)
+    assert doc["status"] == "succeeded" and doc["attempts"] == 1
+    assert time.monotonic() - stopped < 10
+
+
 async def test_many_runs_with_bounded_concurrency(mongo_db, bus, services, server, fast) -> None:  # type: ignore[no-untyped-def]
     await add_tenant(mongo_db)
     active = 0
@@ -935,6 +1051,87 @@ async def test_end_to_end_through_api_and_timing(server, fast) -> None:  # type:
             keys = [c.headers["idempotency-key"] for c in server.calls_to("/e2e")]
             assert len(keys) == len(set(keys))  # one call per fire
             assert {i["id"] for i in items} <= set(keys)
+    finally:
+        mongo = connect(settings)
+        await mongo.drop_database(settings.database)
+        await mongo.close()
+        nc = await nats.connect(settings.nats_url)
+        n = Names(settings.prefix)
+        for stream in (n.run_stream, n.dead_letter_stream):
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await nc.jetstream().delete_stream(stream)
+        await nc.close()
+
+
+async def test_a_dead_letter_is_listed_and_retried_on_demand(server, fast) -> None:  # type: ignore[no-untyped-def]
+    """A run that exhausted its retries is listed for its tenant (GET /runs?status=failed) and can be
+    retried on demand: one more attempt, same run id and idempotency key; bounded; tenant-isolated."""
+    key = "sk_00000000000000dd_" + "d" * 43
+    settings = dataclasses.replace(
+        fast, roles=frozenset({"api", "execution"}), dev_mode=True, dev_api_key=key, target_allow_networks=(
+            ipaddress.ip_network("127.0.0.0/8"),)
+    )
+    headers = {"Authorization": f"Bearer {key}"}
+    healthy = False
+    server.routes["/dead"] = lambda c, n: Reply(200, b"fine") if healthy else Reply(500, b"down")
+    try:
+        async with AsyncTestClient(create_app(settings)) as client:
+            mongo = connect(settings)
+            try:
+                other_key, _ = await MongoTenantStore(database(mongo, settings)).create_tenant("rival")
+            finally:
+                await mongo.close()
+            body = {
+                "name": "fragile",
+                "schedule": {"kind": "interval", "seconds": 3600},
+                "target": {"kind": "http", "url": server.url("/dead")},
+                "retry": {"maxAttempts": 2, "minBackoffSeconds": 0.1, "maxBackoffSeconds": 0.2},
+            }
+            r = await client.post("/jobs", json=body, headers=headers)
+            assert r.status_code == 201, r.text
+            job_id = r.json()["id"]
+            rid = (await client.post(f"/jobs/{job_id}/run", headers=headers)).json()["runId"]
+
+            async def run_in(status: str, attempts: int) -> dict[str, Any] | None:
+                r = await client.get(f"/runs/{rid}", headers=headers)
+                run = r.json() if r.status_code == 200 else None
+                return run if run and run["status"] == status and run["attempts"] == attempts else None
+
+            await wait_until(lambda: run_in("failed", 2))
+            r = await client.get("/runs", params={"status": "failed"}, headers=headers)
+            assert [i["id"] for i in r.json()["items"]] == [rid]
+            assert r.json()["items"][0]["error"] == "HTTP 500"
+            rival = {"Authorization": f"Bearer {other_key.key}"}
+            assert (await client.get("/runs", params={"status": "failed"}, headers=rival)).json()["items"] == []
+            assert (await client.post(f"/runs/{rid}/retry", headers=rival)).status_code == 404
+
+            # Still failing: each retry on demand is exactly one more attempt, then failed again.
+            r = await client.post(f"/runs/{rid}/retry", headers=headers)
+            assert r.status_code == 202, r.text
+            assert r.json()["runId"] == rid
+            await wait_until(lambda: run_in("failed", 3))
+            healthy = True
+            assert (await client.post(f"/runs/{rid}/retry", headers=headers)).status_code == 202
+            run = await wait_until(lambda: run_in("succeeded", 4))
+            assert [a["number"] for a in run["attemptHistory"]] == [1, 2, 3, 4]
+            assert [a["httpStatus"] for a in run["attemptHistory"]] == [500, 500, 500, 200]
+            assert run["retriesOnDemand"] == 2
+            calls = server.calls_to("/dead")
+            assert [c.headers["x-schedsvc-attempt"] for c in calls] == ["1", "2", "3", "4"]
+            assert {c.headers["idempotency-key"] for c in calls} == {rid}
+            r = await client.post(f"/runs/{rid}/retry", headers=headers)
+            assert r.status_code == 409 and "only a failed run" in r.text
+
+            # Bounded: after MAX_RETRIES_ON_DEMAND retries the run is not reopened again.
+            healthy = False
+            rid = (await client.post(f"/jobs/{job_id}/run", headers=headers)).json()["runId"]
+            await wait_until(lambda: run_in("failed", 2))
+            for retry in range(1, MAX_RETRIES_ON_DEMAND + 1):
+                assert (await client.post(f"/runs/{rid}/retry", headers=headers)).status_code == 202
+                await wait_until(lambda retry=retry: run_in("failed", 2 + retry))  # type: ignore[misc]
+            r = await client.post(f"/runs/{rid}/retry", headers=headers)
+            assert r.status_code == 409 and "already retried" in r.text
+            assert (await client.post(f"/runs/{job_id}:1/retry", headers=headers)).status_code == 404
     finally:
         mongo = connect(settings)
         await mongo.drop_database(settings.database)

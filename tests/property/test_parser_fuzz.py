@@ -194,7 +194,7 @@ def test_batch_length_mismatch_and_bad_arguments_are_value_errors() -> None:
         lambda: TimingWheel(0, 0),
         lambda: schedule.next_n(0, 1_000_001),
         lambda: schedule.fires_between(0, 1, -1),
-        lambda: Schedule.once(0, -5),
+        lambda: Schedule.once(0, jitter_ms=-5),
     ):
         try:
             call()

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 from typing import Any
 
-from litestar import Litestar, Request
+from litestar import Litestar
 from litestar.config.response_cache import ResponseCacheConfig
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.exceptions import HTTPException
 from litestar.middleware.base import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
@@ -20,7 +21,8 @@ from litestar.stores.base import Store
 
 from schedsvc import __version__
 from schedsvc.api import openapi
-from schedsvc.api.auth import PUBLIC_PATHS, ApiKeyAuthentication, follow_key_changes
+from schedsvc.api.auth import KEY_CACHE_SECONDS, PUBLIC_PATHS, ApiKeyAuthentication, follow_key_changes
+from schedsvc.api.bodies import check_request
 from schedsvc.api.docs import DOCS_PATH, BundledSwaggerUI
 from schedsvc.api.errors import EXCEPTION_HANDLERS
 from schedsvc.api.health import HealthController
@@ -32,11 +34,14 @@ from schedsvc.api.middleware import (
     cache_key,
     cacheable,
 )
+from schedsvc.api.runs import RunsController
 from schedsvc.api.schedules import SchedulesController
+from schedsvc.bus import NatsRunBus
 from schedsvc.cache import (
     FailureCounter,
     MemoryFailureCounter,
     MemoryRateLimiter,
+    NoticedCache,
     RateLimiter,
     RedisFailureCounter,
     RedisLink,
@@ -44,14 +49,17 @@ from schedsvc.cache import (
     ResilientStore,
 )
 from schedsvc.config import Settings
+from schedsvc.domain import BusUnavailableError
 from schedsvc.names import Names
 from schedsvc.observability.logging import configure_logging
 from schedsvc.observability.runtime import tune_gc
 from schedsvc.store.base import JobRepository, RunHistory, RunPublisher
-from schedsvc.wiring import Adapters, execution_service, open_adapters, timing_service
+from schedsvc.wiring import Adapters, execution_service, open_adapters, open_bus, timing_service
 
 log = logging.getLogger(__name__)
 DEV_TENANT = "dev"
+BUS_RETRY_MIN_SECONDS = 0.5
+BUS_RETRY_MAX_SECONDS = 30.0
 
 
 class MetricsController(PrometheusController):
@@ -59,23 +67,61 @@ class MetricsController(PrometheusController):
     include_in_schema = False
 
 
-async def _require_json(request: Request[Any, Any, Any]) -> None:
-    """415 for a body that is not JSON (bodiless POSTs such as pause or run-now are fine)."""
-    if request.method not in ("POST", "PUT", "PATCH"):
-        return
-    has_body = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
-    if not has_body:
-        return
-    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media_type != "application/json" and not media_type.endswith("+json"):
-        raise HTTPException(status_code=415, detail="the request body must be application/json")
-
-
-async def _follow_tenant_changes(state: State, adapters: Adapters, stack: AsyncExitStack) -> None:
+async def _follow_tenant_changes(state: State, bus: NatsRunBus, stack: AsyncExitStack) -> None:
     """Validated API keys are cached per process; announced revocations drop them on every replica."""
-    api_keys, unsubscribe = await follow_key_changes(adapters.bus)
+    api_keys, unsubscribe = await follow_key_changes(bus)
     stack.push_async_callback(unsubscribe)
     state.api_keys = api_keys
+
+
+async def _start_with_bus(
+    state: State, settings: Settings, adapters: Adapters, stack: AsyncExitStack, redis: RedisLink | None
+) -> None:
+    """What needs NATS: following key revocations, the timing and execution modules; then ready."""
+    assert adapters.bus is not None
+    await _follow_tenant_changes(state, adapters.bus, stack)
+    if "timing" in settings.roles:
+        timing = timing_service(adapters)
+        await timing.start()
+        stack.push_async_callback(timing.stop)
+        state.modules["timing"] = timing
+    if "execution" in settings.roles:
+
+        async def on_run_recorded(tenant: str, job_id: str) -> None:
+            if redis is not None:  # a run changed the job's lastRun: cached reads must not hide it
+                await redis.bump(tenant, job_id)
+
+        execution = execution_service(adapters, on_job_changed=on_run_recorded)
+        await execution.start()
+        stack.push_async_callback(execution.stop)
+        state.modules["execution"] = execution
+    state.update({"bus": adapters.bus, "adapters": adapters})
+
+
+async def _connect_later(
+    state: State, settings: Settings, adapters: Adapters, stack: AsyncExitStack, redis: RedisLink | None
+) -> None:
+    """NATS was down at start-up: keep trying with backoff, then start what needs it.
+
+    The process stays live (not ready) meanwhile, instead of failing its start-up and being restarted in
+    a loop; MongoDB-only requests are served, run-now answers 503 with ``Retry-After``.
+    """
+    delay = BUS_RETRY_MIN_SECONDS
+    while True:
+        await asyncio.sleep(delay)
+        attempt = AsyncExitStack()
+        try:
+            bus = await open_bus(settings, attempt)
+        except BusUnavailableError as exc:
+            await attempt.aclose()
+            log.warning("NATS at %s: %s (retrying in %.1fs)", settings.nats_url, exc, delay)
+            delay = min(delay * 2, BUS_RETRY_MAX_SECONDS)
+            continue
+        stack.push_async_callback(attempt.aclose)  # the bus closes with the app, after the modules
+        connected = await Adapters.over(settings, adapters.db, bus, redis=redis)
+        await _start_with_bus(state, settings, connected, stack, redis)
+        log.info("NATS at %s reached; the service is complete", settings.nats_url)
+        return
 
 
 @asynccontextmanager
@@ -88,11 +134,10 @@ async def _lifespan(settings: Settings, app: Litestar) -> AsyncIterator[None]:
             responses = app.stores.get("response_cache")
             if isinstance(responses, ResilientStore):  # entries still being written when the client closes
                 stack.push_async_callback(responses.drain)
-        adapters = await open_adapters(settings, stack, redis=redis)
+        adapters = await open_adapters(settings, stack, redis=redis, require_bus=False)
         if settings.dev_mode and settings.dev_api_key:
             await adapters.tenants.ensure_tenant(DEV_TENANT)
             await adapters.tenants.create_key(DEV_TENANT, settings.dev_api_key)
-        await _follow_tenant_changes(state, adapters, stack)
         # What the middleware, the health probes and the target checks read (the handlers get typed
         # dependencies instead: see _DEPENDENCIES).
         state.update(
@@ -106,23 +151,20 @@ async def _lifespan(settings: Settings, app: Litestar) -> AsyncIterator[None]:
                 "modules": {},
             }
         )
-
-        if "timing" in settings.roles:
-            timing = timing_service(adapters)
-            await timing.start()
-            stack.push_async_callback(timing.stop)
-            state.modules["timing"] = timing
-        if "execution" in settings.roles:
-
-            async def on_run_recorded(tenant: str, job_id: str) -> None:
-                if redis is not None:  # a run changed the job's lastRun: cached reads must not hide it
-                    await redis.bump(tenant, job_id)
-
-            execution = execution_service(adapters, on_job_changed=on_run_recorded)
-            await execution.start()
-            stack.push_async_callback(execution.stop)
-            state.modules["execution"] = execution
+        if adapters.bus is not None:
+            await _start_with_bus(state, settings, adapters, stack, redis)
+        else:
+            # Keys are cached without revocation notices until NATS is reached (at most KEY_CACHE_SECONDS).
+            state.api_keys = NoticedCache(KEY_CACHE_SECONDS, gaps=lambda: 0)
+            later = asyncio.create_task(_connect_later(state, settings, adapters, stack, redis), name="schedsvc-bus")
+            stack.push_async_callback(_cancelled, later)
         yield
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def _adapters(state: State) -> Adapters:
@@ -139,7 +181,10 @@ def _provide_runs(state: State) -> RunHistory:
 
 
 def _provide_run_queue(state: State) -> RunPublisher:
-    return _adapters(state).bus
+    bus = _adapters(state).bus
+    if bus is None:  # NATS was down when the process started and is not connected yet
+        raise BusUnavailableError("NATS is not connected")
+    return bus
 
 
 _DEPENDENCIES = {
@@ -164,7 +209,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         handlers.append(MetricsController)
     middleware: list[Any] = [RequestIdMiddleware(), prometheus.middleware]
     if "api" in settings.roles:
-        handlers += [JobsController, SchedulesController]
+        handlers += [JobsController, RunsController, SchedulesController]
         middleware += [
             DefineMiddleware(ApiKeyAuthentication, exclude=PUBLIC_PATHS),
             TenantContextMiddleware(),
@@ -185,7 +230,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         dependencies=_DEPENDENCIES,
         lifespan=[partial(_lifespan, settings)],
         middleware=middleware,
-        before_request=_require_json,
+        before_request=check_request,
         logging_config=None,  # configure_logging() owns logging: JSON lines with request context
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_request_bytes,

@@ -19,10 +19,14 @@ from schedsvc.domain import (
     AuthenticationError,
     DuplicateJobNameError,
     IdempotencyConflictError,
+    InfrastructureUnavailableError,
+    InvalidCursorError,
+    InvalidRequestError,
     InvalidScheduleError,
     InvalidTargetError,
     JobNotFoundError,
-    StoreUnavailableError,
+    SchedsvcError,
+    TenantExistsError,
     VersionConflictError,
 )
 from schedsvc.domain.wire import FieldError, Problem
@@ -31,6 +35,8 @@ log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 _AT_PATH = re.compile(r" - at `\$\.?([^`]*)`")
 _NAMED_FIELD = re.compile(r"(?:unknown|missing required) field `([^`]+)`")
+# Checks across fields (``__post_init__`` in domain/models.py) start their message with the field's name.
+_LEADING_FIELD = re.compile(r"^([a-z][A-Za-z]*): (.+)$", re.DOTALL)
 
 
 _TITLES = {
@@ -71,10 +77,11 @@ def problem(
     return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
-def _field_from_message(message: str, source: str | None, key: str | None) -> FieldError:
+def field_from_message(message: str, source: str | None, key: str | None) -> FieldError:
     """msgspec says ``... - at `$.schedule.seconds```; turn that into ``schedule.seconds``.
 
-    For unknown or missing fields msgspec names the field in the message and the path of its parent.
+    For unknown or missing fields msgspec names the field in the message and the path of its parent;
+    checks across fields name it at the start of their message (``timezone: unknown time zone``).
     """
     match = _AT_PATH.search(message)
     path = match.group(1).replace("[", ".").replace("]", "") if match else ""
@@ -82,6 +89,10 @@ def _field_from_message(message: str, source: str | None, key: str | None) -> Fi
     named = _NAMED_FIELD.search(text)
     if named:
         path = f"{path}.{named.group(1)}" if path else named.group(1)
+    leading = _LEADING_FIELD.match(text)
+    if leading and not named:
+        path = f"{path}.{leading.group(1)}" if path else leading.group(1)
+        text = leading.group(2)
     if not path:
         path = "body" if key in (None, "data") else key
     return FieldError(path, text)
@@ -90,7 +101,7 @@ def _field_from_message(message: str, source: str | None, key: str | None) -> Fi
 def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Problem]:
     extra = exc.extra if isinstance(exc.extra, list) else []
     errors = [
-        _field_from_message(str(e.get("message", "")), e.get("source"), e.get("key"))
+        field_from_message(str(e.get("message", "")), e.get("source"), e.get("key"))
         for e in extra
         if isinstance(e, dict)
     ]
@@ -118,6 +129,12 @@ def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Probl
 
 def _domain(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     match exc:
+        case InvalidRequestError():
+            errors = [FieldError(field, message) for field, message in exc.problems]
+            title = "Bad request" if exc.status == 400 else "Invalid request"
+            return problem(request, exc.status, title, str(exc), errors)
+        case InvalidCursorError():
+            return problem(request, 400, "Bad request", f"cursor: {exc}", [FieldError("cursor", str(exc))])
         case InvalidScheduleError() | InvalidTargetError():
             return problem(request, 422, "Invalid request", f"{exc.field}: {exc}", [FieldError(exc.field, str(exc))])
         case JobNotFoundError():
@@ -132,10 +149,13 @@ def _domain(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem
             return problem(
                 request, 401, "Unauthorized", str(exc), headers={"WWW-Authenticate": 'Bearer realm="schedsvc"'}
             )
-        case StoreUnavailableError():
-            return problem(
-                request, 503, "Service unavailable", "the database is unavailable", headers={"Retry-After": "5"}
-            )
+        case TenantExistsError():
+            return problem(request, 409, "Conflict", str(exc))
+        case InfrastructureUnavailableError():
+            # An outage, not a bug: one line without a traceback, and the client is told when to retry.
+            log.warning("%s is unavailable on %s %s: %s", exc.what, request.method, request.url.path, exc)
+            headers = {"Retry-After": str(exc.retry_after_seconds)}
+            return problem(request, 503, "Service unavailable", f"{exc.what} is unavailable", headers=headers)
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem(request, HTTP_500_INTERNAL_SERVER_ERROR, "Internal error", "an unexpected error occurred")
 
@@ -143,15 +163,16 @@ def _domain(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem
 EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     ValidationException: _validation,
     HTTPException: _http,
-    InvalidScheduleError: _domain,
-    InvalidTargetError: _domain,
-    JobNotFoundError: _domain,
-    DuplicateJobNameError: _domain,
-    VersionConflictError: _domain,
-    IdempotencyConflictError: _domain,
-    AuthenticationError: _domain,
-    StoreUnavailableError: _domain,
+    SchedsvcError: _domain,
     Exception: _domain,
 }
 
-__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "FieldError", "Problem", "problem", "problem_responses"]
+__all__ = [
+    "EXCEPTION_HANDLERS",
+    "PROBLEM_JSON",
+    "FieldError",
+    "Problem",
+    "field_from_message",
+    "problem",
+    "problem_responses",
+]

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import re
 from datetime import datetime
-from typing import Annotated, Any
-from urllib.parse import urlsplit
+from typing import Annotated
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
@@ -19,42 +17,44 @@ from litestar.params import FromPath, FromQuery, HeaderParameter, QueryParameter
 from schedsvc.api import openapi
 from schedsvc.api.errors import problem_responses
 from schedsvc.domain import (
-    HttpTarget,
+    InvalidRequestError,
     InvalidScheduleError,
-    InvalidTargetError,
     Job,
     JobCreate,
     JobPatch,
     JobStatus,
-    NatsTarget,
+    PreconditionFailedError,
     RunMessage,
     RunTrigger,
     Schedule,
     Target,
     VersionConflictError,
     run_id,
-    subject_allowed,
+    target_problems,
 )
 from schedsvc.domain.jobs import JobChange, JobStateError, change_from_patch
 from schedsvc.domain.time import utcnow
 from schedsvc.domain.wire import JobList, RunAccepted, RunList
-from schedsvc.execution.addresses import refusal_reason
 from schedsvc.store.base import JobRepository, RunHistory, RunPublisher
 from schedsvc.timing import compile_schedule, from_ms, to_ms, with_defaults
 
-_ETAG = re.compile(r'^\s*(?:W/)?"(\d+)"\s*$')
-_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-# Headers the service sets itself on every delivery; a job may not override them.
-_RESERVED_HEADERS = {
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "idempotency-key",
-    "webhook-id",
-    "webhook-timestamp",
-    "webhook-signature",
-}
+# A version is a positive 64-bit integer: at most 19 digits, and a value that long may still overflow, so
+# the pattern admits 18 (a job would need a quintillion changes to need more).
+IF_MATCH_PATTERN = r'^\s*(\*|(W/)?"[0-9]{1,18}")\s*$'
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,200}$"
+_ETAG = re.compile(r'^\s*(?:W/)?"([0-9]{1,18})"\s*$')
+IfMatch = Annotated[
+    str | None,
+    HeaderParameter(
+        name="If-Match",
+        pattern=IF_MATCH_PATTERN,
+        description='The job\'s ETag (`"<version>"`): the change applies only at that version (412 otherwise)',
+    ),
+]
+Cursor = Annotated[
+    str | None,
+    QueryParameter(pattern=CURSOR_PATTERN, max_length=200, description="`nextCursor` of the previous page"),
+]
 
 
 def _etag(job: Job) -> dict[str, str]:
@@ -70,49 +70,54 @@ def _expected_version(if_match: str | None) -> int | None:
     return int(match.group(1))
 
 
+def _check_version(job: Job, expected: int | None) -> None:
+    """412 when ``If-Match`` names a version the job is not at, even if the change would be a no-op."""
+    if expected is not None and expected != job.version:
+        raise PreconditionFailedError(job.id)
+
+
 def _next_run(schedule: Schedule, now: datetime) -> datetime | None:
     compiled = compile_schedule(schedule, created=now)
     nominal = compiled.next_after(to_ms(now))
-    return None if nominal is None else from_ms(nominal)
-
-
-async def _check_target(target: Target, tenant: str, state: State) -> None:
-    """Reject targets the tenant may not use at create/change time (422), not at run time."""
-    match target:
-        case HttpTarget():
-            parts = urlsplit(target.url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise InvalidTargetError("url must be an absolute http or https URL", "target.url")
-            if parts.username or parts.password:
-                raise InvalidTargetError("url must not contain credentials; use headers", "target.url")
-            for name in target.headers:
-                if not _HEADER_NAME.match(name):
-                    raise InvalidTargetError(f"invalid header name {name!r}", "target.headers")
-                if name.lower() in _RESERVED_HEADERS:
-                    raise InvalidTargetError(f"header {name!r} is set by the service", "target.headers")
-            reason = _literal_address_refusal(parts.hostname, state.settings.target_allow_networks)
-            if reason:
-                raise InvalidTargetError(
-                    f"url points at a {reason.replace('_', '-')} address, which targets may not reach "
-                    "(SCHEDSVC_TARGET_ALLOW_NETWORKS can permit it)",
-                    "target.url",
-                )
-        case NatsTarget():
-            grants = await state.tenants.subject_grants(tenant, state.settings.nats_subject_grant)
-            reason = subject_allowed(target.subject, grants, state.names.reserved_subject_roots)
-            if reason:
-                raise InvalidTargetError(reason, "target.subject")
-
-
-def _literal_address_refusal(host: str, allow: Any) -> str | None:
-    """Early refusal for URLs whose host is an IP literal or localhost; names are checked at connect time."""
-    if host.lower().rstrip(".") == "localhost" or host.lower().rstrip(".").endswith(".localhost"):
-        host = "127.0.0.1"
     try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
+        return None if nominal is None else from_ms(nominal)
+    except (OverflowError, ValueError, OSError):  # a fire beyond what a datetime holds
         return None
-    return refusal_reason(address, allow)
+
+
+def _planned(schedule: Schedule, now: datetime) -> tuple[Schedule, datetime]:
+    """The schedule with its creation-time defaults and its first fire after now."""
+    schedule = with_defaults(schedule, now)
+    next_run = _next_run(schedule, now)
+    if next_run is None:
+        raise InvalidScheduleError("the schedule has no fire after now", "schedule")
+    return schedule, next_run
+
+
+async def _checked(
+    state: State, tenant: str, now: datetime, schedule: Schedule | None, target: Target | None
+) -> tuple[Schedule, datetime] | None:
+    """Check the schedule and the target together, so one answer lists the problems of both (422);
+    returns the planned schedule when one was given."""
+    problems: list[tuple[str, str]] = []
+    planned = None
+    if schedule is not None:
+        try:
+            planned = _planned(schedule, now)
+        except InvalidScheduleError as exc:
+            problems.append((exc.field, str(exc)))
+    if target is not None:
+        # The target policy, also applied before every call (execution/targets.py).
+        grants = await state.tenants.subject_grants(tenant, state.settings.nats_subject_grant)
+        problems += target_problems(
+            target,
+            allow=state.settings.target_allow_networks,
+            grants=grants,
+            reserved_roots=state.names.reserved_subject_roots,
+        )
+    if problems:
+        raise InvalidRequestError(problems)
+    return planned
 
 
 class JobsController(Controller):
@@ -140,11 +145,9 @@ class JobsController(Controller):
     ) -> Response[Job]:
         tenant = request.user
         now = utcnow()
-        schedule = with_defaults(data.schedule, now)
-        next_run = _next_run(schedule, now)
-        if next_run is None:
-            raise InvalidScheduleError("the schedule has no fire after now", "schedule")
-        await _check_target(data.target, tenant, state)
+        planned = await _checked(state, tenant, now, data.schedule, data.target)
+        assert planned is not None
+        schedule, next_run = planned
         body = msgspec.structs.replace(data, schedule=schedule)
         request_hash = hashlib.sha256(msgspec.json.encode(data)).hexdigest()
         job, created = await jobs.create(
@@ -170,7 +173,7 @@ class JobsController(Controller):
         tag: Annotated[str | None, QueryParameter(max_length=64)] = None,
         name: Annotated[str | None, QueryParameter(max_length=200, description="name prefix")] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
-        cursor: Annotated[str | None, QueryParameter(max_length=200)] = None,
+        cursor: Cursor = None,
     ) -> JobList:
         try:
             page = await jobs.list(request.user, limit=limit, cursor=cursor, status=status, tag=tag, name_prefix=name)
@@ -204,22 +207,24 @@ class JobsController(Controller):
         jobs: NamedDependency[JobRepository],
         job_id: FromPath[str],
         data: Annotated[JobPatch, openapi.body(openapi.PATCH_SCHEDULE, openapi.PATCH_TAGS)],
-        if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
+        if_match: IfMatch = None,
     ) -> Response[Job]:
         tenant = request.user
         expected = _expected_version(if_match)
         now = utcnow()
         change = change_from_patch(data)
-        if not isinstance(data.schedule, msgspec.UnsetType):
-            schedule = with_defaults(data.schedule, now)
-            next_run = _next_run(schedule, now)
-            if next_run is None:
-                raise InvalidScheduleError("the schedule has no fire after now", "schedule")
+        planned = await _checked(
+            state,
+            tenant,
+            now,
+            None if isinstance(data.schedule, msgspec.UnsetType) else data.schedule,
+            None if isinstance(data.target, msgspec.UnsetType) else data.target,
+        )
+        if planned is not None:
+            schedule, next_run = planned
             change.schedule, change.next_run, change.resumed_at = schedule, next_run, None
             # A completed job becomes active again: one conditional write for the status the job is in.
             change.only_if_status = frozenset({JobStatus.ACTIVE, JobStatus.PAUSED})
-        if not isinstance(data.target, msgspec.UnsetType):
-            await _check_target(data.target, tenant, state)
         for _ in range(3):
             try:
                 job = await jobs.update(tenant, job_id, change, expected, now=now)
@@ -246,7 +251,7 @@ class JobsController(Controller):
         request: Request[str, str, State],
         jobs: NamedDependency[JobRepository],
         job_id: FromPath[str],
-        if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
+        if_match: IfMatch = None,
     ) -> None:
         await jobs.delete(request.user, job_id, _expected_version(if_match))
 
@@ -262,13 +267,15 @@ class JobsController(Controller):
         request: Request[str, str, State],
         jobs: NamedDependency[JobRepository],
         job_id: FromPath[str],
-        if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
+        if_match: IfMatch = None,
     ) -> Response[Job]:
         tenant = request.user
+        expected = _expected_version(if_match)
         pause = JobChange(status=JobStatus.PAUSED, only_if_status=frozenset({JobStatus.ACTIVE}))
         try:
-            job = await jobs.update(tenant, job_id, pause, _expected_version(if_match), now=utcnow())
+            job = await jobs.update(tenant, job_id, pause, expected, now=utcnow())
         except JobStateError as exc:
+            _check_version(exc.job, expected)
             if exc.job.status == JobStatus.COMPLETED:
                 raise HTTPException(status_code=409, detail="a completed job cannot be paused") from None
             return Response(exc.job, headers=_etag(exc.job))  # already paused
@@ -286,16 +293,18 @@ class JobsController(Controller):
         request: Request[str, str, State],
         jobs: NamedDependency[JobRepository],
         job_id: FromPath[str],
-        if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
+        if_match: IfMatch = None,
     ) -> Response[Job]:
         tenant = request.user
         now = utcnow()
         # nextRun stays where the pause left it: the timing module sees the fires between it and
         # resumedAt as missed while paused and applies the job's catch-up policy to them.
+        expected = _expected_version(if_match)
         resume = JobChange(status=JobStatus.ACTIVE, resumed_at=now, only_if_status=frozenset({JobStatus.PAUSED}))
         try:
-            job = await jobs.update(tenant, job_id, resume, _expected_version(if_match), now=now)
+            job = await jobs.update(tenant, job_id, resume, expected, now=now)
         except JobStateError as exc:
+            _check_version(exc.job, expected)
             if exc.job.status == JobStatus.COMPLETED:
                 raise HTTPException(status_code=409, detail="a completed job cannot be resumed") from None
             return Response(exc.job, headers=_etag(exc.job))  # already active
@@ -339,7 +348,7 @@ class JobsController(Controller):
         runs: NamedDependency[RunHistory],
         job_id: FromPath[str],
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
-        cursor: Annotated[str | None, QueryParameter(max_length=200)] = None,
+        cursor: Cursor = None,
     ) -> RunList:
         await jobs.get(request.user, job_id)  # 404 for another tenant's job, as for a missing one
         try:

@@ -8,6 +8,7 @@ from litestar import Controller, post
 
 from schedsvc.api import openapi
 from schedsvc.api.errors import problem_responses
+from schedsvc.domain import InvalidScheduleError
 from schedsvc.domain.time import utcnow
 from schedsvc.domain.wire import PreviewRequest, PreviewResponse
 from schedsvc.timing import upcoming_fires
@@ -26,4 +27,10 @@ class SchedulesController(Controller):
         responses={**problem_responses(422), 200: openapi.success(PreviewResponse, "The fires", openapi.FIRES)},
     )
     async def preview(self, data: Annotated[PreviewRequest, openapi.body(openapi.PREVIEW)]) -> PreviewResponse:
-        return PreviewResponse(upcoming_fires(data.schedule, data.after or utcnow(), data.count))
+        try:
+            fires = upcoming_fires(data.schedule, data.after or utcnow(), data.count)
+        except InvalidScheduleError:
+            raise
+        except (OverflowError, OSError, ValueError):  # fires beyond year 9999 (a datetime ends there)
+            raise InvalidScheduleError("the schedule's fires leave the years 1-9999", "after") from None
+        return PreviewResponse(fires)

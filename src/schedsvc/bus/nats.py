@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -25,8 +27,9 @@ from nats.js.api import (
 from nats.js.errors import NotFoundError
 
 from schedsvc.config import Settings
-from schedsvc.domain import RunMessage, run_id
+from schedsvc.domain import BusUnavailableError, RunMessage, run_id
 from schedsvc.domain.jobs import JobNotice
+from schedsvc.domain.lifecycle import MAX_DELIVERIES
 from schedsvc.names import Names
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,7 @@ log = logging.getLogger(__name__)
 # record is the second guard beyond it.
 DEDUP_WINDOW_SECONDS = 15 * 60
 RUN_RETENTION_SECONDS = 24 * 3600
+ERROR_LOG_INTERVAL_SECONDS = 30.0
 PUBLISH_TIMEOUT_SECONDS = 10.0
 """How long a batch of run messages may wait for its acks (plus 2 ms per message)."""
 TenantChangeKind = Literal["key", "tenant"]
@@ -47,8 +51,30 @@ _encode_notice = msgspec.msgpack.Encoder().encode
 _decode_notice = msgspec.msgpack.Decoder(JobNotice).decode
 
 
-class BusError(ConnectionError):
+class BusError(BusUnavailableError):
     """NATS or JetStream could not take a message."""
+
+
+class _ErrorLog:
+    """nats-py's error callback: one line per error, naming the server, without a traceback.
+
+    The library's default logs a full traceback for every failed reconnect attempt, several a second
+    while NATS is down; here an identical error is repeated at most every
+    :data:`ERROR_LOG_INTERVAL_SECONDS`. Failures of the first connection are left to the caller, which
+    logs one line per attempt.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.armed = False
+        self._last: tuple[str, float] = ("", 0.0)
+
+    async def log(self, exc: Exception) -> None:
+        text = f"{type(exc).__name__}: {exc}"
+        now = time.monotonic()
+        if self.armed and (text != self._last[0] or now - self._last[1] > ERROR_LOG_INTERVAL_SECONDS):
+            self._last = (text, now)
+            log.warning("NATS at %s: %s", self.url, text)
 
 
 @dataclass(slots=True)
@@ -96,6 +122,35 @@ class RunSubscription:
         info = await self._psub.consumer_info()  # type: ignore[attr-defined]
         return int(info.num_pending) + int(info.num_ack_pending)
 
+    async def hand_back_unfetched(self, linger: float) -> int:
+        """Put back at once (nak, no delay) every message delivered to this subscription but not returned
+        by :meth:`fetch`; return how many. For a graceful stop, before :meth:`close`.
+
+        A pull request can outlive the fetch that made it (nats-py leaves a late batch in the client's
+        queue, and the server may still fill a request whose client gave up). Unsubscribing would drop
+        those messages, and they would come back only after their ack deadline (30 s by default): the
+        fire due at a rolling restart would be that late. So for ``linger`` seconds (the longest a pull
+        request lives) whatever arrives goes straight back to the stream, for another replica to take.
+        nats-py exposes no public way to read that queue; ``_sub`` is the pull subscription's underlying
+        ``Subscription`` (whose ``next_msg`` is public).
+        """
+        sub = getattr(self._psub, "_sub", None)
+        if sub is None:
+            return 0
+        handed = 0
+        deadline = time.monotonic() + linger
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                msg = await sub.next_msg(timeout=remaining)
+            except (NatsTimeoutError, TimeoutError):
+                break
+            if msg.headers and msg.headers.get("Status"):  # "no messages", "request timeout": not a run
+                continue
+            with contextlib.suppress(Exception):
+                await msg.nak()
+                handed += 1
+        return handed
+
     async def close(self) -> None:
         await self._psub.unsubscribe()  # type: ignore[attr-defined]
 
@@ -110,14 +165,29 @@ class NatsRunBus:
 
     @classmethod
     async def connect(cls, settings: Settings, names: Names | None = None) -> NatsRunBus:
-        nc = await nats.connect(
-            servers=[s.strip() for s in settings.nats_url.split(",")],
-            name=f"schedsvc-{','.join(sorted(settings.roles))}",
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
-            connect_timeout=5,
-            allow_reconnect=True,
-        )
+        """Connect once; :class:`BusError` (a :class:`BusUnavailableError`) when NATS cannot be reached.
+
+        After the first connection the client reconnects by itself, for ever.
+        """
+        errors = _ErrorLog(settings.nats_url)
+        try:
+            # With unlimited reconnects, nats-py retries a failed *first* connection for ever inside
+            # connect(), so a process started while NATS is down would never finish starting. The first
+            # connection tries each server at most twice (the caller retries with backoff); reconnects
+            # are unlimited once connected (the client reads the option whenever the connection drops).
+            nc = await nats.connect(
+                servers=[s.strip() for s in settings.nats_url.split(",")],
+                name=f"schedsvc-{','.join(sorted(settings.roles))}",
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0.5,
+                connect_timeout=5,
+                allow_reconnect=True,
+                error_cb=errors.log,
+            )
+        except Exception as exc:  # nats raises OSError, NoServersError, TimeoutError, ...
+            raise BusError(f"cannot connect: {type(exc).__name__}: {exc}") from None
+        nc.options["max_reconnect_attempts"] = -1
+        errors.armed = True
         return cls(nc, names or Names(settings.prefix))
 
     @property
@@ -148,15 +218,22 @@ class NatsRunBus:
             max_age=14 * 24 * 3600,
             num_replicas=replicas,
         )
-        for config in (runs, dlq):
-            try:
-                await self._js.stream_info(config.name)  # type: ignore[arg-type]
-                await self._js.update_stream(config)
-            except NotFoundError:
-                await self._js.add_stream(config)
+        try:
+            for config in (runs, dlq):
+                try:
+                    await self._js.stream_info(config.name)  # type: ignore[arg-type]
+                    await self._js.update_stream(config)
+                except NotFoundError:
+                    await self._js.add_stream(config)
+        except Exception as exc:  # JetStream disabled or unavailable, a timeout, a lost connection
+            raise BusError(f"cannot create the JetStream streams: {type(exc).__name__}: {exc}") from None
 
-    async def publish_runs(self, messages: Sequence[RunMessage], partitions: Sequence[int]) -> int:
+    async def publish_runs(
+        self, messages: Sequence[RunMessage], partitions: Sequence[int], message_ids: Sequence[str] | None = None
+    ) -> int:
         """Publish fires with message id ``jobId:scheduledMs``; return how many were new (not duplicates).
+
+        ``message_ids`` replaces those ids (a retry on demand of a run is a new message for the same run).
 
         Raises :class:`BusError` if any publish was not acknowledged; the caller must not advance
         ``nextRun`` for a batch that failed (re-publishing is safe: duplicates are dropped).
@@ -167,12 +244,11 @@ class NatsRunBus:
         names = self.names
         pending: list[asyncio.Future[PubAck]] = []
         try:
-            for msg, partition in zip(messages, partitions, strict=True):
+            for i, (msg, partition) in enumerate(zip(messages, partitions, strict=True)):
+                msg_id = message_ids[i] if message_ids is not None else run_id(msg.job_id, msg.scheduled_ms)
                 pending.append(
                     await self._js.publish_async(
-                        names.run_subject(partition),
-                        _encode_run(msg),
-                        headers={"Nats-Msg-Id": run_id(msg.job_id, msg.scheduled_ms)},
+                        names.run_subject(partition), _encode_run(msg), headers={"Nats-Msg-Id": msg_id}
                     )
                 )
             if pending:
@@ -200,7 +276,9 @@ class NatsRunBus:
                 ack_policy=AckPolicy.EXPLICIT,
                 deliver_policy=DeliverPolicy.ALL,
                 ack_wait=ack_wait_seconds,
-                max_deliver=-1,
+                # The worker gives up on a run after MAX_DELIVERIES (failed, dead-lettered); this is the
+                # backstop for a worker that cannot even record that (JetStream then stops redelivering).
+                max_deliver=MAX_DELIVERIES + 10,
                 max_ack_pending=max_ack_pending,
             ),
         )

@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from schedsvc.cache.responses import PREFETCHED, VERSION_LIFETIME_SECONDS, job_version_key, list_version_key
+from schedsvc.domain.errors import CacheUnavailableError
 from schedsvc.observability.metrics import CACHE_ERRORS, CACHE_REQUESTS
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ SOCKET_TIMEOUT_SECONDS = 0.25
 _PENDING_MAX = 100_000
 
 
-class RedisUnavailable(ConnectionError):
+class RedisUnavailable(CacheUnavailableError):
     """Redis could not be used just now."""
 
 

@@ -19,7 +19,7 @@ import msgspec
 
 from schedsvc import __version__
 from schedsvc.client.errors import ApiError, error_for
-from schedsvc.domain.models import Job, JobCreate, JobPatch, JobStatus, Schedule
+from schedsvc.domain.models import Job, JobCreate, JobPatch, JobStatus, Run, RunStatus, RunTrigger, Schedule
 from schedsvc.domain.wire import JobList, PreviewRequest, PreviewResponse, Problem, RunAccepted, RunList
 
 T = TypeVar("T")
@@ -58,6 +58,11 @@ PAUSE_JOB = Operation("pauseJob", "POST", "/jobs/{job_id}/pause", 200, Job, head
 RESUME_JOB = Operation("resumeJob", "POST", "/jobs/{job_id}/resume", 200, Job, headers=(IF_MATCH,))
 RUN_JOB_NOW = Operation("runJobNow", "POST", "/jobs/{job_id}/run", 202, RunAccepted)
 LIST_JOB_RUNS = Operation("listJobRuns", "GET", "/jobs/{job_id}/runs", 200, RunList, query=("limit", "cursor"))
+LIST_RUNS = Operation(
+    "listRuns", "GET", "/runs", 200, RunList, query=("status", "job", "trigger", "from", "to", "limit", "cursor")
+)
+GET_RUN = Operation("getRun", "GET", "/runs/{run_id}", 200, Run)
+RETRY_RUN = Operation("retryRun", "POST", "/runs/{run_id}/retry", 202, RunAccepted)
 PREVIEW_SCHEDULE = Operation("previewSchedule", "POST", "/schedules/preview", 200, PreviewResponse, PreviewRequest)
 
 OPERATIONS: dict[str, Operation] = {
@@ -72,6 +77,9 @@ OPERATIONS: dict[str, Operation] = {
         RESUME_JOB,
         RUN_JOB_NOW,
         LIST_JOB_RUNS,
+        LIST_RUNS,
+        GET_RUN,
+        RETRY_RUN,
         PREVIEW_SCHEDULE,
     )
 }
@@ -79,7 +87,7 @@ OPERATIONS: dict[str, Operation] = {
 
 _ENCODER = msgspec.json.Encoder()
 _DECODERS: dict[type[Any], msgspec.json.Decoder[Any]] = {
-    t: msgspec.json.Decoder(t) for t in (Job, JobList, RunList, RunAccepted, PreviewResponse)
+    t: msgspec.json.Decoder(t) for t in (Job, JobList, Run, RunList, RunAccepted, PreviewResponse)
 }
 _PROBLEM = msgspec.json.Decoder(Problem)
 
@@ -160,6 +168,40 @@ def run_job_now(job: JobRef) -> Call[RunAccepted]:
 
 def list_job_runs(job: JobRef, limit: int | None, cursor: str | None) -> Call[RunList]:
     return Call(LIST_JOB_RUNS, _path(LIST_JOB_RUNS, _job_id(job)), _query(limit=limit, cursor=cursor))
+
+
+def list_tenant_runs(
+    status: RunStatus | str | None,
+    job: JobRef | None,
+    trigger: RunTrigger | str | None,
+    scheduled_from: datetime | None,
+    scheduled_to: datetime | None,
+    limit: int | None,
+    cursor: str | None,
+) -> Call[RunList]:
+    params = _query(
+        status=RunStatus(status).value if status is not None else None,
+        job=_job_id(job) if job is not None else None,
+        trigger=RunTrigger(trigger).value if trigger is not None else None,
+        limit=limit,
+        cursor=cursor,
+    )
+    for name, instant in (("from", scheduled_from), ("to", scheduled_to)):
+        if instant is not None:
+            params[name] = instant.isoformat()
+    return Call(LIST_RUNS, LIST_RUNS.path, params)
+
+
+def _run_path(op: Operation, run_id: str) -> str:
+    return op.path.replace("{run_id}", quote(run_id, safe=""))
+
+
+def get_run(run_id: str) -> Call[Run]:
+    return Call(GET_RUN, _run_path(GET_RUN, run_id))
+
+
+def retry_run(run_id: str) -> Call[RunAccepted]:
+    return Call(RETRY_RUN, _run_path(RETRY_RUN, run_id))
 
 
 def preview_schedule(schedule: Schedule, after: datetime | None, count: int) -> Call[PreviewResponse]:

@@ -13,7 +13,7 @@ import httpx
 
 from schedsvc.client import _protocol as protocol
 from schedsvc.client._protocol import DEFAULT_URL, USER_AGENT, Call, JobRef, RequestRetry
-from schedsvc.domain.models import Job, JobCreate, JobPatch, JobStatus, Run, Schedule
+from schedsvc.domain.models import Job, JobCreate, JobPatch, JobStatus, Run, RunStatus, RunTrigger, Schedule
 from schedsvc.domain.wire import JobList, RunAccepted, RunList
 
 T = TypeVar("T")
@@ -142,6 +142,28 @@ class Client:
             if page.next_cursor is None:
                 return
             cursor = page.next_cursor
+
+    def list_tenant_runs(
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        job: JobRef | None = None,
+        trigger: RunTrigger | str | None = None,
+        scheduled_from: datetime | None = None,
+        scheduled_to: datetime | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> RunList:
+        """One page of the tenant's runs across its jobs (deleted ones too), newest first."""
+        return self._send(protocol.list_tenant_runs(status, job, trigger, scheduled_from, scheduled_to, limit, cursor))
+
+    def get_run(self, run_id: str) -> Run:
+        """One run with every attempt."""
+        return self._send(protocol.get_run(run_id))
+
+    def retry_run(self, run_id: str) -> RunAccepted:
+        """Retry a failed run on demand: one more attempt, same run id and idempotency key."""
+        return self._send(protocol.retry_run(run_id))
 
     def preview_schedule(self, schedule: Schedule, *, after: datetime | None = None, count: int = 10) -> list[datetime]:
         """The next ``count`` fires of ``schedule`` strictly after ``after`` (default: now)."""

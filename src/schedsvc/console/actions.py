@@ -9,12 +9,12 @@ from __future__ import annotations
 import msgspec
 from litestar.datastructures import State
 
-from schedsvc.api.jobs import _check_target, _next_run
-from schedsvc.domain import InvalidScheduleError, Job, JobCreate, JobPatch, JobStatus, RunMessage, RunTrigger
+from schedsvc.api.jobs import _checked, _next_run
+from schedsvc.domain import Job, JobCreate, JobPatch, JobStatus, RunMessage, RunTrigger
 from schedsvc.domain.jobs import JobChange, JobStateError, change_from_patch
 from schedsvc.domain.time import utcnow
 from schedsvc.store.base import JobRepository, RunPublisher
-from schedsvc.timing import to_ms, with_defaults
+from schedsvc.timing import to_ms
 
 
 class ActionRefused(Exception):
@@ -23,11 +23,9 @@ class ActionRefused(Exception):
 
 async def create(state: State, jobs: JobRepository, tenant: str, data: JobCreate) -> Job:
     now = utcnow()
-    schedule = with_defaults(data.schedule, now)
-    next_run = _next_run(schedule, now)
-    if next_run is None:
-        raise InvalidScheduleError("the schedule has no fire after now", "schedule")
-    await _check_target(data.target, tenant, state)
+    planned = await _checked(state, tenant, now, data.schedule, data.target)
+    assert planned is not None  # a schedule was given
+    schedule, next_run = planned
     job, _ = await jobs.create(tenant, msgspec.structs.replace(data, schedule=schedule), next_run, now=now)
     return job
 
@@ -36,15 +34,13 @@ async def update(state: State, jobs: JobRepository, tenant: str, job_id: str, da
     """``PATCH /jobs/{id}`` with ``If-Match: "<version>"``: the version the form was rendered from."""
     now = utcnow()
     change = change_from_patch(data)
-    if not isinstance(data.schedule, msgspec.UnsetType):
-        schedule = with_defaults(data.schedule, now)
-        next_run = _next_run(schedule, now)
-        if next_run is None:
-            raise InvalidScheduleError("the schedule has no fire after now", "schedule")
-        change.schedule, change.next_run, change.resumed_at = schedule, next_run, None
+    new_schedule = None if isinstance(data.schedule, msgspec.UnsetType) else data.schedule
+    new_target = None if isinstance(data.target, msgspec.UnsetType) else data.target
+    planned = await _checked(state, tenant, now, new_schedule, new_target)
+    if planned is not None:
+        change.schedule, change.next_run = planned
+        change.resumed_at = None
         change.only_if_status = frozenset({JobStatus.ACTIVE, JobStatus.PAUSED})
-    if not isinstance(data.target, msgspec.UnsetType):
-        await _check_target(data.target, tenant, state)
     try:
         return await jobs.update(tenant, job_id, change, version, now=now)
     except JobStateError as exc:  # a completed job with a new schedule becomes active again, as in the API

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -34,6 +33,8 @@ from schedsvc.console.session import CSRF_FIELD, end_session, start_session
 from schedsvc.domain import (
     AuthenticationError,
     DuplicateJobNameError,
+    InvalidCursorError,
+    InvalidRequestError,
     InvalidScheduleError,
     InvalidTargetError,
     JobStatus,
@@ -88,6 +89,8 @@ def _version(form: dict[str, Any]) -> int:
 def _domain_field_error(exc: Exception) -> FormErrors:
     if isinstance(exc, DuplicateJobNameError):
         return FormErrors({"name": str(exc)})
+    if isinstance(exc, InvalidRequestError):  # the API's checks, every offending field at once
+        return FormErrors(dict(exc.problems))
     field = getattr(exc, "field", "")
     return FormErrors({field: str(exc)})
 
@@ -184,7 +187,7 @@ class ConsoleController(Controller):
             job = await actions.create(state, jobs, tenant_of(request), decode_create(form))
         except FormErrors as exc:
             return self._edit_page(request, None, form, exc.errors, 422)
-        except (InvalidScheduleError, InvalidTargetError, DuplicateJobNameError) as exc:
+        except (InvalidRequestError, InvalidScheduleError, InvalidTargetError, DuplicateJobNameError) as exc:
             return self._edit_page(request, None, form, _domain_field_error(exc).errors, 422)
         flash(request, f"Created {job.name}.")
         return Redirect(f"/console/jobs/{job.id}", status_code=303)
@@ -222,7 +225,7 @@ class ConsoleController(Controller):
         except FormErrors as exc:
             history, _ = await runs.list_for_job(tenant, job.id, RUNS_SHOWN, None)
             return self._job_page(request, job, history, form, exc.errors, 422)
-        except (InvalidScheduleError, InvalidTargetError, DuplicateJobNameError) as exc:
+        except (InvalidRequestError, InvalidScheduleError, InvalidTargetError, DuplicateJobNameError) as exc:
             history, _ = await runs.list_for_job(tenant, job.id, RUNS_SHOWN, None)
             return self._job_page(request, job, history, form, _domain_field_error(exc).errors, 422)
         except VersionConflictError:
@@ -288,17 +291,15 @@ class ConsoleController(Controller):
         before: FromQuery[str | None] = None,
     ) -> Template:
         tenant = tenant_of(request)
-        until = None
-        if before:
-            try:
-                until = datetime.fromisoformat(before).astimezone(UTC)
-            except ValueError:
-                until = None
-        failed = await runs.list_failures(tenant, PAGE_SIZE + 1, until)
-        more = len(failed) > PAGE_SIZE
-        failed = failed[:PAGE_SIZE]
+        try:
+            failed, older = await runs.list_for_tenant(
+                tenant, limit=PAGE_SIZE, cursor=before, statuses=(RunStatus.FAILED, RunStatus.MISSED)
+            )
+        except InvalidCursorError:  # a hand-edited link: start from the newest
+            failed, older = await runs.list_for_tenant(
+                tenant, limit=PAGE_SIZE, statuses=(RunStatus.FAILED, RunStatus.MISSED)
+            )
         names = await _job_names(jobs, tenant, {run.job_id for run in failed})
-        older = failed[-1].scheduled_at.isoformat() if more else None
         rows = [(run, lateness_seconds(run)) for run in failed]
         return page(request, "failures.html", failed=rows, names=names, older=older, first_page=not before)
 

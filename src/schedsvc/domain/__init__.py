@@ -2,14 +2,21 @@
 
 from schedsvc.domain.errors import (
     AuthenticationError,
+    BusUnavailableError,
+    CacheUnavailableError,
     ConfigurationError,
     DuplicateJobNameError,
     IdempotencyConflictError,
+    InfrastructureUnavailableError,
+    InvalidCursorError,
+    InvalidRequestError,
     InvalidScheduleError,
     InvalidTargetError,
     JobNotFoundError,
+    PreconditionFailedError,
     SchedsvcError,
     StoreUnavailableError,
+    TenantExistsError,
     VersionConflictError,
 )
 from schedsvc.domain.models import (
@@ -33,10 +40,13 @@ from schedsvc.domain.models import (
     Target,
     run_id,
 )
-from schedsvc.domain.rules import describe_partitions, partition_of, subject_allowed, subject_matches
+from schedsvc.domain.rules import describe_partitions, partition_of
+from schedsvc.domain.targets import subject_allowed, subject_matches, target_problems
 
 __all__ = [
     "AuthenticationError",
+    "BusUnavailableError",
+    "CacheUnavailableError",
     "CalendarSchedule",
     "CatchupPolicy",
     "ConfigurationError",
@@ -44,7 +54,10 @@ __all__ = [
     "DuplicateJobNameError",
     "HttpTarget",
     "IdempotencyConflictError",
+    "InfrastructureUnavailableError",
     "IntervalSchedule",
+    "InvalidCursorError",
+    "InvalidRequestError",
     "InvalidScheduleError",
     "InvalidTargetError",
     "Job",
@@ -54,6 +67,7 @@ __all__ = [
     "JobStatus",
     "NatsTarget",
     "OnceSchedule",
+    "PreconditionFailedError",
     "RetryPolicy",
     "Run",
     "RunMessage",
@@ -63,10 +77,12 @@ __all__ = [
     "Schedule",
     "StoreUnavailableError",
     "Target",
+    "TenantExistsError",
     "VersionConflictError",
     "describe_partitions",
     "partition_of",
     "run_id",
     "subject_allowed",
     "subject_matches",
+    "target_problems",
 ]

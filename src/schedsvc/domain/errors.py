@@ -45,5 +45,51 @@ class AuthenticationError(SchedsvcError, PermissionError):
     """The API key is missing, unknown or revoked."""
 
 
-class StoreUnavailableError(SchedsvcError, ConnectionError):
+class TenantExistsError(SchedsvcError, ValueError):
+    """A tenant with that name already exists."""
+
+
+class InvalidCursorError(SchedsvcError, ValueError):
+    """A page cursor was not produced by this service, was altered, or points outside any page."""
+
+
+class InvalidRequestError(SchedsvcError, ValueError):
+    """A request breaks the API's rules; ``problems`` lists every offending field with its message.
+
+    ``status`` is 400 for a request that cannot be read at all (not UTF-8, nested too deeply, a bad
+    header or query parameter) and 422 for a body that reads but breaks the schema.
+    """
+
+    def __init__(self, problems: list[tuple[str, str]], status: int = 422) -> None:
+        super().__init__("; ".join(f"{field}: {message}" for field, message in problems))
+        self.problems = problems
+        self.status = status
+
+
+class PreconditionFailedError(VersionConflictError):
+    """``If-Match`` names a version the job is not at (the same answer as a lost update: 412)."""
+
+
+class InfrastructureUnavailableError(SchedsvcError, ConnectionError):
+    """A backing service is unreachable; the request may succeed later (503 with ``Retry-After``)."""
+
+    retry_after_seconds: int = 5
+    what: str = "a backing service"
+
+
+class StoreUnavailableError(InfrastructureUnavailableError):
     """The database cannot be reached."""
+
+    what = "the database"
+
+
+class BusUnavailableError(InfrastructureUnavailableError):
+    """The message bus (NATS JetStream) could not take or hand out a message."""
+
+    what = "the run queue"
+
+
+class CacheUnavailableError(InfrastructureUnavailableError):
+    """The shared cache and rate-limit store (Redis) cannot be reached."""
+
+    what = "the cache"

@@ -6,11 +6,15 @@ Schema evolution: new fields get defaults, and a field never changes meaning. JS
 from __future__ import annotations
 
 import enum
+import re
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
+
+from schedsvc.domain.limits import MAX_FREE_FORM_DEPTH, instant_problem, json_problems
 
 AwareDatetime = Annotated[datetime, Meta(tz=True)]
 TimeZoneName = Annotated[str, Meta(min_length=1, max_length=64)]
@@ -19,6 +23,36 @@ Description = Annotated[str, Meta(max_length=1000)]
 Tag = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:/=-]+$")]
 HeaderMap = Annotated[dict[str, Annotated[str, Meta(max_length=4096)]], Meta(max_length=64)]
 JsonBody = str | dict[str, Any] | list[Any] | None
+# The largest number a cron field can use (day of year is the widest, 1-366); a larger one is a typo or
+# an attack, and the core would read it as "saturated" (a silent hourly job), so it is refused here.
+_CRON_NUMBER_MAX = 9999
+_CRON_NUMBER = re.compile(r"\d+")
+
+# Validation errors raised in ``__post_init__`` start with the JSON name of the offending field
+# ("timezone: ..."), so problem details can name it (msgspec keeps only the message of such errors).
+
+
+def _zone_problem(name: str) -> str | None:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a directory such as "Europe"
+        return f"timezone: unknown time zone {name!r}"
+    return None
+
+
+def _check_instants(**instants: datetime | None) -> None:
+    for field, instant in instants.items():
+        problem = None if instant is None else instant_problem(instant)
+        if problem:
+            raise ValueError(f"{field}: {problem}")
+
+
+def _check_free_form(field: str, value: JsonBody) -> None:
+    problems = json_problems(value, "", MAX_FREE_FORM_DEPTH)
+    if problems:
+        where, message = problems[0]
+        raise ValueError(f"{field}: {where + ': ' if where else ''}{message}")
+
 
 class _ScheduleBase(Struct, tag_field="kind", kw_only=True, forbid_unknown_fields=True, rename="camel"):
     start_at: AwareDatetime | None = None
@@ -29,8 +63,9 @@ class _ScheduleBase(Struct, tag_field="kind", kw_only=True, forbid_unknown_field
     """Each fire is delayed by a deterministic amount in ``[0, jitterSeconds]`` (same on every replica)."""
 
     def __post_init__(self) -> None:
+        _check_instants(startAt=self.start_at, endAt=self.end_at)
         if self.start_at is not None and self.end_at is not None and self.end_at < self.start_at:
-            raise ValueError("endAt must not be before startAt")
+            raise ValueError("endAt: endAt must not be before startAt")
 
 
 class CronSchedule(_ScheduleBase, tag="cron"):
@@ -39,12 +74,25 @@ class CronSchedule(_ScheduleBase, tag="cron"):
     expression: Annotated[str, Meta(min_length=1, max_length=256)]
     timezone: TimeZoneName = "UTC"
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for number in _CRON_NUMBER.findall(self.expression):
+            if int(number) > _CRON_NUMBER_MAX:
+                raise ValueError(f"expression: the number {number[:24]} is out of range for a cron field")
+        problem = _zone_problem(self.timezone)
+        if problem:
+            raise ValueError(problem)
+
 
 class IntervalSchedule(_ScheduleBase, tag="interval"):
     """Every ``seconds`` of real elapsed time from ``anchor`` (set to the creation instant if omitted)."""
 
     seconds: Annotated[int, Meta(ge=1, le=366 * 86_400)]
     anchor: AwareDatetime | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_instants(anchor=self.anchor)
 
 
 class CalendarSchedule(_ScheduleBase, tag="calendar"):
@@ -56,11 +104,21 @@ class CalendarSchedule(_ScheduleBase, tag="calendar"):
     timezone: TimeZoneName = "UTC"
     anchor: date | None = None
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        problem = _zone_problem(self.timezone)
+        if problem:
+            raise ValueError(problem)
+
 
 class OnceSchedule(_ScheduleBase, tag="once"):
     """A single fire at ``at``."""
 
     at: AwareDatetime
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_instants(at=self.at)
 
 
 Schedule = CronSchedule | IntervalSchedule | CalendarSchedule | OnceSchedule
@@ -80,6 +138,9 @@ class HttpTarget(_TargetBase, tag="http"):
     timeout_seconds: Annotated[float, Meta(gt=0, le=300)] = 30.0
     success_statuses: Annotated[list[Annotated[int, Meta(ge=100, le=599)]], Meta(max_length=50)] | None = None
 
+    def __post_init__(self) -> None:
+        _check_free_form("body", self.body)
+
 
 class NatsTarget(_TargetBase, tag="nats"):
     """Publish a message to a NATS subject the tenant is granted."""
@@ -87,6 +148,9 @@ class NatsTarget(_TargetBase, tag="nats"):
     subject: Annotated[str, Meta(min_length=1, max_length=256, pattern=r"^[^\s*>]+$")]
     payload: JsonBody = None
     headers: HeaderMap = msgspec.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_free_form("payload", self.payload)
 
 
 Target = HttpTarget | NatsTarget
@@ -102,7 +166,7 @@ class RetryPolicy(Struct, kw_only=True, forbid_unknown_fields=True, rename="came
 
     def __post_init__(self) -> None:
         if self.max_backoff_seconds < self.min_backoff_seconds:
-            raise ValueError("maxBackoffSeconds must not be below minBackoffSeconds")
+            raise ValueError("maxBackoffSeconds: maxBackoffSeconds must not be below minBackoffSeconds")
 
 
 class CatchupPolicy(Struct, kw_only=True, forbid_unknown_fields=True, rename="camel"):
@@ -193,8 +257,38 @@ class Job(Struct, kw_only=True, rename="camel"):
     version: int
 
 
+AttemptErrorClass = Literal["http_status", "timeout", "connection", "refused", "invalid_request", "nats", "interrupted"]
+"""Why an attempt failed: the target answered a status that is not a success (``http_status``), did not
+answer in time (``timeout``), could not be reached or broke the connection (``connection``), was refused
+by the target policy or address guard (``refused``), the request could not be built
+(``invalid_request``), a NATS publish failed (``nats``), or the worker stopped mid-attempt
+(``interrupted``)."""
+
+
+class Attempt(Struct, kw_only=True, rename="camel"):
+    """One attempt of a run at calling its target."""
+
+    number: int
+    """1 for the first attempt; a retry on demand continues the count."""
+    started_at: datetime
+    finished_at: datetime | None = None
+    """None while the attempt runs."""
+    duration_ms: int | None = None
+    http_status: int | None = None
+    error_class: AttemptErrorClass | None = None
+    error: str | None = None
+    response_snippet: str | None = None
+    """The first bytes of the response body (UTF-8, invalid sequences replaced)."""
+    next_retry_at: datetime | None = None
+    """When the retry after this failed attempt is due (None: no retry followed it)."""
+
+
 class Run(Struct, kw_only=True, rename="camel"):
-    """One fire of a job: keyed by job id and scheduled instant, stable across retries."""
+    """One fire of a job: keyed by job id and scheduled instant, stable across retries.
+
+    The top-level outcome fields (``startedAt`` … ``responseSnippet``) describe the latest attempt;
+    ``attemptHistory`` lists every attempt, oldest first (bounded: see ``MAX_ATTEMPT_HISTORY``).
+    """
 
     id: str
     job_id: str
@@ -208,6 +302,11 @@ class Run(Struct, kw_only=True, rename="camel"):
     http_status: int | None = None
     error: str | None = None
     response_snippet: str | None = None
+    next_attempt_at: datetime | None = None
+    """While the run waits for a retry: when it is due."""
+    retries_on_demand: int = 0
+    """How often the run was retried with ``POST /runs/{runId}/retry`` after it failed."""
+    attempt_history: list[Attempt] = msgspec.field(default_factory=list)
 
 
 class RunMessage(Struct, array_like=True):

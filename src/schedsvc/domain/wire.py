@@ -12,6 +12,7 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
+from schedsvc.domain.limits import instant_problem
 from schedsvc.domain.models import AwareDatetime, Job, Run, RunTrigger, Schedule
 
 
@@ -45,6 +46,11 @@ class PreviewRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     after: AwareDatetime | None = None
     """Fires strictly after this instant (default: now)."""
     count: Annotated[int, Meta(ge=1, le=100)] = 10
+
+    def __post_init__(self) -> None:
+        problem = None if self.after is None else instant_problem(self.after)
+        if problem:
+            raise ValueError(f"after: {problem}")
 
 
 class PreviewResponse(msgspec.Struct):

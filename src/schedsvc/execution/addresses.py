@@ -19,13 +19,14 @@ Refused: loopback, private (RFC 1918, ULA, site-local), link-local (including th
 169.254.169.254 and fd00:ec2::254), multicast, unspecified, reserved, shared address space (CGNAT,
 100.64.0.0/10), and every other non-global range, including IPv4 addresses embedded in IPv6
 (IPv4-mapped ``::ffff:a.b.c.d``, NAT64 ``64:ff9b::/96``, 6to4 ``2002::/16``) when the embedded address
-is refused. An address inside ``Settings.target_allow_networks`` is always permitted.
+is refused. An address inside ``Settings.target_allow_networks`` is always permitted. The address rules
+themselves are the target policy's (:func:`schedsvc.domain.targets.refusal_reason`), the same the API
+applies to IP literals when a job is stored.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -34,20 +35,8 @@ import httpcore
 import httpx
 
 from schedsvc.domain import SchedsvcError
+from schedsvc.domain.targets import IPNetwork, refusal_reason
 from schedsvc.observability.metrics import TARGET_REFUSALS
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-METADATA_ADDRESSES = frozenset(
-    {
-        ipaddress.ip_address("169.254.169.254"),  # AWS, GCP, Azure, OpenStack, ...
-        ipaddress.ip_address("169.254.170.2"),  # AWS ECS task metadata
-        ipaddress.ip_address("fd00:ec2::254"),  # AWS IMDS over IPv6
-    }
-)
-_SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")
-_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
 
 
 class AddressRefusedError(SchedsvcError, PermissionError):
@@ -58,56 +47,6 @@ class AddressRefusedError(SchedsvcError, PermissionError):
         self.host = host
         self.address = address
         self.reason = reason
-
-
-def refusal_reason(address: IPAddress | str, allow: Iterable[IPNetwork] = ()) -> str | None:
-    """Why the policy refuses a connection to ``address``, or None when it is permitted.
-
-    The reason is a short label (``loopback``, ``private``, ``link_local``, ``metadata``, ``multicast``,
-    ``unspecified``, ``reserved``, ``shared``, ``non_global``), also used as the metric label.
-    """
-    ip = ipaddress.ip_address(address) if isinstance(address, str) else address
-    allow = tuple(allow)
-    if _allowed(ip, allow):
-        return None
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return refusal_reason(ip.ipv4_mapped, allow)
-        embedded = _embedded_ipv4(ip)
-        if embedded is not None:
-            # NAT64 and 6to4 reach the embedded IPv4 address: it alone decides.
-            return refusal_reason(embedded, allow)
-    if ip.is_unspecified:
-        return "unspecified"
-    if ip.is_loopback:
-        return "loopback"
-    if ip in METADATA_ADDRESSES:
-        return "metadata"
-    if ip.is_link_local:
-        return "link_local"
-    if ip.is_multicast:
-        return "multicast"
-    if isinstance(ip, ipaddress.IPv4Address) and ip in _SHARED_ADDRESS_SPACE:
-        return "shared"
-    if ip.is_private or (isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local):
-        return "private"
-    if ip.is_reserved:
-        return "reserved"
-    if not ip.is_global:
-        return "non_global"
-    return None
-
-
-def _allowed(ip: IPAddress, allow: Sequence[IPNetwork]) -> bool:
-    return any(ip.version == net.version and ip in net for net in allow)
-
-
-def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    if ip.sixtofour is not None:
-        return ip.sixtofour
-    if any(ip in net for net in _NAT64):
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return None
 
 
 async def resolve_checked(host: str, port: int, allow: Sequence[IPNetwork]) -> list[str]:
@@ -189,3 +128,6 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
             keepalive_expiry=limits.keepalive_expiry,
             network_backend=GuardedNetworkBackend(allow),
         )
+
+
+__all__ = ["AddressRefusedError", "GuardedNetworkBackend", "GuardedTransport", "refusal_reason", "resolve_checked"]

@@ -106,7 +106,8 @@ class ExecutionService:
         log.info("execution started: up to %d concurrent runs", self._capacity)
 
     async def stop(self) -> None:
-        """Stop fetching, let in-flight runs finish up to the grace period, hand back the rest."""
+        """Stop fetching, hand back what was received but not started, let in-flight runs finish up to the
+        grace period, hand back the rest."""
         if self._loop_task is None or self._stopping:
             return
         self._stopping = True
@@ -117,6 +118,13 @@ class ExecutionService:
             self._sampler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sampler
+        if self._subscription is not None:
+            # Before waiting for the runs in flight: a message this process received but did not start
+            # goes back to the stream now (nak, no delay) for another replica, not after its ack deadline.
+            with contextlib.suppress(Exception):
+                handed = await self._subscription.hand_back_unfetched(FETCH_TIMEOUT_SECONDS)
+                if handed:
+                    log.info("handed back %d run message(s) received while stopping", handed)
         if self._inflight:
             _, late = await asyncio.wait(set(self._inflight), timeout=self._grace)
             for task in late:

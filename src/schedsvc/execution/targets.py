@@ -18,8 +18,8 @@ import msgspec
 
 from schedsvc.bus import NatsRunBus
 from schedsvc.config import Settings
-from schedsvc.domain import HttpTarget, NatsTarget, Target, subject_allowed
-from schedsvc.domain.models import JsonBody
+from schedsvc.domain import HttpTarget, NatsTarget, Target, target_problems
+from schedsvc.domain.models import AttemptErrorClass, JsonBody
 from schedsvc.domain.signing import signature_headers
 from schedsvc.execution.addresses import AddressRefusedError, GuardedTransport
 
@@ -28,22 +28,6 @@ CONNECT_TIMEOUT_SECONDS = 10.0
 NATS_PUBLISH_TIMEOUT_SECONDS = 10.0
 USER_AGENT = "schedsvc-webhooks/1"
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-# Headers a job may not set: they describe the connection or the body, which the client owns.
-_FORBIDDEN_HEADERS = frozenset(
-    {
-        "host",
-        "content-length",
-        "transfer-encoding",
-        "connection",
-        "keep-alive",
-        "upgrade",
-        "te",
-        "trailer",
-        "proxy-authorization",
-        "proxy-connection",
-        "accept-encoding",
-    }
-)
 # Dropped when a redirect leaves the job's origin, as browsers and httpx do.
 _CREDENTIAL_HEADERS = frozenset({"authorization", "cookie"})
 
@@ -83,6 +67,8 @@ class CallOutcome:
     retryable: bool = True
     refusal: str | None = None
     """The address-policy reason when the call was refused."""
+    error_class: AttemptErrorClass | None = None
+    """Why it failed, for the run history (None when it succeeded)."""
 
 
 def rfc3339(instant: datetime) -> str:
@@ -120,6 +106,19 @@ class TargetCaller:
         await self._client.aclose()
 
     async def call(self, target: Target, ctx: CallContext) -> CallOutcome:
+        # The target policy the API applied when the job was stored, applied again: the tenant's grants
+        # or the deployment's allowed networks may have changed since, or the document been edited.
+        problems = target_problems(
+            target,
+            allow=self._settings.target_allow_networks,
+            grants=ctx.subject_grants,
+            reserved_roots=self._bus.names.reserved_subject_roots,
+        )
+        if problems:
+            reason = "; ".join(f"{field}: {message}" for field, message in problems)
+            return self._failed(
+                datetime.now(UTC), f"target refused: {reason}", "refused", retryable=False, refusal="policy"
+            )
         if isinstance(target, HttpTarget):
             return await self._call_http(target, ctx)
         return await self._call_nats(target, ctx)
@@ -132,27 +131,40 @@ class TargetCaller:
             async with asyncio.timeout(target.timeout_seconds):
                 status, snippet, error = await self._exchange(target, ctx)
         except TimeoutError:
-            return self._failed(started, f"timed out after {target.timeout_seconds:g}s")
+            return self._failed(started, f"timed out after {target.timeout_seconds:g}s", "timeout")
         except AddressRefusedError as exc:
-            return self._failed(started, str(exc), retryable=False, refusal=exc.reason)
+            return self._failed(started, str(exc), "refused", retryable=False, refusal=exc.reason)
         except httpx.TimeoutException as exc:
-            return self._failed(started, f"{_phase(exc)} timed out")
+            return self._failed(started, f"{_phase(exc)} timed out", "timeout")
         except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError, TypeError) as exc:
             # A URL or header the request cannot be built from: another attempt would fail the same way.
-            return self._failed(started, f"invalid request: {type(exc).__name__}: {exc}", retryable=False)
+            return self._failed(
+                started, f"invalid request: {type(exc).__name__}: {exc}", "invalid_request", retryable=False
+            )
         except httpx.HTTPError as exc:
-            return self._failed(started, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            return self._failed(started, error, "connection")
         finished = datetime.now(UTC)
         if error is not None:
-            return CallOutcome(False, started, finished, status, error, snippet, retryable=False)
+            return CallOutcome(
+                False, started, finished, status, error, snippet, retryable=False, error_class="invalid_request"
+            )
         allowed = target.success_statuses
         ok = status in allowed if allowed else 200 <= status < 300
-        return CallOutcome(ok, started, finished, status, None if ok else f"HTTP {status}", snippet)
+        return CallOutcome(
+            ok,
+            started,
+            finished,
+            status,
+            None if ok else f"HTTP {status}",
+            snippet,
+            error_class=None if ok else "http_status",
+        )
 
     async def _exchange(self, target: HttpTarget, ctx: CallContext) -> tuple[int, str | None, str | None]:
         """Send the request, following redirects; returns (status, snippet, non-retryable error)."""
         body, default_type = encode_body(target.body)
-        job_headers = {k: v for k, v in target.headers.items() if k.lower() not in _FORBIDDEN_HEADERS}
+        job_headers = dict(target.headers)  # the target policy has refused every header the service owns
         if default_type and not any(k.lower() == "content-type" for k in job_headers):
             job_headers["Content-Type"] = default_type
         timestamp = int(time.time())
@@ -209,9 +221,6 @@ class TargetCaller:
 
     async def _call_nats(self, target: NatsTarget, ctx: CallContext) -> CallOutcome:
         started = datetime.now(UTC)
-        refusal = subject_allowed(target.subject, list(ctx.subject_grants), self._bus.names.reserved_subject_roots)
-        if refusal is not None:
-            return self._failed(started, f"NATS subject {target.subject!r}: {refusal}", retryable=False)
         payload, default_type = encode_body(target.payload)
         headers = dict(target.headers)
         if default_type and not any(k.lower() == "content-type" for k in headers):
@@ -221,14 +230,28 @@ class TargetCaller:
             async with asyncio.timeout(NATS_PUBLISH_TIMEOUT_SECONDS):
                 await self._bus.publish_raw(target.subject, payload, headers)
         except TimeoutError:
-            return self._failed(started, "NATS publish timed out")
+            return self._failed(started, "NATS publish timed out", "timeout")
         except Exception as exc:  # nats-py raises several unrelated types
-            return self._failed(started, f"NATS publish failed: {type(exc).__name__}: {exc}")
+            return self._failed(started, f"NATS publish failed: {type(exc).__name__}: {exc}", "nats")
         return CallOutcome(True, started, datetime.now(UTC))
 
     @staticmethod
-    def _failed(started: datetime, error: str, retryable: bool = True, refusal: str | None = None) -> CallOutcome:
-        return CallOutcome(False, started, datetime.now(UTC), error=error, retryable=retryable, refusal=refusal)
+    def _failed(
+        started: datetime,
+        error: str,
+        error_class: AttemptErrorClass,
+        retryable: bool = True,
+        refusal: str | None = None,
+    ) -> CallOutcome:
+        return CallOutcome(
+            False,
+            started,
+            datetime.now(UTC),
+            error=error,
+            retryable=retryable,
+            refusal=refusal,
+            error_class=error_class,
+        )
 
 
 def _phase(exc: httpx.TimeoutException) -> str:

@@ -1,15 +1,22 @@
-"""What a worker does with one run message: decide, claim the attempt, call the target, record, ack.
+"""What a worker does with one run message: read, decide, claim the attempt, call the target, record, ack.
 
-The run document is the source of truth; the message is only a wake-up. Every decision is made from the
-run's state as stored, so a redelivery (after a crash, a lost ack or a re-publish) is recognised:
+The decisions are pure functions in :mod:`schedsvc.domain.lifecycle` (what to do next, from the run as
+stored and what happened); this module performs them: reads, writes (each guarded in the store on the
+run not being final), acknowledgements. The run document is the source of truth and the message only a
+wake-up, so a redelivery (after a crash, a lost ack or a re-publish) is recognised:
 
 - final run → ack without calling the target again;
 - running under a live lease (another worker is on it) → put back until the lease ends;
 - running with an expired lease (its worker died mid-call) → that attempt counts; the next one starts, or
-  the run fails when no attempts are left.
+  the run fails when no attempts are left;
+- processing that raises → put back if the error is transient, failed and dead-lettered if it is
+  permanent or the message was delivered too often.
 
 Overlap ``skip``: a run's first attempt must take its job's running slot (one atomic conditional upsert,
 see ``MongoRunStore.acquire_job_slot``); a fire that finds it held by a live run is recorded ``skipped``.
+The run keeps the slot from its first attempt to its final outcome, across retries: while it waits for a
+retry the slot's lease runs until the retry is due (plus an ack deadline), and an interrupted attempt
+keeps it for its redelivery. Only a final outcome (succeeded, failed, skipped) releases it.
 """
 
 from __future__ import annotations
@@ -28,9 +35,22 @@ import msgspec
 from schedsvc.bus import NatsRunBus, RunDelivery
 from schedsvc.config import Settings
 from schedsvc.domain import HttpTarget, RunMessage, RunStatus, RunTrigger, run_id
+from schedsvc.domain.lifecycle import (
+    CONTENDED_RETRY_SECONDS,
+    OVERLAP_SKIPPED,
+    Decision,
+    JobFacts,
+    RunFacts,
+    Step,
+    on_delivery,
+    on_error,
+    on_outcome,
+    on_slot,
+)
 from schedsvc.execution._tenants import TenantDirectory
 from schedsvc.execution.backoff import next_retry_delay
 from schedsvc.execution.targets import CallContext, CallOutcome, TargetCaller, rfc3339
+from schedsvc.observability.logging import job_id_var, run_id_var
 from schedsvc.observability.metrics import DEAD_LETTERS, RUN_ATTEMPTS, RUN_DURATION, RUNS_FINISHED
 from schedsvc.store.runs import AttemptRecord, JobForRun, MongoRunStore, scheduled_at
 
@@ -38,12 +58,8 @@ log = logging.getLogger(__name__)
 
 # A message that arrives up to this early waits in the worker; earlier than that it goes back to JetStream.
 EARLY_WAIT_SECONDS = 1.0
-# How long to put a message back when another worker holds the run or a claim raced.
-CONTENDED_RETRY_SECONDS = 1.0
-# How long to put a message back after an unexpected error (database or NATS unavailable).
-ERROR_RETRY_SECONDS = 5.0
 HAND_BACK_TIMEOUT_SECONDS = 5.0
-OVERLAP_SKIPPED = "a previous run is still running"
+__all__ = ["CONTENDED_RETRY_SECONDS", "OVERLAP_SKIPPED", "RunWorker", "dead_letter_headers"]
 _HEADER_VALUE_MAX = 1024
 _encode_message = msgspec.msgpack.Encoder().encode
 
@@ -56,7 +72,9 @@ class _Claim:
     job_id: str
     attempt: int | None = None
     slot: bool = False
-    """This run holds its job's running slot (overlap ``skip``)."""
+    """This delivery took (or re-took) its job's running slot (overlap ``skip``)."""
+    overlap_skip: bool = False
+    """The job's overlap policy is ``skip``: a final outcome releases whatever slot the run still holds."""
     settled: bool = False
     """The delivery was acked or nak'd (nothing left to hand back)."""
 
@@ -91,6 +109,8 @@ class RunWorker:
         """Handle one delivery to the end: acked, nak'd for a retry, or handed back on error/cancellation."""
         msg = delivery.message
         claim = _Claim(run_id(msg.job_id, msg.scheduled_ms), msg.job_id)
+        # Every log line written while this run is processed carries its ids (the task has its own context).
+        job_token, run_token = job_id_var.set(msg.job_id), run_id_var.set(claim.run_id)
         try:
             await self._process(delivery, claim)
         except asyncio.CancelledError:
@@ -102,15 +122,34 @@ class RunWorker:
                 )
             raise
         except Exception as exc:
-            log.exception("run %s could not be processed; it will be redelivered", claim.run_id)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(
-                    self._hand_back(delivery, claim, f"worker error: {type(exc).__name__}", ERROR_RETRY_SECONDS),
-                    HAND_BACK_TIMEOUT_SECONDS,
-                )
+            await self._on_error(delivery, claim, exc)
+        finally:
+            job_id_var.reset(job_token)
+            run_id_var.reset(run_token)
+
+    async def _on_error(self, delivery: RunDelivery, claim: _Claim, exc: Exception) -> None:
+        decision = on_error(exc, delivery.num_delivered)
+        try:
+            if decision.step == Step.FAIL:
+                # Logged once with its traceback: it is a bug or bad data, and it will not repeat.
+                log.error("run %s failed in the worker and is not retried", claim.run_id, exc_info=exc)
+                await self._release_slot(claim)
+                if not claim.settled:
+                    await self._fail(delivery, claim, None, decision.reason or "worker error", claim.attempt or 0)
+                return
+            # One line, no traceback: an outage would otherwise log one per run per delivery.
+            log.warning("run %s could not be processed; it will be redelivered: %s", claim.run_id, decision.reason)
+            await asyncio.wait_for(
+                self._hand_back(delivery, claim, decision.reason or "worker error", decision.delay),
+                HAND_BACK_TIMEOUT_SECONDS,
+            )
+        except Exception as again:
+            # The database or NATS is gone too: the message comes back when its ack deadline passes.
+            log.warning("run %s could not be handed back: %s: %s", claim.run_id, type(again).__name__, again)
 
     async def _hand_back(self, delivery: RunDelivery, claim: _Claim, error: str, delay: float) -> None:
-        await self._release_slot(claim)
+        # The run is not over: it keeps its job's slot (under its lease) for the redelivery.
+        claim.slot = False
         if claim.settled:
             return
         if claim.attempt is not None:
@@ -118,8 +157,9 @@ class RunWorker:
         await delivery.nak(delay or None)
 
     async def _release_slot(self, claim: _Claim) -> None:
-        if claim.slot:
-            claim.slot = False
+        """The run is final: free its job's slot if it holds it (a no-op write for another holder)."""
+        if claim.slot or claim.overlap_skip:
+            claim.slot = claim.overlap_skip = False
             await self._runs.release_job_slot(claim.job_id, claim.run_id)
 
     async def _process(self, delivery: RunDelivery, claim: _Claim) -> None:
@@ -135,61 +175,87 @@ class RunWorker:
             await self._perform(delivery, claim, *ready)
 
     async def _preflight(self, delivery: RunDelivery, claim: _Claim) -> tuple[JobForRun, int] | None:
-        """Decide from the stored run and job whether to attempt now; returns the job and the number of
+        """Read the run and its job and decide whether to attempt now; returns the job and the number of
         attempts already made, or None when the delivery was settled here (acked, put back, skipped)."""
         msg = delivery.message
-        rid = claim.run_id
         # Two independent reads, one round trip of latency.
-        found, state = await asyncio.gather(
-            self._runs.job_for_run(msg.job_id), self._runs.state(rid), return_exceptions=True
+        read_job, state = await asyncio.gather(
+            _or_invalid(self._runs.job_for_run(msg.job_id)), self._runs.state(claim.run_id)
         )
-        if isinstance(state, BaseException):
-            raise state
-        if state is not None and state.final:
-            log.debug("run %s already %s; acking the redelivery", rid, state.status)
+        if isinstance(read_job, msgspec.ValidationError):  # permanent: every delivery would read the same
+            if state is None or not state.final:
+                reason = f"the job's stored definition is invalid: {read_job}"
+                await self._apply(
+                    delivery, claim, Decision(Step.FAIL, reason=reason), None, state.attempts if state else 0
+                )
+                return None
+            read_job = None
+        job = read_job if read_job is not None and read_job.tenant == msg.tenant else None
+        run = RunFacts(
+            status=state.status if state else None,
+            attempts=state.attempts if state else 0,
+            lease_until=state.lease_until if state else None,
+            next_attempt_at=state.next_attempt_at if state else None,
+            deliveries=delivery.num_delivered,
+            age_seconds=_age(msg),
+            attempt_limit=state.attempt_limit if state else None,
+        )
+        facts = (
+            None
+            if job is None
+            else JobFacts(job.status == "paused", job.retry.max_attempts, job.retry.max_event_age_seconds)
+        )
+        decision = on_delivery(run, facts, manual=msg.trigger == RunTrigger.MANUAL, now=datetime.now(UTC))
+        claim.overlap_skip = job is not None and job.overlap == "skip" and run.attempts > 0
+        if decision.step == Step.ATTEMPT and job is not None and job.overlap == "skip":
+            now = datetime.now(UTC)
+            claim.slot = await self._runs.acquire_job_slot(job.id, claim.run_id, now, now + self._lease)
+            decision = on_slot(claim.slot, run.attempts)
+        if decision.step == Step.ATTEMPT and job is not None:
+            return job, run.attempts
+        if decision.step == Step.ACK and state is not None and state.final:
+            log.debug("run %s already %s; acking the redelivery", claim.run_id, state.status)
             if state.status != RunStatus.MISSED:
                 # The worker that finished it may have died before updating the job (idempotent).
                 await self._record_last_run(msg, state.status)
-            await self._settle(claim, delivery.ack())
-            return None
-        done = state.attempts if state is not None else 0
-        if isinstance(found, msgspec.ValidationError):
-            await self._fail(delivery, claim, None, f"the job's stored definition is invalid: {found}", done)
-            return None
-        if isinstance(found, BaseException):
-            raise found
-        job = found
-        if job is None or job.tenant != msg.tenant:
-            log.info("run %s dropped: job %s no longer exists", rid, msg.job_id)
-            await self._settle(claim, delivery.ack())
-            return None
+        elif decision.step == Step.ACK:
+            log.info("run %s dropped: %s", claim.run_id, decision.reason)
+        await self._apply(delivery, claim, decision, None, run.attempts)
+        return None
 
-        now = datetime.now(UTC)
-        if state is not None and state.status == RunStatus.RUNNING and state.lease_until and state.lease_until > now:
-            # Another worker is on it (this is a duplicate delivery): look again when its lease ends.
-            wait = (state.lease_until - now).total_seconds() + 0.1
-            await self._settle(claim, delivery.nak(max(wait, CONTENDED_RETRY_SECONDS)))
-            return None
-        if state is not None and state.next_attempt_at is not None and state.next_attempt_at > now:
-            # Redelivered before its retry was due (e.g. the delayed nak was lost): wait for it.
-            await self._settle(claim, delivery.nak((state.next_attempt_at - now).total_seconds()))
-            return None
-        if done >= job.retry.max_attempts:
-            await self._fail(delivery, claim, None, f"attempt {done} was interrupted; no attempts left", done)
-            return None
-        if done >= 1 and _age(msg) > job.retry.max_event_age_seconds:
-            await self._fail(delivery, claim, None, "maxEventAgeSeconds passed before the retry", done)
-            return None
-        if job.status == "paused" and msg.trigger != RunTrigger.MANUAL:
-            await self._finish(delivery, claim, RunStatus.SKIPPED, None, "the job is paused")
-            return None
-        if job.overlap == "skip":
-            claim.slot = await self._runs.acquire_job_slot(job.id, rid, now, now + self._lease)
-            if not claim.slot and done == 0:
-                await self._finish(delivery, claim, RunStatus.SKIPPED, None, OVERLAP_SKIPPED)
-                return None
-            # A retry of a run that already started goes ahead even if a newer fire holds the slot.
-        return job, done
+    async def _apply(
+        self, delivery: RunDelivery, claim: _Claim, decision: Decision, record: AttemptRecord | None, attempts: int
+    ) -> None:
+        """Perform a decision that settles the delivery (everything but ``ATTEMPT``)."""
+        match decision.step:
+            case Step.ACK:
+                await self._settle(claim, delivery.ack())
+            case Step.WAIT:
+                claim.slot = False  # not final: a slot this run holds stays with it
+                await self._settle(claim, delivery.nak(decision.delay))
+            case Step.SKIP:
+                await self._finish(delivery, claim, RunStatus.SKIPPED, record, decision.reason)
+            case Step.SUCCEED:
+                await self._finish(delivery, claim, RunStatus.SUCCEEDED, record)
+            case Step.FAIL:
+                await self._fail(delivery, claim, record, decision.reason or "failed", attempts)
+            case Step.RETRY:
+                assert record is not None
+                due = datetime.now(UTC) + timedelta(seconds=decision.delay)
+                await self._runs.record_retry(claim.run_id, attempts, record, due)
+                if claim.slot:  # the fire keeps its job's slot until the retry has run
+                    claim.slot = False
+                    await self._runs.extend_job_slot(claim.job_id, claim.run_id, due + self._lease)
+                log.info(
+                    "run %s attempt %d failed (%s); retrying in %.1fs",
+                    claim.run_id,
+                    attempts,
+                    decision.reason,
+                    decision.delay,
+                )
+                await self._settle(claim, delivery.nak(decision.delay))
+            case Step.ATTEMPT:
+                raise AssertionError("an attempt does not settle a delivery")
 
     async def _perform(self, delivery: RunDelivery, claim: _Claim, job: JobForRun, done: int) -> None:
         """Claim attempt ``done + 1``, call the target, then record success, a retry or the failure."""
@@ -197,7 +263,8 @@ class RunWorker:
         now = datetime.now(UTC)
         attempt = await self._runs.claim_attempt(msg, done, now, now + self._lease)
         if attempt is None:
-            await self._release_slot(claim)
+            # Another worker claimed this very run: the slot is the run's, so it stays taken.
+            claim.slot = False
             await self._settle(claim, delivery.nak(CONTENDED_RETRY_SECONDS))
             return
         claim.attempt = attempt
@@ -217,20 +284,18 @@ class RunWorker:
     ) -> None:
         """Record success, a retry or the failure of an attempt, then settle its message."""
         msg = delivery.message
-        await self._release_slot(claim)
         record = AttemptRecord(
-            outcome.started_at, outcome.finished_at, outcome.http_status, outcome.error, outcome.response_snippet
+            outcome.started_at,
+            outcome.finished_at,
+            outcome.http_status,
+            outcome.error,
+            outcome.response_snippet,
+            attempt=attempt,
+            error_class=outcome.error_class,
         )
-        if outcome.succeeded:
-            await self._finish(delivery, claim, RunStatus.SUCCEEDED, record)
-            return
-        delay = next_retry_delay(job.retry, attempt, _age(msg), self._rng) if outcome.retryable else None
-        if delay is None:
-            await self._fail(delivery, claim, record, outcome.error or "failed", attempt)
-            return
-        await self._runs.record_retry(claim.run_id, attempt, record, datetime.now(UTC) + timedelta(seconds=delay))
-        log.info("run %s attempt %d failed (%s); retrying in %.1fs", claim.run_id, attempt, outcome.error, delay)
-        await self._settle(claim, delivery.nak(delay))
+        retryable = not outcome.succeeded and outcome.retryable
+        delay = next_retry_delay(job.retry, attempt, _age(msg), self._rng) if retryable else None
+        await self._apply(delivery, claim, on_outcome(outcome.succeeded, outcome.error, delay), record, attempt)
 
     async def _attempt(self, delivery: RunDelivery, job: JobForRun, claim: _Claim) -> CallOutcome:
         msg = delivery.message
@@ -296,6 +361,7 @@ class RunWorker:
     ) -> None:
         msg = delivery.message
         changed = await self._runs.finish(msg, status, record, datetime.now(UTC), error)
+        await self._release_slot(claim)
         if changed:
             RUNS_FINISHED.labels(status=status.value, trigger=msg.trigger).inc()
             await self._record_last_run(msg, status)
@@ -310,6 +376,13 @@ class RunWorker:
     async def _settle(claim: _Claim, acknowledgement: Awaitable[None]) -> None:
         claim.settled = True
         await acknowledgement
+
+
+async def _or_invalid(read: Awaitable[JobForRun | None]) -> JobForRun | msgspec.ValidationError | None:
+    try:
+        return await read
+    except msgspec.ValidationError as exc:
+        return exc
 
 
 def _age(msg: RunMessage) -> float:

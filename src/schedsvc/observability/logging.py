@@ -11,6 +11,7 @@ import logging
 import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 
@@ -50,3 +51,22 @@ def configure_logging(level: str) -> None:
     # httpx logs every request line with its URL (which may carry a tenant's query secrets).
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
+def granian_log_config(level: str) -> dict[str, Any]:
+    """granian's ``log_dictconfig``: its own lines (start-up, worker spawns, errors) as JSON like ours.
+
+    granian configures its loggers in the main process before the app exists (so before
+    :func:`configure_logging`); without this its lines are plain text and a log pipeline that parses
+    every stdout line as JSON would drop or choke on them.
+    """
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": JsonFormatter}},
+        "handlers": {"json": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}},
+        "loggers": {
+            "_granian": {"handlers": ["json"], "level": level.upper(), "propagate": False},
+            "granian.access": {"handlers": ["json"], "level": level.upper(), "propagate": False},
+        },
+    }

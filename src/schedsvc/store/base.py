@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from schedsvc.domain import Job, JobCreate, JobStatus, Run, RunMessage
+from schedsvc.domain import Job, JobCreate, JobStatus, Run, RunMessage, RunStatus, RunTrigger
 from schedsvc.domain.jobs import JobChange, JobNotice, JobPage, JobTiming
 from schedsvc.domain.timing import Advance, LeaseGrant, MissedFire
 
@@ -133,15 +133,30 @@ class LeaseStore(Protocol):
 
 @runtime_checkable
 class RunHistory(Protocol):
-    """A job's run records, as the API pages through them."""
+    """A tenant's run records, as the API reads them (they outlive their job until retention)."""
 
     async def list_for_job(
         self, tenant: str, job_id: str, limit: int, cursor: str | None
     ) -> tuple[list[Run], str | None]: ...
 
-    async def list_failures(self, tenant: str, limit: int, before: datetime | None) -> list[Run]:
-        """The tenant's failed and missed runs across its jobs, newest first, scheduled before ``before``."""
-        ...
+    async def get(self, tenant: str, rid: str) -> Run | None: ...
+
+    async def list_for_tenant(
+        self,
+        tenant: str,
+        *,
+        limit: int,
+        cursor: str | None = None,
+        statuses: Sequence[RunStatus] = (),
+        job_id: str | None = None,
+        trigger: RunTrigger | None = None,
+        scheduled_from: datetime | None = None,
+        scheduled_to: datetime | None = None,
+    ) -> tuple[list[Run], str | None]: ...
+
+    async def reopen_for_retry(self, tenant: str, rid: str, now: datetime, max_retries: int) -> Run | str: ...
+
+    async def revert_retry(self, rid: str, retries: int, now: datetime) -> None: ...
 
 
 @runtime_checkable
@@ -151,7 +166,9 @@ class RunPublisher(Protocol):
     @property
     def connected(self) -> bool: ...
 
-    async def publish_runs(self, messages: Sequence[RunMessage], partitions: Sequence[int]) -> int: ...
+    async def publish_runs(
+        self, messages: Sequence[RunMessage], partitions: Sequence[int], message_ids: Sequence[str] | None = None
+    ) -> int: ...
 
 
 @runtime_checkable

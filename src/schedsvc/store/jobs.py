@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -18,6 +19,7 @@ from schedsvc import names
 from schedsvc.domain import (
     DuplicateJobNameError,
     IdempotencyConflictError,
+    InvalidCursorError,
     Job,
     JobCreate,
     JobNotFoundError,
@@ -44,9 +46,9 @@ def decode_cursor(cursor: str) -> str:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors, as is non-ASCII input
-        raise ValueError("cursor is not valid") from None
+        raise InvalidCursorError("cursor is not valid") from None
     if not re.fullmatch(r"[0-9a-f]{24}", raw):
-        raise ValueError("cursor is not valid")
+        raise InvalidCursorError("cursor is not valid")
     return raw
 
 
@@ -111,10 +113,15 @@ class MongoJobStore:
         )
         try:
             await self._jobs.insert_one(doc)
-        except DuplicateKeyError:
+        except BaseException as exc:
+            # A failed create releases its key, so the identical retry is a new attempt, not a replay of
+            # a job that does not exist (best effort: the database may be the thing that failed).
             if idempotency_key is not None:
-                await self._idempotency.delete_one({"_id": f"{tenant}:{idempotency_key}", "jobId": job_id})
-            raise DuplicateJobNameError(f"a job named {body.name!r} already exists") from None
+                with contextlib.suppress(Exception):
+                    await self._idempotency.delete_one({"_id": f"{tenant}:{idempotency_key}", "jobId": job_id})
+            if isinstance(exc, DuplicateKeyError):
+                raise DuplicateJobNameError(f"a job named {body.name!r} already exists") from None
+            raise
         await self._announce_document(doc)
         return job_codec.read_job(doc), True
 

@@ -15,16 +15,12 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from schedsvc import names
-from schedsvc.domain import AuthenticationError
+from schedsvc.domain import AuthenticationError, TenantExistsError
 from schedsvc.store._client import translate_errors
 
 Doc = dict[str, Any]
 TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _KEY = re.compile(r"^sk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
-
-
-class TenantExistsError(ValueError):
-    """A tenant with that name already exists."""
 
 
 @dataclass(frozen=True, slots=True)

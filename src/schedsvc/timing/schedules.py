@@ -58,7 +58,7 @@ def compile_schedule(schedule: Schedule, *, created: datetime | None = None) -> 
                     jitter,
                 )
             case OnceSchedule():
-                return _timing.Schedule.once(to_ms(schedule.at), jitter)
+                return _timing.Schedule.once(to_ms(schedule.at), start, end, jitter)
     except InvalidScheduleError:
         raise
     except ValueError as exc:

@@ -1,0 +1,161 @@
+"""The run lifecycle as pure decisions: what a worker does next, from what is stored and what happened.
+
+A run message is only a wake-up; the run document is the truth. Each delivery goes through at most three
+decisions, each a pure function of facts the worker read (no I/O here, so every path is unit-tested):
+
+1. :func:`on_delivery` — before calling the target: acknowledge (final run, or job gone), put back (a
+   live lease elsewhere, a retry not due yet), skip (paused job), fail (no attempts left, too old,
+   delivered too often), or attempt.
+2. :func:`on_outcome` — after the call: succeeded, retry after a delay, or fail.
+3. :func:`on_error` — when processing itself raised: a *permanent* error (a stored job that no longer
+   decodes, a value out of range, a bug) fails the run at once, since every redelivery would fail the
+   same way; a *transient* one (an outage of the database or NATS, a timeout, anything unknown) puts
+   the message back, up to :data:`MAX_DELIVERIES` deliveries, so no run is redelivered for ever.
+
+A failed run is always dead-lettered: whatever the path, ``FAIL`` means "publish to the dead letter,
+record ``failed`` with the reason, acknowledge".
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+
+import msgspec
+
+from schedsvc.domain.errors import InfrastructureUnavailableError
+from schedsvc.domain.models import RunStatus
+
+FINAL_STATUSES = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.SKIPPED, RunStatus.MISSED})
+MAX_DELIVERIES = 100
+"""Deliveries of one run message before the worker gives up on it (50 attempts at most, each a delivery,
+plus early arrivals and contention). JetStream's ``max_deliver`` sits a little above, as a backstop."""
+CONTENDED_RETRY_SECONDS = 1.0
+"""How long to put a message back when another worker holds the run or a claim raced."""
+SLOT_RETRY_SECONDS = 2.0
+"""How long a retry waits when a newer fire of a ``skip`` job holds the slot it lost."""
+ERROR_RETRY_SECONDS = 5.0
+"""How long to put a message back after a transient error (database or NATS unavailable)."""
+OVERLAP_SKIPPED = "a previous run is still running"
+
+
+class Step(enum.StrEnum):
+    ACK = "ack"
+    """Nothing (more) to do: acknowledge the message."""
+    WAIT = "wait"
+    """Put the message back for ``delay`` seconds; nothing is recorded."""
+    ATTEMPT = "attempt"
+    """Claim the next attempt and call the target."""
+    SUCCEED = "succeed"
+    """Record ``succeeded``, acknowledge."""
+    RETRY = "retry"
+    """Record the failed attempt (run back to ``queued``), put the message back for ``delay`` seconds."""
+    SKIP = "skip"
+    """Record ``skipped`` with ``reason``, acknowledge."""
+    FAIL = "fail"
+    """Dead-letter, record ``failed`` with ``reason``, acknowledge."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    step: Step
+    delay: float = 0.0
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunFacts:
+    """What a worker knows about a run when a delivery arrives."""
+
+    status: RunStatus | None
+    """The stored status; None when no attempt was recorded yet."""
+    attempts: int
+    lease_until: datetime | None
+    next_attempt_at: datetime | None
+    deliveries: int
+    """How often JetStream has delivered this message (this delivery included)."""
+    age_seconds: float
+    """Seconds since the fire's scheduled instant."""
+    attempt_limit: int | None = None
+    """Set by a retry on demand: the attempts the run may reach (one more than it had), whatever the job's
+    policy and the run's age say."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobFacts:
+    """What a worker knows about the run's job (None for a job that no longer exists)."""
+
+    paused: bool
+    max_attempts: int
+    max_event_age_seconds: float
+
+
+def on_delivery(run: RunFacts, job: JobFacts | None, *, manual: bool, now: datetime) -> Decision:
+    """Before calling the target: whether and how to go on with this delivery."""
+    if run.status in FINAL_STATUSES:
+        return Decision(Step.ACK, reason=f"already {run.status}")
+    if job is None:
+        return Decision(Step.ACK, reason="the job no longer exists")
+    if run.status == RunStatus.RUNNING and run.lease_until is not None and run.lease_until > now:
+        # Another worker is on it (a duplicate delivery): look again when its lease ends.
+        wait = (run.lease_until - now).total_seconds() + 0.1
+        return Decision(Step.WAIT, max(wait, CONTENDED_RETRY_SECONDS))
+    if run.next_attempt_at is not None and run.next_attempt_at > now:
+        # Redelivered before its retry was due (e.g. the delayed nak was lost): wait for it.
+        return Decision(Step.WAIT, (run.next_attempt_at - now).total_seconds())
+    limit = job.max_attempts if run.attempt_limit is None else run.attempt_limit
+    if run.attempts >= limit:
+        return Decision(Step.FAIL, reason=f"attempt {run.attempts} was interrupted; no attempts left")
+    if run.attempt_limit is None and run.attempts >= 1 and run.age_seconds > job.max_event_age_seconds:
+        return Decision(Step.FAIL, reason="maxEventAgeSeconds passed before the retry")
+    if run.deliveries > MAX_DELIVERIES:
+        return Decision(Step.FAIL, reason=f"delivered {run.deliveries} times without finishing")
+    if job.paused and not manual and run.attempt_limit is None:  # a retry on demand is asked for, like a manual run
+        return Decision(Step.SKIP, reason="the job is paused")
+    return Decision(Step.ATTEMPT)
+
+
+def on_slot(acquired: bool, attempts: int) -> Decision:
+    """Overlap ``skip``: a fire holds its job's slot from its first attempt to its final outcome.
+
+    A first attempt that finds the slot taken is skipped. A retry normally finds the slot still its own
+    (kept while it waited); if it lapsed (the retry came later than its lease) and a newer fire took it,
+    the retry waits for that fire to end rather than run beside it (bounded by :data:`MAX_DELIVERIES`).
+    """
+    if acquired:
+        return Decision(Step.ATTEMPT)
+    if attempts == 0:
+        return Decision(Step.SKIP, reason=OVERLAP_SKIPPED)
+    return Decision(Step.WAIT, SLOT_RETRY_SECONDS, reason="a newer fire holds the job's slot")
+
+
+def on_outcome(succeeded: bool, error: str | None, retry_delay: float | None) -> Decision:
+    """After an attempt. ``retry_delay`` is the retry policy's delay, or None when the policy (attempts,
+    event age) or the failure itself (not retryable) allows no further attempt."""
+    if succeeded:
+        return Decision(Step.SUCCEED)
+    if retry_delay is None:
+        return Decision(Step.FAIL, reason=error or "failed")
+    return Decision(Step.RETRY, retry_delay, error)
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """An error every delivery would meet again: a stored job that does not decode, a value out of range,
+    a bug. An outage or a timeout is transient; so, until :data:`MAX_DELIVERIES`, is anything unknown."""
+    if isinstance(exc, InfrastructureUnavailableError | ConnectionError | TimeoutError):
+        return False
+    return isinstance(
+        exc,
+        ValueError | TypeError | LookupError | ArithmeticError | AttributeError | RecursionError | msgspec.MsgspecError,
+    )
+
+
+def on_error(exc: BaseException, deliveries: int) -> Decision:
+    """Processing a delivery raised ``exc``: put it back (transient, within bounds) or fail the run."""
+    reason = f"worker error: {type(exc).__name__}: {exc}"[:1000]
+    if is_permanent(exc):
+        return Decision(Step.FAIL, reason=reason)
+    if deliveries >= MAX_DELIVERIES:
+        return Decision(Step.FAIL, reason=f"{reason} (after {deliveries} deliveries)")
+    return Decision(Step.WAIT, ERROR_RETRY_SECONDS, reason)
