@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 RUST_SOURCES := Cargo.toml rust_core/Cargo.toml $(wildcard rust_core/src/*.rs)
 
-.PHONY: dev test lint rust-test py-test embedded-db promtool image clean
+.PHONY: dev test lint rust-test py-test embedded-db promtool chromium image clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,7 +40,7 @@ lint: $(VENV)/.test-installed
 rust-test:
 	cargo test --quiet
 
-py-test: $(VENV)/.test-installed embedded-db promtool
+py-test: $(VENV)/.test-installed embedded-db promtool chromium
 	$(BIN)/pytest
 
 # promtool checks and unit-tests the alert rules (tests/unit/test_alert_rules.py). It ships in Debian's
@@ -52,6 +52,16 @@ promtool:
 		&& { systemctl disable --now prometheus.service >/dev/null 2>&1 || service prometheus stop >/dev/null 2>&1 || true; }; \
 	else \
 		echo "promtool is missing: install the Debian package 'prometheus' (apt-get install prometheus)" >&2; exit 1; \
+	fi
+
+# The console's browser tests (tests/browser) drive Debian's Chromium through Playwright, which never downloads
+# a browser of its own here.
+chromium:
+	@command -v chromium >/dev/null && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	else \
+		echo "chromium is missing: install the Debian package 'chromium' (apt-get install chromium)" >&2; exit 1; \
 	fi
 
 test: lint rust-test py-test

@@ -197,6 +197,8 @@ _DEPENDENCIES = {
 
 def create_app(settings: Settings | None = None) -> Litestar:
     """The service's ASGI app; the modules that run are chosen by ``settings.roles``."""
+    from schedsvc.console import ConsolePlugin  # here, not at the top: the console builds on this package
+
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
     prometheus = PrometheusConfig(
@@ -246,6 +248,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             components=openapi.COMPONENTS,
         ),
         state=State({"settings": settings, "redis": redis, "rate_limiter": limiter, "auth_failures": failures}),
+        plugins=[ConsolePlugin(redis)] if "api" in settings.roles else [],  # the web console (docs/console.md)
     )
 
 

@@ -195,8 +195,19 @@ def page_query(
     if tag is not None:
         query[TAGS] = tag
     if name_prefix:
-        query[NAME] = {"$regex": f"^{re.escape(name_prefix)}"}
+        query[NAME] = _prefix_match(name_prefix)
     return query
+
+
+def _prefix_match(prefix: str) -> Doc:
+    """Names starting with ``prefix``, as a range: the same names as an anchored regex (strings compare by
+    code point, as their UTF-8 bytes do), answered from the ``{tenant, name}`` index by every server
+    (SecantusDB evaluates a regex document by document: 0.4 s at 10,000 jobs, docs/console.md)."""
+    last = ord(prefix[-1])
+    if last >= 0x10FFFF:
+        return {"$regex": f"^{re.escape(prefix)}"}
+    following = 0xE000 if 0xD7FF <= last < 0xE000 else last + 1  # never a lone surrogate
+    return {"$gte": prefix, "$lt": prefix[:-1] + chr(following)}
 
 
 def due_query(partitions: Sequence[int], until: datetime, after: datetime | None) -> Doc:
