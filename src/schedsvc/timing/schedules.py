@@ -5,6 +5,7 @@ This package is the only importer of the extension ``schedsvc._timing``.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -90,8 +91,20 @@ def preview(schedule: dict[str, Any], after: datetime, count: int) -> list[datet
     try:
         parsed: Schedule = msgspec.convert(schedule, Schedule, strict=False)  # type: ignore[arg-type,unused-ignore]
     except msgspec.ValidationError as exc:
-        raise InvalidScheduleError(str(exc)) from None
+        raise InvalidScheduleError(*_problem_of(str(exc))) from None
     return upcoming_fires(parsed, after, count)
+
+
+def _problem_of(message: str) -> tuple[str, str]:
+    """(message, field) of msgspec's error: ``... - at `$.seconds``` or a check's ``timezone: ...``."""
+    at = re.search(r" - at `\$\.?([^`]*)`$", message)
+    if at:
+        path = at.group(1).replace("[", ".").replace("]", "")
+        return message[: at.start()], f"schedule.{path}" if path else "schedule"
+    named, sep, rest = message.partition(": ")
+    if sep and re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", named):
+        return rest, f"schedule.{named}"
+    return message, "schedule"
 
 
 def upcoming_fires(schedule: Schedule, after: datetime, count: int) -> list[datetime]:
