@@ -22,6 +22,7 @@ from schedsvc.domain.models import (
     Schedule,
 )
 from schedsvc.domain.time import from_ms, to_ms
+from schedsvc.domain.wire import field_from_message
 
 
 def _opt_ms(instant: datetime | None) -> int | None:
@@ -90,7 +91,9 @@ def preview(schedule: dict[str, Any], after: datetime, count: int) -> list[datet
     try:
         parsed: Schedule = msgspec.convert(schedule, Schedule, strict=False)  # type: ignore[arg-type,unused-ignore]
     except msgspec.ValidationError as exc:
-        raise InvalidScheduleError(str(exc)) from None
+        # The field named the way the API names it in a problem detail (``schedule.timezone``).
+        error = field_from_message(str(exc), None, "")
+        raise InvalidScheduleError(error.message, f"schedule.{error.field}" if error.field else "schedule") from None
     return upcoming_fires(parsed, after, count)
 
 
