@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 from litestar import Request, Response
@@ -29,14 +28,10 @@ from schedsvc.domain import (
     TenantExistsError,
     VersionConflictError,
 )
-from schedsvc.domain.wire import FieldError, Problem
+from schedsvc.domain.wire import FieldError, Problem, field_from_message
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
-_AT_PATH = re.compile(r" - at `\$\.?([^`]*)`")
-_NAMED_FIELD = re.compile(r"(?:unknown|missing required) field `([^`]+)`")
-# Checks across fields (``__post_init__`` in domain/models.py) start their message with the field's name.
-_LEADING_FIELD = re.compile(r"^([a-z][A-Za-z]*): (.+)$", re.DOTALL)
 
 
 _TITLES = {
@@ -75,27 +70,6 @@ def problem(
     slug = title.lower().replace(" ", "-")
     body = Problem(f"https://schedsvc.dev/problems/{slug}", title, status, detail, request.url.path, errors)
     return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
-
-
-def field_from_message(message: str, source: str | None, key: str | None) -> FieldError:
-    """msgspec says ``... - at `$.schedule.seconds```; turn that into ``schedule.seconds``.
-
-    For unknown or missing fields msgspec names the field in the message and the path of its parent;
-    checks across fields name it at the start of their message (``timezone: unknown time zone``).
-    """
-    match = _AT_PATH.search(message)
-    path = match.group(1).replace("[", ".").replace("]", "") if match else ""
-    text = _AT_PATH.sub("", message)
-    named = _NAMED_FIELD.search(text)
-    if named:
-        path = f"{path}.{named.group(1)}" if path else named.group(1)
-    leading = _LEADING_FIELD.match(text)
-    if leading and not named:
-        path = f"{path}.{leading.group(1)}" if path else leading.group(1)
-        text = leading.group(2)
-    if not path:
-        path = "body" if key in (None, "data") else key
-    return FieldError(path, text)
 
 
 def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Problem]:

@@ -6,6 +6,7 @@ them and the client (``schedsvc.client``) decodes them, and the client must impo
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated
 
@@ -74,3 +75,30 @@ class Problem(msgspec.Struct, omit_defaults=True):
     detail: str | None = None
     instance: str | None = None
     errors: list[FieldError] | None = None
+
+
+_AT_PATH = re.compile(r" - at `\$\.?([^`]*)`")
+_NAMED_FIELD = re.compile(r"(?:unknown|missing required) field `([^`]+)`")
+# Checks across fields (``__post_init__`` in domain/models.py) start their message with the field's name.
+_LEADING_FIELD = re.compile(r"^([a-z][A-Za-z]*): (.+)$", re.DOTALL)
+
+
+def field_from_message(message: str, source: str | None, key: str | None) -> FieldError:
+    """msgspec says ``... - at `$.schedule.seconds```; turn that into ``schedule.seconds``.
+
+    For unknown or missing fields msgspec names the field in the message and the path of its parent;
+    checks across fields name it at the start of their message (``timezone: unknown time zone``).
+    """
+    match = _AT_PATH.search(message)
+    path = match.group(1).replace("[", ".").replace("]", "") if match else ""
+    text = _AT_PATH.sub("", message)
+    named = _NAMED_FIELD.search(text)
+    if named:
+        path = f"{path}.{named.group(1)}" if path else named.group(1)
+    leading = _LEADING_FIELD.match(text)
+    if leading and not named:
+        path = f"{path}.{leading.group(1)}" if path else leading.group(1)
+        text = leading.group(2)
+    if not path:
+        path = "body" if key in (None, "data") else key
+    return FieldError(path, text)

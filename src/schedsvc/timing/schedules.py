@@ -5,7 +5,6 @@ This package is the only importer of the extension ``schedsvc._timing``.
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -23,6 +22,7 @@ from schedsvc.domain.models import (
     Schedule,
 )
 from schedsvc.domain.time import from_ms, to_ms
+from schedsvc.domain.wire import field_from_message
 
 
 def _opt_ms(instant: datetime | None) -> int | None:
@@ -91,20 +91,10 @@ def preview(schedule: dict[str, Any], after: datetime, count: int) -> list[datet
     try:
         parsed: Schedule = msgspec.convert(schedule, Schedule, strict=False)  # type: ignore[arg-type,unused-ignore]
     except msgspec.ValidationError as exc:
-        raise InvalidScheduleError(*_problem_of(str(exc))) from None
+        # The field named the way the API names it in a problem detail (``schedule.timezone``).
+        error = field_from_message(str(exc), None, "")
+        raise InvalidScheduleError(error.message, f"schedule.{error.field}" if error.field else "schedule") from None
     return upcoming_fires(parsed, after, count)
-
-
-def _problem_of(message: str) -> tuple[str, str]:
-    """(message, field) of msgspec's error: ``... - at `$.seconds``` or a check's ``timezone: ...``."""
-    at = re.search(r" - at `\$\.?([^`]*)`$", message)
-    if at:
-        path = at.group(1).replace("[", ".").replace("]", "")
-        return message[: at.start()], f"schedule.{path}" if path else "schedule"
-    named, sep, rest = message.partition(": ")
-    if sep and re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", named):
-        return rest, f"schedule.{named}"
-    return message, "schedule"
 
 
 def upcoming_fires(schedule: Schedule, after: datetime, count: int) -> list[datetime]:
