@@ -125,13 +125,13 @@ DEV_KEY = "sk_00000000000000dd_" + "d" * 43
 
 
 @pytest.fixture(scope="module")
-def service_url(
+def api_service(
     request: pytest.FixtureRequest,
     mongo_uri: str,
     nats_url: str,
     run_token: str,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[str]:
+) -> Iterator[servers.ServerProcess]:
     """A ``schedsvc serve`` process (API role) for one test module, on a database and prefix of its own, with
     a ``dev`` tenant whose key is :data:`DEV_KEY`. A module tunes it with ``SERVICE_SETTINGS = {...}``."""
     from dataclasses import replace
@@ -156,8 +156,14 @@ def service_url(
     settings = replace(settings, **getattr(request.module, "SERVICE_SETTINGS", {}))
     log = tmp_path_factory.mktemp("service") / "service.log"
     with servers.running(embedded.service(settings, log)) as server:
-        yield server.url
+        yield server
     with pymongo.MongoClient(mongo_uri) as client:
         client.drop_database(settings.database)
     if "Traceback" in log.read_text():
         print(log.read_text()[-5000:])
+
+
+@pytest.fixture(scope="module")
+def service_url(api_service: servers.ServerProcess) -> str:
+    """Base URL of :func:`api_service`."""
+    return api_service.url

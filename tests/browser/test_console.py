@@ -58,6 +58,7 @@ async def test_a_job_is_created_run_paused_and_resumed_through_the_forms(console
     row = page.get_by_role("row").filter(has_text=name)
     await expect(row.locator(".status")).to_have_text("active")
     await expect(row).to_contain_text("At 02:30 AM (Europe/Berlin)")
+    await expect(row.locator("svg.spark rect.bar.succeeded")).to_have_count(1)  # its recent runs at a glance
     await screenshot(page, "jobs")
     await page.set_viewport_size({"width": 390, "height": 844})
     await expect(row.locator(".status")).to_be_visible()
@@ -95,6 +96,16 @@ async def test_a_failing_job_shows_its_error_on_its_page_and_on_failures(console
     await expect(row).to_have_count(1)
     await expect(row.locator(".outcome")).to_have_text("failed")
     await screenshot(page, "failures")
+
+    # Retry from the failures page: one more attempt of the same run, shown in its job's history.
+    await row.get_by_role("button", name=re.compile(r"^Retry the run of ")).click()
+    await page.wait_for_url(re.compile(r".*/console/jobs/[^/]+$"))
+    await expect(page.locator(".flash")).to_contain_text("Retry queued")
+    retried = page.locator("table.runs tbody tr").filter(has=page.locator(".outcome.failed"))
+    await expect(retried.locator('td[data-label="Attempts"]')).to_have_text("2", timeout=20_000)
+    await expect(retried).to_have_count(1)  # the same run, not a new one
+
+    await page.get_by_role("link", name="Failures").click()
     await page.set_viewport_size({"width": 390, "height": 844})
     await screenshot(page, "failures-phone")
 

@@ -5,53 +5,17 @@ Bounded in examples; it must find no 5xx and no response that breaks the documen
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import CHECKS, load_all_checks
-from tests.support import servers
+from tests.conftest import DEV_KEY
 
-DEV_KEY = "sk_00000000000000cc_" + "c" * 43
 AUTH = {"Authorization": f"Bearer {DEV_KEY}"}
-
-
-@pytest.fixture(scope="module")
-def service_url(
-    mongo_uri: str, nats_url: str, run_token: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    port = servers.free_port()
-    env = {
-        **os.environ,
-        "SCHEDSVC_MONGODB_URI": mongo_uri,
-        "SCHEDSVC_DATABASE": f"schedsvc_{run_token}_fuzz",
-        "SCHEDSVC_NATS_URL": nats_url,
-        "SCHEDSVC_PREFIX": f"schedsvc_{run_token}_fuzz",
-        "SCHEDSVC_ROLES": "api",
-        "SCHEDSVC_PORT": str(port),
-        "SCHEDSVC_DEV_MODE": "true",
-        "SCHEDSVC_DEV_API_KEY": DEV_KEY,
-        "SCHEDSVC_RATE_LIMIT_PER_MINUTE": "100000",
-        # Schemathesis sends invalid keys to every operation; the per-address lockout (429) is tested elsewhere.
-        "SCHEDSVC_FAILED_AUTH_PER_MINUTE": "100000",
-        "SCHEDSVC_LOG_LEVEL": "WARNING",
-    }
-    log: Path = tmp_path_factory.mktemp("fuzz") / "service.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "schedsvc.cli", "serve"], env=env, stdout=out, stderr=out)
-    try:
-        servers.wait_for_port(port, 60, proc)  # type: ignore[arg-type]
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(30)
-        if "Traceback" in log.read_text():
-            print(log.read_text()[-5000:])
+SERVICE_SETTINGS = {
+    "rate_limit_per_minute": 100_000,
+    # Schemathesis sends invalid keys to every operation; the per-address lockout (429) is tested elsewhere.
+    "failed_auth_per_minute": 100_000,
+}
 
 
 def test_no_server_errors_and_responses_match_the_schema(service_url: str) -> None:

@@ -23,12 +23,9 @@ import secrets
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -48,126 +45,15 @@ from schedsvc.names import Names
 from schedsvc.observability.logging import JsonFormatter
 from schedsvc.store import MongoTenantStore, connect, database
 from schedsvc.store.runs import InvalidCursorError, MongoRunStore
+from schedsvc.testing import Call, Reply, WebhookReceiver
 from schedsvc.wiring import Adapters, execution_service
 
-REPO = Path(__file__).resolve().parents[2]
 TENANT = "acme"
 WAIT = 30.0
 
-# -- a recording HTTP server on 127.0.0.1 -------------------------------------------------------------
-
-
-@dataclass
-class Call:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    at: float
-
-
-@dataclass
-class Reply:
-    status: int = 200
-    body: bytes = b"ok"
-    headers: dict[str, str] = field(default_factory=dict)
-    hang: bool = False
-    """Never answer (until the test releases the server)."""
-    stream_bytes: int = 0
-    """Announce and start sending this many body bytes (for the read cap)."""
-    delay: float = 0.0
-    """Answer after this many seconds."""
-
-
-Behaviour = Callable[[Call, int], Reply]
-"""What to answer for a call: given the call and how many calls that path had before it."""
-
-
-class TargetServer:
-    """HTTP/1.1 with keep-alive over asyncio streams; records every request it receives."""
-
-    def __init__(self, host: str = "127.0.0.1") -> None:
-        self.host = host
-        self.calls: list[Call] = []
-        self.routes: dict[str, Behaviour] = {}
-        self.release = asyncio.Event()
-        self.streamed = 0
-        self.arrived = asyncio.Event()
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._connection, self.host, 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def close(self) -> None:
-        self.release.set()
-        assert self._server is not None
-        self._server.close()
-        for w in list(self._writers):
-            w.close()
-        await self._server.wait_closed()
-
-    def url(self, path: str, host: str | None = None) -> str:
-        return f"http://{host or self.host}:{self.port}{path}"
-
-    def calls_to(self, route: str) -> list[Call]:
-        return [c for c in self.calls if c.path.split("?", 1)[0] == route]
-
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                lines = head.decode("latin-1").split("\r\n")
-                method, path, _ = lines[0].split(" ", 2)
-                headers = {}
-                for line in lines[1:]:
-                    if line:
-                        k, v = line.split(":", 1)
-                        headers[k.strip().lower()] = v.strip()
-                body = await reader.readexactly(int(headers.get("content-length", "0")))
-                call = Call(method, path, headers, body, time.monotonic())
-                route = path.split("?", 1)[0]
-                before = len(self.calls_to(route))
-                self.calls.append(call)
-                self.arrived.set()
-                reply = self.routes.get(route, lambda c, n: Reply())(call, before)
-                if reply.hang:
-                    await self.release.wait()
-                    reply = Reply()
-                if reply.delay:
-                    await asyncio.sleep(reply.delay)
-                if reply.stream_bytes:
-                    await self._stream(writer, reply)
-                    return
-                extra = "".join(f"{k}: {v}\r\n" for k, v in reply.headers.items())
-                writer.write(
-                    f"HTTP/1.1 {reply.status} X\r\nContent-Length: {len(reply.body)}\r\n{extra}\r\n".encode()
-                    + reply.body
-                )
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
-            pass
-        finally:
-            self._writers.discard(writer)
-            writer.close()
-
-    async def _stream(self, writer: asyncio.StreamWriter, reply: Reply) -> None:
-        writer.write(f"HTTP/1.1 {reply.status} X\r\nContent-Length: {reply.stream_bytes}\r\n\r\n".encode())
-        chunk = b"a" * 16_384
-        while self.streamed < reply.stream_bytes:
-            writer.write(chunk)
-            self.streamed += len(chunk)
-            await writer.drain()
-
-
-# -- fixtures and helpers -------------------------------------------------------------------------------
-
-
 @pytest.fixture
-async def server() -> AsyncIterator[TargetServer]:
-    s = TargetServer()
+async def server() -> AsyncIterator[WebhookReceiver]:
+    s = WebhookReceiver()
     await s.start()
     yield s
     await s.close()
@@ -642,7 +528,7 @@ async def test_a_slow_outcome_write_does_not_let_another_worker_call_again(  # t
 
 async def test_connect_failure_is_recorded(mongo_db, bus, services) -> None:  # type: ignore[no-untyped-def]
     await add_tenant(mongo_db)
-    closed = TargetServer()
+    closed = WebhookReceiver()
     await closed.start()
     url = closed.url("/nobody")
     await closed.close()
@@ -862,41 +748,11 @@ async def test_a_redelivered_finished_run_does_not_call_again(  # type: ignore[n
     assert (await job_after_run(mongo_db, job_id))["lastRunStatus"] == "succeeded"
 
 
-WORKER_SCRIPT = textwrap.dedent(
-    """
-    import asyncio, dataclasses, ipaddress, json, sys
-    from schedsvc.bus import NatsRunBus
-    from schedsvc.config import Settings
-    from schedsvc.store import connect, database
-    from schedsvc.wiring import Adapters, execution_service
-
-    async def main():
-        raw = json.loads(sys.argv[1])
-        raw["target_allow_networks"] = tuple(ipaddress.ip_network(n) for n in raw["target_allow_networks"])
-        raw["roles"] = frozenset(raw["roles"])
-        settings = Settings(**raw)
-        client = connect(settings)
-        bus = await NatsRunBus.connect(settings)
-        service = execution_service(await Adapters.over(settings, database(client, settings), bus))
-        await service.start()
-        print("started", flush=True)
-        await asyncio.Event().wait()
-
-    asyncio.run(main())
-    """
-)
-
-
 def spawn_worker(settings: Settings) -> subprocess.Popen[bytes]:
-    raw = dataclasses.asdict(settings)
-    raw["target_allow_networks"] = [str(n) for n in settings.target_allow_networks]
-    raw["roles"] = sorted(settings.roles)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    """A separate ``python -m schedsvc.execution`` process configured by ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDSVC_")} | settings.to_env()
     return subprocess.Popen(
-        [sys.executable, "-c", WORKER_SCRIPT, json.dumps(raw, default=str)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        [sys.executable, "-m", "schedsvc.execution"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
 
 

@@ -8,60 +8,35 @@ on loopback. Bounded: a few dozen examples per test, the whole module well under
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.conftest import DEV_KEY
 from tests.support import servers
 
-DEV_KEY = "sk_00000000000000dd_" + "d" * 43
 AUTH = {"Authorization": f"Bearer {DEV_KEY}"}
 BOUNDED = settings(
     max_examples=100, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
 )
 
 
+SERVICE_SETTINGS = {"rate_limit_per_minute": 100_000, "log_level": "INFO"}
+
+
 @pytest.fixture(scope="module")
-def service(
-    mongo_uri: str, nats_url: str, run_token: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[httpx.Client, str]]:
-    port = servers.free_port()
-    env = {
-        **os.environ,
-        "SCHEDSVC_MONGODB_URI": mongo_uri,
-        "SCHEDSVC_DATABASE": f"schedsvc_{run_token}_hostile",
-        "SCHEDSVC_NATS_URL": nats_url,
-        "SCHEDSVC_PREFIX": f"schedsvc_{run_token}_hostile",
-        "SCHEDSVC_ROLES": "api",
-        "SCHEDSVC_PORT": str(port),
-        "SCHEDSVC_DEV_MODE": "true",
-        "SCHEDSVC_DEV_API_KEY": DEV_KEY,
-        "SCHEDSVC_RATE_LIMIT_PER_MINUTE": "100000",
-        "SCHEDSVC_LOG_LEVEL": "INFO",
-    }
-    logs: Path = tmp_path_factory.mktemp("hostile")
-    with (logs / "stdout").open("wb") as out, (logs / "stderr").open("wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "schedsvc.cli", "serve"], env=env, stdout=out, stderr=err)
-    try:
-        servers.wait_for_port(port, 60, proc)  # type: ignore[arg-type]
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            yield client, str(logs)
-    finally:
-        proc.terminate()
-        proc.wait(30)
-    stderr = (logs / "stderr").read_text()
-    assert "Traceback" not in stderr, stderr[-5000:]
-    # Every line the process wrote, granian's own included, is a JSON object.
-    for stream in ("stdout", "stderr"):
-        for line in (logs / stream).read_text().splitlines():
-            assert isinstance(json.loads(line), dict), (stream, line)
+def service(api_service: servers.ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=api_service.url, timeout=30) as client:
+        yield client
+    api_service.stop()  # every line is written before the log is read
+    output = api_service.log.read_text()
+    assert "Traceback" not in output, output[-5000:]
+    # Every line the process wrote (stdout and stderr), granian's own included, is a JSON object.
+    for line in output.splitlines():
+        assert isinstance(json.loads(line), dict), line
 
 
 def valid_job(name: str) -> dict[str, Any]:
@@ -146,8 +121,8 @@ def assert_4xx_problem(r: httpx.Response) -> None:
 
 @BOUNDED
 @given(body=hostile_job())
-def test_hostile_job_bodies(service: tuple[httpx.Client, str], body: dict[str, Any]) -> None:
-    client, _ = service
+def test_hostile_job_bodies(service: httpx.Client, body: dict[str, Any]) -> None:
+    client = service
     before = job_ids(client)
     r = client.post("/jobs", content=json.dumps(body).encode(), headers={**AUTH, "Content-Type": "application/json"})
     assert_4xx_problem(r)
@@ -161,9 +136,9 @@ def test_hostile_job_bodies(service: tuple[httpx.Client, str], body: dict[str, A
 @BOUNDED
 @given(body=hostile_job(), if_match=st.one_of(st.none(), st.text(max_size=30), st.integers().map(lambda n: f'"{n}"')))
 def test_hostile_patches_leave_the_job_unchanged(
-    service: tuple[httpx.Client, str], body: dict[str, Any], if_match: str | None
+    service: httpx.Client, body: dict[str, Any], if_match: str | None
 ) -> None:
-    client, _ = service
+    client = service
     target = client.post("/jobs", json=valid_job("patch-target"), headers=AUTH)
     job = (
         target.json()
@@ -191,8 +166,8 @@ def test_hostile_patches_leave_the_job_unchanged(
         st.text(max_size=50).map(str.encode),
     )
 )
-def test_raw_bodies_anonymous_preview_included(service: tuple[httpx.Client, str], raw: bytes) -> None:
-    client, _ = service
+def test_raw_bodies_anonymous_preview_included(service: httpx.Client, raw: bytes) -> None:
+    client = service
     for path, headers in (("/jobs", AUTH), ("/schedules/preview", {})):
         r = client.post(path, content=raw, headers={**headers, "Content-Type": "application/json"})
         assert_4xx_problem(r)
@@ -212,11 +187,11 @@ def test_raw_bodies_anonymous_preview_included(service: tuple[httpx.Client, str]
     ),
 )
 def test_query_strings_and_cursors(
-    service: tuple[httpx.Client, str], params: dict[str, str], forged: bytes | None
+    service: httpx.Client, params: dict[str, str], forged: bytes | None
 ) -> None:
     import base64
 
-    client, _ = service
+    client = service
     if forged is not None:
         params["cursor"] = base64.urlsafe_b64encode(forged).decode().rstrip("=")
     for path in ("/jobs", "/jobs/000000000000000000000000/runs"):

@@ -113,28 +113,36 @@ class RunsController(Controller):
         run_queue: NamedDependency[RunPublisher],
         run_id: FromPath[str],
     ) -> RunAccepted:
-        tenant = request.user
-        existing = await runs.get(tenant, run_id)
-        if existing is None:
-            raise NotFoundException(detail="no such run")
-        try:
-            await jobs.get(tenant, existing.job_id)  # the attempt needs the job's target and policies
-        except JobNotFoundError:
-            raise ClientException("the run's job was deleted", status_code=409) from None
-        now = utcnow()
-        reopened = await runs.reopen_for_retry(tenant, run_id, now, MAX_RETRIES_ON_DEMAND)
-        if isinstance(reopened, str):
-            if reopened == "missing":
-                raise NotFoundException(detail="no such run")
-            raise ClientException(_REFUSALS[reopened], status_code=409)
-        scheduled_ms = to_ms(reopened.scheduled_at)
-        message = RunMessage(reopened.job_id, tenant, scheduled_ms, to_ms(now), reopened.trigger.value, 0)
-        try:
-            # Its own message id: the run's own id may still be in the stream's duplicate window.
-            await run_queue.publish_runs(
-                [message], [jobs.partition_of(reopened.job_id)], [f"{run_id}:retry{reopened.retries_on_demand}"]
-            )
-        except Exception:
-            await runs.revert_retry(run_id, reopened.retries_on_demand, utcnow())
-            raise
+        reopened = await retry_failed_run(request.user, run_id, runs, jobs, run_queue)
         return RunAccepted(run_id, reopened.job_id, reopened.scheduled_at, reopened.trigger)
+
+
+async def retry_failed_run(
+    tenant: str, run_id: str, runs: RunHistory, jobs: JobRepository, run_queue: RunPublisher
+) -> Run:
+    """One more attempt of a failed run, same run id and idempotency key (``POST /runs/{id}/retry`` and the
+    console's Retry button): 404 for no such run of the tenant, 409 when it cannot be retried."""
+    existing = await runs.get(tenant, run_id)
+    if existing is None:
+        raise NotFoundException(detail="no such run")
+    try:
+        await jobs.get(tenant, existing.job_id)  # the attempt needs the job's target and policies
+    except JobNotFoundError:
+        raise ClientException("the run's job was deleted", status_code=409) from None
+    now = utcnow()
+    reopened = await runs.reopen_for_retry(tenant, run_id, now, MAX_RETRIES_ON_DEMAND)
+    if isinstance(reopened, str):
+        if reopened == "missing":
+            raise NotFoundException(detail="no such run")
+        raise ClientException(_REFUSALS[reopened], status_code=409)
+    scheduled_ms = to_ms(reopened.scheduled_at)
+    message = RunMessage(reopened.job_id, tenant, scheduled_ms, to_ms(now), reopened.trigger.value, 0)
+    try:
+        # Its own message id: the run's own id may still be in the stream's duplicate window.
+        await run_queue.publish_runs(
+            [message], [jobs.partition_of(reopened.job_id)], [f"{run_id}:retry{reopened.retries_on_demand}"]
+        )
+    except Exception:
+        await runs.revert_retry(run_id, reopened.retries_on_demand, utcnow())
+        raise
+    return reopened

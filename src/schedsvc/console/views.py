@@ -17,6 +17,7 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
 
 from schedsvc.api.auth import client_address
+from schedsvc.api.runs import retry_failed_run
 from schedsvc.cache import FailureCounter
 from schedsvc.console import actions
 from schedsvc.console.forms import (
@@ -50,6 +51,8 @@ from schedsvc.timing import to_ms
 log = logging.getLogger(__name__)
 PAGE_SIZE = 25
 RUNS_SHOWN = 50
+# The jobs list's per-job history: the last runs, as a small chart.
+HISTORY_SHOWN, HISTORY_WIDTH, HISTORY_HEIGHT = 10, 80, 20
 WATCH_SECONDS = 30
 """After "Run now" the job page reloads itself (a meta refresh, no script) until the run is final, this long
 at most."""
@@ -142,6 +145,7 @@ class ConsoleController(Controller):
         self,
         request: ConsoleRequest,
         jobs: NamedDependency[JobRepository],
+        runs: NamedDependency[RunHistory],
         status: FromQuery[str | None] = None,
         tag: FromQuery[str | None] = None,
         name: FromQuery[str | None] = None,
@@ -162,7 +166,15 @@ class ConsoleController(Controller):
             flash(request, "That page link is not valid any more; showing the first page.", "error")
             query = urlencode({k: v for k, v in filters.items() if v})
             return Redirect(f"/console/jobs?{query}" if query else "/console/jobs", status_code=303)
-        rows = [(job, schedule_in_words(job.schedule)) for job in listing.items]
+        tenant = tenant_of(request)
+        # A small outcome/lateness history per job: one indexed read per listed job, run side by side.
+        recent = await asyncio.gather(
+            *(runs.list_for_job(tenant, job.id, HISTORY_SHOWN, None) for job in listing.items)
+        )
+        rows = [
+            (job, schedule_in_words(job.schedule), run_chart(history, HISTORY_WIDTH, HISTORY_HEIGHT))
+            for job, (history, _) in zip(listing.items, recent, strict=True)
+        ]
         return page(
             request,
             "jobs.html",
@@ -259,6 +271,24 @@ class ConsoleController(Controller):
         queued_ms = await actions.run_now(jobs, run_queue, tenant_of(request), job_id)
         flash(request, "Run queued: it appears in the run history below within a few seconds (the page refreshes).")
         return Redirect(f"/console/jobs/{job_id}?awaiting={queued_ms}", status_code=303)
+
+    @post("/runs/{run_id:str}/retry", status_code=303)
+    async def retry_run(
+        self,
+        request: ConsoleRequest,
+        jobs: NamedDependency[JobRepository],
+        runs: NamedDependency[RunHistory],
+        run_queue: NamedDependency[RunPublisher],
+        run_id: FromPath[str],
+    ) -> Redirect:
+        try:
+            run = await retry_failed_run(tenant_of(request), run_id, runs, jobs, run_queue)
+        except HTTPException as exc:  # the API's own refusals (no such run, not failed, retried too often)
+            flash(request, f"Not retried: {exc.detail}.", "error")
+            return Redirect("/console/failures", status_code=303)
+        # The job page reloads itself while the reopened run is queued or running.
+        flash(request, "Retry queued: the run's new attempt shows in the run history below within seconds.")
+        return Redirect(f"/console/jobs/{run.job_id}", status_code=303)
 
     @get("/jobs/{job_id:str}/delete", name="console:confirm-delete")
     async def confirm_delete(
