@@ -81,7 +81,8 @@ async def _migrate(settings: Settings) -> None:
     from schedsvc.store import connect, database
     from schedsvc.store.migrate import applied_versions, apply_migrations
 
-    client = connect(settings)
+    # No per-operation deadline: building an index on a large collection may take minutes.
+    client = connect(settings, timeoutMS=None)
     try:
         db = database(client, settings)
         applied = await apply_migrations(db, settings)

@@ -23,7 +23,8 @@ class Settings:
     """MongoDB database holding every collection of the service."""
     mongodb_timeout_seconds: float = 10.0
     """Longest any one MongoDB operation may take, retries included (the driver's ``timeoutMS``): a server
-    that stops answering must fail the operation, never hang a run or a lease renewal forever."""
+    that stops answering must fail the operation, never hang a run or a lease renewal forever.
+    ``schedsvc migrate`` has no such deadline (building an index on a large collection takes minutes)."""
     nats_url: str = "nats://127.0.0.1:4222"
     """NATS server(s), comma-separated; JetStream must be enabled."""
     redis_url: str | None = None

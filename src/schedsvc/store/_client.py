@@ -22,17 +22,17 @@ T = TypeVar("T")
 
 
 def connect(settings: Settings, **options: Any) -> AsyncMongoClient[dict[str, object]]:
-    """A client that returns aware UTC datetimes, retries writes once on failover and bounds every operation."""
-    return AsyncMongoClient(
-        settings.mongodb_uri,
-        tz_aware=True,
-        tzinfo=UTC,
-        retryWrites=True,
-        serverSelectionTimeoutMS=5000,
-        timeoutMS=int(settings.mongodb_timeout_seconds * 1000),
-        appname="schedsvc",
-        **options,
-    )
+    """A client that returns aware UTC datetimes, retries writes once on failover and bounds every operation
+    (``options`` win: ``timeoutMS=None`` for work that may legitimately take long, such as building an index)."""
+    settings_options: dict[str, Any] = {
+        "tz_aware": True,
+        "tzinfo": UTC,
+        "retryWrites": True,
+        "serverSelectionTimeoutMS": 5000,
+        "timeoutMS": int(settings.mongodb_timeout_seconds * 1000),
+        "appname": "schedsvc",
+    }
+    return AsyncMongoClient(settings.mongodb_uri, **(settings_options | options))
 
 
 def database(client: AsyncMongoClient[dict[str, object]], settings: Settings) -> AsyncDatabase[dict[str, object]]:
