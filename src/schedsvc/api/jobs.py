@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import datetime
 from typing import Annotated
 
 import msgspec
@@ -16,9 +15,8 @@ from litestar.params import FromPath, FromQuery, HeaderParameter, QueryParameter
 
 from schedsvc.api import openapi
 from schedsvc.api.errors import problem_responses
+from schedsvc.api.job_rules import check_job_input, first_fire_after
 from schedsvc.domain import (
-    InvalidRequestError,
-    InvalidScheduleError,
     Job,
     JobCreate,
     JobPatch,
@@ -26,17 +24,14 @@ from schedsvc.domain import (
     PreconditionFailedError,
     RunMessage,
     RunTrigger,
-    Schedule,
-    Target,
     VersionConflictError,
     run_id,
-    target_problems,
 )
 from schedsvc.domain.jobs import JobChange, JobStateError, change_from_patch
 from schedsvc.domain.time import utcnow
 from schedsvc.domain.wire import JobList, RunAccepted, RunList
 from schedsvc.store.base import JobRepository, RunHistory, RunPublisher
-from schedsvc.timing import compile_schedule, from_ms, to_ms, with_defaults
+from schedsvc.timing import from_ms, to_ms
 
 # A version is a positive 64-bit integer: at most 19 digits, and a value that long may still overflow, so
 # the pattern admits 18 (a job would need a quintillion changes to need more).
@@ -76,50 +71,6 @@ def _check_version(job: Job, expected: int | None) -> None:
         raise PreconditionFailedError(job.id)
 
 
-def _next_run(schedule: Schedule, now: datetime) -> datetime | None:
-    compiled = compile_schedule(schedule, created=now)
-    nominal = compiled.next_after(to_ms(now))
-    try:
-        return None if nominal is None else from_ms(nominal)
-    except (OverflowError, ValueError, OSError):  # a fire beyond what a datetime holds
-        return None
-
-
-def _planned(schedule: Schedule, now: datetime) -> tuple[Schedule, datetime]:
-    """The schedule with its creation-time defaults and its first fire after now."""
-    schedule = with_defaults(schedule, now)
-    next_run = _next_run(schedule, now)
-    if next_run is None:
-        raise InvalidScheduleError("the schedule has no fire after now", "schedule")
-    return schedule, next_run
-
-
-async def _checked(
-    state: State, tenant: str, now: datetime, schedule: Schedule | None, target: Target | None
-) -> tuple[Schedule, datetime] | None:
-    """Check the schedule and the target together, so one answer lists the problems of both (422);
-    returns the planned schedule when one was given."""
-    problems: list[tuple[str, str]] = []
-    planned = None
-    if schedule is not None:
-        try:
-            planned = _planned(schedule, now)
-        except InvalidScheduleError as exc:
-            problems.append((exc.field, str(exc)))
-    if target is not None:
-        # The target policy, also applied before every call (execution/targets.py).
-        grants = await state.tenants.subject_grants(tenant, state.settings.nats_subject_grant)
-        problems += target_problems(
-            target,
-            allow=state.settings.target_allow_networks,
-            grants=grants,
-            reserved_roots=state.names.reserved_subject_roots,
-        )
-    if problems:
-        raise InvalidRequestError(problems)
-    return planned
-
-
 class JobsController(Controller):
     path = "/jobs"
     tags = ["jobs"]
@@ -145,7 +96,7 @@ class JobsController(Controller):
     ) -> Response[Job]:
         tenant = request.user
         now = utcnow()
-        planned = await _checked(state, tenant, now, data.schedule, data.target)
+        planned = await check_job_input(state, tenant, now, data.schedule, data.target)
         assert planned is not None
         schedule, next_run = planned
         body = msgspec.structs.replace(data, schedule=schedule)
@@ -229,7 +180,7 @@ class JobsController(Controller):
         expected = _expected_version(if_match)
         now = utcnow()
         change = change_from_patch(data)
-        planned = await _checked(
+        planned = await check_job_input(
             state,
             tenant,
             now,
@@ -326,7 +277,7 @@ class JobsController(Controller):
             return Response(exc.job, headers=_etag(exc.job))  # already active
         if job.next_run is None:  # paused before its first fire was known: pick it now
             job = await jobs.update(
-                tenant, job_id, JobChange(next_run=_next_run(job.schedule, now)), job.version, now=now
+                tenant, job_id, JobChange(next_run=first_fire_after(job.schedule, now)), job.version, now=now
             )
         return Response(job, headers=_etag(job))
 

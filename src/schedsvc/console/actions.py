@@ -1,7 +1,7 @@
 """What the console's buttons and forms do: the same port calls and rules as ``/jobs``.
 
-The API's rules that are not in the domain types (schedule defaults and the first fire, target checks,
-pause/resume conditions) are taken from ``schedsvc.api.jobs`` itself, so the console cannot drift from it.
+The API's rules that are not in the domain types (schedule defaults and the first fire, target checks)
+come from ``schedsvc.api.job_rules``, which ``/jobs`` uses too, so the console cannot drift from it.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import msgspec
 from litestar.datastructures import State
 
-from schedsvc.api.jobs import _checked, _next_run
+from schedsvc.api.job_rules import check_job_input, first_fire_after
 from schedsvc.domain import Job, JobCreate, JobPatch, JobStatus, RunMessage, RunTrigger
 from schedsvc.domain.jobs import JobChange, JobStateError, change_from_patch
 from schedsvc.domain.time import utcnow
@@ -23,7 +23,7 @@ class ActionRefused(Exception):
 
 async def create(state: State, jobs: JobRepository, tenant: str, data: JobCreate) -> Job:
     now = utcnow()
-    planned = await _checked(state, tenant, now, data.schedule, data.target)
+    planned = await check_job_input(state, tenant, now, data.schedule, data.target)
     assert planned is not None  # a schedule was given
     schedule, next_run = planned
     job, _ = await jobs.create(tenant, msgspec.structs.replace(data, schedule=schedule), next_run, now=now)
@@ -36,7 +36,7 @@ async def update(state: State, jobs: JobRepository, tenant: str, job_id: str, da
     change = change_from_patch(data)
     new_schedule = None if isinstance(data.schedule, msgspec.UnsetType) else data.schedule
     new_target = None if isinstance(data.target, msgspec.UnsetType) else data.target
-    planned = await _checked(state, tenant, now, new_schedule, new_target)
+    planned = await check_job_input(state, tenant, now, new_schedule, new_target)
     if planned is not None:
         change.schedule, change.next_run = planned
         change.resumed_at = None
@@ -70,7 +70,8 @@ async def resume(jobs: JobRepository, tenant: str, job_id: str, version: int) ->
             raise ActionRefused("a completed job cannot be resumed") from None
         return exc.job
     if job.next_run is None:  # paused before its first fire was known: pick it now (as the API does)
-        job = await jobs.update(tenant, job_id, JobChange(next_run=_next_run(job.schedule, now)), job.version, now=now)
+        change = JobChange(next_run=first_fire_after(job.schedule, now))
+        job = await jobs.update(tenant, job_id, change, job.version, now=now)
     return job
 
 
