@@ -29,6 +29,7 @@ from schedsvc.observability.runtime import tune_gc
 from schedsvc.store import MongoJobStore, MongoTenantStore, connect, database
 from schedsvc.store.leases import MongoLeaseStore
 from schedsvc.store.migrate import apply_migrations
+from schedsvc.store.run_history import MongoRunHistory
 from schedsvc.store.runs import MongoRunStore
 from schedsvc.store.timing import MongoTimingStore
 from schedsvc.timing.service import TimingService
@@ -52,6 +53,9 @@ class Adapters:
     timing: MongoTimingStore
     leases: MongoLeaseStore
     runs: MongoRunStore
+    """The run ledger (execution)."""
+    run_history: MongoRunHistory
+    """The tenant's runs as the API reads them."""
     tenants: MongoTenantStore
 
     @classmethod
@@ -90,6 +94,7 @@ class Adapters:
             timing=timing,
             leases=MongoLeaseStore(db),
             runs=MongoRunStore(db, settings),
+            run_history=MongoRunHistory(db, settings),
             tenants=MongoTenantStore(db),
         )
 

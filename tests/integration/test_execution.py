@@ -39,12 +39,13 @@ from schedsvc.api import create_app
 from schedsvc.api.runs import MAX_RETRIES_ON_DEMAND
 from schedsvc.bus import NatsRunBus
 from schedsvc.config import Settings
-from schedsvc.domain import HttpTarget, NatsTarget, RetryPolicy, RunMessage, run_id
+from schedsvc.domain import HttpTarget, InvalidCursorError, NatsTarget, RetryPolicy, RunMessage, run_id
 from schedsvc.execution import ExecutionService
 from schedsvc.names import Names
 from schedsvc.observability.logging import JsonFormatter
 from schedsvc.store import MongoTenantStore, connect, database
-from schedsvc.store.runs import InvalidCursorError, MongoRunStore
+from schedsvc.store.run_history import MongoRunHistory
+from schedsvc.store.runs import MongoRunStore
 from schedsvc.testing import Call, Reply, WebhookReceiver
 from schedsvc.wiring import Adapters, execution_service
 
@@ -343,7 +344,7 @@ async def test_every_attempt_is_kept_in_the_run_history(mongo_db, bus, services,
     rid = await fire(bus, job_id)
     assert (await final_run(mongo_db, rid))["status"] == "succeeded"
 
-    run = await MongoRunStore(mongo_db, fast).get(TENANT, rid)
+    run = await MongoRunHistory(mongo_db, fast).get(TENANT, rid)
     assert run is not None and run.attempts == 3 and run.http_status == 200
     first, second, third = run.attempt_history
     assert [a.number for a in run.attempt_history] == [1, 2, 3]
@@ -360,7 +361,7 @@ async def test_every_attempt_is_kept_in_the_run_history(mongo_db, bus, services,
         assert abs((attempt.duration_ms or 0) - measured) <= 1  # stored instants are whole milliseconds
         assert attempt.next_retry_at - attempt.finished_at >= timedelta(seconds=0.19)  # the policy's backoff
     assert second.duration_ms is not None and second.duration_ms >= 450
-    assert await MongoRunStore(mongo_db, fast).get("other", rid) is None  # another tenant sees nothing
+    assert await MongoRunHistory(mongo_db, fast).get("other", rid) is None  # another tenant sees nothing
 
 
 async def test_success_statuses_override_2xx(mongo_db, bus, services, server) -> None:  # type: ignore[no-untyped-def]
@@ -890,7 +891,7 @@ async def test_many_runs_with_bounded_concurrency(mongo_db, bus, services, serve
 
 
 async def test_run_history_pages(mongo_db, fast) -> None:  # type: ignore[no-untyped-def]
-    store = MongoRunStore(mongo_db, fast)
+    store = MongoRunHistory(mongo_db, fast)
     job_id = str(ObjectId())
     base = 1_700_000_000_000
     for i in range(5):

@@ -177,7 +177,7 @@ def _provide_jobs(state: State) -> JobRepository:
 
 
 def _provide_runs(state: State) -> RunHistory:
-    return _adapters(state).runs
+    return _adapters(state).run_history
 
 
 def _provide_run_queue(state: State) -> RunPublisher:

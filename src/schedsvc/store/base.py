@@ -1,8 +1,8 @@
 """The ports: what the api, timing and execution modules need from storage and messaging.
 
 The adapters named after their technology implement them (``store/jobs.py``, ``store/timing.py``,
-``store/leases.py``, ``store/runs.py`` for MongoDB; ``bus/nats.py`` for NATS JetStream), and only
-``schedsvc.wiring`` builds them. The modules depend on these Protocols, never on an adapter class.
+``store/leases.py``, ``store/runs.py``, ``store/run_history.py`` for MongoDB; ``bus/nats.py`` for NATS
+JetStream), and only ``schedsvc.wiring`` builds them. The modules depend on these Protocols, never on an adapter class.
 
 Runtime-checkable, because Litestar validates injected dependencies against their annotations.
 """
