@@ -3,23 +3,24 @@
 Where and who come from ``--url``/``--api-key`` or ``SCHEDSVC_URL``/``SCHEDSVC_API_KEY`` (``schedsvc dev``
 prints both). Output is a table, or ``--output json`` for scripts. Errors are one line on stderr naming
 the field, and the exit code says what kind of failure it was (``EXIT_CODES``; docs/client.md).
+
+This module holds the commands and their flags; request bodies are built from flags and files in
+``_cli_input.py``, and tables are drawn in ``_cli_output.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
 import sys
-from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import httpx
 import msgspec
 
+from schedsvc.client._cli_input import UsageError, instant, job_create, job_patch, preview_schedule
+from schedsvc.client._cli_output import JOB_COLUMNS, RUN_COLUMNS, job_rows, run_rows, show_job, table, when
 from schedsvc.client._protocol import DEFAULT_URL
 from schedsvc.client._sync import Client
 from schedsvc.client.errors import (
@@ -34,19 +35,7 @@ from schedsvc.client.errors import (
     UnauthorizedError,
     UnprocessableError,
 )
-from schedsvc.domain.models import (
-    CalendarSchedule,
-    CronSchedule,
-    HttpTarget,
-    IntervalSchedule,
-    Job,
-    JobCreate,
-    JobPatch,
-    NatsTarget,
-    OnceSchedule,
-    Run,
-    Schedule,
-)
+from schedsvc.domain.models import Job
 from schedsvc.domain.wire import JobList, RunList
 
 EXIT_OK = 0
@@ -75,13 +64,6 @@ EXIT_CODES: dict[type[ApiError], int] = {
     RateLimitedError: EXIT_UNAVAILABLE,
     ServiceUnavailableError: EXIT_UNAVAILABLE,
 }
-
-_AT_PATH = re.compile(r" - at `\$\.?([^`]*)`")
-
-
-class UsageError(Exception):
-    """Input the command line refuses before calling the service (exit 2)."""
-
 
 # --- parsing -------------------------------------------------------------------------------------------
 
@@ -186,161 +168,13 @@ def _runs_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--all", action="store_true", help="follow nextCursor to the oldest run")
 
 
-# --- building request bodies from flags and files -----------------------------------------------------------
-
-
-def _load(path: str) -> Any:
-    text = sys.stdin.read() if path == "-" else _read(path)
-    if path.endswith((".yaml", ".yml")):
-        try:
-            import yaml
-        except ImportError:
-            raise UsageError(
-                f"{path}: reading YAML needs PyYAML (`pip install pyyaml`); JSON works without it"
-            ) from None
-        try:
-            return yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise UsageError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{path}: not valid JSON: {exc}") from None
-
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text()
-    except OSError as exc:
-        raise UsageError(f"{path}: {exc.strerror}") from None
-
-
-def _json_or_text(value: str) -> Any:
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError:
-        return value
-
-
-def _pairs(values: Sequence[str] | None, flag: str) -> dict[str, str]:
-    pairs = {}
-    for item in values or ():
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"{flag}: expected NAME=VALUE, got {item!r}")
-        pairs[key] = value
-    return pairs
-
-
-def _schedule_from_flags(args: argparse.Namespace) -> dict[str, Any] | None:
-    given = [f for f in ("cron", "every", "at", "schedule") if getattr(args, f) is not None]
-    if len(given) > 1:
-        raise UsageError(f"schedule: give one of --cron, --every, --at, --schedule (got {', '.join(given)})")
-    if args.timezone is not None and args.cron is None:
-        raise UsageError("schedule.timezone: --timezone goes with --cron (put it inside --schedule otherwise)")
-    if args.cron is not None:
-        return {"kind": "cron", "expression": args.cron, **({"timezone": args.timezone} if args.timezone else {})}
-    if args.every is not None:
-        return {"kind": "interval", "seconds": args.every}
-    if args.at is not None:
-        return {"kind": "once", "at": args.at}
-    if args.schedule is not None:
-        schedule = _json_or_text(args.schedule)
-        if not isinstance(schedule, dict):
-            raise UsageError("schedule: --schedule must be a JSON object")
-        return schedule
-    return None
-
-
-def _target_from_flags(args: argparse.Namespace) -> dict[str, Any] | None:
-    if args.webhook is not None and args.subject is not None:
-        raise UsageError("target: give --webhook or --subject, not both")
-    if args.webhook is not None:
-        target: dict[str, Any] = {"kind": "http", "url": args.webhook}
-        if args.method:
-            target["method"] = args.method
-        if args.header:
-            target["headers"] = _pairs(args.header, "--header")
-        if args.body is not None:
-            target["body"] = _json_or_text(args.body)
-        return target
-    if args.subject is not None:
-        target = {"kind": "nats", "subject": args.subject}
-        if args.header:
-            target["headers"] = _pairs(args.header, "--header")
-        if args.payload is not None:
-            target["payload"] = _json_or_text(args.payload)
-        return target
-    for flag in ("method", "header", "body", "payload"):
-        if getattr(args, flag) is not None:
-            raise UsageError(f"target: --{flag} needs --webhook or --subject")
-    return None
-
-
-def _fields_from_flags(args: argparse.Namespace) -> dict[str, Any]:
-    fields: dict[str, Any] = {}
-    if args.name is not None:
-        fields["name"] = args.name
-    if (schedule := _schedule_from_flags(args)) is not None:
-        fields["schedule"] = schedule
-    if (target := _target_from_flags(args)) is not None:
-        fields["target"] = target
-    if args.tag is not None:
-        fields["tags"] = args.tag
-    if args.meta is not None:
-        fields["metadata"] = _pairs(args.meta, "--meta")
-    if args.overlap is not None:
-        fields["overlap"] = args.overlap
-    if args.max_attempts is not None:
-        fields["retry"] = {"maxAttempts": args.max_attempts}
-    if args.catchup is not None:
-        fields["catchup"] = {"policy": args.catchup}
-    return fields
-
-
-def _convert(data: Any, kind: type[Any], what: str) -> Any:
-    """Validate locally with the API's own types, so a mistake is named before anything is sent."""
-    if not isinstance(data, dict):
-        raise UsageError(f"{what}: expected a JSON object")
-    try:
-        return msgspec.convert(data, kind)
-    except msgspec.ValidationError as exc:
-        match = _AT_PATH.search(str(exc))
-        message = _AT_PATH.sub("", str(exc))
-        field = match.group(1).replace("[", ".").replace("]", "") if match else what
-        raise UsageError(f"{field or what}: {message}") from None
-
-
-def _job_create(args: argparse.Namespace) -> JobCreate:
-    data = _load(args.file) if args.file else {}
-    if not isinstance(data, dict):
-        raise UsageError(f"{args.file}: expected a JSON object (the POST /jobs body)")
-    data = {**data, **_fields_from_flags(args)}
-    if args.paused:
-        data["paused"] = True
-    for required in ("name", "schedule", "target"):
-        if required not in data:
-            hint = {"name": "--name", "schedule": "--cron/--every/--at", "target": "--webhook/--subject"}[required]
-            raise UsageError(f"{required}: required ({hint}, or --file)")
-    job: JobCreate = _convert(data, JobCreate, "job")
-    return job
-
-
-def _job_patch(args: argparse.Namespace) -> JobPatch:
-    data = _load(args.file) if args.file else {}
-    if not isinstance(data, dict):
-        raise UsageError(f"{args.file}: expected a JSON object (the PATCH /jobs/ID body)")
-    data = {**data, **_fields_from_flags(args)}
-    if not data:
-        raise UsageError("edit: nothing to change (give flags such as --cron or --tag, or --file)")
-    patch: JobPatch = _convert(data, JobPatch, "changes")
-    return patch
+# --- running ----------------------------------------------------------------------------------------------
 
 
 def _edit(client: Client, args: argparse.Namespace) -> Job:
     """``--max-attempts`` and ``--catchup`` change one setting of a policy the API replaces whole: the rest
     comes from the job as read, and the change is made only if the job is still that version."""
-    patch = _job_patch(args)
+    patch = job_patch(args)
     if args.max_attempts is None and args.catchup is None:
         return client.update_job(args.job_id, patch, version=args.if_version)
     current = client.get_job(args.job_id)
@@ -351,107 +185,6 @@ def _edit(client: Client, args: argparse.Namespace) -> Job:
     if args.catchup is not None:
         patch.catchup = msgspec.structs.replace(current.catchup, policy=args.catchup)
     return client.update_job(current, patch)
-
-
-def _preview_schedule(args: argparse.Namespace) -> Schedule:
-    data = _load(args.file) if args.file else _schedule_from_flags(args)
-    if data is None:
-        raise UsageError("schedule: required (--cron/--every/--at/--schedule, or --file)")
-    wrapped = _convert({"schedule": data}, _ScheduleOnly, "schedule")
-    schedule: Schedule = wrapped.schedule
-    return schedule
-
-
-class _ScheduleOnly(msgspec.Struct):
-    schedule: Schedule
-
-
-def _instant(value: str | None, flag: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        instant = datetime.fromisoformat(value)
-    except ValueError:
-        raise UsageError(f"{flag}: not an RFC 3339 instant: {value!r}") from None
-    if instant.tzinfo is None:
-        raise UsageError(f"{flag}: give a UTC offset (e.g. 2026-12-01T09:00:00+01:00 or ...Z)")
-    return instant
-
-
-# --- output ----------------------------------------------------------------------------------------------
-
-
-def _when(instant: datetime | None) -> str:
-    return "-" if instant is None else instant.isoformat(timespec="seconds")
-
-
-def describe_schedule(schedule: Schedule) -> str:
-    match schedule:
-        case CronSchedule():
-            return f"cron {schedule.expression} {schedule.timezone}"
-        case IntervalSchedule():
-            return f"every {schedule.seconds}s"
-        case CalendarSchedule():
-            return f"every {schedule.every} {schedule.unit} at {schedule.time} {schedule.timezone}"
-        case OnceSchedule():
-            return f"once at {_when(schedule.at)}"
-    return schedule.__class__.__name__  # pragma: no cover - the union is exhaustive
-
-
-def _target(job: Job) -> str:
-    match job.target:
-        case HttpTarget(method=method, url=url):
-            return f"{method} {url}"
-        case NatsTarget(subject=subject):
-            return f"nats {subject}"
-    return "-"  # pragma: no cover - the union is exhaustive
-
-
-def _table(header: Sequence[str], rows: Iterable[Sequence[str]], out: Callable[[str], None]) -> None:
-    rows = [list(header), *([str(c) for c in row] for row in rows)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    for row in rows:
-        out("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-
-
-def _job_rows(jobs: Iterable[Job]) -> Iterable[list[str]]:
-    for j in jobs:
-        last = "-" if j.last_run is None else f"{_when(j.last_run)} {j.last_run_status or ''}".strip()
-        yield [j.id, j.name, j.status, describe_schedule(j.schedule), _when(j.next_run), last]
-
-
-def _run_rows(runs: Iterable[Run]) -> Iterable[list[str]]:
-    for r in runs:
-        duration = "-" if r.duration_ms is None else f"{r.duration_ms}ms"
-        status = "-" if r.http_status is None else str(r.http_status)
-        yield [r.id, _when(r.scheduled_at), r.trigger, r.status, str(r.attempts), duration, status, r.error or ""]
-
-
-JOB_COLUMNS = ("ID", "NAME", "STATUS", "SCHEDULE", "NEXT RUN", "LAST RUN")
-RUN_COLUMNS = ("RUN", "SCHEDULED", "TRIGGER", "STATUS", "ATTEMPTS", "DURATION", "HTTP", "ERROR")
-
-
-def _show_job(job: Job, out: Callable[[str], None]) -> None:
-    lines = [
-        ("id", job.id),
-        ("name", job.name),
-        ("status", job.status),
-        ("schedule", describe_schedule(job.schedule)),
-        ("target", _target(job)),
-        ("next run", _when(job.next_run)),
-        ("last run", f"{_when(job.last_run)} {job.last_run_status or ''}".strip()),
-        ("retry", f"{job.retry.max_attempts} attempts"),
-        ("catch-up", f"{job.catchup.policy} within {job.catchup.window_seconds}s"),
-        ("overlap", job.overlap),
-        ("tags", ", ".join(job.tags) or "-"),
-        ("version", str(job.version)),
-    ]
-    width = max(len(k) for k, _ in lines)
-    for key, value in lines:
-        out(f"{key.ljust(width)}  {value}")
-
-
-# --- running ----------------------------------------------------------------------------------------------
 
 
 def _page_jobs(client: Client, args: argparse.Namespace) -> JobList:
@@ -470,30 +203,30 @@ def _page_runs(client: Client, args: argparse.Namespace) -> RunList:
 def _execute(client: Client, command: str, args: argparse.Namespace, out: Callable[[str], None]) -> None:
     as_json = args.output == "json"
 
-    def emit(value: Any, table: Callable[[], None]) -> None:
+    def emit(value: Any, show: Callable[[], None]) -> None:
         if as_json:
             out(msgspec.json.encode(value).decode())
         else:
-            table()
+            show()
 
     match command:
         case "ls":
             page = _page_jobs(client, args)
-            emit(page, lambda: _table(JOB_COLUMNS, _job_rows(page.items), out))
+            emit(page, lambda: table(JOB_COLUMNS, job_rows(page.items), out))
             if page.next_cursor and not as_json:
                 print(f"more: --cursor {page.next_cursor}  (or --all)", file=sys.stderr)
         case "get" | "create" | "edit" | "pause" | "resume":
             if command == "get":
                 job = client.get_job(args.job_id)
             elif command == "create":
-                job = client.create_job(_job_create(args), idempotency_key=args.idempotency_key)
+                job = client.create_job(job_create(args), idempotency_key=args.idempotency_key)
             elif command == "edit":
                 job = _edit(client, args)
             elif command == "pause":
                 job = client.pause_job(args.job_id, version=args.if_version)
             else:
                 job = client.resume_job(args.job_id, version=args.if_version)
-            emit(job, lambda: _show_job(job, out))
+            emit(job, lambda: show_job(job, out))
         case "rm":
             client.delete_job(args.job_id, version=args.if_version)
             emit({"deleted": args.job_id}, lambda: out(f"deleted {args.job_id}"))
@@ -502,14 +235,14 @@ def _execute(client: Client, command: str, args: argparse.Namespace, out: Callab
             emit(accepted, lambda: out(f"queued run {accepted.run_id} (see: schedsvc runs ls {accepted.job_id})"))
         case "runs":
             runs = _page_runs(client, args)
-            emit(runs, lambda: _table(RUN_COLUMNS, _run_rows(runs.items), out))
+            emit(runs, lambda: table(RUN_COLUMNS, run_rows(runs.items), out))
             if runs.next_cursor and not as_json:
                 print(f"more: --cursor {runs.next_cursor}  (or --all)", file=sys.stderr)
         case "preview":
             fires = client.preview_schedule(
-                _preview_schedule(args), after=_instant(args.after, "--after"), count=args.count
+                preview_schedule(args), after=instant(args.after, "--after"), count=args.count
             )
-            emit({"fires": fires}, lambda: out("\n".join(_when(f) for f in fires)))
+            emit({"fires": fires}, lambda: out("\n".join(when(f) for f in fires)))
 
 
 def _fail(code: int, message: str) -> NoReturn:
