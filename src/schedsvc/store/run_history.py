@@ -91,8 +91,12 @@ class MongoRunHistory:
         if cursor is not None:
             before_ms, before_id = _decode_tenant_cursor(cursor)
             before = from_ms(before_ms)
-            # Keyset on (scheduledAt, _id), both descending: runs of several jobs share instants.
+            # Keyset on (scheduledAt, _id), both descending: runs of several jobs share instants. The $or
+            # separates runs that share the cursor's instant; the plain `$lte` beside it (implied by the $or)
+            # gives the index scan its bound, so a deep page starts at the cursor instead of filtering
+            # every newer key (a top-level $or alone becomes a filter, not index bounds).
             query["$or"] = [{"scheduledAt": {"$lt": before}}, {"scheduledAt": before, "_id": {"$lt": before_id}}]
+            scheduled["$lte"] = before
         if scheduled:
             query["scheduledAt"] = scheduled
         found = self._runs.find(query).sort([("scheduledAt", -1), ("_id", -1)]).limit(limit + 1)
