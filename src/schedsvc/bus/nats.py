@@ -216,6 +216,9 @@ class NatsRunBus:
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
             max_age=14 * 24 * 3600,
+            # A run's dead letter has the id `<runId>:dead`: a retry on demand that fails again within the
+            # window publishes no second one (JetStream's default window is only 2 minutes).
+            duplicate_window=DEDUP_WINDOW_SECONDS,
             num_replicas=replicas,
         )
         try:
