@@ -29,6 +29,7 @@ from schedsvc.observability.runtime import tune_gc
 from schedsvc.store import MongoJobStore, MongoTenantStore, connect, database
 from schedsvc.store.leases import MongoLeaseStore
 from schedsvc.store.migrate import apply_migrations
+from schedsvc.store.replies import MongoReplies
 from schedsvc.store.run_history import MongoRunHistory
 from schedsvc.store.runs import MongoRunStore
 from schedsvc.store.timing import MongoTimingStore
@@ -56,6 +57,8 @@ class Adapters:
     """The run ledger (execution)."""
     run_history: MongoRunHistory
     """The tenant's runs as the API reads them."""
+    replies: MongoReplies
+    """Answers kept under an ``Idempotency-Key`` (``POST /runs/retry``)."""
     tenants: MongoTenantStore
 
     @classmethod
@@ -95,6 +98,7 @@ class Adapters:
             leases=MongoLeaseStore(db),
             runs=MongoRunStore(db, settings),
             run_history=MongoRunHistory(db, settings),
+            replies=MongoReplies(db),
             tenants=MongoTenantStore(db),
         )
 

@@ -38,6 +38,7 @@ from schedsvc import names
 from schedsvc.api import create_app
 from schedsvc.api.runs import MAX_RETRIES_ON_DEMAND
 from schedsvc.bus import NatsRunBus
+from schedsvc.bus.nats import DEDUP_WINDOW_SECONDS
 from schedsvc.config import Settings
 from schedsvc.domain import HttpTarget, InvalidCursorError, NatsTarget, RetryPolicy, RunMessage, run_id
 from schedsvc.execution import ExecutionService
@@ -966,7 +967,8 @@ async def test_end_to_end_through_api_and_timing(server, fast) -> None:  # type:
 
 async def test_a_dead_letter_is_listed_and_retried_on_demand(server, fast) -> None:  # type: ignore[no-untyped-def]
     """A run that exhausted its retries is listed for its tenant (GET /runs?status=failed) and can be
-    retried on demand: one more attempt, same run id and idempotency key; bounded; tenant-isolated."""
+    retried on demand, one by one or by filter: one more attempt, same run id and idempotency key; bounded;
+    tenant-isolated. A run is dead-lettered once: a retry that fails again adds no second dead letter."""
     key = "sk_00000000000000dd_" + "d" * 43
     settings = dataclasses.replace(
         fast, roles=frozenset({"api", "execution"}), dev_mode=True, dev_api_key=key, target_allow_networks=(
@@ -1011,6 +1013,8 @@ async def test_a_dead_letter_is_listed_and_retried_on_demand(server, fast) -> No
             assert r.status_code == 202, r.text
             assert r.json()["runId"] == rid
             await wait_until(lambda: run_in("failed", 3))
+            # Failed again within the dead-letter stream's duplicate window: no second dead letter.
+            assert [h["Nats-Msg-Id"] for h, _ in await dead_letters(settings)] == [f"{rid}:dead"]
             healthy = True
             assert (await client.post(f"/runs/{rid}/retry", headers=headers)).status_code == 202
             run = await wait_until(lambda: run_in("succeeded", 4))
@@ -1024,6 +1028,7 @@ async def test_a_dead_letter_is_listed_and_retried_on_demand(server, fast) -> No
             assert r.status_code == 409 and "only a failed run" in r.text
 
             # Bounded: after MAX_RETRIES_ON_DEMAND retries the run is not reopened again.
+            first_rid = rid
             healthy = False
             rid = (await client.post(f"/jobs/{job_id}/run", headers=headers)).json()["runId"]
             await wait_until(lambda: run_in("failed", 2))
@@ -1033,6 +1038,27 @@ async def test_a_dead_letter_is_listed_and_retried_on_demand(server, fast) -> No
             r = await client.post(f"/runs/{rid}/retry", headers=headers)
             assert r.status_code == 409 and "already retried" in r.text
             assert (await client.post(f"/runs/{job_id}:1/retry", headers=headers)).status_code == 404
+            exhausted_rid = rid
+
+            # By filter: the job's failed runs in one request; the exhausted one is refused and says why.
+            rid = (await client.post(f"/jobs/{job_id}/run", headers=headers)).json()["runId"]
+            await wait_until(lambda: run_in("failed", 2))
+            healthy = True
+            r = await client.post("/runs/retry", json={"job": job_id}, headers=headers)
+            assert r.status_code == 200, r.text
+            assert r.json()["retriedRuns"] == [rid]
+            assert [(x["runId"], x["reason"]) for x in r.json()["refusals"]] == [(exhausted_rid, "exhausted")]
+            await wait_until(lambda: run_in("succeeded", 3))
+
+            # Each failed run was dead-lettered once, whatever its retries on demand did afterwards.
+            letters = [h["Nats-Msg-Id"] for h, _ in await dead_letters(settings)]
+            assert sorted(letters) == sorted(f"{r}:dead" for r in (first_rid, exhausted_rid, rid))
+            nc = await nats.connect(settings.nats_url)
+            try:
+                dlq = await nc.jetstream().stream_info(Names(settings.prefix).dead_letter_stream)
+                assert dlq.config.duplicate_window == DEDUP_WINDOW_SECONDS == 15 * 60
+            finally:
+                await nc.close()
     finally:
         mongo = connect(settings)
         await mongo.drop_database(settings.database)

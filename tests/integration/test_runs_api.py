@@ -1,24 +1,31 @@
 """Run semantics and run history through the HTTP API, against a real SecantusDB process and NATS.
 
-Covers the ``once`` bounds (issue 14, bug 1) and the tenant-wide run history (``GET /runs``,
-``GET /runs/{runId}``), with two tenants to check isolation.
+Covers the ``once`` bounds (issue 14, bug 1), the tenant-wide run history (``GET /runs``,
+``GET /runs/{runId}``) and retrying dead letters by filter (``POST /runs/retry``), with two tenants to
+check isolation.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import nats
+import nats.js.errors
 import pytest
 from litestar.testing import AsyncTestClient
 
+from schedsvc import names
 from schedsvc.api import create_app
+from schedsvc.api.runs import MAX_RETRIES_ON_DEMAND
 from schedsvc.config import Settings
 from schedsvc.domain import RunMessage, RunStatus, run_id
+from schedsvc.names import Names
 from schedsvc.store import MongoTenantStore, connect, database
 from schedsvc.store.runs import AttemptRecord, MongoRunStore
 
@@ -244,3 +251,117 @@ async def test_nats_reached_after_start_up_completes_the_service(settings: Setti
         mongo = connect(settings)
         await mongo.drop_database(settings.database)
         await mongo.close()
+
+
+# -- dead letters: POST /runs/retry ---------------------------------------------------------------------------
+
+
+async def published_retries(settings: Settings) -> list[str]:
+    """Message ids of the run stream (what the API handed to execution)."""
+    nc = await nats.connect(settings.nats_url)
+    try:
+        js = nc.jetstream()
+        stream = Names(settings.prefix).run_stream
+        info = await js.stream_info(stream)
+        ids = []
+        for seq in range(info.state.first_seq, info.state.last_seq + 1 if info.state.messages else 0):
+            ids.append((await js.get_msg(stream, seq)).headers["Nats-Msg-Id"])  # type: ignore[index]
+        return ids
+    finally:
+        await nc.close()
+
+
+async def drop_streams(settings: Settings) -> None:
+    nc = await nats.connect(settings.nats_url)
+    try:
+        n = Names(settings.prefix)
+        for stream in (n.run_stream, n.dead_letter_stream):
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await nc.jetstream().delete_stream(stream)
+    finally:
+        await nc.close()
+
+
+async def test_failed_runs_are_retried_by_filter_in_bounded_idempotent_batches_per_tenant(api: Api) -> None:
+    every_minute = {"kind": "interval", "seconds": 60}
+    a = (await api.client.post("/jobs", json=job_body("a", every_minute), headers=api.headers)).json()["id"]
+    b = (await api.client.post("/jobs", json=job_body("b", every_minute), headers=api.headers)).json()["id"]
+    theirs = (await api.client.post("/jobs", json=job_body("a", every_minute), headers=api.other)).json()["id"]
+    t0 = datetime(2026, 11, 1, tzinfo=UTC)
+    failed_a = [await record_run(api, "dev", a, t0 + timedelta(minutes=i), "failed") for i in range(3)]
+    await record_run(api, "dev", a, t0 + timedelta(minutes=3), "succeeded")
+    failed_b = await record_run(api, "dev", b, t0, "failed", trigger="catchup")
+    exhausted = await record_run(api, "dev", b, t0 + timedelta(minutes=1), "failed")
+    await api.db[names.RUNS].update_one({"_id": exhausted}, {"$set": {"retriesOnDemand": MAX_RETRIES_ON_DEMAND}})
+    failed_theirs = [await record_run(api, "other", theirs, t0 + timedelta(minutes=i), "failed") for i in range(2)]
+
+    async def retry(body: dict[str, Any], headers: dict[str, str], key: str | None = None) -> dict[str, Any]:
+        extra = {"Idempotency-Key": key} if key else {}
+        r = await api.client.post("/runs/retry", json=body, headers=headers | extra)
+        assert r.status_code == 200, r.text
+        report: dict[str, Any] = r.json()
+        assert (
+            report["matched"]
+            == report["retried"] + report["refused"]
+            == len(report["retriedRuns"]) + len(report["refusals"])
+        )
+        return report
+
+    async def status_of(rid: str, headers: dict[str, str]) -> tuple[str, int]:
+        run = (await api.client.get(f"/runs/{rid}", headers=headers)).json()
+        return run["status"], run["retriesOnDemand"]
+
+    try:
+        # Another tenant's filter, even naming this tenant's job, never touches this tenant's runs.
+        assert (await retry({"job": a}, api.other))["matched"] == 0
+        report = await retry({}, api.other)
+        assert report["retriedRuns"] == failed_theirs[::-1]
+        assert [await status_of(rid, api.headers) for rid in failed_a] == [("failed", 0)] * 3
+
+        # Bounded batches, newest first, continued with the cursor; each retried run is queued once.
+        first = await retry({"job": a, "limit": 2}, api.headers, key="batch-1")
+        assert first["retriedRuns"] == [failed_a[2], failed_a[1]] and first["nextCursor"] is not None
+        replay = await api.client.post(
+            "/runs/retry", json={"job": a, "limit": 2}, headers=api.headers | {"Idempotency-Key": "batch-1"}
+        )
+        assert replay.status_code == 200 and replay.json() == first
+        assert replay.headers["idempotent-replayed"] == "true"
+        reused = await api.client.post(
+            "/runs/retry", json={"job": a, "limit": 3}, headers=api.headers | {"Idempotency-Key": "batch-1"}
+        )
+        assert reused.status_code == 422 and reused.json()["errors"][0]["field"] == "Idempotency-Key"
+        second = await retry({"job": a, "limit": 2, "cursor": first["nextCursor"]}, api.headers)
+        assert second["retriedRuns"] == [failed_a[0]] and second["nextCursor"] is None
+        assert [await status_of(rid, api.headers) for rid in failed_a] == [("queued", 1)] * 3
+        # A repeat without a key finds them queued, no longer failed: nothing is retried twice.
+        assert (await retry({"job": a}, api.headers))["matched"] == 0
+
+        # Refusals say why; the rest of the batch is retried regardless.
+        report = await retry({"job": b}, api.headers)
+        assert report["retriedRuns"] == [failed_b]
+        assert [(r["runId"], r["reason"]) for r in report["refusals"]] == [(exhausted, "exhausted")]
+        assert (await api.client.delete(f"/jobs/{b}", headers=api.headers)).status_code == 204
+        await api.db[names.RUNS].update_one({"_id": failed_b}, {"$set": {"status": "failed"}})
+        report = await retry({"trigger": "catchup"}, api.headers)
+        assert [(r["runId"], r["reason"]) for r in report["refusals"]] == [(failed_b, "job_deleted")]
+        assert await status_of(failed_b, api.headers) == ("failed", 1)
+
+        # Exactly one message per retry reached the run stream, with the retry's own id; none for refusals.
+        retried = [*failed_theirs, *failed_a, failed_b]
+        assert sorted(await published_retries(api.settings)) == sorted(f"{rid}:retry1" for rid in retried)
+
+        # Bad filters are 422 problems naming the field, before anything is retried.
+        for body, field in (
+            ({"limit": 0}, "limit"),
+            ({"limit": 101}, "limit"),
+            ({"status": "failed"}, "status"),
+            ({"from": "2026-11-01T00:00:00"}, "from"),
+            ({"trigger": "cron"}, "trigger"),
+            ({"cursor": "!!"}, "cursor"),
+        ):
+            r = await api.client.post("/runs/retry", json=body, headers=api.headers)
+            assert r.status_code == 422, (body, r.text)
+            assert field in [e["field"] for e in r.json()["errors"]], (body, r.text)
+        assert (await api.client.post("/runs/retry", json={})).status_code == 401
+    finally:
+        await drop_streams(api.settings)

@@ -53,7 +53,7 @@ from schedsvc.domain import BusUnavailableError
 from schedsvc.names import Names
 from schedsvc.observability.logging import configure_logging
 from schedsvc.observability.runtime import tune_gc
-from schedsvc.store.base import JobRepository, RunHistory, RunPublisher
+from schedsvc.store.base import JobRepository, ReplyStore, RunHistory, RunPublisher
 from schedsvc.wiring import Adapters, execution_service, open_adapters, open_bus, timing_service
 
 log = logging.getLogger(__name__)
@@ -180,6 +180,10 @@ def _provide_runs(state: State) -> RunHistory:
     return _adapters(state).run_history
 
 
+def _provide_replies(state: State) -> ReplyStore:
+    return _adapters(state).replies
+
+
 def _provide_run_queue(state: State) -> RunPublisher:
     bus = _adapters(state).bus
     if bus is None:  # NATS was down when the process started and is not connected yet
@@ -191,6 +195,7 @@ _DEPENDENCIES = {
     "jobs": Provide(_provide_jobs, sync_to_thread=False),
     "runs": Provide(_provide_runs, sync_to_thread=False),
     "run_queue": Provide(_provide_run_queue, sync_to_thread=False),
+    "replies": Provide(_provide_replies, sync_to_thread=False),
 }
 """The typed dependencies handlers ask for by name (the ports of ``schedsvc.store.base``)."""
 

@@ -31,7 +31,16 @@ from schedsvc.domain.models import (
     RunStatus,
     RunTrigger,
 )
-from schedsvc.domain.wire import JobList, PreviewRequest, PreviewResponse, RunAccepted, RunList
+from schedsvc.domain.wire import (
+    JobList,
+    PreviewRequest,
+    PreviewResponse,
+    RunAccepted,
+    RunList,
+    RunRetryFilter,
+    RunRetryRefusal,
+    RunRetryReport,
+)
 
 BEARER = "apiKey"
 COMPONENTS = Components(
@@ -134,4 +143,21 @@ PREVIEW = _example("The next 3 fires of a cron schedule", PreviewRequest(schedul
 FIRES = _example(
     "Three fires",
     PreviewResponse(fires=[datetime(2026, 11, d, 2, 0, tzinfo=ZoneInfo("Europe/Berlin")) for d in (28, 29, 30)]),
+)
+RETRY_FILTER = _example(
+    "A job's failed runs of the last day, 50 at a time",
+    RunRetryFilter(job=_JOB_ID, scheduled_from=datetime(2026, 11, 26, 8, 0, tzinfo=UTC), limit=50),
+)
+RETRY_REPORT = _example(
+    "Two retried, one refused, no more to take",
+    RunRetryReport(
+        matched=3,
+        retried=2,
+        refused=1,
+        retried_runs=[f"{_JOB_ID}:1795741200000", f"{_JOB_ID}:1795654800000"],
+        refusals=[
+            RunRetryRefusal(f"{_JOB_ID}:1795568400000", "exhausted", "the run was already retried 5 times"),
+        ],
+        next_cursor=None,
+    ),
 )

@@ -18,6 +18,7 @@ from schedsvc.domain.models import (
     Run,
     Schedule,
 )
+from schedsvc.domain.wire import RunRetryReport
 
 
 def when(instant: datetime | None) -> str:
@@ -88,3 +89,11 @@ def show_job(job: Job, out: Callable[[str], None]) -> None:
     width = max(len(k) for k, _ in lines)
     for key, value in lines:
         out(f"{key.ljust(width)}  {value}")
+
+
+def show_retry_report(report: RunRetryReport, out: Callable[[str], None]) -> None:
+    rows = [[rid, "queued", ""] for rid in report.retried_runs]
+    rows += [[r.run_id, f"refused ({r.reason})", r.detail] for r in report.refusals]
+    if rows:
+        table(("RUN", "RETRY", "DETAIL"), rows, out)
+    out(f"matched {report.matched}, retried {report.retried}, refused {report.refused}")

@@ -20,7 +20,16 @@ import msgspec
 from schedsvc import __version__
 from schedsvc.client.errors import ApiError, error_for
 from schedsvc.domain.models import Job, JobCreate, JobPatch, JobStatus, Run, RunStatus, RunTrigger, Schedule
-from schedsvc.domain.wire import JobList, PreviewRequest, PreviewResponse, Problem, RunAccepted, RunList
+from schedsvc.domain.wire import (
+    JobList,
+    PreviewRequest,
+    PreviewResponse,
+    Problem,
+    RunAccepted,
+    RunList,
+    RunRetryFilter,
+    RunRetryReport,
+)
 
 T = TypeVar("T")
 
@@ -63,6 +72,9 @@ LIST_RUNS = Operation(
 )
 GET_RUN = Operation("getRun", "GET", "/runs/{run_id}", 200, Run)
 RETRY_RUN = Operation("retryRun", "POST", "/runs/{run_id}/retry", 202, RunAccepted)
+RETRY_RUNS = Operation(
+    "retryRuns", "POST", "/runs/retry", 200, RunRetryReport, RunRetryFilter, headers=(IDEMPOTENCY_KEY,)
+)
 PREVIEW_SCHEDULE = Operation("previewSchedule", "POST", "/schedules/preview", 200, PreviewResponse, PreviewRequest)
 
 OPERATIONS: dict[str, Operation] = {
@@ -80,6 +92,7 @@ OPERATIONS: dict[str, Operation] = {
         LIST_RUNS,
         GET_RUN,
         RETRY_RUN,
+        RETRY_RUNS,
         PREVIEW_SCHEDULE,
     )
 }
@@ -87,7 +100,7 @@ OPERATIONS: dict[str, Operation] = {
 
 _ENCODER = msgspec.json.Encoder()
 _DECODERS: dict[type[Any], msgspec.json.Decoder[Any]] = {
-    t: msgspec.json.Decoder(t) for t in (Job, JobList, Run, RunList, RunAccepted, PreviewResponse)
+    t: msgspec.json.Decoder(t) for t in (Job, JobList, Run, RunList, RunAccepted, RunRetryReport, PreviewResponse)
 }
 _PROBLEM = msgspec.json.Decoder(Problem)
 
@@ -202,6 +215,28 @@ def get_run(run_id: str) -> Call[Run]:
 
 def retry_run(run_id: str) -> Call[RunAccepted]:
     return Call(RETRY_RUN, _run_path(RETRY_RUN, run_id))
+
+
+def retry_runs(
+    job: JobRef | None,
+    trigger: RunTrigger | str | None,
+    scheduled_from: datetime | None,
+    scheduled_to: datetime | None,
+    limit: int,
+    cursor: str | None,
+    idempotency_key: str | None,
+) -> Call[RunRetryReport]:
+    """As :func:`create_job`: a generated key makes the client's own retries answer, not retry again."""
+    selection = RunRetryFilter(
+        job=_job_id(job) if job is not None else None,
+        trigger=RunTrigger(trigger) if trigger is not None else None,
+        scheduled_from=scheduled_from,
+        scheduled_to=scheduled_to,
+        limit=limit,
+        cursor=cursor,
+    )
+    headers = {IDEMPOTENCY_KEY: idempotency_key or str(uuid.uuid4())}
+    return Call(RETRY_RUNS, RETRY_RUNS.path, {}, headers, _json(selection))
 
 
 def preview_schedule(schedule: Schedule, after: datetime | None, count: int) -> Call[PreviewResponse]:

@@ -14,7 +14,7 @@ import httpx
 from schedsvc.client import _protocol as protocol
 from schedsvc.client._protocol import DEFAULT_URL, USER_AGENT, Call, JobRef, RequestRetry
 from schedsvc.domain.models import Job, JobCreate, JobPatch, JobStatus, Run, RunStatus, RunTrigger, Schedule
-from schedsvc.domain.wire import JobList, RunAccepted, RunList
+from schedsvc.domain.wire import JobList, RunAccepted, RunList, RunRetryReport
 
 T = TypeVar("T")
 
@@ -164,6 +164,24 @@ class Client:
     def retry_run(self, run_id: str) -> RunAccepted:
         """Retry a failed run on demand: one more attempt, same run id and idempotency key."""
         return self._send(protocol.retry_run(run_id))
+
+    def retry_runs(
+        self,
+        *,
+        job: JobRef | None = None,
+        trigger: RunTrigger | str | None = None,
+        scheduled_from: datetime | None = None,
+        scheduled_to: datetime | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> RunRetryReport:
+        """Retry up to ``limit`` (≤ 100) of the tenant's failed runs matching the filter, newest first, each
+        as ``retry_run`` does; the report says which were queued and why others were refused. Its
+        ``next_cursor`` continues with the next batch. Retries reuse one ``Idempotency-Key``."""
+        return self._send(
+            protocol.retry_runs(job, trigger, scheduled_from, scheduled_to, limit, cursor, idempotency_key)
+        )
 
     def preview_schedule(self, schedule: Schedule, *, after: datetime | None = None, count: int = 10) -> list[datetime]:
         """The next ``count`` fires of ``schedule`` strictly after ``after`` (default: now)."""

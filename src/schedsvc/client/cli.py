@@ -20,7 +20,16 @@ import httpx
 import msgspec
 
 from schedsvc.client._cli_input import UsageError, instant, job_create, job_patch, preview_schedule
-from schedsvc.client._cli_output import JOB_COLUMNS, RUN_COLUMNS, job_rows, run_rows, show_job, table, when
+from schedsvc.client._cli_output import (
+    JOB_COLUMNS,
+    RUN_COLUMNS,
+    job_rows,
+    run_rows,
+    show_job,
+    show_retry_report,
+    table,
+    when,
+)
 from schedsvc.client._protocol import DEFAULT_URL
 from schedsvc.client._sync import Client
 from schedsvc.client.errors import (
@@ -36,7 +45,7 @@ from schedsvc.client.errors import (
     UnprocessableError,
 )
 from schedsvc.domain.models import Job
-from schedsvc.domain.wire import JobList, RunList
+from schedsvc.domain.wire import JobList, RunList, RunRetryReport
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -159,6 +168,19 @@ def add_commands(sub: Any) -> None:
     rsub = runs_cmd.add_subparsers(dest="runs_command", required=True, metavar="COMMAND")
     _runs_flags(rsub.add_parser("ls", help="a job's runs, newest first"))
 
+    retry = rsub.add_parser("retry", help="retry failed runs on demand: RUN_ID, or --failed runs matching the flags")
+    _common(retry)
+    retry.add_argument("run_id", nargs="?", metavar="RUN_ID", help="retry this failed run: one more attempt")
+    retry.add_argument("--failed", action="store_true", help="retry the failed runs that match the flags below")
+    retry.add_argument("--job", help="only this job's failed runs")
+    retry.add_argument("--trigger", choices=("scheduled", "catchup", "manual"))
+    retry.add_argument("--from", dest="scheduled_from", metavar="INSTANT", help="scheduled at or after (RFC 3339)")
+    retry.add_argument("--to", dest="scheduled_to", metavar="INSTANT", help="scheduled before (RFC 3339)")
+    retry.add_argument("--limit", type=int, default=20, help="failed runs per batch (1-100)")
+    retry.add_argument("--cursor", help="continue after a batch (its nextCursor)")
+    retry.add_argument("--all", action="store_true", help="follow nextCursor: every matching failed run")
+    retry.add_argument("--idempotency-key", help="make re-running this command safe (one batch only)")
+
 
 def _runs_flags(parser: argparse.ArgumentParser) -> None:
     _common(parser)
@@ -200,6 +222,33 @@ def _page_runs(client: Client, args: argparse.Namespace) -> RunList:
     return RunList(list(client.iter_runs(args.job_id, page_size=args.limit)), None)
 
 
+def _retry_failed(client: Client, args: argparse.Namespace) -> RunRetryReport:
+    """``runs retry --failed``: the failed runs matching the flags, one batch (or every batch with ``--all``)."""
+    if args.all and args.idempotency_key:
+        raise UsageError("--idempotency-key: one key answers one batch; leave it out with --all")
+    total = RunRetryReport(0, 0, 0, [], [], args.cursor)
+    while True:
+        batch = client.retry_runs(
+            job=args.job,
+            trigger=args.trigger,
+            scheduled_from=instant(args.scheduled_from, "--from"),
+            scheduled_to=instant(args.scheduled_to, "--to"),
+            limit=args.limit,
+            cursor=total.next_cursor,
+            idempotency_key=args.idempotency_key,
+        )
+        total = RunRetryReport(
+            total.matched + batch.matched,
+            total.retried + batch.retried,
+            total.refused + batch.refused,
+            total.retried_runs + batch.retried_runs,
+            total.refusals + batch.refusals,
+            batch.next_cursor,
+        )
+        if not args.all or total.next_cursor is None:
+            return total
+
+
 def _execute(client: Client, command: str, args: argparse.Namespace, out: Callable[[str], None]) -> None:
     as_json = args.output == "json"
 
@@ -238,6 +287,22 @@ def _execute(client: Client, command: str, args: argparse.Namespace, out: Callab
             emit(runs, lambda: table(RUN_COLUMNS, run_rows(runs.items), out))
             if runs.next_cursor and not as_json:
                 print(f"more: --cursor {runs.next_cursor}  (or --all)", file=sys.stderr)
+        case "retry":
+            filtering = [
+                f for f in ("job", "trigger", "scheduled_from", "scheduled_to", "cursor", "all") if getattr(args, f)
+            ]
+            if args.run_id is not None and (args.failed or filtering):
+                raise UsageError("runs retry: give RUN_ID, or --failed with filter flags, not both")
+            if args.run_id is not None:
+                accepted = client.retry_run(args.run_id)
+                emit(accepted, lambda: out(f"queued a retry of run {accepted.run_id}"))
+                return
+            if not args.failed:
+                raise UsageError("runs retry: give RUN_ID, or --failed to retry the failed runs matching the flags")
+            report = _retry_failed(client, args)
+            emit(report, lambda: show_retry_report(report, out))
+            if report.next_cursor and not as_json:
+                print(f"more: --cursor {report.next_cursor}  (or --all)", file=sys.stderr)
         case "preview":
             fires = client.preview_schedule(
                 preview_schedule(args), after=instant(args.after, "--after"), count=args.count
@@ -252,7 +317,7 @@ def _fail(code: int, message: str) -> NoReturn:
 
 def run(args: argparse.Namespace) -> None:
     """Run a parsed ``jobs``/``runs`` command; exits with one of the ``EXIT_*`` codes."""
-    command = args.jobs_command if args.command == "jobs" else "runs"
+    command = args.jobs_command if args.command == "jobs" else "retry" if args.runs_command == "retry" else "runs"
     args.url = args.url or os.environ.get("SCHEDSVC_URL") or DEFAULT_URL
     api_key = args.api_key or os.environ.get("SCHEDSVC_API_KEY")
     try:

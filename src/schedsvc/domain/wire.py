@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta
@@ -38,6 +38,58 @@ class RunAccepted(msgspec.Struct, rename="camel"):
     job_id: str
     scheduled_at: datetime
     trigger: RunTrigger
+
+
+RETRY_BATCH_MAX = 100
+"""Failed runs one ``POST /runs/retry`` retries at most (``limit``)."""
+RetryRefusalReason = Literal["exhausted", "job_deleted", "changed"]
+
+
+class RunRetryFilter(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Body of ``POST /runs/retry``: which of the tenant's failed runs to retry, newest first (the order and
+    filters of ``GET /runs?status=failed``)."""
+
+    job: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
+    """Only this job's failed runs."""
+    trigger: RunTrigger | None = None
+    """Only failed runs fired this way."""
+    scheduled_from: AwareDatetime | None = msgspec.field(default=None, name="from")
+    """Scheduled at or after this instant."""
+    scheduled_to: AwareDatetime | None = msgspec.field(default=None, name="to")
+    """Scheduled before this instant."""
+    limit: Annotated[int, Meta(ge=1, le=RETRY_BATCH_MAX)] = 20
+    """Failed runs to take in this batch."""
+    cursor: Annotated[str, Meta(min_length=1, max_length=512)] | None = None
+    """Continue after an earlier batch (its ``nextCursor``)."""
+
+    def __post_init__(self) -> None:
+        for name, instant in (("from", self.scheduled_from), ("to", self.scheduled_to)):
+            problem = None if instant is None else instant_problem(instant)
+            if problem:
+                raise ValueError(f"{name}: {problem}")
+
+
+class RunRetryRefusal(msgspec.Struct, rename="camel"):
+    """A matched failed run that was not retried, and why."""
+
+    run_id: str
+    reason: RetryRefusalReason
+    """``exhausted``: retried on demand the most times already; ``job_deleted``: the attempt needs the job's
+    target; ``changed``: the run changed meanwhile (retried by another request?)."""
+    detail: str
+
+
+class RunRetryReport(msgspec.Struct, rename="camel"):
+    """Answer of ``POST /runs/retry``: ``matched`` = ``retried`` + ``refused``."""
+
+    matched: int
+    retried: int
+    refused: int
+    retried_runs: list[str]
+    """Ids of the runs queued for one more attempt."""
+    refusals: list[RunRetryRefusal]
+    next_cursor: str | None
+    """More failed runs match after this batch: send the same filter with this cursor."""
 
 
 class PreviewRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -160,6 +160,21 @@ class RunHistory(Protocol):
 
 
 @runtime_checkable
+class ReplyStore(Protocol):
+    """Answers of repeatable operations kept under the client's ``Idempotency-Key``, per tenant."""
+
+    async def claim(self, tenant: str, operation: str, key: str, request_hash: str, now: datetime) -> bytes | None:
+        """None: perform the operation, then :meth:`keep` its answer (or :meth:`release` on failure); else
+        the kept answer of the first request. :class:`~schedsvc.domain.IdempotencyConflictError` when the key
+        came with another body or its first request is still in progress."""
+        ...
+
+    async def keep(self, tenant: str, operation: str, key: str, reply: bytes) -> None: ...
+
+    async def release(self, tenant: str, operation: str, key: str) -> None: ...
+
+
+@runtime_checkable
 class RunPublisher(Protocol):
     """Hands fires to execution (the run stream); a repeated fire is dropped by its id."""
 
