@@ -1,8 +1,10 @@
 """The run document: one per fire (``_id`` = ``<jobId>:<scheduledMs>``), every attempt inside it.
 
-This module spells the run's field names; the ledger (``store/runs.py``), the history
-(``store/run_history.py``) and nothing else build their queries and updates from it. Besides the fields in
-``docs/design/data-model.md`` the execution module keeps bookkeeping fields:
+This module describes its layout, builds the parts every write shares (identity, the latest attempt's
+outcome, attempt log entries) and reads it (:func:`read_run`). The ledger (``store/runs.py``) and the
+history (``store/run_history.py``) are the only other modules that touch the ``runs`` collection, each
+with its own conditional queries. Besides the fields in ``docs/design/data-model.md`` the execution
+module keeps bookkeeping fields:
 
 - ``leaseUntil``: while an attempt is ``running``, until when its worker is known to be alive (extended
   with the JetStream ack deadline). A redelivered message whose run is running under a live lease is put
