@@ -26,6 +26,7 @@ from schedsvc.api.bodies import check_request
 from schedsvc.api.docs import DOCS_PATH, BundledSwaggerUI
 from schedsvc.api.errors import EXCEPTION_HANDLERS
 from schedsvc.api.health import HealthController
+from schedsvc.api.job_bulk import BulkJobsController
 from schedsvc.api.jobs import JobsController
 from schedsvc.api.middleware import (
     RateLimitMiddleware,
@@ -215,7 +216,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         handlers.append(MetricsController)
     middleware: list[Any] = [RequestIdMiddleware(), prometheus.middleware]
     if "api" in settings.roles:
-        handlers += [JobsController, RunsController, SchedulesController]
+        handlers += [JobsController, BulkJobsController, RunsController, SchedulesController]
         middleware += [
             DefineMiddleware(ApiKeyAuthentication, exclude=PUBLIC_PATHS),
             TenantContextMiddleware(),

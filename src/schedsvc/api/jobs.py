@@ -17,7 +17,7 @@ from litestar.params import FromPath, FromQuery, HeaderParameter, QueryParameter
 
 from schedsvc.api import openapi
 from schedsvc.api.errors import problem_responses
-from schedsvc.domain import Job, JobCreate, JobPatch, JobStatus
+from schedsvc.domain import InvalidRequestError, Job, JobCreate, JobPatch, JobStatus
 from schedsvc.domain.wire import JobList, RunAccepted, RunList
 from schedsvc.job_service import JobService
 from schedsvc.store.base import JobRepository, RunHistory
@@ -26,6 +26,7 @@ from schedsvc.store.base import JobRepository, RunHistory
 # the pattern admits 18 (a job would need a quintillion changes to need more).
 IF_MATCH_PATTERN = r'^\s*(\*|(W/)?"[0-9]{1,18}")\s*$'
 CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,200}$"
+MAX_METADATA_FILTERS = 16
 _ETAG = re.compile(r'^\s*(?:W/)?"([0-9]{1,18})"\s*$')
 IfMatch = Annotated[
     str | None,
@@ -52,6 +53,22 @@ def _expected_version(if_match: str | None) -> int | None:
     if match is None:
         raise ClientException('If-Match must be an ETag such as "3"', extra={"field": "If-Match"})
     return int(match.group(1))
+
+
+def _metadata_pairs(values: list[str]) -> dict[str, str]:
+    """``metadata=team:payments`` → ``{"team": "payments"}``: the key ends at the first colon (a value may
+    hold colons, a key cannot); 400 naming ``metadata`` for a value without one or too many pairs."""
+    if len(values) > MAX_METADATA_FILTERS:
+        raise InvalidRequestError([("metadata", f"at most {MAX_METADATA_FILTERS} pairs")], status=400)
+    pairs: dict[str, str] = {}
+    for value in values:
+        key, colon, wanted = value.partition(":")
+        if not colon or not key:
+            raise InvalidRequestError([("metadata", f"{value!r} is not key:value")], status=400)
+        if key in pairs and pairs[key] != wanted:  # both cannot hold: say so rather than answer nothing
+            raise InvalidRequestError([("metadata", f"two values for the key {key!r}")], status=400)
+        pairs[key] = wanted
+    return pairs
 
 
 class JobsController(Controller):
@@ -96,12 +113,17 @@ class JobsController(Controller):
         status: FromQuery[JobStatus | None] = None,
         tag: Annotated[str | None, QueryParameter(max_length=64)] = None,
         name: Annotated[str | None, QueryParameter(max_length=200, description="name prefix")] = None,
+        metadata: Annotated[
+            list[str] | None,
+            QueryParameter(description="`key:value` (repeatable): jobs whose metadata holds every pair"),
+        ] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
         cursor: Cursor = None,
     ) -> JobList:
+        pairs = _metadata_pairs(metadata or [])
         try:
             page = await job_service.list(
-                request.user, limit=limit, cursor=cursor, status=status, tag=tag, name_prefix=name
+                request.user, limit=limit, cursor=cursor, status=status, tag=tag, name_prefix=name, metadata=pairs
             )
         except ValueError as exc:
             raise ClientException(str(exc), extra={"field": "cursor"}) from None

@@ -31,7 +31,16 @@ from schedsvc.domain.models import (
     RunStatus,
     RunTrigger,
 )
-from schedsvc.domain.wire import JobList, PreviewRequest, PreviewResponse, RunAccepted, RunList
+from schedsvc.domain.wire import (
+    BulkJobAction,
+    BulkJobResult,
+    JobList,
+    JobSelector,
+    PreviewRequest,
+    PreviewResponse,
+    RunAccepted,
+    RunList,
+)
 
 BEARER = "apiKey"
 COMPONENTS = Components(
@@ -135,3 +144,9 @@ FIRES = _example(
     "Three fires",
     PreviewResponse(fires=[datetime(2026, 11, d, 2, 0, tzinfo=ZoneInfo("Europe/Berlin")) for d in (28, 29, 30)]),
 )
+BULK_BY_TAG = _example("The jobs tagged `reports`", BulkJobAction(selector=JobSelector(tag="reports")))
+BULK_BY_METADATA = _example(
+    "At most 100 jobs of one team whose name starts with `sync-`",
+    BulkJobAction(selector=JobSelector(name_prefix="sync-", metadata={"team": "payments"}), limit=100),
+)
+BULK_RESULT = _example("12 matched, 9 changed (3 were already so), none left", BulkJobResult(12, 9, more=False))

@@ -53,7 +53,7 @@ from schedsvc.domain.models import (
     Schedule,
     Target,
 )
-from schedsvc.domain.wire import FieldError, JobList, Problem, RunAccepted, RunList
+from schedsvc.domain.wire import BulkJobResult, FieldError, JobList, Problem, RunAccepted, RunList
 
 __all__ = [
     "DEFAULT_URL",
@@ -61,6 +61,7 @@ __all__ = [
     "ApiError",
     "AsyncClient",
     "BadRequestError",
+    "BulkJobResult",
     "CalendarSchedule",
     "CatchupPolicy",
     "Client",

@@ -47,7 +47,7 @@ from schedsvc.domain.models import (
     Run,
     Schedule,
 )
-from schedsvc.domain.wire import JobList, RunList
+from schedsvc.domain.wire import BulkJobResult, JobList, RunList
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -126,6 +126,31 @@ def _version_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _selector_flags(cmd: argparse.ArgumentParser) -> None:
+    """Instead of a job id: the jobs matching every flag given (``POST /jobs/bulk/...``)."""
+    cmd.add_argument("--tag")
+    cmd.add_argument("--name-prefix")
+    cmd.add_argument("--status", choices=("active", "paused", "completed"))
+    cmd.add_argument("--meta", action="append", metavar="KEY=VALUE", help="metadata entry (repeatable)")
+    cmd.add_argument("--limit", type=int, help="at most this many jobs (1-1000; default 1000)")
+
+
+def _selects(args: argparse.Namespace) -> bool:
+    return any(getattr(args, f) is not None for f in ("tag", "name_prefix", "status", "meta", "limit"))
+
+
+def _bulk(client: Client, command: str, args: argparse.Namespace) -> BulkJobResult:
+    """A pause, resume or rm without a job id: the jobs the selector flags match."""
+    selector = {"tag": args.tag, "name_prefix": args.name_prefix, "status": args.status}
+    metadata = _pairs(args.meta, "--meta")
+    if args.job_id is not None or args.if_version is not None:
+        raise UsageError("selector: give a job id (and --if-version) or selector flags, not both")
+    if not any(selector.values()) and not metadata:
+        raise UsageError("selector: give a job id, or at least one of --tag, --name-prefix, --status, --meta")
+    act = {"pause": client.pause_jobs, "resume": client.resume_jobs, "rm": client.delete_jobs}[command]
+    return act(**selector, metadata=metadata, limit=args.limit)
+
+
 def add_commands(sub: Any) -> None:
     """Register ``jobs`` and ``runs`` on ``schedsvc``'s subcommands."""
     jobs = sub.add_parser("jobs", help="create, list, change and run jobs (the REST API)")
@@ -136,6 +161,7 @@ def add_commands(sub: Any) -> None:
     ls.add_argument("--status", choices=("active", "paused", "completed"))
     ls.add_argument("--tag")
     ls.add_argument("--name", help="name prefix")
+    ls.add_argument("--meta", action="append", metavar="KEY=VALUE", help="metadata entry the jobs hold (repeatable)")
     ls.add_argument("--limit", type=int, default=50, help="page size (1-500)")
     ls.add_argument("--cursor", help="continue after a page (its nextCursor)")
     ls.add_argument("--all", action="store_true", help="follow nextCursor to the last page")
@@ -144,11 +170,12 @@ def add_commands(sub: Any) -> None:
         cmd = jsub.add_parser(name, help=text)
         _common(cmd)
         cmd.add_argument("job_id")
-    for name, text in (("pause", "pause a job"), ("resume", "resume a job"), ("rm", "delete a job")):
-        cmd = jsub.add_parser(name, help=text)
+    for name, text in (("pause", "pause"), ("resume", "resume"), ("rm", "delete")):
+        cmd = jsub.add_parser(name, help=f"{text} a job, or every job matching --tag/--name-prefix/--status/--meta")
         _common(cmd)
-        cmd.add_argument("job_id")
+        cmd.add_argument("job_id", nargs="?")
         _version_flag(cmd)
+        _selector_flags(cmd)
 
     create = jsub.add_parser("create", help="create a job from flags or a JSON/YAML file")
     _common(create)
@@ -455,9 +482,12 @@ def _show_job(job: Job, out: Callable[[str], None]) -> None:
 
 
 def _page_jobs(client: Client, args: argparse.Namespace) -> JobList:
+    meta = _pairs(args.meta, "--meta")
     if not args.all:
-        return client.list_jobs(status=args.status, tag=args.tag, name=args.name, limit=args.limit, cursor=args.cursor)
-    jobs = list(client.iter_jobs(status=args.status, tag=args.tag, name=args.name, page_size=args.limit))
+        return client.list_jobs(
+            status=args.status, tag=args.tag, name=args.name, metadata=meta, limit=args.limit, cursor=args.cursor
+        )
+    jobs = list(client.iter_jobs(status=args.status, tag=args.tag, name=args.name, metadata=meta, page_size=args.limit))
     return JobList(jobs, None)
 
 
@@ -477,6 +507,10 @@ def _execute(client: Client, command: str, args: argparse.Namespace, out: Callab
             table()
 
     match command:
+        case "pause" | "resume" | "rm" if args.job_id is None or _selects(args):
+            done = _bulk(client, command, args)
+            more = " (more match: run it again)" if done.more else ""
+            emit(done, lambda: out(f"matched {done.matched}, changed {done.changed}{more}"))
         case "ls":
             page = _page_jobs(client, args)
             emit(page, lambda: _table(JOB_COLUMNS, _job_rows(page.items), out))

@@ -8,7 +8,9 @@ error (problem details, a flash message). The service holds the steps and their 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import Mapping
 from datetime import datetime
 
 import msgspec
@@ -28,7 +30,8 @@ from schedsvc.domain import (
 )
 from schedsvc.domain.jobs import JobChange, JobPage, JobStateError, change_from_patch
 from schedsvc.domain.time import from_ms, to_ms, utcnow
-from schedsvc.domain.wire import RunAccepted
+from schedsvc.domain.wire import BulkJobAction, BulkJobResult, RunAccepted
+from schedsvc.job_service.bulk import act_on_matching
 from schedsvc.job_service.rules import TargetPolicy, check_job_input, first_fire_after
 from schedsvc.store.base import JobRepository, RunPublisher
 
@@ -94,9 +97,12 @@ class JobService:
         status: JobStatus | None = None,
         tag: str | None = None,
         name_prefix: str | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> JobPage:
         """A page of the tenant's jobs matching every filter given; ``ValueError`` for a foreign cursor."""
-        return await self.jobs.list(tenant, limit=limit, cursor=cursor, status=status, tag=tag, name_prefix=name_prefix)
+        return await self.jobs.list(
+            tenant, limit=limit, cursor=cursor, status=status, tag=tag, name_prefix=name_prefix, metadata=metadata
+        )
 
     async def update(self, tenant: str, job_id: str, patch: JobPatch, expected_version: int | None) -> Job:
         """Apply a partial change; a new schedule recomputes ``nextRun`` and makes a completed job active."""
@@ -166,3 +172,33 @@ class JobService:
         message = RunMessage(job.id, tenant, now_ms, now_ms, RunTrigger.MANUAL.value, 0)
         await self.run_queue.publish_runs([message], [self.jobs.partition_of(job.id)])
         return RunAccepted(run_id(job.id, now_ms), job.id, from_ms(now_ms), RunTrigger.MANUAL)
+
+    # -- bulk actions (job_service/bulk.py picks the jobs; each is the single-job change above) ----------
+
+    async def pause_matching(self, tenant: str, action: BulkJobAction) -> BulkJobResult:
+        """Pause the active jobs matching the selector (at most ``action.limit``)."""
+        now = utcnow()
+
+        async def pause_one(job: Job) -> None:
+            await self.jobs.update(tenant, job.id, _pause(), job.version, now=now)
+
+        return await act_on_matching(self.jobs, tenant, action, JobStatus.ACTIVE, pause_one)
+
+    async def resume_matching(self, tenant: str, action: BulkJobAction) -> BulkJobResult:
+        """Resume the paused jobs matching the selector (at most ``action.limit``); catch-up applies."""
+        now = utcnow()
+
+        async def resume_one(job: Job) -> None:
+            resumed = await self.jobs.update(tenant, job.id, _resume(now), job.version, now=now)
+            with contextlib.suppress(VersionConflictError, LookupError):  # resumed; changed again since
+                await self._with_first_fire(tenant, resumed, now)
+
+        return await act_on_matching(self.jobs, tenant, action, JobStatus.PAUSED, resume_one)
+
+    async def delete_matching(self, tenant: str, action: BulkJobAction) -> BulkJobResult:
+        """Delete the jobs matching the selector (at most ``action.limit``)."""
+
+        async def delete_one(job: Job) -> None:
+            await self.jobs.delete(tenant, job.id, job.version)
+
+        return await act_on_matching(self.jobs, tenant, action, None, delete_one)

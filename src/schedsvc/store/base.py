@@ -9,7 +9,7 @@ Runtime-checkable, because Litestar validates injected dependencies against thei
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
@@ -52,7 +52,22 @@ class JobRepository(Protocol):
         status: JobStatus | None = None,
         tag: str | None = None,
         name_prefix: str | None = None,
-    ) -> JobPage: ...
+        metadata: Mapping[str, str] | None = None,
+    ) -> JobPage:
+        """A page of the tenant's jobs matching every filter given, in creation order."""
+        ...
+
+    async def count(
+        self,
+        tenant: str,
+        *,
+        status: JobStatus | None = None,
+        tag: str | None = None,
+        name_prefix: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> int:
+        """How many of the tenant's jobs match every filter given."""
+        ...
 
     async def update(
         self, tenant: str, job_id: str, change: JobChange, expected_version: int | None, *, now: datetime
