@@ -13,22 +13,49 @@ repository, pinned to the version it was selected at, so:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Protocol
 
 from schedsvc.domain import Job, JobStatus, VersionConflictError
-from schedsvc.domain.jobs import JobStateError
+from schedsvc.domain.jobs import JobPage, JobStateError
 from schedsvc.domain.wire import BulkJobAction, BulkJobResult
-from schedsvc.store.base import JobRepository
 
 CONCURRENT_WRITES = 16
 """Writes of one bulk call in flight at once: quick for a thousand jobs, gentle on the connection pool."""
+
+
+class MatchingJobs(Protocol):
+    """What a bulk action reads of the job repository (``store.base.JobRepository`` has both)."""
+
+    async def count(
+        self,
+        tenant: str,
+        *,
+        status: JobStatus | None = None,
+        tag: str | None = None,
+        name_prefix: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> int: ...
+
+    async def list(
+        self,
+        tenant: str,
+        *,
+        limit: int,
+        cursor: str | None = None,
+        status: JobStatus | None = None,
+        tag: str | None = None,
+        name_prefix: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> JobPage: ...
+
 
 ApplyOne = Callable[[Job], Awaitable[object]]
 """The action on one job, at the version it was selected at; raises when the job is no longer as selected."""
 
 
 async def act_on_matching(
-    jobs: JobRepository, tenant: str, action: BulkJobAction, applies_to: JobStatus | None, apply: ApplyOne
+    jobs: MatchingJobs, tenant: str, action: BulkJobAction, applies_to: JobStatus | None, apply: ApplyOne
 ) -> BulkJobResult:
     """Apply ``apply`` to at most ``action.limit`` of the tenant's jobs that match the selector and are in
     the status ``applies_to`` (any when None); count what matched and what changed."""
@@ -49,7 +76,11 @@ async def act_on_matching(
                 return False
             return True
 
-    # A task group, not gather: when the database fails, the writes still queued are cancelled.
-    async with asyncio.TaskGroup() as group:
-        outcomes = [group.create_task(changed(job)) for job in page.items]
+    # A task group, not gather: when the database fails, the writes still queued are cancelled; the
+    # failure itself is raised as it is (a 503 for an outage), not wrapped in an exception group.
+    try:
+        async with asyncio.TaskGroup() as group:
+            outcomes = [group.create_task(changed(job)) for job in page.items]
+    except ExceptionGroup as failed:
+        raise failed.exceptions[0] from None
     return BulkJobResult(matched, sum(o.result() for o in outcomes), more=page.next_cursor is not None)
