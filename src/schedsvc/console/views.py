@@ -344,7 +344,17 @@ class ConsoleController(Controller):
         except JobActionRefusedError as exc:
             flash(request, f"{exc}.", "error")
         except VersionConflictError:
-            flash(request, "The job changed since the page was shown; nothing was done. Review it and retry.", "error")
+            # The API answers 412 for a stale version even when nothing was left to do; the console, as
+            # before it shared the API's use cases, says what the job is when that is what was asked.
+            job = await job_service.get(tenant, job_id)
+            if job.status == (JobStatus.PAUSED if action == "pause" else JobStatus.ACTIVE):
+                flash(request, f"{job.name} is {job.status.value}.")
+            elif job.status == JobStatus.COMPLETED:
+                flash(request, f"a completed job cannot be {action}d.", "error")
+            else:
+                flash(
+                    request, "The job changed since the page was shown; nothing was done. Review it and retry.", "error"
+                )
         else:
             flash(request, f"{job.name} is {job.status.value}.")
         # Back to the list page (same filters and page) when the button was on it; only that path, so the
