@@ -27,7 +27,16 @@ from tests.support import servers
 
 from schedsvc import embedded, names
 from schedsvc.bus import NatsRunBus
-from schedsvc.client import AsyncClient, Client, IntervalSchedule, JobCreate, JobStatus, NatsTarget, NotFoundError
+from schedsvc.client import (
+    AsyncClient,
+    Client,
+    IntervalSchedule,
+    JobCreate,
+    JobSelector,
+    JobStatus,
+    NatsTarget,
+    NotFoundError,
+)
 from schedsvc.client.cli import EXIT_USAGE
 from schedsvc.config import Settings
 from schedsvc.domain import partition_of
@@ -106,22 +115,22 @@ async def test_pause_resume_delete_by_tag_count_what_matched_and_changed_and_rep
     await client.create_job(new_job(f"{unique}-untagged"))
     already = await client.create_job(new_job(f"{unique}-paused", tags=[tag], paused=True))
 
-    paused = await client.pause_jobs(tag=tag)
+    paused = await client.pause_jobs(JobSelector(tag=tag))
     assert (paused.matched, paused.changed, paused.more) == (5, 4, False)
     assert set((await statuses(client, tag)).values()) == {JobStatus.PAUSED}
-    again = await client.pause_jobs(tag=tag)
+    again = await client.pause_jobs(JobSelector(tag=tag))
     assert (again.matched, again.changed, again.more) == (5, 0, False)  # idempotent
     assert (await client.get_job(already.id)).version == already.version  # untouched: it was paused already
 
-    resumed = await client.resume_jobs(tag=tag, name_prefix=f"{unique}-")
+    resumed = await client.resume_jobs(JobSelector(tag=tag, name_prefix=f"{unique}-"))
     assert (resumed.matched, resumed.changed) == (5, 5)
     assert set((await statuses(client, tag)).values()) == {JobStatus.ACTIVE}
     assert None not in [job.next_run async for job in client.iter_jobs(tag=tag)]
 
-    deleted = await client.delete_jobs(tag=tag)
+    deleted = await client.delete_jobs(JobSelector(tag=tag))
     assert (deleted.matched, deleted.changed, deleted.more) == (5, 5, False)
     assert await statuses(client, tag) == {}
-    assert (await client.delete_jobs(tag=tag)).changed == 0
+    assert (await client.delete_jobs(JobSelector(tag=tag))).changed == 0
     assert [j.name async for j in client.iter_jobs(name=f"{unique}-")] == [f"{unique}-untagged"]
 
 
@@ -133,7 +142,7 @@ async def test_a_selector_takes_every_condition_status_name_prefix_and_metadata(
     await client.create_job(new_job(f"{unique}-b-1", metadata={"team": "b", "env": "prod"}))
     await client.create_job(new_job(f"{unique}-a-3", metadata={"team": "a", "env": "prod"}, paused=True))
 
-    result = await client.pause_jobs(name_prefix=f"{unique}-", metadata={"team": "a", "env": "prod"})
+    result = await client.pause_jobs(JobSelector(name_prefix=f"{unique}-", metadata={"team": "a", "env": "prod"}))
     assert (result.matched, result.changed) == (2, 1)
     by_name = {j.name: j.status async for j in client.iter_jobs(name=f"{unique}-")}
     assert by_name == {
@@ -143,9 +152,9 @@ async def test_a_selector_takes_every_condition_status_name_prefix_and_metadata(
         f"{unique}-a-3": JobStatus.PAUSED,
     }
     # A status the action does not apply to selects nothing: "pause the paused ones" changes none.
-    none = await client.pause_jobs(name_prefix=f"{unique}-", status=JobStatus.PAUSED)
+    none = await client.pause_jobs(JobSelector(name_prefix=f"{unique}-", status=JobStatus.PAUSED))
     assert (none.matched, none.changed, none.more) == (2, 0, False)
-    gone = await client.delete_jobs(name_prefix=f"{unique}-", status=JobStatus.PAUSED)
+    gone = await client.delete_jobs(JobSelector(name_prefix=f"{unique}-", status=JobStatus.PAUSED))
     assert (gone.matched, gone.changed) == (2, 2)
     assert sorted([j.name async for j in client.iter_jobs(name=f"{unique}-")]) == [f"{unique}-a-2", f"{unique}-b-1"]
 
@@ -154,11 +163,11 @@ async def test_the_limit_bounds_each_call_and_more_tells_the_caller_to_repeat(cl
     tag = f"t{uuid.uuid4().hex[:8]}"
     for i in range(5):
         await client.create_job(new_job(f"{unique}-{i}", tags=[tag]))
-    answers = [await client.pause_jobs(tag=tag, limit=2) for _ in range(4)]
+    answers = [await client.pause_jobs(JobSelector(tag=tag), limit=2) for _ in range(4)]
     assert [(a.changed, a.more) for a in answers] == [(2, True), (2, True), (1, False), (0, False)]
     assert {a.matched for a in answers} == {5}
     assert set((await statuses(client, tag)).values()) == {JobStatus.PAUSED}
-    deleted = [await client.delete_jobs(tag=tag, limit=3) for _ in range(2)]
+    deleted = [await client.delete_jobs(JobSelector(tag=tag), limit=3) for _ in range(2)]
     assert [(d.changed, d.more) for d in deleted] == [(3, True), (2, False)]
 
 
@@ -193,13 +202,13 @@ async def test_a_selector_never_touches_another_tenants_jobs(service: Service, u
             new_job(f"{unique}-theirs", subject="tenant.other.bulk", tags=[tag], metadata={"k": "v"})
         )
         for act in (dev.pause_jobs, dev.resume_jobs):
-            assert (await act(tag=tag)).matched == 1
-        assert (await dev.pause_jobs(metadata={"k": "v"}, name_prefix=unique)).changed == 1
+            assert (await act(JobSelector(tag=tag))).matched == 1
+        assert (await dev.pause_jobs(JobSelector(metadata={"k": "v"}, name_prefix=unique))).changed == 1
         assert (await other.get_job(theirs.id)).status == JobStatus.ACTIVE
         assert [j.id async for j in other.iter_jobs(metadata={"k": "v"})] == [theirs.id]
-        assert (await dev.delete_jobs(tag=tag)).changed == 1
+        assert (await dev.delete_jobs(JobSelector(tag=tag))).changed == 1
         assert (await other.get_job(theirs.id)).version == theirs.version  # never written
-        result = await other.delete_jobs(tag=tag)
+        result = await other.delete_jobs(JobSelector(tag=tag))
         assert (result.matched, result.changed) == (1, 1)
         with pytest.raises(NotFoundError):
             await dev.get_job(mine.id)
@@ -281,7 +290,7 @@ async def test_bulk_changes_reach_timing_and_the_cache_as_single_changes_do(serv
             assert {j.status for j in listed.items} == {JobStatus.ACTIVE}
             notices.items.clear()
 
-            assert (await client.pause_jobs(tag=tag)).changed == 3
+            assert (await client.pause_jobs(JobSelector(tag=tag))).changed == 3
             await notices.at_least(3, "a change notice per paused job")
             assert {n.job_id for n in notices.items} == {j.id for j in jobs}
             assert all(n.timing is not None and n.timing.status == JobStatus.PAUSED for n in notices.items)
@@ -291,9 +300,9 @@ async def test_bulk_changes_reach_timing_and_the_cache_as_single_changes_do(serv
             await asyncio.sleep(3)
             assert len(fires.items) == quiet, "paused jobs kept firing"
 
-            assert (await client.resume_jobs(tag=tag)).changed == 3
+            assert (await client.resume_jobs(JobSelector(tag=tag))).changed == 3
             await fires.at_least(quiet + 3, "the resumed jobs fire again")
-            assert (await client.delete_jobs(tag=tag)).changed == 3
+            assert (await client.delete_jobs(JobSelector(tag=tag))).changed == 3
             assert (await client.list_jobs(tag=tag)).items == []
         await stop_following()
     finally:
@@ -350,10 +359,10 @@ async def test_one_call_changes_at_most_a_thousand_jobs_and_says_more_remain(
     finally:
         await mongo.close()
     started = time.monotonic()
-    first = await client.pause_jobs(tag=unique)
+    first = await client.pause_jobs(JobSelector(tag=unique))
     took = time.monotonic() - started
     assert (first.matched, first.changed, first.more) == (MAX_BULK_JOBS + 1, MAX_BULK_JOBS, True)
-    second = await client.pause_jobs(tag=unique)
+    second = await client.pause_jobs(JobSelector(tag=unique))
     assert (second.changed, second.more) == (1, False)
-    assert (await client.delete_jobs(tag=unique)).changed == MAX_BULK_JOBS
+    assert (await client.delete_jobs(JobSelector(tag=unique))).changed == MAX_BULK_JOBS
     assert took < 30, f"pausing 1,000 jobs took {took:.1f}s"

@@ -4,7 +4,6 @@ one is covered over HTTP in tests/integration/test_bulk_jobs.py."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import pytest
@@ -48,28 +47,19 @@ def job(n: int, status: JobStatus, tags: list[str]) -> Job:
 
 
 class Jobs:
-    """The two reads a bulk action makes, over a list (filters: status and tag)."""
+    """The two reads a bulk action makes, over a list (the selector's status and tag)."""
 
     def __init__(self, jobs: list[Job]) -> None:
         self.jobs = jobs
 
-    def _matching(self, status: JobStatus | None, tag: str | None) -> list[Job]:
-        return [j for j in self.jobs if status in (None, j.status) and (tag is None or tag in j.tags)]
+    def _matching(self, selector: JobSelector) -> list[Job]:
+        return [j for j in self.jobs if selector.status in (None, j.status) and selector.tag in (None, *j.tags)]
 
-    async def count(self, tenant: str, *, status: JobStatus | None = None, tag: str | None = None, **_: object) -> int:
-        return len(self._matching(status, tag))
+    async def count(self, tenant: str, selector: JobSelector) -> int:
+        return len(self._matching(selector))
 
-    async def list(
-        self,
-        tenant: str,
-        *,
-        limit: int,
-        status: JobStatus | None = None,
-        tag: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-        **_: object,
-    ) -> JobPage:
-        found = self._matching(status, tag)
+    async def list(self, tenant: str, selector: JobSelector, *, limit: int, cursor: str | None = None) -> JobPage:
+        found = self._matching(selector)
         return JobPage(found[:limit], "next" if len(found) > limit else None)
 
 

@@ -18,7 +18,7 @@ from litestar.params import FromPath, FromQuery, HeaderParameter, QueryParameter
 from schedsvc.api import openapi
 from schedsvc.api.errors import problem_responses
 from schedsvc.domain import InvalidRequestError, Job, JobCreate, JobPatch, JobStatus
-from schedsvc.domain.wire import JobList, RunAccepted, RunList
+from schedsvc.domain.wire import JobList, JobSelector, RunAccepted, RunList
 from schedsvc.job_service import JobService
 from schedsvc.store.base import JobRepository, RunHistory
 
@@ -122,9 +122,8 @@ class JobsController(Controller):
     ) -> JobList:
         pairs = _metadata_pairs(metadata or [])
         try:
-            page = await job_service.list(
-                request.user, limit=limit, cursor=cursor, status=status, tag=tag, name_prefix=name, metadata=pairs
-            )
+            selector = JobSelector(status=status, tag=tag, name_prefix=name, metadata=pairs)
+            page = await job_service.list(request.user, selector, limit=limit, cursor=cursor)
         except ValueError as exc:
             raise ClientException(str(exc), extra={"field": "cursor"}) from None
         return JobList(page.items, page.next_cursor)

@@ -14,7 +14,7 @@ import httpx
 from schedsvc.client import _protocol as protocol
 from schedsvc.client._protocol import DEFAULT_URL, USER_AGENT, Call, JobRef, RequestRetry
 from schedsvc.domain.models import Job, JobCreate, JobPatch, JobStatus, Run, RunStatus, RunTrigger, Schedule
-from schedsvc.domain.wire import BulkJobResult, JobList, RunAccepted, RunList
+from schedsvc.domain.wire import BulkJobResult, JobList, JobSelector, RunAccepted, RunList
 
 T = TypeVar("T")
 
@@ -135,44 +135,17 @@ class AsyncClient:
         """Queue a ``manual`` run now; its outcome appears in the run history."""
         return await self._send(protocol.run_job_now(job))
 
-    async def pause_jobs(
-        self,
-        *,
-        tag: str | None = None,
-        name_prefix: str | None = None,
-        status: JobStatus | str | None = None,
-        metadata: Mapping[str, str] | None = None,
-        limit: int | None = None,
-    ) -> BulkJobResult:
-        """Pause the active jobs matching every condition given, at most ``limit`` (the service's
-        maximum, 1,000, by default); ``more`` in the answer: call again for the rest."""
-        return await self._send(protocol.bulk_action(protocol.PAUSE_JOBS, tag, name_prefix, status, metadata, limit))
+    async def pause_jobs(self, selector: JobSelector, *, limit: int | None = None) -> BulkJobResult:
+        """Pause the active jobs the selector matches: at most ``limit`` (default 1,000); ``more``: call again."""
+        return await self._send(protocol.bulk_action(protocol.PAUSE_JOBS, selector, limit))
 
-    async def resume_jobs(
-        self,
-        *,
-        tag: str | None = None,
-        name_prefix: str | None = None,
-        status: JobStatus | str | None = None,
-        metadata: Mapping[str, str] | None = None,
-        limit: int | None = None,
-    ) -> BulkJobResult:
-        """Resume the paused jobs matching every condition given (catch-up applies), at most ``limit`` (the service's
-        maximum, 1,000, by default); ``more`` in the answer: call again for the rest."""
-        return await self._send(protocol.bulk_action(protocol.RESUME_JOBS, tag, name_prefix, status, metadata, limit))
+    async def resume_jobs(self, selector: JobSelector, *, limit: int | None = None) -> BulkJobResult:
+        """Resume the paused jobs the selector matches (catch-up applies): at most ``limit``; ``more``: call again."""
+        return await self._send(protocol.bulk_action(protocol.RESUME_JOBS, selector, limit))
 
-    async def delete_jobs(
-        self,
-        *,
-        tag: str | None = None,
-        name_prefix: str | None = None,
-        status: JobStatus | str | None = None,
-        metadata: Mapping[str, str] | None = None,
-        limit: int | None = None,
-    ) -> BulkJobResult:
-        """Delete the jobs matching every condition given, at most ``limit`` (the service's
-        maximum, 1,000, by default); ``more`` in the answer: call again for the rest."""
-        return await self._send(protocol.bulk_action(protocol.DELETE_JOBS, tag, name_prefix, status, metadata, limit))
+    async def delete_jobs(self, selector: JobSelector, *, limit: int | None = None) -> BulkJobResult:
+        """Delete the jobs the selector matches: at most ``limit`` (default 1,000); ``more``: call again."""
+        return await self._send(protocol.bulk_action(protocol.DELETE_JOBS, selector, limit))
 
     async def list_runs(self, job: JobRef, *, limit: int | None = None, cursor: str | None = None) -> RunList:
         """One page of a job's runs, newest first."""

@@ -168,21 +168,8 @@ def list_jobs(
     return Call(LIST_JOBS, LIST_JOBS.path, params)
 
 
-def bulk_action(
-    op: Operation,
-    tag: str | None,
-    name_prefix: str | None,
-    status: JobStatus | str | None,
-    metadata: Mapping[str, str] | None,
-    limit: int | None,
-) -> Call[BulkJobResult]:
-    """``POST /jobs/bulk/{pause,resume,delete}``: the jobs matching every condition given."""
-    selector = JobSelector(
-        tag=tag,
-        name_prefix=name_prefix,
-        status=JobStatus(status) if status is not None else None,
-        metadata=dict(metadata or {}),
-    )
+def bulk_action(op: Operation, selector: JobSelector, limit: int | None) -> Call[BulkJobResult]:
+    """``POST /jobs/bulk/{pause,resume,delete}``: the jobs the selector matches (ValueError when it is empty)."""
     body = BulkJobAction(selector=selector) if limit is None else BulkJobAction(selector=selector, limit=limit)
     return Call(op, op.path, {}, {}, _json(body))
 

@@ -42,12 +42,13 @@ from schedsvc.domain.models import (
     Job,
     JobCreate,
     JobPatch,
+    JobStatus,
     NatsTarget,
     OnceSchedule,
     Run,
     Schedule,
 )
-from schedsvc.domain.wire import BulkJobResult, JobList, RunList
+from schedsvc.domain.wire import BulkJobResult, JobList, JobSelector, RunList
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -141,14 +142,16 @@ def _selects(args: argparse.Namespace) -> bool:
 
 def _bulk(client: Client, command: str, args: argparse.Namespace) -> BulkJobResult:
     """A pause, resume or rm without a job id: the jobs the selector flags match."""
-    selector = {"tag": args.tag, "name_prefix": args.name_prefix, "status": args.status}
-    metadata = _pairs(args.meta, "--meta")
     if args.job_id is not None or args.if_version is not None:
         raise UsageError("selector: give a job id (and --if-version) or selector flags, not both")
-    if not any(selector.values()) and not metadata:
+    status = JobStatus(args.status) if args.status else None
+    selector = JobSelector(
+        tag=args.tag, name_prefix=args.name_prefix, status=status, metadata=_pairs(args.meta, "--meta")
+    )
+    if selector.is_empty():
         raise UsageError("selector: give a job id, or at least one of --tag, --name-prefix, --status, --meta")
     act = {"pause": client.pause_jobs, "resume": client.resume_jobs, "rm": client.delete_jobs}[command]
-    return act(**selector, metadata=metadata, limit=args.limit)
+    return act(selector, limit=args.limit)
 
 
 def add_commands(sub: Any) -> None:

@@ -45,6 +45,7 @@ from schedsvc.domain import (
     VersionConflictError,
 )
 from schedsvc.domain.time import utcnow
+from schedsvc.domain.wire import JobSelector
 from schedsvc.job_service import JobService
 from schedsvc.store.base import JobRepository, RunHistory, RunPublisher
 from schedsvc.store.tenants import key_id_of
@@ -156,14 +157,8 @@ class ConsoleController(Controller):
         filters = {"status": status or "", "tag": (tag or "").strip()[:64], "name": (name or "").strip()[:200]}
         job_status = JobStatus(status) if status in _STATUSES else None
         try:
-            listing = await job_service.list(
-                tenant_of(request),
-                limit=PAGE_SIZE,
-                cursor=cursor or None,
-                status=job_status,
-                tag=filters["tag"] or None,
-                name_prefix=filters["name"] or None,
-            )
+            selector = JobSelector(status=job_status, tag=filters["tag"] or None, name_prefix=filters["name"] or None)
+            listing = await job_service.list(tenant_of(request), selector, limit=PAGE_SIZE, cursor=cursor or None)
         except ValueError:  # a cursor this service did not make (or a tampered link)
             flash(request, "That page link is not valid any more; showing the first page.", "error")
             query = urlencode({k: v for k, v in filters.items() if v})

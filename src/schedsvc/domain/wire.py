@@ -44,8 +44,11 @@ MAX_BULK_JOBS = 1000
 """The most jobs one bulk action changes; a caller told ``more`` repeats the call for the rest."""
 
 
-class JobSelector(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="camel", omit_defaults=True):
-    """Which of the tenant's jobs a bulk action means: every condition given must hold."""
+class JobSelector(
+    msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True, rename="camel", omit_defaults=True
+):
+    """Which of a tenant's jobs a list (``GET /jobs``) or a bulk action means: every condition given must hold
+    (none: every job)."""
 
     tag: Tag | None = None
     name_prefix: Name | None = None
@@ -55,6 +58,10 @@ class JobSelector(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rena
 
     def is_empty(self) -> bool:
         return self.tag is None and self.name_prefix is None and self.status is None and not self.metadata
+
+
+EVERY_JOB = JobSelector()
+"""The selector of a plain list: no condition."""
 
 
 class BulkJobAction(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -13,12 +13,14 @@ repository, pinned to the version it was selected at, so:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Protocol
+
+import msgspec
 
 from schedsvc.domain import Job, JobStatus, VersionConflictError
 from schedsvc.domain.jobs import JobPage, JobStateError
-from schedsvc.domain.wire import BulkJobAction, BulkJobResult
+from schedsvc.domain.wire import BulkJobAction, BulkJobResult, JobSelector
 
 CONCURRENT_WRITES = 16
 """Writes of one bulk call in flight at once: quick for a thousand jobs, gentle on the connection pool."""
@@ -27,27 +29,9 @@ CONCURRENT_WRITES = 16
 class MatchingJobs(Protocol):
     """What a bulk action reads of the job repository (``store.base.JobRepository`` has both)."""
 
-    async def count(
-        self,
-        tenant: str,
-        *,
-        status: JobStatus | None = None,
-        tag: str | None = None,
-        name_prefix: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-    ) -> int: ...
+    async def count(self, tenant: str, selector: JobSelector) -> int: ...
 
-    async def list(
-        self,
-        tenant: str,
-        *,
-        limit: int,
-        cursor: str | None = None,
-        status: JobStatus | None = None,
-        tag: str | None = None,
-        name_prefix: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-    ) -> JobPage: ...
+    async def list(self, tenant: str, selector: JobSelector, *, limit: int, cursor: str | None = None) -> JobPage: ...
 
 
 ApplyOne = Callable[[Job], Awaitable[object]]
@@ -60,12 +44,12 @@ async def act_on_matching(
     """Apply ``apply`` to at most ``action.limit`` of the tenant's jobs that match the selector and are in
     the status ``applies_to`` (any when None); count what matched and what changed."""
     selector = action.selector
-    tag, prefix, metadata = selector.tag, selector.name_prefix, selector.metadata or None
-    matched = await jobs.count(tenant, status=selector.status, tag=tag, name_prefix=prefix, metadata=metadata)
+    matched = await jobs.count(tenant, selector)
     if applies_to is not None and selector.status not in (None, applies_to):
         return BulkJobResult(matched, 0, more=False)  # e.g. "pause the completed ones": none applies
-    status = applies_to if applies_to is not None else selector.status
-    page = await jobs.list(tenant, limit=action.limit, status=status, tag=tag, name_prefix=prefix, metadata=metadata)
+    if applies_to is not None:
+        selector = msgspec.structs.replace(selector, status=applies_to)
+    page = await jobs.list(tenant, selector, limit=action.limit)
     gate = asyncio.Semaphore(CONCURRENT_WRITES)
 
     async def changed(job: Job) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Mapping
 from datetime import datetime
 
 import msgspec
@@ -30,7 +29,7 @@ from schedsvc.domain import (
 )
 from schedsvc.domain.jobs import JobChange, JobPage, JobStateError, change_from_patch
 from schedsvc.domain.time import from_ms, to_ms, utcnow
-from schedsvc.domain.wire import BulkJobAction, BulkJobResult, RunAccepted
+from schedsvc.domain.wire import BulkJobAction, BulkJobResult, JobSelector, RunAccepted
 from schedsvc.job_service.bulk import act_on_matching
 from schedsvc.job_service.rules import TargetPolicy, check_job_input, first_fire_after
 from schedsvc.store.base import JobRepository, RunPublisher
@@ -88,21 +87,9 @@ class JobService:
     async def get(self, tenant: str, job_id: str) -> Job:
         return await self.jobs.get(tenant, job_id)
 
-    async def list(
-        self,
-        tenant: str,
-        *,
-        limit: int,
-        cursor: str | None = None,
-        status: JobStatus | None = None,
-        tag: str | None = None,
-        name_prefix: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-    ) -> JobPage:
-        """A page of the tenant's jobs matching every filter given; ``ValueError`` for a foreign cursor."""
-        return await self.jobs.list(
-            tenant, limit=limit, cursor=cursor, status=status, tag=tag, name_prefix=name_prefix, metadata=metadata
-        )
+    async def list(self, tenant: str, selector: JobSelector, *, limit: int, cursor: str | None = None) -> JobPage:
+        """A page of the tenant's jobs the selector matches; ``ValueError`` for a foreign cursor."""
+        return await self.jobs.list(tenant, selector, limit=limit, cursor=cursor)
 
     async def update(self, tenant: str, job_id: str, patch: JobPatch, expected_version: int | None) -> Job:
         """Apply a partial change; a new schedule recomputes ``nextRun`` and makes a completed job active."""

@@ -9,13 +9,14 @@ Runtime-checkable, because Litestar validates injected dependencies against thei
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from schedsvc.domain import Job, JobCreate, JobStatus, Run, RunMessage, RunStatus, RunTrigger
+from schedsvc.domain import Job, JobCreate, Run, RunMessage, RunStatus, RunTrigger
 from schedsvc.domain.jobs import JobChange, JobNotice, JobPage, JobTiming
 from schedsvc.domain.timing import Advance, LeaseGrant, MissedFire
+from schedsvc.domain.wire import EVERY_JOB, JobSelector
 
 # -- jobs ---------------------------------------------------------------------------------------------
 
@@ -44,29 +45,13 @@ class JobRepository(Protocol):
     async def get(self, tenant: str, job_id: str) -> Job: ...
 
     async def list(
-        self,
-        tenant: str,
-        *,
-        limit: int,
-        cursor: str | None = None,
-        status: JobStatus | None = None,
-        tag: str | None = None,
-        name_prefix: str | None = None,
-        metadata: Mapping[str, str] | None = None,
+        self, tenant: str, selector: JobSelector = EVERY_JOB, *, limit: int, cursor: str | None = None
     ) -> JobPage:
-        """A page of the tenant's jobs matching every filter given, in creation order."""
+        """A page of the tenant's jobs the selector matches, in creation order."""
         ...
 
-    async def count(
-        self,
-        tenant: str,
-        *,
-        status: JobStatus | None = None,
-        tag: str | None = None,
-        name_prefix: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-    ) -> int:
-        """How many of the tenant's jobs match every filter given."""
+    async def count(self, tenant: str, selector: JobSelector) -> int:
+        """How many of the tenant's jobs the selector matches."""
         ...
 
     async def update(

@@ -29,6 +29,7 @@ from schedsvc.domain import (
 from schedsvc.domain.jobs import JobChange, JobForRun, JobTiming
 from schedsvc.domain.time import from_ms
 from schedsvc.domain.timing import Advance
+from schedsvc.domain.wire import JobSelector
 
 Doc = dict[str, Any]
 
@@ -184,27 +185,19 @@ def change_filter(tenant: str, job_id: str, change: JobChange, expected_version:
     return query
 
 
-def page_query(
-    tenant: str,
-    *,
-    after_id: str | None,
-    status: JobStatus | None,
-    tag: str | None,
-    name_prefix: str | None,
-    metadata: Mapping[str, str] | None = None,
-) -> Doc:
-    """A tenant's jobs matching the list filters (all of them), after ``after_id`` in creation order."""
+def page_query(tenant: str, selector: JobSelector, *, after_id: str | None = None) -> Doc:
+    """A tenant's jobs the selector matches (after ``after_id`` in creation order)."""
     query: Doc = {TENANT: tenant}
     if after_id:
         query[ID] = {"$gt": after_id}
-    if status is not None:
-        query[STATUS] = status.value
-    if tag is not None:
-        query[TAGS] = tag
-    if name_prefix:
-        query[NAME] = _prefix_match(name_prefix)
-    if metadata:
-        query.update(_metadata_match(metadata))
+    if selector.status is not None:
+        query[STATUS] = selector.status.value
+    if selector.tag is not None:
+        query[TAGS] = selector.tag
+    if selector.name_prefix:
+        query[NAME] = _prefix_match(selector.name_prefix)
+    if selector.metadata:
+        query.update(_metadata_match(selector.metadata))
     return query
 
 
