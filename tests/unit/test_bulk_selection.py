@@ -9,41 +9,28 @@ from datetime import UTC, datetime
 import pytest
 
 from schedsvc.domain import (
-    CatchupPolicy,
     IntervalSchedule,
     Job,
+    JobCreate,
     JobStatus,
     NatsTarget,
-    RetryPolicy,
     StoreUnavailableError,
     VersionConflictError,
 )
 from schedsvc.domain.jobs import JobPage, JobStateError
 from schedsvc.domain.wire import BulkJobAction, JobSelector
 from schedsvc.job_service.bulk import act_on_matching
+from schedsvc.store import job_codec
 
 NOW = datetime(2026, 11, 29, tzinfo=UTC)
 
 
 def job(n: int, status: JobStatus, tags: list[str]) -> Job:
-    return Job(
-        id=f"{n:024x}",
-        name=f"job-{n}",
-        schedule=IntervalSchedule(seconds=60),
-        target=NatsTarget(subject="tenant.t.x"),
-        retry=RetryPolicy(),
-        catchup=CatchupPolicy(),
-        overlap="allow",
-        tags=tags,
-        metadata={},
-        status=status,
-        next_run=NOW,
-        last_run=None,
-        last_run_status=None,
-        created_at=NOW,
-        updated_at=NOW,
-        version=1,
+    body = JobCreate(
+        name=f"job-{n}", schedule=IntervalSchedule(seconds=60), target=NatsTarget(subject="t.x"), tags=tags
     )
+    document = job_codec.new_document(f"{n:024x}", "t", body, status=status, next_run=NOW, partition=0, now=NOW)
+    return job_codec.read_job(job_codec.encode(document))
 
 
 class Jobs:
