@@ -286,8 +286,9 @@ async def test_bulk_changes_reach_timing_and_the_cache_as_single_changes_do(serv
                 for i in range(3)
             ]
             await fires.at_least(3, "the jobs fire")
-            listed = await client.list_jobs(tag=tag)  # cached from here on (Redis)
+            listed = await client.list_jobs(tag=tag)  # cached from here on (Redis), as is one job's read
             assert {j.status for j in listed.items} == {JobStatus.ACTIVE}
+            assert (await client.get_job(jobs[0].id)).status == JobStatus.ACTIVE
             notices.items.clear()
 
             assert (await client.pause_jobs(JobSelector(tag=tag))).changed == 3
@@ -295,6 +296,7 @@ async def test_bulk_changes_reach_timing_and_the_cache_as_single_changes_do(serv
             assert {n.job_id for n in notices.items} == {j.id for j in jobs}
             assert all(n.timing is not None and n.timing.status == JobStatus.PAUSED for n in notices.items)
             assert {j.status for j in (await client.list_jobs(tag=tag)).items} == {JobStatus.PAUSED}
+            assert (await client.get_job(jobs[0].id)).status == JobStatus.PAUSED
             paused_at = datetime.now(UTC)
             await asyncio.sleep(4)
             # Judged by when fires were scheduled, not when they arrived: a fire published just before the
