@@ -24,6 +24,8 @@ from schedsvc.domain import BusUnavailableError
 from schedsvc.domain.jobs import JobNotice
 from schedsvc.execution.service import ExecutionService
 from schedsvc.execution.worker import JobChanged
+from schedsvc.job_service import JobService, TargetPolicy
+from schedsvc.names import Names
 from schedsvc.observability.logging import configure_logging
 from schedsvc.observability.runtime import tune_gc
 from schedsvc.store import MongoJobStore, MongoTenantStore, connect, database
@@ -149,6 +151,18 @@ def timing_service(adapters: Adapters, *, member: str | None = None) -> TimingSe
         changes=_bus(adapters),
         member=member,
     )
+
+
+def job_service(adapters: Adapters) -> JobService:
+    """The job use cases over this process's adapters (the API and the console share them)."""
+    settings = adapters.settings
+    policy = TargetPolicy(
+        allow_networks=settings.target_allow_networks,
+        default_grant=settings.nats_subject_grant,
+        reserved_roots=Names(settings.prefix).reserved_subject_roots,
+        grants=adapters.tenants,
+    )
+    return JobService(adapters.jobs, policy, adapters.bus)
 
 
 def execution_service(

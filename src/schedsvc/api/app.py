@@ -26,6 +26,7 @@ from schedsvc.api.bodies import check_request
 from schedsvc.api.docs import DOCS_PATH, BundledSwaggerUI
 from schedsvc.api.errors import EXCEPTION_HANDLERS
 from schedsvc.api.health import HealthController
+from schedsvc.api.job_bulk import BulkJobsController
 from schedsvc.api.jobs import JobsController
 from schedsvc.api.middleware import (
     RateLimitMiddleware,
@@ -50,11 +51,12 @@ from schedsvc.cache import (
 )
 from schedsvc.config import Settings
 from schedsvc.domain import BusUnavailableError
+from schedsvc.job_service import JobService
 from schedsvc.names import Names
 from schedsvc.observability.logging import configure_logging
 from schedsvc.observability.runtime import tune_gc
 from schedsvc.store.base import JobRepository, ReplyStore, RunHistory, RunPublisher
-from schedsvc.wiring import Adapters, execution_service, open_adapters, open_bus, timing_service
+from schedsvc.wiring import Adapters, execution_service, job_service, open_adapters, open_bus, timing_service
 
 log = logging.getLogger(__name__)
 DEV_TENANT = "dev"
@@ -176,6 +178,10 @@ def _provide_jobs(state: State) -> JobRepository:
     return _adapters(state).jobs
 
 
+def _provide_job_service(state: State) -> JobService:
+    return job_service(_adapters(state))
+
+
 def _provide_runs(state: State) -> RunHistory:
     return _adapters(state).run_history
 
@@ -193,11 +199,12 @@ def _provide_run_queue(state: State) -> RunPublisher:
 
 _DEPENDENCIES = {
     "jobs": Provide(_provide_jobs, sync_to_thread=False),
+    "job_service": Provide(_provide_job_service, sync_to_thread=False),
     "runs": Provide(_provide_runs, sync_to_thread=False),
     "run_queue": Provide(_provide_run_queue, sync_to_thread=False),
     "replies": Provide(_provide_replies, sync_to_thread=False),
 }
-"""The typed dependencies handlers ask for by name (the ports of ``schedsvc.store.base``)."""
+"""The typed dependencies handlers ask for by name (the ports of ``schedsvc.store.base`` and the job use cases)."""
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -214,7 +221,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         handlers.append(MetricsController)
     middleware: list[Any] = [RequestIdMiddleware(), prometheus.middleware]
     if "api" in settings.roles:
-        handlers += [JobsController, RunsController, SchedulesController]
+        handlers += [JobsController, BulkJobsController, RunsController, SchedulesController]
         middleware += [
             DefineMiddleware(ApiKeyAuthentication, exclude=PUBLIC_PATHS),
             TenantContextMiddleware(),

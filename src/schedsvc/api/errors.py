@@ -23,6 +23,7 @@ from schedsvc.domain import (
     InvalidRequestError,
     InvalidScheduleError,
     InvalidTargetError,
+    JobActionRefusedError,
     JobNotFoundError,
     SchedsvcError,
     TenantExistsError,
@@ -113,6 +114,8 @@ def _domain(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem
             return problem(request, 422, "Invalid request", f"{exc.field}: {exc}", [FieldError(exc.field, str(exc))])
         case JobNotFoundError():
             return problem(request, 404, "Not found", "no such job")
+        case JobActionRefusedError():
+            return problem(request, 409, "Conflict", str(exc))
         case DuplicateJobNameError():
             return problem(request, 409, "Conflict", str(exc), [FieldError("name", str(exc))])
         case VersionConflictError():

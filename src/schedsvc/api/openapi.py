@@ -32,7 +32,10 @@ from schedsvc.domain.models import (
     RunTrigger,
 )
 from schedsvc.domain.wire import (
+    BulkJobAction,
+    BulkJobResult,
     JobList,
+    JobSelector,
     PreviewRequest,
     PreviewResponse,
     RunAccepted,
@@ -161,3 +164,9 @@ RETRY_REPORT = _example(
         next_cursor=None,
     ),
 )
+BULK_BY_TAG = _example("The jobs tagged `reports`", BulkJobAction(selector=JobSelector(tag="reports")))
+BULK_BY_METADATA = _example(
+    "At most 100 jobs of one team whose name starts with `sync-`",
+    BulkJobAction(selector=JobSelector(name_prefix="sync-", metadata={"team": "payments"}), limit=100),
+)
+BULK_RESULT = _example("12 matched, 9 changed (3 were already so), none left", BulkJobResult(12, 9, more=False))

@@ -53,7 +53,7 @@ from schedsvc.domain.models import (
     Schedule,
     Target,
 )
-from schedsvc.domain.wire import FieldError, JobList, Problem, RunAccepted, RunList
+from schedsvc.domain.wire import BulkJobResult, FieldError, JobList, JobSelector, Problem, RunAccepted, RunList
 
 __all__ = [
     "DEFAULT_URL",
@@ -61,6 +61,7 @@ __all__ = [
     "ApiError",
     "AsyncClient",
     "BadRequestError",
+    "BulkJobResult",
     "CalendarSchedule",
     "CatchupPolicy",
     "Client",
@@ -76,6 +77,7 @@ __all__ = [
     "JobCreate",
     "JobList",
     "JobPatch",
+    "JobSelector",
     "JobStatus",
     "NatsTarget",
     "NotFoundError",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
@@ -14,7 +14,7 @@ import httpx
 from schedsvc.client import _protocol as protocol
 from schedsvc.client._protocol import DEFAULT_URL, USER_AGENT, Call, JobRef, RequestRetry
 from schedsvc.domain.models import Job, JobCreate, JobPatch, JobStatus, Run, RunStatus, RunTrigger, Schedule
-from schedsvc.domain.wire import JobList, RunAccepted, RunList, RunRetryReport
+from schedsvc.domain.wire import BulkJobResult, JobList, JobSelector, RunAccepted, RunList, RunRetryReport
 
 T = TypeVar("T")
 
@@ -84,11 +84,13 @@ class AsyncClient:
         status: JobStatus | str | None = None,
         tag: str | None = None,
         name: str | None = None,
+        metadata: Mapping[str, str] | None = None,
         limit: int | None = None,
         cursor: str | None = None,
     ) -> JobList:
-        """One page of jobs; ``name`` is a prefix. ``iter_jobs`` follows the pages for you."""
-        return await self._send(protocol.list_jobs(status, tag, name, limit, cursor))
+        """One page of jobs matching every filter given; ``name`` is a prefix, ``metadata`` pairs must all be
+        in the job's metadata. ``iter_jobs`` follows the pages for you."""
+        return await self._send(protocol.list_jobs(status, tag, name, limit, cursor, metadata))
 
     async def iter_jobs(
         self,
@@ -96,12 +98,15 @@ class AsyncClient:
         status: JobStatus | str | None = None,
         tag: str | None = None,
         name: str | None = None,
+        metadata: Mapping[str, str] | None = None,
         page_size: int = 100,
     ) -> AsyncIterator[Job]:
         """Every matching job, page after page, following ``nextCursor``."""
         cursor: str | None = None
         while True:
-            page = await self.list_jobs(status=status, tag=tag, name=name, limit=page_size, cursor=cursor)
+            page = await self.list_jobs(
+                status=status, tag=tag, name=name, metadata=metadata, limit=page_size, cursor=cursor
+            )
             for job in page.items:
                 yield job
             if page.next_cursor is None:
@@ -129,6 +134,18 @@ class AsyncClient:
     async def run_job_now(self, job: JobRef) -> RunAccepted:
         """Queue a ``manual`` run now; its outcome appears in the run history."""
         return await self._send(protocol.run_job_now(job))
+
+    async def pause_jobs(self, selector: JobSelector, *, limit: int | None = None) -> BulkJobResult:
+        """Pause the active jobs the selector matches: at most ``limit`` (default 1,000); ``more``: call again."""
+        return await self._send(protocol.bulk_action(protocol.PAUSE_JOBS, selector, limit))
+
+    async def resume_jobs(self, selector: JobSelector, *, limit: int | None = None) -> BulkJobResult:
+        """Resume the paused jobs the selector matches (catch-up applies): at most ``limit``; ``more``: call again."""
+        return await self._send(protocol.bulk_action(protocol.RESUME_JOBS, selector, limit))
+
+    async def delete_jobs(self, selector: JobSelector, *, limit: int | None = None) -> BulkJobResult:
+        """Delete the jobs the selector matches: at most ``limit`` (default 1,000); ``more``: call again."""
+        return await self._send(protocol.bulk_action(protocol.DELETE_JOBS, selector, limit))
 
     async def list_runs(self, job: JobRef, *, limit: int | None = None, cursor: str | None = None) -> RunList:
         """One page of a job's runs, newest first."""

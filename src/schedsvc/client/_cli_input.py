@@ -57,7 +57,7 @@ def _json_or_text(value: str) -> Any:
         return value
 
 
-def _pairs(values: Sequence[str] | None, flag: str) -> dict[str, str]:
+def pairs(values: Sequence[str] | None, flag: str) -> dict[str, str]:
     pairs = {}
     for item in values or ():
         key, sep, value = item.partition("=")
@@ -95,14 +95,14 @@ def _target_from_flags(args: argparse.Namespace) -> dict[str, Any] | None:
         if args.method:
             target["method"] = args.method
         if args.header:
-            target["headers"] = _pairs(args.header, "--header")
+            target["headers"] = pairs(args.header, "--header")
         if args.body is not None:
             target["body"] = _json_or_text(args.body)
         return target
     if args.subject is not None:
         target = {"kind": "nats", "subject": args.subject}
         if args.header:
-            target["headers"] = _pairs(args.header, "--header")
+            target["headers"] = pairs(args.header, "--header")
         if args.payload is not None:
             target["payload"] = _json_or_text(args.payload)
         return target
@@ -123,7 +123,7 @@ def fields_from_flags(args: argparse.Namespace) -> dict[str, Any]:
     if args.tag is not None:
         fields["tags"] = args.tag
     if args.meta is not None:
-        fields["metadata"] = _pairs(args.meta, "--meta")
+        fields["metadata"] = pairs(args.meta, "--meta")
     if args.overlap is not None:
         fields["overlap"] = args.overlap
     if args.max_attempts is not None:

@@ -21,7 +21,10 @@ from schedsvc import __version__
 from schedsvc.client.errors import ApiError, error_for
 from schedsvc.domain.models import Job, JobCreate, JobPatch, JobStatus, Run, RunStatus, RunTrigger, Schedule
 from schedsvc.domain.wire import (
+    BulkJobAction,
+    BulkJobResult,
     JobList,
+    JobSelector,
     PreviewRequest,
     PreviewResponse,
     Problem,
@@ -59,7 +62,9 @@ class Operation:
 
 
 CREATE_JOB = Operation("createJob", "POST", "/jobs", 201, Job, JobCreate, headers=(IDEMPOTENCY_KEY,))
-LIST_JOBS = Operation("listJobs", "GET", "/jobs", 200, JobList, query=("status", "tag", "name", "limit", "cursor"))
+LIST_JOBS = Operation(
+    "listJobs", "GET", "/jobs", 200, JobList, query=("status", "tag", "name", "metadata", "limit", "cursor")
+)
 GET_JOB = Operation("getJob", "GET", "/jobs/{job_id}", 200, Job)
 UPDATE_JOB = Operation("updateJob", "PATCH", "/jobs/{job_id}", 200, Job, JobPatch, headers=(IF_MATCH,))
 DELETE_JOB = Operation("deleteJob", "DELETE", "/jobs/{job_id}", 204, None, headers=(IF_MATCH,))
@@ -75,6 +80,9 @@ RETRY_RUN = Operation("retryRun", "POST", "/runs/{run_id}/retry", 202, RunAccept
 RETRY_RUNS = Operation(
     "retryRuns", "POST", "/runs/retry", 200, RunRetryReport, RunRetryFilter, headers=(IDEMPOTENCY_KEY,)
 )
+PAUSE_JOBS = Operation("pauseJobs", "POST", "/jobs/bulk/pause", 200, BulkJobResult, BulkJobAction)
+RESUME_JOBS = Operation("resumeJobs", "POST", "/jobs/bulk/resume", 200, BulkJobResult, BulkJobAction)
+DELETE_JOBS = Operation("deleteJobs", "POST", "/jobs/bulk/delete", 200, BulkJobResult, BulkJobAction)
 PREVIEW_SCHEDULE = Operation("previewSchedule", "POST", "/schedules/preview", 200, PreviewResponse, PreviewRequest)
 
 OPERATIONS: dict[str, Operation] = {
@@ -88,6 +96,9 @@ OPERATIONS: dict[str, Operation] = {
         PAUSE_JOB,
         RESUME_JOB,
         RUN_JOB_NOW,
+        PAUSE_JOBS,
+        RESUME_JOBS,
+        DELETE_JOBS,
         LIST_JOB_RUNS,
         LIST_RUNS,
         GET_RUN,
@@ -100,7 +111,8 @@ OPERATIONS: dict[str, Operation] = {
 
 _ENCODER = msgspec.json.Encoder()
 _DECODERS: dict[type[Any], msgspec.json.Decoder[Any]] = {
-    t: msgspec.json.Decoder(t) for t in (Job, JobList, Run, RunList, RunAccepted, RunRetryReport, PreviewResponse)
+    t: msgspec.json.Decoder(t)
+    for t in (Job, JobList, Run, RunList, RunAccepted, RunRetryReport, PreviewResponse, BulkJobResult)
 }
 _PROBLEM = msgspec.json.Decoder(Problem)
 
@@ -111,7 +123,7 @@ class Call(Generic[T]):
 
     operation: Operation
     path: str
-    params: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str | list[str]] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
     content: bytes | None = None
 
@@ -139,7 +151,7 @@ def _json(body: msgspec.Struct) -> bytes:
     return _ENCODER.encode(body)
 
 
-def _query(**values: object) -> dict[str, str]:
+def _query(**values: object) -> dict[str, str | list[str]]:
     return {k: str(v) for k, v in values.items() if v is not None}
 
 
@@ -149,10 +161,24 @@ def create_job(job: JobCreate, idempotency_key: str | None) -> Call[Job]:
 
 
 def list_jobs(
-    status: JobStatus | str | None, tag: str | None, name: str | None, limit: int | None, cursor: str | None
+    status: JobStatus | str | None,
+    tag: str | None,
+    name: str | None,
+    limit: int | None,
+    cursor: str | None,
+    metadata: Mapping[str, str] | None = None,
 ) -> Call[JobList]:
     status = JobStatus(status).value if status is not None else None
-    return Call(LIST_JOBS, LIST_JOBS.path, _query(status=status, tag=tag, name=name, limit=limit, cursor=cursor))
+    params = _query(status=status, tag=tag, name=name, limit=limit, cursor=cursor)
+    if metadata:
+        params["metadata"] = [f"{key}:{value}" for key, value in metadata.items()]
+    return Call(LIST_JOBS, LIST_JOBS.path, params)
+
+
+def bulk_action(op: Operation, selector: JobSelector, limit: int | None) -> Call[BulkJobResult]:
+    """``POST /jobs/bulk/{pause,resume,delete}``: the jobs the selector matches (ValueError when it is empty)."""
+    body = BulkJobAction(selector=selector) if limit is None else BulkJobAction(selector=selector, limit=limit)
+    return Call(op, op.path, {}, {}, _json(body))
 
 
 def get_job(job_id: str) -> Call[Job]:

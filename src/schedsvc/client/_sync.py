@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
@@ -14,7 +14,7 @@ import httpx
 from schedsvc.client import _protocol as protocol
 from schedsvc.client._protocol import DEFAULT_URL, USER_AGENT, Call, JobRef, RequestRetry
 from schedsvc.domain.models import Job, JobCreate, JobPatch, JobStatus, Run, RunStatus, RunTrigger, Schedule
-from schedsvc.domain.wire import JobList, RunAccepted, RunList, RunRetryReport
+from schedsvc.domain.wire import BulkJobResult, JobList, JobSelector, RunAccepted, RunList, RunRetryReport
 
 T = TypeVar("T")
 
@@ -84,11 +84,13 @@ class Client:
         status: JobStatus | str | None = None,
         tag: str | None = None,
         name: str | None = None,
+        metadata: Mapping[str, str] | None = None,
         limit: int | None = None,
         cursor: str | None = None,
     ) -> JobList:
-        """One page of jobs; ``name`` is a prefix. ``iter_jobs`` follows the pages for you."""
-        return self._send(protocol.list_jobs(status, tag, name, limit, cursor))
+        """One page of jobs matching every filter given; ``name`` is a prefix, ``metadata`` pairs must all be
+        in the job's metadata. ``iter_jobs`` follows the pages for you."""
+        return self._send(protocol.list_jobs(status, tag, name, limit, cursor, metadata))
 
     def iter_jobs(
         self,
@@ -96,12 +98,13 @@ class Client:
         status: JobStatus | str | None = None,
         tag: str | None = None,
         name: str | None = None,
+        metadata: Mapping[str, str] | None = None,
         page_size: int = 100,
     ) -> Iterator[Job]:
         """Every matching job, page after page, following ``nextCursor``."""
         cursor: str | None = None
         while True:
-            page = self.list_jobs(status=status, tag=tag, name=name, limit=page_size, cursor=cursor)
+            page = self.list_jobs(status=status, tag=tag, name=name, metadata=metadata, limit=page_size, cursor=cursor)
             yield from page.items
             if page.next_cursor is None:
                 return
@@ -128,6 +131,18 @@ class Client:
     def run_job_now(self, job: JobRef) -> RunAccepted:
         """Queue a ``manual`` run now; its outcome appears in the run history."""
         return self._send(protocol.run_job_now(job))
+
+    def pause_jobs(self, selector: JobSelector, *, limit: int | None = None) -> BulkJobResult:
+        """Pause the active jobs the selector matches: at most ``limit`` (default 1,000); ``more``: call again."""
+        return self._send(protocol.bulk_action(protocol.PAUSE_JOBS, selector, limit))
+
+    def resume_jobs(self, selector: JobSelector, *, limit: int | None = None) -> BulkJobResult:
+        """Resume the paused jobs the selector matches (catch-up applies): at most ``limit``; ``more``: call again."""
+        return self._send(protocol.bulk_action(protocol.RESUME_JOBS, selector, limit))
+
+    def delete_jobs(self, selector: JobSelector, *, limit: int | None = None) -> BulkJobResult:
+        """Delete the jobs the selector matches: at most ``limit`` (default 1,000); ``more``: call again."""
+        return self._send(protocol.bulk_action(protocol.DELETE_JOBS, selector, limit))
 
     def list_runs(self, job: JobRef, *, limit: int | None = None, cursor: str | None = None) -> RunList:
         """One page of a job's runs, newest first."""

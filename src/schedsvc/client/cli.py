@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 import httpx
 import msgspec
 
-from schedsvc.client._cli_input import UsageError, instant, job_create, job_patch, preview_schedule
+from schedsvc.client._cli_input import UsageError, instant, job_create, job_patch, pairs, preview_schedule
 from schedsvc.client._cli_output import (
     JOB_COLUMNS,
     RUN_COLUMNS,
@@ -44,8 +44,8 @@ from schedsvc.client.errors import (
     UnauthorizedError,
     UnprocessableError,
 )
-from schedsvc.domain.models import Job
-from schedsvc.domain.wire import JobList, RunList, RunRetryReport
+from schedsvc.domain.models import Job, JobStatus
+from schedsvc.domain.wire import BulkJobResult, JobList, JobSelector, RunList, RunRetryReport
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -117,6 +117,33 @@ def _version_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _selector_flags(cmd: argparse.ArgumentParser) -> None:
+    """Instead of a job id: the jobs matching every flag given (``POST /jobs/bulk/...``)."""
+    cmd.add_argument("--tag")
+    cmd.add_argument("--name-prefix")
+    cmd.add_argument("--status", choices=("active", "paused", "completed"))
+    cmd.add_argument("--meta", action="append", metavar="KEY=VALUE", help="metadata entry (repeatable)")
+    cmd.add_argument("--limit", type=int, help="at most this many jobs (1-1000; default 1000)")
+
+
+def _selects(args: argparse.Namespace) -> bool:
+    return any(getattr(args, f) is not None for f in ("tag", "name_prefix", "status", "meta", "limit"))
+
+
+def _bulk(client: Client, command: str, args: argparse.Namespace) -> BulkJobResult:
+    """A pause, resume or rm without a job id: the jobs the selector flags match."""
+    if args.job_id is not None or args.if_version is not None:
+        raise UsageError("selector: give a job id (and --if-version) or selector flags, not both")
+    status = JobStatus(args.status) if args.status else None
+    selector = JobSelector(
+        tag=args.tag, name_prefix=args.name_prefix, status=status, metadata=pairs(args.meta, "--meta")
+    )
+    if selector.is_empty():
+        raise UsageError("selector: give a job id, or at least one of --tag, --name-prefix, --status, --meta")
+    act = {"pause": client.pause_jobs, "resume": client.resume_jobs, "rm": client.delete_jobs}[command]
+    return act(selector, limit=args.limit)
+
+
 def add_commands(sub: Any) -> None:
     """Register ``jobs`` and ``runs`` on ``schedsvc``'s subcommands."""
     jobs = sub.add_parser("jobs", help="create, list, change and run jobs (the REST API)")
@@ -127,6 +154,7 @@ def add_commands(sub: Any) -> None:
     ls.add_argument("--status", choices=("active", "paused", "completed"))
     ls.add_argument("--tag")
     ls.add_argument("--name", help="name prefix")
+    ls.add_argument("--meta", action="append", metavar="KEY=VALUE", help="metadata entry the jobs hold (repeatable)")
     ls.add_argument("--limit", type=int, default=50, help="page size (1-500)")
     ls.add_argument("--cursor", help="continue after a page (its nextCursor)")
     ls.add_argument("--all", action="store_true", help="follow nextCursor to the last page")
@@ -135,11 +163,12 @@ def add_commands(sub: Any) -> None:
         cmd = jsub.add_parser(name, help=text)
         _common(cmd)
         cmd.add_argument("job_id")
-    for name, text in (("pause", "pause a job"), ("resume", "resume a job"), ("rm", "delete a job")):
-        cmd = jsub.add_parser(name, help=text)
+    for name, text in (("pause", "pause"), ("resume", "resume"), ("rm", "delete")):
+        cmd = jsub.add_parser(name, help=f"{text} a job, or every job matching --tag/--name-prefix/--status/--meta")
         _common(cmd)
-        cmd.add_argument("job_id")
+        cmd.add_argument("job_id", nargs="?")
         _version_flag(cmd)
+        _selector_flags(cmd)
 
     create = jsub.add_parser("create", help="create a job from flags or a JSON/YAML file")
     _common(create)
@@ -210,9 +239,12 @@ def _edit(client: Client, args: argparse.Namespace) -> Job:
 
 
 def _page_jobs(client: Client, args: argparse.Namespace) -> JobList:
+    meta = pairs(args.meta, "--meta")
     if not args.all:
-        return client.list_jobs(status=args.status, tag=args.tag, name=args.name, limit=args.limit, cursor=args.cursor)
-    jobs = list(client.iter_jobs(status=args.status, tag=args.tag, name=args.name, page_size=args.limit))
+        return client.list_jobs(
+            status=args.status, tag=args.tag, name=args.name, metadata=meta, limit=args.limit, cursor=args.cursor
+        )
+    jobs = list(client.iter_jobs(status=args.status, tag=args.tag, name=args.name, metadata=meta, page_size=args.limit))
     return JobList(jobs, None)
 
 
@@ -259,6 +291,10 @@ def _execute(client: Client, command: str, args: argparse.Namespace, out: Callab
             show()
 
     match command:
+        case "pause" | "resume" | "rm" if args.job_id is None or _selects(args):
+            done = _bulk(client, command, args)
+            more = " (more match: run it again)" if done.more else ""
+            emit(done, lambda: out(f"matched {done.matched}, changed {done.changed}{more}"))
         case "ls":
             page = _page_jobs(client, args)
             emit(page, lambda: table(JOB_COLUMNS, job_rows(page.items), out))

@@ -37,6 +37,10 @@ class VersionConflictError(SchedsvcError, RuntimeError):
     """The job changed since the version the client based its change on."""
 
 
+class JobActionRefusedError(SchedsvcError, RuntimeError):
+    """The action does not apply to the job as it is, e.g. pausing a completed job (409)."""
+
+
 class IdempotencyConflictError(SchedsvcError, ValueError):
     """An ``Idempotency-Key`` was reused with a different request body."""
 

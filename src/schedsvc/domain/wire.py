@@ -14,7 +14,7 @@ import msgspec
 from msgspec import Meta
 
 from schedsvc.domain.limits import instant_problem
-from schedsvc.domain.models import AwareDatetime, Job, Run, RunTrigger, Schedule
+from schedsvc.domain.models import AwareDatetime, Job, JobStatus, Metadata, Name, Run, RunTrigger, Schedule, Tag
 
 
 class JobList(msgspec.Struct, rename="camel"):
@@ -90,6 +90,53 @@ class RunRetryReport(msgspec.Struct, rename="camel"):
     refusals: list[RunRetryRefusal]
     next_cursor: str | None
     """More failed runs match after this batch: send the same filter with this cursor."""
+
+
+MAX_BULK_JOBS = 1000
+"""The most jobs one bulk action changes; a caller told ``more`` repeats the call for the rest."""
+
+
+class JobSelector(
+    msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True, rename="camel", omit_defaults=True
+):
+    """Which of a tenant's jobs a list (``GET /jobs``) or a bulk action means: every condition given must hold
+    (none: every job)."""
+
+    tag: Tag | None = None
+    name_prefix: Name | None = None
+    status: JobStatus | None = None
+    metadata: Metadata = msgspec.field(default_factory=dict)
+    """Jobs whose metadata holds every one of these key/value pairs."""
+
+    def is_empty(self) -> bool:
+        return self.tag is None and self.name_prefix is None and self.status is None and not self.metadata
+
+
+EVERY_JOB = JobSelector()
+"""The selector of a plain list: no condition."""
+
+
+class BulkJobAction(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Body of ``POST /jobs/bulk/pause``, ``/resume`` and ``/delete``."""
+
+    selector: JobSelector
+    limit: Annotated[int, Meta(ge=1, le=MAX_BULK_JOBS)] = MAX_BULK_JOBS
+    """The most jobs this call changes."""
+
+    def __post_init__(self) -> None:
+        if self.selector.is_empty():  # never "every job of the tenant" by accident
+            raise ValueError("selector: name at least one of tag, namePrefix, status, metadata")
+
+
+class BulkJobResult(msgspec.Struct, rename="camel"):
+    """What a bulk action did: repeating it is harmless (jobs already in the asked-for state are left alone)."""
+
+    matched: int
+    """Jobs matching the selector when the call began (whatever their status)."""
+    changed: int
+    """Jobs this call paused, resumed or deleted."""
+    more: bool
+    """More jobs the action applies to remain than ``limit`` let this call change: call again."""
 
 
 class PreviewRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -13,9 +13,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from schedsvc.domain import Job, JobCreate, JobStatus, Run, RunMessage, RunStatus, RunTrigger
+from schedsvc.domain import Job, JobCreate, Run, RunMessage, RunStatus, RunTrigger
 from schedsvc.domain.jobs import JobChange, JobNotice, JobPage, JobTiming
 from schedsvc.domain.timing import Advance, LeaseGrant, MissedFire
+from schedsvc.domain.wire import EVERY_JOB, JobSelector
 
 # -- jobs ---------------------------------------------------------------------------------------------
 
@@ -44,15 +45,14 @@ class JobRepository(Protocol):
     async def get(self, tenant: str, job_id: str) -> Job: ...
 
     async def list(
-        self,
-        tenant: str,
-        *,
-        limit: int,
-        cursor: str | None = None,
-        status: JobStatus | None = None,
-        tag: str | None = None,
-        name_prefix: str | None = None,
-    ) -> JobPage: ...
+        self, tenant: str, selector: JobSelector = EVERY_JOB, *, limit: int, cursor: str | None = None
+    ) -> JobPage:
+        """A page of the tenant's jobs the selector matches, in creation order."""
+        ...
+
+    async def count(self, tenant: str, selector: JobSelector) -> int:
+        """How many of the tenant's jobs the selector matches."""
+        ...
 
     async def update(
         self, tenant: str, job_id: str, change: JobChange, expected_version: int | None, *, now: datetime

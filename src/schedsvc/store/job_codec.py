@@ -10,7 +10,7 @@ meaning.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
@@ -29,6 +29,7 @@ from schedsvc.domain import (
 from schedsvc.domain.jobs import JobChange, JobForRun, JobTiming
 from schedsvc.domain.time import from_ms
 from schedsvc.domain.timing import Advance
+from schedsvc.domain.wire import JobSelector
 
 Doc = dict[str, Any]
 
@@ -71,6 +72,7 @@ ID: Final = _name("id")
 TENANT: Final = _name("tenant")
 NAME: Final = _name("name")
 TAGS: Final = _name("tags")
+METADATA: Final = _name("metadata")
 STATUS: Final = _name("status")
 NEXT_RUN: Final = _name("next_run")
 RESUMED_AT: Final = _name("resumed_at")
@@ -183,20 +185,36 @@ def change_filter(tenant: str, job_id: str, change: JobChange, expected_version:
     return query
 
 
-def page_query(
-    tenant: str, *, after_id: str | None, status: JobStatus | None, tag: str | None, name_prefix: str | None
-) -> Doc:
-    """A tenant's jobs matching the list filters, after ``after_id`` in creation order."""
+def page_query(tenant: str, selector: JobSelector, *, after_id: str | None = None) -> Doc:
+    """A tenant's jobs the selector matches (after ``after_id`` in creation order)."""
     query: Doc = {TENANT: tenant}
     if after_id:
         query[ID] = {"$gt": after_id}
-    if status is not None:
-        query[STATUS] = status.value
-    if tag is not None:
-        query[TAGS] = tag
-    if name_prefix:
-        query[NAME] = _prefix_match(name_prefix)
+    if selector.status is not None:
+        query[STATUS] = selector.status.value
+    if selector.tag is not None:
+        query[TAGS] = selector.tag
+    if selector.name_prefix:
+        query[NAME] = _prefix_match(selector.name_prefix)
+    if selector.metadata:
+        query.update(_metadata_match(selector.metadata))
     return query
+
+
+def _metadata_match(metadata: Mapping[str, str]) -> Doc:
+    """Jobs whose metadata holds every pair. A key is a path below ``metadata`` when it can be one; a key
+    with a dot or a leading ``$`` (which a path would misread) is looked up by name with ``$getField``."""
+    plain: Doc = {}
+    by_name: list[Doc] = []
+    for key, value in metadata.items():
+        if key and "." not in key and not key.startswith("$"):
+            plain[f"{METADATA}.{key}"] = value
+        else:
+            field = {"$getField": {"field": {"$literal": key}, "input": f"${METADATA}"}}
+            by_name.append({"$eq": [field, value]})
+    if by_name:
+        plain["$expr"] = {"$and": by_name}
+    return plain
 
 
 def _prefix_match(prefix: str) -> Doc:

@@ -29,6 +29,7 @@ from schedsvc.domain import (
     partition_of,
 )
 from schedsvc.domain.jobs import JobChange, JobForRun, JobNotice, JobPage, JobStateError
+from schedsvc.domain.wire import EVERY_JOB, JobSelector
 from schedsvc.store import job_codec
 from schedsvc.store._client import translate_errors
 
@@ -158,22 +159,19 @@ class MongoJobStore:
         return job_codec.read_job(doc)
 
     async def list(
-        self,
-        tenant: str,
-        *,
-        limit: int,
-        cursor: str | None = None,
-        status: JobStatus | None = None,
-        tag: str | None = None,
-        name_prefix: str | None = None,
+        self, tenant: str, selector: JobSelector = EVERY_JOB, *, limit: int, cursor: str | None = None
     ) -> JobPage:
         """A page of the tenant's jobs in creation order (stable across pages while jobs are added)."""
         after_id = decode_cursor(cursor) if cursor else None
-        query = job_codec.page_query(tenant, after_id=after_id, status=status, tag=tag, name_prefix=name_prefix)
+        query = job_codec.page_query(tenant, selector, after_id=after_id)
         docs = await self._jobs.find(query).sort(job_codec.ID, 1).limit(limit + 1).to_list()
         more = len(docs) > limit
         items = [job_codec.read_job(d) for d in docs[:limit]]
         return JobPage(items, encode_cursor(items[-1].id) if more and items else None)
+
+    async def count(self, tenant: str, selector: JobSelector) -> int:
+        """How many of the tenant's jobs the selector matches."""
+        return await self._jobs.count_documents(job_codec.page_query(tenant, selector))
 
     async def update(
         self,

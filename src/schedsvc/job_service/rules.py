@@ -1,14 +1,40 @@
-"""The rules a job's schedule and target must meet when they are stored, for every way in: ``/jobs`` and
-the console's forms call these, so the two cannot drift apart."""
+"""The rules a job's schedule and target must meet when they are stored, for every way in (``/jobs``, the
+console): the schedule's creation-time defaults and first fire, and the target policy."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
-
-from litestar.datastructures import State
+from typing import Protocol
 
 from schedsvc.domain import InvalidRequestError, InvalidScheduleError, Schedule, Target, target_problems
+from schedsvc.domain.targets import IPNetwork
 from schedsvc.timing import compile_schedule, from_ms, to_ms, with_defaults
+
+
+class SubjectGrants(Protocol):
+    """Where a tenant's NATS subject grants are kept (the tenant store)."""
+
+    async def subject_grants(self, tenant: str, default_pattern: str) -> list[str]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TargetPolicy:
+    """The deployment's target policy: the same checks execution applies before every call
+    (``execution/targets.py``), applied here before a target is stored."""
+
+    allow_networks: Sequence[IPNetwork]
+    """Networks webhooks may reach despite being private (``SCHEDSVC_TARGET_ALLOW_NETWORKS``)."""
+    default_grant: str
+    """The subject pattern a tenant without its own grants may publish under (``{tenant}`` filled in)."""
+    reserved_roots: Sequence[str]
+    """Subjects no tenant may publish to (the service's own, JetStream's, the system's)."""
+    grants: SubjectGrants
+
+    async def problems(self, tenant: str, target: Target) -> list[tuple[str, str]]:
+        grants = await self.grants.subject_grants(tenant, self.default_grant)
+        return target_problems(target, allow=self.allow_networks, grants=grants, reserved_roots=self.reserved_roots)
 
 
 def first_fire_after(schedule: Schedule, now: datetime) -> datetime | None:
@@ -31,7 +57,7 @@ def _planned(schedule: Schedule, now: datetime) -> tuple[Schedule, datetime]:
 
 
 async def check_job_input(
-    state: State, tenant: str, now: datetime, schedule: Schedule | None, target: Target | None
+    policy: TargetPolicy, tenant: str, now: datetime, schedule: Schedule | None, target: Target | None
 ) -> tuple[Schedule, datetime] | None:
     """Check the schedule and the target together, so one answer lists the problems of both (422);
     returns the planned schedule when one was given."""
@@ -43,14 +69,7 @@ async def check_job_input(
         except InvalidScheduleError as exc:
             problems.append((exc.field, str(exc)))
     if target is not None:
-        # The target policy, also applied before every call (execution/targets.py).
-        grants = await state.tenants.subject_grants(tenant, state.settings.nats_subject_grant)
-        problems += target_problems(
-            target,
-            allow=state.settings.target_allow_networks,
-            grants=grants,
-            reserved_roots=state.names.reserved_subject_roots,
-        )
+        problems += await policy.problems(tenant, target)
     if problems:
         raise InvalidRequestError(problems)
     return planned
