@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from litestar.datastructures import MutableScopeHeaders
@@ -13,12 +14,18 @@ from litestar.exceptions import TooManyRequestsException
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from schedsvc.cache import PREFETCHED, CacheProbe, probe_for
+from schedsvc.cache import PREFETCHED, WRITING
+from schedsvc.domain.admission import CacheProbe, WriteIntent
 from schedsvc.observability.logging import request_id_var, tenant_var
 from schedsvc.observability.metrics import RATE_LIMITED
+from schedsvc.store.base import RateLimiter
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 UNLIMITED_PATHS = ("/health", "/metrics")
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# A write here may change the tenant's jobs (or just queue a run: then it only costs cached reads).
+# A change announced by a write the admission did not cover is invalidated after the database write.
+_JOB_PATH = re.compile(r"^/jobs(/|$)")
 
 
 def _add_headers(send: Send, headers: dict[str, str]) -> Send:
@@ -50,27 +57,33 @@ class RequestIdMiddleware(ASGIMiddleware):
 class RateLimitMiddleware(ASGIMiddleware):
     """Per API key (per client address without one); the limit may be overridden per tenant.
 
-    For a cacheable ``GET`` the same Redis round trip reads the cached response (see
-    :mod:`schedsvc.cache.responses`), which Litestar's response cache then serves.
+    The same admission round trip does the response cache's part (see :mod:`schedsvc.domain.admission`):
+    a cacheable ``GET`` reads its response, which Litestar's response cache then serves; a write to the
+    tenant's jobs replaces the versions of what it may change and is marked in flight until it is done.
     """
 
     scopes = (ScopeType.HTTP,)
+
+    def __init__(self, limiter: RateLimiter, per_minute: int, overrides: Mapping[str, int]) -> None:
+        self._limiter = limiter
+        self._per_minute = per_minute
+        self._overrides = overrides
 
     @staticmethod
     def should_bypass_for_scope(scope: Scope) -> bool:
         return str(scope["path"]).startswith(UNLIMITED_PATHS)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        state = scope["litestar_app"].state
-        settings = state.settings
         tenant = scope.get("user")
         key = scope.get("auth")
         if key:  # the tenant as hash tag: the counter shares a Redis cluster slot with the tenant's cache keys
             identity = f"{{{tenant}}}:k" + hashlib.sha256(str(key).encode()).hexdigest()[:24]
         else:
             identity = "ip" + (scope.get("client") or ("unknown", 0))[0]
-        limit = settings.rate_limit_overrides.get(tenant, settings.rate_limit_per_minute)
-        decision, read = await state.rate_limiter.hit(identity, limit, _cache_probe(scope, state))
+        limit = self._overrides.get(tenant, self._per_minute) if tenant else self._per_minute
+        probe, write = self._cache_part(scope, tenant)
+        admission = await self._limiter.admit(identity, limit, probe=probe, write=write)
+        decision = admission.decision
         headers = {
             "RateLimit-Limit": str(decision.limit),
             "RateLimit-Remaining": str(decision.remaining),
@@ -83,22 +96,32 @@ class RateLimitMiddleware(ASGIMiddleware):
                 detail=f"more than {decision.limit} requests per minute for this API key",
                 headers={**headers, "Retry-After": str(decision.reset_seconds)},
             )
-        token = PREFETCHED.set(read)
+        recorded = write if admission.write_recorded else None
+        read_token = PREFETCHED.set(admission.cache_read)
+        write_token = WRITING.set(recorded)
         try:
             await next_app(scope, receive, _add_headers(send, headers))
         finally:
-            PREFETCHED.reset(token)
+            WRITING.reset(write_token)
+            PREFETCHED.reset(read_token)
+            if recorded is not None:
+                self._limiter.written(recorded)
 
-
-def _cache_probe(scope: Scope, state: Any) -> CacheProbe | None:
-    """Where a tenant's cacheable ``GET`` may find its response (None: not cacheable, or no Redis)."""
-    tenant = scope.get("user")
-    link = state.get("redis")
-    handler = scope.get("route_handler")
-    if link is None or not tenant or scope.get("method") != "GET" or not getattr(handler, "cache", False):
-        return None
-    job_id = scope.get("path_params", {}).get("job_id")
-    return probe_for(link.prefix, str(tenant), str(scope["path"]), scope.get("query_string", b""), job_id)
+    def _cache_part(self, scope: Scope, tenant: Any) -> tuple[CacheProbe | None, WriteIntent | None]:
+        """A tenant's cacheable ``GET`` probes the cache; any other method on ``/jobs`` may change its jobs."""
+        if not tenant:
+            return None, None
+        method = scope.get("method")
+        job_id = scope.get("path_params", {}).get("job_id")
+        if method == "GET":
+            if not getattr(scope.get("route_handler"), "cache", False):
+                return None, None
+            return self._limiter.read_probe(
+                str(tenant), str(scope["path"]), scope.get("query_string", b""), job_id
+            ), None
+        if method in _SAFE_METHODS or not _JOB_PATH.match(str(scope["path"])):
+            return None, None
+        return None, self._limiter.write_intent(str(tenant), job_id)
 
 
 class TenantContextMiddleware(ASGIMiddleware):

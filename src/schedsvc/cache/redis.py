@@ -3,8 +3,9 @@
 :class:`ResilientStore` is the Litestar store behind the response cache: it serves the entry the
 request's rate-limit round trip already read (:mod:`schedsvc.cache.responses`) and writes new entries in
 the background, so a Redis failure is a cache miss (with a metric and a log line), never a failed or
-slower request. Writes bump the versions of what they changed (:meth:`RedisLink.bump`), so a client reads
-its own writes and tenants never share entries.
+slower request. Writes replace the versions of what they changed (in their admission round trip, or
+:meth:`RedisLink.bump` after the database write for a change the admission did not cover), so a client
+reads its own writes and tenants never share entries.
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ from litestar.stores.base import Store
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from schedsvc.cache.responses import PREFETCHED, VERSION_LIFETIME_SECONDS, job_version_key, list_version_key
+from schedsvc.cache.responses import (
+    PREFETCHED,
+    VERSION_LIFETIME_SECONDS,
+    WRITING,
+    WriteIntent,
+    job_version_key,
+    list_version_key,
+)
 from schedsvc.domain.errors import CacheUnavailableError
 from schedsvc.observability.metrics import CACHE_ERRORS, CACHE_REQUESTS
 
@@ -28,6 +36,9 @@ log = logging.getLogger(__name__)
 BREAKER_SECONDS = 5.0
 SOCKET_TIMEOUT_SECONDS = 0.25
 _PENDING_MAX = 100_000
+FINISHED_WRITES_FLUSH_SECONDS = 0.05
+"""A finished write's in-flight mark rides on the process's next round trip; if none comes this soon, it
+is removed on its own (until then reads of what the write touched bypass the cache: slower, never stale)."""
 
 
 class RedisUnavailable(CacheUnavailableError):
@@ -48,6 +59,10 @@ class RedisLink:
         self._open_until = 0.0
         self.pending_bumps: set[tuple[str, str | None]] = set()
         """Versions to bump once Redis is back: entries cached before an outage must not be served after it."""
+        self._finished: list[tuple[str, str]] = []
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._flushes: set[asyncio.Task[None]] = set()
+        self.finished_writes_flush_seconds = FINISHED_WRITES_FLUSH_SECONDS
 
     @property
     def available(self) -> bool:
@@ -61,8 +76,14 @@ class RedisLink:
         CACHE_ERRORS.inc()
         self._open_until = time.monotonic() + BREAKER_SECONDS
 
-    async def bump(self, tenant: str, job_id: str | None) -> None:
-        """Invalidate the tenant's cached lists and, with ``job_id``, that job's cached read (after a write)."""
+    async def bump(self, tenant: str, job_id: str | None, *, new_job: bool = False) -> None:
+        """Invalidate the tenant's cached lists and, with ``job_id``, that job's cached read (after a write).
+
+        Nothing to do for a change the request's admission already covered (:data:`WRITING`).
+        """
+        write = WRITING.get()
+        if write is not None and write.covers(tenant, job_id, new_job=new_job):
+            return
         try:
             if not self.available:
                 raise RedisUnavailable
@@ -90,6 +111,45 @@ class RedisLink:
                     pipe.set(job_version_key(self.prefix, tenant, job_id), token, ex=VERSION_LIFETIME_SECONDS)
             await pipe.execute()
 
+    def finish_write(self, write: WriteIntent) -> None:
+        """The request that marked ``write`` in flight is done: remove its marks with the next round trip."""
+        write.open = False
+        if len(self._finished) < _PENDING_MAX:
+            self._finished += [(key, write.token) for key in write.flight_keys]
+        if self._flush_timer is None:
+            loop = asyncio.get_running_loop()
+            self._flush_timer = loop.call_later(self.finished_writes_flush_seconds, self._flush_finished_soon)
+
+    def take_finished_writes(self) -> list[tuple[str, str]]:
+        """The marks to remove, for a round trip about to be made (give them back if it fails)."""
+        finished, self._finished = self._finished, []
+        return finished
+
+    def return_finished_writes(self, finished: list[tuple[str, str]]) -> None:
+        if len(self._finished) < _PENDING_MAX:
+            self._finished += finished
+
+    def _flush_finished_soon(self) -> None:
+        self._flush_timer = None
+        if self._finished:
+            task = asyncio.create_task(self._flush_finished())
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+
+    async def _flush_finished(self) -> None:
+        finished = self.take_finished_writes()
+        if not finished or not self.available:
+            self.return_finished_writes(finished)
+            return
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key, token in finished:
+                    pipe.zrem(key, token)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self.return_finished_writes(finished)
+            self.failed(exc, "in-flight marks")
+
     async def healthy(self) -> bool:
         try:
             return bool(await self.client.ping())
@@ -97,6 +157,12 @@ class RedisLink:
             return False
 
     async def close(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        if self._flushes:
+            await asyncio.gather(*self._flushes, return_exceptions=True)
+        await self._flush_finished()  # a mark left behind would keep reads off the cache for minutes
         await self.client.aclose()
 
 
@@ -150,6 +216,11 @@ class ResilientStore(Store):
             self._link.failed(exc, "cache ttl")
             return None
         return None if ttl is None or ttl < 0 else int(ttl)
+
+    @property
+    def writing(self) -> int:
+        """Entries still being written in the background."""
+        return len(self._writes)
 
     async def drain(self) -> None:
         """Wait for background writes (at shutdown, before the client closes)."""

@@ -18,7 +18,6 @@ from litestar.response import Redirect, Template
 
 from schedsvc.api.auth import client_address
 from schedsvc.api.runs import retry_failed_run
-from schedsvc.cache import FailureCounter
 from schedsvc.console import actions
 from schedsvc.console.forms import (
     HTTP_METHODS,
@@ -44,7 +43,7 @@ from schedsvc.domain import (
     VersionConflictError,
 )
 from schedsvc.domain.time import utcnow
-from schedsvc.store.base import JobRepository, RunHistory, RunPublisher
+from schedsvc.store.base import FailureCounter, JobRepository, RunHistory, RunPublisher
 from schedsvc.store.tenants import key_id_of
 from schedsvc.timing import to_ms
 
