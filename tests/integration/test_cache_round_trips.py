@@ -157,3 +157,21 @@ async def test_every_request_costs_one_redis_round_trip(
         # And the one round trip kept the cache right: the delete is visible at once.
         assert (await client.get(f"/jobs/{job['id']}", headers=auth)).status_code == 404
         assert [j["name"] for j in (await client.get("/jobs", headers=auth)).json()["items"]] == ["second"]
+
+
+async def test_a_cached_response_carries_only_this_requests_headers(
+    settings: Settings, redis_url: str, auth: dict[str, str], drop_database: None
+) -> None:
+    async with AsyncTestClient(create_app(api_settings(settings, redis_url))) as client:
+        job = (await client.post("/jobs", json=job_body("cached"), headers=auth)).json()
+        remaining = []
+        for n in range(4):  # a miss (stored), then hits
+            r = await client.get(f"/jobs/{job['id']}", headers={**auth, "X-Request-ID": f"req-{n}"})
+            assert r.status_code == 200
+            assert r.headers.get_list("x-request-id") == [f"req-{n}"]
+            assert len(r.headers.get_list("ratelimit-remaining")) == 1
+            remaining.append(int(r.headers["ratelimit-remaining"]))
+            await asyncio.sleep(0.05)  # the entry is written in the background
+        assert remaining == sorted(remaining, reverse=True) and len(set(remaining)) == 4
+        metrics = (await client.get("/metrics")).text
+        assert 'schedsvc_cache_requests_total{result="hit"}' in metrics

@@ -30,7 +30,6 @@ from schedsvc.api.jobs import JobsController
 from schedsvc.api.middleware import (
     RateLimitMiddleware,
     RequestIdMiddleware,
-    TenantContextMiddleware,
     cache_key,
     cacheable,
 )
@@ -203,7 +202,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         handlers += [JobsController, RunsController, SchedulesController]
         middleware += [
             DefineMiddleware(ApiKeyAuthentication, exclude=PUBLIC_PATHS),
-            TenantContextMiddleware(),
             RateLimitMiddleware(cache.rate_limiter, settings.rate_limit_per_minute, settings.rate_limit_overrides),
         ]
     redis = cache.redis

@@ -1,14 +1,18 @@
-"""Request id and log context, per-key rate limits, and the response cache's lookup."""
+"""Request id and log context, per-key rate limits, and the response cache's lookup.
+
+Every request of the API passes here, so the work per request is kept small: response headers are appended
+as raw pairs (none of them is ever set by a handler), and a key's rate-limit identity is hashed once.
+"""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from litestar.datastructures import MutableScopeHeaders
 from litestar.enums import ScopeType
 from litestar.exceptions import TooManyRequestsException
 from litestar.middleware import ASGIMiddleware
@@ -28,15 +32,33 @@ _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _JOB_PATH = re.compile(r"^/jobs(/|$)")
 
 
-def _add_headers(send: Send, headers: dict[str, str]) -> Send:
+def _add_headers(send: Send, headers: list[tuple[bytes, bytes]]) -> Send:
+    """``send``, with ``headers`` appended to the response's (lower-case names, as ASGI servers send them).
+
+    A new message, not the app's changed in place: the response cache keeps the messages it saw, and a
+    replayed entry must not carry the headers of the request that stored it.
+    """
+
     async def wrapped(message: Message) -> None:
         if message["type"] == "http.response.start":
-            mutable = MutableScopeHeaders.from_message(message)
-            for name, value in headers.items():
-                mutable[name] = value
+            message = {**message, "headers": [*message.get("headers", ()), *headers]}
         await send(message)
 
     return wrapped
+
+
+@functools.lru_cache(maxsize=4096)
+def _key_identity(tenant: str, key: str) -> str:
+    """The rate-limit counter's name for an API key: the tenant as hash tag (the counter shares a Redis
+    cluster slot with the tenant's cache keys) and a digest, never the key itself."""
+    return f"{{{tenant}}}:k" + hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def _header(scope: Scope, name: bytes) -> bytes:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return b""
 
 
 class RequestIdMiddleware(ASGIMiddleware):
@@ -45,17 +67,18 @@ class RequestIdMiddleware(ASGIMiddleware):
     scopes = (ScopeType.HTTP,)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        raw = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        raw = _header(scope, b"x-request-id").decode("latin-1")
         request_id = raw if _REQUEST_ID.match(raw) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
         try:
-            await next_app(scope, receive, _add_headers(send, {"X-Request-ID": request_id}))
+            await next_app(scope, receive, _add_headers(send, [(b"x-request-id", request_id.encode())]))
         finally:
             request_id_var.reset(token)
 
 
 class RateLimitMiddleware(ASGIMiddleware):
-    """Per API key (per client address without one); the limit may be overridden per tenant.
+    """Per API key (per client address without one); the limit may be overridden per tenant. Also puts the
+    tenant into the log context of the request (authentication has set it).
 
     The same admission round trip does the response cache's part (see :mod:`schedsvc.domain.admission`):
     a cacheable ``GET`` reads its response, which Litestar's response cache then serves; a write to the
@@ -75,27 +98,38 @@ class RateLimitMiddleware(ASGIMiddleware):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         tenant = scope.get("user")
+        tenant_token = tenant_var.set(tenant if isinstance(tenant, str) else None)
+        try:
+            await self._admit(scope, receive, send, next_app, tenant)
+        finally:
+            tenant_var.reset(tenant_token)
+
+    async def _admit(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp, tenant: Any) -> None:
         key = scope.get("auth")
-        if key:  # the tenant as hash tag: the counter shares a Redis cluster slot with the tenant's cache keys
-            identity = f"{{{tenant}}}:k" + hashlib.sha256(str(key).encode()).hexdigest()[:24]
-        else:
-            identity = "ip" + (scope.get("client") or ("unknown", 0))[0]
+        address = (scope.get("client") or ("unknown", 0))[0]
+        identity = _key_identity(str(tenant), str(key)) if key else f"ip{address}"
         limit = self._overrides.get(tenant, self._per_minute) if tenant else self._per_minute
         probe, write = self._cache_part(scope, tenant)
         admission = await self._limiter.admit(identity, limit, probe=probe, write=write)
         decision = admission.decision
-        headers = {
-            "RateLimit-Limit": str(decision.limit),
-            "RateLimit-Remaining": str(decision.remaining),
-            "RateLimit-Reset": str(decision.reset_seconds),
-            "RateLimit-Policy": f"{decision.limit};w=60",
-        }
         if not decision.allowed:
             RATE_LIMITED.inc()
             raise TooManyRequestsException(
                 detail=f"more than {decision.limit} requests per minute for this API key",
-                headers={**headers, "Retry-After": str(decision.reset_seconds)},
+                headers={
+                    "RateLimit-Limit": str(decision.limit),
+                    "RateLimit-Remaining": str(decision.remaining),
+                    "RateLimit-Reset": str(decision.reset_seconds),
+                    "RateLimit-Policy": f"{decision.limit};w=60",
+                    "Retry-After": str(decision.reset_seconds),
+                },
             )
+        headers = [
+            (b"ratelimit-limit", b"%d" % decision.limit),
+            (b"ratelimit-remaining", b"%d" % decision.remaining),
+            (b"ratelimit-reset", b"%d" % decision.reset_seconds),
+            (b"ratelimit-policy", b"%d;w=60" % decision.limit),
+        ]
         recorded = write if admission.write_recorded else None
         read_token = PREFETCHED.set(admission.cache_read)
         write_token = WRITING.set(recorded)
@@ -122,20 +156,6 @@ class RateLimitMiddleware(ASGIMiddleware):
         if method in _SAFE_METHODS or not _JOB_PATH.match(str(scope["path"])):
             return None, None
         return None, self._limiter.write_intent(str(tenant), job_id)
-
-
-class TenantContextMiddleware(ASGIMiddleware):
-    """After authentication: the tenant into the log context."""
-
-    scopes = (ScopeType.HTTP,)
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        tenant = scope.get("user")
-        token = tenant_var.set(tenant if isinstance(tenant, str) else None)
-        try:
-            await next_app(scope, receive, send)
-        finally:
-            tenant_var.reset(token)
 
 
 def cache_key(request: Any) -> str:
