@@ -117,27 +117,31 @@ async def test_every_request_costs_one_redis_round_trip(
     round_trips: type[RoundTrips],
 ) -> None:
     app = create_app(api_settings(settings, redis_url))
-    app.state.redis.finished_writes_flush_seconds = 3600.0  # no background flush between requests
-    responses = app.stores.get("response_cache")
-    assert isinstance(responses, ResilientStore)
+    app.state.redis.deferred_flush_seconds = 3600.0  # deferred commands go with the next request only
     async with AsyncTestClient(app) as client:
         # Warm up: the key's first use, the script's first load.
         job = (await client.post("/jobs", json=job_body("warm"), headers=auth)).json()
         await client.get(f"/jobs/{job['id']}", headers=auth)
 
         async def trips(method: str, path: str, body: Any = None, status: int = 200) -> int:
-            for _ in range(200):  # the app runs on the test client's own loop: wait for its entry writes
-                if not responses.writing:
-                    break
-                await asyncio.sleep(0.01)
             before = round_trips.count
             r = await client.request(method, path, json=body, headers=auth)
             assert r.status_code == status, r.text
             return round_trips.count - before
 
+        async def hits() -> float:
+            metrics = (await client.get("/metrics")).text  # public, and never rate-limited: no Redis
+            lines = [
+                line for line in metrics.splitlines() if line.startswith('schedsvc_cache_requests_total{result="hit"}')
+            ]
+            return float(lines[0].split()[-1]) if lines else 0.0
+
         async def cached_read(path: str) -> int:
-            await trips("GET", path)  # a miss after a write: its entry is stored in the background
-            return await trips("GET", path)
+            await trips("GET", path)  # a miss after a write: its entry goes with the next round trip
+            before = await hits()
+            count = await trips("GET", path)
+            assert await hits() == before + 1, f"GET {path} was not served from the cache"
+            return count
 
         counts = {
             "POST /jobs": await trips("POST", "/jobs", job_body("second"), 201),

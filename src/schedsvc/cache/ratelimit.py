@@ -7,7 +7,8 @@ atomic operation (its lock is per process, so replicas lose each other's counts)
 everyone; here one Lua script counts atomically and the limit is chosen per tenant. The same script does
 the response cache's part of the request (:mod:`schedsvc.cache.responses`): for a cacheable ``GET`` it
 reads the entry, for a write it replaces the versions and marks the write in flight. Every request
-costs one Redis round trip in all: the marks of finished writes are removed in the next one.
+costs one Redis round trip in all: what needs no answer (the marks of finished writes, new cache entries)
+rides on the next one.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from redis.exceptions import NoScriptError, RedisError
 
-from schedsvc.cache.redis import RedisLink
+from schedsvc.cache.redis import Command, RedisLink
 from schedsvc.cache.responses import (
     VERSION_LIFETIME_SECONDS,
     WRITE_FLIGHT_SECONDS,
@@ -142,7 +143,8 @@ class RedisRateLimiter:
         self, key: str, limit: int, *, probe: CacheProbe | None = None, write: WriteIntent | None = None
     ) -> Admission:
         """Count one request and, in the same round trip, read a cacheable ``GET``'s response or record a
-        write (new versions, marked in flight); also removes the marks of this process's finished writes.
+        write (new versions, marked in flight); also sends this process's deferred commands (the marks of
+        finished writes, new cache entries).
 
         Without Redis (or over the limit) the cache is bypassed and the write not recorded: its versions
         are then bumped after the database write, as for any write the admission did not cover.
@@ -166,13 +168,13 @@ class RedisRateLimiter:
             args += ["r", len(probe.version_keys)]
         else:
             args += ["", 0]
-        finished = self._link.take_finished_writes()
+        deferred = self._link.take_deferred()
         try:
             if self._link.pending_bumps:  # versions bumped while Redis was away must land before a read
                 await self._link.flush_pending_bumps()
-            reply = await self._run(keys, args, finished)
+            reply = await self._run(keys, args, deferred)
         except (RedisError, OSError) as exc:
-            self._link.return_finished_writes(finished)
+            self._link.return_deferred(deferred)
             self._link.failed(exc, "rate limit")
             return await self._fallback.admit(key, limit)
         count, ttl_ms = int(reply[0]), int(reply[1])
@@ -185,13 +187,13 @@ class RedisRateLimiter:
             read = CacheRead(probe.entry_key, tag, reply[3] if len(reply) > 3 else None)
         return Admission(decision, cache_read=read)
 
-    async def _run(self, keys: list[str], args: list[Any], finished: list[tuple[str, str]]) -> Any:
-        """The script, after removing the marks of finished writes: one round trip (a pipeline) either way."""
-        if not finished:
+    async def _run(self, keys: list[str], args: list[Any], deferred: list[Command]) -> Any:
+        """The script, after the deferred commands: one round trip (a pipeline) either way."""
+        if not deferred:
             return await self._script(keys=keys, args=args)
         async with self._link.client.pipeline(transaction=False) as pipe:
-            for flight_key, token in finished:
-                pipe.zrem(flight_key, token)
+            for command in deferred:
+                pipe.execute_command(*command)
             # EVALSHA directly: a Script in a pipeline costs a SCRIPT EXISTS round trip before every execute.
             pipe.evalsha(self._script.sha, len(keys), *keys, *args)
             replies = await pipe.execute(raise_on_error=False)

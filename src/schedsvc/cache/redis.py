@@ -1,11 +1,11 @@
 """Redis for the response cache and rate limits, degrading to "no cache" when Redis is down or slow.
 
 :class:`ResilientStore` is the Litestar store behind the response cache: it serves the entry the
-request's rate-limit round trip already read (:mod:`schedsvc.cache.responses`) and writes new entries in
-the background, so a Redis failure is a cache miss (with a metric and a log line), never a failed or
-slower request. Writes replace the versions of what they changed (in their admission round trip, or
-:meth:`RedisLink.bump` after the database write for a change the admission did not cover), so a client
-reads its own writes and tenants never share entries.
+request's rate-limit round trip already read (:mod:`schedsvc.cache.responses`) and writes new entries with
+the process's next round trip (:meth:`RedisLink.defer`), so a Redis failure is a cache miss (with a metric
+and a log line), never a failed or slower request. Writes replace the versions of what they changed (in
+their admission round trip, or :meth:`RedisLink.bump` after the database write for a change the admission
+did not cover), so a client reads its own writes and tenants never share entries.
 """
 
 from __future__ import annotations
@@ -36,9 +36,12 @@ log = logging.getLogger(__name__)
 BREAKER_SECONDS = 5.0
 SOCKET_TIMEOUT_SECONDS = 0.25
 _PENDING_MAX = 100_000
-FINISHED_WRITES_FLUSH_SECONDS = 0.05
-"""A finished write's in-flight mark rides on the process's next round trip; if none comes this soon, it
-is removed on its own (until then reads of what the write touched bypass the cache: slower, never stale)."""
+_DEFERRED_ENTRIES_MAX = 1_000
+DEFERRED_FLUSH_SECONDS = 0.05
+"""Commands nobody waits for (a finished write's in-flight marks, a new cache entry) ride on the process's
+next round trip; if none comes this soon, they are sent on their own. Until then reads of what a finished
+write touched bypass the cache, and a new entry is not there yet: slower, never stale."""
+Command = tuple[str | bytes | int, ...]
 
 
 class RedisUnavailable(CacheUnavailableError):
@@ -59,10 +62,11 @@ class RedisLink:
         self._open_until = 0.0
         self.pending_bumps: set[tuple[str, str | None]] = set()
         """Versions to bump once Redis is back: entries cached before an outage must not be served after it."""
-        self._finished: list[tuple[str, str]] = []
+        self._deferred: list[Command] = []
+        self._deferred_entries = 0
         self._flush_timer: asyncio.TimerHandle | None = None
         self._flushes: set[asyncio.Task[None]] = set()
-        self.finished_writes_flush_seconds = FINISHED_WRITES_FLUSH_SECONDS
+        self.deferred_flush_seconds = DEFERRED_FLUSH_SECONDS
 
     @property
     def available(self) -> bool:
@@ -114,41 +118,60 @@ class RedisLink:
     def finish_write(self, write: WriteIntent) -> None:
         """The request that marked ``write`` in flight is done: remove its marks with the next round trip."""
         write.open = False
-        if len(self._finished) < _PENDING_MAX:
-            self._finished += [(key, write.token) for key in write.flight_keys]
+        for key in write.flight_keys:
+            self.defer(("ZREM", key, write.token))
+
+    def defer(self, command: Command) -> None:
+        """Send ``command`` with the process's next round trip (or on its own, soon); its reply is not read.
+
+        Cache entries beyond a bound are dropped (a miss later); in-flight marks are kept until sent.
+        """
+        if command[0] == "SET":
+            if self._deferred_entries >= _DEFERRED_ENTRIES_MAX:
+                return
+            self._deferred_entries += 1
+        elif len(self._deferred) >= _PENDING_MAX:
+            return
+        self._deferred.append(command)
         if self._flush_timer is None:
             loop = asyncio.get_running_loop()
-            self._flush_timer = loop.call_later(self.finished_writes_flush_seconds, self._flush_finished_soon)
+            self._flush_timer = loop.call_later(self.deferred_flush_seconds, self._flush_deferred_soon)
 
-    def take_finished_writes(self) -> list[tuple[str, str]]:
-        """The marks to remove, for a round trip about to be made (give them back if it fails)."""
-        finished, self._finished = self._finished, []
-        return finished
+    def take_deferred(self) -> list[Command]:
+        """The commands to send with a round trip about to be made (give them back if it fails)."""
+        deferred, self._deferred, self._deferred_entries = self._deferred, [], 0
+        return deferred
 
-    def return_finished_writes(self, finished: list[tuple[str, str]]) -> None:
-        if len(self._finished) < _PENDING_MAX:
-            self._finished += finished
+    def return_deferred(self, deferred: list[Command]) -> None:
+        """A round trip failed: its in-flight marks wait for the next one, its cache entries are dropped."""
+        self._deferred += [c for c in deferred if c[0] != "SET"][: max(0, _PENDING_MAX - len(self._deferred))]
 
-    def _flush_finished_soon(self) -> None:
+    @property
+    def deferred(self) -> int:
+        """Commands waiting for a round trip."""
+        return len(self._deferred)
+
+    def _flush_deferred_soon(self) -> None:
         self._flush_timer = None
-        if self._finished:
-            task = asyncio.create_task(self._flush_finished())
+        if self._deferred:
+            task = asyncio.create_task(self.flush_deferred())
             self._flushes.add(task)
             task.add_done_callback(self._flushes.discard)
 
-    async def _flush_finished(self) -> None:
-        finished = self.take_finished_writes()
-        if not finished or not self.available:
-            self.return_finished_writes(finished)
+    async def flush_deferred(self) -> None:
+        """Send the deferred commands now, in one round trip."""
+        deferred = self.take_deferred()
+        if not deferred or not self.available:
+            self.return_deferred(deferred)
             return
         try:
             async with self.client.pipeline(transaction=False) as pipe:
-                for key, token in finished:
-                    pipe.zrem(key, token)
+                for command in deferred:
+                    pipe.execute_command(*command)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
-            self.return_finished_writes(finished)
-            self.failed(exc, "in-flight marks")
+            self.return_deferred(deferred)
+            self.failed(exc, "deferred commands")
 
     async def healthy(self) -> bool:
         try:
@@ -162,7 +185,7 @@ class RedisLink:
             self._flush_timer = None
         if self._flushes:
             await asyncio.gather(*self._flushes, return_exceptions=True)
-        await self._flush_finished()  # a mark left behind would keep reads off the cache for minutes
+        await self.flush_deferred()  # a mark left behind would keep reads off the cache for minutes
         await self.client.aclose()
 
 
@@ -172,7 +195,6 @@ class ResilientStore(Store):
 
     def __init__(self, link: RedisLink) -> None:
         self._link = link
-        self._writes: set[asyncio.Task[None]] = set()
 
     async def get(self, key: str, renew_for: int | timedelta | None = None) -> bytes | None:
         read = PREFETCHED.get()
@@ -183,19 +205,17 @@ class ResilientStore(Store):
         return read.payload
 
     async def set(self, key: str, value: str | bytes, expires_in: int | timedelta | None = None) -> None:
+        """Store the entry with the process's next round trip, tagged with the versions its request read."""
         read = PREFETCHED.get()
         if read is None or read.entry_key != key or not self._link.available:
             return
         data = value.encode() if isinstance(value, str) else value
-        task = asyncio.create_task(self._write(key, read.tag.encode() + b"\n" + data, expires_in))
-        self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
-
-    async def _write(self, key: str, entry: bytes, expires_in: int | timedelta | None) -> None:
-        try:
-            await self._link.client.set(key, entry, ex=expires_in)
-        except (RedisError, OSError) as exc:
-            self._link.failed(exc, "cache write")
+        entry = read.tag.encode() + b"\n" + data
+        if expires_in is None:
+            self._link.defer(("SET", key, entry))
+        else:
+            seconds = int(expires_in.total_seconds()) if isinstance(expires_in, timedelta) else expires_in
+            self._link.defer(("SET", key, entry, "EX", max(1, seconds)))
 
     async def delete(self, key: str) -> None:
         try:
@@ -217,12 +237,6 @@ class ResilientStore(Store):
             return None
         return None if ttl is None or ttl < 0 else int(ttl)
 
-    @property
-    def writing(self) -> int:
-        """Entries still being written in the background."""
-        return len(self._writes)
-
     async def drain(self) -> None:
-        """Wait for background writes (at shutdown, before the client closes)."""
-        if self._writes:
-            await asyncio.gather(*self._writes, return_exceptions=True)
+        """Send the entries still waiting for a round trip (at shutdown, before the client closes)."""
+        await self._link.flush_deferred()
