@@ -28,6 +28,7 @@ from schedsvc.api.errors import EXCEPTION_HANDLERS
 from schedsvc.api.health import HealthController
 from schedsvc.api.jobs import JobsController
 from schedsvc.api.middleware import (
+    HttpMetricsMiddleware,
     RateLimitMiddleware,
     RequestIdMiddleware,
     cache_key,
@@ -191,7 +192,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
     prometheus = PrometheusConfig(
-        app_name="schedsvc", prefix="schedsvc_http", group_path=True, exclude=["^/metrics", "^/health"]
+        app_name="schedsvc",
+        prefix="schedsvc_http",
+        group_path=True,
+        exclude=["^/metrics", "^/health"],
+        middleware_class=HttpMetricsMiddleware,
     )
     handlers: list[Any] = [HealthController]
     if not settings.metrics_port:  # otherwise `schedsvc serve` serves them on their own port
