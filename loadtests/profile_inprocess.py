@@ -50,6 +50,9 @@ ARGS = _args()
 sys.path[:0] = [str(ARGS.src.resolve()), str(REPO)]
 
 import msgspec  # noqa: E402
+from prometheus_client import REGISTRY  # noqa: E402
+from pymongo import monitoring  # noqa: E402
+from redis.asyncio import connection as redis_connection  # noqa: E402
 from tests.support import servers  # noqa: E402
 
 from schedsvc.api import create_app  # noqa: E402
@@ -63,6 +66,41 @@ SCHEDULES: list[dict[str, Any]] = [
     {"kind": "interval", "seconds": 600},
     {"kind": "calendar", "every": 1, "unit": "weeks", "time": "07:30", "timezone": "UTC"},
 ]
+
+
+class Counts(monitoring.CommandListener):
+    """MongoDB commands (command monitoring) and Redis round trips (one ``send_packed_command`` each)."""
+
+    def __init__(self) -> None:
+        self.mongodb: Counter[str] = Counter()
+        self.redis = 0
+        monitoring.register(self)
+        send = redis_connection.AbstractConnection.send_packed_command
+        counts = self
+
+        async def counted(conn: Any, command: Any, check_health: bool = True) -> None:
+            counts.redis += 1
+            await send(conn, command, check_health)
+
+        redis_connection.AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        target = event.command.get(event.command_name)
+        self.mongodb[f"{event.command_name} {target if isinstance(target, str) else '-'}"] += 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+    def snapshot(self) -> tuple[Counter[str], int, float, float]:
+        hits = REGISTRY.get_sample_value("schedsvc_cache_requests_total", {"result": "hit"}) or 0.0
+        misses = REGISTRY.get_sample_value("schedsvc_cache_requests_total", {"result": "miss"}) or 0.0
+        return Counter(self.mongodb), self.redis, hits, misses
+
+
+COUNTS = Counts()
 
 
 class Asgi:
@@ -308,10 +346,18 @@ async def run(mongo_port: int, redis_port: int, nats_url: str) -> None:
                 await client._create(api)
         await drive(api, clients, 500, ARGS.concurrency)  # warm-up: keys validated, caches filled
         api.statuses.clear()
+        mongodb, redis_trips, hits, misses = COUNTS.snapshot()
         cpu = await drive(api, clients, ARGS.requests, ARGS.concurrency)
-        print(f"# src={ARGS.src} requests={ARGS.requests} concurrency={ARGS.concurrency} load={os.getloadavg()[0]:.1f}")
-        print(f"cpu_ms_per_request {1000 * cpu / ARGS.requests:.3f}")
+        mongodb_after, redis_after, hits_after, misses_after = COUNTS.snapshot()
+        n = ARGS.requests
+        print(f"# src={ARGS.src} requests={n} concurrency={ARGS.concurrency} load={os.getloadavg()[0]:.1f}")
+        print(f"cpu_ms_per_request {1000 * cpu / n:.3f}")
         print(f"statuses {dict(sorted(api.statuses.items()))}")
+        commands = mongodb_after - mongodb
+        print(f"mongodb_commands_per_request {commands.total() / n:.3f} ({dict(commands.most_common())})")
+        print(f"redis_round_trips_per_request {(redis_after - redis_trips) / n:.3f}")
+        lookups = (hits_after - hits) + (misses_after - misses)
+        print(f"cache_hits {hits_after - hits:.0f} of {lookups:.0f} lookups")
         profiler = cProfile.Profile()
         profiler.enable()
         profiled_cpu = await drive(api, clients, ARGS.requests, ARGS.concurrency)
