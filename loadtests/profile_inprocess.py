@@ -1,6 +1,7 @@
 """The API's own CPU per request under the Locust mix, and where it goes (cProfile), without a profiler to install.
 
     .venv/bin/python loadtests/profile_inprocess.py [--requests 3000] [--concurrency 8] [--src DIR] [--top 30]
+    .venv/bin/python loadtests/profile_inprocess.py --compare BEFORE_SRC [--rounds 2] [--requests 2000]
 
 Starts its own SecantusDB (Rust server unless ``SCHEDSVC_EMBEDDED_MONGODB=python``) and Redis on loopback
 (NATS: the machine's on 4222 when it runs, else a private one), builds the API app (``api`` role, Redis
@@ -8,7 +9,9 @@ cache on) in this process and drives it directly through ASGI — no HTTP server
 process's CPU is the app's, its drivers' and the event loop's — with the request mix of
 ``loadtests/locustfile.py`` (same weights, ten tenants, each tenant's own jobs). It runs the mix twice:
 unprofiled, for the CPU time per request (``time.process_time``), then under cProfile, for the top
-functions by own time and the share by package. ``--src`` runs another source tree (before/after).
+functions by own time and the share by package. ``--src`` runs another source tree (before/after);
+``--compare BEFORE_SRC`` runs BEFORE_SRC and ``--src`` alternately, ``--rounds`` times each (one process
+per run, each with its own servers, unprofiled), and prints them side by side.
 
 What it leaves out: granian (HTTP parsing, the Rust side of sending), which is the same before and after.
 Nothing here is pass/fail; results go to docs/benchmarks.md.
@@ -24,6 +27,7 @@ import io
 import os
 import pstats
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +47,9 @@ def _args() -> argparse.Namespace:
     p.add_argument("--src", type=Path, default=REPO / "src", help="source tree of the schedsvc package to run")
     p.add_argument("--top", type=int, default=30, help="functions to list by own time")
     p.add_argument("--callers", default="", help="also print the callers of functions matching this regex")
+    p.add_argument("--no-profile", action="store_true", help="only the unprofiled phase and the counts")
+    p.add_argument("--compare", type=Path, help="source tree to run alternately with --src (before/after)")
+    p.add_argument("--rounds", type=int, default=2, help="runs of each tree with --compare")
     return p.parse_args()
 
 
@@ -358,11 +365,17 @@ async def run(mongo_port: int, redis_port: int, nats_url: str) -> None:
         print(f"redis_round_trips_per_request {(redis_after - redis_trips) / n:.3f}")
         lookups = (hits_after - hits) + (misses_after - misses)
         print(f"cache_hits {hits_after - hits:.0f} of {lookups:.0f} lookups")
+        if ARGS.no_profile:
+            return
         profiler = cProfile.Profile()
         profiler.enable()
         profiled_cpu = await drive(api, clients, ARGS.requests, ARGS.concurrency)
         profiler.disable()
         print(f"cpu_ms_per_request_profiled {1000 * profiled_cpu / ARGS.requests:.3f}")
+    report(profiler)
+
+
+def report(profiler: cProfile.Profile) -> None:
     stats = pstats.Stats(profiler)
     by_package: Counter[str] = Counter()
     total = 0.0
@@ -387,5 +400,30 @@ async def run(mongo_port: int, redis_port: int, nats_url: str) -> None:
     print("\n".join(line for line in out.getvalue().splitlines() if line.strip())[-12000:])
 
 
+def compare(before: Path, after: Path) -> None:
+    """Run both trees alternately in fresh processes and print their numbers side by side."""
+    rows: list[tuple[str, int, dict[str, str]]] = []
+    for round_ in range(1, ARGS.rounds + 1):
+        for label, src in (("before", before), ("after", after)):
+            command = [sys.executable, __file__, "--no-profile", "--src", str(src)]
+            command += ["--requests", str(ARGS.requests), "--concurrency", str(ARGS.concurrency)]
+            out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+            values = dict(line.split(" ", 1) for line in out.splitlines() if line and not line.startswith("#"))
+            values["load"] = out.split("load=", 1)[1].split()[0]
+            rows.append((label, round_, values))
+            print(f"{label} {round_}: {values['cpu_ms_per_request']} ms CPU/request", flush=True)
+    print(f"\n# {ARGS.requests} requests per run, {ARGS.concurrency} concurrent; before={before} after={after}")
+    print(f"{'run':10} {'CPU ms/req':>10} {'Mongo/req':>10} {'Redis/req':>10} {'cache hits':>18} {'load':>5}")
+    for label, round_, v in rows:
+        mongodb = v["mongodb_commands_per_request"].split()[0]
+        print(
+            f"{label + ' ' + str(round_):10} {v['cpu_ms_per_request']:>10} {mongodb:>10} "
+            f"{v['redis_round_trips_per_request']:>10} {v['cache_hits']:>18} {v['load']:>5}"
+        )
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    if ARGS.compare:
+        compare(ARGS.compare.resolve(), ARGS.src.resolve())
+    else:
+        asyncio.run(main())
