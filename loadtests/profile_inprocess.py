@@ -50,6 +50,7 @@ def _args() -> argparse.Namespace:
     p.add_argument("--no-profile", action="store_true", help="only the unprofiled phase and the counts")
     p.add_argument("--compare", type=Path, help="source tree to run alternately with --src (before/after)")
     p.add_argument("--rounds", type=int, default=2, help="runs of each tree with --compare")
+    p.add_argument("--per-endpoint", type=int, default=300, help="requests per endpoint after the mix (0: none)")
     return p.parse_args()
 
 
@@ -270,8 +271,8 @@ class Client:
         await api.call("DELETE", f"/jobs/{job_id}", self.key, headers={"If-Match": f'"{state["version"]}"'})
 
 
-async def drive(api: Asgi, clients: list[Client], n: int, concurrency: int) -> float:
-    """Run ``n`` requests from ``concurrency`` loops; returns the process CPU seconds they took."""
+async def drive(api: Asgi, clients: list[Client], n: int, concurrency: int, task: str | None = None) -> float:
+    """Run ``n`` steps (the mix, or only ``task``) from ``concurrency`` loops; returns the CPU seconds taken."""
     remaining = n
     lock = asyncio.Lock()
 
@@ -283,7 +284,8 @@ async def drive(api: Asgi, clients: list[Client], n: int, concurrency: int) -> f
                 if remaining <= 0:
                     return
                 remaining -= 1
-            await clients[i % len(clients)].step(api)
+            client = clients[i % len(clients)]
+            await (client.step(api) if task is None else getattr(client, f"_{task}")(api))
             i += concurrency
 
     start = time.process_time()
@@ -365,6 +367,9 @@ async def run(mongo_port: int, redis_port: int, nats_url: str) -> None:
         print(f"redis_round_trips_per_request {(redis_after - redis_trips) / n:.3f}")
         lookups = (hits_after - hits) + (misses_after - misses)
         print(f"cache_hits {hits_after - hits:.0f} of {lookups:.0f} lookups")
+        for task in ("get", "list", "runs", "preview", "create", "patch", "pause", "delete"):
+            if ARGS.per_endpoint:
+                await per_endpoint(api, clients, task, ARGS.per_endpoint)
         if ARGS.no_profile:
             return
         profiler = cProfile.Profile()
@@ -373,6 +378,20 @@ async def run(mongo_port: int, redis_port: int, nats_url: str) -> None:
         profiler.disable()
         print(f"cpu_ms_per_request_profiled {1000 * profiled_cpu / ARGS.requests:.3f}")
     report(profiler)
+
+
+async def per_endpoint(api: Asgi, clients: list[Client], task: str, n: int) -> None:
+    """One endpoint alone (a request's task may fall back to another: a delete creates below three jobs)."""
+    api.statuses.clear()
+    mongodb, redis_trips, hits, _ = COUNTS.snapshot()
+    cpu = await drive(api, clients, n, ARGS.concurrency, task)
+    mongodb_after, redis_after, hits_after, _ = COUNTS.snapshot()
+    served = api.statuses.total()
+    print(
+        f"endpoint_{task} cpu_ms={1000 * cpu / served:.3f} mongodb={(mongodb_after - mongodb).total() / served:.2f} "
+        f"redis={(redis_after - redis_trips) / served:.2f} hits={hits_after - hits:.0f}/{served} "
+        f"statuses={dict(sorted(api.statuses.items()))}"
+    )
 
 
 def report(profiler: cProfile.Profile) -> None:
@@ -407,6 +426,7 @@ def compare(before: Path, after: Path) -> None:
         for label, src in (("before", before), ("after", after)):
             command = [sys.executable, __file__, "--no-profile", "--src", str(src)]
             command += ["--requests", str(ARGS.requests), "--concurrency", str(ARGS.concurrency)]
+            command += ["--per-endpoint", str(ARGS.per_endpoint)]
             out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
             values = dict(line.split(" ", 1) for line in out.splitlines() if line and not line.startswith("#"))
             values["load"] = out.split("load=", 1)[1].split()[0]
@@ -420,6 +440,11 @@ def compare(before: Path, after: Path) -> None:
             f"{label + ' ' + str(round_):10} {v['cpu_ms_per_request']:>10} {mongodb:>10} "
             f"{v['redis_round_trips_per_request']:>10} {v['cache_hits']:>18} {v['load']:>5}"
         )
+    print("\n# per endpoint (CPU ms, MongoDB commands, Redis round trips per request; cache hits)")
+    for label, round_, v in rows:
+        for name, value in v.items():
+            if name.startswith("endpoint_"):
+                print(f"{label + ' ' + str(round_):10} {name[9:]:8} {value.split(' statuses=')[0]}")
 
 
 if __name__ == "__main__":
