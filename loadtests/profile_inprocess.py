@@ -8,10 +8,10 @@ Starts its own SecantusDB (Rust server unless ``SCHEDSVC_EMBEDDED_MONGODB=python
 cache on) in this process and drives it directly through ASGI — no HTTP server, no client library, so the
 process's CPU is the app's, its drivers' and the event loop's — with the request mix of
 ``loadtests/locustfile.py`` (same weights, ten tenants, each tenant's own jobs). It runs the mix twice:
-unprofiled, for the CPU time per request (``time.process_time``), then under cProfile, for the top
-functions by own time and the share by package. ``--src`` runs another source tree (before/after);
-``--compare BEFORE_SRC`` runs BEFORE_SRC and ``--src`` alternately, ``--rounds`` times each (one process
-per run, each with its own servers, unprofiled), and prints them side by side.
+unprofiled, for the CPU time per request (``time.process_time``), then under cProfile (its clock also the
+process's CPU time), for the top functions by own time and the share by package. ``--src`` runs another
+source tree (before/after); ``--compare BEFORE_SRC`` runs BEFORE_SRC and ``--src`` alternately,
+``--rounds`` times each (one process per run, each with its own servers, unprofiled), side by side.
 
 What it leaves out: granian (HTTP parsing, the Rust side of sending), which is the same before and after.
 Nothing here is pass/fail; results go to docs/benchmarks.md.
@@ -372,7 +372,9 @@ async def run(mongo_port: int, redis_port: int, nats_url: str) -> None:
                 await per_endpoint(api, clients, task, ARGS.per_endpoint)
         if ARGS.no_profile:
             return
-        profiler = cProfile.Profile()
+        # CPU time, not wall time: on a shared machine a preempted process would charge its waits to whatever
+        # function was running.
+        profiler = cProfile.Profile(time.process_time)
         profiler.enable()
         profiled_cpu = await drive(api, clients, ARGS.requests, ARGS.concurrency)
         profiler.disable()
