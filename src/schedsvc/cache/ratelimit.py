@@ -38,6 +38,9 @@ from schedsvc.domain.admission import Admission, Decision
 # write's token, ARGV[6] = how long its mark lasts (ms), ARGV[7] = the versions' lifetime (s).
 # Returns {count, ms left}, and for 'r' the versions read and the entry's response if still current (no
 # versions: a write is in flight, bypass the cache); for 'w' a third element once the write is marked.
+# The in-flight sets have no expiry of their own (a volatile-* eviction policy must never drop a mark while
+# its write runs): a set disappears with its last member, and each write drops the lapsed marks it finds.
+# TIME inside a script that writes needs Redis 5 or later (effects replication).
 _ADMIT_SCRIPT = """
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
@@ -54,7 +57,6 @@ if mode == 'w' then
   for i = k + 2, 2 * k + 1 do
     redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
     redis.call('ZADD', KEYS[i], lapses, ARGV[5])
-    redis.call('PEXPIRE', KEYS[i], ARGV[6])
   end
   return {n, ttl, 1}
 end
