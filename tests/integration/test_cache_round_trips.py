@@ -211,3 +211,24 @@ async def test_subject_grants_are_read_once_and_dropped_by_a_tenant_change_notic
                 break
             await asyncio.sleep(0.1)
         assert r.status_code == 201, r.text
+
+
+async def test_a_failing_deferred_command_does_not_fail_the_request(redis_url: str, unique: str) -> None:
+    link = RedisLink(redis_url, f"{unique}:")
+    link.deferred_flush_seconds = 3600.0
+    limiter = RedisRateLimiter(link)
+    try:
+        await link.client.set(f"{unique}:not-a-set", b"x")
+        link.defer(("ZREM", f"{unique}:not-a-set", "token"))  # WRONGTYPE
+        link.defer(("SET", f"{unique}:entry", b"tag\nbody", "EX", 60))
+        probe = limiter.read_probe("acme", "/jobs", b"", None)
+        admission = await limiter.admit("k", 1000, probe=probe)
+        assert admission.decision.allowed and admission.cache_read is not None  # Redis answered
+        assert link.available  # no breaker opened
+        assert await link.client.get(f"{unique}:entry") == b"tag\nbody"  # the other deferred command landed
+        assert link.deferred == 1  # the failed mark removal waits for the next round trip
+    finally:
+        keys = [key async for key in link.client.scan_iter(match=f"{unique}:*")]
+        if keys:
+            await link.client.delete(*keys)
+        await link.close()

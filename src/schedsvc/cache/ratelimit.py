@@ -199,9 +199,9 @@ class RedisRateLimiter:
             # EVALSHA directly: a Script in a pipeline costs a SCRIPT EXISTS round trip before every execute.
             pipe.evalsha(self._script.sha, len(keys), *keys, *args)
             replies = await pipe.execute(raise_on_error=False)
-        for reply in replies[:-1]:
-            if isinstance(reply, Exception):
-                raise reply
+        # A deferred command that failed does not fail the request: its marks wait for the next round trip,
+        # its cache entry is dropped (a miss later).
+        self._link.return_deferred([c for c, r in zip(deferred, replies, strict=False) if isinstance(r, Exception)])
         if isinstance(replies[-1], NoScriptError):  # Redis restarted or its scripts were flushed
             return await self._script(keys=keys, args=args)
         if isinstance(replies[-1], Exception):

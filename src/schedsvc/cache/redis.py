@@ -168,10 +168,12 @@ class RedisLink:
             async with self.client.pipeline(transaction=False) as pipe:
                 for command in deferred:
                     pipe.execute_command(*command)
-                await pipe.execute()
+                replies = await pipe.execute(raise_on_error=False)
         except (RedisError, OSError) as exc:
             self.return_deferred(deferred)
             self.failed(exc, "deferred commands")
+            return
+        self.return_deferred([c for c, r in zip(deferred, replies, strict=False) if isinstance(r, Exception)])
 
     async def healthy(self) -> bool:
         try:
