@@ -1,5 +1,4 @@
-"""One Redis round trip per API request, writes included, and what makes that safe; what else the API keeps
-per process instead of reading it per request (real Redis, MongoDB and NATS).
+"""One Redis round trip per API request, writes included, and what makes that safe (real Redis and MongoDB).
 
 Round trips are counted on the client side: redis-py sends each round trip (one command, a script or a
 pipeline) with one ``send_packed_command`` call, which these tests count while the real call goes on.
@@ -16,10 +15,8 @@ from redis.asyncio import connection as redis_connection
 from tests.integration.test_cache_ratelimit import api_settings, auth, drop_database, job_body
 
 from schedsvc.api import create_app
-from schedsvc.bus.nats import announce_tenant_change
 from schedsvc.cache import PREFETCHED, RedisLink, RedisRateLimiter, ResilientStore
 from schedsvc.config import Settings
-from schedsvc.store import connect, database
 
 __all__ = ["auth", "drop_database"]  # fixtures shared with test_cache_ratelimit
 
@@ -182,35 +179,6 @@ async def test_a_cached_response_carries_only_this_requests_headers(
         assert remaining == sorted(remaining, reverse=True) and len(set(remaining)) == 4
         metrics = (await client.get("/metrics")).text
         assert 'schedsvc_cache_requests_total{result="hit"}' in metrics
-
-
-async def test_subject_grants_are_read_once_and_dropped_by_a_tenant_change_notice(
-    settings: Settings, auth: dict[str, str], drop_database: None
-) -> None:
-    """A job's NATS target is checked against the tenant's grants, kept per process like execution keeps them."""
-
-    def nats_job(name: str, subject: str) -> dict[str, Any]:
-        return {**job_body(name), "target": {"kind": "nats", "subject": subject}}
-
-    async with AsyncTestClient(create_app(api_settings(settings, None))) as client:
-        assert (await client.post("/jobs", json=nats_job("own", "tenant.dev.hooks"), headers=auth)).status_code == 201
-        outside = nats_job("granted-later", "partners.acme.orders")
-        assert (await client.post("/jobs", json=outside, headers=auth)).status_code == 422
-
-        mongo = connect(settings)  # an operator grants more subjects in the tenant document
-        await database(mongo, settings)["tenants"].update_one(
-            {"_id": "dev"}, {"$set": {"natsSubjects": ["partners.>"]}}
-        )
-        await mongo.close()
-        assert (await client.post("/jobs", json=outside, headers=auth)).status_code == 422  # still cached
-
-        assert await announce_tenant_change(settings, "tenant", "dev")
-        for _ in range(50):
-            r = await client.post("/jobs", json=outside, headers=auth)
-            if r.status_code == 201:
-                break
-            await asyncio.sleep(0.1)
-        assert r.status_code == 201, r.text
 
 
 async def test_a_failing_deferred_command_does_not_fail_the_request(redis_url: str, unique: str) -> None:

@@ -26,7 +26,6 @@ from schedsvc.api.bodies import check_request
 from schedsvc.api.docs import DOCS_PATH, BundledSwaggerUI
 from schedsvc.api.errors import EXCEPTION_HANDLERS
 from schedsvc.api.health import HealthController
-from schedsvc.api.job_rules import GRANTS_CACHE_SECONDS, SubjectGrants
 from schedsvc.api.jobs import JobsController
 from schedsvc.api.middleware import (
     HttpMetricsMiddleware,
@@ -59,23 +58,10 @@ class MetricsController(PrometheusController):
 
 
 async def _follow_tenant_changes(state: State, bus: NatsRunBus, stack: AsyncExitStack) -> None:
-    """Validated API keys and subject grants are cached per process; announced changes drop them on every
-    replica."""
+    """Validated API keys are cached per process; announced revocations drop them on every replica."""
     api_keys, unsubscribe = await follow_key_changes(bus)
     stack.push_async_callback(unsubscribe)
     state.api_keys = api_keys
-    grants = SubjectGrants(
-        state.tenants,
-        state.settings.nats_subject_grant,
-        NoticedCache(GRANTS_CACHE_SECONDS, max_entries=10_000, gaps=lambda: bus.reconnects),
-    )
-
-    def on_change(kind: str, value: str) -> None:
-        if kind == "tenant":
-            grants.forget(value)
-
-    stack.push_async_callback(await bus.tenant_changes(on_change))
-    state.subject_grants = grants
 
 
 async def _start_with_bus(
@@ -160,9 +146,6 @@ async def _lifespan(settings: Settings, app: Litestar) -> AsyncIterator[None]:
         else:
             # Keys are cached without revocation notices until NATS is reached (at most KEY_CACHE_SECONDS).
             state.api_keys = NoticedCache(KEY_CACHE_SECONDS, gaps=lambda: 0)
-            state.subject_grants = SubjectGrants(
-                adapters.tenants, settings.nats_subject_grant, NoticedCache(GRANTS_CACHE_SECONDS, max_entries=10_000)
-            )
             later = asyncio.create_task(_connect_later(state, settings, adapters, stack, redis), name="schedsvc-bus")
             stack.push_async_callback(_cancelled, later)
         yield

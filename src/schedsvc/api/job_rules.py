@@ -7,36 +7,8 @@ from datetime import datetime
 
 from litestar.datastructures import State
 
-from schedsvc.cache import NoticedCache
 from schedsvc.domain import InvalidRequestError, InvalidScheduleError, Schedule, Target, target_problems
-from schedsvc.store import MongoTenantStore
 from schedsvc.timing import compile_schedule, from_ms, to_ms, with_defaults
-
-GRANTS_CACHE_SECONDS = 300.0
-"""As long as execution keeps the same grants (``execution/_tenants.py``)."""
-
-
-class SubjectGrants:
-    """Tenants' NATS subject grants, read once per process and kept like execution keeps them: a tenant
-    change notice drops the tenant's entry, :data:`GRANTS_CACHE_SECONDS` bounds the rest (grants are set
-    by operators in the tenant document; execution checks them again before every publish)."""
-
-    def __init__(self, tenants: MongoTenantStore, default_pattern: str, cache: NoticedCache[str, list[str]]) -> None:
-        self._tenants = tenants
-        self._default = default_pattern
-        self._cache = cache
-
-    def forget(self, tenant: str) -> None:
-        self._cache.drop(lambda name, _grants: name == tenant)
-
-    async def of(self, tenant: str) -> list[str]:
-        hit = self._cache.get(tenant)
-        if hit is not None:
-            return hit
-        epoch = self._cache.epoch
-        grants = await self._tenants.subject_grants(tenant, self._default)
-        self._cache.put(tenant, grants, epoch)
-        return grants
 
 
 def first_fire_after(schedule: Schedule, now: datetime) -> datetime | None:
@@ -72,8 +44,7 @@ async def check_job_input(
             problems.append((exc.field, str(exc)))
     if target is not None:
         # The target policy, also applied before every call (execution/targets.py).
-        subject_grants: SubjectGrants = state.subject_grants
-        grants = await subject_grants.of(tenant)
+        grants = await state.tenants.subject_grants(tenant, state.settings.nats_subject_grant)
         problems += target_problems(
             target,
             allow=state.settings.target_allow_networks,
