@@ -2,7 +2,8 @@
 
 Entry points (the Litestar lifespan, ``python -m schedsvc.timing``, ``python -m schedsvc.execution``,
 tests and benchmarks) call :func:`open_adapters` and then build the modules they run with
-:func:`timing_service` and :func:`execution_service`. Nothing else constructs a MongoDB or NATS adapter.
+:func:`timing_service` and :func:`execution_service`; the API's Redis adapters (response cache, rate
+limits) come from :func:`cache_adapters`. Nothing else constructs a MongoDB, NATS or Redis adapter.
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ from typing import Any, Protocol, TypeVar
 from pymongo.asynchronous.database import AsyncDatabase
 
 from schedsvc.bus import NatsRunBus
-from schedsvc.cache import RedisLink
+from schedsvc.cache import (
+    MemoryFailureCounter,
+    MemoryRateLimiter,
+    RedisFailureCounter,
+    RedisLink,
+    RedisRateLimiter,
+    ResilientStore,
+)
 from schedsvc.config import Settings
 from schedsvc.domain import BusUnavailableError
 from schedsvc.domain.jobs import JobNotice
@@ -29,6 +37,7 @@ from schedsvc.names import Names
 from schedsvc.observability.logging import configure_logging
 from schedsvc.observability.runtime import tune_gc
 from schedsvc.store import MongoJobStore, MongoTenantStore, connect, database
+from schedsvc.store.base import FailureCounter, RateLimiter
 from schedsvc.store.leases import MongoLeaseStore
 from schedsvc.store.migrate import apply_migrations
 from schedsvc.store.replies import MongoReplies
@@ -80,7 +89,8 @@ class Adapters:
 
         async def announce(notice: JobNotice) -> None:
             if redis is not None:
-                await redis.bump(notice.tenant, notice.job_id)
+                new_job = notice.timing is not None and notice.timing.version == 1
+                await redis.bump(notice.tenant, notice.job_id, new_job=new_job)
             if bus is not None:  # without NATS, timing replicas see the change on their next scan
                 await bus.publish_job_change(notice)
 
@@ -103,6 +113,32 @@ class Adapters:
             replies=MongoReplies(db),
             tenants=MongoTenantStore(db),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class CacheAdapters:
+    """The API's Redis adapters, or their in-process stand-ins when no Redis is configured."""
+
+    redis: RedisLink | None
+    rate_limiter: RateLimiter
+    auth_failures: FailureCounter
+    responses: ResilientStore | None
+    """The response cache's Litestar store (None: no response cache)."""
+
+
+def cache_adapters(settings: Settings) -> CacheAdapters:
+    """Built before the app (Litestar takes its stores at construction); the client connects on first use."""
+    if not settings.redis_url:
+        return CacheAdapters(
+            None, MemoryRateLimiter(), MemoryFailureCounter(settings.failed_auth_per_minute), responses=None
+        )
+    redis = RedisLink(settings.redis_url, Names(settings.prefix).redis_prefix)
+    return CacheAdapters(
+        redis,
+        RedisRateLimiter(redis),
+        RedisFailureCounter(redis, settings.failed_auth_per_minute),
+        responses=ResilientStore(redis),
+    )
 
 
 async def open_adapters(

@@ -29,26 +29,16 @@ from schedsvc.api.health import HealthController
 from schedsvc.api.job_bulk import BulkJobsController
 from schedsvc.api.jobs import JobsController
 from schedsvc.api.middleware import (
+    HttpMetricsMiddleware,
     RateLimitMiddleware,
     RequestIdMiddleware,
-    TenantContextMiddleware,
     cache_key,
     cacheable,
 )
 from schedsvc.api.runs import RunsController
 from schedsvc.api.schedules import SchedulesController
 from schedsvc.bus import NatsRunBus
-from schedsvc.cache import (
-    FailureCounter,
-    MemoryFailureCounter,
-    MemoryRateLimiter,
-    NoticedCache,
-    RateLimiter,
-    RedisFailureCounter,
-    RedisLink,
-    RedisRateLimiter,
-    ResilientStore,
-)
+from schedsvc.cache import NoticedCache, RedisLink, ResilientStore
 from schedsvc.config import Settings
 from schedsvc.domain import BusUnavailableError
 from schedsvc.job_service import JobService
@@ -56,7 +46,15 @@ from schedsvc.names import Names
 from schedsvc.observability.logging import configure_logging
 from schedsvc.observability.runtime import tune_gc
 from schedsvc.store.base import JobRepository, ReplyStore, RunHistory, RunPublisher
-from schedsvc.wiring import Adapters, execution_service, job_service, open_adapters, open_bus, timing_service
+from schedsvc.wiring import (
+    Adapters,
+    cache_adapters,
+    execution_service,
+    job_service,
+    open_adapters,
+    open_bus,
+    timing_service,
+)
 
 log = logging.getLogger(__name__)
 DEV_TENANT = "dev"
@@ -214,29 +212,27 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
     prometheus = PrometheusConfig(
-        app_name="schedsvc", prefix="schedsvc_http", group_path=True, exclude=["^/metrics", "^/health"]
+        app_name="schedsvc",
+        prefix="schedsvc_http",
+        group_path=True,
+        exclude=["^/metrics", "^/health"],
+        middleware_class=HttpMetricsMiddleware,
     )
     handlers: list[Any] = [HealthController]
     if not settings.metrics_port:  # otherwise `schedsvc serve` serves them on their own port
         handlers.append(MetricsController)
+    cache = cache_adapters(settings)
     middleware: list[Any] = [RequestIdMiddleware(), prometheus.middleware]
     if "api" in settings.roles:
         handlers += [JobsController, BulkJobsController, RunsController, SchedulesController]
         middleware += [
             DefineMiddleware(ApiKeyAuthentication, exclude=PUBLIC_PATHS),
-            TenantContextMiddleware(),
-            RateLimitMiddleware(),
+            RateLimitMiddleware(cache.rate_limiter, settings.rate_limit_per_minute, settings.rate_limit_overrides),
         ]
-    redis = RedisLink(settings.redis_url, Names(settings.prefix).redis_prefix) if settings.redis_url else None
+    redis = cache.redis
     stores: dict[str, Store] = {}
-    if redis is not None:
-        stores["response_cache"] = ResilientStore(redis)
-    limiter: RateLimiter = RedisRateLimiter(redis) if redis is not None else MemoryRateLimiter()
-    failures: FailureCounter = (
-        RedisFailureCounter(redis, settings.failed_auth_per_minute)
-        if redis is not None
-        else MemoryFailureCounter(settings.failed_auth_per_minute)
-    )
+    if cache.responses is not None:
+        stores["response_cache"] = cache.responses
     return Litestar(
         route_handlers=handlers,
         dependencies=_DEPENDENCIES,
@@ -259,7 +255,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             render_plugins=[BundledSwaggerUI(path="/swagger")],
             components=openapi.COMPONENTS,
         ),
-        state=State({"settings": settings, "redis": redis, "rate_limiter": limiter, "auth_failures": failures}),
+        state=State({"settings": settings, "redis": redis, "auth_failures": cache.auth_failures}),
         plugins=[ConsolePlugin(redis)] if "api" in settings.roles else [],  # the web console (docs/console.md)
     )
 

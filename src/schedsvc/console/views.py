@@ -19,7 +19,6 @@ from litestar.response import Redirect, Template
 
 from schedsvc.api.auth import client_address
 from schedsvc.api.runs import retry_failed_run
-from schedsvc.cache import FailureCounter
 from schedsvc.console.forms import (
     HTTP_METHODS,
     SCHEDULE_KINDS,
@@ -47,7 +46,7 @@ from schedsvc.domain import (
 from schedsvc.domain.time import utcnow
 from schedsvc.domain.wire import JobSelector
 from schedsvc.job_service import JobService
-from schedsvc.store.base import JobRepository, RunHistory, RunPublisher
+from schedsvc.store.base import FailureCounter, JobRepository, RunHistory, RunPublisher
 from schedsvc.store.tenants import key_id_of
 from schedsvc.timing import to_ms
 

@@ -1,8 +1,9 @@
-"""The ports: what the api, timing and execution modules need from storage and messaging.
+"""The ports: what the api, timing and execution modules need from storage, messaging and rate limits.
 
 The adapters named after their technology implement them (``store/jobs.py``, ``store/timing.py``,
 ``store/leases.py``, ``store/runs.py``, ``store/run_history.py`` for MongoDB; ``bus/nats.py`` for NATS
-JetStream), and only ``schedsvc.wiring`` builds them. The modules depend on these Protocols, never on an adapter class.
+JetStream; ``cache/ratelimit.py`` for Redis and in-process counting), and only ``schedsvc.wiring`` builds them.
+The modules depend on these Protocols, never on an adapter class.
 
 Runtime-checkable, because Litestar validates injected dependencies against their annotations.
 """
@@ -14,6 +15,7 @@ from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from schedsvc.domain import Job, JobCreate, Run, RunMessage, RunStatus, RunTrigger
+from schedsvc.domain.admission import Admission, CacheProbe, WriteIntent
 from schedsvc.domain.jobs import JobChange, JobNotice, JobPage, JobTiming
 from schedsvc.domain.timing import Advance, LeaseGrant, MissedFire
 from schedsvc.domain.wire import EVERY_JOB, JobSelector
@@ -210,3 +212,48 @@ class JobChangeFeed(Protocol):
     async def job_changes(self, handler: JobChangeHandler) -> Callable[[], Awaitable[None]]:
         """Call ``handler`` for every announced change; returns an unsubscribe."""
         ...
+
+
+# -- rate limits --------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class RateLimiter(Protocol):
+    """Admits API requests: a fixed one-minute window per identity (an API key, or a client address).
+
+    Where a response cache exists (Redis) the same round trip does the cache's part of the request: a
+    cacheable ``GET`` reads its entry, a write to a tenant's jobs replaces the versions it affects and
+    marks itself in flight until :meth:`written` (see :mod:`schedsvc.domain.admission`).
+    """
+
+    def read_probe(self, tenant: str, path: str, query_string: bytes, job_id: str | None) -> CacheProbe | None:
+        """Where a cacheable ``GET`` finds its response (None: there is no response cache)."""
+        ...
+
+    def write_intent(self, tenant: str, job_id: str | None) -> WriteIntent | None:
+        """What a write to the tenant's jobs (to ``job_id``, if the path names one) must invalidate."""
+        ...
+
+    async def admit(
+        self, key: str, limit: int, *, probe: CacheProbe | None = None, write: WriteIntent | None = None
+    ) -> Admission:
+        """Count one request of ``key`` against ``limit`` per minute, and with ``probe`` or ``write`` do the
+        cache's part (not when the request is over its limit)."""
+        ...
+
+    def written(self, write: WriteIntent) -> None:
+        """The request whose admission recorded ``write`` is done (its database writes too)."""
+        ...
+
+
+@runtime_checkable
+class FailureCounter(Protocol):
+    """Failed authentications per client address, so unknown keys cannot be tried without bound."""
+
+    limit: int
+
+    async def blocked(self, address: str) -> int | None:
+        """Seconds until ``address`` may try unknown keys again; None while it is under the limit."""
+        ...
+
+    async def record(self, address: str) -> None: ...
