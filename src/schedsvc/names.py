@@ -48,6 +48,20 @@ class Names:
         return f"{self.prefix}.dlq"
 
     @property
+    def notification_stream(self) -> str:
+        """JetStream stream holding tenant notifications (failures, recoveries, missed fires) until sent."""
+        return f"{self._token}_NOTIFY"
+
+    @property
+    def notification_subject(self) -> str:
+        return f"{self.prefix}.notify"
+
+    @property
+    def notifier_consumer(self) -> str:
+        """Durable pull consumer shared by every execution process's notification sender."""
+        return f"{self._token}_notifiers"
+
+    @property
     def job_changes_subject(self) -> str:
         """Core NATS subject on which the API announces job changes to the timing module."""
         return f"{self.prefix}.jobs.changed"

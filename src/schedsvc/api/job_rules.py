@@ -8,6 +8,8 @@ from datetime import datetime
 from litestar.datastructures import State
 
 from schedsvc.domain import InvalidRequestError, InvalidScheduleError, Schedule, Target, target_problems
+from schedsvc.domain.models import NotificationTarget
+from schedsvc.domain.targets import notification_problems
 from schedsvc.timing import compile_schedule, from_ms, to_ms, with_defaults
 
 
@@ -31,10 +33,16 @@ def _planned(schedule: Schedule, now: datetime) -> tuple[Schedule, datetime]:
 
 
 async def check_job_input(
-    state: State, tenant: str, now: datetime, schedule: Schedule | None, target: Target | None
+    state: State,
+    tenant: str,
+    now: datetime,
+    schedule: Schedule | None,
+    target: Target | None,
+    *,
+    notify: NotificationTarget | None = None,
 ) -> tuple[Schedule, datetime] | None:
-    """Check the schedule and the target together, so one answer lists the problems of both (422);
-    returns the planned schedule when one was given."""
+    """Check the schedule, the target and the notification target together, so one answer lists the
+    problems of all (422); returns the planned schedule when one was given."""
     problems: list[tuple[str, str]] = []
     planned = None
     if schedule is not None:
@@ -51,6 +59,8 @@ async def check_job_input(
             grants=grants,
             reserved_roots=state.names.reserved_subject_roots,
         )
+    if notify is not None:
+        problems += notification_problems(notify, allow=state.settings.target_allow_networks)
     if problems:
         raise InvalidRequestError(problems)
     return planned

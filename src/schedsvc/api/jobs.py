@@ -96,7 +96,7 @@ class JobsController(Controller):
     ) -> Response[Job]:
         tenant = request.user
         now = utcnow()
-        planned = await check_job_input(state, tenant, now, data.schedule, data.target)
+        planned = await check_job_input(state, tenant, now, data.schedule, data.target, notify=data.notify)
         assert planned is not None
         schedule, next_run = planned
         body = msgspec.structs.replace(data, schedule=schedule)
@@ -173,7 +173,7 @@ class JobsController(Controller):
         state: State,
         jobs: NamedDependency[JobRepository],
         job_id: FromPath[str],
-        data: Annotated[JobPatch, openapi.body(openapi.PATCH_SCHEDULE, openapi.PATCH_TAGS)],
+        data: Annotated[JobPatch, openapi.body(openapi.PATCH_SCHEDULE, openapi.PATCH_TAGS, openapi.PATCH_NOTIFY)],
         if_match: IfMatch = None,
     ) -> Response[Job]:
         tenant = request.user
@@ -186,6 +186,7 @@ class JobsController(Controller):
             now,
             None if isinstance(data.schedule, msgspec.UnsetType) else data.schedule,
             None if isinstance(data.target, msgspec.UnsetType) else data.target,
+            notify=None if isinstance(data.notify, msgspec.UnsetType) else data.notify,
         )
         if planned is not None:
             schedule, next_run = planned

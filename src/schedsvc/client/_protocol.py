@@ -20,6 +20,7 @@ import msgspec
 from schedsvc import __version__
 from schedsvc.client.errors import ApiError, error_for
 from schedsvc.domain.models import Job, JobCreate, JobPatch, JobStatus, Run, RunStatus, RunTrigger, Schedule
+from schedsvc.domain.tenants import TenantSettings, TenantSettingsPatch
 from schedsvc.domain.wire import JobList, PreviewRequest, PreviewResponse, Problem, RunAccepted, RunList
 
 T = TypeVar("T")
@@ -64,6 +65,10 @@ LIST_RUNS = Operation(
 GET_RUN = Operation("getRun", "GET", "/runs/{run_id}", 200, Run)
 RETRY_RUN = Operation("retryRun", "POST", "/runs/{run_id}/retry", 202, RunAccepted)
 PREVIEW_SCHEDULE = Operation("previewSchedule", "POST", "/schedules/preview", 200, PreviewResponse, PreviewRequest)
+GET_TENANT_SETTINGS = Operation("getTenantSettings", "GET", "/tenant/settings", 200, TenantSettings)
+UPDATE_TENANT_SETTINGS = Operation(
+    "updateTenantSettings", "PATCH", "/tenant/settings", 200, TenantSettings, TenantSettingsPatch
+)
 
 OPERATIONS: dict[str, Operation] = {
     op.operation_id: op
@@ -81,13 +86,15 @@ OPERATIONS: dict[str, Operation] = {
         GET_RUN,
         RETRY_RUN,
         PREVIEW_SCHEDULE,
+        GET_TENANT_SETTINGS,
+        UPDATE_TENANT_SETTINGS,
     )
 }
 """Every operation the client calls, by operation id."""
 
 _ENCODER = msgspec.json.Encoder()
 _DECODERS: dict[type[Any], msgspec.json.Decoder[Any]] = {
-    t: msgspec.json.Decoder(t) for t in (Job, JobList, Run, RunList, RunAccepted, PreviewResponse)
+    t: msgspec.json.Decoder(t) for t in (Job, JobList, Run, RunList, RunAccepted, PreviewResponse, TenantSettings)
 }
 _PROBLEM = msgspec.json.Decoder(Problem)
 
@@ -207,6 +214,14 @@ def retry_run(run_id: str) -> Call[RunAccepted]:
 def preview_schedule(schedule: Schedule, after: datetime | None, count: int) -> Call[PreviewResponse]:
     body = PreviewRequest(schedule=schedule, after=after, count=count)
     return Call(PREVIEW_SCHEDULE, PREVIEW_SCHEDULE.path, {}, {}, _json(body))
+
+
+def get_tenant_settings() -> Call[TenantSettings]:
+    return Call(GET_TENANT_SETTINGS, GET_TENANT_SETTINGS.path)
+
+
+def update_tenant_settings(changes: TenantSettingsPatch) -> Call[TenantSettings]:
+    return Call(UPDATE_TENANT_SETTINGS, UPDATE_TENANT_SETTINGS.path, {}, {}, _json(changes))
 
 
 def request_headers(call: Call[Any], api_key: str | None) -> dict[str, str]:

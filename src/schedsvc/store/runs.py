@@ -46,6 +46,7 @@ from schedsvc.domain.jobs import JobForRun as JobForRun  # re-exported for execu
 from schedsvc.domain.models import Attempt
 from schedsvc.store._client import translate_errors
 from schedsvc.store.jobs import MongoRunJobs
+from schedsvc.store.retention import RunRetention
 
 FINAL_STATUSES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.SKIPPED, RunStatus.MISSED)
 _FINAL = [s.value for s in FINAL_STATUSES]
@@ -102,10 +103,14 @@ def scheduled_at(message: RunMessage) -> datetime:
 class MongoRunStore:
     """Run documents for execution (claims, outcomes) and the run history page for the API."""
 
-    def __init__(self, db: AsyncDatabase[dict[str, Any]], settings: Settings) -> None:
+    def __init__(
+        self, db: AsyncDatabase[dict[str, Any]], settings: Settings, retention: RunRetention | None = None
+    ) -> None:
         self._runs = db[names.RUNS]
         self._job_side = MongoRunJobs(db)
-        self._retention = timedelta(days=settings.run_retention_days)
+        # Per tenant (its own runRetentionDays within the operator's maximum); without a reader of tenant
+        # settings, the deployment's default.
+        self._retention = retention or RunRetention(None, settings)
 
     # -- execution --------------------------------------------------------------------------------
 
@@ -153,7 +158,7 @@ class MongoRunStore:
                 "startedAt": now,
                 "leaseUntil": lease_until,
                 "nextAttemptAt": None,
-                "expireAt": self._open_expiry(message, now),
+                "expireAt": await self._open_expiry(message, now),
                 **_log_fields(attempt, {"startedAt": now}),
             },
             "$setOnInsert": self._identity(message),
@@ -221,18 +226,19 @@ class MongoRunStore:
         attempts left after an interrupted one: the previous outcome fields are kept).
         """
         rid = run_id(message.job_id, message.scheduled_ms)
+        retention = await self._retention.of(message.tenant)
         fields: dict[str, Any] = {
             "status": status.value,
             "finishedAt": now,
             "leaseUntil": None,
             "nextAttemptAt": None,
-            "expireAt": now + self._retention,
+            "expireAt": now + retention,
         }
         if record is not None:
             fields.update(self._outcome(record))
             fields.update(_log_fields(record.attempt, _attempt_outcome(record, None)))
             fields["finishedAt"] = record.finished_at
-            fields["expireAt"] = record.finished_at + self._retention
+            fields["expireAt"] = record.finished_at + retention
         if error is not None:
             fields["error"] = error
         insert_only = {**self._identity(message), "attempts": 0}
@@ -277,6 +283,14 @@ class MongoRunStore:
 
     async def release_job_slot(self, job_id: str, rid: str) -> None:
         await self._runs.delete_one({"_id": _slot_id(job_id), "holder": rid})
+
+    async def mark_job_failing(self, job_id: str, scheduled: datetime) -> None:
+        """A fire failed for good: the job is failing until a later one succeeds (the job side's write)."""
+        await self._job_side.mark_failing(job_id, scheduled)
+
+    async def clear_job_failing(self, job_id: str, scheduled: datetime) -> bool:
+        """A fire succeeded; True if it recovered a failing job (the job side's write)."""
+        return await self._job_side.clear_failing(job_id, scheduled)
 
     async def update_job_last_run(self, job_id: str, scheduled: datetime, status: RunStatus) -> bool:
         """Record the finished fire on its job (the job side's write); True if it was the latest."""
@@ -389,7 +403,7 @@ class MongoRunStore:
                     "finishedAt": None,
                     "leaseUntil": None,
                     "nextAttemptAt": None,
-                    "expireAt": now + self._retention,
+                    "expireAt": now + await self._retention.of(tenant),
                 }
             },
             return_document=ReturnDocument.AFTER,
@@ -420,9 +434,9 @@ class MongoRunStore:
             "trigger": message.trigger,
         }
 
-    def _open_expiry(self, message: RunMessage, now: datetime) -> datetime:
+    async def _open_expiry(self, message: RunMessage, now: datetime) -> datetime:
         # An unfinished run also expires, so records abandoned with their job do not live forever.
-        return max(now, scheduled_at(message)) + self._retention
+        return max(now, scheduled_at(message)) + await self._retention.of(message.tenant)
 
     @staticmethod
     def _outcome(record: AttemptRecord) -> dict[str, Any]:

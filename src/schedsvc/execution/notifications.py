@@ -1,0 +1,213 @@
+"""Notifications: reporting events (a run failed for good, a job recovered, fires missed) and sending them.
+
+Why through JetStream rather than an asyncio task in the process that saw the event: events are seen by
+execution (failures, recoveries) and by timing (missed fires), on any replica. Publishing a small message
+on the notification stream, with the event's id as message id, gives what "once per event" needs across
+replicas and restarts: a repeated report of one event (a redelivered run failing again, a worker that
+crashed between reporting and recording) is dropped as a duplicate; a report survives a restart of the
+process that made it; and the durable consumer hands each event to one sender among the execution
+replicas. Timing needs neither an HTTP client nor tenant secrets for it.
+
+Notifications never affect runs: reporting is bounded by :data:`REPORT_TIMEOUT_SECONDS`, logged and
+swallowed on failure; sending runs in its own tasks (at most :data:`MAX_CONCURRENT_SENDS`), with its
+own HTTP client, a short timeout and :data:`SEND_ATTEMPTS` attempts, and is logged with the job id when
+it gives up. Sends are at least once (a sender that dies after the call but before its ack sends again);
+``webhook-id`` is the event id, so a receiver can drop a repeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import UTC, datetime
+
+import httpx
+import msgspec
+
+from schedsvc.bus import NatsRunBus, NotificationDelivery, NotificationSubscription
+from schedsvc.config import Settings
+from schedsvc.domain.models import NotificationTarget
+from schedsvc.domain.notifications import NotificationMessage, fires_missed
+from schedsvc.domain.signing import signature_headers
+from schedsvc.domain.targets import notification_problems
+from schedsvc.domain.timing import MissedFire
+from schedsvc.execution._tenants import TenantDirectory
+from schedsvc.execution.addresses import AddressRefusedError, GuardedTransport
+from schedsvc.execution.targets import USER_AGENT
+from schedsvc.observability.logging import job_id_var
+from schedsvc.store.runs import MongoRunStore
+
+log = logging.getLogger(__name__)
+
+REPORT_TIMEOUT_SECONDS = 2.0
+"""Longest a run (or the timing pipeline) waits to hand an event to the stream."""
+SEND_TIMEOUT_SECONDS = 5.0
+"""Longest one notification call may take, connection included."""
+SEND_ATTEMPTS = 3
+"""Calls of one notification before it is given up (logged)."""
+RETRY_DELAYS_SECONDS = (2.0, 10.0)
+"""Wait before the second and the third call."""
+MAX_CONCURRENT_SENDS = 8
+ACK_WAIT_SECONDS = 30.0
+FETCH_TIMEOUT_SECONDS = 1.0
+FETCH_ERROR_PAUSE_SECONDS = 1.0
+_encode = msgspec.json.Encoder().encode
+
+
+class NotificationReporter:
+    """Hands events to the notification stream; never raises (a run's outcome does not depend on it)."""
+
+    def __init__(self, bus: NatsRunBus) -> None:
+        self._bus = bus
+
+    async def report(self, message: NotificationMessage) -> None:
+        try:
+            await asyncio.wait_for(self._bus.publish_notification(message), REPORT_TIMEOUT_SECONDS)
+        except Exception as exc:  # TimeoutError, BusError: the event is lost, the run goes on
+            log.warning(
+                "could not report %s of job %s: %s",
+                message.notification.type,
+                message.notification.job_id,
+                exc,
+            )
+
+    async def missed(self, fires: list[MissedFire]) -> None:
+        """Report fires a recording stored as missed: one event per job (the timing store calls this)."""
+        for message in fires_missed(fires, datetime.now(UTC)):
+            await self.report(message)
+
+
+class NotificationSender:
+    """Consumes the notification stream and calls each event's target: the job's ``notify``, else the
+    tenant's default. Start with :meth:`start`, stop with :meth:`stop`."""
+
+    def __init__(self, settings: Settings, bus: NatsRunBus, runs: MongoRunStore, tenants: TenantDirectory) -> None:
+        self._settings = settings
+        self._bus = bus
+        self._runs = runs
+        self._tenants = tenants
+        self._subscription: NotificationSubscription | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._loop: asyncio.Task[None] | None = None
+        self._sends: set[asyncio.Task[None]] = set()
+        self._slot_freed = asyncio.Event()
+        self._stopping = False
+
+    async def start(self) -> None:
+        self._subscription = await self._bus.notification_subscription(ACK_WAIT_SECONDS, SEND_ATTEMPTS)
+        limits = httpx.Limits(max_connections=MAX_CONCURRENT_SENDS, keepalive_expiry=30.0)
+        self._client = httpx.AsyncClient(
+            transport=GuardedTransport(self._settings.target_allow_networks, limits),
+            follow_redirects=False,  # a notification target answers, it does not redirect
+            trust_env=False,
+            headers={"User-Agent": USER_AGENT},
+        )
+        self._loop = asyncio.create_task(self._fetch_loop(), name="schedsvc-notifications")
+
+    async def stop(self) -> None:
+        """Stop fetching and give the sends in flight their timeout; unacked events are sent again later."""
+        self._stopping = True
+        self._slot_freed.set()
+        if self._loop is not None:
+            with contextlib.suppress(Exception):
+                await self._loop
+        if self._sends:
+            _, late = await asyncio.wait(set(self._sends), timeout=SEND_TIMEOUT_SECONDS + 1)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        if self._subscription is not None:
+            with contextlib.suppress(Exception):
+                await self._subscription.close()
+        if self._client is not None:
+            await self._client.aclose()
+
+    async def _fetch_loop(self) -> None:
+        assert self._subscription is not None
+        while not self._stopping:
+            free = MAX_CONCURRENT_SENDS - len(self._sends)
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            try:
+                deliveries = await self._subscription.fetch(free, FETCH_TIMEOUT_SECONDS)
+            except Exception:
+                log.warning("fetching notifications failed; retrying", exc_info=True)
+                await asyncio.sleep(FETCH_ERROR_PAUSE_SECONDS)
+                continue
+            for delivery in deliveries:
+                task = asyncio.create_task(self._send_and_settle(delivery))
+                self._sends.add(task)
+                task.add_done_callback(self._on_done)
+
+    def _on_done(self, task: asyncio.Task[None]) -> None:
+        self._sends.discard(task)
+        self._slot_freed.set()
+
+    async def _send_and_settle(self, delivery: NotificationDelivery) -> None:
+        event = delivery.message.notification
+        token = job_id_var.set(event.job_id)  # every line logged here names the job
+        try:
+            problem = await self._send(delivery.message)
+            if problem is None:
+                await delivery.ack()
+            elif problem.startswith("refused:") or delivery.num_delivered >= SEND_ATTEMPTS:
+                log.warning(
+                    "notification %s (%s) of job %s not delivered after %d attempt(s): %s",
+                    event.id,
+                    event.type,
+                    event.job_id,
+                    delivery.num_delivered,
+                    problem,
+                )
+                await delivery.ack()
+            else:
+                await delivery.nak(RETRY_DELAYS_SECONDS[min(delivery.num_delivered, len(RETRY_DELAYS_SECONDS)) - 1])
+        except Exception:
+            log.warning("notification %s of job %s could not be handled", event.id, event.job_id, exc_info=True)
+        finally:
+            job_id_var.reset(token)
+
+    async def _send(self, message: NotificationMessage) -> str | None:
+        """Call the event's target once; None when it answered 2xx (or there is no target), else why not."""
+        assert self._client is not None
+        event = message.notification
+        tenant = await self._tenants.delivery(message.tenant)
+        target = await self._target(message, tenant.notify)
+        if target is None:
+            return None
+        # The policy the API applied when the target was stored, applied again (the allowed networks may
+        # have changed since); the address a name resolves to is checked at connect time.
+        problems = notification_problems(target, allow=self._settings.target_allow_networks)
+        if problems:
+            return "refused: " + "; ".join(f"{field}: {reason}" for field, reason in problems)
+        body = _encode(event)
+        headers = {**target.headers, "Content-Type": "application/json"}
+        headers.update(signature_headers(tenant.signing_keys, event.id, int(time.time()), body))
+        try:
+            async with asyncio.timeout(SEND_TIMEOUT_SECONDS):
+                response = await self._client.post(target.url, content=body, headers=headers)
+        except AddressRefusedError as exc:
+            return f"refused: {exc}"
+        except TimeoutError:
+            return f"timed out after {SEND_TIMEOUT_SECONDS:g}s"
+        except httpx.HTTPError as exc:
+            return f"{type(exc).__name__}: {exc}"
+        if 200 <= response.status_code < 300:
+            return None
+        return f"HTTP {response.status_code}"
+
+    async def _target(
+        self, message: NotificationMessage, default: NotificationTarget | None
+    ) -> NotificationTarget | None:
+        """The job's own target, else the tenant's default (also for a job deleted since the event)."""
+        try:
+            job = await self._runs.job_for_run(message.notification.job_id)
+        except msgspec.ValidationError:
+            job = None
+        if job is not None and job.tenant == message.tenant and job.notify is not None:
+            return job.notify
+        return default
