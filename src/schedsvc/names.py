@@ -36,6 +36,11 @@ class Names:
         return f"{self._token}_DLQ"
 
     @property
+    def streams(self) -> tuple[str, ...]:
+        """Every JetStream stream of the deployment (tests delete them all when they end)."""
+        return (self.run_stream, self.dead_letter_stream, self.notification_stream)
+
+    @property
     def run_subject_root(self) -> str:
         return f"{self.prefix}.runs"
 

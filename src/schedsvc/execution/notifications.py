@@ -63,20 +63,27 @@ class NotificationReporter:
         self._bus = bus
 
     async def report(self, message: NotificationMessage) -> None:
+        await self.report_many([message])
+
+    async def report_many(self, messages: list[NotificationMessage]) -> None:
+        """Publish the events at once, waiting at most :data:`REPORT_TIMEOUT_SECONDS` for them all."""
+        if not messages:
+            return
+        publishing = asyncio.gather(*(self._bus.publish_notification(m) for m in messages), return_exceptions=True)
         try:
-            await asyncio.wait_for(self._bus.publish_notification(message), REPORT_TIMEOUT_SECONDS)
-        except Exception as exc:  # TimeoutError, BusError: the event is lost, the run goes on
-            log.warning(
-                "could not report %s of job %s: %s",
-                message.notification.type,
-                message.notification.job_id,
-                exc,
-            )
+            outcomes = await asyncio.wait_for(publishing, REPORT_TIMEOUT_SECONDS)
+        except TimeoutError:
+            outcomes = [TimeoutError(f"not acknowledged within {REPORT_TIMEOUT_SECONDS:g}s")] * len(messages)
+        lost = [(m, o) for m, o in zip(messages, outcomes, strict=True) if isinstance(o, BaseException)]
+        for message, error in lost[:10]:  # the event is lost, the run (or the timing pipeline) goes on
+            event = message.notification
+            log.warning("could not report %s of job %s: %s", event.type, event.job_id, error)
+        if len(lost) > 10:
+            log.warning("could not report %d more notification(s)", len(lost) - 10)
 
     async def missed(self, fires: list[MissedFire]) -> None:
         """Report fires a recording stored as missed: one event per job (the timing store calls this)."""
-        for message in fires_missed(fires, datetime.now(UTC)):
-            await self.report(message)
+        await self.report_many(fires_missed(fires, datetime.now(UTC)))
 
 
 class NotificationSender:
