@@ -21,6 +21,7 @@ from litestar.testing import AsyncTestClient
 
 from schedsvc import names
 from schedsvc.api import create_app
+from schedsvc.bus import NatsRunBus
 from schedsvc.client import verify_notification
 from schedsvc.config import Settings
 from schedsvc.domain.timing import MissedFire
@@ -192,12 +193,17 @@ async def test_missed_fires_are_notified_once_per_recording_to_the_tenant_defaul
     )
     assert r.status_code == 200, r.text
     job_id = await env.create_job("/target")  # no notify of its own: the tenant's default applies
-    adapters: Adapters = env.client.app.state.adapters
-    base = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp() * 1000)
-    fires = [MissedFire(job_id, "dev", base + i * 60_000) for i in range(3)]
-    assert await adapters.timing.record_missed(fires, datetime.now(UTC)) == 3
-    # Recorded again (a replica re-planning the same fires): nothing new, nothing reported.
-    assert await adapters.timing.record_missed(fires, datetime.now(UTC)) == 0
+    # The timing module's store, as a timing replica (another process) builds it.
+    bus = await NatsRunBus.connect(env.settings)
+    try:
+        timing = (await Adapters.over(env.settings, env.db, bus)).timing
+        base = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp() * 1000)
+        fires = [MissedFire(job_id, "dev", base + i * 60_000) for i in range(3)]
+        assert await timing.record_missed(fires, datetime.now(UTC)) == 3
+        # Recorded again (a replica re-planning the same fires): nothing new, nothing reported.
+        assert await timing.record_missed(fires, datetime.now(UTC)) == 0
+    finally:
+        await bus.close()
     await calls_settle(env.receiver, "/default", 1)
 
     [call] = env.receiver.calls_to("/default")
