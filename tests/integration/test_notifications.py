@@ -24,7 +24,9 @@ from schedsvc.api import create_app
 from schedsvc.bus import NatsRunBus
 from schedsvc.client import verify_notification
 from schedsvc.config import Settings
+from schedsvc.domain.notifications import run_failed
 from schedsvc.domain.timing import MissedFire
+from schedsvc.execution.notifications import NotificationReporter
 from schedsvc.names import Names
 from schedsvc.store import MongoTenantStore, connect, database
 from schedsvc.store.tenants import webhook_secret_text
@@ -298,3 +300,26 @@ async def test_a_jobs_notify_is_stored_returned_changed_and_removed(env: Env) ->
     r = await env.client.patch(f"/jobs/{job_id}", json={"notify": None}, headers=env.headers)
     assert r.status_code == 200 and r.json()["notify"] is None
     assert (await env.client.get(f"/jobs/{job_id}", headers=env.headers)).json()["notify"] is None
+
+
+async def test_a_repeated_report_is_sent_once_to_the_jobs_own_target(env: Env) -> None:
+    """A worker that crashed after reporting a failure and before recording it reports it again on the
+    redelivery: the stream drops the repeat. The job's own target wins over the tenant's default."""
+    r = await env.client.patch(
+        "/tenant/settings", json={"notify": {"url": env.receiver.url("/default")}}, headers=env.headers
+    )
+    assert r.status_code == 200, r.text
+    job_id = await env.create_job("/target", notify={"url": env.receiver.url("/own")})
+    bus = await NatsRunBus.connect(env.settings)
+    try:
+        reporter = NotificationReporter(bus)
+        for _ in range(2):
+            await reporter.report(
+                run_failed("dev", job_id, 1000, attempts=2, error="HTTP 502", http_status=502, now=datetime.now(UTC))
+            )
+    finally:
+        await bus.close()
+    await calls_settle(env.receiver, "/own", 1)
+    assert env.receiver.calls_to("/default") == []
+    [call] = env.receiver.calls_to("/own")
+    assert verify_notification(call.headers, call.body, [await env.secret()]).id == f"{job_id}:1000:failed:2"
