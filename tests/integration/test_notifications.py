@@ -31,7 +31,7 @@ from schedsvc.names import Names
 from schedsvc.store import MongoTenantStore, connect, database
 from schedsvc.store.tenants import webhook_secret_text
 from schedsvc.testing import Reply, WebhookReceiver
-from schedsvc.wiring import Adapters
+from schedsvc.wiring import Adapters, timing_service
 
 KEY = "sk_00000000000000ce_" + "c" * 43
 WAIT = 30.0
@@ -53,7 +53,7 @@ class Env:
     async def create_job(self, path: str, *, max_attempts: int = 1, **extra: Any) -> str:
         body = {
             "name": f"job-{path.strip('/')}-{time.monotonic_ns()}",
-            "schedule": {"kind": "interval", "seconds": 3600},
+            "schedule": extra.pop("schedule", {"kind": "interval", "seconds": 3600}),
             "target": {"kind": "http", "url": self.receiver.url(path)},
             "retry": {"maxAttempts": max_attempts, "minBackoffSeconds": 0.1, "maxBackoffSeconds": 0.2},
             **extra,
@@ -323,3 +323,31 @@ async def test_a_repeated_report_is_sent_once_to_the_jobs_own_target(env: Env) -
     assert env.receiver.calls_to("/default") == []
     [call] = env.receiver.calls_to("/own")
     assert verify_notification(call.headers, call.body, [await env.secret()]).id == f"{job_id}:1000:failed:2"
+
+
+async def test_fires_missed_during_a_full_stop_are_notified_through_the_timing_module(env: Env) -> None:
+    """The timing module records the fires missed while no replica ran (catch-up ``skip``) and reports them
+    as one event; the execution module of another process sends it to the job's target."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    anchor = now - timedelta(seconds=350)  # fires at -250 s, -150 s, -50 s missed or run; the next 50 s ahead
+    job_id = await env.create_job(
+        "/target",
+        schedule={"kind": "interval", "seconds": 100, "anchor": anchor.isoformat()},
+        catchup={"policy": "skip", "windowSeconds": 3600},
+        notify={"url": env.receiver.url("/own")},
+    )
+    await env.db[names.JOBS].update_one({"_id": job_id}, {"$set": {"nextRun": anchor}})  # as if stopped since
+    bus = await NatsRunBus.connect(env.settings)
+    service = timing_service(await Adapters.over(env.settings, env.db, bus))
+    try:
+        await service.start()
+        await calls_settle(env.receiver, "/own", 1)
+    finally:
+        await service.stop()
+        await bus.close()
+    [call] = env.receiver.calls_to("/own")
+    notification = verify_notification(call.headers, call.body, [await env.secret()])
+    missed = [r["scheduledAt"] async for r in env.db[names.RUNS].find({"jobId": job_id, "status": "missed"})]
+    assert len(missed) >= 2  # -250 s, -150 s (a fire within the misfire grace runs instead)
+    assert (notification.type, notification.job_id, notification.missed_count) == ("fires.missed", job_id, len(missed))
+    assert (notification.first_missed_at, notification.last_missed_at) == (min(missed), max(missed))
