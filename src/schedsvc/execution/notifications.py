@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import httpx
@@ -28,10 +29,11 @@ import msgspec
 
 from schedsvc.bus import NatsRunBus, NotificationDelivery, NotificationSubscription
 from schedsvc.config import Settings
-from schedsvc.domain.models import NotificationTarget
-from schedsvc.domain.notifications import NotificationMessage, fires_missed
+from schedsvc.domain.models import NotificationTarget, RunMessage
+from schedsvc.domain.notifications import NotificationMessage, fires_missed, job_recovered, run_failed
 from schedsvc.domain.signing import signature_headers
 from schedsvc.domain.targets import notification_problems
+from schedsvc.domain.time import from_ms
 from schedsvc.domain.timing import MissedFire
 from schedsvc.execution._tenants import TenantDirectory
 from schedsvc.execution.addresses import AddressRefusedError, GuardedTransport
@@ -54,6 +56,14 @@ ACK_WAIT_SECONDS = 30.0
 FETCH_TIMEOUT_SECONDS = 1.0
 FETCH_ERROR_PAUSE_SECONDS = 1.0
 _encode = msgspec.json.Encoder().encode
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    """Why one call of a notification did not succeed, and whether calling again could change that."""
+
+    reason: str
+    retryable: bool = True
 
 
 class NotificationReporter:
@@ -84,6 +94,39 @@ class NotificationReporter:
     async def missed(self, fires: list[MissedFire]) -> None:
         """Report fires a recording stored as missed: one event per job (the timing store calls this)."""
         await self.report_many(fires_missed(fires, datetime.now(UTC)))
+
+
+class JobHealth:
+    """What a run's final outcome means for notifications: a failure is reported and marks the job as
+    failing; the first success after it clears the mark and reports the recovery. Never raises."""
+
+    def __init__(self, reporter: NotificationReporter, runs: MongoRunStore) -> None:
+        self._reporter = reporter
+        self._runs = runs
+
+    async def failed(self, msg: RunMessage, attempts: int, error: str | None, http_status: int | None) -> None:
+        """Call before the failure is recorded (as the dead letter is published): a crash in between repeats
+        the report, which the stream drops as a duplicate (same event id), and the mark (``$max``)."""
+        now = datetime.now(UTC)
+        event = run_failed(
+            msg.tenant, msg.job_id, msg.scheduled_ms, attempts=attempts, error=error, http_status=http_status, now=now
+        )
+        await self._reporter.report(event)
+        try:
+            await self._runs.mark_job_failing(msg.job_id, from_ms(msg.scheduled_ms))
+        except Exception as exc:
+            log.warning("could not mark job %s as failing: %s: %s", msg.job_id, type(exc).__name__, exc)
+
+    async def succeeded(self, msg: RunMessage) -> None:
+        """Call once the success is recorded. Clearing the mark is one conditional write
+        (``job_codec.recovery_write``), so of several successes exactly one reports the recovery."""
+        try:
+            recovered = await self._runs.clear_job_failing(msg.job_id, from_ms(msg.scheduled_ms))
+        except Exception as exc:
+            log.warning("could not clear the failing mark of job %s: %s: %s", msg.job_id, type(exc).__name__, exc)
+            return
+        if recovered:
+            await self._reporter.report(job_recovered(msg.tenant, msg.job_id, msg.scheduled_ms, datetime.now(UTC)))
 
 
 class NotificationSender:
@@ -158,17 +201,17 @@ class NotificationSender:
         event = delivery.message.notification
         token = job_id_var.set(event.job_id)  # every line logged here names the job
         try:
-            problem = await self._send(delivery.message)
-            if problem is None:
+            failure = await self._send(delivery.message)
+            if failure is None:
                 await delivery.ack()
-            elif problem.startswith("refused:") or delivery.num_delivered >= SEND_ATTEMPTS:
+            elif not failure.retryable or delivery.num_delivered >= SEND_ATTEMPTS:
                 log.warning(
                     "notification %s (%s) of job %s not delivered after %d attempt(s): %s",
                     event.id,
                     event.type,
                     event.job_id,
                     delivery.num_delivered,
-                    problem,
+                    failure.reason,
                 )
                 await delivery.ack()
             else:
@@ -178,7 +221,7 @@ class NotificationSender:
         finally:
             job_id_var.reset(token)
 
-    async def _send(self, message: NotificationMessage) -> str | None:
+    async def _send(self, message: NotificationMessage) -> _Failure | None:
         """Call the event's target once; None when it answered 2xx (or there is no target), else why not."""
         assert self._client is not None
         event = message.notification
@@ -190,7 +233,8 @@ class NotificationSender:
         # have changed since); the address a name resolves to is checked at connect time.
         problems = notification_problems(target, allow=self._settings.target_allow_networks)
         if problems:
-            return "refused: " + "; ".join(f"{field}: {reason}" for field, reason in problems)
+            reason = "; ".join(f"{field}: {message}" for field, message in problems)
+            return _Failure(f"target refused: {reason}", retryable=False)
         body = _encode(event)
         headers = {**target.headers, "Content-Type": "application/json"}
         headers.update(signature_headers(tenant.signing_keys, event.id, int(time.time()), body))
@@ -198,14 +242,16 @@ class NotificationSender:
             async with asyncio.timeout(SEND_TIMEOUT_SECONDS):
                 response = await self._client.post(target.url, content=body, headers=headers)
         except AddressRefusedError as exc:
-            return f"refused: {exc}"
+            return _Failure(str(exc), retryable=False)
         except TimeoutError:
-            return f"timed out after {SEND_TIMEOUT_SECONDS:g}s"
+            return _Failure(f"timed out after {SEND_TIMEOUT_SECONDS:g}s")
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError, TypeError) as exc:
+            return _Failure(f"invalid request: {type(exc).__name__}: {exc}", retryable=False)
         except httpx.HTTPError as exc:
-            return f"{type(exc).__name__}: {exc}"
+            return _Failure(f"{type(exc).__name__}: {exc}")
         if 200 <= response.status_code < 300:
             return None
-        return f"HTTP {response.status_code}"
+        return _Failure(f"HTTP {response.status_code}")
 
     async def _target(
         self, message: NotificationMessage, default: NotificationTarget | None

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from schedsvc.bus import NatsRunBus, RunDelivery, RunSubscription
 from schedsvc.config import Settings
 from schedsvc.execution._tenants import TenantDirectory
-from schedsvc.execution.notifications import NotificationReporter, NotificationSender
+from schedsvc.execution.notifications import JobHealth, NotificationReporter, NotificationSender
 from schedsvc.execution.targets import TargetCaller
 from schedsvc.execution.worker import JobChanged, RunWorker
 from schedsvc.observability.metrics import RUN_QUEUE_PENDING, RUNS_IN_PROGRESS
@@ -102,7 +102,7 @@ class ExecutionService:
             self._caller,
             self._rng,
             self._on_job_changed,
-            NotificationReporter(self._bus),
+            JobHealth(NotificationReporter(self._bus), self._runs),
         )
         # Notifications have their own consumer, tasks and HTTP client: they never hold up a run.
         self._notifications = NotificationSender(self._settings, self._bus, self._runs, directory)

@@ -47,10 +47,9 @@ from schedsvc.domain.lifecycle import (
     on_outcome,
     on_slot,
 )
-from schedsvc.domain.notifications import job_recovered, run_failed
 from schedsvc.execution._tenants import TenantDirectory
 from schedsvc.execution.backoff import next_retry_delay
-from schedsvc.execution.notifications import NotificationReporter
+from schedsvc.execution.notifications import JobHealth
 from schedsvc.execution.targets import CallContext, CallOutcome, TargetCaller, rfc3339
 from schedsvc.observability.logging import job_id_var, run_id_var
 from schedsvc.observability.metrics import DEAD_LETTERS, RUN_ATTEMPTS, RUN_DURATION, RUNS_FINISHED
@@ -97,10 +96,10 @@ class RunWorker:
         caller: TargetCaller,
         rng: random.Random | None = None,
         on_job_changed: JobChanged | None = None,
-        reporter: NotificationReporter | None = None,
+        health: JobHealth | None = None,
     ) -> None:
         self._bus = bus
-        self._reporter = reporter
+        self._health = health
         self._on_job_changed = on_job_changed
         self._runs = runs
         self._tenants = tenants
@@ -353,19 +352,13 @@ class RunWorker:
         await self._bus.publish_dead_letter(_encode_message(msg), dead_letter_headers(msg, attempts, error))
         DEAD_LETTERS.inc()
         log.warning("run %s failed after %d attempt(s) and was dead-lettered: %s", claim.run_id, attempts, error)
-        if self._reporter is not None:
-            # Reported before it is recorded, like the dead letter: a crash in between repeats the report,
-            # which the stream drops as a duplicate (same event id), instead of losing it.
-            failed = run_failed(
-                msg.tenant,
-                msg.job_id,
-                msg.scheduled_ms,
-                attempts=attempts,
-                error=record.error if record and record.error else error,
-                http_status=record.http_status if record else None,
-                now=datetime.now(UTC),
+        if self._health is not None:  # before the run is recorded, like the dead letter (never raises)
+            await self._health.failed(
+                msg,
+                attempts,
+                record.error if record and record.error else error,
+                record.http_status if record else None,
             )
-            await self._reporter.report(failed)
         await self._finish(delivery, claim, RunStatus.FAILED, record, None if record else error)
 
     async def _finish(
@@ -382,24 +375,9 @@ class RunWorker:
         if changed:
             RUNS_FINISHED.labels(status=status.value, trigger=msg.trigger).inc()
             await self._record_last_run(msg, status)
-            await self._track_failing(msg, status)
+            if status == RunStatus.SUCCEEDED and self._health is not None:
+                await self._health.succeeded(msg)
         await self._settle(claim, delivery.ack())
-
-    async def _track_failing(self, msg: RunMessage, status: RunStatus) -> None:
-        """Keep the job's failing mark and report a recovery: the first success after a final failure.
-
-        The mark is one conditional write each way (``job_codec.recovery_write``), so of several successes
-        exactly one recovers the job. Never raises: notifications do not change a run's outcome.
-        """
-        if self._reporter is None or status not in (RunStatus.FAILED, RunStatus.SUCCEEDED):
-            return
-        try:
-            if status == RunStatus.FAILED:
-                await self._runs.mark_job_failing(msg.job_id, scheduled_at(msg))
-            elif await self._runs.clear_job_failing(msg.job_id, scheduled_at(msg)):
-                await self._reporter.report(job_recovered(msg.tenant, msg.job_id, msg.scheduled_ms, datetime.now(UTC)))
-        except Exception as exc:
-            log.warning("could not track whether job %s is failing: %s: %s", msg.job_id, type(exc).__name__, exc)
 
     async def _record_last_run(self, msg: RunMessage, status: RunStatus) -> None:
         """Update the job's lastRun and tell the API's response cache the job changed."""
