@@ -145,6 +145,8 @@ async def test_a_run_that_fails_for_good_is_notified_once_signed(env: Env) -> No
     assert notification.scheduled_at == datetime.fromisoformat(run["scheduledAt"])
     with pytest.raises(Exception, match="signature"):
         verify_notification(call.headers, call.body, [await env.secret("rival")])
+    metrics = (await env.client.get("/metrics")).text
+    assert 'schedsvc_notifications_total{outcome="sent",type="run.failed"}' in metrics
 
 
 async def test_a_recovery_is_notified_once_and_retention_follows_the_tenant(env: Env) -> None:

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -30,7 +31,7 @@ import msgspec
 from schedsvc.bus import NatsRunBus, NotificationDelivery, NotificationSubscription
 from schedsvc.config import Settings
 from schedsvc.domain.models import NotificationTarget, RunMessage
-from schedsvc.domain.notifications import NotificationMessage, fires_missed, job_recovered, run_failed
+from schedsvc.domain.notifications import Notification, NotificationMessage, fires_missed, job_recovered, run_failed
 from schedsvc.domain.signing import signature_headers
 from schedsvc.domain.targets import notification_problems
 from schedsvc.domain.time import from_ms
@@ -39,6 +40,7 @@ from schedsvc.execution._tenants import TenantDirectory
 from schedsvc.execution.addresses import AddressRefusedError, GuardedTransport
 from schedsvc.execution.targets import USER_AGENT
 from schedsvc.observability.logging import job_id_var
+from schedsvc.observability.metrics import NOTIFICATIONS
 from schedsvc.store.runs import MongoRunStore
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,8 @@ class NotificationReporter:
         except TimeoutError:
             outcomes = [TimeoutError(f"not acknowledged within {REPORT_TIMEOUT_SECONDS:g}s")] * len(messages)
         lost = [(m, o) for m, o in zip(messages, outcomes, strict=True) if isinstance(o, BaseException)]
+        for message, _ in lost:
+            NOTIFICATIONS.labels(type=message.notification.type, outcome="unreported").inc()
         for message, error in lost[:10]:  # the event is lost, the run (or the timing pipeline) goes on
             event = message.notification
             log.warning("could not report %s of job %s: %s", event.type, event.job_id, error)
@@ -201,10 +205,17 @@ class NotificationSender:
         event = delivery.message.notification
         token = job_id_var.set(event.job_id)  # every line logged here names the job
         try:
-            failure = await self._send(delivery.message)
+            tenant = await self._tenants.delivery(delivery.message.tenant)
+            target = await self._target(delivery.message, tenant.notify)
+            if target is None:  # neither the job nor its tenant asked to be told
+                await delivery.ack()
+                return
+            failure = await self._send(event, target, tenant.signing_keys)
             if failure is None:
                 await delivery.ack()
+                NOTIFICATIONS.labels(type=event.type, outcome="sent").inc()
             elif not failure.retryable or delivery.num_delivered >= SEND_ATTEMPTS:
+                NOTIFICATIONS.labels(type=event.type, outcome="given_up").inc()
                 log.warning(
                     "notification %s (%s) of job %s not delivered after %d attempt(s): %s",
                     event.id,
@@ -221,14 +232,11 @@ class NotificationSender:
         finally:
             job_id_var.reset(token)
 
-    async def _send(self, message: NotificationMessage) -> _Failure | None:
-        """Call the event's target once; None when it answered 2xx (or there is no target), else why not."""
+    async def _send(
+        self, event: Notification, target: NotificationTarget, signing_keys: Sequence[bytes]
+    ) -> _Failure | None:
+        """Call the target once; None when it answered 2xx, else why not."""
         assert self._client is not None
-        event = message.notification
-        tenant = await self._tenants.delivery(message.tenant)
-        target = await self._target(message, tenant.notify)
-        if target is None:
-            return None
         # The policy the API applied when the target was stored, applied again (the allowed networks may
         # have changed since); the address a name resolves to is checked at connect time.
         problems = notification_problems(target, allow=self._settings.target_allow_networks)
@@ -237,7 +245,7 @@ class NotificationSender:
             return _Failure(f"target refused: {reason}", retryable=False)
         body = _encode(event)
         headers = {**target.headers, "Content-Type": "application/json"}
-        headers.update(signature_headers(tenant.signing_keys, event.id, int(time.time()), body))
+        headers.update(signature_headers(signing_keys, event.id, int(time.time()), body))
         try:
             async with asyncio.timeout(SEND_TIMEOUT_SECONDS):
                 response = await self._client.post(target.url, content=body, headers=headers)
