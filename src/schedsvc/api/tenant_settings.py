@@ -19,7 +19,6 @@ from schedsvc.domain.tenants import TenantSettings, TenantSettingsPatch, effecti
 from schedsvc.store.base import TenantPreferenceStore
 
 log = logging.getLogger(__name__)
-ANNOUNCE_TIMEOUT_SECONDS = 2.0
 
 
 class TenantSettingsController(Controller):
