@@ -119,7 +119,7 @@ async def through_workers(settings: Settings, db: Any, url: str, runs: int) -> t
         nc = await nats.connect(settings.nats_url)
         js = nc.jetstream()
         n = Names(settings.prefix)
-        for stream in (n.run_stream, n.dead_letter_stream):
+        for stream in n.streams:
             with contextlib.suppress(Exception):
                 await js.delete_stream(stream)
         await nc.close()

@@ -292,7 +292,7 @@ class Phase:
         await self.service.stop()
         nc = await nats.connect(self.settings.nats_url)
         js = nc.jetstream()
-        for stream in (self.bus.names.run_stream, self.bus.names.dead_letter_stream):
+        for stream in self.bus.names.streams:
             with contextlib.suppress(Exception):
                 await js.delete_stream(stream)
         await nc.close()

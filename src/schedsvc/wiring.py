@@ -30,6 +30,7 @@ from schedsvc.cache import (
 from schedsvc.config import Settings
 from schedsvc.domain import BusUnavailableError
 from schedsvc.domain.jobs import JobNotice
+from schedsvc.execution.notifications import NotificationReporter
 from schedsvc.execution.service import ExecutionService
 from schedsvc.execution.worker import JobChanged
 from schedsvc.job_service import JobService, TargetPolicy
@@ -41,6 +42,7 @@ from schedsvc.store.base import FailureCounter, RateLimiter
 from schedsvc.store.leases import MongoLeaseStore
 from schedsvc.store.migrate import apply_migrations
 from schedsvc.store.replies import MongoReplies
+from schedsvc.store.retention import RunRetention
 from schedsvc.store.run_history import MongoRunHistory
 from schedsvc.store.runs import MongoRunStore
 from schedsvc.store.timing import MongoTimingStore
@@ -71,6 +73,8 @@ class Adapters:
     replies: MongoReplies
     """Answers kept under an ``Idempotency-Key`` (``POST /runs/retry``)."""
     tenants: MongoTenantStore
+    retention: RunRetention
+    """How long each tenant's runs are kept (cached; ``forget`` a tenant whose settings changed)."""
 
     @classmethod
     async def over(
@@ -94,7 +98,16 @@ class Adapters:
             if bus is not None:  # without NATS, timing replicas see the change on their next scan
                 await bus.publish_job_change(notice)
 
-        timing = MongoTimingStore(db, settings.run_retention_days)
+        tenants = MongoTenantStore(db)
+        retention = RunRetention(tenants, settings)
+        if bus is not None:
+            await retention.follow(bus)  # a tenant's new runRetentionDays applies at once on every replica
+        timing = MongoTimingStore(
+            db,
+            settings.run_retention_days,
+            retention=retention,
+            on_missed=NotificationReporter(bus).missed if bus is not None else None,
+        )
         partitions = await timing.cluster_partitions(settings.partitions)
         if partitions != settings.partitions:
             log.warning(
@@ -108,10 +121,11 @@ class Adapters:
             jobs=MongoJobStore(db, partitions, on_change=announce),
             timing=timing,
             leases=MongoLeaseStore(db),
-            runs=MongoRunStore(db, settings),
-            run_history=MongoRunHistory(db, settings),
+            runs=MongoRunStore(db, settings, retention),
+            run_history=MongoRunHistory(db, settings, retention),
             replies=MongoReplies(db),
-            tenants=MongoTenantStore(db),
+            tenants=tenants,
+            retention=retention,
         )
 
 

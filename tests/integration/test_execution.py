@@ -76,7 +76,7 @@ async def bus(fast: Settings) -> AsyncIterator[NatsRunBus]:
     nc = await nats.connect(fast.nats_url)
     js = nc.jetstream()
     n = Names(fast.prefix)
-    for stream in (n.run_stream, n.dead_letter_stream):
+    for stream in n.streams:
         with contextlib.suppress(nats.js.errors.NotFoundError):
             await js.delete_stream(stream)
     await nc.close()
@@ -959,7 +959,7 @@ async def test_end_to_end_through_api_and_timing(server, fast) -> None:  # type:
         await mongo.close()
         nc = await nats.connect(settings.nats_url)
         n = Names(settings.prefix)
-        for stream in (n.run_stream, n.dead_letter_stream):
+        for stream in n.streams:
             with contextlib.suppress(nats.js.errors.NotFoundError):
                 await nc.jetstream().delete_stream(stream)
         await nc.close()
@@ -1065,7 +1065,7 @@ async def test_a_dead_letter_is_listed_and_retried_on_demand(server, fast) -> No
         await mongo.close()
         nc = await nats.connect(settings.nats_url)
         n = Names(settings.prefix)
-        for stream in (n.run_stream, n.dead_letter_stream):
+        for stream in n.streams:
             with contextlib.suppress(nats.js.errors.NotFoundError):
                 await nc.jetstream().delete_stream(stream)
         await nc.close()

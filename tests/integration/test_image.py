@@ -154,7 +154,7 @@ async def test_image_migrates_serves_and_accepts_a_job(engine: str, image: str, 
         await client.close()
         nc = await nats.connect(settings.nats_url)
         js = nc.jetstream()
-        for stream in (Names(settings.prefix).run_stream, Names(settings.prefix).dead_letter_stream):
+        for stream in Names(settings.prefix).streams:
             with contextlib.suppress(Exception):
                 await js.delete_stream(stream)
         await nc.close()

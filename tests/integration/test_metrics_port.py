@@ -89,7 +89,7 @@ async def test_metrics_are_served_on_their_own_port_only(settings: Settings, mon
         nc = await nats.connect(settings.nats_url)
         js = nc.jetstream()
         names = Names(settings.prefix)
-        for stream in (names.run_stream, names.dead_letter_stream):
+        for stream in names.streams:
             with contextlib.suppress(Exception):
                 await js.delete_stream(stream)
         await nc.close()

@@ -275,7 +275,7 @@ async def drop_streams(settings: Settings) -> None:
     nc = await nats.connect(settings.nats_url)
     try:
         n = Names(settings.prefix)
-        for stream in (n.run_stream, n.dead_letter_stream):
+        for stream in n.streams:
             with contextlib.suppress(nats.js.errors.NotFoundError):
                 await nc.jetstream().delete_stream(stream)
     finally:

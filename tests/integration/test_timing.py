@@ -166,7 +166,7 @@ async def timing(settings: Settings, mongo_db: Any, nats_url: str) -> AsyncItera
         await t.stop()
         await sub.unsubscribe()
         js = nc.jetstream()
-        for stream in (bus.names.run_stream, bus.names.dead_letter_stream):
+        for stream in bus.names.streams:
             await js.delete_stream(stream)
         await nc.close()
         await bus.close()

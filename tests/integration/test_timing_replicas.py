@@ -109,7 +109,7 @@ async def run_stream(settings: Settings, mongo_db: Any, nats_url: str) -> AsyncI
     finally:
         nc = await nats.connect(nats_url)
         js = nc.jetstream()
-        for stream in (bus.names.run_stream, bus.names.dead_letter_stream):
+        for stream in bus.names.streams:
             with contextlib.suppress(Exception):
                 await js.delete_stream(stream)
         await nc.close()

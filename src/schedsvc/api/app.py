@@ -37,6 +37,7 @@ from schedsvc.api.middleware import (
 )
 from schedsvc.api.runs import RunsController
 from schedsvc.api.schedules import SchedulesController
+from schedsvc.api.tenant_settings import TenantSettingsController
 from schedsvc.bus import NatsRunBus
 from schedsvc.cache import NoticedCache, RedisLink, ResilientStore
 from schedsvc.config import Settings
@@ -45,7 +46,7 @@ from schedsvc.job_service import JobService
 from schedsvc.names import Names
 from schedsvc.observability.logging import configure_logging
 from schedsvc.observability.runtime import tune_gc
-from schedsvc.store.base import JobRepository, ReplyStore, RunHistory, RunPublisher
+from schedsvc.store.base import JobRepository, ReplyStore, RunHistory, RunPublisher, TenantPreferenceStore
 from schedsvc.wiring import (
     Adapters,
     cache_adapters,
@@ -188,6 +189,10 @@ def _provide_replies(state: State) -> ReplyStore:
     return _adapters(state).replies
 
 
+def _provide_tenants(state: State) -> TenantPreferenceStore:
+    return _adapters(state).tenants
+
+
 def _provide_run_queue(state: State) -> RunPublisher:
     bus = _adapters(state).bus
     if bus is None:  # NATS was down when the process started and is not connected yet
@@ -201,6 +206,7 @@ _DEPENDENCIES = {
     "runs": Provide(_provide_runs, sync_to_thread=False),
     "run_queue": Provide(_provide_run_queue, sync_to_thread=False),
     "replies": Provide(_provide_replies, sync_to_thread=False),
+    "tenants": Provide(_provide_tenants, sync_to_thread=False),
 }
 """The typed dependencies handlers ask for by name (the ports of ``schedsvc.store.base`` and the job use cases)."""
 
@@ -224,7 +230,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     cache = cache_adapters(settings)
     middleware: list[Any] = [RequestIdMiddleware(), prometheus.middleware]
     if "api" in settings.roles:
-        handlers += [JobsController, BulkJobsController, RunsController, SchedulesController]
+        handlers += [JobsController, BulkJobsController, RunsController, SchedulesController, TenantSettingsController]
         middleware += [
             DefineMiddleware(ApiKeyAuthentication, exclude=PUBLIC_PATHS),
             RateLimitMiddleware(cache.rate_limiter, settings.rate_limit_per_minute, settings.rate_limit_overrides),

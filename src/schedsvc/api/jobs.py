@@ -168,7 +168,7 @@ class JobsController(Controller):
         request: Request[str, str, State],
         job_service: NamedDependency[JobService],
         job_id: FromPath[str],
-        data: Annotated[JobPatch, openapi.body(openapi.PATCH_SCHEDULE, openapi.PATCH_TAGS)],
+        data: Annotated[JobPatch, openapi.body(openapi.PATCH_SCHEDULE, openapi.PATCH_TAGS, openapi.PATCH_NOTIFY)],
         if_match: IfMatch = None,
     ) -> Response[Job]:
         job = await job_service.update(request.user, job_id, data, _expected_version(if_match))

@@ -26,11 +26,13 @@ from schedsvc.domain.models import (
     JobPatch,
     JobStatus,
     NatsTarget,
+    NotificationTarget,
     RetryPolicy,
     Run,
     RunStatus,
     RunTrigger,
 )
+from schedsvc.domain.tenants import TenantSettingsPatch
 from schedsvc.domain.wire import (
     BulkJobAction,
     BulkJobResult,
@@ -98,6 +100,16 @@ PATCH_SCHEDULE = _example(
     JobPatch(schedule=CronSchedule(expression="30 3 * * MON-FRI", timezone="Europe/Berlin")),
 )
 PATCH_TAGS = _example("Replace the tags", JobPatch(tags=["reports", "finance"]))
+PATCH_NOTIFY = _example(
+    "Report failures to an on-call hook", JobPatch(notify=NotificationTarget(url="https://oncall.example.com/hook"))
+)
+SETTINGS_NOTIFY = _example(
+    "A default notification target, runs kept 14 days",
+    TenantSettingsPatch(notify=NotificationTarget(url="https://oncall.example.com/hook"), run_retention_days=14),
+)
+SETTINGS_DEFAULTS = _example(
+    "Back to the deployment's defaults", TenantSettingsPatch(notify=None, run_retention_days=None)
+)
 
 _JOB = Job(
     id=_JOB_ID,

@@ -1,4 +1,5 @@
-"""NATS JetStream adapter: the run stream from timing to execution, dead letters, job-change notices."""
+"""NATS JetStream adapter: the run stream from timing to execution, dead letters, notifications,
+job-change notices."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from schedsvc.config import Settings
 from schedsvc.domain import BusUnavailableError, RunMessage, run_id
 from schedsvc.domain.jobs import JobNotice
 from schedsvc.domain.lifecycle import MAX_DELIVERIES
+from schedsvc.domain.notifications import NotificationMessage
 from schedsvc.names import Names
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,9 @@ _encode_run = msgspec.msgpack.Encoder().encode
 _decode_run = msgspec.msgpack.Decoder(RunMessage).decode
 _encode_notice = msgspec.msgpack.Encoder().encode
 _decode_notice = msgspec.msgpack.Decoder(JobNotice).decode
+_encode_notification = msgspec.json.Encoder().encode
+_decode_notification = msgspec.json.Decoder(NotificationMessage).decode
+NOTIFICATION_RETENTION_SECONDS = 24 * 3600
 
 
 class BusError(BusUnavailableError):
@@ -155,6 +160,45 @@ class RunSubscription:
         await self._psub.unsubscribe()  # type: ignore[attr-defined]
 
 
+@dataclass(slots=True)
+class NotificationDelivery:
+    """One notification handed to a sender, with its acknowledgement operations."""
+
+    message: NotificationMessage
+    num_delivered: int
+    _msg: Msg
+
+    async def ack(self) -> None:
+        await self._msg.ack()
+
+    async def nak(self, delay_seconds: float | None = None) -> None:
+        await self._msg.nak(delay=delay_seconds)
+
+
+class NotificationSubscription:
+    """The durable pull consumer of the notification stream, shared by every sender."""
+
+    def __init__(self, psub: object) -> None:
+        self._psub = psub
+
+    async def fetch(self, batch: int, timeout: float) -> list[NotificationDelivery]:
+        try:
+            msgs: list[Msg] = await self._psub.fetch(batch, timeout=timeout)  # type: ignore[attr-defined]
+        except (NatsTimeoutError, TimeoutError):
+            return []
+        deliveries = []
+        for m in msgs:
+            try:
+                deliveries.append(NotificationDelivery(_decode_notification(m.data), m.metadata.num_delivered, m))
+            except msgspec.DecodeError:
+                log.error("dropping an undecodable notification on %s", m.subject)
+                await m.term()
+        return deliveries
+
+    async def close(self) -> None:
+        await self._psub.unsubscribe()  # type: ignore[attr-defined]
+
+
 class NatsRunBus:
     """Publishes fires to the run stream and hands them to workers."""
 
@@ -221,8 +265,17 @@ class NatsRunBus:
             duplicate_window=DEDUP_WINDOW_SECONDS,
             num_replicas=replicas,
         )
+        notifications = StreamConfig(
+            name=n.notification_stream,
+            subjects=[n.notification_subject],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            max_age=NOTIFICATION_RETENTION_SECONDS,
+            duplicate_window=DEDUP_WINDOW_SECONDS,
+            num_replicas=replicas,
+        )
         try:
-            for config in (runs, dlq):
+            for config in (runs, dlq, notifications):
                 try:
                     await self._js.stream_info(config.name)  # type: ignore[arg-type]
                     await self._js.update_stream(config)
@@ -292,6 +345,33 @@ class NatsRunBus:
             await self._js.publish(self.names.dead_letter_subject, payload, headers=headers)
         except Exception as exc:
             raise BusError(f"dead-lettering failed: {exc!r}") from exc
+
+    async def publish_notification(self, message: NotificationMessage) -> None:
+        """Queue a notification for the senders; its id is the message id, so a repeated report of one
+        event within the duplicate window is dropped by JetStream."""
+        try:
+            await self._js.publish(
+                self.names.notification_subject,
+                _encode_notification(message),
+                headers={"Nats-Msg-Id": message.notification.id},
+                timeout=PUBLISH_TIMEOUT_SECONDS,
+            )
+        except Exception as exc:
+            raise BusError(f"publishing a notification failed: {exc!r}") from exc
+
+    async def notification_subscription(self, ack_wait_seconds: float, max_deliver: int) -> NotificationSubscription:
+        psub = await self._js.pull_subscribe(
+            self.names.notification_subject,
+            durable=self.names.notifier_consumer,
+            stream=self.names.notification_stream,
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                ack_wait=ack_wait_seconds,
+                max_deliver=max_deliver,
+            ),
+        )
+        return NotificationSubscription(psub)
 
     async def publish_job_change(self, notice: JobNotice) -> None:
         """Tell timing replicas a job changed (best effort: timing also rescans periodically)."""

@@ -33,7 +33,7 @@ from schedsvc.client.errors import (
     UnprocessableError,
     UnsupportedMediaTypeError,
 )
-from schedsvc.client.webhooks import Delivery, InvalidDeliveryError, verify_delivery
+from schedsvc.client.webhooks import Delivery, InvalidDeliveryError, verify_delivery, verify_notification
 from schedsvc.domain.models import (
     CalendarSchedule,
     CatchupPolicy,
@@ -45,6 +45,7 @@ from schedsvc.domain.models import (
     JobPatch,
     JobStatus,
     NatsTarget,
+    NotificationTarget,
     OnceSchedule,
     RetryPolicy,
     Run,
@@ -53,6 +54,8 @@ from schedsvc.domain.models import (
     Schedule,
     Target,
 )
+from schedsvc.domain.notifications import Notification
+from schedsvc.domain.tenants import TenantSettings, TenantSettingsPatch
 from schedsvc.domain.wire import BulkJobResult, FieldError, JobList, JobSelector, Problem, RunAccepted, RunList
 
 __all__ = [
@@ -81,6 +84,8 @@ __all__ = [
     "JobStatus",
     "NatsTarget",
     "NotFoundError",
+    "Notification",
+    "NotificationTarget",
     "OnceSchedule",
     "Operation",
     "PayloadTooLargeError",
@@ -97,8 +102,11 @@ __all__ = [
     "Schedule",
     "ServiceUnavailableError",
     "Target",
+    "TenantSettings",
+    "TenantSettingsPatch",
     "UnauthorizedError",
     "UnprocessableError",
     "UnsupportedMediaTypeError",
     "verify_delivery",
+    "verify_notification",
 ]

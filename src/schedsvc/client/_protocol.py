@@ -20,6 +20,7 @@ import msgspec
 from schedsvc import __version__
 from schedsvc.client.errors import ApiError, error_for
 from schedsvc.domain.models import Job, JobCreate, JobPatch, JobStatus, Run, RunStatus, RunTrigger, Schedule
+from schedsvc.domain.tenants import TenantSettings, TenantSettingsPatch
 from schedsvc.domain.wire import (
     BulkJobAction,
     BulkJobResult,
@@ -84,6 +85,10 @@ PAUSE_JOBS = Operation("pauseJobs", "POST", "/jobs/bulk/pause", 200, BulkJobResu
 RESUME_JOBS = Operation("resumeJobs", "POST", "/jobs/bulk/resume", 200, BulkJobResult, BulkJobAction)
 DELETE_JOBS = Operation("deleteJobs", "POST", "/jobs/bulk/delete", 200, BulkJobResult, BulkJobAction)
 PREVIEW_SCHEDULE = Operation("previewSchedule", "POST", "/schedules/preview", 200, PreviewResponse, PreviewRequest)
+GET_TENANT_SETTINGS = Operation("getTenantSettings", "GET", "/tenant/settings", 200, TenantSettings)
+UPDATE_TENANT_SETTINGS = Operation(
+    "updateTenantSettings", "PATCH", "/tenant/settings", 200, TenantSettings, TenantSettingsPatch
+)
 
 OPERATIONS: dict[str, Operation] = {
     op.operation_id: op
@@ -105,6 +110,8 @@ OPERATIONS: dict[str, Operation] = {
         RETRY_RUN,
         RETRY_RUNS,
         PREVIEW_SCHEDULE,
+        GET_TENANT_SETTINGS,
+        UPDATE_TENANT_SETTINGS,
     )
 }
 """Every operation the client calls, by operation id."""
@@ -112,7 +119,7 @@ OPERATIONS: dict[str, Operation] = {
 _ENCODER = msgspec.json.Encoder()
 _DECODERS: dict[type[Any], msgspec.json.Decoder[Any]] = {
     t: msgspec.json.Decoder(t)
-    for t in (Job, JobList, Run, RunList, RunAccepted, RunRetryReport, PreviewResponse, BulkJobResult)
+    for t in (Job, JobList, Run, RunList, RunAccepted, RunRetryReport, PreviewResponse, BulkJobResult, TenantSettings)
 }
 _PROBLEM = msgspec.json.Decoder(Problem)
 
@@ -268,6 +275,14 @@ def retry_runs(
 def preview_schedule(schedule: Schedule, after: datetime | None, count: int) -> Call[PreviewResponse]:
     body = PreviewRequest(schedule=schedule, after=after, count=count)
     return Call(PREVIEW_SCHEDULE, PREVIEW_SCHEDULE.path, {}, {}, _json(body))
+
+
+def get_tenant_settings() -> Call[TenantSettings]:
+    return Call(GET_TENANT_SETTINGS, GET_TENANT_SETTINGS.path)
+
+
+def update_tenant_settings(changes: TenantSettingsPatch) -> Call[TenantSettings]:
+    return Call(UPDATE_TENANT_SETTINGS, UPDATE_TENANT_SETTINGS.path, {}, {}, _json(changes))
 
 
 def request_headers(call: Call[Any], api_key: str | None) -> dict[str, str]:

@@ -14,6 +14,7 @@ import httpx
 from schedsvc.client import _protocol as protocol
 from schedsvc.client._protocol import DEFAULT_URL, USER_AGENT, Call, JobRef, RequestRetry
 from schedsvc.domain.models import Job, JobCreate, JobPatch, JobStatus, Run, RunStatus, RunTrigger, Schedule
+from schedsvc.domain.tenants import TenantSettings, TenantSettingsPatch
 from schedsvc.domain.wire import BulkJobResult, JobList, JobSelector, RunAccepted, RunList, RunRetryReport
 
 T = TypeVar("T")
@@ -197,6 +198,14 @@ class Client:
         return self._send(
             protocol.retry_runs(job, trigger, scheduled_from, scheduled_to, limit, cursor, idempotency_key)
         )
+
+    def get_tenant_settings(self) -> TenantSettings:
+        """The tenant's settings: its default notification target and how long its runs are kept."""
+        return self._send(protocol.get_tenant_settings())
+
+    def update_tenant_settings(self, changes: TenantSettingsPatch) -> TenantSettings:
+        """Change the fields present in ``changes``; ``None`` returns one to its default."""
+        return self._send(protocol.update_tenant_settings(changes))
 
     def preview_schedule(self, schedule: Schedule, *, after: datetime | None = None, count: int = 10) -> list[datetime]:
         """The next ``count`` fires of ``schedule`` strictly after ``after`` (default: now)."""

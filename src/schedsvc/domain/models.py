@@ -164,6 +164,14 @@ class NatsTarget(_TargetBase, tag="nats"):
 Target = HttpTarget | NatsTarget
 
 
+class NotificationTarget(Struct, kw_only=True, forbid_unknown_fields=True, rename="camel"):
+    """Where a job's failures, recoveries and missed fires are reported: a signed JSON ``POST`` to ``url``
+    (the target policy of deliveries applies; ``docs/webhooks.md``, Notifications)."""
+
+    url: Annotated[str, Meta(min_length=1, max_length=2048, pattern=r"^https?://[^\s/?#]+\S*$")]
+    headers: HeaderMap = msgspec.field(default_factory=dict)
+
+
 class RetryPolicy(Struct, kw_only=True, forbid_unknown_fields=True, rename="camel"):
     """Exponential backoff with full jitter, bounded by attempts and by the age of the fire."""
 
@@ -225,6 +233,9 @@ class JobCreate(Struct, kw_only=True, forbid_unknown_fields=True, rename="camel"
     overlap: Overlap = "allow"
     tags: Tags = msgspec.field(default_factory=list)
     metadata: Metadata = msgspec.field(default_factory=dict)
+    notify: NotificationTarget | None = None
+    """Called once when a run fails for good, when the job recovers, and when fires are recorded missed;
+    without it, the tenant's default (``/tenant/settings``) is used."""
     paused: bool = False
     """Create the job paused."""
 
@@ -241,6 +252,8 @@ class JobPatch(Struct, kw_only=True, forbid_unknown_fields=True, rename="camel")
     overlap: Overlap | UnsetType = UNSET
     tags: Tags | UnsetType = UNSET
     metadata: Metadata | UnsetType = UNSET
+    notify: NotificationTarget | UnsetType | None = UNSET
+    """null removes the job's own target (the tenant's default applies again)."""
 
 
 class Job(Struct, kw_only=True, rename="camel"):
@@ -256,6 +269,7 @@ class Job(Struct, kw_only=True, rename="camel"):
     overlap: Overlap
     tags: list[str]
     metadata: dict[str, str]
+    notify: NotificationTarget | None = None
     status: JobStatus
     next_run: datetime | None
     last_run: datetime | None

@@ -49,6 +49,7 @@ from schedsvc.domain.lifecycle import (
 )
 from schedsvc.execution._tenants import TenantDirectory
 from schedsvc.execution.backoff import next_retry_delay
+from schedsvc.execution.notifications import JobHealth
 from schedsvc.execution.targets import CallContext, CallOutcome, TargetCaller, rfc3339
 from schedsvc.observability.logging import job_id_var, run_id_var
 from schedsvc.observability.metrics import DEAD_LETTERS, RUN_ATTEMPTS, RUN_DURATION, RUNS_FINISHED
@@ -95,8 +96,10 @@ class RunWorker:
         caller: TargetCaller,
         rng: random.Random | None = None,
         on_job_changed: JobChanged | None = None,
+        health: JobHealth | None = None,
     ) -> None:
         self._bus = bus
+        self._health = health
         self._on_job_changed = on_job_changed
         self._runs = runs
         self._tenants = tenants
@@ -349,6 +352,13 @@ class RunWorker:
         await self._bus.publish_dead_letter(_encode_message(msg), dead_letter_headers(msg, attempts, error))
         DEAD_LETTERS.inc()
         log.warning("run %s failed after %d attempt(s) and was dead-lettered: %s", claim.run_id, attempts, error)
+        if self._health is not None:  # before the run is recorded, like the dead letter (never raises)
+            await self._health.failed(
+                msg,
+                attempts,
+                record.error if record and record.error else error,
+                record.http_status if record else None,
+            )
         await self._finish(delivery, claim, RunStatus.FAILED, record, None if record else error)
 
     async def _finish(
@@ -365,6 +375,8 @@ class RunWorker:
         if changed:
             RUNS_FINISHED.labels(status=status.value, trigger=msg.trigger).inc()
             await self._record_last_run(msg, status)
+            if status == RunStatus.SUCCEEDED and self._health is not None:
+                await self._health.succeeded(msg)
         await self._settle(claim, delivery.ack())
 
     async def _record_last_run(self, msg: RunMessage, status: RunStatus) -> None:

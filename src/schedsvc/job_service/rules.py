@@ -9,7 +9,8 @@ from datetime import datetime
 from typing import Protocol
 
 from schedsvc.domain import InvalidRequestError, InvalidScheduleError, Schedule, Target, target_problems
-from schedsvc.domain.targets import IPNetwork
+from schedsvc.domain.models import NotificationTarget
+from schedsvc.domain.targets import IPNetwork, notification_problems
 from schedsvc.timing import compile_schedule, from_ms, to_ms, with_defaults
 
 
@@ -57,10 +58,16 @@ def _planned(schedule: Schedule, now: datetime) -> tuple[Schedule, datetime]:
 
 
 async def check_job_input(
-    policy: TargetPolicy, tenant: str, now: datetime, schedule: Schedule | None, target: Target | None
+    policy: TargetPolicy,
+    tenant: str,
+    now: datetime,
+    schedule: Schedule | None,
+    target: Target | None,
+    *,
+    notify: NotificationTarget | None = None,
 ) -> tuple[Schedule, datetime] | None:
-    """Check the schedule and the target together, so one answer lists the problems of both (422);
-    returns the planned schedule when one was given."""
+    """Check the schedule, the target and the notification target together, so one answer lists the
+    problems of all (422); returns the planned schedule when one was given."""
     problems: list[tuple[str, str]] = []
     planned = None
     if schedule is not None:
@@ -70,6 +77,8 @@ async def check_job_input(
             problems.append((exc.field, str(exc)))
     if target is not None:
         problems += await policy.problems(tenant, target)
+    if notify is not None:
+        problems += notification_problems(notify, allow=policy.allow_networks)
     if problems:
         raise InvalidRequestError(problems)
     return planned

@@ -71,7 +71,7 @@ class JobService:
     async def create(self, tenant: str, data: JobCreate, *, idempotency_key: str | None = None) -> tuple[Job, bool]:
         """Create a job; returns it and whether it is new (False: a replay of the same ``idempotency_key``)."""
         now = utcnow()
-        planned = await check_job_input(self.targets, tenant, now, data.schedule, data.target)
+        planned = await check_job_input(self.targets, tenant, now, data.schedule, data.target, notify=data.notify)
         assert planned is not None  # a schedule was given
         schedule, next_run = planned
         request_hash = hashlib.sha256(msgspec.json.encode(data)).hexdigest()
@@ -101,6 +101,7 @@ class JobService:
             now,
             None if isinstance(patch.schedule, msgspec.UnsetType) else patch.schedule,
             None if isinstance(patch.target, msgspec.UnsetType) else patch.target,
+            notify=None if isinstance(patch.notify, msgspec.UnsetType) else patch.notify,
         )
         if planned is not None:
             change.schedule, change.next_run = planned

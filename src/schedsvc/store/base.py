@@ -17,6 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 from schedsvc.domain import Job, JobCreate, Run, RunMessage, RunStatus, RunTrigger
 from schedsvc.domain.admission import Admission, CacheProbe, WriteIntent
 from schedsvc.domain.jobs import JobChange, JobNotice, JobPage, JobTiming
+from schedsvc.domain.tenants import TenantPreferences, TenantSettingsPatch
 from schedsvc.domain.timing import Advance, LeaseGrant, MissedFire
 from schedsvc.domain.wire import EVERY_JOB, JobSelector
 
@@ -128,6 +129,20 @@ class LeaseStore(Protocol):
     async def release(self, member: str, partitions: Sequence[int]) -> None: ...
 
     async def owned(self, member: str) -> list[LeaseGrant]: ...
+
+
+# -- tenants ------------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class TenantPreferenceStore(Protocol):
+    """A tenant's own settings (default notification target, run retention) as the API reads and changes them."""
+
+    async def preferences(self, tenant: str) -> TenantPreferences: ...
+
+    async def update_preferences(self, tenant: str, patch: TenantSettingsPatch) -> TenantPreferences:
+        """Apply the fields present in ``patch``; :class:`LookupError` for no such tenant."""
+        ...
 
 
 # -- runs ---------------------------------------------------------------------------------------------

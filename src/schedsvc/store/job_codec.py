@@ -27,6 +27,7 @@ from schedsvc.domain import (
     Target,
 )
 from schedsvc.domain.jobs import JobChange, JobForRun, JobTiming
+from schedsvc.domain.models import NotificationTarget
 from schedsvc.domain.time import from_ms
 from schedsvc.domain.timing import Advance
 from schedsvc.domain.wire import JobSelector
@@ -48,12 +49,16 @@ class JobDocument(msgspec.Struct, kw_only=True, rename="camel"):
     overlap: str = "allow"
     tags: list[str] = msgspec.field(default_factory=list)
     metadata: dict[str, str] = msgspec.field(default_factory=dict)
+    notify: NotificationTarget | None = None
     status: JobStatus = JobStatus.ACTIVE
     next_run: datetime | None = None
     resumed_at: datetime | None = None
     """Set by a resume until timing has applied the catch-up policy to the fires the pause missed."""
     last_run: datetime | None = None
     last_run_status: RunStatus | None = None
+    last_failure: datetime | None = None
+    """Scheduled instant of the latest fire that failed for good, until a fire at or after it succeeds:
+    set while the job is failing, so exactly one success reports its recovery."""
     partition: int
     created_at: datetime
     updated_at: datetime
@@ -78,6 +83,7 @@ NEXT_RUN: Final = _name("next_run")
 RESUMED_AT: Final = _name("resumed_at")
 LAST_RUN: Final = _name("last_run")
 LAST_RUN_STATUS: Final = _name("last_run_status")
+LAST_FAILURE: Final = _name("last_failure")
 PARTITION: Final = _name("partition")
 UPDATED_AT: Final = _name("updated_at")
 VERSION: Final = _name("version")
@@ -260,3 +266,16 @@ def last_run_write(job_id: str, scheduled: datetime, status: RunStatus) -> tuple
     return {ID: job_id, LAST_RUN: {"$not": {"$gte": scheduled}}}, {
         "$set": {LAST_RUN: scheduled, LAST_RUN_STATUS: status.value}
     }
+
+
+def failure_write(job_id: str, scheduled: datetime) -> tuple[Doc, Doc]:
+    """Filter and update marking the job as failing since the fire at ``scheduled`` failed for good (the
+    latest such fire wins; like ``lastRun``, it leaves ``version`` and ``updatedAt`` alone)."""
+    return {ID: job_id}, {"$max": {LAST_FAILURE: scheduled}}
+
+
+def recovery_write(job_id: str, scheduled: datetime) -> tuple[Doc, Doc]:
+    """Filter and update clearing the failing mark when the fire at ``scheduled`` succeeded: it matches only
+    while the job is marked failing at or before that fire, so of several successes exactly one recovers
+    it, and a late success of an older fire does not hide a newer failure."""
+    return {ID: job_id, LAST_FAILURE: {"$lte": scheduled}}, {"$set": {LAST_FAILURE: None}}

@@ -235,3 +235,12 @@ class MongoRunJobs:
         """Set the job's last run unless a later fire already finished; True if set."""
         result = await self._jobs.update_one(*job_codec.last_run_write(job_id, scheduled, status))
         return result.modified_count == 1
+
+    async def mark_failing(self, job_id: str, scheduled: datetime) -> None:
+        """A fire of the job failed for good: the job is failing until a fire at or after it succeeds."""
+        await self._jobs.update_one(*job_codec.failure_write(job_id, scheduled))
+
+    async def clear_failing(self, job_id: str, scheduled: datetime) -> bool:
+        """The fire at ``scheduled`` succeeded; True if this success recovered a failing job (once)."""
+        result = await self._jobs.update_one(*job_codec.recovery_write(job_id, scheduled))
+        return result.modified_count == 1

@@ -10,7 +10,7 @@ import base64
 import binascii
 import json
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from pymongo import ReturnDocument
@@ -21,6 +21,7 @@ from schedsvc.config import Settings
 from schedsvc.domain import InvalidCursorError, Run, RunStatus, RunTrigger
 from schedsvc.domain.time import from_ms, to_ms
 from schedsvc.store._client import translate_errors
+from schedsvc.store.retention import RunRetention
 from schedsvc.store.run_codec import read_run
 
 MAX_PAGE = 500
@@ -30,9 +31,11 @@ MAX_PAGE = 500
 class MongoRunHistory:
     """Reads a tenant's runs (its jobs may be gone) and reopens failed ones for a retry on demand."""
 
-    def __init__(self, db: AsyncDatabase[dict[str, Any]], settings: Settings) -> None:
+    def __init__(
+        self, db: AsyncDatabase[dict[str, Any]], settings: Settings, retention: RunRetention | None = None
+    ) -> None:
         self._runs = db[names.RUNS]
-        self._retention = timedelta(days=settings.run_retention_days)
+        self._retention = retention or RunRetention(None, settings)
 
     async def list_for_job(
         self, tenant: str, job_id: str, limit: int, cursor: str | None
@@ -142,7 +145,7 @@ class MongoRunHistory:
                     "finishedAt": None,
                     "leaseUntil": None,
                     "nextAttemptAt": None,
-                    "expireAt": now + self._retention,
+                    "expireAt": now + await self._retention.of(tenant),
                 }
             },
             return_document=ReturnDocument.AFTER,

@@ -10,7 +10,7 @@ overwrite a finished run.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import ReturnDocument
@@ -23,6 +23,7 @@ from schedsvc.domain import RunMessage, RunStatus, run_id
 from schedsvc.domain.jobs import JobForRun as JobForRun  # re-exported for execution.worker
 from schedsvc.store._client import translate_errors
 from schedsvc.store.jobs import MongoRunJobs
+from schedsvc.store.retention import RunRetention
 from schedsvc.store.run_codec import (
     FINAL,
     FINAL_STATUSES,
@@ -57,11 +58,15 @@ class RunState:
 class MongoRunStore:
     """The run ledger as execution uses it: claims, leases, outcomes, the job slot and the job's lastRun."""
 
-    def __init__(self, db: AsyncDatabase[dict[str, Any]], settings: Settings) -> None:
+    def __init__(
+        self, db: AsyncDatabase[dict[str, Any]], settings: Settings, retention: RunRetention | None = None
+    ) -> None:
         self._runs = db[names.RUNS]
         self._job_side = MongoRunJobs(db)
         self._slots = MongoJobSlots(db)
-        self._retention = timedelta(days=settings.run_retention_days)
+        # Per tenant (its own runRetentionDays within the operator's maximum); without a reader of tenant
+        # settings, the deployment's default.
+        self._retention = retention or RunRetention(None, settings)
 
     async def job_for_run(self, job_id: str) -> JobForRun | None:
         """The job's current target and policies, or None when the job no longer exists (the job side's)."""
@@ -107,7 +112,7 @@ class MongoRunStore:
                 "startedAt": now,
                 "leaseUntil": lease_until,
                 "nextAttemptAt": None,
-                "expireAt": self._open_expiry(message, now),
+                "expireAt": await self._open_expiry(message, now),
                 **log_fields(attempt, {"startedAt": now}),
             },
             "$setOnInsert": identity(message),
@@ -175,18 +180,19 @@ class MongoRunStore:
         attempts left after an interrupted one: the previous outcome fields are kept).
         """
         rid = run_id(message.job_id, message.scheduled_ms)
+        retention = await self._retention.of(message.tenant)
         fields: dict[str, Any] = {
             "status": status.value,
             "finishedAt": now,
             "leaseUntil": None,
             "nextAttemptAt": None,
-            "expireAt": now + self._retention,
+            "expireAt": now + retention,
         }
         if record is not None:
             fields.update(outcome_fields(record))
             fields.update(log_fields(record.attempt, attempt_outcome(record, None)))
             fields["finishedAt"] = record.finished_at
-            fields["expireAt"] = record.finished_at + self._retention
+            fields["expireAt"] = record.finished_at + retention
         if error is not None:
             fields["error"] = error
         insert_only = {**identity(message), "attempts": 0}
@@ -213,12 +219,20 @@ class MongoRunStore:
     async def release_job_slot(self, job_id: str, rid: str) -> None:
         await self._slots.release(job_id, rid)
 
+    async def mark_job_failing(self, job_id: str, scheduled: datetime) -> None:
+        """A fire failed for good: the job is failing until a later one succeeds (the job side's write)."""
+        await self._job_side.mark_failing(job_id, scheduled)
+
+    async def clear_job_failing(self, job_id: str, scheduled: datetime) -> bool:
+        """A fire succeeded; True if it recovered a failing job (the job side's write)."""
+        return await self._job_side.clear_failing(job_id, scheduled)
+
     async def update_job_last_run(self, job_id: str, scheduled: datetime, status: RunStatus) -> bool:
         """Record the finished fire on its job (the job side's write); True if it was the latest."""
         return await self._job_side.record_last_run(job_id, scheduled, status)
 
     # -- helpers ----------------------------------------------------------------------------------------
 
-    def _open_expiry(self, message: RunMessage, now: datetime) -> datetime:
+    async def _open_expiry(self, message: RunMessage, now: datetime) -> datetime:
         # An unfinished run also expires, so records abandoned with their job do not live forever.
-        return max(now, scheduled_at(message)) + self._retention
+        return max(now, scheduled_at(message)) + await self._retention.of(message.tenant)
