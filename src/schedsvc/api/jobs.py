@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
+import msgspec
 from litestar import Controller, HttpMethod, Request, Response, delete, get, patch, post, route
 from litestar.datastructures import State
 from litestar.di import NamedDependency
@@ -18,6 +19,8 @@ from litestar.params import FromPath, FromQuery, HeaderParameter, QueryParameter
 from schedsvc.api import openapi
 from schedsvc.api.errors import problem_responses
 from schedsvc.domain import InvalidRequestError, Job, JobCreate, JobPatch, JobStatus
+from schedsvc.domain.limits import key_problem
+from schedsvc.domain.models import Metadata
 from schedsvc.domain.wire import JobList, JobSelector, RunAccepted, RunList
 from schedsvc.job_service import JobService
 from schedsvc.store.base import JobRepository, RunHistory
@@ -57,18 +60,26 @@ def _expected_version(if_match: str | None) -> int | None:
 
 def _metadata_pairs(values: list[str]) -> dict[str, str]:
     """``metadata=team:payments`` → ``{"team": "payments"}``: the key ends at the first colon (a value may
-    hold colons, a key cannot); 400 naming ``metadata`` for a value without one or too many pairs."""
+    hold colons, a key cannot). 400 naming ``metadata`` for a value without one, too many pairs, two values
+    for one key, or a key or value no job's metadata can hold (a NUL, or longer than ``Metadata`` allows):
+    the database would refuse the query itself."""
     if len(values) > MAX_METADATA_FILTERS:
         raise InvalidRequestError([("metadata", f"at most {MAX_METADATA_FILTERS} pairs")], status=400)
     pairs: dict[str, str] = {}
     for value in values:
         key, colon, wanted = value.partition(":")
+        shown = value.replace("\x00", "\\u0000")
         if not colon or not key:
-            raise InvalidRequestError([("metadata", f"{value!r} is not key:value")], status=400)
+            raise InvalidRequestError([("metadata", f"{shown!r} is not key:value")], status=400)
+        if problem := key_problem(key):
+            raise InvalidRequestError([("metadata", f"{shown!r}: {problem}")], status=400)
         if key in pairs and pairs[key] != wanted:  # both cannot hold: say so rather than answer nothing
             raise InvalidRequestError([("metadata", f"two values for the key {key!r}")], status=400)
         pairs[key] = wanted
-    return pairs
+    try:
+        return msgspec.convert(pairs, Metadata)  # the lengths a job's metadata is held to
+    except msgspec.ValidationError as exc:
+        raise InvalidRequestError([("metadata", str(exc).split(" - ")[0])], status=400) from None
 
 
 class JobsController(Controller):
