@@ -18,7 +18,7 @@ from schedsvc.domain import (
     VersionConflictError,
 )
 from schedsvc.domain.jobs import JobPage, JobStateError
-from schedsvc.domain.wire import BulkJobAction, JobSelector
+from schedsvc.domain.wire import MAX_COUNTED_MATCHES, BulkJobAction, JobSelector
 from schedsvc.job_service.bulk import act_on_matching
 from schedsvc.store import job_codec
 
@@ -42,8 +42,8 @@ class Jobs:
     def _matching(self, selector: JobSelector) -> list[Job]:
         return [j for j in self.jobs if selector.status in (None, j.status) and selector.tag in (None, *j.tags)]
 
-    async def count(self, tenant: str, selector: JobSelector) -> int:
-        return len(self._matching(selector))
+    async def count(self, tenant: str, selector: JobSelector, *, limit: int) -> int:
+        return min(len(self._matching(selector)), limit)
 
     async def list(self, tenant: str, selector: JobSelector, *, limit: int, cursor: str | None = None) -> JobPage:
         found = self._matching(selector)
@@ -66,15 +66,34 @@ async def test_only_jobs_the_action_applies_to_are_changed_and_every_match_is_co
 
 
 async def test_a_job_changed_meanwhile_is_not_counted_and_the_limit_says_more() -> None:
+    tried: list[str] = []
+
     async def pause(j: Job) -> None:
+        tried.append(j.name)
         if j.name == "job-1":
-            raise VersionConflictError(j.id)
+            raise VersionConflictError(j.id)  # changed meanwhile
         if j.name == "job-3":
-            raise JobStateError(j)
+            raise JobStateError(j)  # paused by someone else meanwhile
+
+    every = BulkJobAction(selector=JobSelector(tag="a"))
+    result = await act_on_matching(Jobs(STORED), "t", every, JobStatus.ACTIVE, pause)
+    assert (result.matched, result.changed, result.more) == (3, 0, False)
+    assert sorted(tried) == ["job-1", "job-3"]  # both refusals were reached, neither counted
 
     one = BulkJobAction(selector=JobSelector(tag="a"), limit=1)
     result = await act_on_matching(Jobs(STORED), "t", one, JobStatus.ACTIVE, pause)
     assert (result.matched, result.changed, result.more) == (3, 0, True)
+
+
+async def test_matches_are_counted_up_to_a_bound_not_over_every_job_of_the_tenant() -> None:
+    many = [job(n, JobStatus.PAUSED, ["a"]) for n in range(MAX_COUNTED_MATCHES + 5)]
+
+    async def pause(j: Job) -> None:
+        raise AssertionError("every match is paused already")
+
+    action = BulkJobAction(selector=JobSelector(tag="a"))
+    result = await act_on_matching(Jobs(many), "t", action, JobStatus.ACTIVE, pause)
+    assert (result.matched, result.changed, result.more) == (MAX_COUNTED_MATCHES, 0, False)
 
 
 async def test_a_status_the_action_does_not_apply_to_selects_nothing() -> None:

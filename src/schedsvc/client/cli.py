@@ -45,7 +45,7 @@ from schedsvc.client.errors import (
     UnprocessableError,
 )
 from schedsvc.domain.models import Job, JobStatus
-from schedsvc.domain.wire import BulkJobResult, JobList, JobSelector, RunList, RunRetryReport
+from schedsvc.domain.wire import MAX_COUNTED_MATCHES, BulkJobResult, JobList, JobSelector, RunList, RunRetryReport
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -294,7 +294,8 @@ def _execute(client: Client, command: str, args: argparse.Namespace, out: Callab
         case "pause" | "resume" | "rm" if args.job_id is None or _selects(args):
             done = _bulk(client, command, args)
             more = " (more match: run it again)" if done.more else ""
-            emit(done, lambda: out(f"matched {done.matched}, changed {done.changed}{more}"))
+            matched = f"at least {done.matched}" if done.matched >= MAX_COUNTED_MATCHES else done.matched
+            emit(done, lambda: out(f"matched {matched}, changed {done.changed}{more}"))
         case "ls":
             page = _page_jobs(client, args)
             emit(page, lambda: table(JOB_COLUMNS, job_rows(page.items), out))

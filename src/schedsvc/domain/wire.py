@@ -94,6 +94,9 @@ class RunRetryReport(msgspec.Struct, rename="camel"):
 
 MAX_BULK_JOBS = 1000
 """The most jobs one bulk action changes; a caller told ``more`` repeats the call for the rest."""
+MAX_COUNTED_MATCHES = 10 * MAX_BULK_JOBS
+"""A bulk action counts its matches up to here: a broad selector over a large tenant must not scan every
+job on every call (``matched`` equal to it means at least that many)."""
 
 
 class JobSelector(
@@ -132,7 +135,8 @@ class BulkJobResult(msgspec.Struct, rename="camel"):
     """What a bulk action did: repeating it is harmless (jobs already in the asked-for state are left alone)."""
 
     matched: int
-    """Jobs matching the selector when the call began (whatever their status)."""
+    """Jobs matching the selector when the call began (whatever their status), counted up to
+    :data:`MAX_COUNTED_MATCHES` (10,000): at that value, at least that many match."""
     changed: int
     """Jobs this call paused, resumed or deleted."""
     more: bool

@@ -20,7 +20,7 @@ import msgspec
 
 from schedsvc.domain import Job, JobStatus, VersionConflictError
 from schedsvc.domain.jobs import JobPage, JobStateError
-from schedsvc.domain.wire import BulkJobAction, BulkJobResult, JobSelector
+from schedsvc.domain.wire import MAX_COUNTED_MATCHES, BulkJobAction, BulkJobResult, JobSelector
 
 CONCURRENT_WRITES = 16
 """Writes of one bulk call in flight at once: quick for a thousand jobs, gentle on the connection pool."""
@@ -29,7 +29,7 @@ CONCURRENT_WRITES = 16
 class MatchingJobs(Protocol):
     """What a bulk action reads of the job repository (``store.base.JobRepository`` has both)."""
 
-    async def count(self, tenant: str, selector: JobSelector) -> int: ...
+    async def count(self, tenant: str, selector: JobSelector, *, limit: int) -> int: ...
 
     async def list(self, tenant: str, selector: JobSelector, *, limit: int, cursor: str | None = None) -> JobPage: ...
 
@@ -42,9 +42,10 @@ async def act_on_matching(
     jobs: MatchingJobs, tenant: str, action: BulkJobAction, applies_to: JobStatus | None, apply: ApplyOne
 ) -> BulkJobResult:
     """Apply ``apply`` to at most ``action.limit`` of the tenant's jobs that match the selector and are in
-    the status ``applies_to`` (any when None); count what matched and what changed."""
+    the status ``applies_to`` (any when None); count what matched (up to ``MAX_COUNTED_MATCHES``) and
+    what changed."""
     selector = action.selector
-    matched = await jobs.count(tenant, selector)
+    matched = await jobs.count(tenant, selector, limit=MAX_COUNTED_MATCHES)
     if applies_to is not None and selector.status not in (None, applies_to):
         return BulkJobResult(matched, 0, more=False)  # e.g. "pause the completed ones": none applies
     if applies_to is not None:

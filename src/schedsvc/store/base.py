@@ -53,8 +53,8 @@ class JobRepository(Protocol):
         """A page of the tenant's jobs the selector matches, in creation order."""
         ...
 
-    async def count(self, tenant: str, selector: JobSelector) -> int:
-        """How many of the tenant's jobs the selector matches."""
+    async def count(self, tenant: str, selector: JobSelector, *, limit: int) -> int:
+        """How many of the tenant's jobs the selector matches, counted up to ``limit``."""
         ...
 
     async def update(

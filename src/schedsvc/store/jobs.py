@@ -169,9 +169,9 @@ class MongoJobStore:
         items = [job_codec.read_job(d) for d in docs[:limit]]
         return JobPage(items, encode_cursor(items[-1].id) if more and items else None)
 
-    async def count(self, tenant: str, selector: JobSelector) -> int:
-        """How many of the tenant's jobs the selector matches."""
-        return await self._jobs.count_documents(job_codec.page_query(tenant, selector))
+    async def count(self, tenant: str, selector: JobSelector, *, limit: int) -> int:
+        """How many of the tenant's jobs the selector matches, counted up to ``limit`` (the server stops there)."""
+        return await self._jobs.count_documents(job_codec.page_query(tenant, selector), limit=limit)
 
     async def update(
         self,
