@@ -96,7 +96,7 @@ async def _start_with_bus(
         await execution.start()
         stack.push_async_callback(execution.stop)
         state.modules["execution"] = execution
-    state.update({"bus": adapters.bus, "adapters": adapters})
+    state.update({"bus": adapters.bus, "adapters": adapters, "job_service": job_service(adapters)})
 
 
 async def _connect_later(
@@ -149,6 +149,7 @@ async def _lifespan(settings: Settings, app: Litestar) -> AsyncIterator[None]:
                 "tenants": adapters.tenants,
                 "bus": adapters.bus,
                 "adapters": adapters,
+                "job_service": job_service(adapters),  # once per process (again when NATS arrives)
                 "modules": {},
             }
         )
@@ -178,7 +179,8 @@ def _provide_jobs(state: State) -> JobRepository:
 
 
 def _provide_job_service(state: State) -> JobService:
-    return job_service(_adapters(state))
+    service: JobService = state.job_service
+    return service
 
 
 def _provide_runs(state: State) -> RunHistory:
