@@ -178,8 +178,21 @@ def list_jobs(
     status = JobStatus(status).value if status is not None else None
     params = _query(status=status, tag=tag, name=name, limit=limit, cursor=cursor)
     if metadata:
-        params["metadata"] = [f"{key}:{value}" for key, value in metadata.items()]
+        params["metadata"] = metadata_filter(metadata)
     return Call(LIST_JOBS, LIST_JOBS.path, params)
+
+
+def metadata_filter(metadata: Mapping[str, str]) -> list[str]:
+    """``{"team": "a"}`` → ``["team:a"]``, the ``metadata`` query of ``GET /jobs``.
+
+    The server ends the key at the first colon (so a value may hold colons), so a key holding one cannot be
+    asked for: ValueError rather than a query that silently means another key. (Metadata may still hold
+    such keys, and a bulk action's JSON selector matches them.)
+    """
+    for key in metadata:
+        if ":" in key:
+            raise ValueError(f"metadata: the key {key!r} holds ':', which a GET /jobs filter cannot express")
+    return [f"{key}:{value}" for key, value in metadata.items()]
 
 
 def bulk_action(op: Operation, selector: JobSelector, limit: int | None) -> Call[BulkJobResult]:

@@ -30,7 +30,7 @@ from schedsvc.client._cli_output import (
     table,
     when,
 )
-from schedsvc.client._protocol import DEFAULT_URL
+from schedsvc.client._protocol import DEFAULT_URL, metadata_filter
 from schedsvc.client._sync import Client
 from schedsvc.client.errors import (
     ApiError,
@@ -240,6 +240,10 @@ def _edit(client: Client, args: argparse.Namespace) -> Job:
 
 def _page_jobs(client: Client, args: argparse.Namespace) -> JobList:
     meta = pairs(args.meta, "--meta")
+    try:
+        metadata_filter(meta)
+    except ValueError as exc:
+        raise UsageError(f"--meta: {exc}") from None
     if not args.all:
         return client.list_jobs(
             status=args.status, tag=args.tag, name=args.name, metadata=meta, limit=args.limit, cursor=args.cursor
