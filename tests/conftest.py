@@ -11,11 +11,15 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import pytest
 from hypothesis import settings as hypothesis_settings
 from tests.support import servers
+
+if TYPE_CHECKING:
+    from schedsvc.config import Settings
 
 hypothesis_settings.register_profile("ci", max_examples=200, deadline=None, derandomize=True)
 hypothesis_settings.register_profile("dev", max_examples=200, deadline=None)
@@ -124,21 +128,16 @@ DEV_KEY = "sk_00000000000000dd_" + "d" * 43
 """API key of the ``dev`` tenant of :func:`service_url`'s service."""
 
 
+OTHER_TENANT = "other"
+"""The second tenant of :func:`other_tenant_key`: what one tenant does, another must not see."""
+
+
 @pytest.fixture(scope="module")
-def api_service(
-    request: pytest.FixtureRequest,
-    mongo_uri: str,
-    nats_url: str,
-    run_token: str,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[servers.ServerProcess]:
-    """A ``schedsvc serve`` process (API role) for one test module, on a database and prefix of its own, with
-    a ``dev`` tenant whose key is :data:`DEV_KEY`. A module tunes it with ``SERVICE_SETTINGS = {...}``."""
+def api_service_settings(request: pytest.FixtureRequest, mongo_uri: str, nats_url: str, run_token: str) -> Settings:
+    """Settings of :func:`api_service`. A module tunes them with ``SERVICE_SETTINGS = {...}`` and turns the
+    test Redis on (response cache, rate limits) with ``SERVICE_USES_REDIS = True``."""
     from dataclasses import replace
 
-    import pymongo
-
-    from schedsvc import embedded
     from schedsvc.config import Settings
 
     name = f"{run_token}_{uuid.uuid4().hex[:6]}"
@@ -153,7 +152,22 @@ def api_service(
         dev_api_key=DEV_KEY,
         log_level="WARNING",
     )
-    settings = replace(settings, **getattr(request.module, "SERVICE_SETTINGS", {}))
+    if getattr(request.module, "SERVICE_USES_REDIS", False):
+        settings = replace(settings, redis_url=request.getfixturevalue("redis_url"))
+    return replace(settings, **getattr(request.module, "SERVICE_SETTINGS", {}))
+
+
+@pytest.fixture(scope="module")
+def api_service(
+    api_service_settings: Settings, mongo_uri: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[servers.ServerProcess]:
+    """A ``schedsvc serve`` process (API role unless ``SERVICE_SETTINGS`` says otherwise) for one test module,
+    on a database and prefix of its own, with a ``dev`` tenant whose key is :data:`DEV_KEY`."""
+    import pymongo
+
+    from schedsvc import embedded
+
+    settings = api_service_settings
     log = tmp_path_factory.mktemp("service") / "service.log"
     with servers.running(embedded.service(settings, log)) as server:
         yield server
@@ -167,3 +181,16 @@ def api_service(
 def service_url(api_service: servers.ServerProcess) -> str:
     """Base URL of :func:`api_service`."""
     return api_service.url
+
+
+@pytest.fixture(scope="module")
+async def other_tenant_key(api_service: servers.ServerProcess, api_service_settings: Settings) -> str:
+    """API key of a second tenant (:data:`OTHER_TENANT`) of :func:`api_service`."""
+    from schedsvc.store import MongoTenantStore, connect, database
+
+    client = connect(api_service_settings)
+    try:
+        key, _ = await MongoTenantStore(database(client, api_service_settings)).create_tenant(OTHER_TENANT)
+    finally:
+        await client.close()
+    return key.key

@@ -14,8 +14,8 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import httpx
@@ -23,9 +23,10 @@ import nats
 import pytest
 from bson import ObjectId
 from nats.aio.msg import Msg
+from tests.conftest import DEV_KEY
 from tests.support import servers
 
-from schedsvc import embedded, names
+from schedsvc import names
 from schedsvc.bus import NatsRunBus
 from schedsvc.client import (
     AsyncClient,
@@ -38,52 +39,28 @@ from schedsvc.client import (
     NotFoundError,
 )
 from schedsvc.client.cli import EXIT_USAGE
-from schedsvc.config import Settings
+from schedsvc.config import ROLES, Settings
 from schedsvc.domain import partition_of
 from schedsvc.domain.jobs import JobNotice
 from schedsvc.domain.wire import MAX_BULK_JOBS
-from schedsvc.store import MongoTenantStore, connect, database, job_codec
+from schedsvc.store import connect, database, job_codec
 
 T = TypeVar("T")
-DEV_KEY = "sk_00000000000000dd_" + "d" * 43
-OTHER = "other"
+SERVICE_SETTINGS = {"roles": ROLES, "partitions": 8, "horizon_seconds": 5}  # every module: bulk changes reach timing
+SERVICE_USES_REDIS = True  # and the response cache
 
 
+@dataclass
 class Service:
-    def __init__(self, url: str, settings: Settings, other_key: str) -> None:
-        self.url, self.settings, self.other_key = url, settings, other_key
+    url: str
+    settings: Settings
+    other_key: str
+    """API key of a second tenant (its jobs must never be selected)."""
 
 
 @pytest.fixture(scope="module")
-async def service(
-    mongo_uri: str, nats_url: str, redis_url: str, run_token: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Service]:
-    name = f"{run_token}_bulk_{uuid.uuid4().hex[:6]}"
-    settings = Settings(
-        mongodb_uri=mongo_uri,
-        database=f"schedsvc_{name}",
-        nats_url=nats_url,
-        redis_url=redis_url,
-        prefix=f"schedsvc_{name}",
-        port=servers.free_port(),
-        partitions=8,
-        horizon_seconds=5,
-        dev_mode=True,
-        dev_api_key=DEV_KEY,
-        log_level="WARNING",
-    )
-    log: Path = tmp_path_factory.mktemp("bulk") / "service.log"
-    mongo = connect(settings)
-    try:
-        with servers.running(embedded.service(settings, log)) as server:
-            other_key, _ = await MongoTenantStore(database(mongo, settings)).create_tenant(OTHER)
-            yield Service(server.url, settings, other_key.key)
-    finally:
-        await mongo.drop_database(settings.database)
-        await mongo.close()
-        output = await asyncio.to_thread(log.read_text)
-        if "Traceback" in output:
-            print(output[-5000:])
+def service(api_service: servers.ServerProcess, api_service_settings: Settings, other_tenant_key: str) -> Service:
+    return Service(api_service.url, api_service_settings, other_tenant_key)
 
 
 @pytest.fixture
@@ -339,6 +316,22 @@ async def test_the_cli_acts_on_a_selector_and_refuses_none(service: Service, cli
     for args in (("pause",), ("rm", "some-id", "--tag", "x")):
         refused = await asyncio.to_thread(cli, service, *args)
         assert refused.returncode == EXIT_USAGE and refused.stderr.startswith("error: selector:"), refused.stderr
+
+
+async def test_a_metadata_key_with_a_colon_is_refused_by_the_list_filter_and_matched_by_a_selector(
+    service: Service, client: AsyncClient, unique: str
+) -> None:
+    """``GET /jobs?metadata=a:b:x`` means the key ``a``: the clients refuse to send it for the key ``a:b``."""
+    job = await client.create_job(new_job(f"{unique}-colon", metadata={"a:b": "x"}))
+    with pytest.raises(ValueError, match="'a:b'"):
+        await client.list_jobs(metadata={"a:b": "x"}, name=unique)
+    with Client(service.url, DEV_KEY) as sync, pytest.raises(ValueError, match="'a:b'"):
+        sync.list_jobs(metadata={"a:b": "x"})
+    listed = await asyncio.to_thread(cli, service, "ls", "--meta", "a:b=x")
+    assert listed.returncode == EXIT_USAGE and listed.stderr.startswith("error: --meta: "), listed.stderr
+    paused = await asyncio.to_thread(cli, service, "pause", "--meta", "a:b=x", "--name-prefix", unique)
+    assert paused.stdout.strip() == "matched 1, changed 1", paused.stderr  # the JSON selector says it as it is
+    assert (await client.get_job(job.id)).status == JobStatus.PAUSED
 
 
 async def test_one_call_changes_at_most_a_thousand_jobs_and_says_more_remain(
