@@ -437,6 +437,42 @@ async def test_overlap_skip_with_a_backlog_runs_only_the_earliest_fire(mongo_db,
     assert (await final_run(mongo_db, runner))["status"] == "succeeded"
 
 
+async def test_overlap_buffer_one_runs_one_waiting_fire_after_the_running_one(mongo_db, bus, services, server) -> None:  # type: ignore[no-untyped-def]
+    """Overlap ``bufferOne`` (issue 14): of the fires delivered while a call runs, exactly one waits and
+    starts as soon as the call ends; the others are skipped; the target never sees two calls of the job at
+    once. The running call (4 s) outlasts the ack deadline (2 s), so the waiting fire's own message comes
+    back meanwhile and must go on waiting, neither running nor skipped."""
+    await add_tenant(mongo_db)
+    server.routes["/one-waits"] = lambda c, n: Reply(delay=4.0 if n == 0 else 1.0)
+    job_id = await add_job(mongo_db, HttpTarget(url=server.url("/one-waits")), overlap="bufferOne")
+    await services()
+    base = int(time.time() * 1000)
+    first = await fire(bus, job_id, base - 4000)
+    await asyncio.wait_for(server.arrived.wait(), WAIT)
+    later = [await fire(bus, job_id, base - 3000 + i * 1000) for i in range(3)]
+    finals = {rid: await final_run(mongo_db, rid) for rid in [first, *later]}
+    assert finals[first]["status"] == "succeeded"
+    assert sorted(finals[rid]["status"] for rid in later) == ["skipped", "skipped", "succeeded"]
+    [waited] = [rid for rid in later if finals[rid]["status"] == "succeeded"]
+    for rid in later:
+        if rid != waited:
+            assert finals[rid]["attempts"] == 0 and "waits behind it" in finals[rid]["error"], finals[rid]
+    calls = server.calls_to("/one-waits")
+    assert [c.idempotency_key for c in calls] == [first, waited]
+    # Never two at once: the waiting fire's call began after the first one was answered (4 s), and at
+    # once (woken by the first fire's outcome, not by its own message coming back a lease later).
+    gap = calls[1].at - calls[0].at
+    assert 4.0 <= gap < 5.0, gap
+    # The slot is free once the waiting fire is final: the next fire runs at once.
+    following = await fire(bus, job_id, base + 1000)
+    assert (await final_run(mongo_db, following))["status"] == "succeeded"
+
+    async def slot_freed() -> bool:  # freed just after the run's final status is written
+        return await mongo_db[names.RUNS].find_one({"_id": f"{job_id}:running"}) is None
+
+    await wait_until(slot_freed)
+
+
 async def test_overlap_skip_holds_the_slot_across_retries(mongo_db, bus, services, server) -> None:  # type: ignore[no-untyped-def]
     """A fire holds its job's slot from its first attempt to its final outcome (issue 14, bug 2): a newer
     fire delivered while the first waits for its retry is skipped, and the target never sees two calls

@@ -61,6 +61,8 @@ class JobForRun(msgspec.Struct, kw_only=True, frozen=True, rename="camel"):
     retry: RetryPolicy = msgspec.field(default_factory=RetryPolicy)
     overlap: str = "allow"
     status: str = "active"
+    partition: int = 0
+    """The job's timing partition: the run subject a fire of the job is published on."""
 
 
 class JobChange(msgspec.Struct, kw_only=True):

@@ -213,7 +213,10 @@ class RunTrigger(enum.StrEnum):
     MANUAL = "manual"
 
 
-Overlap = Literal["allow", "skip"]
+Overlap = Literal["allow", "skip", "bufferOne"]
+"""What a fire does while another fire of its job runs (from its first attempt to its final outcome):
+``allow`` runs beside it, ``skip`` is recorded ``skipped``, ``bufferOne`` waits and starts when the
+running fire ends, unless another fire already waits (then it is skipped)."""
 Tags = Annotated[list[Tag], Meta(max_length=32)]
 Metadata = Annotated[
     dict[Annotated[str, Meta(max_length=64)], Annotated[str, Meta(max_length=1024)]], Meta(max_length=64)

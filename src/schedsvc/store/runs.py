@@ -26,7 +26,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
@@ -74,6 +74,14 @@ class RunState:
     @property
     def final(self) -> bool:
         return self.status in FINAL_STATUSES
+
+
+@dataclass(frozen=True, slots=True)
+class BufferedFire:
+    """A fire that waited behind its job's running one (overlap ``bufferOne``) and now holds the slot."""
+
+    message: RunMessage
+    partition: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +285,75 @@ class MongoRunStore:
 
     async def release_job_slot(self, job_id: str, rid: str) -> None:
         await self._runs.delete_one({"_id": _slot_id(job_id), "holder": rid})
+
+    # Overlap ``bufferOne`` (docs/design/run-history.md, "One fire waits"): the slot document also holds
+    # the one fire waiting behind its holder (``buffered``: the fire's message and partition). Waiting is
+    # one conditional write on the slot; a holder's final outcome hands the slot straight to the waiting
+    # fire (one conditional write), and the worker then publishes a wake-up for it.
+
+    async def buffer_behind_job_slot(
+        self, message: RunMessage, partition: int, now: datetime
+    ) -> Literal["buffered", "full", "free"]:
+        """Wait behind the run holding the job's slot: ``buffered`` (this fire waits, or already did),
+        ``full`` (another fire waits: this one is skipped) or ``free`` (the slot was released meanwhile)."""
+        slot, rid = _slot_id(message.job_id), run_id(message.job_id, message.scheduled_ms)
+        entry = {
+            "runId": rid,
+            "tenant": message.tenant,
+            "scheduledMs": message.scheduled_ms,
+            "dueMs": message.due_ms,
+            "trigger": message.trigger,
+            "partition": partition,
+        }
+        result = await self._runs.update_one(
+            {"_id": slot, "holder": {"$ne": rid}, "leaseUntil": {"$gt": now}, "buffered": None},
+            {"$set": {"buffered": entry}},
+        )
+        if result.matched_count:
+            return "buffered"
+        doc = await self._runs.find_one({"_id": slot}, {"holder": 1, "leaseUntil": 1, "buffered": 1})
+        if doc is None or doc.get("holder") == rid or not (doc.get("leaseUntil") and doc["leaseUntil"] > now):
+            return "free"
+        return "buffered" if (doc.get("buffered") or {}).get("runId") == rid else "full"
+
+    async def unbuffer(self, job_id: str, rid: str) -> None:
+        """The fire holding the slot no longer waits behind it (it took a lapsed slot while buffered)."""
+        await self._runs.update_one(
+            {"_id": _slot_id(job_id), "holder": rid, "buffered.runId": rid}, {"$unset": {"buffered": ""}}
+        )
+
+    async def hand_over_job_slot(self, job_id: str, rid: str, lease_until: datetime) -> BufferedFire | None:
+        """Run ``rid`` is final: free its job's slot, or give it to the fire waiting behind it (under a lease
+        until ``lease_until``) and return that fire, for the caller to wake. A no-op for a non-holder."""
+        slot = _slot_id(job_id)
+        for _ in range(3):  # each round loses only to a fire buffering meanwhile
+            doc = await self._runs.find_one({"_id": slot, "holder": rid}, {"buffered": 1})
+            if doc is None:
+                return None
+            waiting = doc.get("buffered")
+            if not waiting or waiting.get("runId") == rid:  # nobody waits (but perhaps this run, still marked)
+                unchanged = {"buffered": None} if not waiting else {"buffered.runId": rid}
+                deleted = await self._runs.delete_one({"_id": slot, "holder": rid, **unchanged})
+                if deleted.deleted_count:
+                    return None
+                continue
+            handed = await self._runs.update_one(
+                {"_id": slot, "holder": rid, "buffered.runId": waiting["runId"]},
+                {
+                    "$set": {
+                        "holder": waiting["runId"],
+                        "leaseUntil": lease_until,
+                        "expireAt": lease_until + _SLOT_EXPIRY,
+                    },
+                    "$unset": {"buffered": ""},
+                },
+            )
+            if handed.matched_count:
+                # int(): a BSON int64 may come back as bson.Int64, which msgpack does not encode.
+                scheduled_ms, due_ms = int(waiting["scheduledMs"]), int(waiting["dueMs"])
+                message = RunMessage(job_id, str(waiting["tenant"]), scheduled_ms, due_ms, str(waiting["trigger"]), 0)
+                return BufferedFire(message, int(waiting["partition"]))
+        return None
 
     async def update_job_last_run(self, job_id: str, scheduled: datetime, status: RunStatus) -> bool:
         """Record the finished fire on its job (the job side's write); True if it was the latest."""
