@@ -22,6 +22,7 @@ from litestar.stores.base import Store
 from schedsvc import __version__
 from schedsvc.api import openapi
 from schedsvc.api.auth import KEY_CACHE_SECONDS, PUBLIC_PATHS, ApiKeyAuthentication, follow_key_changes
+from schedsvc.api.backfill import BackfillController
 from schedsvc.api.bodies import check_request
 from schedsvc.api.docs import DOCS_PATH, BundledSwaggerUI
 from schedsvc.api.errors import EXCEPTION_HANDLERS
@@ -209,7 +210,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         handlers.append(MetricsController)
     middleware: list[Any] = [RequestIdMiddleware(), prometheus.middleware]
     if "api" in settings.roles:
-        handlers += [JobsController, RunsController, SchedulesController]
+        handlers += [JobsController, BackfillController, RunsController, SchedulesController]
         middleware += [
             DefineMiddleware(ApiKeyAuthentication, exclude=PUBLIC_PATHS),
             TenantContextMiddleware(),

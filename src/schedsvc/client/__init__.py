@@ -53,13 +53,14 @@ from schedsvc.domain.models import (
     Schedule,
     Target,
 )
-from schedsvc.domain.wire import FieldError, JobList, Problem, RunAccepted, RunList
+from schedsvc.domain.wire import BackfillAccepted, FieldError, JobList, Problem, RunAccepted, RunList
 
 __all__ = [
     "DEFAULT_URL",
     "OPERATIONS",
     "ApiError",
     "AsyncClient",
+    "BackfillAccepted",
     "BadRequestError",
     "CalendarSchedule",
     "CatchupPolicy",

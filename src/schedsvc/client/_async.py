@@ -14,7 +14,7 @@ import httpx
 from schedsvc.client import _protocol as protocol
 from schedsvc.client._protocol import DEFAULT_URL, USER_AGENT, Call, JobRef, RequestRetry
 from schedsvc.domain.models import Job, JobCreate, JobPatch, JobStatus, Run, RunStatus, RunTrigger, Schedule
-from schedsvc.domain.wire import JobList, RunAccepted, RunList
+from schedsvc.domain.wire import BackfillAccepted, JobList, RunAccepted, RunList
 
 T = TypeVar("T")
 
@@ -129,6 +129,11 @@ class AsyncClient:
     async def run_job_now(self, job: JobRef) -> RunAccepted:
         """Queue a ``manual`` run now; its outcome appears in the run history."""
         return await self._send(protocol.run_job_now(job))
+
+    async def backfill_job(self, job: JobRef, first: datetime, last: datetime) -> BackfillAccepted:
+        """Run every fire of the job's schedule from ``first`` to ``last`` (inclusive, past, at most 1,000),
+        recorded with trigger ``backfill``; fires that already have a run are not run again."""
+        return await self._send(protocol.backfill_job(job, first, last))
 
     async def list_runs(self, job: JobRef, *, limit: int | None = None, cursor: str | None = None) -> RunList:
         """One page of a job's runs, newest first."""

@@ -211,6 +211,8 @@ class RunTrigger(enum.StrEnum):
     SCHEDULED = "scheduled"
     CATCHUP = "catchup"
     MANUAL = "manual"
+    BACKFILL = "backfill"
+    """A past fire run on request (``POST /jobs/{id}/backfill``)."""
 
 
 Overlap = Literal["allow", "skip", "bufferOne"]

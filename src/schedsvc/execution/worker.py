@@ -237,7 +237,9 @@ class RunWorker:
             if job is None
             else JobFacts(job.status == "paused", job.retry.max_attempts, job.retry.max_event_age_seconds)
         )
-        decision = on_delivery(run, facts, manual=msg.trigger == RunTrigger.MANUAL, now=datetime.now(UTC))
+        # A backfill is asked for like a manual run: it runs even while the job is paused.
+        requested = msg.trigger in (RunTrigger.MANUAL, RunTrigger.BACKFILL)
+        decision = on_delivery(run, facts, manual=requested, now=datetime.now(UTC))
         claim.overlap_skip = job is not None and job.overlap == "skip" and run.attempts > 0
         claim.buffer_one = job is not None and job.overlap == "bufferOne"
         if decision.step == Step.ATTEMPT and job is not None and job.overlap in ("skip", "bufferOne"):
@@ -431,8 +433,10 @@ async def _or_invalid(read: Awaitable[JobForRun | None]) -> JobForRun | msgspec.
 
 
 def _age(msg: RunMessage) -> float:
-    """Seconds since the fire's scheduled instant."""
-    return time.time() - msg.scheduled_ms / 1000
+    """Seconds since the fire's scheduled instant; for a backfill, since it was queued (its scheduled
+    instant may be long past, and ``maxEventAgeSeconds`` would otherwise forbid every retry)."""
+    start = msg.due_ms if msg.trigger == RunTrigger.BACKFILL else msg.scheduled_ms
+    return time.time() - start / 1000
 
 
 def dead_letter_headers(msg: RunMessage, attempts: int, error: str) -> dict[str, str]:
