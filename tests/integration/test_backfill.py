@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -215,24 +216,26 @@ async def test_a_backfill_runs_each_fire_once_and_reruns_nothing(service: Servic
     assert sorted(ids) == sorted(expected | {missed_id})
 
 
-async def test_a_backfill_honours_the_overlap_policy(service: Service) -> None:
-    """Overlap ``skip``: a backfill's fires arrive together, so one calls the target and the rest are skipped."""
-    service.receiver.routes["/one-at-a-time"] = lambda c, n: Reply(hang=True)
-    job = await service.create("/one-at-a-time", overlap="skip")
+@pytest.mark.parametrize(
+    ("overlap", "expected"),
+    [("skip", ["skipped", "skipped", "succeeded"]), ("bufferOne", ["skipped", "succeeded", "succeeded"])],
+)
+async def test_a_backfill_honours_the_overlap_policy(service: Service, overlap: str, expected: list[str]) -> None:
+    """A backfill's fires arrive together: under ``skip`` one calls the target and the rest are skipped;
+    under ``bufferOne`` one more waits and runs after it. Never two calls at once."""
+    route = f"/one-at-a-time-{overlap}"
+    service.receiver.routes[route] = lambda c, n: Reply(delay=1.0)
+    job = await service.create(route, overlap=overlap)
     anchor = datetime.fromisoformat(job["schedule"]["anchor"])
     r = await service.backfill(job["id"], anchor - timedelta(minutes=3), anchor - timedelta(minutes=1))
     assert r.json()["queued"] == 3
 
-    async def two_skipped() -> bool:
-        runs = await service.runs(job["id"])
-        return sum(r["status"] == "skipped" for r in runs) == 2
+    async def all_final() -> list[str] | None:
+        statuses = sorted(r["status"] for r in await service.runs(job["id"]))
+        return statuses if len(statuses) == 3 and "running" not in statuses and "queued" not in statuses else None
 
-    await wait_until(two_skipped)
-    assert len(service.receiver.calls_to("/one-at-a-time")) == 1
-    service.receiver.release.set()
-
-    async def one_succeeded() -> bool:
-        runs = await service.runs(job["id"])
-        return sorted(r["status"] for r in runs) == ["skipped", "skipped", "succeeded"]
-
-    await wait_until(one_succeeded)
+    assert await wait_until(all_final) == expected
+    calls = service.receiver.calls_to(route)
+    assert len(calls) == expected.count("succeeded")
+    assert all(later.at - earlier.at >= 1.0 for earlier, later in itertools.pairwise(calls))
+    assert {r["trigger"] for r in await service.runs(job["id"])} == {"backfill"}
