@@ -130,11 +130,17 @@ async def test_a_backfill_refuses_bad_ranges_naming_the_field(api_only: Service)
         ({"from": _iso(anchor), "to": _iso(datetime.now(UTC) + timedelta(hours=1))}, "to"),  # the future
         ({"from": _iso(anchor - timedelta(days=1)), "to": _iso(anchor)}, "to"),  # 1,441 fires
         ({"to": _iso(anchor)}, "from"),
+        ({"from": "0001-01-01T00:00:00+01:00", "to": _iso(anchor)}, "from"),  # before year 1 in UTC
     ]
     for body, field in cases:
         r = await service.client.post(f"/jobs/{job['id']}/backfill", json=body, headers=service.headers)
         assert r.status_code == 422, (body, r.text)
         assert [e["field"] for e in r.json()["errors"]] == [field], (body, r.json())
+    # The earliest instants a datetime holds are a range like any other.
+    r = await service.backfill(job["id"], "0001-01-01T00:00:00Z", "0001-01-01T00:02:30Z")
+    assert r.status_code == 202, r.text
+    early = r.json()["fires"]
+    assert early in (2, 3)
     # Another tenant's job answers as a missing one.
     first = anchor - timedelta(minutes=MAX_BACKFILL_FIRES)
     r = await service.backfill(job["id"], first, anchor, headers=service.rival)
@@ -150,7 +156,7 @@ async def test_a_backfill_refuses_bad_ranges_naming_the_field(api_only: Service)
         ids = [i async for i in bus.stream_message_ids()]
     finally:
         await bus.close()
-    assert len(ids) == MAX_BACKFILL_FIRES
+    assert len(ids) == MAX_BACKFILL_FIRES + early
 
 
 async def test_a_backfill_runs_each_fire_once_and_reruns_nothing(service: Service) -> None:
