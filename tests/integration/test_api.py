@@ -75,7 +75,7 @@ async def test_create_returns_job_with_defaults_location_and_etag(api: Api) -> N
         "maxBackoffSeconds": 60.0,
         "maxEventAgeSeconds": 3600.0,
     }
-    assert job["catchup"] == {"policy": "latest", "windowSeconds": 3600}
+    assert job["catchup"] == {"policy": "latest", "windowSeconds": 3600, "misfireGraceSeconds": 60}
     assert job["overlap"] == "allow"
     assert job["lastRun"] is None
     next_run = datetime.fromisoformat(job["nextRun"])
@@ -294,6 +294,9 @@ async def test_revoked_key_stops_working(api: Api) -> None:
         (job_body(retry={"maxAttempts": 0}), "retry.maxAttempts", ">= 1"),
         (job_body(retry={"minBackoffSeconds": 10, "maxBackoffSeconds": 1}), "retry", "maxBackoffSeconds"),
         (job_body(catchup={"policy": "sometimes"}), "catchup.policy", ""),
+        (job_body(catchup={"misfireGraceSeconds": 0}), "catchup.misfireGraceSeconds", ">= 1"),
+        (job_body(catchup={"misfireGraceSeconds": 86_401}), "catchup.misfireGraceSeconds", "<= 86400"),
+        (job_body(overlap="bufferAll"), "overlap", "enum"),
         ({**job_body(), "colour": "blue"}, "colour", "unknown"),
         ({"schedule": job_body()["schedule"], "target": job_body()["target"]}, "name", "missing"),
     ],

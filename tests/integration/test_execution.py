@@ -439,6 +439,46 @@ async def test_overlap_skip_with_a_backlog_runs_only_the_earliest_fire(mongo_db,
     assert (await final_run(mongo_db, runner))["status"] == "succeeded"
 
 
+@pytest.mark.parametrize("replicas", [1, 2])
+async def test_overlap_buffer_one_starts_one_waiting_fire_after_the_running_one(  # type: ignore[no-untyped-def]
+    mongo_db, bus, services, server, replicas
+) -> None:
+    """Overlap ``bufferOne`` (issue 14): of the fires delivered while a call runs, exactly one waits and
+    starts as soon as the call ends; the others are skipped; the target never sees two calls of the job at
+    once. The running call (4 s) outlasts the ack deadline (2 s), so the waiting fire's own message comes
+    back meanwhile and must go on waiting, neither running nor skipped."""
+    await add_tenant(mongo_db)
+    server.routes["/one-waits"] = lambda c, n: Reply(delay=4.0 if n == 0 else 1.0)
+    job_id = await add_job(mongo_db, HttpTarget(url=server.url("/one-waits")), overlap="bufferOne")
+    for _ in range(replicas):  # two execution replicas share the consumer: the fires go to both
+        await services()
+    base = int(time.time() * 1000)
+    first = await fire(bus, job_id, base - 4000)
+    await asyncio.wait_for(server.arrived.wait(), WAIT)
+    later = [await fire(bus, job_id, base - 3000 + i * 1000) for i in range(3)]
+    finals = {rid: await final_run(mongo_db, rid) for rid in [first, *later]}
+    assert finals[first]["status"] == "succeeded"
+    assert sorted(finals[rid]["status"] for rid in later) == ["skipped", "skipped", "succeeded"]
+    [waited] = [rid for rid in later if finals[rid]["status"] == "succeeded"]
+    for rid in later:
+        if rid != waited:
+            assert finals[rid]["attempts"] == 0 and "waits behind it" in finals[rid]["error"], finals[rid]
+    calls = server.calls_to("/one-waits")
+    assert [c.idempotency_key for c in calls] == [first, waited]
+    # Never two at once: the waiting fire's call began after the first one was answered (4 s), and at
+    # once (woken by the first fire's outcome, not by its own message coming back a lease later).
+    gap = calls[1].at - calls[0].at
+    assert 4.0 <= gap < 5.0, gap
+    # The slot is free once the waiting fire is final: the next fire runs at once.
+    following = await fire(bus, job_id, base + 1000)
+    assert (await final_run(mongo_db, following))["status"] == "succeeded"
+
+    async def slot_freed() -> bool:  # freed just after the run's final status is written
+        return await mongo_db[names.RUNS].find_one({"_id": f"{job_id}:running"}) is None
+
+    await wait_until(slot_freed)
+
+
 async def test_overlap_skip_holds_the_slot_across_retries(mongo_db, bus, services, server) -> None:  # type: ignore[no-untyped-def]
     """A fire holds its job's slot from its first attempt to its final outcome (issue 14, bug 2): a newer
     fire delivered while the first waits for its retry is skipped, and the target never sees two calls
@@ -748,6 +788,47 @@ async def test_a_redelivered_finished_run_does_not_call_again(  # type: ignore[n
     assert len(server.calls) == 1
     assert (await run_doc(mongo_db, rid))["attempts"] == 1
     assert (await job_after_run(mongo_db, job_id))["lastRunStatus"] == "succeeded"
+
+
+@pytest.mark.parametrize("dies_at", ["hand_over_job_slot", "publish_runs"])
+async def test_a_waiting_fire_survives_the_holder_s_worker_dying(  # type: ignore[no-untyped-def]
+    mongo_db, bus, services, server, fast, monkeypatch, dies_at
+) -> None:
+    """Overlap ``bufferOne``: the worker of the running fire dies after recording its outcome, before
+    handing the slot over (the redelivery of its finished run hands it over) or before waking the waiting
+    fire (the waiting fire's own message comes back and finds the slot its own). Either way the waiting
+    fire runs, once, and nothing else calls the target."""
+    await add_tenant(mongo_db)
+    server.routes["/crash"] = lambda c, n: Reply(delay=1.0)
+    job_id = await add_job(mongo_db, HttpTarget(url=server.url("/crash")), overlap="bufferOne")
+    owner = MongoRunStore if dies_at == "hand_over_job_slot" else NatsRunBus
+    real = getattr(owner, dies_at)
+    publish = NatsRunBus.publish_runs  # the test's own publishes take the real method
+    stuck = asyncio.Event()
+
+    async def dies_here(*args: Any, **kwargs: Any) -> None:
+        stuck.set()
+        await asyncio.Event().wait()  # never returns: the worker is "killed" here
+
+    async def send(scheduled_ms: int) -> str:
+        await publish(bus, [RunMessage(job_id, TENANT, scheduled_ms, scheduled_ms, "scheduled", 1)], [0])
+        return run_id(job_id, scheduled_ms)
+
+    monkeypatch.setattr(owner, dies_at, dies_here)
+    first = await services(shutdown_grace_seconds=0.0)
+    base = int(time.time() * 1000)
+    running = await send(base - 2000)
+    await asyncio.wait_for(server.arrived.wait(), WAIT)
+    waiting = await send(base - 1000)
+    await asyncio.wait_for(stuck.wait(), WAIT)
+    assert (await run_doc(mongo_db, running))["status"] == "succeeded"
+    assert await run_doc(mongo_db, waiting) is None  # still waiting
+    await first.stop()  # cancels the stuck task
+
+    monkeypatch.setattr(owner, dies_at, real)
+    await services()
+    assert (await final_run(mongo_db, waiting))["status"] == "succeeded"
+    assert [c.idempotency_key for c in server.calls_to("/crash")] == [running, waiting]
 
 
 def spawn_worker(settings: Settings) -> subprocess.Popen[bytes]:

@@ -22,6 +22,7 @@ from litestar.stores.base import Store
 from schedsvc import __version__
 from schedsvc.api import openapi
 from schedsvc.api.auth import KEY_CACHE_SECONDS, PUBLIC_PATHS, ApiKeyAuthentication, follow_key_changes
+from schedsvc.api.backfill import BackfillController
 from schedsvc.api.bodies import check_request
 from schedsvc.api.docs import DOCS_PATH, BundledSwaggerUI
 from schedsvc.api.errors import EXCEPTION_HANDLERS
@@ -232,7 +233,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
     cache = cache_adapters(settings)
     middleware: list[Any] = [RequestIdMiddleware(), prometheus.middleware]
     if "api" in settings.roles:
-        handlers += [JobsController, BulkJobsController, RunsController, SchedulesController, TenantSettingsController]
+        handlers += [
+            JobsController,
+            BulkJobsController,
+            BackfillController,
+            RunsController,
+            SchedulesController,
+            TenantSettingsController,
+        ]
         middleware += [
             DefineMiddleware(ApiKeyAuthentication, exclude=PUBLIC_PATHS),
             RateLimitMiddleware(cache.rate_limiter, settings.rate_limit_per_minute, settings.rate_limit_overrides),

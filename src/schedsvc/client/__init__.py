@@ -56,13 +56,23 @@ from schedsvc.domain.models import (
 )
 from schedsvc.domain.notifications import Notification
 from schedsvc.domain.tenants import TenantSettings, TenantSettingsPatch
-from schedsvc.domain.wire import BulkJobResult, FieldError, JobList, JobSelector, Problem, RunAccepted, RunList
+from schedsvc.domain.wire import (
+    BackfillAccepted,
+    BulkJobResult,
+    FieldError,
+    JobList,
+    JobSelector,
+    Problem,
+    RunAccepted,
+    RunList,
+)
 
 __all__ = [
     "DEFAULT_URL",
     "OPERATIONS",
     "ApiError",
     "AsyncClient",
+    "BackfillAccepted",
     "BadRequestError",
     "BulkJobResult",
     "CalendarSchedule",

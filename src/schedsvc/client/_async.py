@@ -15,7 +15,15 @@ from schedsvc.client import _protocol as protocol
 from schedsvc.client._protocol import DEFAULT_URL, USER_AGENT, Call, JobRef, RequestRetry
 from schedsvc.domain.models import Job, JobCreate, JobPatch, JobStatus, Run, RunStatus, RunTrigger, Schedule
 from schedsvc.domain.tenants import TenantSettings, TenantSettingsPatch
-from schedsvc.domain.wire import BulkJobResult, JobList, JobSelector, RunAccepted, RunList, RunRetryReport
+from schedsvc.domain.wire import (
+    BackfillAccepted,
+    BulkJobResult,
+    JobList,
+    JobSelector,
+    RunAccepted,
+    RunList,
+    RunRetryReport,
+)
 
 T = TypeVar("T")
 
@@ -147,6 +155,11 @@ class AsyncClient:
     async def delete_jobs(self, selector: JobSelector, *, limit: int | None = None) -> BulkJobResult:
         """Delete the jobs the selector matches: at most ``limit`` (default 1,000); ``more``: call again."""
         return await self._send(protocol.bulk_action(protocol.DELETE_JOBS, selector, limit))
+
+    async def backfill_job(self, job: JobRef, first: datetime, last: datetime) -> BackfillAccepted:
+        """Run every fire of the job's schedule from ``first`` to ``last`` (inclusive, past, at most 1,000),
+        recorded with trigger ``backfill``; fires that already have a run are not run again."""
+        return await self._send(protocol.backfill_job(job, first, last))
 
     async def list_runs(self, job: JobRef, *, limit: int | None = None, cursor: str | None = None) -> RunList:
         """One page of a job's runs, newest first."""

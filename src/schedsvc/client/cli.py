@@ -106,7 +106,7 @@ def _job_flags(parser: argparse.ArgumentParser) -> None:
     target.add_argument("--payload", metavar="JSON", help="NATS payload: JSON, or a plain string")
     parser.add_argument("--tag", action="append", help="repeatable; replaces the job's tags on edit")
     parser.add_argument("--meta", action="append", metavar="KEY=VALUE", help="metadata entry (repeatable)")
-    parser.add_argument("--overlap", choices=("allow", "skip"))
+    parser.add_argument("--overlap", choices=("allow", "skip", "bufferOne"))
     parser.add_argument("--max-attempts", type=int, help="retry policy: attempts per fire")
     parser.add_argument("--catchup", choices=("skip", "latest", "all"), help="catch-up policy for missed fires")
 

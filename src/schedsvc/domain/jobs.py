@@ -72,6 +72,8 @@ class JobForRun(msgspec.Struct, kw_only=True, frozen=True, rename="camel"):
     status: str = "active"
     notify: NotificationTarget | None = None
     """The job's own notification target (None: the tenant's default applies)."""
+    partition: int = 0
+    """The job's timing partition: the run subject a fire of the job is published on."""
 
 
 class JobChange(msgspec.Struct, kw_only=True):

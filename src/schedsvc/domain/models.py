@@ -185,11 +185,19 @@ class RetryPolicy(Struct, kw_only=True, forbid_unknown_fields=True, rename="came
             raise ValueError("maxBackoffSeconds: maxBackoffSeconds must not be below minBackoffSeconds")
 
 
+DEFAULT_MISFIRE_GRACE_SECONDS = 60
+"""A fire this much past its due instant counts as late (see ``CatchupPolicy.misfire_grace_seconds``)."""
+
+
 class CatchupPolicy(Struct, kw_only=True, forbid_unknown_fields=True, rename="camel"):
     """What to do with fires missed while no replica ran the job's partition or the job was paused."""
 
     policy: Literal["skip", "latest", "all"] = "latest"
     window_seconds: Annotated[int, Meta(ge=0, le=30 * 86_400)] = 3600
+    misfire_grace_seconds: Annotated[int, Meta(ge=1, le=86_400)] = DEFAULT_MISFIRE_GRACE_SECONDS
+    """A fire delivered up to this long after its due instant still runs as ``scheduled``; an older one is
+    late and follows ``policy``. Below the partition lease takeover time (about 15 s), the fires a crashed
+    replica left behind count as late too."""
 
 
 class JobStatus(enum.StrEnum):
@@ -211,9 +219,14 @@ class RunTrigger(enum.StrEnum):
     SCHEDULED = "scheduled"
     CATCHUP = "catchup"
     MANUAL = "manual"
+    BACKFILL = "backfill"
+    """A past fire run on request (``POST /jobs/{id}/backfill``)."""
 
 
-Overlap = Literal["allow", "skip"]
+Overlap = Literal["allow", "skip", "bufferOne"]
+"""What a fire does while another fire of its job runs (from its first attempt to its final outcome):
+``allow`` runs beside it, ``skip`` is recorded ``skipped``, ``bufferOne`` waits and starts when the
+running fire ends, unless another fire already waits (then it is skipped)."""
 Tags = Annotated[list[Tag], Meta(max_length=32)]
 Metadata = Annotated[
     dict[Annotated[str, Meta(max_length=64)], Annotated[str, Meta(max_length=1024)]], Meta(max_length=64)

@@ -143,6 +143,40 @@ class BulkJobResult(msgspec.Struct, rename="camel"):
     """More jobs the action applies to remain than ``limit`` let this call change: call again."""
 
 
+MAX_BACKFILL_FIRES = 1000
+"""Most fires one backfill request may run."""
+
+
+class BackfillRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Body of ``POST /jobs/{id}/backfill``: run every fire of the job's schedule from ``from`` to ``to``
+    (both inclusive; both past instants with a UTC offset)."""
+
+    from_: AwareDatetime = msgspec.field(name="from")
+    to: AwareDatetime
+
+    def __post_init__(self) -> None:
+        for field, instant in (("from", self.from_), ("to", self.to)):
+            problem = instant_problem(instant)
+            if problem:
+                raise ValueError(f"{field}: {problem}")
+        if self.to < self.from_:
+            raise ValueError("to: must not be before from")
+
+
+class BackfillAccepted(msgspec.Struct, rename="camel"):
+    """Answer of ``POST /jobs/{id}/backfill``: the fires of the range, and how many runs were queued now.
+
+    A fire that already has a run (it ran, runs, failed or was skipped) is not run again, so a repeated
+    backfill of the same range queues none; a fire recorded ``missed`` is run (its run reopens).
+    """
+
+    job_id: str
+    fires: int
+    """Fires of the schedule in the range."""
+    queued: int
+    """Runs queued by this request."""
+
+
 class PreviewRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Body of ``POST /schedules/preview``."""
 

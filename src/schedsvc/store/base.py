@@ -175,6 +175,10 @@ class RunHistory(Protocol):
 
     async def revert_retry(self, rid: str, retries: int, now: datetime) -> None: ...
 
+    async def open_backfill(self, tenant: str, job_id: str, fires_ms: Sequence[int], now: datetime) -> list[int]:
+        """Of a backfill's fires, those to publish (no run yet, or recorded ``missed``: reopened)."""
+        ...
+
 
 @runtime_checkable
 class ReplyStore(Protocol):

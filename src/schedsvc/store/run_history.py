@@ -18,7 +18,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from schedsvc import names
 from schedsvc.config import Settings
-from schedsvc.domain import InvalidCursorError, Run, RunStatus, RunTrigger
+from schedsvc.domain import InvalidCursorError, Run, RunStatus, RunTrigger, run_id
 from schedsvc.domain.time import from_ms, to_ms
 from schedsvc.store._client import translate_errors
 from schedsvc.store.retention import RunRetention
@@ -151,6 +151,34 @@ class MongoRunHistory:
             return_document=ReturnDocument.AFTER,
         )
         return "changed" if reopened is None else read_run(reopened)
+
+    async def open_backfill(self, tenant: str, job_id: str, fires_ms: Sequence[int], now: datetime) -> list[int]:
+        """The fires of a backfill to publish: those with no run yet, those recorded ``missed`` (reopened here
+        as ``queued`` runs with trigger ``backfill``), and those queued without an attempt (a backfill whose
+        messages may not have been published). A fire that ran, runs or was skipped is left alone, so a
+        repeated backfill of a range runs nothing twice."""
+        rids = {run_id(job_id, ms): ms for ms in fires_ms}
+        if not rids:
+            return []
+        await self._runs.update_many(
+            {"_id": {"$in": list(rids)}, "tenant": tenant, "status": RunStatus.MISSED.value},
+            {
+                "$set": {
+                    "status": RunStatus.QUEUED.value,
+                    "trigger": RunTrigger.BACKFILL.value,
+                    "finishedAt": None,
+                    "error": None,
+                    "expireAt": now + await self._retention.of(tenant),
+                }
+            },
+        )
+        found = self._runs.find({"_id": {"$in": list(rids)}}, {"status": 1, "attempts": 1})
+        taken = {
+            doc["_id"]
+            async for doc in found
+            if not (doc.get("status") == RunStatus.QUEUED.value and not doc.get("attempts"))
+        }
+        return [ms for rid, ms in rids.items() if rid not in taken]
 
     async def revert_retry(self, rid: str, retries: int, now: datetime) -> None:
         """Undo :meth:`reopen_for_retry` when its message could not be published (the run is failed again)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
@@ -34,6 +34,7 @@ from schedsvc.store.run_codec import (
     outcome_fields,
     scheduled_at,
 )
+from schedsvc.store.run_slots import BufferedFire as BufferedFire  # re-exported for execution.worker
 from schedsvc.store.run_slots import MongoJobSlots
 
 __all__ = ["AttemptRecord", "JobForRun", "MongoRunStore", "RunState", "scheduled_at"]
@@ -218,6 +219,19 @@ class MongoRunStore:
 
     async def release_job_slot(self, job_id: str, rid: str) -> None:
         await self._slots.release(job_id, rid)
+
+    async def buffer_behind_job_slot(
+        self, message: RunMessage, partition: int, now: datetime
+    ) -> Literal["buffered", "full", "free"]:
+        """Wait behind the run holding the job's slot (overlap ``bufferOne``; ``store/run_slots.py``)."""
+        return await self._slots.buffer_behind(message, partition, now)
+
+    async def unbuffer(self, job_id: str, rid: str) -> None:
+        await self._slots.unbuffer(job_id, rid)
+
+    async def hand_over_job_slot(self, job_id: str, rid: str, lease_until: datetime) -> BufferedFire | None:
+        """Free the final run's slot, or give it to the fire waiting behind it (``store/run_slots.py``)."""
+        return await self._slots.hand_over(job_id, rid, lease_until)
 
     async def mark_job_failing(self, job_id: str, scheduled: datetime) -> None:
         """A fire failed for good: the job is failing until a later one succeeds (the job side's write)."""
