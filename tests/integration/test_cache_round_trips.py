@@ -11,12 +11,15 @@ from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
+from prometheus_client import REGISTRY
 from redis.asyncio import connection as redis_connection
 from tests.integration.test_cache_ratelimit import api_settings, auth, drop_database, job_body
 
 from schedsvc.api import create_app
 from schedsvc.cache import PREFETCHED, RedisLink, RedisRateLimiter, ResilientStore
+from schedsvc.cache import redis as redis_module
 from schedsvc.config import Settings
+from schedsvc.domain.admission import CacheProbe, WriteIntent
 
 __all__ = ["auth", "drop_database"]  # fixtures shared with test_cache_ratelimit
 
@@ -38,6 +41,33 @@ def round_trips(monkeypatch: pytest.MonkeyPatch) -> type[RoundTrips]:
     RoundTrips.count = 0
     monkeypatch.setattr(redis_connection.AbstractConnection, "send_packed_command", counted)
     return RoundTrips
+
+
+def cache_hits() -> float:
+    """Responses served from the cache by this process so far (the counter is process-wide: compare)."""
+    return REGISTRY.get_sample_value("schedsvc_cache_requests_total", {"result": "hit"}) or 0.0
+
+
+async def read_through(limiter: RedisRateLimiter, store: ResilientStore, probe: CacheProbe, document: bytes) -> Any:
+    """One cacheable read as the API does it: "bypass", the cached payload, or None (a miss that stores
+    ``document``, standing for what MongoDB returned, with the next round trip)."""
+    admission = await limiter.admit("k", 1000, probe=probe)
+    if admission.cache_read is None:
+        return "bypass"
+    token = PREFETCHED.set(admission.cache_read)
+    try:
+        payload = await store.get(probe.entry_key)
+        if payload is None:
+            await store.set(probe.entry_key, document, expires_in=60)
+        return payload
+    finally:
+        PREFETCHED.reset(token)
+
+
+async def drop_keys(link: RedisLink, unique: str) -> None:
+    keys = [key async for key in link.client.scan_iter(match=f"{unique}:*")]
+    if keys:
+        await link.client.delete(*keys)
 
 
 async def test_a_read_never_caches_while_a_write_is_in_flight(redis_url: str, unique: str) -> None:
@@ -168,17 +198,21 @@ async def test_a_cached_response_carries_only_this_requests_headers(
 ) -> None:
     async with AsyncTestClient(create_app(api_settings(settings, redis_url))) as client:
         job = (await client.post("/jobs", json=job_body("cached"), headers=auth)).json()
-        remaining = []
+        remaining: list[int] = []
+        bodies: list[bytes] = []
+        hits = 0.0
         for n in range(4):  # a miss (stored), then hits
             r = await client.get(f"/jobs/{job['id']}", headers={**auth, "X-Request-ID": f"req-{n}"})
             assert r.status_code == 200
             assert r.headers.get_list("x-request-id") == [f"req-{n}"]
             assert len(r.headers.get_list("ratelimit-remaining")) == 1
             remaining.append(int(r.headers["ratelimit-remaining"]))
-            await asyncio.sleep(0.05)  # the entry is written in the background
+            bodies.append(r.content)
+            if n == 0:
+                hits = cache_hits()  # the miss stored the entry (sent with the next request's round trip)
+        assert cache_hits() == hits + 3, "the reads after the first were not served from the cache"
         assert remaining == sorted(remaining, reverse=True) and len(set(remaining)) == 4
-        metrics = (await client.get("/metrics")).text
-        assert 'schedsvc_cache_requests_total{result="hit"}' in metrics
+        assert bodies == [bodies[0]] * 4
 
 
 async def test_a_failing_deferred_command_does_not_fail_the_request(redis_url: str, unique: str) -> None:
@@ -187,7 +221,7 @@ async def test_a_failing_deferred_command_does_not_fail_the_request(redis_url: s
     limiter = RedisRateLimiter(link)
     try:
         await link.client.set(f"{unique}:not-a-set", b"x")
-        link.defer(("ZREM", f"{unique}:not-a-set", "token"))  # WRONGTYPE
+        link.finish_write(WriteIntent("acme", None, (), (f"{unique}:not-a-set",), "token"))  # ZREM: WRONGTYPE
         link.defer(("SET", f"{unique}:entry", b"tag\nbody", "EX", 60))
         probe = limiter.read_probe("acme", "/jobs", b"", None)
         admission = await limiter.admit("k", 1000, probe=probe)
@@ -200,3 +234,93 @@ async def test_a_failing_deferred_command_does_not_fail_the_request(redis_url: s
         if keys:
             await link.client.delete(*keys)
         await link.close()
+
+
+async def test_a_lost_in_flight_mark_or_version_never_leaves_a_stale_entry(redis_url: str, unique: str) -> None:
+    """Redis failed over or evicted: a read during the write saw no mark and cached the old document; the
+    finished write's new versions keep it from being served. A missing version never matches an old entry."""
+    link = RedisLink(redis_url, f"{unique}:")
+    link.deferred_flush_seconds = 3600.0  # deferred commands go with the next round trip only
+    limiter = RedisRateLimiter(link)
+    store = ResilientStore(link)
+    try:
+        probe = limiter.read_probe("acme", "/jobs/j1", b"", "j1")
+        assert probe is not None
+        write = limiter.write_intent("acme", "j1")
+        assert write is not None and (await limiter.admit("k", 1000, write=write)).write_recorded
+        await link.client.delete(*write.flight_keys)  # the marks are lost mid-write
+        assert await read_through(limiter, store, probe, b"old") is None  # cached the old document
+        assert await read_through(limiter, store, probe, b"old") == b"old"
+        limiter.written(write)  # the database write is done
+        assert await read_through(limiter, store, probe, b"new") is None  # the old entry no longer matches
+        assert await read_through(limiter, store, probe, b"new") == b"new"
+
+        await link.client.delete(*probe.version_keys)  # the version is lost (evicted, expired)
+        assert await read_through(limiter, store, probe, b"newer") is None  # the entry is not served
+        assert await read_through(limiter, store, probe, b"newer") == b"newer"
+        later = limiter.write_intent("acme", "j1")
+        assert later is not None and (await limiter.admit("k", 1000, write=later)).write_recorded
+        limiter.written(later)
+        await link.flush_deferred()
+        await link.client.delete(*probe.version_keys)  # lost again: not the entry of the last missing version
+        assert await read_through(limiter, store, probe, b"newest") is None
+        assert await read_through(limiter, store, probe, b"newest") == b"newest"
+    finally:
+        await drop_keys(link, unique)
+        await link.close()
+
+
+async def test_finished_writes_are_unmarked_soon_after_redis_failed(
+    redis_url: str, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Marks whose removal could not be sent (the breaker was open) are sent on their own once Redis is
+    back, without waiting for another request; none is dropped, however many."""
+    monkeypatch.setattr(redis_module, "BREAKER_SECONDS", 0.2)
+    monkeypatch.setattr(redis_module, "DEFERRED_PER_ROUND_TRIP", 50)
+    link = RedisLink(redis_url, f"{unique}:")
+    limiter = RedisRateLimiter(link)
+    try:
+        writes = [limiter.write_intent("acme", f"j{n}") for n in range(40)]
+        for write in writes:
+            assert write is not None and (await limiter.admit("k", 1000, write=write)).write_recorded
+        link.failed(ConnectionError("test"), "test")  # Redis failed: the breaker opens for 0.2 s
+        for write in writes:
+            assert write is not None
+            limiter.written(write)  # 80 version replacements and 80 mark removals, two round trips' worth
+        keys = [key for write in writes if write is not None for key in write.flight_keys]
+        for _ in range(40):
+            await asyncio.sleep(0.05)
+            if not link.deferred:
+                break
+        assert link.deferred == 0
+        assert [await link.client.zcard(key) for key in keys] == [0] * len(keys)
+    finally:
+        await drop_keys(link, unique)
+        await link.close()
+
+
+async def test_a_bulk_action_costs_two_round_trips_and_its_changes_are_read_at_once(
+    settings: Settings,
+    redis_url: str,
+    auth: dict[str, str],
+    drop_database: None,
+    round_trips: type[RoundTrips],
+) -> None:
+    """The bulk call's admission covers the lists; the jobs it changed are bumped together before the
+    response (one round trip, not one per job), so their cached reads show the change at once."""
+    app = create_app(api_settings(settings, redis_url))
+    app.state.redis.deferred_flush_seconds = 3600.0
+    async with AsyncTestClient(app) as client:
+        jobs = []
+        for n in range(5):
+            body = {**job_body(f"bulk-{n}"), "tags": ["bulk"]}
+            jobs.append((await client.post("/jobs", json=body, headers=auth)).json())
+        for job in jobs:  # cached from here on
+            for _ in range(2):
+                assert (await client.get(f"/jobs/{job['id']}", headers=auth)).json()["status"] == "active"
+        before = round_trips.count
+        r = await client.post("/jobs/bulk/pause", json={"selector": {"tag": "bulk"}}, headers=auth)
+        assert r.status_code == 200 and r.json()["changed"] == 5, r.text
+        assert round_trips.count - before == 2
+        for job in jobs:
+            assert (await client.get(f"/jobs/{job['id']}", headers=auth)).json()["status"] == "paused"

@@ -144,7 +144,8 @@ class RateLimitMiddleware(ASGIMiddleware):
 
     The same admission round trip does the response cache's part (see :mod:`schedsvc.domain.admission`):
     a cacheable ``GET`` reads its response, which Litestar's response cache then serves; a write to the
-    tenant's jobs replaces the versions of what it may change and is marked in flight until it is done.
+    tenant's jobs replaces the versions of what it may change and is marked in flight until it is done;
+    jobs it changed beyond that (a bulk action's) are invalidated together just before its response.
     """
 
     scopes = (ScopeType.HTTP,)
@@ -193,15 +194,30 @@ class RateLimitMiddleware(ASGIMiddleware):
             (b"ratelimit-policy", b"%d;w=60" % decision.limit),
         ]
         recorded = write if admission.write_recorded else None
+        send = _add_headers(send, headers)
+        if recorded is not None:
+            send = self._settled_before_response(send, recorded)
         read_token = PREFETCHED.set(admission.cache_read)
         write_token = WRITING.set(recorded)
         try:
-            await next_app(scope, receive, _add_headers(send, headers))
+            await next_app(scope, receive, send)
         finally:
             WRITING.reset(write_token)
             PREFETCHED.reset(read_token)
             if recorded is not None:
+                await self._limiter.settle(recorded)  # no response was started (nothing left otherwise)
                 self._limiter.written(recorded)
+
+    def _settled_before_response(self, send: Send, write: WriteIntent) -> Send:
+        """``send``, invalidating what ``write`` changed beyond its admission's cover (a bulk action's jobs,
+        in one round trip) before the response starts, so that the client's next read sees the changes."""
+
+        async def settled(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                await self._limiter.settle(write)
+            await send(message)
+
+        return settled
 
     def _cache_part(self, scope: Scope, tenant: Any) -> tuple[CacheProbe | None, WriteIntent | None]:
         """A tenant's cacheable ``GET`` probes the cache; any other method on ``/jobs`` may change its jobs."""

@@ -3,13 +3,11 @@
 from schedsvc.cache.local import NoticedCache
 from schedsvc.cache.ratelimit import MemoryFailureCounter, MemoryRateLimiter, RedisFailureCounter, RedisRateLimiter
 from schedsvc.cache.redis import RedisLink, RedisUnavailable, ResilientStore
-from schedsvc.cache.responses import PREFETCHED, WRITING, CacheProbe, CacheRead, probe_for
+from schedsvc.cache.responses import PREFETCHED, WRITING, probe_for
 
 __all__ = [
     "PREFETCHED",
     "WRITING",
-    "CacheProbe",
-    "CacheRead",
     "MemoryFailureCounter",
     "MemoryRateLimiter",
     "NoticedCache",

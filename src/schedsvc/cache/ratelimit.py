@@ -14,28 +14,23 @@ rides on the next one.
 from __future__ import annotations
 
 import math
+import secrets
 import time
 from typing import Any
 
 from redis.exceptions import NoScriptError, RedisError
 
-from schedsvc.cache.redis import Command, RedisLink
-from schedsvc.cache.responses import (
-    VERSION_LIFETIME_SECONDS,
-    WRITE_FLIGHT_SECONDS,
-    CacheProbe,
-    CacheRead,
-    WriteIntent,
-    probe_for,
-    write_intent_for,
-)
-from schedsvc.domain.admission import Admission, Decision
+from schedsvc.cache.redis import Deferred, RedisLink
+from schedsvc.cache.responses import VERSION_LIFETIME_SECONDS, WRITE_FLIGHT_SECONDS, probe_for, write_intent_for
+from schedsvc.domain.admission import Admission, CacheProbe, CacheRead, Decision, WriteIntent
 
 # KEYS[1] = counter for this key and window; then k version keys, the k in-flight marks of the same things
 # and, to read a response, its entry ("<versions>\n<response>").
 # ARGV[1] = window in ms, ARGV[2] = the limit (over it, nothing else is done), ARGV[3] = '' (count only),
 # 'r' (read the entry) or 'w' (a write: new versions, in-flight marks), ARGV[4] = k; for 'w' ARGV[5] = the
-# write's token, ARGV[6] = how long its mark lasts (ms), ARGV[7] = the versions' lifetime (s).
+# write's token, ARGV[6] = how long its mark lasts (ms), ARGV[7] = the versions' lifetime (s); for 'r'
+# ARGV[5] = a fresh token, the version of anything whose version is missing (never written, expired or
+# evicted: no old entry can match it), ARGV[6] = the versions' lifetime (s).
 # Returns {count, ms left}, and for 'r' the versions read and the entry's response if still current (no
 # versions: a write is in flight, bypass the cache); for 'w' a third element once the write is marked.
 # The in-flight sets have no expiry of their own (a volatile-* eviction policy must never drop a mark while
@@ -64,7 +59,14 @@ for i = k + 2, 2 * k + 1 do
   if redis.call('ZCOUNT', KEYS[i], '(' .. now, '+inf') > 0 then return {n, ttl} end
 end
 local versions = {}
-for i = 2, k + 1 do versions[#versions + 1] = redis.call('GET', KEYS[i]) or '-' end
+for i = 2, k + 1 do
+  local v = redis.call('GET', KEYS[i])
+  if not v then
+    redis.call('SET', KEYS[i], ARGV[5], 'EX', ARGV[6])
+    v = ARGV[5]
+  end
+  versions[#versions + 1] = v
+end
 local tag = table.concat(versions, ':')
 local entry = redis.call('GET', KEYS[2 * k + 2])
 if entry and string.sub(entry, 1, #tag + 1) == tag .. '\\n' then
@@ -123,8 +125,13 @@ class MemoryRateLimiter:
         count, reset = self._counts.add(key)
         return Admission(Decision(count <= limit, limit, max(0, limit - count), reset))
 
+    # The port's end of a recorded write; never reached, as this limiter records none (write_recorded False).
+
+    async def settle(self, write: WriteIntent) -> None:
+        pass
+
     def written(self, write: WriteIntent) -> None:
-        write.open = False
+        pass
 
 
 class RedisRateLimiter:
@@ -167,7 +174,7 @@ class RedisRateLimiter:
             ]
         elif probe is not None:
             keys += [*probe.version_keys, *probe.flight_keys, probe.entry_key]
-            args += ["r", len(probe.version_keys)]
+            args += ["r", len(probe.version_keys), secrets.token_hex(8), VERSION_LIFETIME_SECONDS]
         else:
             args += ["", 0]
         deferred = self._link.take_deferred()
@@ -189,27 +196,32 @@ class RedisRateLimiter:
             read = CacheRead(probe.entry_key, tag, reply[3] if len(reply) > 3 else None)
         return Admission(decision, cache_read=read)
 
-    async def _run(self, keys: list[str], args: list[Any], deferred: list[Command]) -> Any:
+    async def _run(self, keys: list[str], args: list[Any], deferred: Deferred) -> Any:
         """The script, after the deferred commands: one round trip (a pipeline) either way."""
         if not deferred:
             return await self._script(keys=keys, args=args)
         async with self._link.client.pipeline(transaction=False) as pipe:
-            for command in deferred:
+            for command in deferred.commands:
                 pipe.execute_command(*command)
             # EVALSHA directly: a Script in a pipeline costs a SCRIPT EXISTS round trip before every execute.
             pipe.evalsha(self._script.sha, len(keys), *keys, *args)
             replies = await pipe.execute(raise_on_error=False)
-        # A deferred command that failed does not fail the request: its marks wait for the next round trip,
-        # its cache entry is dropped (a miss later).
-        self._link.return_deferred([c for c, r in zip(deferred, replies, strict=False) if isinstance(r, Exception)])
+        # A deferred command that failed does not fail the request: a finished write's commands wait for
+        # the next round trip, a cache entry is dropped (a miss later).
+        self._link.return_deferred(deferred, replies)
         if isinstance(replies[-1], NoScriptError):  # Redis restarted or its scripts were flushed
             return await self._script(keys=keys, args=args)
         if isinstance(replies[-1], Exception):
             raise replies[-1]
         return replies[-1]
 
+    async def settle(self, write: WriteIntent) -> None:
+        """Before ``write``'s response: the jobs it changed beyond its admission's cover, bumped at once."""
+        await self._link.bump_uncovered(write)
+
     def written(self, write: WriteIntent) -> None:
-        """The request that recorded ``write`` is done: its marks go with this process's next round trip."""
+        """The request that recorded ``write`` is done: its new versions and mark removals go with this
+        process's next round trip."""
         self._link.finish_write(write)
 
 

@@ -10,9 +10,11 @@ match again by accident.
 A write through the API replaces the versions in its admission round trip, *before* its database write,
 and marks itself in flight there (one sorted set per version: member = the write's token, score = when
 the mark lapses); reads neither serve nor store entries while a write of what they depend on is in
-flight, and the mark is removed after the request, in the next round trip this process makes anyway.
-Without the mark a read between the version change and the database write would cache the old document
-under the new version.
+flight, and the mark is removed after the request, in the next round trip this process makes anyway, together
+with a second replacement of the versions. Without the mark a read between the version change and the
+database write would cache the old document under the new version; the second replacement is what keeps
+such an entry from being served if a mark is lost all the same (Redis failed over or restarted, evicted
+it). A version that is missing when a read needs it is set to a fresh token by that read.
 
 The entry is read by the rate limiter's script, in the request's one Redis round trip, and handed to
 Litestar's response cache (``ResilientStore``) through :data:`PREFETCHED`, a context variable set for
@@ -25,16 +27,13 @@ from __future__ import annotations
 import secrets
 from contextvars import ContextVar
 
-from schedsvc.domain.admission import CacheProbe, CacheRead, WriteIntent
+from schedsvc.domain.admission import CacheProbe, CacheRead, WriteIntent  # the value types' one home
 
 __all__ = [
     "PREFETCHED",
     "VERSION_LIFETIME_SECONDS",
     "WRITE_FLIGHT_SECONDS",
     "WRITING",
-    "CacheProbe",
-    "CacheRead",
-    "WriteIntent",
     "job_version_key",
     "list_version_key",
     "probe_for",

@@ -13,7 +13,7 @@ is what lets a write cost one Redis round trip without a read ever caching what 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +58,9 @@ class WriteIntent:
     """The new version, and the write's member in the in-flight markers (random, never reused)."""
     open: bool = True
     """False once the request is done: a change announced after that is no longer this write's."""
+    uncovered: set[str] = field(default_factory=set)
+    """Jobs of the tenant this write changed that its admission did not cover (a bulk action's): their
+    versions are replaced together, in one round trip, before the response."""
 
     def covers(self, tenant: str, job_id: str | None, *, new_job: bool = False) -> bool:
         """Whether announcing this change needs no further version bump: the admission already replaced

@@ -260,6 +260,11 @@ class RateLimiter(Protocol):
         cache's part (not when the request is over its limit)."""
         ...
 
+    async def settle(self, write: WriteIntent) -> None:
+        """The request whose admission recorded ``write`` is about to respond: invalidate, in one round trip,
+        what it changed beyond what its admission covered (:attr:`WriteIntent.uncovered`)."""
+        ...
+
     def written(self, write: WriteIntent) -> None:
         """The request whose admission recorded ``write`` is done (its database writes too)."""
         ...
