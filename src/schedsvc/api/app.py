@@ -46,7 +46,7 @@ from schedsvc.job_service import JobService, RunService
 from schedsvc.names import Names
 from schedsvc.observability.logging import configure_logging
 from schedsvc.observability.runtime import tune_gc
-from schedsvc.store.base import JobRepository, RunHistory, TenantPreferenceStore
+from schedsvc.store.base import JobRepository, RunHistory, RunPublisher, TenantPreferenceStore
 from schedsvc.wiring import (
     Adapters,
     cache_adapters,
@@ -192,6 +192,13 @@ def _provide_runs(state: State) -> RunHistory:
     return _adapters(state).run_history
 
 
+def _provide_run_queue(state: State) -> RunPublisher:
+    bus = _adapters(state).bus
+    if bus is None:  # NATS was down when the process started and is not connected yet
+        raise BusUnavailableError("NATS is not connected")
+    return bus
+
+
 def _provide_tenants(state: State) -> TenantPreferenceStore:
     return _adapters(state).tenants
 
@@ -201,6 +208,7 @@ _DEPENDENCIES = {
     "job_service": Provide(_provide_job_service, sync_to_thread=False),
     "runs": Provide(_provide_runs, sync_to_thread=False),
     "run_service": Provide(_provide_run_service, sync_to_thread=False),
+    "run_queue": Provide(_provide_run_queue, sync_to_thread=False),
     "tenants": Provide(_provide_tenants, sync_to_thread=False),
 }
 """The typed dependencies handlers ask for by name (the ports of ``schedsvc.store.base`` and the job use cases)."""

@@ -10,13 +10,12 @@ from typing import Annotated
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, HeaderParameter, QueryParameter
 
 from schedsvc.api import openapi
 from schedsvc.api.errors import problem_responses
 from schedsvc.api.jobs import Cursor
-from schedsvc.domain import InvalidRequestError, Run, RunStatus, RunTrigger
+from schedsvc.domain import InvalidRequestError, Run, RunNotFoundError, RunStatus, RunTrigger
 from schedsvc.domain.wire import RunAccepted, RunList, RunRetryFilter, RunRetryReport
 from schedsvc.job_service import RunService
 from schedsvc.store.base import RunHistory
@@ -89,7 +88,7 @@ class RunsController(Controller):
     ) -> Run:
         run = await runs.get(request.user, run_id)
         if run is None:  # another tenant's run answers exactly as a missing one
-            raise NotFoundException(detail="no such run")
+            raise RunNotFoundError(run_id)
         return run
 
     @post(
