@@ -2,8 +2,9 @@
 
 Entry points (the Litestar lifespan, ``python -m schedsvc.timing``, ``python -m schedsvc.execution``,
 tests and benchmarks) call :func:`open_adapters` and then build the modules they run with
-:func:`timing_service` and :func:`execution_service`; the API's Redis adapters (response cache, rate
-limits) come from :func:`cache_adapters`. Nothing else constructs a MongoDB, NATS or Redis adapter.
+:func:`timing_service` and :func:`execution_service` (the API: :func:`job_service`, :func:`run_service`);
+the API's Redis adapters (response cache, rate limits) come from :func:`cache_adapters`. Nothing else
+constructs a MongoDB, NATS or Redis adapter.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from schedsvc.domain.jobs import JobNotice
 from schedsvc.execution.notifications import NotificationReporter
 from schedsvc.execution.service import ExecutionService
 from schedsvc.execution.worker import JobChanged
-from schedsvc.job_service import JobService, TargetPolicy
+from schedsvc.job_service import JobService, RunService, TargetPolicy
 from schedsvc.names import Names
 from schedsvc.observability.logging import configure_logging
 from schedsvc.observability.runtime import tune_gc
@@ -71,7 +72,8 @@ class Adapters:
     run_history: MongoRunHistory
     """The tenant's runs as the API reads them."""
     replies: MongoReplies
-    """Answers kept under an ``Idempotency-Key`` (``POST /runs/retry``)."""
+    """Answers kept under an ``Idempotency-Key`` (``POST /runs/retry``, and ``POST /jobs`` through the job
+    store)."""
     tenants: MongoTenantStore
     retention: RunRetention
     """How long each tenant's runs are kept (cached; ``forget`` a tenant whose settings changed)."""
@@ -113,17 +115,18 @@ class Adapters:
             log.warning(
                 "using the cluster's %d partitions, not SCHEDSVC_PARTITIONS=%d", partitions, settings.partitions
             )
+        replies = MongoReplies(db)
         return cls(
             settings=settings,
             db=db,
             bus=bus,
             partitions=partitions,
-            jobs=MongoJobStore(db, partitions, on_change=announce),
+            jobs=MongoJobStore(db, partitions, replies, on_change=announce),
             timing=timing,
             leases=MongoLeaseStore(db),
             runs=MongoRunStore(db, settings, retention),
             run_history=MongoRunHistory(db, settings, retention),
-            replies=MongoReplies(db),
+            replies=replies,
             tenants=tenants,
             retention=retention,
         )
@@ -213,6 +216,11 @@ def job_service(adapters: Adapters) -> JobService:
         grants=adapters.tenants,
     )
     return JobService(adapters.jobs, policy, adapters.bus)
+
+
+def run_service(adapters: Adapters) -> RunService:
+    """Retries on demand over this process's adapters (``/runs`` and the console share it)."""
+    return RunService(adapters.run_history, adapters.jobs, adapters.bus, adapters.replies)
 
 
 def execution_service(

@@ -9,8 +9,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from bson import ObjectId
 from litestar.testing import AsyncTestClient
 
+from schedsvc import names
 from schedsvc.api import create_app
 from schedsvc.bus import announce_tenant_change
 from schedsvc.config import Settings
@@ -192,6 +194,24 @@ async def test_idempotent_create(api: Api) -> None:
     # The same key from another tenant is another key.
     other = await api.client.post("/jobs", json=job_body("idem"), headers={**api.other, "Idempotency-Key": "create-42"})
     assert other.status_code == 201 and other.json()["id"] != first.json()["id"]
+
+
+async def test_a_repeat_while_the_first_create_is_in_progress_is_a_409(api: Api) -> None:
+    """The key is kept with the new job's id before the job is inserted; a repeat that finds no job yet is
+    told to repeat later (409), not that it reused the key (422)."""
+    headers = {**api.headers, "Idempotency-Key": "slow"}
+    assert (await api.client.post("/jobs", json=job_body("slow"), headers=headers)).status_code == 201
+    mongo = connect(api.settings)
+    try:
+        kept = database(mongo, api.settings)[names.IDEMPOTENCY]
+        claim = {"_id": {"tenant": "dev", "op": "createJob", "key": "slow"}}
+        # As the claim looks while its job is being inserted: the job's id chosen, the job not there yet.
+        assert (await kept.update_one(claim, {"$set": {"reply": str(ObjectId()).encode()}})).modified_count == 1
+    finally:
+        await mongo.close()
+    r = await api.client.post("/jobs", json=job_body("slow"), headers=headers)
+    assert r.status_code == 409, r.text
+    assert [e["field"] for e in r.json()["errors"]] == ["Idempotency-Key"]
 
 
 async def test_run_now_is_accepted_as_manual(api: Api) -> None:

@@ -36,12 +36,12 @@ from litestar.testing import AsyncTestClient
 
 from schedsvc import names
 from schedsvc.api import create_app
-from schedsvc.api.runs import MAX_RETRIES_ON_DEMAND
 from schedsvc.bus import NatsRunBus
 from schedsvc.bus.nats import DEDUP_WINDOW_SECONDS
 from schedsvc.config import Settings
 from schedsvc.domain import HttpTarget, InvalidCursorError, NatsTarget, RetryPolicy, RunMessage, run_id
 from schedsvc.execution import ExecutionService
+from schedsvc.job_service.runs import MAX_RETRIES_ON_DEMAND
 from schedsvc.names import Names
 from schedsvc.observability.logging import JsonFormatter
 from schedsvc.store import MongoTenantStore, connect, database

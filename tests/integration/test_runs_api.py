@@ -19,14 +19,17 @@ import nats
 import nats.js.errors
 import pytest
 from litestar.testing import AsyncTestClient
+from nats.js.api import DiscardPolicy
 
 from schedsvc import names
 from schedsvc.api import create_app
-from schedsvc.api.runs import MAX_RETRIES_ON_DEMAND
 from schedsvc.config import Settings
 from schedsvc.domain import RunMessage, RunStatus, run_id
+from schedsvc.domain.wire import RunRetryFilter
+from schedsvc.job_service.runs import MAX_RETRIES_ON_DEMAND
 from schedsvc.names import Names
 from schedsvc.store import MongoTenantStore, connect, database
+from schedsvc.store.replies import request_hash
 from schedsvc.store.runs import AttemptRecord, MongoRunStore
 
 DEV_KEY = "sk_00000000000000ab_" + "b" * 43
@@ -330,6 +333,17 @@ async def test_failed_runs_are_retried_by_filter_in_bounded_idempotent_batches_p
             "/runs/retry", json={"job": a, "limit": 3}, headers=api.headers | {"Idempotency-Key": "batch-1"}
         )
         assert reused.status_code == 422 and reused.json()["errors"][0]["field"] == "Idempotency-Key"
+        # A repeat while the first request is still being performed is a 409 (repeat later), not a 422.
+        await api.db[names.IDEMPOTENCY].insert_one(
+            {
+                "_id": {"tenant": "dev", "op": "retryRuns", "key": "busy"},
+                "requestHash": request_hash(RunRetryFilter(job=a)),
+                "reply": None,
+                "pendingUntil": datetime.now(UTC) + timedelta(minutes=1),
+            }
+        )
+        busy = await api.client.post("/runs/retry", json={"job": a}, headers=api.headers | {"Idempotency-Key": "busy"})
+        assert busy.status_code == 409 and busy.json()["errors"][0]["field"] == "Idempotency-Key", busy.text
         second = await retry({"job": a, "limit": 2, "cursor": first["nextCursor"]}, api.headers)
         assert second["retriedRuns"] == [failed_a[0]] and second["nextCursor"] is None
         assert [await status_of(rid, api.headers) for rid in failed_a] == [("queued", 1)] * 3
@@ -348,7 +362,8 @@ async def test_failed_runs_are_retried_by_filter_in_bounded_idempotent_batches_p
 
         # Exactly one message per retry reached the run stream, with the retry's own id; none for refusals.
         retried = [*failed_theirs, *failed_a, failed_b]
-        assert sorted(await published_retries(api.settings)) == sorted(f"{rid}:retry1" for rid in retried)
+        published = await published_retries(api.settings)
+        assert sorted(i.rsplit(":", 1)[0] for i in published) == sorted(f"{rid}:retry1" for rid in retried)
 
         # Bad filters are 422 problems naming the field, before anything is retried.
         for body, field in (
@@ -364,4 +379,62 @@ async def test_failed_runs_are_retried_by_filter_in_bounded_idempotent_batches_p
             assert field in [e["field"] for e in r.json()["errors"]], (body, r.text)
         assert (await api.client.post("/runs/retry", json={})).status_code == 401
     finally:
+        await drop_streams(api.settings)
+
+
+async def test_a_retry_whose_publish_fails_part_way_keeps_what_was_queued_and_gives_the_rest_back(api: Api) -> None:
+    """The run stream takes one message and refuses the rest (a real JetStream limit, discard new): the
+    batch answers 503, the run whose message was stored stays retried, the others are failed again with
+    their retry given back, and a later retry of those queues a message of its own for each."""
+    a = (
+        await api.client.post("/jobs", json=job_body("a", {"kind": "interval", "seconds": 60}), headers=api.headers)
+    ).json()["id"]
+    t0 = datetime(2026, 11, 1, tzinfo=UTC)
+    failed = [await record_run(api, "dev", a, t0 + timedelta(minutes=i), "failed") for i in range(3)]
+
+    async def status_of(rid: str) -> tuple[str, int]:
+        run = (await api.client.get(f"/runs/{rid}", headers=api.headers)).json()
+        return run["status"], run["retriesOnDemand"]
+
+    nc = await nats.connect(api.settings.nats_url)
+    js = nc.jetstream()
+    stream = Names(api.settings.prefix).run_stream
+    try:
+        info = await js.stream_info(stream)
+        limited = dataclasses.replace(info.config, max_msgs=info.state.messages + 1, discard=DiscardPolicy.NEW)
+        await js.update_stream(limited)
+
+        r = await api.client.post("/runs/retry", json={"job": a}, headers=api.headers)
+        assert r.status_code == 503, r.text
+        statuses = {rid: await status_of(rid) for rid in failed}
+        [queued] = [rid for rid, status in statuses.items() if status == ("queued", 1)]
+        given_back = [rid for rid in failed if rid != queued]
+        assert [statuses[rid] for rid in given_back] == [("failed", 0)] * 2
+        [stored] = await published_retries(api.settings)
+        assert stored.startswith(f"{queued}:retry1:")
+
+        # One by one, the same: nothing stored, the run is failed again, its retry not spent.
+        r = await api.client.post(f"/runs/{given_back[0]}/retry", headers=api.headers)
+        assert r.status_code == 503, r.text
+        assert await status_of(given_back[0]) == ("failed", 0)
+
+        await js.update_stream(dataclasses.replace(limited, max_msgs=-1, discard=DiscardPolicy.OLD))
+        r = await api.client.post(f"/runs/{given_back[0]}/retry", headers=api.headers)
+        assert r.status_code == 202, r.text
+        r = await api.client.post("/runs/retry", json={"job": a}, headers=api.headers)
+        assert r.status_code == 200 and r.json()["retriedRuns"] == given_back[1:], r.text
+        assert [await status_of(rid) for rid in failed] == [("queued", 1)] * 3
+        # Each reopen has a message of its own: none was dropped as a duplicate of another.
+        published = await published_retries(api.settings)
+        assert sorted(i.split(":retry")[0] for i in published) == sorted(failed)
+
+        # A reopen undone after its message was stored (its ack lost on the way) and made again has the same
+        # retry count; its message is still a new one, not dropped as a duplicate of the first.
+        undone = {"status": "failed", "retriesOnDemand": 0, "attemptLimit": None}
+        await api.db[names.RUNS].update_one({"_id": queued}, {"$set": undone})
+        assert (await api.client.post(f"/runs/{queued}/retry", headers=api.headers)).status_code == 202
+        again = [i for i in await published_retries(api.settings) if i.startswith(f"{queued}:retry1:")]
+        assert len(again) == 2, again
+    finally:
+        await nc.close()
         await drop_streams(api.settings)

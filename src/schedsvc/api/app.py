@@ -43,11 +43,11 @@ from schedsvc.bus import NatsRunBus
 from schedsvc.cache import NoticedCache, RedisLink, ResilientStore
 from schedsvc.config import Settings
 from schedsvc.domain import BusUnavailableError
-from schedsvc.job_service import JobService
+from schedsvc.job_service import JobService, RunService
 from schedsvc.names import Names
 from schedsvc.observability.logging import configure_logging
 from schedsvc.observability.runtime import tune_gc
-from schedsvc.store.base import JobRepository, ReplyStore, RunHistory, RunPublisher, TenantPreferenceStore
+from schedsvc.store.base import JobRepository, RunHistory, RunPublisher, TenantPreferenceStore
 from schedsvc.wiring import (
     Adapters,
     cache_adapters,
@@ -55,6 +55,7 @@ from schedsvc.wiring import (
     job_service,
     open_adapters,
     open_bus,
+    run_service,
     timing_service,
 )
 
@@ -97,7 +98,14 @@ async def _start_with_bus(
         await execution.start()
         stack.push_async_callback(execution.stop)
         state.modules["execution"] = execution
-    state.update({"bus": adapters.bus, "adapters": adapters, "job_service": job_service(adapters)})
+    state.update(
+        {
+            "bus": adapters.bus,
+            "adapters": adapters,
+            "job_service": job_service(adapters),
+            "run_service": run_service(adapters),
+        }
+    )
 
 
 async def _connect_later(
@@ -151,6 +159,7 @@ async def _lifespan(settings: Settings, app: Litestar) -> AsyncIterator[None]:
                 "bus": adapters.bus,
                 "adapters": adapters,
                 "job_service": job_service(adapters),  # once per process (again when NATS arrives)
+                "run_service": run_service(adapters),  # built again with the bus once NATS is reached
                 "modules": {},
             }
         )
@@ -184,16 +193,13 @@ def _provide_job_service(state: State) -> JobService:
     return service
 
 
+def _provide_run_service(state: State) -> RunService:
+    service: RunService = state.run_service
+    return service
+
+
 def _provide_runs(state: State) -> RunHistory:
     return _adapters(state).run_history
-
-
-def _provide_replies(state: State) -> ReplyStore:
-    return _adapters(state).replies
-
-
-def _provide_tenants(state: State) -> TenantPreferenceStore:
-    return _adapters(state).tenants
 
 
 def _provide_run_queue(state: State) -> RunPublisher:
@@ -203,12 +209,16 @@ def _provide_run_queue(state: State) -> RunPublisher:
     return bus
 
 
+def _provide_tenants(state: State) -> TenantPreferenceStore:
+    return _adapters(state).tenants
+
+
 _DEPENDENCIES = {
     "jobs": Provide(_provide_jobs, sync_to_thread=False),
     "job_service": Provide(_provide_job_service, sync_to_thread=False),
     "runs": Provide(_provide_runs, sync_to_thread=False),
+    "run_service": Provide(_provide_run_service, sync_to_thread=False),
     "run_queue": Provide(_provide_run_queue, sync_to_thread=False),
-    "replies": Provide(_provide_replies, sync_to_thread=False),
     "tenants": Provide(_provide_tenants, sync_to_thread=False),
 }
 """The typed dependencies handlers ask for by name (the ports of ``schedsvc.store.base`` and the job use cases)."""

@@ -1,56 +1,26 @@
 """``/runs``: the tenant's run history across its jobs, including jobs since deleted (until retention), and
-retries on demand of failed runs (dead letters), one by one or by filter."""
+retries on demand of failed runs (dead letters), one by one or by filter (a thin adapter over
+:class:`~schedsvc.job_service.RunService`)."""
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
 from typing import Annotated
 
-import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.exceptions import ClientException, NotFoundException
 from litestar.params import FromPath, HeaderParameter, QueryParameter
 
 from schedsvc.api import openapi
 from schedsvc.api.errors import problem_responses
 from schedsvc.api.jobs import Cursor
-from schedsvc.domain import (
-    InvalidCursorError,
-    InvalidRequestError,
-    JobNotFoundError,
-    Run,
-    RunMessage,
-    RunStatus,
-    RunTrigger,
-)
-from schedsvc.domain.time import utcnow
-from schedsvc.domain.wire import (
-    RetryRefusalReason,
-    RunAccepted,
-    RunList,
-    RunRetryFilter,
-    RunRetryRefusal,
-    RunRetryReport,
-)
-from schedsvc.store.base import JobRepository, ReplyStore, RunHistory, RunPublisher
-from schedsvc.timing import to_ms
+from schedsvc.domain import InvalidRequestError, Run, RunNotFoundError, RunStatus, RunTrigger
+from schedsvc.domain.wire import RunAccepted, RunList, RunRetryFilter, RunRetryReport
+from schedsvc.job_service import RunService
+from schedsvc.store.base import RunHistory
 
 MAX_STATUSES = 6
-MAX_RETRIES_ON_DEMAND = 5
-"""Retries on demand per run: each adds one attempt (the attempt history holds them all)."""
-_REFUSALS = {
-    "not_failed": "only a failed run can be retried",
-    "exhausted": f"the run was already retried {MAX_RETRIES_ON_DEMAND} times",
-    "changed": "the run changed meanwhile (retried by another request?)",
-    "job_deleted": "the run's job was deleted",
-}
-_RETRY_RUNS = "retryRuns"
-"""The operation's name among the answers kept under an Idempotency-Key."""
-_encode_report = msgspec.json.Encoder().encode
-_decode_report = msgspec.json.Decoder(RunRetryReport).decode
 
 
 def _aware(value: datetime | None, field: str, problems: list[tuple[str, str]]) -> None:
@@ -118,7 +88,7 @@ class RunsController(Controller):
     ) -> Run:
         run = await runs.get(request.user, run_id)
         if run is None:  # another tenant's run answers exactly as a missing one
-            raise NotFoundException(detail="no such run")
+            raise RunNotFoundError(run_id)
         return run
 
     @post(
@@ -127,7 +97,7 @@ class RunsController(Controller):
         operation_id="retryRuns",
         status_code=200,
         responses={
-            **problem_responses(422),
+            **problem_responses(409, 422),
             200: openapi.success(
                 RunRetryReport, "What matched, what was queued, what was refused and why", openapi.RETRY_REPORT
             ),
@@ -136,27 +106,12 @@ class RunsController(Controller):
     async def retry_runs(
         self,
         request: Request[str, str, State],
-        runs: NamedDependency[RunHistory],
-        jobs: NamedDependency[JobRepository],
-        run_queue: NamedDependency[RunPublisher],
-        replies: NamedDependency[ReplyStore],
+        run_service: NamedDependency[RunService],
         data: Annotated[RunRetryFilter, openapi.body(openapi.RETRY_FILTER)],
         idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key", max_length=255)] = None,
     ) -> Response[RunRetryReport]:
-        tenant = request.user
-        if idempotency_key is None:
-            return Response(await retry_failed_runs(tenant, data, runs, jobs, run_queue))
-        request_hash = hashlib.sha256(msgspec.json.encode(data)).hexdigest()
-        kept = await replies.claim(tenant, _RETRY_RUNS, idempotency_key, request_hash, utcnow())
-        if kept is not None:
-            return Response(_decode_report(kept), headers={"Idempotent-Replayed": "true"})
-        try:
-            report = await retry_failed_runs(tenant, data, runs, jobs, run_queue)
-        except Exception:
-            await replies.release(tenant, _RETRY_RUNS, idempotency_key)
-            raise
-        await replies.keep(tenant, _RETRY_RUNS, idempotency_key, _encode_report(report))
-        return Response(report)
+        report, replayed = await run_service.retry_matching(request.user, data, idempotency_key=idempotency_key)
+        return Response(report, headers={"Idempotent-Replayed": "true"} if replayed else None)
 
     @post(
         "/{run_id:str}/retry",
@@ -166,117 +121,7 @@ class RunsController(Controller):
         responses={**problem_responses(404, 409), 202: openapi.success(RunAccepted, "Queued")},
     )
     async def retry_run(
-        self,
-        request: Request[str, str, State],
-        runs: NamedDependency[RunHistory],
-        jobs: NamedDependency[JobRepository],
-        run_queue: NamedDependency[RunPublisher],
-        run_id: FromPath[str],
+        self, request: Request[str, str, State], run_service: NamedDependency[RunService], run_id: FromPath[str]
     ) -> RunAccepted:
-        reopened = await retry_failed_run(request.user, run_id, runs, jobs, run_queue)
+        reopened = await run_service.retry(request.user, run_id)
         return RunAccepted(run_id, reopened.job_id, reopened.scheduled_at, reopened.trigger)
-
-
-async def retry_failed_run(
-    tenant: str, run_id: str, runs: RunHistory, jobs: JobRepository, run_queue: RunPublisher
-) -> Run:
-    """One more attempt of a failed run, same run id and idempotency key (``POST /runs/{id}/retry`` and the
-    console's Retry button): 404 for no such run of the tenant, 409 when it cannot be retried."""
-    existing = await runs.get(tenant, run_id)
-    if existing is None:
-        raise NotFoundException(detail="no such run")
-    if not await _job_exists(jobs, tenant, existing.job_id):  # the attempt needs the job's target
-        raise ClientException(_REFUSALS["job_deleted"], status_code=409)
-    now = utcnow()
-    reopened = await runs.reopen_for_retry(tenant, run_id, now, MAX_RETRIES_ON_DEMAND)
-    if isinstance(reopened, str):
-        if reopened == "missing":
-            raise NotFoundException(detail="no such run")
-        raise ClientException(_REFUSALS[reopened], status_code=409)
-    await _publish_retries(tenant, [reopened], now, runs, jobs, run_queue)
-    return reopened
-
-
-async def retry_failed_runs(
-    tenant: str, selection: RunRetryFilter, runs: RunHistory, jobs: JobRepository, run_queue: RunPublisher
-) -> RunRetryReport:
-    """Retry up to ``selection.limit`` of the tenant's failed runs matching the filter, newest first, as
-    :func:`retry_failed_run` retries one (``POST /runs/retry``).
-
-    Every matched run is either reopened or refused with its reason; the reopened ones are published in one
-    batch, and if that publish fails every one of them is failed again (the client gets the 503, nothing
-    was retried). A run reopened by this request is ``queued``, no longer ``failed``, so a repeat of the
-    same request does not match it again while its attempt is pending.
-    """
-    try:
-        matched, next_cursor = await runs.list_for_tenant(
-            tenant,
-            limit=selection.limit,
-            cursor=selection.cursor,
-            statuses=(RunStatus.FAILED,),
-            job_id=selection.job,
-            trigger=selection.trigger,
-            scheduled_from=selection.scheduled_from,
-            scheduled_to=selection.scheduled_to,
-        )
-    except InvalidCursorError as exc:  # a body field: 422, as every body problem is
-        raise InvalidRequestError([("cursor", str(exc))]) from None
-    now = utcnow()
-    job_exists: dict[str, bool] = {}
-    reopened: list[Run] = []
-    refusals: list[RunRetryRefusal] = []
-    for run in matched:
-        if run.job_id not in job_exists:
-            job_exists[run.job_id] = await _job_exists(jobs, tenant, run.job_id)
-        outcome = (
-            await runs.reopen_for_retry(tenant, run.id, now, MAX_RETRIES_ON_DEMAND)
-            if job_exists[run.job_id]
-            else "job_deleted"
-        )
-        if isinstance(outcome, Run):
-            reopened.append(outcome)
-        else:
-            # missing or not failed since the listing: another request (or retention) got there first
-            reason: RetryRefusalReason = (
-                "exhausted" if outcome == "exhausted" else "job_deleted" if outcome == "job_deleted" else "changed"
-            )
-            refusals.append(RunRetryRefusal(run.id, reason, _REFUSALS[reason]))
-    await _publish_retries(tenant, reopened, now, runs, jobs, run_queue)
-    return RunRetryReport(
-        matched=len(matched),
-        retried=len(reopened),
-        refused=len(refusals),
-        retried_runs=[r.id for r in reopened],
-        refusals=refusals,
-        next_cursor=next_cursor,
-    )
-
-
-async def _job_exists(jobs: JobRepository, tenant: str, job_id: str) -> bool:
-    try:
-        await jobs.get(tenant, job_id)
-    except JobNotFoundError:
-        return False
-    return True
-
-
-async def _publish_retries(
-    tenant: str, reopened: list[Run], now: datetime, runs: RunHistory, jobs: JobRepository, run_queue: RunPublisher
-) -> None:
-    """Hand the reopened runs to execution; if the publish fails, fail them again and raise."""
-    if not reopened:
-        return
-    messages = [RunMessage(r.job_id, tenant, to_ms(r.scheduled_at), to_ms(now), r.trigger.value, 0) for r in reopened]
-    try:
-        # Each retry has its own message id: the run's own id may still be in the stream's duplicate window,
-        # and the retry count in it makes a re-publish of the same retry a duplicate.
-        await run_queue.publish_runs(
-            messages,
-            [jobs.partition_of(r.job_id) for r in reopened],
-            [f"{r.id}:retry{r.retries_on_demand}" for r in reopened],
-        )
-    except Exception:
-        failed_at = utcnow()
-        for r in reopened:
-            await runs.revert_retry(r.id, r.retries_on_demand, failed_at)
-        raise

@@ -289,11 +289,39 @@ class NatsRunBus:
     ) -> int:
         """Publish fires with message id ``jobId:scheduledMs``; return how many were new (not duplicates).
 
-        ``message_ids`` replaces those ids (a retry on demand of a run is a new message for the same run).
+        ``message_ids`` replaces those ids.
 
         Raises :class:`BusError` if any publish was not acknowledged; the caller must not advance
         ``nextRun`` for a batch that failed (re-publishing is safe: duplicates are dropped).
         """
+        outcomes = await self._publish(messages, partitions, message_ids)
+        errors = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        if errors:
+            raise BusError(f"publishing runs failed ({len(errors)} of {len(outcomes)}): {errors[0]!r}") from errors[0]
+        return sum(not ack.duplicate for ack in outcomes if isinstance(ack, PubAck))
+
+    async def publish_each(
+        self, messages: Sequence[RunMessage], partitions: Sequence[int], message_ids: Sequence[str]
+    ) -> list[bool]:
+        """Publish messages and say, for each, whether this call stored it (True) or not (False: refused,
+        not acknowledged in time, or a duplicate of a message already in the stream).
+
+        Never raises for a message: a batch can fail part way (JetStream stores each message on its own),
+        and a caller that undoes what was not published must know which ones were.
+        """
+        try:
+            outcomes = await self._publish(messages, partitions, message_ids)
+        except BusError:
+            return [False] * len(messages)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                log.warning("a run message was not published: %r", outcome)
+        return [isinstance(outcome, PubAck) and not outcome.duplicate for outcome in outcomes]
+
+    async def _publish(
+        self, messages: Sequence[RunMessage], partitions: Sequence[int], message_ids: Sequence[str] | None
+    ) -> list[PubAck | BaseException]:
+        """Each message's ack, or why it has none; :class:`BusError` when none could even be sent."""
         # JetStream's asynchronous publish: every message goes out at once and the acks resolve futures
         # as they arrive, instead of a task and a timer per message (about 40 % less CPU per fire, and
         # the rate of a 100,000-fire burst follows; docs/benchmarks.md).
@@ -308,20 +336,25 @@ class NatsRunBus:
                     )
                 )
             if pending:
-                _, late = await asyncio.wait(pending, timeout=PUBLISH_TIMEOUT_SECONDS + len(pending) / 500)
-                if late:
-                    raise TimeoutError(f"{len(late)} of {len(pending)} publishes were not acknowledged in time")
-            errors = [error for future in pending if (error := future.exception()) is not None]  # all retrieved
-            if errors:
-                raise errors[0]
-            acks = [future.result() for future in pending]
+                await asyncio.wait(pending, timeout=PUBLISH_TIMEOUT_SECONDS + len(pending) / 500)
         except Exception as exc:  # nats raises several unrelated types; callers need one
-            raise BusError(f"publishing runs failed: {exc!r}") from exc
-        finally:
             for future in pending:
                 if not future.done():
                     future.cancel()
-        return sum(not ack.duplicate for ack in acks)
+                elif not future.cancelled():
+                    future.exception()  # retrieved, so asyncio does not log it as never retrieved
+            raise BusError(f"publishing runs failed: {exc!r}") from exc
+        outcomes: list[PubAck | BaseException] = []
+        for future in pending:
+            if not future.done():
+                future.cancel()
+                outcomes.append(TimeoutError("not acknowledged in time"))
+            elif (error := future.exception()) is not None:
+                outcomes.append(error)
+            else:
+                outcomes.append(future.result())
+        outcomes += [BusError("not sent")] * (len(messages) - len(outcomes))
+        return outcomes
 
     async def run_subscription(self, ack_wait_seconds: float, max_ack_pending: int) -> RunSubscription:
         psub = await self._js.pull_subscribe(

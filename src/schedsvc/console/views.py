@@ -1,6 +1,7 @@
 """The console's pages and actions. Every handler takes its tenant from the session (``request.user`` is
-not used: the API-key middleware skips the console). What an action does is the job service's
-(:class:`~schedsvc.job_service.JobService`), which ``/jobs`` uses too, so the two cannot drift apart."""
+not used: the API-key middleware skips the console). What an action does is the job or run service's
+(:class:`~schedsvc.job_service.JobService`, :class:`~schedsvc.job_service.RunService`), which ``/jobs`` and
+``/runs`` use too, so the two cannot drift apart."""
 
 from __future__ import annotations
 
@@ -17,8 +18,6 @@ from litestar.exceptions import HTTPException
 from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
 
-from schedsvc.api.auth import client_address
-from schedsvc.api.runs import retry_failed_run
 from schedsvc.console.forms import (
     HTTP_METHODS,
     SCHEDULE_KINDS,
@@ -40,13 +39,15 @@ from schedsvc.domain import (
     JobActionRefusedError,
     JobStatus,
     Run,
+    RunNotFoundError,
+    RunRetryRefusedError,
     RunStatus,
     VersionConflictError,
 )
 from schedsvc.domain.time import utcnow
 from schedsvc.domain.wire import JobSelector
-from schedsvc.job_service import JobService
-from schedsvc.store.base import FailureCounter, JobRepository, RunHistory, RunPublisher
+from schedsvc.job_service import JobService, RunService
+from schedsvc.store.base import FailureCounter, RunHistory
 from schedsvc.store.tenants import key_id_of
 from schedsvc.timing import to_ms
 
@@ -121,7 +122,8 @@ class ConsoleController(Controller):
         """The same checks as the API's key authentication, including the per-address failure limit."""
         key = str((await _form(request)).get("api_key", "")).strip()
         failures: FailureCounter = state.auth_failures
-        address = client_address(request)
+        # Counted under the key the API's authentication uses for the address (scope["client"]'s host).
+        address = request.client.host if request.client else "unknown"
         if await failures.blocked(address):
             return page(
                 request, "sign_in.html", 429, error="Too many failed sign-ins from this address; wait a minute."
@@ -268,15 +270,16 @@ class ConsoleController(Controller):
     async def retry_run(
         self,
         request: ConsoleRequest,
-        jobs: NamedDependency[JobRepository],
-        runs: NamedDependency[RunHistory],
-        run_queue: NamedDependency[RunPublisher],
+        run_service: NamedDependency[RunService],
         run_id: FromPath[str],
     ) -> Redirect:
         try:
-            run = await retry_failed_run(tenant_of(request), run_id, runs, jobs, run_queue)
-        except HTTPException as exc:  # the API's own refusals (no such run, not failed, retried too often)
-            flash(request, f"Not retried: {exc.detail}.", "error")
+            run = await run_service.retry(tenant_of(request), run_id)
+        except RunNotFoundError:
+            flash(request, "Not retried: no such run.", "error")
+            return Redirect("/console/failures", status_code=303)
+        except RunRetryRefusedError as exc:  # not failed, retried too often, its job deleted
+            flash(request, f"Not retried: {exc}.", "error")
             return Redirect("/console/failures", status_code=303)
         # The job page reloads itself while the reopened run is queued or running.
         flash(request, "Retry queued: the run's new attempt shows in the run history below within seconds.")

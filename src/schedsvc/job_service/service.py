@@ -9,7 +9,6 @@ error (problem details, a flash message). The service holds the steps and their 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from datetime import datetime
 
 import msgspec
@@ -74,14 +73,13 @@ class JobService:
         planned = await check_job_input(self.targets, tenant, now, data.schedule, data.target, notify=data.notify)
         assert planned is not None  # a schedule was given
         schedule, next_run = planned
-        request_hash = hashlib.sha256(msgspec.json.encode(data)).hexdigest()
         return await self.jobs.create(
             tenant,
             msgspec.structs.replace(data, schedule=schedule),
             next_run,
             now=now,
             idempotency_key=idempotency_key,
-            request_hash=request_hash,
+            request=data,  # as sent: a repeat matches the body, not the defaults filled in
         )
 
     async def get(self, tenant: str, job_id: str) -> Job:

@@ -40,9 +40,10 @@ class JobRepository(Protocol):
         *,
         now: datetime,
         idempotency_key: str | None = None,
-        request_hash: str = "",
+        request: object = None,
     ) -> tuple[Job, bool]:
-        """Insert a job; returns it and whether it is new (False: an idempotent replay)."""
+        """Insert a job; returns it and whether it is new (False: a replay of ``request`` under
+        ``idempotency_key``, kept as every such answer is, by the ``ReplyStore``)."""
         ...
 
     async def get(self, tenant: str, job_id: str) -> Job: ...
@@ -173,7 +174,9 @@ class RunHistory(Protocol):
 
     async def reopen_for_retry(self, tenant: str, rid: str, now: datetime, max_retries: int) -> Run | str: ...
 
-    async def revert_retry(self, rid: str, retries: int, now: datetime) -> None: ...
+    async def revert_retries(self, reopened: Sequence[tuple[str, int]], now: datetime) -> None:
+        """Fail again the reopened runs ``(run id, retriesOnDemand)`` whose message was not published."""
+        ...
 
     async def open_backfill(self, tenant: str, job_id: str, fires_ms: Sequence[int], now: datetime) -> list[int]:
         """Of a backfill's fires, those to publish (no run yet, or recorded ``missed``: reopened)."""
@@ -184,15 +187,19 @@ class RunHistory(Protocol):
 class ReplyStore(Protocol):
     """Answers of repeatable operations kept under the client's ``Idempotency-Key``, per tenant."""
 
-    async def claim(self, tenant: str, operation: str, key: str, request_hash: str, now: datetime) -> bytes | None:
+    async def claim(
+        self, tenant: str, operation: str, key: str, request: object, now: datetime, *, answer: bytes | None = None
+    ) -> bytes | None:
         """None: perform the operation, then :meth:`keep` its answer (or :meth:`release` on failure); else
-        the kept answer of the first request. :class:`~schedsvc.domain.IdempotencyConflictError` when the key
-        came with another body or its first request is still in progress."""
+        the kept answer of the first request. ``request`` is the body a repeat must match; ``answer`` an
+        answer known before the operation is performed. :class:`~schedsvc.domain.IdempotencyConflictError`
+        when the key came with another body, :class:`~schedsvc.domain.IdempotencyInProgressError` while its
+        first request is still in progress."""
         ...
 
     async def keep(self, tenant: str, operation: str, key: str, reply: bytes) -> None: ...
 
-    async def release(self, tenant: str, operation: str, key: str) -> None: ...
+    async def release(self, tenant: str, operation: str, key: str, *, answer: bytes | None = None) -> None: ...
 
 
 @runtime_checkable
@@ -204,7 +211,16 @@ class RunPublisher(Protocol):
 
     async def publish_runs(
         self, messages: Sequence[RunMessage], partitions: Sequence[int], message_ids: Sequence[str] | None = None
-    ) -> int: ...
+    ) -> int:
+        """Publish all or raise; returns how many were new (a repeated fire is dropped by its id)."""
+        ...
+
+    async def publish_each(
+        self, messages: Sequence[RunMessage], partitions: Sequence[int], message_ids: Sequence[str]
+    ) -> list[bool]:
+        """Publish and say, per message, whether this call stored it (False: refused, unacknowledged or a
+        duplicate of a message already in the stream)."""
+        ...
 
 
 @runtime_checkable

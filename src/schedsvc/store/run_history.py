@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from pymongo import ReturnDocument
+from pymongo import ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from schedsvc import names
@@ -180,18 +180,31 @@ class MongoRunHistory:
         }
         return [ms for rid, ms in rids.items() if rid not in taken]
 
-    async def revert_retry(self, rid: str, retries: int, now: datetime) -> None:
-        """Undo :meth:`reopen_for_retry` when its message could not be published (the run is failed again)."""
-        await self._runs.update_one(
-            {"_id": rid, "status": RunStatus.QUEUED.value, "retriesOnDemand": retries, "leaseUntil": None},
-            {
-                "$set": {
-                    "status": RunStatus.FAILED.value,
-                    "finishedAt": now,
-                    "attemptLimit": None,
-                    "retriesOnDemand": retries - 1,
-                }
-            },
+    async def revert_retries(self, reopened: Sequence[tuple[str, int]], now: datetime) -> None:
+        """Undo :meth:`reopen_for_retry` for runs whose message was not published: each ``(run id, its
+        retriesOnDemand after the reopen)`` is failed again with its retry given back.
+
+        One unordered bulk write, so a run that cannot be reverted does not keep the others queued. A run a
+        worker claimed meanwhile (its message was stored after all) is left to that attempt.
+        """
+        if not reopened:
+            return
+        await self._runs.bulk_write(
+            [
+                UpdateOne(
+                    {"_id": rid, "status": RunStatus.QUEUED.value, "retriesOnDemand": retries, "leaseUntil": None},
+                    {
+                        "$set": {
+                            "status": RunStatus.FAILED.value,
+                            "finishedAt": now,
+                            "attemptLimit": None,
+                            "retriesOnDemand": retries - 1,
+                        }
+                    },
+                )
+                for rid, retries in reopened
+            ],
+            ordered=False,
         )
 
 
