@@ -15,11 +15,10 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from schedsvc.bus import NatsRunBus
 from schedsvc.cache import NoticedCache
 from schedsvc.config import Settings
 from schedsvc.domain.models import NotificationTarget
-from schedsvc.store.tenants import MongoTenantStore
+from schedsvc.store.base import RunBus, TenantDeliveryStore
 
 CACHE_SECONDS = 300.0
 
@@ -37,14 +36,14 @@ class TenantDelivery:
 class TenantDirectory:
     """Reads :class:`TenantDelivery` through the tenant store and caches it per tenant."""
 
-    def __init__(self, tenants: MongoTenantStore, settings: Settings, bus: NatsRunBus | None = None) -> None:
+    def __init__(self, tenants: TenantDeliveryStore, settings: Settings, bus: RunBus | None = None) -> None:
         self._tenants = tenants
         self._grant = settings.nats_subject_grant
         self._cache: NoticedCache[str, TenantDelivery] = NoticedCache(
             CACHE_SECONDS, max_entries=10_000, gaps=(lambda: bus.reconnects) if bus is not None else None
         )
 
-    async def follow(self, bus: NatsRunBus) -> Callable[[], Awaitable[None]]:
+    async def follow(self, bus: RunBus) -> Callable[[], Awaitable[None]]:
         """Drop a tenant's entry when a change to it is announced; returns an unsubscribe."""
 
         def on_change(kind: str, value: str) -> None:

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 import httpx
 import msgspec
 
-from schedsvc.bus import NatsRunBus, NotificationDelivery, NotificationSubscription
+from schedsvc.bus import NotificationDelivery, NotificationSubscription
 from schedsvc.config import Settings
 from schedsvc.domain.models import NotificationTarget, RunMessage
 from schedsvc.domain.notifications import Notification, NotificationMessage, fires_missed, job_recovered, run_failed
@@ -41,7 +41,7 @@ from schedsvc.execution.addresses import AddressRefusedError, GuardedTransport
 from schedsvc.execution.targets import USER_AGENT
 from schedsvc.observability.logging import job_id_var
 from schedsvc.observability.metrics import NOTIFICATIONS
-from schedsvc.store.runs import MongoRunStore
+from schedsvc.store.base import RunBus, RunLedger
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class _Failure:
 class NotificationReporter:
     """Hands events to the notification stream; never raises (a run's outcome does not depend on it)."""
 
-    def __init__(self, bus: NatsRunBus) -> None:
+    def __init__(self, bus: RunBus) -> None:
         self._bus = bus
 
     async def report(self, message: NotificationMessage) -> None:
@@ -104,7 +104,7 @@ class JobHealth:
     """What a run's final outcome means for notifications: a failure is reported and marks the job as
     failing; the first success after it clears the mark and reports the recovery. Never raises."""
 
-    def __init__(self, reporter: NotificationReporter, runs: MongoRunStore) -> None:
+    def __init__(self, reporter: NotificationReporter, runs: RunLedger) -> None:
         self._reporter = reporter
         self._runs = runs
 
@@ -137,7 +137,7 @@ class NotificationSender:
     """Consumes the notification stream and calls each event's target: the job's ``notify``, else the
     tenant's default. Start with :meth:`start`, stop with :meth:`stop`."""
 
-    def __init__(self, settings: Settings, bus: NatsRunBus, runs: MongoRunStore, tenants: TenantDirectory) -> None:
+    def __init__(self, settings: Settings, bus: RunBus, runs: RunLedger, tenants: TenantDirectory) -> None:
         self._settings = settings
         self._bus = bus
         self._runs = runs

@@ -12,21 +12,15 @@ import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
-from schedsvc.bus import NatsRunBus, RunDelivery, RunSubscription
+from schedsvc.bus import RunDelivery, RunSubscription
 from schedsvc.config import Settings
 from schedsvc.execution._tenants import TenantDirectory
 from schedsvc.execution.notifications import JobHealth, NotificationReporter, NotificationSender
 from schedsvc.execution.targets import TargetCaller
 from schedsvc.execution.worker import JobChanged, RunWorker
 from schedsvc.observability.metrics import RUN_QUEUE_PENDING, RUNS_IN_PROGRESS
-
-if TYPE_CHECKING:
-    # The run ledger's port waits for the run lifecycle's own rewrite (execution/worker.py); until then
-    # the worker names the adapter, which only schedsvc.wiring builds.
-    from schedsvc.store.runs import MongoRunStore
-    from schedsvc.store.tenants import MongoTenantStore
+from schedsvc.store.base import RunBus, RunLedger, TenantDeliveryStore
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +46,10 @@ class ExecutionService:
     def __init__(
         self,
         settings: Settings,
-        bus: NatsRunBus,
+        bus: RunBus,
         *,
-        runs: MongoRunStore,
-        tenants: MongoTenantStore,
+        runs: RunLedger,
+        tenants: TenantDeliveryStore,
         shutdown_grace_seconds: float = DEFAULT_SHUTDOWN_GRACE_SECONDS,
         rng: random.Random | None = None,
         on_job_changed: JobChanged | None = None,

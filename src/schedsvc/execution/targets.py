@@ -16,12 +16,12 @@ from datetime import UTC, datetime
 import httpx
 import msgspec
 
-from schedsvc.bus import NatsRunBus
 from schedsvc.config import Settings
 from schedsvc.domain import HttpTarget, NatsTarget, Target, target_problems
 from schedsvc.domain.models import AttemptErrorClass, JsonBody
 from schedsvc.domain.signing import signature_headers
 from schedsvc.execution.addresses import AddressRefusedError, GuardedTransport
+from schedsvc.store.base import RunBus
 
 MAX_REDIRECTS = 5
 CONNECT_TIMEOUT_SECONDS = 10.0
@@ -87,7 +87,7 @@ def encode_body(body: JsonBody) -> tuple[bytes, str | None]:
 class TargetCaller:
     """Calls targets; owns the shared HTTP client (close it with :meth:`aclose`)."""
 
-    def __init__(self, settings: Settings, bus: NatsRunBus, *, verify_tls: bool = True) -> None:
+    def __init__(self, settings: Settings, bus: RunBus, *, verify_tls: bool = True) -> None:
         self._settings = settings
         self._bus = bus
         limits = httpx.Limits(

@@ -13,7 +13,7 @@ wake-up, so a redelivery (after a crash, a lost ack or a re-publish) is recognis
   permanent or the message was delivered too often.
 
 Overlap ``skip``: a run's first attempt must take its job's running slot (one atomic conditional upsert,
-see ``MongoRunStore.acquire_job_slot``); a fire that finds it held by a live run is recorded ``skipped``.
+see ``RunLedger.acquire_job_slot``); a fire that finds it held by a live run is recorded ``skipped``.
 The run keeps the slot from its first attempt to its final outcome, across retries: while it waits for a
 retry the slot's lease runs until the retry is due (plus an ack deadline), and an interrupted attempt
 keeps it for its redelivery. Only a final outcome (succeeded, failed, skipped) releases it.
@@ -43,9 +43,10 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
-from schedsvc.bus import NatsRunBus, RunDelivery
+from schedsvc.bus import RunDelivery
 from schedsvc.config import Settings
 from schedsvc.domain import HttpTarget, RunMessage, RunStatus, RunTrigger, run_id
+from schedsvc.domain.jobs import JobForRun
 from schedsvc.domain.lifecycle import (
     CONTENDED_RETRY_SECONDS,
     OVERLAP_SKIPPED,
@@ -59,13 +60,14 @@ from schedsvc.domain.lifecycle import (
     on_outcome,
     on_slot,
 )
+from schedsvc.domain.runs import AttemptRecord, BufferedFire, scheduled_at
 from schedsvc.execution._tenants import TenantDirectory
 from schedsvc.execution.backoff import next_retry_delay
 from schedsvc.execution.notifications import JobHealth
 from schedsvc.execution.targets import CallContext, CallOutcome, TargetCaller, rfc3339
 from schedsvc.observability.logging import job_id_var, run_id_var
 from schedsvc.observability.metrics import DEAD_LETTERS, RUN_ATTEMPTS, RUN_DURATION, RUNS_FINISHED
-from schedsvc.store.runs import AttemptRecord, BufferedFire, JobForRun, MongoRunStore, scheduled_at
+from schedsvc.store.base import RunBus, RunLedger
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +107,8 @@ class RunWorker:
     def __init__(
         self,
         settings: Settings,
-        bus: NatsRunBus,
-        runs: MongoRunStore,
+        bus: RunBus,
+        runs: RunLedger,
         tenants: TenantDirectory,
         caller: TargetCaller,
         rng: random.Random | None = None,

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from schedsvc.domain import Job, JobCreate, Run, RunMessage, RunStatus, RunTrigger
 from schedsvc.domain.admission import Admission, CacheProbe, WriteIntent
-from schedsvc.domain.jobs import JobChange, JobNotice, JobPage, JobTiming
+from schedsvc.domain.jobs import JobChange, JobForRun, JobNotice, JobPage, JobTiming
+from schedsvc.domain.notifications import NotificationMessage
+from schedsvc.domain.runs import AttemptRecord, BufferedFire, RunState
 from schedsvc.domain.tenants import TenantPreferences, TenantSettingsPatch
 from schedsvc.domain.timing import Advance, LeaseGrant, MissedFire
 from schedsvc.domain.wire import EVERY_JOB, JobSelector
+from schedsvc.names import Names
 
 # -- jobs ---------------------------------------------------------------------------------------------
 
@@ -232,6 +235,85 @@ class RunBus(RunPublisher, Protocol):
     async def publish_dead_letter(self, payload: bytes, headers: dict[str, str]) -> None: ...
 
     async def publish_raw(self, subject: str, payload: bytes, headers: dict[str, str] | None) -> None: ...
+
+    @property
+    def names(self) -> Names:
+        """The deployment's stream and subject names (targets may not publish to its own subjects)."""
+        ...
+
+    async def publish_notification(self, message: NotificationMessage) -> None: ...
+
+    async def notification_subscription(self, ack_wait_seconds: float, max_deliver: int) -> Any: ...
+
+    @property
+    def reconnects(self) -> int:
+        """Times the connection was re-established (a gap in which announcements may have been missed)."""
+        ...
+
+    async def tenant_changes(self, handler: Callable[[str, str], None]) -> Callable[[], Awaitable[None]]:
+        """Call ``handler(kind, value)`` for every announced tenant change; returns an unsubscribe."""
+        ...
+
+
+@runtime_checkable
+class RunLedger(Protocol):
+    """The run records as execution writes them: claims and leases of attempts, outcomes, the job's slot
+    (overlaps ``skip`` and ``bufferOne``) and what a run's end records on its job. Every write is
+    conditional, so a redelivered message or a second worker changes nothing twice."""
+
+    async def job_for_run(self, job_id: str) -> JobForRun | None: ...
+
+    async def state(self, rid: str) -> RunState | None: ...
+
+    async def claim_attempt(
+        self, message: RunMessage, expected_attempts: int, now: datetime, lease_until: datetime
+    ) -> int | None: ...
+
+    async def extend_lease(self, rid: str, attempt: int, lease_until: datetime) -> None: ...
+
+    async def record_retry(self, rid: str, attempt: int, record: AttemptRecord, next_attempt_at: datetime) -> None: ...
+
+    async def release_interrupted(self, rid: str, attempt: int, error: str) -> None: ...
+
+    async def finish(
+        self,
+        message: RunMessage,
+        status: RunStatus,
+        record: AttemptRecord | None,
+        now: datetime,
+        error: str | None = None,
+    ) -> bool: ...
+
+    async def acquire_job_slot(self, job_id: str, rid: str, now: datetime, lease_until: datetime) -> bool: ...
+
+    async def extend_job_slot(self, job_id: str, rid: str, lease_until: datetime) -> None: ...
+
+    async def release_job_slot(self, job_id: str, rid: str) -> None: ...
+
+    async def buffer_behind_job_slot(
+        self, message: RunMessage, partition: int, now: datetime
+    ) -> Literal["buffered", "full", "free"]: ...
+
+    async def unbuffer(self, job_id: str, rid: str) -> None: ...
+
+    async def hand_over_job_slot(self, job_id: str, rid: str, lease_until: datetime) -> BufferedFire | None: ...
+
+    async def mark_job_failing(self, job_id: str, scheduled: datetime) -> None: ...
+
+    async def clear_job_failing(self, job_id: str, scheduled: datetime) -> bool: ...
+
+    async def update_job_last_run(self, job_id: str, scheduled: datetime, status: RunStatus) -> bool: ...
+
+
+@runtime_checkable
+class TenantDeliveryStore(Protocol):
+    """What execution reads of a tenant to deliver its runs and notifications."""
+
+    async def delivery_settings(self, tenant: str, default_pattern: str) -> tuple[list[bytes], list[str]]:
+        """Its signing secrets (newest first) and NATS subject grants, in one read."""
+        ...
+
+    async def preferences(self, tenant: str) -> TenantPreferences: ...
 
 
 JobChangeHandler = Callable[[JobNotice], Awaitable[None]]

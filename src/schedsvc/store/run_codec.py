@@ -22,18 +22,17 @@ module keeps bookkeeping fields:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from schedsvc.domain import Run, RunMessage, RunStatus, RunTrigger
+from schedsvc.domain.lifecycle import FINAL_STATUSES
 from schedsvc.domain.models import Attempt
-from schedsvc.domain.time import from_ms
+from schedsvc.domain.runs import AttemptRecord, scheduled_at
 
 Doc = dict[str, Any]
 
-FINAL_STATUSES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.SKIPPED, RunStatus.MISSED)
-FINAL = [s.value for s in FINAL_STATUSES]
+FINAL = sorted(s.value for s in FINAL_STATUSES)
 """The stored values of :data:`FINAL_STATUSES` (every ledger write is conditional on ``$nin`` these)."""
 MAX_ATTEMPT_HISTORY = 60
 """Attempts logged per run (a policy allows 50; retries on demand add a few)."""
@@ -42,28 +41,6 @@ ATTEMPT_SNIPPET_CHARS = 256
 ATTEMPT_ERROR_CHARS = 512
 """Characters of the error message kept per attempt."""
 _INTERRUPTED = "the worker stopped during this attempt"
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptRecord:
-    """The outcome of one attempt as stored on the run."""
-
-    started_at: datetime
-    finished_at: datetime
-    http_status: int | None = None
-    error: str | None = None
-    response_snippet: str | None = None
-    attempt: int = 0
-    """The attempt's number (0: not known, not logged)."""
-    error_class: str | None = None
-
-    @property
-    def duration_ms(self) -> int:
-        return max(0, round((self.finished_at - self.started_at).total_seconds() * 1000))
-
-
-def scheduled_at(message: RunMessage) -> datetime:
-    return from_ms(message.scheduled_ms)
 
 
 def identity(message: RunMessage) -> Doc:

@@ -9,7 +9,6 @@ some time after its lease.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -18,18 +17,11 @@ from pymongo.errors import DuplicateKeyError
 
 from schedsvc import names
 from schedsvc.domain import RunMessage, run_id
+from schedsvc.domain.runs import BufferedFire
 from schedsvc.store._client import translate_errors
 
 # A job slot outlives its lease by this much before the TTL index removes it.
 _SLOT_EXPIRY = timedelta(days=1)
-
-
-@dataclass(frozen=True, slots=True)
-class BufferedFire:
-    """A fire that waited behind its job's running one (overlap ``bufferOne``) and now holds the slot."""
-
-    message: RunMessage
-    partition: int
 
 
 def slot_id(job_id: str) -> str:

@@ -9,7 +9,6 @@ overwrite a finished run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -20,39 +19,13 @@ from pymongo.errors import DuplicateKeyError
 from schedsvc import names
 from schedsvc.config import Settings
 from schedsvc.domain import RunMessage, RunStatus, run_id
-from schedsvc.domain.jobs import JobForRun as JobForRun  # re-exported for execution.worker
+from schedsvc.domain.jobs import JobForRun
+from schedsvc.domain.runs import AttemptRecord, BufferedFire, RunState, scheduled_at
 from schedsvc.store._client import translate_errors
 from schedsvc.store.jobs import MongoRunJobs
 from schedsvc.store.retention import RunRetention
-from schedsvc.store.run_codec import (
-    FINAL,
-    FINAL_STATUSES,
-    AttemptRecord,
-    attempt_outcome,
-    identity,
-    log_fields,
-    outcome_fields,
-    scheduled_at,
-)
-from schedsvc.store.run_slots import BufferedFire as BufferedFire  # re-exported for execution.worker
+from schedsvc.store.run_codec import FINAL, attempt_outcome, identity, log_fields, outcome_fields
 from schedsvc.store.run_slots import MongoJobSlots
-
-__all__ = ["AttemptRecord", "JobForRun", "MongoRunStore", "RunState", "scheduled_at"]
-
-
-@dataclass(frozen=True, slots=True)
-class RunState:
-    """What a worker needs to know about a run before it acts on a delivery."""
-
-    status: RunStatus
-    attempts: int
-    lease_until: datetime | None
-    next_attempt_at: datetime | None
-    attempt_limit: int | None = None
-
-    @property
-    def final(self) -> bool:
-        return self.status in FINAL_STATUSES
 
 
 @translate_errors

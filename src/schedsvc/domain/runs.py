@@ -1,0 +1,58 @@
+"""What execution reads and writes about a run besides the run resource itself: the state a worker acts on,
+one attempt's outcome, and a fire handed the job's slot. Shared by the run ledger port (``store/base.py``),
+its MongoDB adapter and the worker, so they live here rather than in any one of them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from schedsvc.domain.lifecycle import FINAL_STATUSES
+from schedsvc.domain.models import RunMessage, RunStatus
+from schedsvc.domain.time import from_ms
+
+
+@dataclass(frozen=True, slots=True)
+class RunState:
+    """What a worker needs to know about a run before it acts on a delivery."""
+
+    status: RunStatus
+    attempts: int
+    lease_until: datetime | None
+    next_attempt_at: datetime | None
+    attempt_limit: int | None = None
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """The outcome of one attempt as stored on the run."""
+
+    started_at: datetime
+    finished_at: datetime
+    http_status: int | None = None
+    error: str | None = None
+    response_snippet: str | None = None
+    attempt: int = 0
+    """The attempt's number (0: not known, not logged)."""
+    error_class: str | None = None
+
+    @property
+    def duration_ms(self) -> int:
+        return max(0, round((self.finished_at - self.started_at).total_seconds() * 1000))
+
+
+@dataclass(frozen=True, slots=True)
+class BufferedFire:
+    """A fire that waited behind its job's running one (overlap ``bufferOne``) and now holds the slot."""
+
+    message: RunMessage
+    partition: int
+
+
+def scheduled_at(message: RunMessage) -> datetime:
+    """The fire's nominal instant."""
+    return from_ms(message.scheduled_ms)
