@@ -12,22 +12,7 @@ wake-up, so a redelivery (after a crash, a lost ack or a re-publish) is recognis
 - processing that raises → put back if the error is transient, failed and dead-lettered if it is
   permanent or the message was delivered too often.
 
-Overlap ``skip``: a run's first attempt must take its job's running slot (one atomic conditional upsert,
-see ``RunLedger.acquire_job_slot``); a fire that finds it held by a live run is recorded ``skipped``.
-The run keeps the slot from its first attempt to its final outcome, across retries: while it waits for a
-retry the slot's lease runs until the retry is due (plus an ack deadline), and an interrupted attempt
-keeps it for its redelivery. Only a final outcome (succeeded, failed, skipped) releases it.
-
-Overlap ``bufferOne`` uses the same slot, plus one waiting place on it (``buffered``). A first attempt
-that finds the slot held tries to take that place (one conditional write: of several fires, exactly one
-gets it); the others are skipped as under ``skip``. The waiting fire's message goes back to JetStream,
-unacknowledged, for about a lease, so it cannot be lost: whichever replica gets it next looks at the slot
-again. The holder's final outcome hands the slot to the waiting fire in the same conditional write that
-would free it, and then publishes a wake-up message for it (its own message id), so it starts at once
-rather than when its message comes back. If the holder's worker dies before the hand-over, its run's
-redelivery (already final) does the hand-over; if it dies after it, the waiting fire's own message comes
-back within a lease and finds the slot its own. A fire woken twice (wake-up and its own message) still
-calls the target once: its attempt is claimed in the run ledger like any other.
+Overlap ``skip`` and ``bufferOne`` (a job's fires never run side by side): :mod:`schedsvc.execution.overlap`.
 """
 
 from __future__ import annotations
@@ -38,7 +23,6 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -54,16 +38,15 @@ from schedsvc.domain.lifecycle import (
     JobFacts,
     RunFacts,
     Step,
-    on_buffer,
     on_delivery,
     on_error,
     on_outcome,
-    on_slot,
 )
-from schedsvc.domain.runs import AttemptRecord, BufferedFire, scheduled_at
+from schedsvc.domain.runs import AttemptRecord, scheduled_at
 from schedsvc.execution._tenants import TenantDirectory
 from schedsvc.execution.backoff import next_retry_delay
 from schedsvc.execution.notifications import JobHealth
+from schedsvc.execution.overlap import Claim, JobSlots
 from schedsvc.execution.targets import CallContext, CallOutcome, TargetCaller, rfc3339
 from schedsvc.observability.logging import job_id_var, run_id_var
 from schedsvc.observability.metrics import DEAD_LETTERS, RUN_ATTEMPTS, RUN_DURATION, RUNS_FINISHED
@@ -77,24 +60,6 @@ HAND_BACK_TIMEOUT_SECONDS = 5.0
 __all__ = ["CONTENDED_RETRY_SECONDS", "OVERLAP_SKIPPED", "RunWorker", "dead_letter_headers"]
 _HEADER_VALUE_MAX = 1024
 _encode_message = msgspec.msgpack.Encoder().encode
-
-
-@dataclass(slots=True)
-class _Claim:
-    """The attempt this delivery claimed, if any; lets the error paths hand it back."""
-
-    run_id: str
-    job_id: str
-    attempt: int | None = None
-    slot: bool = False
-    """This delivery took (or re-took) its job's running slot (overlap ``skip``)."""
-    overlap_skip: bool = False
-    """The job's overlap policy is ``skip``: a final outcome releases whatever slot the run still holds."""
-    buffer_one: bool = False
-    """The job's overlap policy is ``bufferOne``: a final outcome hands the slot to the fire waiting behind
-    it, if the run holds the slot."""
-    settled: bool = False
-    """The delivery was acked or nak'd (nothing left to hand back)."""
 
 
 JobChanged = Callable[[str, str], Awaitable[None]]
@@ -124,11 +89,12 @@ class RunWorker:
         self._rng = rng or random.Random()
         self._lease = timedelta(seconds=settings.run_ack_wait_seconds)
         self._heartbeat_seconds = max(0.2, settings.run_ack_wait_seconds / 3)
+        self._slots = JobSlots(runs, bus, self._lease)
 
     async def process(self, delivery: RunDelivery) -> None:
         """Handle one delivery to the end: acked, nak'd for a retry, or handed back on error/cancellation."""
         msg = delivery.message
-        claim = _Claim(run_id(msg.job_id, msg.scheduled_ms), msg.job_id)
+        claim = Claim(run_id(msg.job_id, msg.scheduled_ms), msg.job_id)
         # Every log line written while this run is processed carries its ids (the task has its own context).
         job_token, run_token = job_id_var.set(msg.job_id), run_id_var.set(claim.run_id)
         try:
@@ -147,13 +113,13 @@ class RunWorker:
             job_id_var.reset(job_token)
             run_id_var.reset(run_token)
 
-    async def _on_error(self, delivery: RunDelivery, claim: _Claim, exc: Exception) -> None:
+    async def _on_error(self, delivery: RunDelivery, claim: Claim, exc: Exception) -> None:
         decision = on_error(exc, delivery.num_delivered)
         try:
             if decision.step == Step.FAIL:
                 # Logged once with its traceback: it is a bug or bad data, and it will not repeat.
                 log.error("run %s failed in the worker and is not retried", claim.run_id, exc_info=exc)
-                await self._release_slot(claim)
+                await self._slots.release(claim)
                 if not claim.settled:
                     await self._fail(delivery, claim, None, decision.reason or "worker error", claim.attempt or 0)
                 return
@@ -167,7 +133,7 @@ class RunWorker:
             # The database or NATS is gone too: the message comes back when its ack deadline passes.
             log.warning("run %s could not be handed back: %s: %s", claim.run_id, type(again).__name__, again)
 
-    async def _hand_back(self, delivery: RunDelivery, claim: _Claim, error: str, delay: float) -> None:
+    async def _hand_back(self, delivery: RunDelivery, claim: Claim, error: str, delay: float) -> None:
         # The run is not over: it keeps its job's slot (under its lease) for the redelivery.
         claim.slot = False
         if claim.settled:
@@ -176,30 +142,7 @@ class RunWorker:
             await self._runs.release_interrupted(claim.run_id, claim.attempt, error)
         await delivery.nak(delay or None)
 
-    async def _release_slot(self, claim: _Claim) -> None:
-        """The run is final: free its job's slot if it holds it (a no-op write for another holder), or, for
-        ``bufferOne``, hand it to the fire waiting behind it and wake that fire."""
-        if claim.buffer_one:
-            claim.slot = claim.buffer_one = False
-            waiting = await self._runs.hand_over_job_slot(claim.job_id, claim.run_id, datetime.now(UTC) + self._lease)
-            if waiting is not None:
-                await self._wake(waiting)
-        elif claim.slot or claim.overlap_skip:
-            claim.slot = claim.overlap_skip = False
-            await self._runs.release_job_slot(claim.job_id, claim.run_id)
-
-    async def _wake(self, waiting: BufferedFire) -> None:
-        """Publish a wake-up for a fire that was waiting and now holds its job's slot. Best effort: if it is
-        lost, the fire's own message comes back within a lease and finds the slot its own."""
-        msg = waiting.message
-        try:
-            await self._bus.publish_runs(
-                [msg], [waiting.partition], [f"{run_id(msg.job_id, msg.scheduled_ms)}:unbuffered"]
-            )
-        except Exception as exc:
-            log.warning("could not wake the fire waiting behind run of job %s: %s", msg.job_id, exc)
-
-    async def _process(self, delivery: RunDelivery, claim: _Claim) -> None:
+    async def _process(self, delivery: RunDelivery, claim: Claim) -> None:
         msg = delivery.message
         due_in = msg.due_ms / 1000 - time.time()
         if due_in > EARLY_WAIT_SECONDS:
@@ -211,7 +154,7 @@ class RunWorker:
         if ready is not None:
             await self._perform(delivery, claim, *ready)
 
-    async def _preflight(self, delivery: RunDelivery, claim: _Claim) -> tuple[JobForRun, int] | None:
+    async def _preflight(self, delivery: RunDelivery, claim: Claim) -> tuple[JobForRun, int] | None:
         """Read the run and its job and decide whether to attempt now; returns the job and the number of
         attempts already made, or None when the delivery was settled here (acked, put back, skipped)."""
         msg = delivery.message
@@ -248,13 +191,13 @@ class RunWorker:
         claim.overlap_skip = job is not None and job.overlap == "skip" and run.attempts > 0
         claim.buffer_one = job is not None and job.overlap == "bufferOne"
         if decision.step == Step.ATTEMPT and job is not None and job.overlap in ("skip", "bufferOne"):
-            decision = await self._take_slot(delivery, claim, job, run.attempts)
+            decision = await self._slots.take(delivery.message, claim, job, run.attempts)
         if decision.step == Step.ATTEMPT and job is not None:
             return job, run.attempts
         if decision.step == Step.ACK and state is not None and state.final:
             log.debug("run %s already %s; acking the redelivery", claim.run_id, state.status)
             if claim.buffer_one:  # the worker that finished it may have died before handing the slot over
-                await self._release_slot(claim)
+                await self._slots.release(claim)
             if state.status != RunStatus.MISSED:
                 # The worker that finished it may have died before updating the job (idempotent).
                 await self._record_last_run(msg, state.status)
@@ -263,20 +206,8 @@ class RunWorker:
         await self._apply(delivery, claim, decision, None, run.attempts)
         return None
 
-    async def _take_slot(self, delivery: RunDelivery, claim: _Claim, job: JobForRun, attempts: int) -> Decision:
-        """Overlap ``skip``/``bufferOne``: take the job's slot, or wait behind its holder, or be skipped."""
-        msg = delivery.message
-        now = datetime.now(UTC)
-        claim.slot = await self._runs.acquire_job_slot(job.id, claim.run_id, now, now + self._lease)
-        if claim.slot and job.overlap == "bufferOne" and attempts == 0:
-            await self._runs.unbuffer(job.id, claim.run_id)  # it may have taken a lapsed slot while waiting
-        if claim.slot or attempts > 0 or job.overlap != "bufferOne":
-            return on_slot(claim.slot, attempts)
-        waited = await self._runs.buffer_behind_job_slot(msg, job.partition, now)
-        return on_buffer(waited, self._lease.total_seconds() + 1.0)
-
     async def _apply(
-        self, delivery: RunDelivery, claim: _Claim, decision: Decision, record: AttemptRecord | None, attempts: int
+        self, delivery: RunDelivery, claim: Claim, decision: Decision, record: AttemptRecord | None, attempts: int
     ) -> None:
         """Perform a decision that settles the delivery (everything but ``ATTEMPT``)."""
         match decision.step:
@@ -295,9 +226,8 @@ class RunWorker:
                 assert record is not None
                 due = datetime.now(UTC) + timedelta(seconds=decision.delay)
                 await self._runs.record_retry(claim.run_id, attempts, record, due)
-                if claim.slot:  # the fire keeps its job's slot until the retry has run
-                    claim.slot = False
-                    await self._runs.extend_job_slot(claim.job_id, claim.run_id, due + self._lease)
+                await self._slots.keep(claim, due + self._lease)  # the fire keeps its slot until the retry ran
+                claim.slot = False
                 log.info(
                     "run %s attempt %d failed (%s); retrying in %.1fs",
                     claim.run_id,
@@ -309,7 +239,7 @@ class RunWorker:
             case Step.ATTEMPT:
                 raise AssertionError("an attempt does not settle a delivery")
 
-    async def _perform(self, delivery: RunDelivery, claim: _Claim, job: JobForRun, done: int) -> None:
+    async def _perform(self, delivery: RunDelivery, claim: Claim, job: JobForRun, done: int) -> None:
         """Claim attempt ``done + 1``, call the target, then record success, a retry or the failure."""
         msg = delivery.message
         now = datetime.now(UTC)
@@ -332,7 +262,7 @@ class RunWorker:
                 await heartbeat
 
     async def _conclude(
-        self, delivery: RunDelivery, claim: _Claim, job: JobForRun, attempt: int, outcome: CallOutcome
+        self, delivery: RunDelivery, claim: Claim, job: JobForRun, attempt: int, outcome: CallOutcome
     ) -> None:
         """Record success, a retry or the failure of an attempt, then settle its message."""
         msg = delivery.message
@@ -349,7 +279,7 @@ class RunWorker:
         delay = next_retry_delay(job.retry, attempt, _age(msg), self._rng) if retryable else None
         await self._apply(delivery, claim, on_outcome(outcome.succeeded, outcome.error, delay), record, attempt)
 
-    async def _attempt(self, delivery: RunDelivery, job: JobForRun, claim: _Claim) -> CallOutcome:
+    async def _attempt(self, delivery: RunDelivery, job: JobForRun, claim: Claim) -> CallOutcome:
         msg = delivery.message
         rid, attempt = claim.run_id, claim.attempt
         assert attempt is not None
@@ -370,7 +300,7 @@ class RunWorker:
         RUN_DURATION.labels(target=kind).observe((outcome.finished_at - outcome.started_at).total_seconds())
         return outcome
 
-    async def _heartbeat(self, delivery: RunDelivery, claim: _Claim) -> None:
+    async def _heartbeat(self, delivery: RunDelivery, claim: Claim) -> None:
         """While an attempt is claimed: extend the message's ack deadline and the run's lease together."""
         assert claim.attempt is not None
         while True:
@@ -381,8 +311,7 @@ class RunWorker:
                 # ack deadline instead of holding it forever.
                 until = datetime.now(UTC) + self._lease
                 await self._runs.extend_lease(claim.run_id, claim.attempt, until)
-                if claim.slot:
-                    await self._runs.extend_job_slot(claim.job_id, claim.run_id, until)
+                await self._slots.keep(claim, until)
                 await delivery.in_progress()
             except Exception:
                 log.warning("could not extend the deadline of run %s", claim.run_id, exc_info=True)
@@ -390,7 +319,7 @@ class RunWorker:
     async def _fail(
         self,
         delivery: RunDelivery,
-        claim: _Claim,
+        claim: Claim,
         record: AttemptRecord | None,
         error: str,
         attempts: int,
@@ -413,14 +342,14 @@ class RunWorker:
     async def _finish(
         self,
         delivery: RunDelivery,
-        claim: _Claim,
+        claim: Claim,
         status: RunStatus,
         record: AttemptRecord | None,
         error: str | None = None,
     ) -> None:
         msg = delivery.message
         changed = await self._runs.finish(msg, status, record, datetime.now(UTC), error)
-        await self._release_slot(claim)
+        await self._slots.release(claim)
         if changed:
             RUNS_FINISHED.labels(status=status.value, trigger=msg.trigger).inc()
             await self._record_last_run(msg, status)
@@ -434,7 +363,7 @@ class RunWorker:
             await self._on_job_changed(msg.tenant, msg.job_id)
 
     @staticmethod
-    async def _settle(claim: _Claim, acknowledgement: Awaitable[None]) -> None:
+    async def _settle(claim: Claim, acknowledgement: Awaitable[None]) -> None:
         claim.settled = True
         await acknowledgement
 
