@@ -18,23 +18,22 @@ import asyncio
 import json
 import os
 import re
-import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import httpx
+from run_load import BIN, HELLO_APP, READY_TIMEOUT_SECONDS, group_cpu_seconds  # this script's folder
+
+from schedsvc import embedded
+from schedsvc.config import Settings
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path[:0] = [str(HERE), str(REPO / "src"), str(REPO)]
-
-from run_load import BIN, HELLO_APP, Proc, group_cpu_seconds, wait_ready  # noqa: E402
-from tests.support import servers  # noqa: E402
 
 KEY = "sk_00000000000000cc_" + "c" * 43
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -76,7 +75,7 @@ def job_body(name: str) -> dict[str, Any]:
 
 
 class Bench:
-    def __init__(self, client: httpx.AsyncClient, api: Proc | None, concurrency: int) -> None:
+    def __init__(self, client: httpx.AsyncClient, api: embedded.ServerProcess | None, concurrency: int) -> None:
         self.client = client
         self.api = api
         self.concurrency = concurrency
@@ -131,7 +130,7 @@ class Bench:
         )
 
 
-async def scenarios(base: str, api: Proc, n: int, concurrency: int) -> list[Cost]:
+async def scenarios(base: str, api: embedded.ServerProcess, n: int, concurrency: int) -> list[Cost]:
     async with httpx.AsyncClient(
         base_url=base, headers=AUTH, timeout=30, limits=httpx.Limits(max_connections=concurrency + 2)
     ) as client:
@@ -199,7 +198,7 @@ async def scenarios(base: str, api: Proc, n: int, concurrency: int) -> list[Cost
         return results
 
 
-async def bare(base: str, proc: Proc, n: int, concurrency: int) -> Cost:
+async def bare(base: str, proc: embedded.ServerProcess, n: int, concurrency: int) -> Cost:
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
         for _ in range(20):
             await client.get("/hello")
@@ -237,55 +236,60 @@ def main() -> None:
     p.add_argument("--json-out", type=Path)
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="schedsvc-bench-cost-"))
-    mongo, nats, redis = (servers.secantus(work / "mongo"), servers.nats(work / "nats"), servers.redis(work / "redis"))
+    mongo, nats, redis = embedded.secantus(work / "mongo"), embedded.nats(work / "nats"), embedded.redis(work / "redis")
     load0 = os.getloadavg()[0]
-    with servers.running(mongo), servers.running(nats), servers.running(redis):
-        port = servers.free_port()
-        env = {
-            **os.environ,
+    with embedded.running(mongo), embedded.running(nats), embedded.running(redis):
+        settings = Settings(
+            mongodb_uri=f"mongodb://127.0.0.1:{mongo.port}/?directConnection=true",
+            database="benchcost",
+            nats_url=f"nats://127.0.0.1:{nats.port}",
+            redis_url=f"redis://127.0.0.1:{redis.port}/0",
+            prefix="benchcost",
+            roles=frozenset({"api"}),
+            dev_mode=True,
+            dev_api_key=KEY,
+            rate_limit_per_minute=100_000_000,
+            partitions=16,
+            log_level="WARNING",
+            port=embedded.free_port(),
+        )
+        api = embedded.service(settings, work / "api.log", name="api")
+        # The counting sitecustomize first, then the source tree under test (ahead of the installed package).
+        counting = {
             "PYTHONPATH": os.pathsep.join([str(HERE / "counting"), str(args.src.resolve())]),
             "SCHEDSVC_COUNT_COMMANDS": "1",
-            "SCHEDSVC_MONGODB_URI": f"mongodb://127.0.0.1:{mongo.port}/?directConnection=true",
-            "SCHEDSVC_NATS_URL": f"nats://127.0.0.1:{nats.port}",
-            "SCHEDSVC_REDIS_URL": f"redis://127.0.0.1:{redis.port}/0",
-            "SCHEDSVC_PREFIX": "benchcost",
-            "SCHEDSVC_ROLES": "api",
-            "SCHEDSVC_DEV_MODE": "true",
-            "SCHEDSVC_DEV_API_KEY": KEY,
-            "SCHEDSVC_RATE_LIMIT_PER_MINUTE": "100000000",
-            "SCHEDSVC_PARTITIONS": "16",
-            "SCHEDSVC_LOG_LEVEL": "WARNING",
-            "SCHEDSVC_PORT": str(port),
         }
-        api = Proc("api", [str(BIN / "schedsvc"), "serve"], work / "api.log", env, port)
-        hello_port = servers.free_port()
+        api = replace(api, env={**(api.env or {}), **counting})
+        hello_port = embedded.free_port()
         (work / "hello_app.py").write_text(HELLO_APP)
-        hello = Proc(
-            "hello",
-            [
-                str(BIN / "granian"),
-                "--interface",
-                "asgi",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(hello_port),
-                "--workers",
-                "1",
-                "--no-log",
-                "hello_app:app",
-            ],
-            work / "hello.log",
-            {**os.environ, "PYTHONPATH": str(work)},
+        hello_argv = [
+            str(BIN / "granian"),
+            "--interface",
+            "asgi",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(hello_port),
+            "--workers",
+            "1",
+            "--no-log",
+            "hello_app:app",
+        ]
+        hello = embedded.ServerProcess(
+            hello_argv,
             hello_port,
+            work / "hello.log",
+            "hello",
+            {**os.environ, "PYTHONPATH": str(work)},
+            ready_path="/hello",
         )
         try:
-            api.start()
-            hello.start()
-            wait_ready(f"http://127.0.0.1:{port}/health/live", api)
-            wait_ready(f"http://127.0.0.1:{hello_port}/hello", hello)
-            results = asyncio.run(scenarios(f"http://127.0.0.1:{port}", api, args.requests, args.concurrency))
-            results.append(asyncio.run(bare(f"http://127.0.0.1:{hello_port}", hello, args.requests, args.concurrency)))
+            api.start(wait=False)
+            hello.start(wait=False)
+            api.wait_ready(READY_TIMEOUT_SECONDS)
+            hello.wait_ready(READY_TIMEOUT_SECONDS)
+            results = asyncio.run(scenarios(api.url, api, args.requests, args.concurrency))
+            results.append(asyncio.run(bare(hello.url, hello, args.requests, args.concurrency)))
         finally:
             api.stop()
             hello.stop()
