@@ -396,15 +396,17 @@ async def test_stop_hands_partitions_over_to_another_replica_at_once(timing: Tim
     assert len(ids) == len(set(ids))
 
 
-async def test_a_very_long_outage_is_caught_up_in_bounded_work(timing: Timing) -> None:
-    # A job firing every second, last advanced six hours ago: 21,600 overdue fires.
-    anchor = from_ms(now_ms() - 6 * 3600 * 1000)
+async def start_after_outage(timing: Timing, outage_seconds: int, window_seconds: int) -> tuple[str, int]:
+    """A job firing every second, last advanced ``outage_seconds`` ago, catching up ``all`` fires of a window
+    of ``window_seconds``: starts timing and waits until it has advanced the job past now. Returns the job's
+    id and when timing started (ms)."""
+    anchor = from_ms(now_ms() - outage_seconds * 1000)
     doc = job_doc(
         {"kind": "interval", "seconds": 1, "anchor": anchor},
         partitions=timing.settings.partitions,
         next_run=anchor,
         created=anchor,
-        catchup={"policy": "all", "windowSeconds": 3600},
+        catchup={"policy": "all", "windowSeconds": window_seconds},
     )
     await timing.db[names.JOBS].insert_one(job_codec.encode(doc))
     started = now_ms()
@@ -414,7 +416,13 @@ async def test_a_very_long_outage_is_caught_up_in_bounded_work(timing: Timing) -
         return (await timing.job(doc.id)).next_run > from_ms(started)  # type: ignore[operator]
 
     assert await eventually(advanced, 10)
-    messages = timing.received.of(doc.id)
+    return doc.id, started
+
+
+async def test_a_very_long_outage_is_caught_up_in_bounded_work(timing: Timing) -> None:
+    # Six hours of a job firing every second: 21,600 overdue fires.
+    job_id, started = await start_after_outage(timing, outage_seconds=6 * 3600, window_seconds=3600)
+    messages = timing.received.of(job_id)
     # The newest 1000 late fires of the window run as catch-up, the fires within the grace period as
     # scheduled; of the other ~20,000 only the newest 100 are recorded as missed.
     caught_up = [m.scheduled_ms for m in messages if m.trigger == "catchup"]
@@ -424,7 +432,7 @@ async def test_a_very_long_outage_is_caught_up_in_bounded_work(timing: Timing) -
     assert 50 <= len(scheduled) <= 62
     assert min(scheduled) >= started - 61_000
     assert max(caught_up) < min(scheduled)
-    records = await timing.runs(doc.id)
+    records = await timing.runs(job_id)
     assert len(records) == MISSED_RECORD_LIMIT
     assert {r["status"] for r in records} == {"missed"}
     assert to_ms(records[-1]["scheduledAt"]) < min(caught_up)
@@ -432,23 +440,8 @@ async def test_a_very_long_outage_is_caught_up_in_bounded_work(timing: Timing) -
 
 async def test_an_outage_longer_than_a_huge_window_skips_to_the_grace_period(timing: Timing) -> None:
     # Every second for 31 days with a 30-day window: millions of overdue fires, enumerated in bounded work.
-    anchor = from_ms(now_ms() - 31 * 86_400_000)
-    doc = job_doc(
-        {"kind": "interval", "seconds": 1, "anchor": anchor},
-        partitions=timing.settings.partitions,
-        next_run=anchor,
-        created=anchor,
-        catchup={"policy": "all", "windowSeconds": 30 * 86_400},
-    )
-    await timing.db[names.JOBS].insert_one(job_codec.encode(doc))
-    started = now_ms()
-    await timing.start()
-
-    async def advanced() -> bool:
-        return (await timing.job(doc.id)).next_run > from_ms(started)  # type: ignore[operator]
-
-    assert await eventually(advanced, 10)
-    messages = timing.received.of(doc.id)
+    job_id, _ = await start_after_outage(timing, outage_seconds=31 * 86_400, window_seconds=30 * 86_400)
+    messages = timing.received.of(job_id)
     assert {m.trigger for m in messages} == {"scheduled"}
     assert 50 <= len(messages) <= 62
-    assert await timing.runs(doc.id) == []  # skipped wholesale: counted in a metric, not recorded
+    assert await timing.runs(job_id) == []  # skipped wholesale: counted in a metric, not recorded
