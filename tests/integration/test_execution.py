@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import dataclasses
 import hashlib
 import hmac
@@ -45,7 +44,7 @@ from schedsvc.names import Names
 from schedsvc.observability.logging import JsonFormatter
 from schedsvc.store import MongoTenantStore, connect, database
 from schedsvc.store.runs import InvalidCursorError, MongoRunStore
-from schedsvc.testing import Call, Reply, WebhookReceiver
+from schedsvc.testing import Call, Reply, WebhookReceiver, delete_run_streams, drop_database
 from schedsvc.wiring import Adapters, execution_service
 
 TENANT = "acme"
@@ -71,13 +70,7 @@ async def bus(fast: Settings) -> AsyncIterator[NatsRunBus]:
     await bus.ensure_streams()
     yield bus
     await bus.close()
-    nc = await nats.connect(fast.nats_url)
-    js = nc.jetstream()
-    n = Names(fast.prefix)
-    for stream in (n.run_stream, n.dead_letter_stream):
-        with contextlib.suppress(nats.js.errors.NotFoundError):
-            await js.delete_stream(stream)
-    await nc.close()
+    await delete_run_streams(fast)
 
 
 @pytest.fixture
@@ -952,15 +945,8 @@ async def test_end_to_end_through_api_and_timing(server, fast) -> None:  # type:
             assert len(keys) == len(set(keys))  # one call per fire
             assert {i["id"] for i in items} <= set(keys)
     finally:
-        mongo = connect(settings)
-        await mongo.drop_database(settings.database)
-        await mongo.close()
-        nc = await nats.connect(settings.nats_url)
-        n = Names(settings.prefix)
-        for stream in (n.run_stream, n.dead_letter_stream):
-            with contextlib.suppress(nats.js.errors.NotFoundError):
-                await nc.jetstream().delete_stream(stream)
-        await nc.close()
+        await drop_database(settings)
+        await delete_run_streams(settings)
 
 
 async def test_a_dead_letter_is_listed_and_retried_on_demand(server, fast) -> None:  # type: ignore[no-untyped-def]
@@ -1033,12 +1019,5 @@ async def test_a_dead_letter_is_listed_and_retried_on_demand(server, fast) -> No
             assert r.status_code == 409 and "already retried" in r.text
             assert (await client.post(f"/runs/{job_id}:1/retry", headers=headers)).status_code == 404
     finally:
-        mongo = connect(settings)
-        await mongo.drop_database(settings.database)
-        await mongo.close()
-        nc = await nats.connect(settings.nats_url)
-        n = Names(settings.prefix)
-        for stream in (n.run_stream, n.dead_letter_stream):
-            with contextlib.suppress(nats.js.errors.NotFoundError):
-                await nc.jetstream().delete_stream(stream)
-        await nc.close()
+        await drop_database(settings)
+        await delete_run_streams(settings)

@@ -18,15 +18,15 @@ from zoneinfo import ZoneInfo
 import msgspec
 import nats
 import pytest
-from bson import ObjectId
 
 from schedsvc import names
 from schedsvc.bus import NatsRunBus
 from schedsvc.config import Settings
-from schedsvc.domain import CatchupPolicy, JobCreate, JobStatus, NatsTarget, RunMessage, Schedule, partition_of
+from schedsvc.domain import CatchupPolicy, JobStatus, NatsTarget, RunMessage, Schedule
 from schedsvc.domain.jobs import JobChange, JobNotice
 from schedsvc.store import job_codec
 from schedsvc.store.job_codec import JobDocument
+from schedsvc.testing import delete_run_streams, job_document
 from schedsvc.timing import compile_schedule, from_ms, to_ms
 from schedsvc.timing.catchup import CATCHUP_ALL_LIMIT, MISSED_RECORD_LIMIT
 from schedsvc.timing.planning import job_seed
@@ -60,20 +60,20 @@ def job_doc(
     created: datetime | None = None,
 ) -> JobDocument:
     """A job document as the API stores it; ``nextRun`` defaults to the first fire after creation."""
-    job_id = str(ObjectId())
     created = created or datetime.now(UTC)
     parsed = msgspec.convert(schedule, Schedule, strict=False)  # type: ignore[arg-type,var-annotated,unused-ignore]
     if next_run is None:
         first = compile_schedule(parsed, created=created).next_after(to_ms(created))
         next_run = None if first is None else from_ms(first)
-    body = JobCreate(
-        name=f"job-{job_id}",
+    return job_document(
+        "acme",
+        partitions,
+        next_run=next_run,
+        status=status,
+        now=created,
         schedule=parsed,
         target=NatsTarget(subject="tenant.acme.ping"),
         catchup=msgspec.convert(catchup or {}, CatchupPolicy),
-    )
-    return job_codec.new_document(
-        job_id, "acme", body, status=status, next_run=next_run, partition=partition_of(job_id, partitions), now=created
     )
 
 
@@ -165,10 +165,8 @@ async def timing(settings: Settings, mongo_db: Any, nats_url: str) -> AsyncItera
     finally:
         await t.stop()
         await sub.unsubscribe()
-        js = nc.jetstream()
-        for stream in (bus.names.run_stream, bus.names.dead_letter_stream):
-            await js.delete_stream(stream)
         await nc.close()
+        await delete_run_streams(settings)
         await bus.close()
 
 
