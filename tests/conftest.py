@@ -6,16 +6,26 @@ data and nothing shared is ever flushed.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import gc
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import pytest
 from hypothesis import settings as hypothesis_settings
 from tests.support import servers
+
+from schedsvc import testing
+
+if TYPE_CHECKING:
+    from litestar.testing import AsyncTestClient
+
+    from schedsvc.config import Settings
 
 hypothesis_settings.register_profile("ci", max_examples=200, deadline=None, derandomize=True)
 hypothesis_settings.register_profile("dev", max_examples=200, deadline=None)
@@ -121,46 +131,130 @@ async def mongo_db(settings) -> AsyncIterator[object]:  # type: ignore[no-untype
 
 
 DEV_KEY = "sk_00000000000000dd_" + "d" * 43
-"""API key of the ``dev`` tenant of :func:`service_url`'s service."""
+"""API key of the ``dev`` tenant of :func:`service_url`'s service and of :func:`api_settings`' apps."""
+
+
+def api_settings(settings: Settings, redis_url: str | None = None, **changes: Any) -> Settings:
+    """``settings`` for an API app run in the test process (``create_app``), whose ``dev`` tenant has
+    :data:`DEV_KEY`; with Redis only when ``redis_url`` is given."""
+    return dataclasses.replace(
+        settings, roles=frozenset({"api"}), dev_mode=True, dev_api_key=DEV_KEY, redis_url=redis_url, **changes
+    )
+
+
+@pytest.fixture
+async def drop_database(settings: Settings) -> AsyncIterator[None]:
+    """Drops the test's database at its end, for tests that fill it through an app rather than :func:`mongo_db`."""
+    yield
+    await testing.drop_database(settings)
+
+
+@dataclasses.dataclass
+class Api:
+    """An API app in the test process (:func:`api`) and what tests call it with."""
+
+    client: AsyncTestClient[Any]
+    headers: dict[str, str]
+    """The ``dev`` tenant's credentials."""
+    other: dict[str, str]
+    """Those of a second tenant, ``other``: what one tenant does, another must not see."""
+    settings: Settings
+    db: Any
+    """The app's database, to arrange or check what the API does not show."""
+
+
+@pytest.fixture
+async def api(settings: Settings) -> AsyncIterator[Api]:
+    """An API app in the test process on the test's own database (dropped afterwards), with two tenants."""
+    from litestar.testing import AsyncTestClient
+
+    from schedsvc.api import create_app
+    from schedsvc.store import MongoTenantStore, connect, database
+
+    settings = api_settings(settings)
+    mongo = connect(settings)
+    try:
+        async with AsyncTestClient(create_app(settings)) as client:
+            db = database(mongo, settings)
+            other_key, _ = await MongoTenantStore(db).create_tenant("other")
+            yield Api(
+                client,
+                {"Authorization": f"Bearer {DEV_KEY}"},
+                {"Authorization": f"Bearer {other_key.key}"},
+                settings,
+                db,
+            )
+    finally:
+        await mongo.drop_database(settings.database)
+        await mongo.close()
+
+
+@pytest.fixture(scope="session")
+def service_settings(mongo_uri: str, nats_url: str, run_token: str) -> Callable[..., Settings]:
+    """Makes the settings of a ``schedsvc serve`` process: this session's servers, a database and prefix of
+    its own (``label`` names them), a free port, dev mode with :data:`DEV_KEY`; ``fields`` set the rest."""
+    from schedsvc.config import Settings
+
+    def make(label: str, **fields: Any) -> Settings:
+        name = f"{run_token}_{label}_{uuid.uuid4().hex[:6]}"
+        defaults: dict[str, Any] = {
+            "mongodb_uri": mongo_uri,
+            "database": f"schedsvc_{name}",
+            "nats_url": nats_url,
+            "prefix": f"schedsvc_{name}",
+            "port": servers.free_port(),
+            "dev_mode": True,
+            "dev_api_key": DEV_KEY,
+            "log_level": "WARNING",
+        }
+        return Settings(**(defaults | fields))
+
+    return make
+
+
+@contextlib.contextmanager
+def running_service(settings: Settings, log: Path) -> Iterator[servers.ServerProcess]:
+    """``schedsvc serve`` configured by ``settings`` for the block. Afterwards its database is dropped and,
+    when its log holds a traceback, the log's tail is printed (pytest shows it with the failing test)."""
+    import pymongo
+
+    from schedsvc import embedded
+
+    try:
+        with servers.running(embedded.service(settings, log)) as server:
+            yield server
+    finally:
+        with pymongo.MongoClient(settings.mongodb_uri) as client:
+            client.drop_database(settings.database)
+        output = log.read_text() if log.exists() else ""
+        if "Traceback" in output:
+            print(output[-5000:])
+
+
+async def create_tenant(settings: Settings, name: str) -> str:
+    """Creates tenant ``name`` in ``settings.database``; returns its API key."""
+    from schedsvc.store import MongoTenantStore, connect, database
+
+    client = connect(settings)
+    try:
+        key, _ = await MongoTenantStore(database(client, settings)).create_tenant(name)
+    finally:
+        await client.close()
+    return key.key
 
 
 @pytest.fixture(scope="module")
 def api_service(
     request: pytest.FixtureRequest,
-    mongo_uri: str,
-    nats_url: str,
-    run_token: str,
+    service_settings: Callable[..., Settings],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[servers.ServerProcess]:
     """A ``schedsvc serve`` process (API role) for one test module, on a database and prefix of its own, with
     a ``dev`` tenant whose key is :data:`DEV_KEY`. A module tunes it with ``SERVICE_SETTINGS = {...}``."""
-    from dataclasses import replace
-
-    import pymongo
-
-    from schedsvc import embedded
-    from schedsvc.config import Settings
-
-    name = f"{run_token}_{uuid.uuid4().hex[:6]}"
-    settings = Settings(
-        mongodb_uri=mongo_uri,
-        database=f"schedsvc_{name}",
-        nats_url=nats_url,
-        prefix=f"schedsvc_{name}",
-        roles=frozenset({"api"}),
-        port=servers.free_port(),
-        dev_mode=True,
-        dev_api_key=DEV_KEY,
-        log_level="WARNING",
-    )
-    settings = replace(settings, **getattr(request.module, "SERVICE_SETTINGS", {}))
+    fields = {"roles": frozenset({"api"})} | getattr(request.module, "SERVICE_SETTINGS", {})
     log = tmp_path_factory.mktemp("service") / "service.log"
-    with servers.running(embedded.service(settings, log)) as server:
+    with running_service(service_settings("service", **fields), log) as server:
         yield server
-    with pymongo.MongoClient(mongo_uri) as client:
-        client.drop_database(settings.database)
-    if "Traceback" in log.read_text():
-        print(log.read_text()[-5000:])
 
 
 @pytest.fixture(scope="module")

@@ -9,49 +9,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from litestar.testing import AsyncTestClient
+from tests.conftest import DEV_KEY, Api
 
 from schedsvc.api import create_app
 from schedsvc.config import Settings
 from schedsvc.domain import RunMessage, RunStatus, run_id
-from schedsvc.store import MongoTenantStore, connect, database
+from schedsvc.store import connect
 from schedsvc.store.runs import AttemptRecord, MongoRunStore
-
-DEV_KEY = "sk_00000000000000ab_" + "b" * 43
-
-
-@dataclasses.dataclass
-class Api:
-    client: AsyncTestClient[Any]
-    headers: dict[str, str]
-    other: dict[str, str]
-    settings: Settings
-    db: Any
-
-
-@pytest.fixture
-async def api(settings: Settings) -> AsyncIterator[Api]:
-    settings = dataclasses.replace(settings, roles=frozenset({"api"}), dev_mode=True, dev_api_key=DEV_KEY)
-    app = create_app(settings)
-    mongo = connect(settings)
-    try:
-        async with AsyncTestClient(app) as client:
-            other_key, _ = await MongoTenantStore(database(mongo, settings)).create_tenant("other")
-            yield Api(
-                client,
-                {"Authorization": f"Bearer {DEV_KEY}"},
-                {"Authorization": f"Bearer {other_key.key}"},
-                settings,
-                database(mongo, settings),
-            )
-    finally:
-        await mongo.drop_database(settings.database)
-        await mongo.close()
 
 
 def iso(value: datetime) -> str:
