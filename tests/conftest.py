@@ -134,6 +134,10 @@ DEV_KEY = "sk_00000000000000dd_" + "d" * 43
 """API key of the ``dev`` tenant of :func:`service_url`'s service and of :func:`api_settings`' apps."""
 
 
+OTHER_TENANT = "other"
+"""The second tenant of :func:`other_tenant_key` and of :func:`api`: what one tenant does, another must not see."""
+
+
 def api_settings(settings: Settings, redis_url: str | None = None, **changes: Any) -> Settings:
     """``settings`` for an API app run in the test process (``create_app``), whose ``dev`` tenant has
     :data:`DEV_KEY`; with Redis only when ``redis_url`` is given."""
@@ -176,7 +180,7 @@ async def api(settings: Settings) -> AsyncIterator[Api]:
     try:
         async with AsyncTestClient(create_app(settings)) as client:
             db = database(mongo, settings)
-            other_key, _ = await MongoTenantStore(db).create_tenant("other")
+            other_key, _ = await MongoTenantStore(db).create_tenant(OTHER_TENANT)
             yield Api(
                 client,
                 {"Authorization": f"Bearer {DEV_KEY}"},
@@ -244,16 +248,23 @@ async def create_tenant(settings: Settings, name: str) -> str:
 
 
 @pytest.fixture(scope="module")
+def api_service_settings(request: pytest.FixtureRequest, service_settings: Callable[..., Settings]) -> Settings:
+    """Settings of :func:`api_service`. A module tunes them with ``SERVICE_SETTINGS = {...}`` and turns the
+    test Redis on (response cache, rate limits) with ``SERVICE_USES_REDIS = True``."""
+    fields: dict[str, Any] = {"roles": frozenset({"api"})}
+    if getattr(request.module, "SERVICE_USES_REDIS", False):
+        fields["redis_url"] = request.getfixturevalue("redis_url")
+    return service_settings("service", **(fields | getattr(request.module, "SERVICE_SETTINGS", {})))
+
+
+@pytest.fixture(scope="module")
 def api_service(
-    request: pytest.FixtureRequest,
-    service_settings: Callable[..., Settings],
-    tmp_path_factory: pytest.TempPathFactory,
+    api_service_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[servers.ServerProcess]:
-    """A ``schedsvc serve`` process (API role) for one test module, on a database and prefix of its own, with
-    a ``dev`` tenant whose key is :data:`DEV_KEY`. A module tunes it with ``SERVICE_SETTINGS = {...}``."""
-    fields = {"roles": frozenset({"api"})} | getattr(request.module, "SERVICE_SETTINGS", {})
+    """A ``schedsvc serve`` process (API role unless ``SERVICE_SETTINGS`` says otherwise) for one test module,
+    on a database and prefix of its own, with a ``dev`` tenant whose key is :data:`DEV_KEY`."""
     log = tmp_path_factory.mktemp("service") / "service.log"
-    with running_service(service_settings("service", **fields), log) as server:
+    with running_service(api_service_settings, log) as server:
         yield server
 
 
@@ -261,3 +272,9 @@ def api_service(
 def service_url(api_service: servers.ServerProcess) -> str:
     """Base URL of :func:`api_service`."""
     return api_service.url
+
+
+@pytest.fixture(scope="module")
+async def other_tenant_key(api_service: servers.ServerProcess, api_service_settings: Settings) -> str:
+    """API key of a second tenant (:data:`OTHER_TENANT`) of :func:`api_service`."""
+    return await create_tenant(api_service_settings, OTHER_TENANT)

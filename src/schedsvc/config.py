@@ -60,7 +60,9 @@ class Settings:
     stream_replicas: int = 1
     """Replicas of the JetStream run and dead-letter streams (3 on a production NATS cluster)."""
     run_retention_days: int = 30
-    """Run history is deleted this many days after a run ends (TTL index)."""
+    """Run history is deleted this many days after a run ends (TTL index), unless the tenant chose otherwise."""
+    run_retention_max_days: int = 90
+    """The most days a tenant may keep its runs (``PATCH /tenant/settings`` ``runRetentionDays``)."""
     cache_ttl_seconds: int = 60
     """Lifetime of cached ``GET /jobs`` responses."""
     rate_limit_per_minute: int = 1200
@@ -125,6 +127,10 @@ class Settings:
             raise ConfigurationError("SCHEDSVC_HEARTBEAT_SECONDS: must be under half the lease TTL")
         if not 1 <= self.cache_ttl_seconds <= 3600:
             raise ConfigurationError("SCHEDSVC_CACHE_TTL_SECONDS: must be between 1 and 3600")
+        if not 1 <= self.run_retention_days <= self.run_retention_max_days:
+            raise ConfigurationError(
+                "SCHEDSVC_RUN_RETENTION_DAYS: must be between 1 and SCHEDSVC_RUN_RETENTION_MAX_DAYS"
+            )
         if "{tenant}" not in self.nats_subject_grant:
             raise ConfigurationError("SCHEDSVC_NATS_SUBJECT_GRANT: must contain {tenant}")
 

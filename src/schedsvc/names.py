@@ -36,6 +36,11 @@ class Names:
         return f"{self._token}_DLQ"
 
     @property
+    def streams(self) -> tuple[str, ...]:
+        """Every JetStream stream of the deployment (tests delete them all when they end)."""
+        return (self.run_stream, self.dead_letter_stream, self.notification_stream)
+
+    @property
     def run_subject_root(self) -> str:
         return f"{self.prefix}.runs"
 
@@ -46,6 +51,20 @@ class Names:
     @property
     def dead_letter_subject(self) -> str:
         return f"{self.prefix}.dlq"
+
+    @property
+    def notification_stream(self) -> str:
+        """JetStream stream holding tenant notifications (failures, recoveries, missed fires) until sent."""
+        return f"{self._token}_NOTIFY"
+
+    @property
+    def notification_subject(self) -> str:
+        return f"{self.prefix}.notify"
+
+    @property
+    def notifier_consumer(self) -> str:
+        """Durable pull consumer shared by every execution process's notification sender."""
+        return f"{self._token}_notifiers"
 
     @property
     def job_changes_subject(self) -> str:

@@ -215,7 +215,7 @@ async def drop_database(settings: Settings) -> None:
 
 
 async def delete_run_streams(settings: Settings) -> None:
-    """Delete the run and dead-letter streams of ``settings.prefix`` where they exist.
+    """Delete every JetStream stream of ``settings.prefix`` (``Names.streams``) where it exists.
 
     The service never deletes a stream (the bus adapter has no such operation, on purpose), so this
     harness talks to JetStream itself; imported here, not at the top, so the receiver alone needs no driver.
@@ -226,8 +226,7 @@ async def delete_run_streams(settings: Settings) -> None:
     nc = await nats.connect(settings.nats_url)
     try:
         js = nc.jetstream()
-        names = Names(settings.prefix)
-        for stream in (names.run_stream, names.dead_letter_stream):
+        for stream in Names(settings.prefix).streams:
             with contextlib.suppress(NotFoundError):
                 await js.delete_stream(stream)
     finally:

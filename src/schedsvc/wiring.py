@@ -2,7 +2,9 @@
 
 Entry points (the Litestar lifespan, ``python -m schedsvc.timing``, ``python -m schedsvc.execution``,
 tests and benchmarks) call :func:`open_adapters` and then build the modules they run with
-:func:`timing_service` and :func:`execution_service`. Nothing else constructs a MongoDB or NATS adapter.
+:func:`timing_service` and :func:`execution_service` (the API: :func:`job_service`, :func:`run_service`);
+the API's Redis adapters (response cache, rate limits) come from :func:`cache_adapters`. Nothing else
+constructs a MongoDB, NATS or Redis adapter.
 """
 
 from __future__ import annotations
@@ -18,17 +20,31 @@ from typing import Any, Protocol, TypeVar
 from pymongo.asynchronous.database import AsyncDatabase
 
 from schedsvc.bus import NatsRunBus
-from schedsvc.cache import RedisLink
+from schedsvc.cache import (
+    MemoryFailureCounter,
+    MemoryRateLimiter,
+    RedisFailureCounter,
+    RedisLink,
+    RedisRateLimiter,
+    ResilientStore,
+)
 from schedsvc.config import Settings
 from schedsvc.domain import BusUnavailableError
 from schedsvc.domain.jobs import JobNotice
+from schedsvc.execution.notifications import NotificationReporter
 from schedsvc.execution.service import ExecutionService
 from schedsvc.execution.worker import JobChanged
+from schedsvc.job_service import JobService, RunService, TargetPolicy
+from schedsvc.names import Names
 from schedsvc.observability.logging import configure_logging
 from schedsvc.observability.runtime import tune_gc
 from schedsvc.store import MongoJobStore, MongoTenantStore, connect, database
+from schedsvc.store.base import FailureCounter, RateLimiter
 from schedsvc.store.leases import MongoLeaseStore
 from schedsvc.store.migrate import apply_migrations
+from schedsvc.store.replies import MongoReplies
+from schedsvc.store.retention import RunRetention
+from schedsvc.store.run_history import MongoRunHistory
 from schedsvc.store.runs import MongoRunStore
 from schedsvc.store.timing import MongoTimingStore
 from schedsvc.timing.service import TimingService
@@ -52,7 +68,15 @@ class Adapters:
     timing: MongoTimingStore
     leases: MongoLeaseStore
     runs: MongoRunStore
+    """The run ledger (execution)."""
+    run_history: MongoRunHistory
+    """The tenant's runs as the API reads them."""
+    replies: MongoReplies
+    """Answers kept under an ``Idempotency-Key`` (``POST /runs/retry``, and ``POST /jobs`` through the job
+    store)."""
     tenants: MongoTenantStore
+    retention: RunRetention
+    """How long each tenant's runs are kept (cached; ``forget`` a tenant whose settings changed)."""
 
     @classmethod
     async def over(
@@ -71,27 +95,67 @@ class Adapters:
 
         async def announce(notice: JobNotice) -> None:
             if redis is not None:
-                await redis.bump(notice.tenant, notice.job_id)
+                new_job = notice.timing is not None and notice.timing.version == 1
+                await redis.bump(notice.tenant, notice.job_id, new_job=new_job)
             if bus is not None:  # without NATS, timing replicas see the change on their next scan
                 await bus.publish_job_change(notice)
 
-        timing = MongoTimingStore(db, settings.run_retention_days)
+        tenants = MongoTenantStore(db)
+        retention = RunRetention(tenants, settings)
+        if bus is not None:
+            await retention.follow(bus)  # a tenant's new runRetentionDays applies at once on every replica
+        timing = MongoTimingStore(
+            db,
+            settings.run_retention_days,
+            retention=retention,
+            on_missed=NotificationReporter(bus).missed if bus is not None else None,
+        )
         partitions = await timing.cluster_partitions(settings.partitions)
         if partitions != settings.partitions:
             log.warning(
                 "using the cluster's %d partitions, not SCHEDSVC_PARTITIONS=%d", partitions, settings.partitions
             )
+        replies = MongoReplies(db)
         return cls(
             settings=settings,
             db=db,
             bus=bus,
             partitions=partitions,
-            jobs=MongoJobStore(db, partitions, on_change=announce),
+            jobs=MongoJobStore(db, partitions, replies, on_change=announce),
             timing=timing,
             leases=MongoLeaseStore(db),
-            runs=MongoRunStore(db, settings),
-            tenants=MongoTenantStore(db),
+            runs=MongoRunStore(db, settings, retention),
+            run_history=MongoRunHistory(db, settings, retention),
+            replies=replies,
+            tenants=tenants,
+            retention=retention,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class CacheAdapters:
+    """The API's Redis adapters, or their in-process stand-ins when no Redis is configured."""
+
+    redis: RedisLink | None
+    rate_limiter: RateLimiter
+    auth_failures: FailureCounter
+    responses: ResilientStore | None
+    """The response cache's Litestar store (None: no response cache)."""
+
+
+def cache_adapters(settings: Settings) -> CacheAdapters:
+    """Built before the app (Litestar takes its stores at construction); the client connects on first use."""
+    if not settings.redis_url:
+        return CacheAdapters(
+            None, MemoryRateLimiter(), MemoryFailureCounter(settings.failed_auth_per_minute), responses=None
+        )
+    redis = RedisLink(settings.redis_url, Names(settings.prefix).redis_prefix)
+    return CacheAdapters(
+        redis,
+        RedisRateLimiter(redis),
+        RedisFailureCounter(redis, settings.failed_auth_per_minute),
+        responses=ResilientStore(redis),
+    )
 
 
 async def open_adapters(
@@ -140,6 +204,23 @@ def timing_service(adapters: Adapters, *, member: str | None = None) -> TimingSe
         changes=_bus(adapters),
         member=member,
     )
+
+
+def job_service(adapters: Adapters) -> JobService:
+    """The job use cases over this process's adapters (the API and the console share them)."""
+    settings = adapters.settings
+    policy = TargetPolicy(
+        allow_networks=settings.target_allow_networks,
+        default_grant=settings.nats_subject_grant,
+        reserved_roots=Names(settings.prefix).reserved_subject_roots,
+        grants=adapters.tenants,
+    )
+    return JobService(adapters.jobs, policy, adapters.bus)
+
+
+def run_service(adapters: Adapters) -> RunService:
+    """Retries on demand over this process's adapters (``/runs`` and the console share it)."""
+    return RunService(adapters.run_history, adapters.jobs, adapters.bus, adapters.replies)
 
 
 def execution_service(

@@ -212,3 +212,28 @@ async def test_revoking_the_key_ends_its_console_sessions(console: Console) -> N
         assert (response.status_code, response.headers["location"]) == (303, "/console/sign-in")
         again = await browserless.post("/console/sign-in", data={"api_key": key.key})
         assert again.status_code == 401
+
+
+async def test_pausing_from_a_stale_page_a_job_someone_else_paused_says_it_is_paused(
+    console: Console, page: Page
+) -> None:
+    """The console pauses through the API's own use case (``If-Match`` semantics: 412 for a stale version);
+    when the job is already as asked, it says so rather than that nothing was done."""
+    name = f"stale-{uuid.uuid4().hex[:6]}"
+    body = {
+        "name": name,
+        "schedule": {"kind": "interval", "seconds": 3600},
+        "target": {"kind": "nats", "subject": "tenant.dev.console"},
+    }
+    async with httpx.AsyncClient(base_url=console.url, headers={"Authorization": f"Bearer {console.key}"}) as api:
+        job = (await api.post("/jobs", json=body)).json()
+        await sign_in(page, console)
+        await page.goto(f"{console.url}/console/jobs/{job['id']}")  # rendered at version 1
+        assert (await api.post(f"/jobs/{job['id']}/pause")).status_code == 200
+        await page.get_by_role("button", name=f"Pause {name}").click()
+        await expect(page.locator(".flash")).to_have_text(f"{name} is paused.")
+        await page.goto(f"{console.url}/console/jobs/{job['id']}")  # now at version 2
+        assert (await api.patch(f"/jobs/{job['id']}", json={"tags": ["changed"]})).status_code == 200
+        await page.get_by_role("button", name=f"Resume {name}").click()
+        await expect(page.locator(".flash.error")).to_contain_text("The job changed since the page was shown")
+        assert (await api.get(f"/jobs/{job['id']}")).json()["status"] == "paused"

@@ -7,9 +7,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from bson import ObjectId
 from litestar.testing import AsyncTestClient
 from tests.conftest import DEV_KEY, Api, api_settings
 
+from schedsvc import names
 from schedsvc.api import create_app
 from schedsvc.bus import announce_tenant_change
 from schedsvc.config import Settings
@@ -46,7 +48,7 @@ async def test_create_returns_job_with_defaults_location_and_etag(api: Api) -> N
         "maxBackoffSeconds": 60.0,
         "maxEventAgeSeconds": 3600.0,
     }
-    assert job["catchup"] == {"policy": "latest", "windowSeconds": 3600}
+    assert job["catchup"] == {"policy": "latest", "windowSeconds": 3600, "misfireGraceSeconds": 60}
     assert job["overlap"] == "allow"
     assert job["lastRun"] is None
     next_run = datetime.fromisoformat(job["nextRun"])
@@ -165,6 +167,24 @@ async def test_idempotent_create(api: Api) -> None:
     assert other.status_code == 201 and other.json()["id"] != first.json()["id"]
 
 
+async def test_a_repeat_while_the_first_create_is_in_progress_is_a_409(api: Api) -> None:
+    """The key is kept with the new job's id before the job is inserted; a repeat that finds no job yet is
+    told to repeat later (409), not that it reused the key (422)."""
+    headers = {**api.headers, "Idempotency-Key": "slow"}
+    assert (await api.client.post("/jobs", json=job_body("slow"), headers=headers)).status_code == 201
+    mongo = connect(api.settings)
+    try:
+        kept = database(mongo, api.settings)[names.IDEMPOTENCY]
+        claim = {"_id": {"tenant": "dev", "op": "createJob", "key": "slow"}}
+        # As the claim looks while its job is being inserted: the job's id chosen, the job not there yet.
+        assert (await kept.update_one(claim, {"$set": {"reply": str(ObjectId()).encode()}})).modified_count == 1
+    finally:
+        await mongo.close()
+    r = await api.client.post("/jobs", json=job_body("slow"), headers=headers)
+    assert r.status_code == 409, r.text
+    assert [e["field"] for e in r.json()["errors"]] == ["Idempotency-Key"]
+
+
 async def test_run_now_is_accepted_as_manual(api: Api) -> None:
     job = await create(api)
     r = await api.client.post(f"/jobs/{job['id']}/run", headers=api.headers)
@@ -265,6 +285,9 @@ async def test_revoked_key_stops_working(api: Api) -> None:
         (job_body(retry={"maxAttempts": 0}), "retry.maxAttempts", ">= 1"),
         (job_body(retry={"minBackoffSeconds": 10, "maxBackoffSeconds": 1}), "retry", "maxBackoffSeconds"),
         (job_body(catchup={"policy": "sometimes"}), "catchup.policy", ""),
+        (job_body(catchup={"misfireGraceSeconds": 0}), "catchup.misfireGraceSeconds", ">= 1"),
+        (job_body(catchup={"misfireGraceSeconds": 86_401}), "catchup.misfireGraceSeconds", "<= 86400"),
+        (job_body(overlap="bufferAll"), "overlap", "enum"),
         ({**job_body(), "colour": "blue"}, "colour", "unknown"),
         ({"schedule": job_body()["schedule"], "target": job_body()["target"]}, "name", "missing"),
     ],

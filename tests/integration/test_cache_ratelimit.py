@@ -251,3 +251,40 @@ async def test_a_run_that_changes_last_run_invalidates_the_cache(
             assert listed["lastRun"] == current["lastRun"]
     finally:
         await receiver.close()
+
+
+async def test_http_metrics_count_each_request_by_route_template_and_status(
+    settings: Settings, auth: dict[str, str], drop_database: None
+) -> None:
+    """The service's lean Prometheus middleware exports what Litestar's would: the same names and labels.
+    (The registry is the process's: other tests count too, so this compares before and after.)"""
+
+    def samples(metrics: str) -> dict[str, float]:
+        return {
+            line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("schedsvc_http_") and "_created" not in line
+        }
+
+    async with AsyncTestClient(create_app(api_settings(settings, None))) as client:
+        before = samples((await client.get("/metrics")).text)
+        for _ in range(2):
+            assert (await client.get("/jobs", headers=auth)).status_code == 200
+        assert (await client.get("/jobs/nope", headers=auth)).status_code == 404
+        await client.get("/health/live")
+        after = samples((await client.get("/metrics")).text)
+    changed = {name: value - before.get(name, 0.0) for name, value in after.items() if value != before.get(name, 0.0)}
+    labels = 'app_name="schedsvc",method="GET",path="{path}",status_code="{status}"'
+    listed, missing = labels.format(path="/jobs", status=200), labels.format(path="/jobs/{job_id}", status=404)
+    assert changed[f"schedsvc_http_requests_total{{{listed}}}"] == 2
+    assert changed[f"schedsvc_http_requests_total{{{missing}}}"] == 1
+    assert changed[f"schedsvc_http_request_duration_seconds_count{{{listed}}}"] == 2
+    assert changed[f"schedsvc_http_request_duration_seconds_count{{{missing}}}"] == 1
+    assert after[f"schedsvc_http_requests_in_progress{{{listed}}}"] == 0
+    assert {name.split("{")[0] for name in changed} == {
+        "schedsvc_http_requests_total",
+        "schedsvc_http_request_duration_seconds_bucket",
+        "schedsvc_http_request_duration_seconds_count",
+        "schedsvc_http_request_duration_seconds_sum",
+    }
+    assert not any("/health" in name for name in changed)  # excluded, as configured

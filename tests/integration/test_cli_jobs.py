@@ -157,3 +157,50 @@ def test_errors_are_one_line_naming_the_field_with_documented_exit_codes(service
 @pytest.mark.parametrize("args", [["jobs"], ["jobs", "get"], ["runs", "ls"], ["jobs", "ls", "--output", "xml"]])
 def test_usage_mistakes_exit_2(args: list[str]) -> None:
     assert schedsvc(None, *args).returncode == EXIT_USAGE
+
+
+def test_failed_runs_are_retried_one_by_one_or_by_filter(service: Service, unique: str) -> None:  # noqa: F811
+    nobody = f"http://127.0.0.1:{servers.free_port()}/hook"  # refused: every attempt fails
+    created = schedsvc(
+        service, "jobs", "create", "--name", f"{unique}-dead", "--every", "3600", "--webhook", nobody,
+        "--max-attempts", "1", "-o", "json",
+    )  # fmt: skip
+    job_id = as_json(created)["id"]
+
+    def failed_after(attempts: int) -> dict[str, Any]:
+        deadline = time.monotonic() + 30
+        while True:
+            [run] = as_json(schedsvc(service, "runs", "ls", job_id, "-o", "json"))["items"]
+            if run["status"] == "failed" and run["attempts"] == attempts:
+                return run
+            assert time.monotonic() < deadline, run
+            time.sleep(0.3)
+
+    run_id = as_json(schedsvc(service, "jobs", "run", job_id, "-o", "json"))["runId"]
+    failed_after(1)
+    report = as_json(schedsvc(service, "runs", "retry", "--failed", "--job", job_id, "-o", "json"))
+    assert report == {
+        "matched": 1, "retried": 1, "refused": 0, "retriedRuns": [run_id], "refusals": [], "nextCursor": None
+    }  # fmt: skip
+    failed_after(2)
+    assert f"queued a retry of run {run_id}" in ok(schedsvc(service, "runs", "retry", run_id))
+    failed_after(3)
+    table = ok(schedsvc(service, "runs", "retry", "--failed", "--job", job_id, "--all", "--limit", "1"))
+    assert table.splitlines()[0].split() == ["RUN", "RETRY", "DETAIL"] and f"{run_id}  queued" in table
+    assert table.splitlines()[-1] == "matched 1, retried 1, refused 0"
+    for attempts in (4, 5):
+        failed_after(attempts)
+        ok(schedsvc(service, "runs", "retry", run_id))
+    failed_after(6)  # five retries on demand: the most a run gets
+    table = ok(schedsvc(service, "runs", "retry", "--failed", "--job", job_id))
+    assert f"{run_id}  refused (exhausted)  the run was already retried 5 times" in table
+    assert table.splitlines()[-1] == "matched 1, retried 0, refused 1"
+    assert "already retried" in one_line_error(schedsvc(service, "runs", "retry", run_id), EXIT_CONFLICT)
+    nothing = schedsvc(service, "runs", "retry", "--failed", "--job", job_id, "--trigger", "scheduled", "-o", "json")
+    assert as_json(nothing)["matched"] == 0
+
+    one_line_error(schedsvc(service, "runs", "retry"), EXIT_USAGE)
+    one_line_error(schedsvc(service, "runs", "retry", run_id, "--job", job_id), EXIT_USAGE)
+    one_line_error(schedsvc(service, "runs", "retry", "--failed", "--from", "yesterday"), EXIT_USAGE)
+    assert "limit" in one_line_error(schedsvc(service, "runs", "retry", "--failed", "--limit", "0"), EXIT_INVALID)
+    one_line_error(schedsvc(service, "runs", "retry", f"{job_id}:1"), EXIT_NOT_FOUND)

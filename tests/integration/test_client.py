@@ -12,6 +12,7 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from html.parser import HTMLParser
 from typing import Any
 
@@ -150,6 +151,15 @@ def test_sync_client_creates_once_per_idempotency_key_and_runs_now(service: Serv
             time.sleep(0.3)
         assert [r.id for r in runs] == [accepted.run_id]
         assert client.list_runs(job).items == runs
+
+        # Backfill the working week of 2026-11-23 (09:00 Berlin, Monday to Friday): five fires, queued once.
+        week = (datetime(2026, 11, 23, tzinfo=UTC), datetime(2026, 11, 27, 23, tzinfo=UTC))
+        backfill = client.backfill_job(job, *week)
+        assert (backfill.job_id, backfill.fires, backfill.queued) == (job.id, 5, 5)
+        assert client.backfill_job(job, *week).queued == 0
+        with pytest.raises(UnprocessableError) as reversed_range:
+            client.backfill_job(job, week[1], week[0])
+        assert reversed_range.value.fields == ["to"]
 
 
 async def test_problems_are_typed_and_name_every_field(client: AsyncClient, service: Service, unique: str) -> None:

@@ -35,15 +35,17 @@ from litestar.testing import AsyncTestClient
 
 from schedsvc import names
 from schedsvc.api import create_app
-from schedsvc.api.runs import MAX_RETRIES_ON_DEMAND
 from schedsvc.bus import NatsRunBus
+from schedsvc.bus.nats import DEDUP_WINDOW_SECONDS
 from schedsvc.config import Settings
-from schedsvc.domain import HttpTarget, NatsTarget, RetryPolicy, RunMessage, run_id
+from schedsvc.domain import HttpTarget, InvalidCursorError, NatsTarget, RetryPolicy, RunMessage, run_id
 from schedsvc.execution import ExecutionService
+from schedsvc.job_service.runs import MAX_RETRIES_ON_DEMAND
 from schedsvc.names import Names
 from schedsvc.observability.logging import JsonFormatter
 from schedsvc.store import MongoTenantStore, connect, database
-from schedsvc.store.runs import InvalidCursorError, MongoRunStore
+from schedsvc.store.run_history import MongoRunHistory
+from schedsvc.store.runs import MongoRunStore
 from schedsvc.testing import Call, Reply, WebhookReceiver, delete_run_streams, drop_database
 from schedsvc.wiring import Adapters, execution_service
 
@@ -336,7 +338,7 @@ async def test_every_attempt_is_kept_in_the_run_history(mongo_db, bus, services,
     rid = await fire(bus, job_id)
     assert (await final_run(mongo_db, rid))["status"] == "succeeded"
 
-    run = await MongoRunStore(mongo_db, fast).get(TENANT, rid)
+    run = await MongoRunHistory(mongo_db, fast).get(TENANT, rid)
     assert run is not None and run.attempts == 3 and run.http_status == 200
     first, second, third = run.attempt_history
     assert [a.number for a in run.attempt_history] == [1, 2, 3]
@@ -353,7 +355,7 @@ async def test_every_attempt_is_kept_in_the_run_history(mongo_db, bus, services,
         assert abs((attempt.duration_ms or 0) - measured) <= 1  # stored instants are whole milliseconds
         assert attempt.next_retry_at - attempt.finished_at >= timedelta(seconds=0.19)  # the policy's backoff
     assert second.duration_ms is not None and second.duration_ms >= 450
-    assert await MongoRunStore(mongo_db, fast).get("other", rid) is None  # another tenant sees nothing
+    assert await MongoRunHistory(mongo_db, fast).get("other", rid) is None  # another tenant sees nothing
 
 
 async def test_success_statuses_override_2xx(mongo_db, bus, services, server) -> None:  # type: ignore[no-untyped-def]
@@ -428,6 +430,46 @@ async def test_overlap_skip_with_a_backlog_runs_only_the_earliest_fire(mongo_db,
         assert doc["attempts"] == (1 if rid == runner else 0)
     server.release.set()
     assert (await final_run(mongo_db, runner))["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+async def test_overlap_buffer_one_starts_one_waiting_fire_after_the_running_one(  # type: ignore[no-untyped-def]
+    mongo_db, bus, services, server, replicas
+) -> None:
+    """Overlap ``bufferOne`` (issue 14): of the fires delivered while a call runs, exactly one waits and
+    starts as soon as the call ends; the others are skipped; the target never sees two calls of the job at
+    once. The running call (4 s) outlasts the ack deadline (2 s), so the waiting fire's own message comes
+    back meanwhile and must go on waiting, neither running nor skipped."""
+    await add_tenant(mongo_db)
+    server.routes["/one-waits"] = lambda c, n: Reply(delay=4.0 if n == 0 else 1.0)
+    job_id = await add_job(mongo_db, HttpTarget(url=server.url("/one-waits")), overlap="bufferOne")
+    for _ in range(replicas):  # two execution replicas share the consumer: the fires go to both
+        await services()
+    base = int(time.time() * 1000)
+    first = await fire(bus, job_id, base - 4000)
+    await asyncio.wait_for(server.arrived.wait(), WAIT)
+    later = [await fire(bus, job_id, base - 3000 + i * 1000) for i in range(3)]
+    finals = {rid: await final_run(mongo_db, rid) for rid in [first, *later]}
+    assert finals[first]["status"] == "succeeded"
+    assert sorted(finals[rid]["status"] for rid in later) == ["skipped", "skipped", "succeeded"]
+    [waited] = [rid for rid in later if finals[rid]["status"] == "succeeded"]
+    for rid in later:
+        if rid != waited:
+            assert finals[rid]["attempts"] == 0 and "waits behind it" in finals[rid]["error"], finals[rid]
+    calls = server.calls_to("/one-waits")
+    assert [c.idempotency_key for c in calls] == [first, waited]
+    # Never two at once: the waiting fire's call began after the first one was answered (4 s), and at
+    # once (woken by the first fire's outcome, not by its own message coming back a lease later).
+    gap = calls[1].at - calls[0].at
+    assert 4.0 <= gap < 5.0, gap
+    # The slot is free once the waiting fire is final: the next fire runs at once.
+    following = await fire(bus, job_id, base + 1000)
+    assert (await final_run(mongo_db, following))["status"] == "succeeded"
+
+    async def slot_freed() -> bool:  # freed just after the run's final status is written
+        return await mongo_db[names.RUNS].find_one({"_id": f"{job_id}:running"}) is None
+
+    await wait_until(slot_freed)
 
 
 async def test_overlap_skip_holds_the_slot_across_retries(mongo_db, bus, services, server) -> None:  # type: ignore[no-untyped-def]
@@ -741,6 +783,47 @@ async def test_a_redelivered_finished_run_does_not_call_again(  # type: ignore[n
     assert (await job_after_run(mongo_db, job_id))["lastRunStatus"] == "succeeded"
 
 
+@pytest.mark.parametrize("dies_at", ["hand_over_job_slot", "publish_runs"])
+async def test_a_waiting_fire_survives_the_holder_s_worker_dying(  # type: ignore[no-untyped-def]
+    mongo_db, bus, services, server, fast, monkeypatch, dies_at
+) -> None:
+    """Overlap ``bufferOne``: the worker of the running fire dies after recording its outcome, before
+    handing the slot over (the redelivery of its finished run hands it over) or before waking the waiting
+    fire (the waiting fire's own message comes back and finds the slot its own). Either way the waiting
+    fire runs, once, and nothing else calls the target."""
+    await add_tenant(mongo_db)
+    server.routes["/crash"] = lambda c, n: Reply(delay=1.0)
+    job_id = await add_job(mongo_db, HttpTarget(url=server.url("/crash")), overlap="bufferOne")
+    owner = MongoRunStore if dies_at == "hand_over_job_slot" else NatsRunBus
+    real = getattr(owner, dies_at)
+    publish = NatsRunBus.publish_runs  # the test's own publishes take the real method
+    stuck = asyncio.Event()
+
+    async def dies_here(*args: Any, **kwargs: Any) -> None:
+        stuck.set()
+        await asyncio.Event().wait()  # never returns: the worker is "killed" here
+
+    async def send(scheduled_ms: int) -> str:
+        await publish(bus, [RunMessage(job_id, TENANT, scheduled_ms, scheduled_ms, "scheduled", 1)], [0])
+        return run_id(job_id, scheduled_ms)
+
+    monkeypatch.setattr(owner, dies_at, dies_here)
+    first = await services(shutdown_grace_seconds=0.0)
+    base = int(time.time() * 1000)
+    running = await send(base - 2000)
+    await asyncio.wait_for(server.arrived.wait(), WAIT)
+    waiting = await send(base - 1000)
+    await asyncio.wait_for(stuck.wait(), WAIT)
+    assert (await run_doc(mongo_db, running))["status"] == "succeeded"
+    assert await run_doc(mongo_db, waiting) is None  # still waiting
+    await first.stop()  # cancels the stuck task
+
+    monkeypatch.setattr(owner, dies_at, real)
+    await services()
+    assert (await final_run(mongo_db, waiting))["status"] == "succeeded"
+    assert [c.idempotency_key for c in server.calls_to("/crash")] == [running, waiting]
+
+
 def spawn_worker(settings: Settings) -> subprocess.Popen[bytes]:
     """A separate ``python -m schedsvc.execution`` process configured by ``settings``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDSVC_")} | settings.to_env()
@@ -883,7 +966,7 @@ async def test_many_runs_with_bounded_concurrency(mongo_db, bus, services, serve
 
 
 async def test_run_history_pages(mongo_db, fast) -> None:  # type: ignore[no-untyped-def]
-    store = MongoRunStore(mongo_db, fast)
+    store = MongoRunHistory(mongo_db, fast)
     job_id = str(ObjectId())
     base = 1_700_000_000_000
     for i in range(5):
@@ -951,7 +1034,8 @@ async def test_end_to_end_through_api_and_timing(server, fast) -> None:  # type:
 
 async def test_a_dead_letter_is_listed_and_retried_on_demand(server, fast) -> None:  # type: ignore[no-untyped-def]
     """A run that exhausted its retries is listed for its tenant (GET /runs?status=failed) and can be
-    retried on demand: one more attempt, same run id and idempotency key; bounded; tenant-isolated."""
+    retried on demand, one by one or by filter: one more attempt, same run id and idempotency key; bounded;
+    tenant-isolated. A run is dead-lettered once: a retry that fails again adds no second dead letter."""
     key = "sk_00000000000000dd_" + "d" * 43
     settings = dataclasses.replace(
         fast, roles=frozenset({"api", "execution"}), dev_mode=True, dev_api_key=key, target_allow_networks=(
@@ -996,6 +1080,8 @@ async def test_a_dead_letter_is_listed_and_retried_on_demand(server, fast) -> No
             assert r.status_code == 202, r.text
             assert r.json()["runId"] == rid
             await wait_until(lambda: run_in("failed", 3))
+            # Failed again within the dead-letter stream's duplicate window: no second dead letter.
+            assert [h["Nats-Msg-Id"] for h, _ in await dead_letters(settings)] == [f"{rid}:dead"]
             healthy = True
             assert (await client.post(f"/runs/{rid}/retry", headers=headers)).status_code == 202
             run = await wait_until(lambda: run_in("succeeded", 4))
@@ -1009,6 +1095,7 @@ async def test_a_dead_letter_is_listed_and_retried_on_demand(server, fast) -> No
             assert r.status_code == 409 and "only a failed run" in r.text
 
             # Bounded: after MAX_RETRIES_ON_DEMAND retries the run is not reopened again.
+            first_rid = rid
             healthy = False
             rid = (await client.post(f"/jobs/{job_id}/run", headers=headers)).json()["runId"]
             await wait_until(lambda: run_in("failed", 2))
@@ -1018,6 +1105,27 @@ async def test_a_dead_letter_is_listed_and_retried_on_demand(server, fast) -> No
             r = await client.post(f"/runs/{rid}/retry", headers=headers)
             assert r.status_code == 409 and "already retried" in r.text
             assert (await client.post(f"/runs/{job_id}:1/retry", headers=headers)).status_code == 404
+            exhausted_rid = rid
+
+            # By filter: the job's failed runs in one request; the exhausted one is refused and says why.
+            rid = (await client.post(f"/jobs/{job_id}/run", headers=headers)).json()["runId"]
+            await wait_until(lambda: run_in("failed", 2))
+            healthy = True
+            r = await client.post("/runs/retry", json={"job": job_id}, headers=headers)
+            assert r.status_code == 200, r.text
+            assert r.json()["retriedRuns"] == [rid]
+            assert [(x["runId"], x["reason"]) for x in r.json()["refusals"]] == [(exhausted_rid, "exhausted")]
+            await wait_until(lambda: run_in("succeeded", 3))
+
+            # Each failed run was dead-lettered once, whatever its retries on demand did afterwards.
+            letters = [h["Nats-Msg-Id"] for h, _ in await dead_letters(settings)]
+            assert sorted(letters) == sorted(f"{r}:dead" for r in (first_rid, exhausted_rid, rid))
+            nc = await nats.connect(settings.nats_url)
+            try:
+                dlq = await nc.jetstream().stream_info(Names(settings.prefix).dead_letter_stream)
+                assert dlq.config.duplicate_window == DEDUP_WINDOW_SECONDS == 15 * 60
+            finally:
+                await nc.close()
     finally:
         await drop_database(settings)
         await delete_run_streams(settings)

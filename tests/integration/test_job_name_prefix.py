@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 from schedsvc import names
+from schedsvc.domain.wire import JobSelector
 from schedsvc.store import job_codec
 
 NAMES = ["ab", "ab-1", "ab\uffff", "ab\U0010ffff", "ac", "aa\U0010ffff", "a\ud7ff", "a\ud7ffz", "a\ue000", "b", "Ab"]
@@ -17,6 +18,6 @@ async def test_a_name_prefix_selects_what_an_anchored_regex_would(mongo_db) -> N
     await jobs.insert_many([{"_id": f"j{i:02d}", "tenant": "prefix", "name": n} for i, n in enumerate(stored)])
     await jobs.insert_one({"_id": "other", "tenant": "someone-else", "name": "ab"})
     for prefix in ["a", "ab", "ab\uffff", "aa\U0010ffff", "a\ue000", "A", "abc", "ab-"]:
-        query = job_codec.page_query("prefix", after_id=None, status=None, tag=None, name_prefix=prefix)
+        query = job_codec.page_query("prefix", JobSelector(name_prefix=prefix))
         found = sorted(doc["name"] for doc in await jobs.find(query).to_list())
         assert found == sorted(n for n in stored if re.match(re.escape(prefix), n)), prefix

@@ -1,7 +1,8 @@
 """Run semantics and run history through the HTTP API, against a real SecantusDB process and NATS.
 
-Covers the ``once`` bounds (issue 14, bug 1) and the tenant-wide run history (``GET /runs``,
-``GET /runs/{runId}``), with two tenants to check isolation.
+Covers the ``once`` bounds (issue 14, bug 1), the tenant-wide run history (``GET /runs``,
+``GET /runs/{runId}``) and retrying dead letters by filter (``POST /runs/retry``), with two tenants to
+check isolation.
 """
 
 from __future__ import annotations
@@ -12,14 +13,22 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import nats
 from litestar.testing import AsyncTestClient
+from nats.js.api import DiscardPolicy
 from tests.conftest import DEV_KEY, Api
 
+from schedsvc import names
 from schedsvc.api import create_app
 from schedsvc.config import Settings
 from schedsvc.domain import RunMessage, RunStatus, run_id
+from schedsvc.domain.wire import RunRetryFilter
+from schedsvc.job_service.runs import MAX_RETRIES_ON_DEMAND
+from schedsvc.names import Names
 from schedsvc.store import connect
+from schedsvc.store.replies import request_hash
 from schedsvc.store.runs import AttemptRecord, MongoRunStore
+from schedsvc.testing import delete_run_streams
 
 
 def iso(value: datetime) -> str:
@@ -212,3 +221,176 @@ async def test_nats_reached_after_start_up_completes_the_service(settings: Setti
         mongo = connect(settings)
         await mongo.drop_database(settings.database)
         await mongo.close()
+
+
+# -- dead letters: POST /runs/retry ---------------------------------------------------------------------------
+
+
+async def published_retries(settings: Settings) -> list[str]:
+    """Message ids of the run stream (what the API handed to execution)."""
+    nc = await nats.connect(settings.nats_url)
+    try:
+        js = nc.jetstream()
+        stream = Names(settings.prefix).run_stream
+        info = await js.stream_info(stream)
+        ids = []
+        for seq in range(info.state.first_seq, info.state.last_seq + 1 if info.state.messages else 0):
+            ids.append((await js.get_msg(stream, seq)).headers["Nats-Msg-Id"])  # type: ignore[index]
+        return ids
+    finally:
+        await nc.close()
+
+
+async def test_failed_runs_are_retried_by_filter_in_bounded_idempotent_batches_per_tenant(api: Api) -> None:
+    every_minute = {"kind": "interval", "seconds": 60}
+    a = (await api.client.post("/jobs", json=job_body("a", every_minute), headers=api.headers)).json()["id"]
+    b = (await api.client.post("/jobs", json=job_body("b", every_minute), headers=api.headers)).json()["id"]
+    theirs = (await api.client.post("/jobs", json=job_body("a", every_minute), headers=api.other)).json()["id"]
+    t0 = datetime(2026, 11, 1, tzinfo=UTC)
+    failed_a = [await record_run(api, "dev", a, t0 + timedelta(minutes=i), "failed") for i in range(3)]
+    await record_run(api, "dev", a, t0 + timedelta(minutes=3), "succeeded")
+    failed_b = await record_run(api, "dev", b, t0, "failed", trigger="catchup")
+    exhausted = await record_run(api, "dev", b, t0 + timedelta(minutes=1), "failed")
+    await api.db[names.RUNS].update_one({"_id": exhausted}, {"$set": {"retriesOnDemand": MAX_RETRIES_ON_DEMAND}})
+    failed_theirs = [await record_run(api, "other", theirs, t0 + timedelta(minutes=i), "failed") for i in range(2)]
+
+    async def retry(body: dict[str, Any], headers: dict[str, str], key: str | None = None) -> dict[str, Any]:
+        extra = {"Idempotency-Key": key} if key else {}
+        r = await api.client.post("/runs/retry", json=body, headers=headers | extra)
+        assert r.status_code == 200, r.text
+        report: dict[str, Any] = r.json()
+        assert (
+            report["matched"]
+            == report["retried"] + report["refused"]
+            == len(report["retriedRuns"]) + len(report["refusals"])
+        )
+        return report
+
+    async def status_of(rid: str, headers: dict[str, str]) -> tuple[str, int]:
+        run = (await api.client.get(f"/runs/{rid}", headers=headers)).json()
+        return run["status"], run["retriesOnDemand"]
+
+    try:
+        # Another tenant's filter, even naming this tenant's job, never touches this tenant's runs.
+        assert (await retry({"job": a}, api.other))["matched"] == 0
+        report = await retry({}, api.other)
+        assert report["retriedRuns"] == failed_theirs[::-1]
+        assert [await status_of(rid, api.headers) for rid in failed_a] == [("failed", 0)] * 3
+
+        # Bounded batches, newest first, continued with the cursor; each retried run is queued once.
+        first = await retry({"job": a, "limit": 2}, api.headers, key="batch-1")
+        assert first["retriedRuns"] == [failed_a[2], failed_a[1]] and first["nextCursor"] is not None
+        replay = await api.client.post(
+            "/runs/retry", json={"job": a, "limit": 2}, headers=api.headers | {"Idempotency-Key": "batch-1"}
+        )
+        assert replay.status_code == 200 and replay.json() == first
+        assert replay.headers["idempotent-replayed"] == "true"
+        reused = await api.client.post(
+            "/runs/retry", json={"job": a, "limit": 3}, headers=api.headers | {"Idempotency-Key": "batch-1"}
+        )
+        assert reused.status_code == 422 and reused.json()["errors"][0]["field"] == "Idempotency-Key"
+        # A repeat while the first request is still being performed is a 409 (repeat later), not a 422.
+        await api.db[names.IDEMPOTENCY].insert_one(
+            {
+                "_id": {"tenant": "dev", "op": "retryRuns", "key": "busy"},
+                "requestHash": request_hash(RunRetryFilter(job=a)),
+                "reply": None,
+                "pendingUntil": datetime.now(UTC) + timedelta(minutes=1),
+            }
+        )
+        busy = await api.client.post("/runs/retry", json={"job": a}, headers=api.headers | {"Idempotency-Key": "busy"})
+        assert busy.status_code == 409 and busy.json()["errors"][0]["field"] == "Idempotency-Key", busy.text
+        second = await retry({"job": a, "limit": 2, "cursor": first["nextCursor"]}, api.headers)
+        assert second["retriedRuns"] == [failed_a[0]] and second["nextCursor"] is None
+        assert [await status_of(rid, api.headers) for rid in failed_a] == [("queued", 1)] * 3
+        # A repeat without a key finds them queued, no longer failed: nothing is retried twice.
+        assert (await retry({"job": a}, api.headers))["matched"] == 0
+
+        # Refusals say why; the rest of the batch is retried regardless.
+        report = await retry({"job": b}, api.headers)
+        assert report["retriedRuns"] == [failed_b]
+        assert [(r["runId"], r["reason"]) for r in report["refusals"]] == [(exhausted, "exhausted")]
+        assert (await api.client.delete(f"/jobs/{b}", headers=api.headers)).status_code == 204
+        await api.db[names.RUNS].update_one({"_id": failed_b}, {"$set": {"status": "failed"}})
+        report = await retry({"trigger": "catchup"}, api.headers)
+        assert [(r["runId"], r["reason"]) for r in report["refusals"]] == [(failed_b, "job_deleted")]
+        assert await status_of(failed_b, api.headers) == ("failed", 1)
+
+        # Exactly one message per retry reached the run stream, with the retry's own id; none for refusals.
+        retried = [*failed_theirs, *failed_a, failed_b]
+        published = await published_retries(api.settings)
+        assert sorted(i.rsplit(":", 1)[0] for i in published) == sorted(f"{rid}:retry1" for rid in retried)
+
+        # Bad filters are 422 problems naming the field, before anything is retried.
+        for body, field in (
+            ({"limit": 0}, "limit"),
+            ({"limit": 101}, "limit"),
+            ({"status": "failed"}, "status"),
+            ({"from": "2026-11-01T00:00:00"}, "from"),
+            ({"trigger": "cron"}, "trigger"),
+            ({"cursor": "!!"}, "cursor"),
+        ):
+            r = await api.client.post("/runs/retry", json=body, headers=api.headers)
+            assert r.status_code == 422, (body, r.text)
+            assert field in [e["field"] for e in r.json()["errors"]], (body, r.text)
+        assert (await api.client.post("/runs/retry", json={})).status_code == 401
+    finally:
+        await delete_run_streams(api.settings)
+
+
+async def test_a_retry_whose_publish_fails_part_way_keeps_what_was_queued_and_gives_the_rest_back(api: Api) -> None:
+    """The run stream takes one message and refuses the rest (a real JetStream limit, discard new): the
+    batch answers 503, the run whose message was stored stays retried, the others are failed again with
+    their retry given back, and a later retry of those queues a message of its own for each."""
+    a = (
+        await api.client.post("/jobs", json=job_body("a", {"kind": "interval", "seconds": 60}), headers=api.headers)
+    ).json()["id"]
+    t0 = datetime(2026, 11, 1, tzinfo=UTC)
+    failed = [await record_run(api, "dev", a, t0 + timedelta(minutes=i), "failed") for i in range(3)]
+
+    async def status_of(rid: str) -> tuple[str, int]:
+        run = (await api.client.get(f"/runs/{rid}", headers=api.headers)).json()
+        return run["status"], run["retriesOnDemand"]
+
+    nc = await nats.connect(api.settings.nats_url)
+    js = nc.jetstream()
+    stream = Names(api.settings.prefix).run_stream
+    try:
+        info = await js.stream_info(stream)
+        limited = dataclasses.replace(info.config, max_msgs=info.state.messages + 1, discard=DiscardPolicy.NEW)
+        await js.update_stream(limited)
+
+        r = await api.client.post("/runs/retry", json={"job": a}, headers=api.headers)
+        assert r.status_code == 503, r.text
+        statuses = {rid: await status_of(rid) for rid in failed}
+        [queued] = [rid for rid, status in statuses.items() if status == ("queued", 1)]
+        given_back = [rid for rid in failed if rid != queued]
+        assert [statuses[rid] for rid in given_back] == [("failed", 0)] * 2
+        [stored] = await published_retries(api.settings)
+        assert stored.startswith(f"{queued}:retry1:")
+
+        # One by one, the same: nothing stored, the run is failed again, its retry not spent.
+        r = await api.client.post(f"/runs/{given_back[0]}/retry", headers=api.headers)
+        assert r.status_code == 503, r.text
+        assert await status_of(given_back[0]) == ("failed", 0)
+
+        await js.update_stream(dataclasses.replace(limited, max_msgs=-1, discard=DiscardPolicy.OLD))
+        r = await api.client.post(f"/runs/{given_back[0]}/retry", headers=api.headers)
+        assert r.status_code == 202, r.text
+        r = await api.client.post("/runs/retry", json={"job": a}, headers=api.headers)
+        assert r.status_code == 200 and r.json()["retriedRuns"] == given_back[1:], r.text
+        assert [await status_of(rid) for rid in failed] == [("queued", 1)] * 3
+        # Each reopen has a message of its own: none was dropped as a duplicate of another.
+        published = await published_retries(api.settings)
+        assert sorted(i.split(":retry")[0] for i in published) == sorted(failed)
+
+        # A reopen undone after its message was stored (its ack lost on the way) and made again has the same
+        # retry count; its message is still a new one, not dropped as a duplicate of the first.
+        undone = {"status": "failed", "retriesOnDemand": 0, "attemptLimit": None}
+        await api.db[names.RUNS].update_one({"_id": queued}, {"$set": undone})
+        assert (await api.client.post(f"/runs/{queued}/retry", headers=api.headers)).status_code == 202
+        again = [i for i in await published_retries(api.settings) if i.startswith(f"{queued}:retry1:")]
+        assert len(again) == 2, again
+    finally:
+        await nc.close()
+        await delete_run_streams(api.settings)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from schedsvc.domain import IntervalSchedule
+from schedsvc.timing import compile_schedule, from_ms
 from schedsvc.timing.catchup import (
     CATCHUP_ALL_LIMIT,
     MISFIRE_GRACE_SECONDS,
@@ -12,6 +14,7 @@ from schedsvc.timing.catchup import (
     PlannedRun,
     plan_catchup,
 )
+from schedsvc.timing.planning import TimedJob, job_seed, plan_batch
 
 MIN = 60_000
 NOW = 1_800_000_000_000
@@ -30,7 +33,7 @@ def test_no_overdue_fires_is_an_empty_plan() -> None:
 @pytest.mark.parametrize("policy", ["skip", "latest", "all"])
 def test_fires_within_grace_run_as_scheduled_under_every_policy(policy: str) -> None:
     fires = [(NOW - 50_000, NOW - 50_000), (NOW - 20_000, NOW - 20_000), (NOW, NOW)]
-    plan = plan_catchup(fires, now_ms=NOW, policy=policy, window_seconds=3600)  # type: ignore[arg-type]
+    plan = plan_catchup(fires, now_ms=NOW, policy=policy, window_seconds=3600)
     assert plan.runs == [PlannedRun(n, d, "scheduled") for n, d in fires]
     assert plan.missed == []
     assert plan.late == 0
@@ -115,3 +118,70 @@ def test_zero_window_runs_no_late_fire() -> None:
     plan = plan_catchup(minutes_ago(3, 2), now_ms=NOW, policy="all", window_seconds=0)
     assert plan.runs == []
     assert len(plan.missed) == 2
+
+
+def _timed_job(next_run_ms: int, *, grace_seconds: int, every: int = 1, policy: str = "skip") -> TimedJob:
+    schedule = IntervalSchedule(seconds=every, anchor=from_ms(next_run_ms))
+    return TimedJob(
+        id="job-grace",
+        tenant="acme",
+        partition=0,
+        epoch=1,
+        version=1,
+        schedule=schedule,
+        compiled=compile_schedule(schedule),
+        seed=job_seed("job-grace"),
+        policy=policy,
+        window_seconds=3600,
+        next_run_ms=next_run_ms,
+        due_ms=next_run_ms,
+        resumed_at=None,
+        resumed_at_ms=None,
+        grace_ms=grace_seconds * 1000,
+    )
+
+
+@pytest.mark.parametrize("grace_seconds", [2, MISFIRE_GRACE_SECONDS])
+def test_a_job_s_own_grace_decides_which_fires_of_an_outage_are_late(grace_seconds: int) -> None:
+    """A 16 s outage of an every-second ``skip`` job: with the default grace all 16 overdue fires run at
+    once; with a 2 s grace only those of the last 2 s run and the rest are recorded missed."""
+    [plan] = plan_batch([_timed_job(NOW - 15_000, grace_seconds=grace_seconds)], NOW)
+    fires = [NOW - 15_000 + k * 1000 for k in range(16)]
+    timely = [f for f in fires if NOW - f <= grace_seconds * 1000]
+    assert [r.nominal_ms for r in plan.runs] == timely
+    assert {r.trigger for r in plan.runs} == {"scheduled"}
+    assert list(plan.missed) == [f for f in fires if f not in timely]
+    assert plan.next_run_ms == NOW + 1000
+
+
+def test_the_common_path_honours_a_short_grace() -> None:
+    """One fire due, 3 s late: within the default grace it runs; with a 2 s grace it is late (missed)."""
+    [default] = plan_batch([_timed_job(NOW - 3000, grace_seconds=MISFIRE_GRACE_SECONDS, every=60)], NOW)
+    assert default.runs == [PlannedRun(NOW - 3000, NOW - 3000, "scheduled")]
+    assert list(default.missed) == []
+    [short] = plan_batch([_timed_job(NOW - 3000, grace_seconds=2, every=60)], NOW)
+    assert short.runs == []
+    assert list(short.missed) == [NOW - 3000]
+    assert short.next_run_ms == NOW + 57_000
+
+
+def test_the_job_codec_stores_the_grace_and_reads_the_default_for_older_jobs() -> None:
+    from datetime import UTC, datetime
+
+    from schedsvc.domain import CatchupPolicy, JobCreate, JobStatus, NatsTarget
+    from schedsvc.store import job_codec
+
+    now = datetime(2026, 11, 29, tzinfo=UTC)
+    body = JobCreate(
+        name="graceful",
+        schedule=IntervalSchedule(seconds=60, anchor=now),
+        target=NatsTarget(subject="tenant.acme.ping"),
+        catchup=CatchupPolicy(policy="skip", misfire_grace_seconds=5),
+    )
+    stored = job_codec.encode(
+        job_codec.new_document("j1", "acme", body, status=JobStatus.ACTIVE, next_run=now, partition=0, now=now)
+    )
+    assert stored["catchup"]["misfireGraceSeconds"] == 5
+    assert job_codec.read_timing(stored).catchup.misfire_grace_seconds == 5
+    del stored["catchup"]["misfireGraceSeconds"]  # a job stored before the setting existed
+    assert job_codec.read_timing(stored).catchup.misfire_grace_seconds == MISFIRE_GRACE_SECONDS == 60

@@ -11,11 +11,13 @@ import pytest
 from schedsvc.domain import RunStatus, StoreUnavailableError
 from schedsvc.domain.lifecycle import (
     MAX_DELIVERIES,
+    OVERLAP_BUFFER_FULL,
     OVERLAP_SKIPPED,
     JobFacts,
     RunFacts,
     Step,
     is_permanent,
+    on_buffer,
     on_delivery,
     on_error,
     on_outcome,
@@ -85,6 +87,16 @@ def test_overlap_skip_skips_only_first_attempts() -> None:
     # A retry that lost the slot waits for it: a fire holds the slot to its final outcome (issue 14).
     assert on_slot(False, 1).step == Step.WAIT
     assert on_slot(True, 0).step == Step.ATTEMPT
+
+
+def test_overlap_buffer_one_waits_for_one_fire_and_skips_the_rest() -> None:
+    # The waiting fire's message comes back after the recheck delay (a lease), unless it is woken before.
+    assert on_buffer("buffered", 31.0) == on_buffer("buffered", 31.0)
+    assert (on_buffer("buffered", 31.0).step, on_buffer("buffered", 31.0).delay) == (Step.WAIT, 31.0)
+    assert on_buffer("full", 31.0).step == Step.SKIP and on_buffer("full", 31.0).reason == OVERLAP_BUFFER_FULL
+    assert "still running" in OVERLAP_BUFFER_FULL  # reads like the skip reason, which clients may match
+    freed = on_buffer("free", 31.0)  # released in between: back at once to take the slot
+    assert freed.step == Step.WAIT and freed.delay < 1.0
 
 
 def test_outcomes() -> None:

@@ -22,39 +22,42 @@ from litestar.stores.base import Store
 from schedsvc import __version__
 from schedsvc.api import openapi
 from schedsvc.api.auth import KEY_CACHE_SECONDS, PUBLIC_PATHS, ApiKeyAuthentication, follow_key_changes
+from schedsvc.api.backfill import BackfillController
 from schedsvc.api.bodies import check_request
 from schedsvc.api.docs import DOCS_PATH, BundledSwaggerUI
 from schedsvc.api.errors import EXCEPTION_HANDLERS
 from schedsvc.api.health import HealthController
+from schedsvc.api.job_bulk import BulkJobsController
 from schedsvc.api.jobs import JobsController
 from schedsvc.api.middleware import (
+    HttpMetricsMiddleware,
     RateLimitMiddleware,
     RequestIdMiddleware,
-    TenantContextMiddleware,
     cache_key,
     cacheable,
 )
 from schedsvc.api.runs import RunsController
 from schedsvc.api.schedules import SchedulesController
+from schedsvc.api.tenant_settings import TenantSettingsController
 from schedsvc.bus import NatsRunBus
-from schedsvc.cache import (
-    FailureCounter,
-    MemoryFailureCounter,
-    MemoryRateLimiter,
-    NoticedCache,
-    RateLimiter,
-    RedisFailureCounter,
-    RedisLink,
-    RedisRateLimiter,
-    ResilientStore,
-)
+from schedsvc.cache import NoticedCache, RedisLink, ResilientStore
 from schedsvc.config import Settings
 from schedsvc.domain import BusUnavailableError
+from schedsvc.job_service import JobService, RunService
 from schedsvc.names import Names
 from schedsvc.observability.logging import configure_logging
 from schedsvc.observability.runtime import tune_gc
-from schedsvc.store.base import JobRepository, RunHistory, RunPublisher
-from schedsvc.wiring import Adapters, execution_service, open_adapters, open_bus, timing_service
+from schedsvc.store.base import JobRepository, RunHistory, RunPublisher, TenantPreferenceStore
+from schedsvc.wiring import (
+    Adapters,
+    cache_adapters,
+    execution_service,
+    job_service,
+    open_adapters,
+    open_bus,
+    run_service,
+    timing_service,
+)
 
 log = logging.getLogger(__name__)
 DEV_TENANT = "dev"
@@ -95,7 +98,14 @@ async def _start_with_bus(
         await execution.start()
         stack.push_async_callback(execution.stop)
         state.modules["execution"] = execution
-    state.update({"bus": adapters.bus, "adapters": adapters})
+    state.update(
+        {
+            "bus": adapters.bus,
+            "adapters": adapters,
+            "job_service": job_service(adapters),
+            "run_service": run_service(adapters),
+        }
+    )
 
 
 async def _connect_later(
@@ -148,6 +158,8 @@ async def _lifespan(settings: Settings, app: Litestar) -> AsyncIterator[None]:
                 "tenants": adapters.tenants,
                 "bus": adapters.bus,
                 "adapters": adapters,
+                "job_service": job_service(adapters),  # once per process (again when NATS arrives)
+                "run_service": run_service(adapters),  # built again with the bus once NATS is reached
                 "modules": {},
             }
         )
@@ -176,8 +188,18 @@ def _provide_jobs(state: State) -> JobRepository:
     return _adapters(state).jobs
 
 
+def _provide_job_service(state: State) -> JobService:
+    service: JobService = state.job_service
+    return service
+
+
+def _provide_run_service(state: State) -> RunService:
+    service: RunService = state.run_service
+    return service
+
+
 def _provide_runs(state: State) -> RunHistory:
-    return _adapters(state).runs
+    return _adapters(state).run_history
 
 
 def _provide_run_queue(state: State) -> RunPublisher:
@@ -187,12 +209,19 @@ def _provide_run_queue(state: State) -> RunPublisher:
     return bus
 
 
+def _provide_tenants(state: State) -> TenantPreferenceStore:
+    return _adapters(state).tenants
+
+
 _DEPENDENCIES = {
     "jobs": Provide(_provide_jobs, sync_to_thread=False),
+    "job_service": Provide(_provide_job_service, sync_to_thread=False),
     "runs": Provide(_provide_runs, sync_to_thread=False),
+    "run_service": Provide(_provide_run_service, sync_to_thread=False),
     "run_queue": Provide(_provide_run_queue, sync_to_thread=False),
+    "tenants": Provide(_provide_tenants, sync_to_thread=False),
 }
-"""The typed dependencies handlers ask for by name (the ports of ``schedsvc.store.base``)."""
+"""The typed dependencies handlers ask for by name (the ports of ``schedsvc.store.base`` and the job use cases)."""
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -202,29 +231,34 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
     prometheus = PrometheusConfig(
-        app_name="schedsvc", prefix="schedsvc_http", group_path=True, exclude=["^/metrics", "^/health"]
+        app_name="schedsvc",
+        prefix="schedsvc_http",
+        group_path=True,
+        exclude=["^/metrics", "^/health"],
+        middleware_class=HttpMetricsMiddleware,
     )
     handlers: list[Any] = [HealthController]
     if not settings.metrics_port:  # otherwise `schedsvc serve` serves them on their own port
         handlers.append(MetricsController)
+    cache = cache_adapters(settings)
     middleware: list[Any] = [RequestIdMiddleware(), prometheus.middleware]
     if "api" in settings.roles:
-        handlers += [JobsController, RunsController, SchedulesController]
+        handlers += [
+            JobsController,
+            BulkJobsController,
+            BackfillController,
+            RunsController,
+            SchedulesController,
+            TenantSettingsController,
+        ]
         middleware += [
             DefineMiddleware(ApiKeyAuthentication, exclude=PUBLIC_PATHS),
-            TenantContextMiddleware(),
-            RateLimitMiddleware(),
+            RateLimitMiddleware(cache.rate_limiter, settings.rate_limit_per_minute, settings.rate_limit_overrides),
         ]
-    redis = RedisLink(settings.redis_url, Names(settings.prefix).redis_prefix) if settings.redis_url else None
+    redis = cache.redis
     stores: dict[str, Store] = {}
-    if redis is not None:
-        stores["response_cache"] = ResilientStore(redis)
-    limiter: RateLimiter = RedisRateLimiter(redis) if redis is not None else MemoryRateLimiter()
-    failures: FailureCounter = (
-        RedisFailureCounter(redis, settings.failed_auth_per_minute)
-        if redis is not None
-        else MemoryFailureCounter(settings.failed_auth_per_minute)
-    )
+    if cache.responses is not None:
+        stores["response_cache"] = cache.responses
     return Litestar(
         route_handlers=handlers,
         dependencies=_DEPENDENCIES,
@@ -247,7 +281,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             render_plugins=[BundledSwaggerUI(path="/swagger")],
             components=openapi.COMPONENTS,
         ),
-        state=State({"settings": settings, "redis": redis, "rate_limiter": limiter, "auth_failures": failures}),
+        state=State({"settings": settings, "redis": redis, "auth_failures": cache.auth_failures}),
         plugins=[ConsolePlugin(redis)] if "api" in settings.roles else [],  # the web console (docs/console.md)
     )
 

@@ -20,10 +20,11 @@ from litestar.exceptions import NotAuthorizedException, TooManyRequestsException
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
 from schedsvc.bus import NatsRunBus
-from schedsvc.cache import FailureCounter, NoticedCache
+from schedsvc.cache import NoticedCache
 from schedsvc.domain import AuthenticationError
 from schedsvc.observability.metrics import RATE_LIMITED
 from schedsvc.store import MongoTenantStore
+from schedsvc.store.base import FailureCounter
 from schedsvc.store.tenants import key_id_of
 
 # Paths that need no key. /schedules/preview authenticates when a key is sent but also serves anonymous

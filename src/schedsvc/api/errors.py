@@ -18,12 +18,16 @@ from schedsvc.domain import (
     AuthenticationError,
     DuplicateJobNameError,
     IdempotencyConflictError,
+    IdempotencyInProgressError,
     InfrastructureUnavailableError,
     InvalidCursorError,
     InvalidRequestError,
     InvalidScheduleError,
     InvalidTargetError,
+    JobActionRefusedError,
     JobNotFoundError,
+    RunNotFoundError,
+    RunRetryRefusedError,
     SchedsvcError,
     TenantExistsError,
     VersionConflictError,
@@ -113,10 +117,17 @@ def _domain(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem
             return problem(request, 422, "Invalid request", f"{exc.field}: {exc}", [FieldError(exc.field, str(exc))])
         case JobNotFoundError():
             return problem(request, 404, "Not found", "no such job")
+        case RunNotFoundError():
+            return problem(request, 404, "Not found", "no such run")
+        case JobActionRefusedError() | RunRetryRefusedError():
+            return problem(request, 409, "Conflict", str(exc))
         case DuplicateJobNameError():
             return problem(request, 409, "Conflict", str(exc), [FieldError("name", str(exc))])
         case VersionConflictError():
             return problem(request, 412, "Precondition failed", "the job changed since the version in If-Match")
+        case IdempotencyInProgressError():
+            # Not the client's mistake: the first request is still being performed; the same one later is fine.
+            return problem(request, 409, "Conflict", str(exc), [FieldError("Idempotency-Key", str(exc))])
         case IdempotencyConflictError():
             return problem(request, 422, "Idempotency key reused", str(exc), [FieldError("Idempotency-Key", str(exc))])
         case AuthenticationError():

@@ -1,8 +1,11 @@
-"""``/jobs``: create, list, inspect, change, pause, resume, delete and run jobs now."""
+"""``/jobs``: create, list, inspect, change, pause, resume, delete and run jobs now.
+
+A thin adapter: it reads HTTP (body, ``If-Match``, ``Idempotency-Key``, query) and answers with the
+job and its ``ETag``; what each operation does is :class:`~schedsvc.job_service.JobService`'s.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import re
 from typing import Annotated
 
@@ -10,33 +13,23 @@ import msgspec
 from litestar import Controller, HttpMethod, Request, Response, delete, get, patch, post, route
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.exceptions import ClientException, HTTPException
+from litestar.exceptions import ClientException
 from litestar.params import FromPath, FromQuery, HeaderParameter, QueryParameter
 
 from schedsvc.api import openapi
 from schedsvc.api.errors import problem_responses
-from schedsvc.api.job_rules import check_job_input, first_fire_after
-from schedsvc.domain import (
-    Job,
-    JobCreate,
-    JobPatch,
-    JobStatus,
-    PreconditionFailedError,
-    RunMessage,
-    RunTrigger,
-    VersionConflictError,
-    run_id,
-)
-from schedsvc.domain.jobs import JobChange, JobStateError, change_from_patch
-from schedsvc.domain.time import utcnow
-from schedsvc.domain.wire import JobList, RunAccepted, RunList
-from schedsvc.store.base import JobRepository, RunHistory, RunPublisher
-from schedsvc.timing import from_ms, to_ms
+from schedsvc.domain import InvalidRequestError, Job, JobCreate, JobPatch, JobStatus
+from schedsvc.domain.limits import key_problem
+from schedsvc.domain.models import Metadata
+from schedsvc.domain.wire import JobList, JobSelector, RunAccepted, RunList
+from schedsvc.job_service import JobService
+from schedsvc.store.base import JobRepository, RunHistory
 
 # A version is a positive 64-bit integer: at most 19 digits, and a value that long may still overflow, so
 # the pattern admits 18 (a job would need a quintillion changes to need more).
 IF_MATCH_PATTERN = r'^\s*(\*|(W/)?"[0-9]{1,18}")\s*$'
 CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,200}$"
+MAX_METADATA_FILTERS = 16
 _ETAG = re.compile(r'^\s*(?:W/)?"([0-9]{1,18})"\s*$')
 IfMatch = Annotated[
     str | None,
@@ -65,10 +58,28 @@ def _expected_version(if_match: str | None) -> int | None:
     return int(match.group(1))
 
 
-def _check_version(job: Job, expected: int | None) -> None:
-    """412 when ``If-Match`` names a version the job is not at, even if the change would be a no-op."""
-    if expected is not None and expected != job.version:
-        raise PreconditionFailedError(job.id)
+def _metadata_pairs(values: list[str]) -> dict[str, str]:
+    """``metadata=team:payments`` → ``{"team": "payments"}``: the key ends at the first colon (a value may
+    hold colons, a key cannot). 400 naming ``metadata`` for a value without one, too many pairs, two values
+    for one key, or a key or value no job's metadata can hold (a NUL, or longer than ``Metadata`` allows):
+    the database would refuse the query itself."""
+    if len(values) > MAX_METADATA_FILTERS:
+        raise InvalidRequestError([("metadata", f"at most {MAX_METADATA_FILTERS} pairs")], status=400)
+    pairs: dict[str, str] = {}
+    for value in values:
+        key, colon, wanted = value.partition(":")
+        shown = value.replace("\x00", "\\u0000")
+        if not colon or not key:
+            raise InvalidRequestError([("metadata", f"{shown!r} is not key:value")], status=400)
+        if problem := key_problem(key):
+            raise InvalidRequestError([("metadata", f"{shown!r}: {problem}")], status=400)
+        if key in pairs and pairs[key] != wanted:  # both cannot hold: say so rather than answer nothing
+            raise InvalidRequestError([("metadata", f"two values for the key {key!r}")], status=400)
+        pairs[key] = wanted
+    try:
+        return msgspec.convert(pairs, Metadata)  # the lengths a job's metadata is held to
+    except msgspec.ValidationError as exc:
+        raise InvalidRequestError([("metadata", str(exc).split(" - ")[0])], status=400) from None
 
 
 class JobsController(Controller):
@@ -89,21 +100,11 @@ class JobsController(Controller):
     async def create_job(
         self,
         request: Request[str, str, State],
-        state: State,
-        jobs: NamedDependency[JobRepository],
+        job_service: NamedDependency[JobService],
         data: Annotated[JobCreate, openapi.body(openapi.CREATE_CRON_WEBHOOK, openapi.CREATE_INTERVAL_NATS)],
         idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key", max_length=255)] = None,
     ) -> Response[Job]:
-        tenant = request.user
-        now = utcnow()
-        planned = await check_job_input(state, tenant, now, data.schedule, data.target)
-        assert planned is not None
-        schedule, next_run = planned
-        body = msgspec.structs.replace(data, schedule=schedule)
-        request_hash = hashlib.sha256(msgspec.json.encode(data)).hexdigest()
-        job, created = await jobs.create(
-            tenant, body, next_run, now=now, idempotency_key=idempotency_key, request_hash=request_hash
-        )
+        job, created = await job_service.create(request.user, data, idempotency_key=idempotency_key)
         headers = {**_etag(job), "Location": f"/jobs/{job.id}"}
         if not created:
             headers["Idempotent-Replayed"] = "true"
@@ -119,15 +120,21 @@ class JobsController(Controller):
     async def list_jobs(
         self,
         request: Request[str, str, State],
-        jobs: NamedDependency[JobRepository],
+        job_service: NamedDependency[JobService],
         status: FromQuery[JobStatus | None] = None,
         tag: Annotated[str | None, QueryParameter(max_length=64)] = None,
         name: Annotated[str | None, QueryParameter(max_length=200, description="name prefix")] = None,
+        metadata: Annotated[
+            list[str] | None,
+            QueryParameter(description="`key:value` (repeatable): jobs whose metadata holds every pair"),
+        ] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
         cursor: Cursor = None,
     ) -> JobList:
+        pairs = _metadata_pairs(metadata or [])
         try:
-            page = await jobs.list(request.user, limit=limit, cursor=cursor, status=status, tag=tag, name_prefix=name)
+            selector = JobSelector(status=status, tag=tag, name_prefix=name, metadata=pairs)
+            page = await job_service.list(request.user, selector, limit=limit, cursor=cursor)
         except ValueError as exc:
             raise ClientException(str(exc), extra={"field": "cursor"}) from None
         return JobList(page.items, page.next_cursor)
@@ -156,9 +163,9 @@ class JobsController(Controller):
         responses={**problem_responses(404), 200: openapi.success(Job, "The job (`ETag`)", openapi.JOB)},
     )
     async def get_job(
-        self, request: Request[str, str, State], jobs: NamedDependency[JobRepository], job_id: FromPath[str]
+        self, request: Request[str, str, State], job_service: NamedDependency[JobService], job_id: FromPath[str]
     ) -> Response[Job]:
-        job = await jobs.get(request.user, job_id)
+        job = await job_service.get(request.user, job_id)
         return Response(job, headers=_etag(job))
 
     @patch(
@@ -170,40 +177,12 @@ class JobsController(Controller):
     async def update_job(
         self,
         request: Request[str, str, State],
-        state: State,
-        jobs: NamedDependency[JobRepository],
+        job_service: NamedDependency[JobService],
         job_id: FromPath[str],
-        data: Annotated[JobPatch, openapi.body(openapi.PATCH_SCHEDULE, openapi.PATCH_TAGS)],
+        data: Annotated[JobPatch, openapi.body(openapi.PATCH_SCHEDULE, openapi.PATCH_TAGS, openapi.PATCH_NOTIFY)],
         if_match: IfMatch = None,
     ) -> Response[Job]:
-        tenant = request.user
-        expected = _expected_version(if_match)
-        now = utcnow()
-        change = change_from_patch(data)
-        planned = await check_job_input(
-            state,
-            tenant,
-            now,
-            None if isinstance(data.schedule, msgspec.UnsetType) else data.schedule,
-            None if isinstance(data.target, msgspec.UnsetType) else data.target,
-        )
-        if planned is not None:
-            schedule, next_run = planned
-            change.schedule, change.next_run, change.resumed_at = schedule, next_run, None
-            # A completed job becomes active again: one conditional write for the status the job is in.
-            change.only_if_status = frozenset({JobStatus.ACTIVE, JobStatus.PAUSED})
-        for _ in range(3):
-            try:
-                job = await jobs.update(tenant, job_id, change, expected, now=now)
-                break
-            except JobStateError as exc:  # the status is not what the write assumed: assume the other
-                completed = exc.job.status == JobStatus.COMPLETED
-                change.status = JobStatus.ACTIVE if completed else msgspec.UNSET
-                change.only_if_status = frozenset(
-                    {JobStatus.COMPLETED} if completed else {JobStatus.ACTIVE, JobStatus.PAUSED}
-                )
-        else:
-            raise VersionConflictError(job_id)
+        job = await job_service.update(request.user, job_id, data, _expected_version(if_match))
         return Response(job, headers=_etag(job))
 
     @delete(
@@ -216,11 +195,11 @@ class JobsController(Controller):
     async def delete_job(
         self,
         request: Request[str, str, State],
-        jobs: NamedDependency[JobRepository],
+        job_service: NamedDependency[JobService],
         job_id: FromPath[str],
         if_match: IfMatch = None,
     ) -> None:
-        await jobs.delete(request.user, job_id, _expected_version(if_match))
+        await job_service.delete(request.user, job_id, _expected_version(if_match))
 
     @post(
         "/{job_id:str}/pause",
@@ -232,20 +211,11 @@ class JobsController(Controller):
     async def pause_job(
         self,
         request: Request[str, str, State],
-        jobs: NamedDependency[JobRepository],
+        job_service: NamedDependency[JobService],
         job_id: FromPath[str],
         if_match: IfMatch = None,
     ) -> Response[Job]:
-        tenant = request.user
-        expected = _expected_version(if_match)
-        pause = JobChange(status=JobStatus.PAUSED, only_if_status=frozenset({JobStatus.ACTIVE}))
-        try:
-            job = await jobs.update(tenant, job_id, pause, expected, now=utcnow())
-        except JobStateError as exc:
-            _check_version(exc.job, expected)
-            if exc.job.status == JobStatus.COMPLETED:
-                raise HTTPException(status_code=409, detail="a completed job cannot be paused") from None
-            return Response(exc.job, headers=_etag(exc.job))  # already paused
+        job = await job_service.pause(request.user, job_id, _expected_version(if_match))
         return Response(job, headers=_etag(job))
 
     @post(
@@ -258,27 +228,11 @@ class JobsController(Controller):
     async def resume_job(
         self,
         request: Request[str, str, State],
-        jobs: NamedDependency[JobRepository],
+        job_service: NamedDependency[JobService],
         job_id: FromPath[str],
         if_match: IfMatch = None,
     ) -> Response[Job]:
-        tenant = request.user
-        now = utcnow()
-        # nextRun stays where the pause left it: the timing module sees the fires between it and
-        # resumedAt as missed while paused and applies the job's catch-up policy to them.
-        expected = _expected_version(if_match)
-        resume = JobChange(status=JobStatus.ACTIVE, resumed_at=now, only_if_status=frozenset({JobStatus.PAUSED}))
-        try:
-            job = await jobs.update(tenant, job_id, resume, expected, now=now)
-        except JobStateError as exc:
-            _check_version(exc.job, expected)
-            if exc.job.status == JobStatus.COMPLETED:
-                raise HTTPException(status_code=409, detail="a completed job cannot be resumed") from None
-            return Response(exc.job, headers=_etag(exc.job))  # already active
-        if job.next_run is None:  # paused before its first fire was known: pick it now
-            job = await jobs.update(
-                tenant, job_id, JobChange(next_run=first_fire_after(job.schedule, now)), job.version, now=now
-            )
+        job = await job_service.resume(request.user, job_id, _expected_version(if_match))
         return Response(job, headers=_etag(job))
 
     @post(
@@ -289,18 +243,9 @@ class JobsController(Controller):
         responses={**problem_responses(404), 202: openapi.success(RunAccepted, "Queued", openapi.RUN_ACCEPTED)},
     )
     async def run_job_now(
-        self,
-        request: Request[str, str, State],
-        jobs: NamedDependency[JobRepository],
-        run_queue: NamedDependency[RunPublisher],
-        job_id: FromPath[str],
+        self, request: Request[str, str, State], job_service: NamedDependency[JobService], job_id: FromPath[str]
     ) -> RunAccepted:
-        tenant = request.user
-        job = await jobs.get(tenant, job_id)
-        now_ms = to_ms(utcnow())
-        message = RunMessage(job.id, tenant, now_ms, now_ms, RunTrigger.MANUAL.value, 0)
-        await run_queue.publish_runs([message], [jobs.partition_of(job.id)])
-        return RunAccepted(run_id(job.id, now_ms), job.id, from_ms(now_ms), RunTrigger.MANUAL)
+        return await job_service.run_now(request.user, job_id)
 
     @get(
         "/{job_id:str}/runs",

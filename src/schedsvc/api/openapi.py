@@ -26,12 +26,26 @@ from schedsvc.domain.models import (
     JobPatch,
     JobStatus,
     NatsTarget,
+    NotificationTarget,
     RetryPolicy,
     Run,
     RunStatus,
     RunTrigger,
 )
-from schedsvc.domain.wire import JobList, PreviewRequest, PreviewResponse, RunAccepted, RunList
+from schedsvc.domain.tenants import TenantSettingsPatch
+from schedsvc.domain.wire import (
+    BulkJobAction,
+    BulkJobResult,
+    JobList,
+    JobSelector,
+    PreviewRequest,
+    PreviewResponse,
+    RunAccepted,
+    RunList,
+    RunRetryFilter,
+    RunRetryRefusal,
+    RunRetryReport,
+)
 
 BEARER = "apiKey"
 COMPONENTS = Components(
@@ -86,6 +100,16 @@ PATCH_SCHEDULE = _example(
     JobPatch(schedule=CronSchedule(expression="30 3 * * MON-FRI", timezone="Europe/Berlin")),
 )
 PATCH_TAGS = _example("Replace the tags", JobPatch(tags=["reports", "finance"]))
+PATCH_NOTIFY = _example(
+    "Report failures to an on-call hook", JobPatch(notify=NotificationTarget(url="https://oncall.example.com/hook"))
+)
+SETTINGS_NOTIFY = _example(
+    "A default notification target, runs kept 14 days",
+    TenantSettingsPatch(notify=NotificationTarget(url="https://oncall.example.com/hook"), run_retention_days=14),
+)
+SETTINGS_DEFAULTS = _example(
+    "Back to the deployment's defaults", TenantSettingsPatch(notify=None, run_retention_days=None)
+)
 
 _JOB = Job(
     id=_JOB_ID,
@@ -135,3 +159,26 @@ FIRES = _example(
     "Three fires",
     PreviewResponse(fires=[datetime(2026, 11, d, 2, 0, tzinfo=ZoneInfo("Europe/Berlin")) for d in (28, 29, 30)]),
 )
+RETRY_FILTER = _example(
+    "A job's failed runs of the last day, 50 at a time",
+    RunRetryFilter(job=_JOB_ID, scheduled_from=datetime(2026, 11, 26, 8, 0, tzinfo=UTC), limit=50),
+)
+RETRY_REPORT = _example(
+    "Two retried, one refused, no more to take",
+    RunRetryReport(
+        matched=3,
+        retried=2,
+        refused=1,
+        retried_runs=[f"{_JOB_ID}:1795741200000", f"{_JOB_ID}:1795654800000"],
+        refusals=[
+            RunRetryRefusal(f"{_JOB_ID}:1795568400000", "exhausted", "the run was already retried 5 times"),
+        ],
+        next_cursor=None,
+    ),
+)
+BULK_BY_TAG = _example("The jobs tagged `reports`", BulkJobAction(selector=JobSelector(tag="reports")))
+BULK_BY_METADATA = _example(
+    "At most 100 jobs of one team whose name starts with `sync-`",
+    BulkJobAction(selector=JobSelector(name_prefix="sync-", metadata={"team": "payments"}), limit=100),
+)
+BULK_RESULT = _example("12 matched, 9 changed (3 were already so), none left", BulkJobResult(12, 9, more=False))

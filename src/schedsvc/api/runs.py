@@ -1,33 +1,26 @@
-"""``/runs``: the tenant's run history across its jobs, including jobs since deleted (until retention)."""
+"""``/runs``: the tenant's run history across its jobs, including jobs since deleted (until retention), and
+retries on demand of failed runs (dead letters), one by one or by filter (a thin adapter over
+:class:`~schedsvc.job_service.RunService`)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.exceptions import ClientException, NotFoundException
-from litestar.params import FromPath, QueryParameter
+from litestar.params import FromPath, HeaderParameter, QueryParameter
 
 from schedsvc.api import openapi
 from schedsvc.api.errors import problem_responses
 from schedsvc.api.jobs import Cursor
-from schedsvc.domain import InvalidRequestError, JobNotFoundError, Run, RunMessage, RunStatus, RunTrigger
-from schedsvc.domain.time import utcnow
-from schedsvc.domain.wire import RunAccepted, RunList
-from schedsvc.store.base import JobRepository, RunHistory, RunPublisher
-from schedsvc.timing import to_ms
+from schedsvc.domain import InvalidRequestError, Run, RunNotFoundError, RunStatus, RunTrigger
+from schedsvc.domain.wire import RunAccepted, RunList, RunRetryFilter, RunRetryReport
+from schedsvc.job_service import RunService
+from schedsvc.store.base import RunHistory
 
 MAX_STATUSES = 6
-MAX_RETRIES_ON_DEMAND = 5
-"""Retries on demand per run: each adds one attempt (the attempt history holds them all)."""
-_REFUSALS = {
-    "not_failed": "only a failed run can be retried",
-    "exhausted": f"the run was already retried {MAX_RETRIES_ON_DEMAND} times",
-    "changed": "the run changed meanwhile (retried by another request?)",
-}
 
 
 def _aware(value: datetime | None, field: str, problems: list[tuple[str, str]]) -> None:
@@ -95,8 +88,30 @@ class RunsController(Controller):
     ) -> Run:
         run = await runs.get(request.user, run_id)
         if run is None:  # another tenant's run answers exactly as a missing one
-            raise NotFoundException(detail="no such run")
+            raise RunNotFoundError(run_id)
         return run
+
+    @post(
+        "/retry",
+        summary="Retry the tenant's failed runs matching a filter, a bounded batch at a time",
+        operation_id="retryRuns",
+        status_code=200,
+        responses={
+            **problem_responses(409, 422),
+            200: openapi.success(
+                RunRetryReport, "What matched, what was queued, what was refused and why", openapi.RETRY_REPORT
+            ),
+        },
+    )
+    async def retry_runs(
+        self,
+        request: Request[str, str, State],
+        run_service: NamedDependency[RunService],
+        data: Annotated[RunRetryFilter, openapi.body(openapi.RETRY_FILTER)],
+        idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key", max_length=255)] = None,
+    ) -> Response[RunRetryReport]:
+        report, replayed = await run_service.retry_matching(request.user, data, idempotency_key=idempotency_key)
+        return Response(report, headers={"Idempotent-Replayed": "true"} if replayed else None)
 
     @post(
         "/{run_id:str}/retry",
@@ -106,43 +121,7 @@ class RunsController(Controller):
         responses={**problem_responses(404, 409), 202: openapi.success(RunAccepted, "Queued")},
     )
     async def retry_run(
-        self,
-        request: Request[str, str, State],
-        runs: NamedDependency[RunHistory],
-        jobs: NamedDependency[JobRepository],
-        run_queue: NamedDependency[RunPublisher],
-        run_id: FromPath[str],
+        self, request: Request[str, str, State], run_service: NamedDependency[RunService], run_id: FromPath[str]
     ) -> RunAccepted:
-        reopened = await retry_failed_run(request.user, run_id, runs, jobs, run_queue)
+        reopened = await run_service.retry(request.user, run_id)
         return RunAccepted(run_id, reopened.job_id, reopened.scheduled_at, reopened.trigger)
-
-
-async def retry_failed_run(
-    tenant: str, run_id: str, runs: RunHistory, jobs: JobRepository, run_queue: RunPublisher
-) -> Run:
-    """One more attempt of a failed run, same run id and idempotency key (``POST /runs/{id}/retry`` and the
-    console's Retry button): 404 for no such run of the tenant, 409 when it cannot be retried."""
-    existing = await runs.get(tenant, run_id)
-    if existing is None:
-        raise NotFoundException(detail="no such run")
-    try:
-        await jobs.get(tenant, existing.job_id)  # the attempt needs the job's target and policies
-    except JobNotFoundError:
-        raise ClientException("the run's job was deleted", status_code=409) from None
-    now = utcnow()
-    reopened = await runs.reopen_for_retry(tenant, run_id, now, MAX_RETRIES_ON_DEMAND)
-    if isinstance(reopened, str):
-        if reopened == "missing":
-            raise NotFoundException(detail="no such run")
-        raise ClientException(_REFUSALS[reopened], status_code=409)
-    scheduled_ms = to_ms(reopened.scheduled_at)
-    message = RunMessage(reopened.job_id, tenant, scheduled_ms, to_ms(now), reopened.trigger.value, 0)
-    try:
-        # Its own message id: the run's own id may still be in the stream's duplicate window.
-        await run_queue.publish_runs(
-            [message], [jobs.partition_of(reopened.job_id)], [f"{run_id}:retry{reopened.retries_on_demand}"]
-        )
-    except Exception:
-        await runs.revert_retry(run_id, reopened.retries_on_demand, utcnow())
-        raise
-    return reopened

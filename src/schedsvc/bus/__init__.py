@@ -3,6 +3,8 @@
 from schedsvc.bus.nats import (
     BusError,
     NatsRunBus,
+    NotificationDelivery,
+    NotificationSubscription,
     RunDelivery,
     RunSubscription,
     TenantChangeKind,
@@ -12,6 +14,8 @@ from schedsvc.bus.nats import (
 __all__ = [
     "BusError",
     "NatsRunBus",
+    "NotificationDelivery",
+    "NotificationSubscription",
     "RunDelivery",
     "RunSubscription",
     "TenantChangeKind",

@@ -1,4 +1,5 @@
-"""NATS JetStream adapter: the run stream from timing to execution, dead letters, job-change notices."""
+"""NATS JetStream adapter: the run stream from timing to execution, dead letters, notifications,
+job-change notices."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from schedsvc.config import Settings
 from schedsvc.domain import BusUnavailableError, RunMessage, run_id
 from schedsvc.domain.jobs import JobNotice
 from schedsvc.domain.lifecycle import MAX_DELIVERIES
+from schedsvc.domain.notifications import NotificationMessage
 from schedsvc.names import Names
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,9 @@ _encode_run = msgspec.msgpack.Encoder().encode
 _decode_run = msgspec.msgpack.Decoder(RunMessage).decode
 _encode_notice = msgspec.msgpack.Encoder().encode
 _decode_notice = msgspec.msgpack.Decoder(JobNotice).decode
+_encode_notification = msgspec.json.Encoder().encode
+_decode_notification = msgspec.json.Decoder(NotificationMessage).decode
+NOTIFICATION_RETENTION_SECONDS = 24 * 3600
 
 
 class BusError(BusUnavailableError):
@@ -155,6 +160,45 @@ class RunSubscription:
         await self._psub.unsubscribe()  # type: ignore[attr-defined]
 
 
+@dataclass(slots=True)
+class NotificationDelivery:
+    """One notification handed to a sender, with its acknowledgement operations."""
+
+    message: NotificationMessage
+    num_delivered: int
+    _msg: Msg
+
+    async def ack(self) -> None:
+        await self._msg.ack()
+
+    async def nak(self, delay_seconds: float | None = None) -> None:
+        await self._msg.nak(delay=delay_seconds)
+
+
+class NotificationSubscription:
+    """The durable pull consumer of the notification stream, shared by every sender."""
+
+    def __init__(self, psub: object) -> None:
+        self._psub = psub
+
+    async def fetch(self, batch: int, timeout: float) -> list[NotificationDelivery]:
+        try:
+            msgs: list[Msg] = await self._psub.fetch(batch, timeout=timeout)  # type: ignore[attr-defined]
+        except (NatsTimeoutError, TimeoutError):
+            return []
+        deliveries = []
+        for m in msgs:
+            try:
+                deliveries.append(NotificationDelivery(_decode_notification(m.data), m.metadata.num_delivered, m))
+            except msgspec.DecodeError:
+                log.error("dropping an undecodable notification on %s", m.subject)
+                await m.term()
+        return deliveries
+
+    async def close(self) -> None:
+        await self._psub.unsubscribe()  # type: ignore[attr-defined]
+
+
 class NatsRunBus:
     """Publishes fires to the run stream and hands them to workers."""
 
@@ -216,10 +260,22 @@ class NatsRunBus:
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
             max_age=14 * 24 * 3600,
+            # A run's dead letter has the id `<runId>:dead`: a retry on demand that fails again within the
+            # window publishes no second one (JetStream's default window is only 2 minutes).
+            duplicate_window=DEDUP_WINDOW_SECONDS,
+            num_replicas=replicas,
+        )
+        notifications = StreamConfig(
+            name=n.notification_stream,
+            subjects=[n.notification_subject],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            max_age=NOTIFICATION_RETENTION_SECONDS,
+            duplicate_window=DEDUP_WINDOW_SECONDS,
             num_replicas=replicas,
         )
         try:
-            for config in (runs, dlq):
+            for config in (runs, dlq, notifications):
                 try:
                     await self._js.stream_info(config.name)  # type: ignore[arg-type]
                     await self._js.update_stream(config)
@@ -233,11 +289,39 @@ class NatsRunBus:
     ) -> int:
         """Publish fires with message id ``jobId:scheduledMs``; return how many were new (not duplicates).
 
-        ``message_ids`` replaces those ids (a retry on demand of a run is a new message for the same run).
+        ``message_ids`` replaces those ids.
 
         Raises :class:`BusError` if any publish was not acknowledged; the caller must not advance
         ``nextRun`` for a batch that failed (re-publishing is safe: duplicates are dropped).
         """
+        outcomes = await self._publish(messages, partitions, message_ids)
+        errors = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        if errors:
+            raise BusError(f"publishing runs failed ({len(errors)} of {len(outcomes)}): {errors[0]!r}") from errors[0]
+        return sum(not ack.duplicate for ack in outcomes if isinstance(ack, PubAck))
+
+    async def publish_each(
+        self, messages: Sequence[RunMessage], partitions: Sequence[int], message_ids: Sequence[str]
+    ) -> list[bool]:
+        """Publish messages and say, for each, whether this call stored it (True) or not (False: refused,
+        not acknowledged in time, or a duplicate of a message already in the stream).
+
+        Never raises for a message: a batch can fail part way (JetStream stores each message on its own),
+        and a caller that undoes what was not published must know which ones were.
+        """
+        try:
+            outcomes = await self._publish(messages, partitions, message_ids)
+        except BusError:
+            return [False] * len(messages)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                log.warning("a run message was not published: %r", outcome)
+        return [isinstance(outcome, PubAck) and not outcome.duplicate for outcome in outcomes]
+
+    async def _publish(
+        self, messages: Sequence[RunMessage], partitions: Sequence[int], message_ids: Sequence[str] | None
+    ) -> list[PubAck | BaseException]:
+        """Each message's ack, or why it has none; :class:`BusError` when none could even be sent."""
         # JetStream's asynchronous publish: every message goes out at once and the acks resolve futures
         # as they arrive, instead of a task and a timer per message (about 40 % less CPU per fire, and
         # the rate of a 100,000-fire burst follows; docs/benchmarks.md).
@@ -252,20 +336,25 @@ class NatsRunBus:
                     )
                 )
             if pending:
-                _, late = await asyncio.wait(pending, timeout=PUBLISH_TIMEOUT_SECONDS + len(pending) / 500)
-                if late:
-                    raise TimeoutError(f"{len(late)} of {len(pending)} publishes were not acknowledged in time")
-            errors = [error for future in pending if (error := future.exception()) is not None]  # all retrieved
-            if errors:
-                raise errors[0]
-            acks = [future.result() for future in pending]
+                await asyncio.wait(pending, timeout=PUBLISH_TIMEOUT_SECONDS + len(pending) / 500)
         except Exception as exc:  # nats raises several unrelated types; callers need one
-            raise BusError(f"publishing runs failed: {exc!r}") from exc
-        finally:
             for future in pending:
                 if not future.done():
                     future.cancel()
-        return sum(not ack.duplicate for ack in acks)
+                elif not future.cancelled():
+                    future.exception()  # retrieved, so asyncio does not log it as never retrieved
+            raise BusError(f"publishing runs failed: {exc!r}") from exc
+        outcomes: list[PubAck | BaseException] = []
+        for future in pending:
+            if not future.done():
+                future.cancel()
+                outcomes.append(TimeoutError("not acknowledged in time"))
+            elif (error := future.exception()) is not None:
+                outcomes.append(error)
+            else:
+                outcomes.append(future.result())
+        outcomes += [BusError("not sent")] * (len(messages) - len(outcomes))
+        return outcomes
 
     async def run_subscription(self, ack_wait_seconds: float, max_ack_pending: int) -> RunSubscription:
         psub = await self._js.pull_subscribe(
@@ -289,6 +378,33 @@ class NatsRunBus:
             await self._js.publish(self.names.dead_letter_subject, payload, headers=headers)
         except Exception as exc:
             raise BusError(f"dead-lettering failed: {exc!r}") from exc
+
+    async def publish_notification(self, message: NotificationMessage) -> None:
+        """Queue a notification for the senders; its id is the message id, so a repeated report of one
+        event within the duplicate window is dropped by JetStream."""
+        try:
+            await self._js.publish(
+                self.names.notification_subject,
+                _encode_notification(message),
+                headers={"Nats-Msg-Id": message.notification.id},
+                timeout=PUBLISH_TIMEOUT_SECONDS,
+            )
+        except Exception as exc:
+            raise BusError(f"publishing a notification failed: {exc!r}") from exc
+
+    async def notification_subscription(self, ack_wait_seconds: float, max_deliver: int) -> NotificationSubscription:
+        psub = await self._js.pull_subscribe(
+            self.names.notification_subject,
+            durable=self.names.notifier_consumer,
+            stream=self.names.notification_stream,
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                ack_wait=ack_wait_seconds,
+                max_deliver=max_deliver,
+            ),
+        )
+        return NotificationSubscription(psub)
 
     async def publish_job_change(self, notice: JobNotice) -> None:
         """Tell timing replicas a job changed (best effort: timing also rescans periodically)."""

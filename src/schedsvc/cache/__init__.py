@@ -1,28 +1,16 @@
 """Redis: the response cache (Litestar's store), its versions, and rate limits; in-process notice-emptied caches."""
 
 from schedsvc.cache.local import NoticedCache
-from schedsvc.cache.ratelimit import (
-    Decision,
-    FailureCounter,
-    MemoryFailureCounter,
-    MemoryRateLimiter,
-    RateLimiter,
-    RedisFailureCounter,
-    RedisRateLimiter,
-)
+from schedsvc.cache.ratelimit import MemoryFailureCounter, MemoryRateLimiter, RedisFailureCounter, RedisRateLimiter
 from schedsvc.cache.redis import RedisLink, RedisUnavailable, ResilientStore
-from schedsvc.cache.responses import PREFETCHED, CacheProbe, CacheRead, probe_for
+from schedsvc.cache.responses import PREFETCHED, WRITING, probe_for
 
 __all__ = [
     "PREFETCHED",
-    "CacheProbe",
-    "CacheRead",
-    "Decision",
-    "FailureCounter",
+    "WRITING",
     "MemoryFailureCounter",
     "MemoryRateLimiter",
     "NoticedCache",
-    "RateLimiter",
     "RedisFailureCounter",
     "RedisLink",
     "RedisRateLimiter",

@@ -33,7 +33,7 @@ from schedsvc.client.errors import (
     UnprocessableError,
     UnsupportedMediaTypeError,
 )
-from schedsvc.client.webhooks import Delivery, InvalidDeliveryError, verify_delivery
+from schedsvc.client.webhooks import Delivery, InvalidDeliveryError, verify_delivery, verify_notification
 from schedsvc.domain.models import (
     CalendarSchedule,
     CatchupPolicy,
@@ -45,6 +45,7 @@ from schedsvc.domain.models import (
     JobPatch,
     JobStatus,
     NatsTarget,
+    NotificationTarget,
     OnceSchedule,
     RetryPolicy,
     Run,
@@ -53,14 +54,27 @@ from schedsvc.domain.models import (
     Schedule,
     Target,
 )
-from schedsvc.domain.wire import FieldError, JobList, Problem, RunAccepted, RunList
+from schedsvc.domain.notifications import Notification
+from schedsvc.domain.tenants import TenantSettings, TenantSettingsPatch
+from schedsvc.domain.wire import (
+    BackfillAccepted,
+    BulkJobResult,
+    FieldError,
+    JobList,
+    JobSelector,
+    Problem,
+    RunAccepted,
+    RunList,
+)
 
 __all__ = [
     "DEFAULT_URL",
     "OPERATIONS",
     "ApiError",
     "AsyncClient",
+    "BackfillAccepted",
     "BadRequestError",
+    "BulkJobResult",
     "CalendarSchedule",
     "CatchupPolicy",
     "Client",
@@ -76,9 +90,12 @@ __all__ = [
     "JobCreate",
     "JobList",
     "JobPatch",
+    "JobSelector",
     "JobStatus",
     "NatsTarget",
     "NotFoundError",
+    "Notification",
+    "NotificationTarget",
     "OnceSchedule",
     "Operation",
     "PayloadTooLargeError",
@@ -95,8 +112,11 @@ __all__ = [
     "Schedule",
     "ServiceUnavailableError",
     "Target",
+    "TenantSettings",
+    "TenantSettingsPatch",
     "UnauthorizedError",
     "UnprocessableError",
     "UnsupportedMediaTypeError",
     "verify_delivery",
+    "verify_notification",
 ]

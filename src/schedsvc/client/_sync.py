@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
@@ -14,7 +14,16 @@ import httpx
 from schedsvc.client import _protocol as protocol
 from schedsvc.client._protocol import DEFAULT_URL, USER_AGENT, Call, JobRef, RequestRetry
 from schedsvc.domain.models import Job, JobCreate, JobPatch, JobStatus, Run, RunStatus, RunTrigger, Schedule
-from schedsvc.domain.wire import JobList, RunAccepted, RunList
+from schedsvc.domain.tenants import TenantSettings, TenantSettingsPatch
+from schedsvc.domain.wire import (
+    BackfillAccepted,
+    BulkJobResult,
+    JobList,
+    JobSelector,
+    RunAccepted,
+    RunList,
+    RunRetryReport,
+)
 
 T = TypeVar("T")
 
@@ -84,11 +93,13 @@ class Client:
         status: JobStatus | str | None = None,
         tag: str | None = None,
         name: str | None = None,
+        metadata: Mapping[str, str] | None = None,
         limit: int | None = None,
         cursor: str | None = None,
     ) -> JobList:
-        """One page of jobs; ``name`` is a prefix. ``iter_jobs`` follows the pages for you."""
-        return self._send(protocol.list_jobs(status, tag, name, limit, cursor))
+        """One page of jobs matching every filter given; ``name`` is a prefix, ``metadata`` pairs must all be
+        in the job's metadata. ``iter_jobs`` follows the pages for you."""
+        return self._send(protocol.list_jobs(status, tag, name, limit, cursor, metadata))
 
     def iter_jobs(
         self,
@@ -96,12 +107,13 @@ class Client:
         status: JobStatus | str | None = None,
         tag: str | None = None,
         name: str | None = None,
+        metadata: Mapping[str, str] | None = None,
         page_size: int = 100,
     ) -> Iterator[Job]:
         """Every matching job, page after page, following ``nextCursor``."""
         cursor: str | None = None
         while True:
-            page = self.list_jobs(status=status, tag=tag, name=name, limit=page_size, cursor=cursor)
+            page = self.list_jobs(status=status, tag=tag, name=name, metadata=metadata, limit=page_size, cursor=cursor)
             yield from page.items
             if page.next_cursor is None:
                 return
@@ -128,6 +140,23 @@ class Client:
     def run_job_now(self, job: JobRef) -> RunAccepted:
         """Queue a ``manual`` run now; its outcome appears in the run history."""
         return self._send(protocol.run_job_now(job))
+
+    def pause_jobs(self, selector: JobSelector, *, limit: int | None = None) -> BulkJobResult:
+        """Pause the active jobs the selector matches: at most ``limit`` (default 1,000); ``more``: call again."""
+        return self._send(protocol.bulk_action(protocol.PAUSE_JOBS, selector, limit))
+
+    def resume_jobs(self, selector: JobSelector, *, limit: int | None = None) -> BulkJobResult:
+        """Resume the paused jobs the selector matches (catch-up applies): at most ``limit``; ``more``: call again."""
+        return self._send(protocol.bulk_action(protocol.RESUME_JOBS, selector, limit))
+
+    def delete_jobs(self, selector: JobSelector, *, limit: int | None = None) -> BulkJobResult:
+        """Delete the jobs the selector matches: at most ``limit`` (default 1,000); ``more``: call again."""
+        return self._send(protocol.bulk_action(protocol.DELETE_JOBS, selector, limit))
+
+    def backfill_job(self, job: JobRef, first: datetime, last: datetime) -> BackfillAccepted:
+        """Run every fire of the job's schedule from ``first`` to ``last`` (inclusive, past, at most 1,000),
+        recorded with trigger ``backfill``; fires that already have a run are not run again."""
+        return self._send(protocol.backfill_job(job, first, last))
 
     def list_runs(self, job: JobRef, *, limit: int | None = None, cursor: str | None = None) -> RunList:
         """One page of a job's runs, newest first."""
@@ -164,6 +193,32 @@ class Client:
     def retry_run(self, run_id: str) -> RunAccepted:
         """Retry a failed run on demand: one more attempt, same run id and idempotency key."""
         return self._send(protocol.retry_run(run_id))
+
+    def retry_runs(
+        self,
+        *,
+        job: JobRef | None = None,
+        trigger: RunTrigger | str | None = None,
+        scheduled_from: datetime | None = None,
+        scheduled_to: datetime | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> RunRetryReport:
+        """Retry up to ``limit`` (≤ 100) of the tenant's failed runs matching the filter, newest first, each
+        as ``retry_run`` does; the report says which were queued and why others were refused. Its
+        ``next_cursor`` continues with the next batch. Retries reuse one ``Idempotency-Key``."""
+        return self._send(
+            protocol.retry_runs(job, trigger, scheduled_from, scheduled_to, limit, cursor, idempotency_key)
+        )
+
+    def get_tenant_settings(self) -> TenantSettings:
+        """The tenant's settings: its default notification target and how long its runs are kept."""
+        return self._send(protocol.get_tenant_settings())
+
+    def update_tenant_settings(self, changes: TenantSettingsPatch) -> TenantSettings:
+        """Change the fields present in ``changes``; ``None`` returns one to its default."""
+        return self._send(protocol.update_tenant_settings(changes))
 
     def preview_schedule(self, schedule: Schedule, *, after: datetime | None = None, count: int = 10) -> list[datetime]:
         """The next ``count`` fires of ``schedule`` strictly after ``after`` (default: now)."""

@@ -3,24 +3,34 @@
 Where and who come from ``--url``/``--api-key`` or ``SCHEDSVC_URL``/``SCHEDSVC_API_KEY`` (``schedsvc dev``
 prints both). Output is a table, or ``--output json`` for scripts. Errors are one line on stderr naming
 the field, and the exit code says what kind of failure it was (``EXIT_CODES``; docs/client.md).
+
+This module holds the commands and their flags; request bodies are built from flags and files in
+``_cli_input.py``, and tables are drawn in ``_cli_output.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
 import sys
-from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import httpx
 import msgspec
 
-from schedsvc.client._protocol import DEFAULT_URL
+from schedsvc.client._cli_input import UsageError, instant, job_create, job_patch, pairs, preview_schedule
+from schedsvc.client._cli_output import (
+    JOB_COLUMNS,
+    RUN_COLUMNS,
+    job_rows,
+    run_rows,
+    show_job,
+    show_retry_report,
+    table,
+    when,
+)
+from schedsvc.client._protocol import DEFAULT_URL, metadata_filter
 from schedsvc.client._sync import Client
 from schedsvc.client.errors import (
     ApiError,
@@ -34,20 +44,8 @@ from schedsvc.client.errors import (
     UnauthorizedError,
     UnprocessableError,
 )
-from schedsvc.domain.models import (
-    CalendarSchedule,
-    CronSchedule,
-    HttpTarget,
-    IntervalSchedule,
-    Job,
-    JobCreate,
-    JobPatch,
-    NatsTarget,
-    OnceSchedule,
-    Run,
-    Schedule,
-)
-from schedsvc.domain.wire import JobList, RunList
+from schedsvc.domain.models import Job, JobStatus
+from schedsvc.domain.wire import MAX_COUNTED_MATCHES, BulkJobResult, JobList, JobSelector, RunList, RunRetryReport
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -75,13 +73,6 @@ EXIT_CODES: dict[type[ApiError], int] = {
     RateLimitedError: EXIT_UNAVAILABLE,
     ServiceUnavailableError: EXIT_UNAVAILABLE,
 }
-
-_AT_PATH = re.compile(r" - at `\$\.?([^`]*)`")
-
-
-class UsageError(Exception):
-    """Input the command line refuses before calling the service (exit 2)."""
-
 
 # --- parsing -------------------------------------------------------------------------------------------
 
@@ -115,7 +106,7 @@ def _job_flags(parser: argparse.ArgumentParser) -> None:
     target.add_argument("--payload", metavar="JSON", help="NATS payload: JSON, or a plain string")
     parser.add_argument("--tag", action="append", help="repeatable; replaces the job's tags on edit")
     parser.add_argument("--meta", action="append", metavar="KEY=VALUE", help="metadata entry (repeatable)")
-    parser.add_argument("--overlap", choices=("allow", "skip"))
+    parser.add_argument("--overlap", choices=("allow", "skip", "bufferOne"))
     parser.add_argument("--max-attempts", type=int, help="retry policy: attempts per fire")
     parser.add_argument("--catchup", choices=("skip", "latest", "all"), help="catch-up policy for missed fires")
 
@@ -124,6 +115,33 @@ def _version_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--if-version", type=int, metavar="N", help="only if the job is still at version N (If-Match); else exit 4"
     )
+
+
+def _selector_flags(cmd: argparse.ArgumentParser) -> None:
+    """Instead of a job id: the jobs matching every flag given (``POST /jobs/bulk/...``)."""
+    cmd.add_argument("--tag")
+    cmd.add_argument("--name-prefix")
+    cmd.add_argument("--status", choices=("active", "paused", "completed"))
+    cmd.add_argument("--meta", action="append", metavar="KEY=VALUE", help="metadata entry (repeatable)")
+    cmd.add_argument("--limit", type=int, help="at most this many jobs (1-1000; default 1000)")
+
+
+def _selects(args: argparse.Namespace) -> bool:
+    return any(getattr(args, f) is not None for f in ("tag", "name_prefix", "status", "meta", "limit"))
+
+
+def _bulk(client: Client, command: str, args: argparse.Namespace) -> BulkJobResult:
+    """A pause, resume or rm without a job id: the jobs the selector flags match."""
+    if args.job_id is not None or args.if_version is not None:
+        raise UsageError("selector: give a job id (and --if-version) or selector flags, not both")
+    status = JobStatus(args.status) if args.status else None
+    selector = JobSelector(
+        tag=args.tag, name_prefix=args.name_prefix, status=status, metadata=pairs(args.meta, "--meta")
+    )
+    if selector.is_empty():
+        raise UsageError("selector: give a job id, or at least one of --tag, --name-prefix, --status, --meta")
+    act = {"pause": client.pause_jobs, "resume": client.resume_jobs, "rm": client.delete_jobs}[command]
+    return act(selector, limit=args.limit)
 
 
 def add_commands(sub: Any) -> None:
@@ -136,6 +154,7 @@ def add_commands(sub: Any) -> None:
     ls.add_argument("--status", choices=("active", "paused", "completed"))
     ls.add_argument("--tag")
     ls.add_argument("--name", help="name prefix")
+    ls.add_argument("--meta", action="append", metavar="KEY=VALUE", help="metadata entry the jobs hold (repeatable)")
     ls.add_argument("--limit", type=int, default=50, help="page size (1-500)")
     ls.add_argument("--cursor", help="continue after a page (its nextCursor)")
     ls.add_argument("--all", action="store_true", help="follow nextCursor to the last page")
@@ -144,11 +163,12 @@ def add_commands(sub: Any) -> None:
         cmd = jsub.add_parser(name, help=text)
         _common(cmd)
         cmd.add_argument("job_id")
-    for name, text in (("pause", "pause a job"), ("resume", "resume a job"), ("rm", "delete a job")):
-        cmd = jsub.add_parser(name, help=text)
+    for name, text in (("pause", "pause"), ("resume", "resume"), ("rm", "delete")):
+        cmd = jsub.add_parser(name, help=f"{text} a job, or every job matching --tag/--name-prefix/--status/--meta")
         _common(cmd)
-        cmd.add_argument("job_id")
+        cmd.add_argument("job_id", nargs="?")
         _version_flag(cmd)
+        _selector_flags(cmd)
 
     create = jsub.add_parser("create", help="create a job from flags or a JSON/YAML file")
     _common(create)
@@ -177,6 +197,19 @@ def add_commands(sub: Any) -> None:
     rsub = runs_cmd.add_subparsers(dest="runs_command", required=True, metavar="COMMAND")
     _runs_flags(rsub.add_parser("ls", help="a job's runs, newest first"))
 
+    retry = rsub.add_parser("retry", help="retry failed runs on demand: RUN_ID, or --failed runs matching the flags")
+    _common(retry)
+    retry.add_argument("run_id", nargs="?", metavar="RUN_ID", help="retry this failed run: one more attempt")
+    retry.add_argument("--failed", action="store_true", help="retry the failed runs that match the flags below")
+    retry.add_argument("--job", help="only this job's failed runs")
+    retry.add_argument("--trigger", choices=("scheduled", "catchup", "manual"))
+    retry.add_argument("--from", dest="scheduled_from", metavar="INSTANT", help="scheduled at or after (RFC 3339)")
+    retry.add_argument("--to", dest="scheduled_to", metavar="INSTANT", help="scheduled before (RFC 3339)")
+    retry.add_argument("--limit", type=int, default=20, help="failed runs per batch (1-100)")
+    retry.add_argument("--cursor", help="continue after a batch (its nextCursor)")
+    retry.add_argument("--all", action="store_true", help="follow nextCursor: every matching failed run")
+    retry.add_argument("--idempotency-key", help="make re-running this command safe (one batch only)")
+
 
 def _runs_flags(parser: argparse.ArgumentParser) -> None:
     _common(parser)
@@ -186,161 +219,13 @@ def _runs_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--all", action="store_true", help="follow nextCursor to the oldest run")
 
 
-# --- building request bodies from flags and files -----------------------------------------------------------
-
-
-def _load(path: str) -> Any:
-    text = sys.stdin.read() if path == "-" else _read(path)
-    if path.endswith((".yaml", ".yml")):
-        try:
-            import yaml
-        except ImportError:
-            raise UsageError(
-                f"{path}: reading YAML needs PyYAML (`pip install pyyaml`); JSON works without it"
-            ) from None
-        try:
-            return yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise UsageError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{path}: not valid JSON: {exc}") from None
-
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text()
-    except OSError as exc:
-        raise UsageError(f"{path}: {exc.strerror}") from None
-
-
-def _json_or_text(value: str) -> Any:
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError:
-        return value
-
-
-def _pairs(values: Sequence[str] | None, flag: str) -> dict[str, str]:
-    pairs = {}
-    for item in values or ():
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"{flag}: expected NAME=VALUE, got {item!r}")
-        pairs[key] = value
-    return pairs
-
-
-def _schedule_from_flags(args: argparse.Namespace) -> dict[str, Any] | None:
-    given = [f for f in ("cron", "every", "at", "schedule") if getattr(args, f) is not None]
-    if len(given) > 1:
-        raise UsageError(f"schedule: give one of --cron, --every, --at, --schedule (got {', '.join(given)})")
-    if args.timezone is not None and args.cron is None:
-        raise UsageError("schedule.timezone: --timezone goes with --cron (put it inside --schedule otherwise)")
-    if args.cron is not None:
-        return {"kind": "cron", "expression": args.cron, **({"timezone": args.timezone} if args.timezone else {})}
-    if args.every is not None:
-        return {"kind": "interval", "seconds": args.every}
-    if args.at is not None:
-        return {"kind": "once", "at": args.at}
-    if args.schedule is not None:
-        schedule = _json_or_text(args.schedule)
-        if not isinstance(schedule, dict):
-            raise UsageError("schedule: --schedule must be a JSON object")
-        return schedule
-    return None
-
-
-def _target_from_flags(args: argparse.Namespace) -> dict[str, Any] | None:
-    if args.webhook is not None and args.subject is not None:
-        raise UsageError("target: give --webhook or --subject, not both")
-    if args.webhook is not None:
-        target: dict[str, Any] = {"kind": "http", "url": args.webhook}
-        if args.method:
-            target["method"] = args.method
-        if args.header:
-            target["headers"] = _pairs(args.header, "--header")
-        if args.body is not None:
-            target["body"] = _json_or_text(args.body)
-        return target
-    if args.subject is not None:
-        target = {"kind": "nats", "subject": args.subject}
-        if args.header:
-            target["headers"] = _pairs(args.header, "--header")
-        if args.payload is not None:
-            target["payload"] = _json_or_text(args.payload)
-        return target
-    for flag in ("method", "header", "body", "payload"):
-        if getattr(args, flag) is not None:
-            raise UsageError(f"target: --{flag} needs --webhook or --subject")
-    return None
-
-
-def _fields_from_flags(args: argparse.Namespace) -> dict[str, Any]:
-    fields: dict[str, Any] = {}
-    if args.name is not None:
-        fields["name"] = args.name
-    if (schedule := _schedule_from_flags(args)) is not None:
-        fields["schedule"] = schedule
-    if (target := _target_from_flags(args)) is not None:
-        fields["target"] = target
-    if args.tag is not None:
-        fields["tags"] = args.tag
-    if args.meta is not None:
-        fields["metadata"] = _pairs(args.meta, "--meta")
-    if args.overlap is not None:
-        fields["overlap"] = args.overlap
-    if args.max_attempts is not None:
-        fields["retry"] = {"maxAttempts": args.max_attempts}
-    if args.catchup is not None:
-        fields["catchup"] = {"policy": args.catchup}
-    return fields
-
-
-def _convert(data: Any, kind: type[Any], what: str) -> Any:
-    """Validate locally with the API's own types, so a mistake is named before anything is sent."""
-    if not isinstance(data, dict):
-        raise UsageError(f"{what}: expected a JSON object")
-    try:
-        return msgspec.convert(data, kind)
-    except msgspec.ValidationError as exc:
-        match = _AT_PATH.search(str(exc))
-        message = _AT_PATH.sub("", str(exc))
-        field = match.group(1).replace("[", ".").replace("]", "") if match else what
-        raise UsageError(f"{field or what}: {message}") from None
-
-
-def _job_create(args: argparse.Namespace) -> JobCreate:
-    data = _load(args.file) if args.file else {}
-    if not isinstance(data, dict):
-        raise UsageError(f"{args.file}: expected a JSON object (the POST /jobs body)")
-    data = {**data, **_fields_from_flags(args)}
-    if args.paused:
-        data["paused"] = True
-    for required in ("name", "schedule", "target"):
-        if required not in data:
-            hint = {"name": "--name", "schedule": "--cron/--every/--at", "target": "--webhook/--subject"}[required]
-            raise UsageError(f"{required}: required ({hint}, or --file)")
-    job: JobCreate = _convert(data, JobCreate, "job")
-    return job
-
-
-def _job_patch(args: argparse.Namespace) -> JobPatch:
-    data = _load(args.file) if args.file else {}
-    if not isinstance(data, dict):
-        raise UsageError(f"{args.file}: expected a JSON object (the PATCH /jobs/ID body)")
-    data = {**data, **_fields_from_flags(args)}
-    if not data:
-        raise UsageError("edit: nothing to change (give flags such as --cron or --tag, or --file)")
-    patch: JobPatch = _convert(data, JobPatch, "changes")
-    return patch
+# --- running ----------------------------------------------------------------------------------------------
 
 
 def _edit(client: Client, args: argparse.Namespace) -> Job:
     """``--max-attempts`` and ``--catchup`` change one setting of a policy the API replaces whole: the rest
     comes from the job as read, and the change is made only if the job is still that version."""
-    patch = _job_patch(args)
+    patch = job_patch(args)
     if args.max_attempts is None and args.catchup is None:
         return client.update_job(args.job_id, patch, version=args.if_version)
     current = client.get_job(args.job_id)
@@ -353,111 +238,17 @@ def _edit(client: Client, args: argparse.Namespace) -> Job:
     return client.update_job(current, patch)
 
 
-def _preview_schedule(args: argparse.Namespace) -> Schedule:
-    data = _load(args.file) if args.file else _schedule_from_flags(args)
-    if data is None:
-        raise UsageError("schedule: required (--cron/--every/--at/--schedule, or --file)")
-    wrapped = _convert({"schedule": data}, _ScheduleOnly, "schedule")
-    schedule: Schedule = wrapped.schedule
-    return schedule
-
-
-class _ScheduleOnly(msgspec.Struct):
-    schedule: Schedule
-
-
-def _instant(value: str | None, flag: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        instant = datetime.fromisoformat(value)
-    except ValueError:
-        raise UsageError(f"{flag}: not an RFC 3339 instant: {value!r}") from None
-    if instant.tzinfo is None:
-        raise UsageError(f"{flag}: give a UTC offset (e.g. 2026-12-01T09:00:00+01:00 or ...Z)")
-    return instant
-
-
-# --- output ----------------------------------------------------------------------------------------------
-
-
-def _when(instant: datetime | None) -> str:
-    return "-" if instant is None else instant.isoformat(timespec="seconds")
-
-
-def describe_schedule(schedule: Schedule) -> str:
-    match schedule:
-        case CronSchedule():
-            return f"cron {schedule.expression} {schedule.timezone}"
-        case IntervalSchedule():
-            return f"every {schedule.seconds}s"
-        case CalendarSchedule():
-            return f"every {schedule.every} {schedule.unit} at {schedule.time} {schedule.timezone}"
-        case OnceSchedule():
-            return f"once at {_when(schedule.at)}"
-    return schedule.__class__.__name__  # pragma: no cover - the union is exhaustive
-
-
-def _target(job: Job) -> str:
-    match job.target:
-        case HttpTarget(method=method, url=url):
-            return f"{method} {url}"
-        case NatsTarget(subject=subject):
-            return f"nats {subject}"
-    return "-"  # pragma: no cover - the union is exhaustive
-
-
-def _table(header: Sequence[str], rows: Iterable[Sequence[str]], out: Callable[[str], None]) -> None:
-    rows = [list(header), *([str(c) for c in row] for row in rows)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    for row in rows:
-        out("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-
-
-def _job_rows(jobs: Iterable[Job]) -> Iterable[list[str]]:
-    for j in jobs:
-        last = "-" if j.last_run is None else f"{_when(j.last_run)} {j.last_run_status or ''}".strip()
-        yield [j.id, j.name, j.status, describe_schedule(j.schedule), _when(j.next_run), last]
-
-
-def _run_rows(runs: Iterable[Run]) -> Iterable[list[str]]:
-    for r in runs:
-        duration = "-" if r.duration_ms is None else f"{r.duration_ms}ms"
-        status = "-" if r.http_status is None else str(r.http_status)
-        yield [r.id, _when(r.scheduled_at), r.trigger, r.status, str(r.attempts), duration, status, r.error or ""]
-
-
-JOB_COLUMNS = ("ID", "NAME", "STATUS", "SCHEDULE", "NEXT RUN", "LAST RUN")
-RUN_COLUMNS = ("RUN", "SCHEDULED", "TRIGGER", "STATUS", "ATTEMPTS", "DURATION", "HTTP", "ERROR")
-
-
-def _show_job(job: Job, out: Callable[[str], None]) -> None:
-    lines = [
-        ("id", job.id),
-        ("name", job.name),
-        ("status", job.status),
-        ("schedule", describe_schedule(job.schedule)),
-        ("target", _target(job)),
-        ("next run", _when(job.next_run)),
-        ("last run", f"{_when(job.last_run)} {job.last_run_status or ''}".strip()),
-        ("retry", f"{job.retry.max_attempts} attempts"),
-        ("catch-up", f"{job.catchup.policy} within {job.catchup.window_seconds}s"),
-        ("overlap", job.overlap),
-        ("tags", ", ".join(job.tags) or "-"),
-        ("version", str(job.version)),
-    ]
-    width = max(len(k) for k, _ in lines)
-    for key, value in lines:
-        out(f"{key.ljust(width)}  {value}")
-
-
-# --- running ----------------------------------------------------------------------------------------------
-
-
 def _page_jobs(client: Client, args: argparse.Namespace) -> JobList:
+    meta = pairs(args.meta, "--meta")
+    try:
+        metadata_filter(meta)
+    except ValueError as exc:
+        raise UsageError(f"--meta: {exc}") from None
     if not args.all:
-        return client.list_jobs(status=args.status, tag=args.tag, name=args.name, limit=args.limit, cursor=args.cursor)
-    jobs = list(client.iter_jobs(status=args.status, tag=args.tag, name=args.name, page_size=args.limit))
+        return client.list_jobs(
+            status=args.status, tag=args.tag, name=args.name, metadata=meta, limit=args.limit, cursor=args.cursor
+        )
+    jobs = list(client.iter_jobs(status=args.status, tag=args.tag, name=args.name, metadata=meta, page_size=args.limit))
     return JobList(jobs, None)
 
 
@@ -467,33 +258,65 @@ def _page_runs(client: Client, args: argparse.Namespace) -> RunList:
     return RunList(list(client.iter_runs(args.job_id, page_size=args.limit)), None)
 
 
+def _retry_failed(client: Client, args: argparse.Namespace) -> RunRetryReport:
+    """``runs retry --failed``: the failed runs matching the flags, one batch (or every batch with ``--all``)."""
+    if args.all and args.idempotency_key:
+        raise UsageError("--idempotency-key: one key answers one batch; leave it out with --all")
+    total = RunRetryReport(0, 0, 0, [], [], args.cursor)
+    while True:
+        batch = client.retry_runs(
+            job=args.job,
+            trigger=args.trigger,
+            scheduled_from=instant(args.scheduled_from, "--from"),
+            scheduled_to=instant(args.scheduled_to, "--to"),
+            limit=args.limit,
+            cursor=total.next_cursor,
+            idempotency_key=args.idempotency_key,
+        )
+        total = RunRetryReport(
+            total.matched + batch.matched,
+            total.retried + batch.retried,
+            total.refused + batch.refused,
+            total.retried_runs + batch.retried_runs,
+            total.refusals + batch.refusals,
+            batch.next_cursor,
+        )
+        if not args.all or total.next_cursor is None:
+            return total
+
+
 def _execute(client: Client, command: str, args: argparse.Namespace, out: Callable[[str], None]) -> None:
     as_json = args.output == "json"
 
-    def emit(value: Any, table: Callable[[], None]) -> None:
+    def emit(value: Any, show: Callable[[], None]) -> None:
         if as_json:
             out(msgspec.json.encode(value).decode())
         else:
-            table()
+            show()
 
     match command:
+        case "pause" | "resume" | "rm" if args.job_id is None or _selects(args):
+            done = _bulk(client, command, args)
+            more = " (more match: run it again)" if done.more else ""
+            matched = f"at least {done.matched}" if done.matched >= MAX_COUNTED_MATCHES else done.matched
+            emit(done, lambda: out(f"matched {matched}, changed {done.changed}{more}"))
         case "ls":
             page = _page_jobs(client, args)
-            emit(page, lambda: _table(JOB_COLUMNS, _job_rows(page.items), out))
+            emit(page, lambda: table(JOB_COLUMNS, job_rows(page.items), out))
             if page.next_cursor and not as_json:
                 print(f"more: --cursor {page.next_cursor}  (or --all)", file=sys.stderr)
         case "get" | "create" | "edit" | "pause" | "resume":
             if command == "get":
                 job = client.get_job(args.job_id)
             elif command == "create":
-                job = client.create_job(_job_create(args), idempotency_key=args.idempotency_key)
+                job = client.create_job(job_create(args), idempotency_key=args.idempotency_key)
             elif command == "edit":
                 job = _edit(client, args)
             elif command == "pause":
                 job = client.pause_job(args.job_id, version=args.if_version)
             else:
                 job = client.resume_job(args.job_id, version=args.if_version)
-            emit(job, lambda: _show_job(job, out))
+            emit(job, lambda: show_job(job, out))
         case "rm":
             client.delete_job(args.job_id, version=args.if_version)
             emit({"deleted": args.job_id}, lambda: out(f"deleted {args.job_id}"))
@@ -502,14 +325,30 @@ def _execute(client: Client, command: str, args: argparse.Namespace, out: Callab
             emit(accepted, lambda: out(f"queued run {accepted.run_id} (see: schedsvc runs ls {accepted.job_id})"))
         case "runs":
             runs = _page_runs(client, args)
-            emit(runs, lambda: _table(RUN_COLUMNS, _run_rows(runs.items), out))
+            emit(runs, lambda: table(RUN_COLUMNS, run_rows(runs.items), out))
             if runs.next_cursor and not as_json:
                 print(f"more: --cursor {runs.next_cursor}  (or --all)", file=sys.stderr)
+        case "retry":
+            filtering = [
+                f for f in ("job", "trigger", "scheduled_from", "scheduled_to", "cursor", "all") if getattr(args, f)
+            ]
+            if args.run_id is not None and (args.failed or filtering):
+                raise UsageError("runs retry: give RUN_ID, or --failed with filter flags, not both")
+            if args.run_id is not None:
+                accepted = client.retry_run(args.run_id)
+                emit(accepted, lambda: out(f"queued a retry of run {accepted.run_id}"))
+                return
+            if not args.failed:
+                raise UsageError("runs retry: give RUN_ID, or --failed to retry the failed runs matching the flags")
+            report = _retry_failed(client, args)
+            emit(report, lambda: show_retry_report(report, out))
+            if report.next_cursor and not as_json:
+                print(f"more: --cursor {report.next_cursor}  (or --all)", file=sys.stderr)
         case "preview":
             fires = client.preview_schedule(
-                _preview_schedule(args), after=_instant(args.after, "--after"), count=args.count
+                preview_schedule(args), after=instant(args.after, "--after"), count=args.count
             )
-            emit({"fires": fires}, lambda: out("\n".join(_when(f) for f in fires)))
+            emit({"fires": fires}, lambda: out("\n".join(when(f) for f in fires)))
 
 
 def _fail(code: int, message: str) -> NoReturn:
@@ -519,7 +358,7 @@ def _fail(code: int, message: str) -> NoReturn:
 
 def run(args: argparse.Namespace) -> None:
     """Run a parsed ``jobs``/``runs`` command; exits with one of the ``EXIT_*`` codes."""
-    command = args.jobs_command if args.command == "jobs" else "runs"
+    command = args.jobs_command if args.command == "jobs" else "retry" if args.runs_command == "retry" else "runs"
     args.url = args.url or os.environ.get("SCHEDSVC_URL") or DEFAULT_URL
     api_key = args.api_key or os.environ.get("SCHEDSVC_API_KEY")
     try:

@@ -13,7 +13,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import msgspec
+
 from schedsvc.domain.errors import SchedsvcError
+from schedsvc.domain.notifications import Notification
 from schedsvc.domain.signing import ID_HEADER, TIMESTAMP_HEADER, decode_secret, verify
 
 ATTEMPT_HEADER = "x-schedsvc-attempt"
@@ -54,14 +57,7 @@ def verify_delivery(
     secrets (``whsec_...``); several during a rotation. Raises ``InvalidDeliveryError`` otherwise.
     """
     lowered = _lowercase(headers)
-    keys = [decode_secret(secret) for secret in secrets]
-    if not verify(keys, lowered, body):
-        raise InvalidDeliveryError("the webhook signature does not match any of the secrets")
-    sent = int(lowered[TIMESTAMP_HEADER])  # verify() accepted it: digits only
-    current = time.time() if now is None else now
-    if abs(current - sent) > tolerance_seconds:
-        # Each attempt is signed when it is sent, so only a replayed capture is this old (or from the future).
-        raise InvalidDeliveryError(f"the webhook timestamp is more than {tolerance_seconds:g}s away from now")
+    sent = _verified_timestamp(lowered, body, secrets, tolerance_seconds, now)
     run_id = lowered[ID_HEADER]
     job_id, _, scheduled_ms = run_id.rpartition(":")
     if not job_id or not scheduled_ms.isdigit():
@@ -74,6 +70,42 @@ def verify_delivery(
         attempt=int(attempt) if attempt.isdigit() else 0,
         sent_at=datetime.fromtimestamp(sent, UTC),
     )
+
+
+def verify_notification(
+    headers: Mapping[str, str] | Iterable[tuple[bytes, bytes]],
+    body: bytes,
+    secrets: Iterable[str],
+    *,
+    tolerance_seconds: float = DEFAULT_TOLERANCE_SECONDS,
+    now: float | None = None,
+) -> Notification:
+    """A notification (a run failed for good, a job recovered, fires missed), once its signature and
+    timestamp check out; the same arguments and errors as :func:`verify_delivery`. Its ``id`` (also the
+    signed ``webhook-id``) is unique per event: drop a notification whose id you have seen."""
+    lowered = _lowercase(headers)
+    _verified_timestamp(lowered, body, secrets, tolerance_seconds, now)
+    try:
+        notification = msgspec.json.decode(body, type=Notification)
+    except msgspec.DecodeError as exc:
+        raise InvalidDeliveryError(f"the body is not a schedsvc notification: {exc}") from None
+    if notification.id != lowered[ID_HEADER]:
+        raise InvalidDeliveryError("webhook-id does not match the notification's id")
+    return notification
+
+
+def _verified_timestamp(
+    lowered: Mapping[str, str], body: bytes, secrets: Iterable[str], tolerance_seconds: float, now: float | None
+) -> int:
+    keys = [decode_secret(secret) for secret in secrets]
+    if not verify(keys, lowered, body):
+        raise InvalidDeliveryError("the webhook signature does not match any of the secrets")
+    sent = int(lowered[TIMESTAMP_HEADER])  # verify() accepted it: digits only
+    current = time.time() if now is None else now
+    if abs(current - sent) > tolerance_seconds:
+        # Each attempt is signed when it is sent, so only a replayed capture is this old (or from the future).
+        raise InvalidDeliveryError(f"the webhook timestamp is more than {tolerance_seconds:g}s away from now")
+    return sent
 
 
 def _lowercase(headers: Mapping[str, str] | Iterable[tuple[bytes, bytes]]) -> dict[str, str]:

@@ -1,5 +1,7 @@
 """The console's pages and actions. Every handler takes its tenant from the session (``request.user`` is
-not used: the API-key middleware skips the console) and calls the ports the API calls."""
+not used: the API-key middleware skips the console). What an action does is the job or run service's
+(:class:`~schedsvc.job_service.JobService`, :class:`~schedsvc.job_service.RunService`), which ``/jobs`` and
+``/runs`` use too, so the two cannot drift apart."""
 
 from __future__ import annotations
 
@@ -16,10 +18,6 @@ from litestar.exceptions import HTTPException
 from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
 
-from schedsvc.api.auth import client_address
-from schedsvc.api.runs import retry_failed_run
-from schedsvc.cache import FailureCounter
-from schedsvc.console import actions
 from schedsvc.console.forms import (
     HTTP_METHODS,
     SCHEDULE_KINDS,
@@ -38,13 +36,18 @@ from schedsvc.domain import (
     InvalidRequestError,
     InvalidScheduleError,
     InvalidTargetError,
+    JobActionRefusedError,
     JobStatus,
     Run,
+    RunNotFoundError,
+    RunRetryRefusedError,
     RunStatus,
     VersionConflictError,
 )
 from schedsvc.domain.time import utcnow
-from schedsvc.store.base import JobRepository, RunHistory, RunPublisher
+from schedsvc.domain.wire import JobSelector
+from schedsvc.job_service import JobService, RunService
+from schedsvc.store.base import FailureCounter, RunHistory
 from schedsvc.store.tenants import key_id_of
 from schedsvc.timing import to_ms
 
@@ -119,7 +122,8 @@ class ConsoleController(Controller):
         """The same checks as the API's key authentication, including the per-address failure limit."""
         key = str((await _form(request)).get("api_key", "")).strip()
         failures: FailureCounter = state.auth_failures
-        address = client_address(request)
+        # Counted under the key the API's authentication uses for the address (scope["client"]'s host).
+        address = request.client.host if request.client else "unknown"
         if await failures.blocked(address):
             return page(
                 request, "sign_in.html", 429, error="Too many failed sign-ins from this address; wait a minute."
@@ -144,7 +148,7 @@ class ConsoleController(Controller):
     async def jobs_page(
         self,
         request: ConsoleRequest,
-        jobs: NamedDependency[JobRepository],
+        job_service: NamedDependency[JobService],
         runs: NamedDependency[RunHistory],
         status: FromQuery[str | None] = None,
         tag: FromQuery[str | None] = None,
@@ -154,14 +158,8 @@ class ConsoleController(Controller):
         filters = {"status": status or "", "tag": (tag or "").strip()[:64], "name": (name or "").strip()[:200]}
         job_status = JobStatus(status) if status in _STATUSES else None
         try:
-            listing = await jobs.list(
-                tenant_of(request),
-                limit=PAGE_SIZE,
-                cursor=cursor or None,
-                status=job_status,
-                tag=filters["tag"] or None,
-                name_prefix=filters["name"] or None,
-            )
+            selector = JobSelector(status=job_status, tag=filters["tag"] or None, name_prefix=filters["name"] or None)
+            listing = await job_service.list(tenant_of(request), selector, limit=PAGE_SIZE, cursor=cursor or None)
         except ValueError:  # a cursor this service did not make (or a tampered link)
             flash(request, "That page link is not valid any more; showing the first page.", "error")
             query = urlencode({k: v for k, v in filters.items() if v})
@@ -192,11 +190,11 @@ class ConsoleController(Controller):
 
     @post("/jobs", status_code=303)
     async def create_job(
-        self, request: ConsoleRequest, state: State, jobs: NamedDependency[JobRepository]
+        self, request: ConsoleRequest, job_service: NamedDependency[JobService]
     ) -> Template | Redirect:
         form = await _form(request)
         try:
-            job = await actions.create(state, jobs, tenant_of(request), decode_create(form))
+            job, _ = await job_service.create(tenant_of(request), decode_create(form))
         except FormErrors as exc:
             return self._edit_page(request, None, form, exc.errors, 422)
         except (InvalidRequestError, InvalidScheduleError, InvalidTargetError, DuplicateJobNameError) as exc:
@@ -208,12 +206,12 @@ class ConsoleController(Controller):
     async def job_page(
         self,
         request: ConsoleRequest,
-        jobs: NamedDependency[JobRepository],
+        job_service: NamedDependency[JobService],
         runs: NamedDependency[RunHistory],
         job_id: FromPath[str],
     ) -> Template:
         tenant = tenant_of(request)
-        job = await jobs.get(tenant, job_id)
+        job = await job_service.get(tenant, job_id)
         history, _ = await runs.list_for_job(tenant, job.id, RUNS_SHOWN, None)
         return self._job_page(request, job, history, form_values(job), {})
 
@@ -221,19 +219,18 @@ class ConsoleController(Controller):
     async def update_job(
         self,
         request: ConsoleRequest,
-        state: State,
-        jobs: NamedDependency[JobRepository],
+        job_service: NamedDependency[JobService],
         runs: NamedDependency[RunHistory],
         job_id: FromPath[str],
     ) -> Template | Redirect:
         tenant = tenant_of(request)
         form = await _form(request)
         version = _version(form)
-        job = await jobs.get(tenant, job_id)
+        job = await job_service.get(tenant, job_id)
         try:
             if job.version != version:
                 raise VersionConflictError(job_id)
-            await actions.update(state, jobs, tenant, job_id, decode_patch(form, job), version)
+            await job_service.update(tenant, job_id, decode_patch(form, job), version)
         except FormErrors as exc:
             history, _ = await runs.list_for_job(tenant, job.id, RUNS_SHOWN, None)
             return self._job_page(request, job, history, form, exc.errors, 422)
@@ -250,25 +247,22 @@ class ConsoleController(Controller):
 
     @post("/jobs/{job_id:str}/pause", status_code=303)
     async def pause_job(
-        self, request: ConsoleRequest, jobs: NamedDependency[JobRepository], job_id: FromPath[str]
+        self, request: ConsoleRequest, job_service: NamedDependency[JobService], job_id: FromPath[str]
     ) -> Redirect:
-        return await self._state_action(request, jobs, job_id, "pause")
+        return await self._state_action(request, job_service, job_id, "pause")
 
     @post("/jobs/{job_id:str}/resume", status_code=303)
     async def resume_job(
-        self, request: ConsoleRequest, jobs: NamedDependency[JobRepository], job_id: FromPath[str]
+        self, request: ConsoleRequest, job_service: NamedDependency[JobService], job_id: FromPath[str]
     ) -> Redirect:
-        return await self._state_action(request, jobs, job_id, "resume")
+        return await self._state_action(request, job_service, job_id, "resume")
 
     @post("/jobs/{job_id:str}/run", status_code=303)
     async def run_job(
-        self,
-        request: ConsoleRequest,
-        jobs: NamedDependency[JobRepository],
-        run_queue: NamedDependency[RunPublisher],
-        job_id: FromPath[str],
+        self, request: ConsoleRequest, job_service: NamedDependency[JobService], job_id: FromPath[str]
     ) -> Redirect:
-        queued_ms = await actions.run_now(jobs, run_queue, tenant_of(request), job_id)
+        queued = await job_service.run_now(tenant_of(request), job_id)
+        queued_ms = to_ms(queued.scheduled_at)
         flash(request, "Run queued: it appears in the run history below within a few seconds (the page refreshes).")
         return Redirect(f"/console/jobs/{job_id}?awaiting={queued_ms}", status_code=303)
 
@@ -276,15 +270,16 @@ class ConsoleController(Controller):
     async def retry_run(
         self,
         request: ConsoleRequest,
-        jobs: NamedDependency[JobRepository],
-        runs: NamedDependency[RunHistory],
-        run_queue: NamedDependency[RunPublisher],
+        run_service: NamedDependency[RunService],
         run_id: FromPath[str],
     ) -> Redirect:
         try:
-            run = await retry_failed_run(tenant_of(request), run_id, runs, jobs, run_queue)
-        except HTTPException as exc:  # the API's own refusals (no such run, not failed, retried too often)
-            flash(request, f"Not retried: {exc.detail}.", "error")
+            run = await run_service.retry(tenant_of(request), run_id)
+        except RunNotFoundError:
+            flash(request, "Not retried: no such run.", "error")
+            return Redirect("/console/failures", status_code=303)
+        except RunRetryRefusedError as exc:  # not failed, retried too often, its job deleted
+            flash(request, f"Not retried: {exc}.", "error")
             return Redirect("/console/failures", status_code=303)
         # The job page reloads itself while the reopened run is queued or running.
         flash(request, "Retry queued: the run's new attempt shows in the run history below within seconds.")
@@ -292,18 +287,18 @@ class ConsoleController(Controller):
 
     @get("/jobs/{job_id:str}/delete", name="console:confirm-delete")
     async def confirm_delete(
-        self, request: ConsoleRequest, jobs: NamedDependency[JobRepository], job_id: FromPath[str]
+        self, request: ConsoleRequest, job_service: NamedDependency[JobService], job_id: FromPath[str]
     ) -> Template:
-        job = await jobs.get(tenant_of(request), job_id)
+        job = await job_service.get(tenant_of(request), job_id)
         return page(request, "delete.html", job=job)
 
     @post("/jobs/{job_id:str}/delete", status_code=303)
     async def delete_job(
-        self, request: ConsoleRequest, jobs: NamedDependency[JobRepository], job_id: FromPath[str]
+        self, request: ConsoleRequest, job_service: NamedDependency[JobService], job_id: FromPath[str]
     ) -> Redirect:
         form = await _form(request)
         try:
-            await actions.delete(jobs, tenant_of(request), job_id, _version(form))
+            await job_service.delete(tenant_of(request), job_id, _version(form))
         except VersionConflictError:
             flash(request, "The job changed since you opened it; it was not deleted. Review it first.", "error")
             return Redirect(f"/console/jobs/{job_id}", status_code=303)
@@ -316,7 +311,7 @@ class ConsoleController(Controller):
     async def failures_page(
         self,
         request: ConsoleRequest,
-        jobs: NamedDependency[JobRepository],
+        job_service: NamedDependency[JobService],
         runs: NamedDependency[RunHistory],
         before: FromQuery[str | None] = None,
     ) -> Template:
@@ -329,21 +324,34 @@ class ConsoleController(Controller):
             failed, older = await runs.list_for_tenant(
                 tenant, limit=PAGE_SIZE, statuses=(RunStatus.FAILED, RunStatus.MISSED)
             )
-        names = await _job_names(jobs, tenant, {run.job_id for run in failed})
+        names = await _job_names(job_service, tenant, {run.job_id for run in failed})
         rows = [(run, lateness_seconds(run)) for run in failed]
         return page(request, "failures.html", failed=rows, names=names, older=older, first_page=not before)
 
     # -- helpers ----------------------------------------------------------------------------------
 
-    async def _state_action(self, request: ConsoleRequest, jobs: JobRepository, job_id: str, action: str) -> Redirect:
+    async def _state_action(
+        self, request: ConsoleRequest, job_service: JobService, job_id: str, action: str
+    ) -> Redirect:
         tenant = tenant_of(request)
         version = _version(await _form(request))
         try:
-            job = await (actions.pause if action == "pause" else actions.resume)(jobs, tenant, job_id, version)
-        except actions.ActionRefused as exc:
+            act = job_service.pause if action == "pause" else job_service.resume
+            job = await act(tenant, job_id, version)
+        except JobActionRefusedError as exc:
             flash(request, f"{exc}.", "error")
         except VersionConflictError:
-            flash(request, "The job changed since the page was shown; nothing was done. Review it and retry.", "error")
+            # The API answers 412 for a stale version even when nothing was left to do; the console, as
+            # before it shared the API's use cases, says what the job is when that is what was asked.
+            job = await job_service.get(tenant, job_id)
+            if job.status == (JobStatus.PAUSED if action == "pause" else JobStatus.ACTIVE):
+                flash(request, f"{job.name} is {job.status.value}.")
+            elif job.status == JobStatus.COMPLETED:
+                flash(request, f"a completed job cannot be {action}d.", "error")
+            else:
+                flash(
+                    request, "The job changed since the page was shown; nothing was done. Review it and retry.", "error"
+                )
         else:
             flash(request, f"{job.name} is {job.status.value}.")
         # Back to the list page (same filters and page) when the button was on it; only that path, so the
@@ -390,12 +398,12 @@ class ConsoleController(Controller):
         )
 
 
-async def _job_names(jobs: JobRepository, tenant: str, job_ids: set[str]) -> dict[str, str]:
+async def _job_names(job_service: JobService, tenant: str, job_ids: set[str]) -> dict[str, str]:
     """The names of a page's jobs (at most a page of lookups, concurrently; the port reads one job at a time)."""
 
     async def name_of(job_id: str) -> str:
         try:
-            return (await jobs.get(tenant, job_id)).name
+            return (await job_service.get(tenant, job_id)).name
         except LookupError:
             return "(deleted job)"
 

@@ -37,8 +37,28 @@ class VersionConflictError(SchedsvcError, RuntimeError):
     """The job changed since the version the client based its change on."""
 
 
+class JobActionRefusedError(SchedsvcError, RuntimeError):
+    """The action does not apply to the job as it is, e.g. pausing a completed job (409)."""
+
+
 class IdempotencyConflictError(SchedsvcError, ValueError):
-    """An ``Idempotency-Key`` was reused with a different request body."""
+    """An ``Idempotency-Key`` was reused with a different request body (422)."""
+
+
+class IdempotencyInProgressError(SchedsvcError, RuntimeError):
+    """The first request with this ``Idempotency-Key`` is still being performed (409: repeat it later)."""
+
+
+class RunNotFoundError(SchedsvcError, LookupError):
+    """No run with that id exists for the calling tenant (another tenant's run included)."""
+
+
+class RunRetryRefusedError(SchedsvcError, RuntimeError):
+    """A run cannot be retried on demand as it is (409); ``reason`` says why, as a batch retry reports it."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class AuthenticationError(SchedsvcError, PermissionError):

@@ -13,7 +13,16 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from schedsvc.domain.errors import SchedsvcError
-from schedsvc.domain.models import CatchupPolicy, Job, JobPatch, JobStatus, RetryPolicy, Schedule, Target
+from schedsvc.domain.models import (
+    CatchupPolicy,
+    Job,
+    JobPatch,
+    JobStatus,
+    NotificationTarget,
+    RetryPolicy,
+    Schedule,
+    Target,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +70,10 @@ class JobForRun(msgspec.Struct, kw_only=True, frozen=True, rename="camel"):
     retry: RetryPolicy = msgspec.field(default_factory=RetryPolicy)
     overlap: str = "allow"
     status: str = "active"
+    notify: NotificationTarget | None = None
+    """The job's own notification target (None: the tenant's default applies)."""
+    partition: int = 0
+    """The job's timing partition: the run subject a fire of the job is published on."""
 
 
 class JobChange(msgspec.Struct, kw_only=True):
@@ -75,6 +88,7 @@ class JobChange(msgspec.Struct, kw_only=True):
     overlap: str | UnsetType = UNSET
     tags: list[str] | UnsetType = UNSET
     metadata: dict[str, str] | UnsetType = UNSET
+    notify: NotificationTarget | UnsetType | None = UNSET
     status: JobStatus | UnsetType = UNSET
     next_run: datetime | UnsetType | None = UNSET
     resumed_at: datetime | UnsetType | None = UNSET

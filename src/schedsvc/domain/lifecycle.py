@@ -117,7 +117,7 @@ def on_delivery(run: RunFacts, job: JobFacts | None, *, manual: bool, now: datet
 
 
 def on_slot(acquired: bool, attempts: int) -> Decision:
-    """Overlap ``skip``: a fire holds its job's slot from its first attempt to its final outcome.
+    """Overlap ``skip`` and ``bufferOne``: a fire holds its job's slot from its first attempt to its final outcome.
 
     A first attempt that finds the slot taken is skipped. A retry normally finds the slot still its own
     (kept while it waited); if it lapsed (the retry came later than its lease) and a newer fire took it,
@@ -128,6 +128,24 @@ def on_slot(acquired: bool, attempts: int) -> Decision:
     if attempts == 0:
         return Decision(Step.SKIP, reason=OVERLAP_SKIPPED)
     return Decision(Step.WAIT, SLOT_RETRY_SECONDS, reason="a newer fire holds the job's slot")
+
+
+OVERLAP_BUFFER_FULL = "a previous run is still running and another fire already waits behind it"
+
+
+def on_buffer(outcome: str, recheck_seconds: float) -> Decision:
+    """Overlap ``bufferOne``, a first attempt that found the slot taken and tried to wait behind it.
+
+    ``buffered``: this fire waits. Its message goes back for ``recheck_seconds`` (about a lease: when a
+    holder that died would have lost the slot); normally it is woken sooner, by the holder's final outcome
+    (see ``RunWorker``). ``full``: another fire already waits, this one is skipped. ``free``: the slot was
+    released in between; the message comes back at once to take it.
+    """
+    if outcome == "buffered":
+        return Decision(Step.WAIT, recheck_seconds, reason="waiting for the running fire to end (bufferOne)")
+    if outcome == "full":
+        return Decision(Step.SKIP, reason=OVERLAP_BUFFER_FULL)
+    return Decision(Step.WAIT, 0.1, reason="the job's slot was released meanwhile")
 
 
 def on_outcome(succeeded: bool, error: str | None, retry_delay: float | None) -> Decision:

@@ -24,6 +24,12 @@ MAX_REPORTED_PROBLEMS = 50
 Problem = tuple[str, str]
 
 
+def key_problem(key: str) -> str | None:
+    """Why the database cannot hold ``key`` as an object key (or find it by path), or None: BSON keys are C
+    strings, so a key holds no NUL."""
+    return "object keys must not contain NUL" if "\x00" in key else None
+
+
 def json_problems(value: Any, field: str, max_depth: int) -> list[Problem]:
     """What in a decoded JSON value the database cannot store or the API does not accept.
 
@@ -50,8 +56,8 @@ def json_problems(value: Any, field: str, max_depth: int) -> list[Problem]:
             continue
         for key, v in item.items():
             child = f"{path}.{key}" if path else str(key)
-            if "\x00" in str(key):
-                problems.append((child.replace("\x00", "\\u0000"), "object keys must not contain NUL"))
+            if problem := key_problem(str(key)):
+                problems.append((child.replace("\x00", "\\u0000"), problem))
                 continue
             stack.append((v, child, depth + 1))
     return problems

@@ -164,6 +164,14 @@ class NatsTarget(_TargetBase, tag="nats"):
 Target = HttpTarget | NatsTarget
 
 
+class NotificationTarget(Struct, kw_only=True, forbid_unknown_fields=True, rename="camel"):
+    """Where a job's failures, recoveries and missed fires are reported: a signed JSON ``POST`` to ``url``
+    (the target policy of deliveries applies; ``docs/webhooks.md``, Notifications)."""
+
+    url: Annotated[str, Meta(min_length=1, max_length=2048, pattern=r"^https?://[^\s/?#]+\S*$")]
+    headers: HeaderMap = msgspec.field(default_factory=dict)
+
+
 class RetryPolicy(Struct, kw_only=True, forbid_unknown_fields=True, rename="camel"):
     """Exponential backoff with full jitter, bounded by attempts and by the age of the fire."""
 
@@ -177,11 +185,19 @@ class RetryPolicy(Struct, kw_only=True, forbid_unknown_fields=True, rename="came
             raise ValueError("maxBackoffSeconds: maxBackoffSeconds must not be below minBackoffSeconds")
 
 
+DEFAULT_MISFIRE_GRACE_SECONDS = 60
+"""A fire this much past its due instant counts as late (see ``CatchupPolicy.misfire_grace_seconds``)."""
+
+
 class CatchupPolicy(Struct, kw_only=True, forbid_unknown_fields=True, rename="camel"):
     """What to do with fires missed while no replica ran the job's partition or the job was paused."""
 
     policy: Literal["skip", "latest", "all"] = "latest"
     window_seconds: Annotated[int, Meta(ge=0, le=30 * 86_400)] = 3600
+    misfire_grace_seconds: Annotated[int, Meta(ge=1, le=86_400)] = DEFAULT_MISFIRE_GRACE_SECONDS
+    """A fire delivered up to this long after its due instant still runs as ``scheduled``; an older one is
+    late and follows ``policy``. Below the partition lease takeover time (about 15 s), the fires a crashed
+    replica left behind count as late too."""
 
 
 class JobStatus(enum.StrEnum):
@@ -203,9 +219,14 @@ class RunTrigger(enum.StrEnum):
     SCHEDULED = "scheduled"
     CATCHUP = "catchup"
     MANUAL = "manual"
+    BACKFILL = "backfill"
+    """A past fire run on request (``POST /jobs/{id}/backfill``)."""
 
 
-Overlap = Literal["allow", "skip"]
+Overlap = Literal["allow", "skip", "bufferOne"]
+"""What a fire does while another fire of its job runs (from its first attempt to its final outcome):
+``allow`` runs beside it, ``skip`` is recorded ``skipped``, ``bufferOne`` waits and starts when the
+running fire ends, unless another fire already waits (then it is skipped)."""
 Tags = Annotated[list[Tag], Meta(max_length=32)]
 Metadata = Annotated[
     dict[Annotated[str, Meta(max_length=64)], Annotated[str, Meta(max_length=1024)]], Meta(max_length=64)
@@ -225,6 +246,9 @@ class JobCreate(Struct, kw_only=True, forbid_unknown_fields=True, rename="camel"
     overlap: Overlap = "allow"
     tags: Tags = msgspec.field(default_factory=list)
     metadata: Metadata = msgspec.field(default_factory=dict)
+    notify: NotificationTarget | None = None
+    """Called once when a run fails for good, when the job recovers, and when fires are recorded missed;
+    without it, the tenant's default (``/tenant/settings``) is used."""
     paused: bool = False
     """Create the job paused."""
 
@@ -241,6 +265,8 @@ class JobPatch(Struct, kw_only=True, forbid_unknown_fields=True, rename="camel")
     overlap: Overlap | UnsetType = UNSET
     tags: Tags | UnsetType = UNSET
     metadata: Metadata | UnsetType = UNSET
+    notify: NotificationTarget | UnsetType | None = UNSET
+    """null removes the job's own target (the tenant's default applies again)."""
 
 
 class Job(Struct, kw_only=True, rename="camel"):
@@ -256,6 +282,7 @@ class Job(Struct, kw_only=True, rename="camel"):
     overlap: Overlap
     tags: list[str]
     metadata: dict[str, str]
+    notify: NotificationTarget | None = None
     status: JobStatus
     next_run: datetime | None
     last_run: datetime | None

@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from urllib.parse import urlsplit
 
-from schedsvc.domain.models import HttpTarget, NatsTarget, Target
+from schedsvc.domain.models import HttpTarget, NatsTarget, NotificationTarget, Target
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -249,3 +249,10 @@ def target_problems(
             reason = subject_allowed(target.subject, grants, reserved_roots)
             return ([(f"{field}.subject", reason)] if reason else []) + problems
     return [(field, f"unknown target kind {type(target).__name__}")]
+
+
+def notification_problems(
+    target: NotificationTarget, *, allow: Iterable[IPNetwork], field: str = "notify"
+) -> list[Problem]:
+    """Every problem of a notification target: the rules of an HTTP target's URL and headers."""
+    return url_problems(target.url, allow, f"{field}.url") + header_problems(target.headers, f"{field}.headers")

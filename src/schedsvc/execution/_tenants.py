@@ -1,4 +1,5 @@
-"""The tenant settings a run needs (signing keys, NATS subject grants), cached per process.
+"""The tenant settings a run needs (signing keys, NATS subject grants, the default notification target),
+cached per process.
 
 Runs of a tenant would otherwise read the tenant document once each. ``schedsvc tenants rotate-secret``
 announces the change on NATS and every execution process drops the tenant's entry at once
@@ -10,12 +11,14 @@ receivers never see a gap.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from schedsvc.bus import NatsRunBus
 from schedsvc.cache import NoticedCache
 from schedsvc.config import Settings
+from schedsvc.domain.models import NotificationTarget
 from schedsvc.store.tenants import MongoTenantStore
 
 CACHE_SECONDS = 300.0
@@ -27,6 +30,8 @@ class TenantDelivery:
     """HMAC keys of the current signing secrets, newest first."""
     subject_grants: tuple[str, ...]
     """Subject patterns the tenant's NATS targets may publish under."""
+    notify: NotificationTarget | None = None
+    """The tenant's default notification target (``/tenant/settings``)."""
 
 
 class TenantDirectory:
@@ -53,7 +58,9 @@ class TenantDirectory:
         if hit is not None:
             return hit
         epoch = self._cache.epoch
-        keys, grants = await self._tenants.delivery_settings(tenant, self._grant)
-        value = TenantDelivery(tuple(keys), tuple(grants))
+        (keys, grants), preferences = await asyncio.gather(
+            self._tenants.delivery_settings(tenant, self._grant), self._tenants.preferences(tenant)
+        )
+        value = TenantDelivery(tuple(keys), tuple(grants), preferences.notify)
         self._cache.put(tenant, value, epoch)
         return value

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from schedsvc.bus import NatsRunBus, RunDelivery, RunSubscription
 from schedsvc.config import Settings
 from schedsvc.execution._tenants import TenantDirectory
+from schedsvc.execution.notifications import JobHealth, NotificationReporter, NotificationSender
 from schedsvc.execution.targets import TargetCaller
 from schedsvc.execution.worker import JobChanged, RunWorker
 from schedsvc.observability.metrics import RUN_QUEUE_PENDING, RUNS_IN_PROGRESS
@@ -76,6 +77,7 @@ class ExecutionService:
         self._sampler: asyncio.Task[None] | None = None
         self._stopping = False
         self._unfollow_tenants: Callable[[], Awaitable[None]] | None = None
+        self._notifications: NotificationSender | None = None
 
     @property
     def ready(self) -> bool:
@@ -100,7 +102,11 @@ class ExecutionService:
             self._caller,
             self._rng,
             self._on_job_changed,
+            JobHealth(NotificationReporter(self._bus), self._runs),
         )
+        # Notifications have their own consumer, tasks and HTTP client: they never hold up a run.
+        self._notifications = NotificationSender(self._settings, self._bus, self._runs, directory)
+        await self._notifications.start()
         self._loop_task = asyncio.create_task(self._fetch_loop(), name="schedsvc-execution-fetch")
         self._sampler = asyncio.create_task(self._sample_pending(), name="schedsvc-execution-pending")
         log.info("execution started: up to %d concurrent runs", self._capacity)
@@ -135,6 +141,8 @@ class ExecutionService:
         if self._subscription is not None:
             with contextlib.suppress(Exception):
                 await self._subscription.close()
+        if self._notifications is not None:
+            await self._notifications.stop()
         if self._unfollow_tenants is not None:
             with contextlib.suppress(Exception):
                 await self._unfollow_tenants()

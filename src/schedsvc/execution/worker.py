@@ -17,6 +17,17 @@ see ``MongoRunStore.acquire_job_slot``); a fire that finds it held by a live run
 The run keeps the slot from its first attempt to its final outcome, across retries: while it waits for a
 retry the slot's lease runs until the retry is due (plus an ack deadline), and an interrupted attempt
 keeps it for its redelivery. Only a final outcome (succeeded, failed, skipped) releases it.
+
+Overlap ``bufferOne`` uses the same slot, plus one waiting place on it (``buffered``). A first attempt
+that finds the slot held tries to take that place (one conditional write: of several fires, exactly one
+gets it); the others are skipped as under ``skip``. The waiting fire's message goes back to JetStream,
+unacknowledged, for about a lease, so it cannot be lost: whichever replica gets it next looks at the slot
+again. The holder's final outcome hands the slot to the waiting fire in the same conditional write that
+would free it, and then publishes a wake-up message for it (its own message id), so it starts at once
+rather than when its message comes back. If the holder's worker dies before the hand-over, its run's
+redelivery (already final) does the hand-over; if it dies after it, the waiting fire's own message comes
+back within a lease and finds the slot its own. A fire woken twice (wake-up and its own message) still
+calls the target once: its attempt is claimed in the run ledger like any other.
 """
 
 from __future__ import annotations
@@ -42,6 +53,7 @@ from schedsvc.domain.lifecycle import (
     JobFacts,
     RunFacts,
     Step,
+    on_buffer,
     on_delivery,
     on_error,
     on_outcome,
@@ -49,10 +61,11 @@ from schedsvc.domain.lifecycle import (
 )
 from schedsvc.execution._tenants import TenantDirectory
 from schedsvc.execution.backoff import next_retry_delay
+from schedsvc.execution.notifications import JobHealth
 from schedsvc.execution.targets import CallContext, CallOutcome, TargetCaller, rfc3339
 from schedsvc.observability.logging import job_id_var, run_id_var
 from schedsvc.observability.metrics import DEAD_LETTERS, RUN_ATTEMPTS, RUN_DURATION, RUNS_FINISHED
-from schedsvc.store.runs import AttemptRecord, JobForRun, MongoRunStore, scheduled_at
+from schedsvc.store.runs import AttemptRecord, BufferedFire, JobForRun, MongoRunStore, scheduled_at
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +88,9 @@ class _Claim:
     """This delivery took (or re-took) its job's running slot (overlap ``skip``)."""
     overlap_skip: bool = False
     """The job's overlap policy is ``skip``: a final outcome releases whatever slot the run still holds."""
+    buffer_one: bool = False
+    """The job's overlap policy is ``bufferOne``: a final outcome hands the slot to the fire waiting behind
+    it, if the run holds the slot."""
     settled: bool = False
     """The delivery was acked or nak'd (nothing left to hand back)."""
 
@@ -95,8 +111,10 @@ class RunWorker:
         caller: TargetCaller,
         rng: random.Random | None = None,
         on_job_changed: JobChanged | None = None,
+        health: JobHealth | None = None,
     ) -> None:
         self._bus = bus
+        self._health = health
         self._on_job_changed = on_job_changed
         self._runs = runs
         self._tenants = tenants
@@ -157,10 +175,27 @@ class RunWorker:
         await delivery.nak(delay or None)
 
     async def _release_slot(self, claim: _Claim) -> None:
-        """The run is final: free its job's slot if it holds it (a no-op write for another holder)."""
-        if claim.slot or claim.overlap_skip:
+        """The run is final: free its job's slot if it holds it (a no-op write for another holder), or, for
+        ``bufferOne``, hand it to the fire waiting behind it and wake that fire."""
+        if claim.buffer_one:
+            claim.slot = claim.buffer_one = False
+            waiting = await self._runs.hand_over_job_slot(claim.job_id, claim.run_id, datetime.now(UTC) + self._lease)
+            if waiting is not None:
+                await self._wake(waiting)
+        elif claim.slot or claim.overlap_skip:
             claim.slot = claim.overlap_skip = False
             await self._runs.release_job_slot(claim.job_id, claim.run_id)
+
+    async def _wake(self, waiting: BufferedFire) -> None:
+        """Publish a wake-up for a fire that was waiting and now holds its job's slot. Best effort: if it is
+        lost, the fire's own message comes back within a lease and finds the slot its own."""
+        msg = waiting.message
+        try:
+            await self._bus.publish_runs(
+                [msg], [waiting.partition], [f"{run_id(msg.job_id, msg.scheduled_ms)}:unbuffered"]
+            )
+        except Exception as exc:
+            log.warning("could not wake the fire waiting behind run of job %s: %s", msg.job_id, exc)
 
     async def _process(self, delivery: RunDelivery, claim: _Claim) -> None:
         msg = delivery.message
@@ -205,16 +240,19 @@ class RunWorker:
             if job is None
             else JobFacts(job.status == "paused", job.retry.max_attempts, job.retry.max_event_age_seconds)
         )
-        decision = on_delivery(run, facts, manual=msg.trigger == RunTrigger.MANUAL, now=datetime.now(UTC))
+        # A backfill is asked for like a manual run: it runs even while the job is paused.
+        requested = msg.trigger in (RunTrigger.MANUAL, RunTrigger.BACKFILL)
+        decision = on_delivery(run, facts, manual=requested, now=datetime.now(UTC))
         claim.overlap_skip = job is not None and job.overlap == "skip" and run.attempts > 0
-        if decision.step == Step.ATTEMPT and job is not None and job.overlap == "skip":
-            now = datetime.now(UTC)
-            claim.slot = await self._runs.acquire_job_slot(job.id, claim.run_id, now, now + self._lease)
-            decision = on_slot(claim.slot, run.attempts)
+        claim.buffer_one = job is not None and job.overlap == "bufferOne"
+        if decision.step == Step.ATTEMPT and job is not None and job.overlap in ("skip", "bufferOne"):
+            decision = await self._take_slot(delivery, claim, job, run.attempts)
         if decision.step == Step.ATTEMPT and job is not None:
             return job, run.attempts
         if decision.step == Step.ACK and state is not None and state.final:
             log.debug("run %s already %s; acking the redelivery", claim.run_id, state.status)
+            if claim.buffer_one:  # the worker that finished it may have died before handing the slot over
+                await self._release_slot(claim)
             if state.status != RunStatus.MISSED:
                 # The worker that finished it may have died before updating the job (idempotent).
                 await self._record_last_run(msg, state.status)
@@ -222,6 +260,18 @@ class RunWorker:
             log.info("run %s dropped: %s", claim.run_id, decision.reason)
         await self._apply(delivery, claim, decision, None, run.attempts)
         return None
+
+    async def _take_slot(self, delivery: RunDelivery, claim: _Claim, job: JobForRun, attempts: int) -> Decision:
+        """Overlap ``skip``/``bufferOne``: take the job's slot, or wait behind its holder, or be skipped."""
+        msg = delivery.message
+        now = datetime.now(UTC)
+        claim.slot = await self._runs.acquire_job_slot(job.id, claim.run_id, now, now + self._lease)
+        if claim.slot and job.overlap == "bufferOne" and attempts == 0:
+            await self._runs.unbuffer(job.id, claim.run_id)  # it may have taken a lapsed slot while waiting
+        if claim.slot or attempts > 0 or job.overlap != "bufferOne":
+            return on_slot(claim.slot, attempts)
+        waited = await self._runs.buffer_behind_job_slot(msg, job.partition, now)
+        return on_buffer(waited, self._lease.total_seconds() + 1.0)
 
     async def _apply(
         self, delivery: RunDelivery, claim: _Claim, decision: Decision, record: AttemptRecord | None, attempts: int
@@ -349,6 +399,13 @@ class RunWorker:
         await self._bus.publish_dead_letter(_encode_message(msg), dead_letter_headers(msg, attempts, error))
         DEAD_LETTERS.inc()
         log.warning("run %s failed after %d attempt(s) and was dead-lettered: %s", claim.run_id, attempts, error)
+        if self._health is not None:  # before the run is recorded, like the dead letter (never raises)
+            await self._health.failed(
+                msg,
+                attempts,
+                record.error if record and record.error else error,
+                record.http_status if record else None,
+            )
         await self._finish(delivery, claim, RunStatus.FAILED, record, None if record else error)
 
     async def _finish(
@@ -365,6 +422,8 @@ class RunWorker:
         if changed:
             RUNS_FINISHED.labels(status=status.value, trigger=msg.trigger).inc()
             await self._record_last_run(msg, status)
+            if status == RunStatus.SUCCEEDED and self._health is not None:
+                await self._health.succeeded(msg)
         await self._settle(claim, delivery.ack())
 
     async def _record_last_run(self, msg: RunMessage, status: RunStatus) -> None:
@@ -386,8 +445,10 @@ async def _or_invalid(read: Awaitable[JobForRun | None]) -> JobForRun | msgspec.
 
 
 def _age(msg: RunMessage) -> float:
-    """Seconds since the fire's scheduled instant."""
-    return time.time() - msg.scheduled_ms / 1000
+    """Seconds since the fire's scheduled instant; for a backfill, since it was queued (its scheduled
+    instant may be long past, and ``maxEventAgeSeconds`` would otherwise forbid every retry)."""
+    start = msg.due_ms if msg.trigger == RunTrigger.BACKFILL else msg.scheduled_ms
+    return time.time() - start / 1000
 
 
 def dead_letter_headers(msg: RunMessage, attempts: int, error: str) -> dict[str, str]:

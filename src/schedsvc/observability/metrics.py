@@ -51,6 +51,12 @@ RUN_DURATION = Histogram(
 )
 RUNS_IN_PROGRESS = Gauge("schedsvc_runs_in_progress", "Runs being performed now.", multiprocess_mode="livesum")
 DEAD_LETTERS = Counter("schedsvc_dead_letters_total", "Runs sent to the dead-letter stream.")
+NOTIFICATIONS = Counter(
+    "schedsvc_notifications_total",
+    "Tenant notifications by type and outcome: sent, given_up (after its attempts, or refused by the target"
+    " policy), unreported (could not be queued).",
+    ["type", "outcome"],
+)
 RUN_QUEUE_PENDING = Gauge(
     "schedsvc_run_queue_pending",
     "Run messages waiting in the stream for a worker (sampled from the consumer).",

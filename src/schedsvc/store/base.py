@@ -1,8 +1,9 @@
-"""The ports: what the api, timing and execution modules need from storage and messaging.
+"""The ports: what the api, timing and execution modules need from storage, messaging and rate limits.
 
 The adapters named after their technology implement them (``store/jobs.py``, ``store/timing.py``,
-``store/leases.py``, ``store/runs.py`` for MongoDB; ``bus/nats.py`` for NATS JetStream), and only
-``schedsvc.wiring`` builds them. The modules depend on these Protocols, never on an adapter class.
+``store/leases.py``, ``store/runs.py``, ``store/run_history.py`` for MongoDB; ``bus/nats.py`` for NATS
+JetStream; ``cache/ratelimit.py`` for Redis and in-process counting), and only ``schedsvc.wiring`` builds them.
+The modules depend on these Protocols, never on an adapter class.
 
 Runtime-checkable, because Litestar validates injected dependencies against their annotations.
 """
@@ -13,9 +14,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from schedsvc.domain import Job, JobCreate, JobStatus, Run, RunMessage, RunStatus, RunTrigger
+from schedsvc.domain import Job, JobCreate, Run, RunMessage, RunStatus, RunTrigger
+from schedsvc.domain.admission import Admission, CacheProbe, WriteIntent
 from schedsvc.domain.jobs import JobChange, JobNotice, JobPage, JobTiming
+from schedsvc.domain.tenants import TenantPreferences, TenantSettingsPatch
 from schedsvc.domain.timing import Advance, LeaseGrant, MissedFire
+from schedsvc.domain.wire import EVERY_JOB, JobSelector
 
 # -- jobs ---------------------------------------------------------------------------------------------
 
@@ -36,23 +40,23 @@ class JobRepository(Protocol):
         *,
         now: datetime,
         idempotency_key: str | None = None,
-        request_hash: str = "",
+        request: object = None,
     ) -> tuple[Job, bool]:
-        """Insert a job; returns it and whether it is new (False: an idempotent replay)."""
+        """Insert a job; returns it and whether it is new (False: a replay of ``request`` under
+        ``idempotency_key``, kept as every such answer is, by the ``ReplyStore``)."""
         ...
 
     async def get(self, tenant: str, job_id: str) -> Job: ...
 
     async def list(
-        self,
-        tenant: str,
-        *,
-        limit: int,
-        cursor: str | None = None,
-        status: JobStatus | None = None,
-        tag: str | None = None,
-        name_prefix: str | None = None,
-    ) -> JobPage: ...
+        self, tenant: str, selector: JobSelector = EVERY_JOB, *, limit: int, cursor: str | None = None
+    ) -> JobPage:
+        """A page of the tenant's jobs the selector matches, in creation order."""
+        ...
+
+    async def count(self, tenant: str, selector: JobSelector, *, limit: int) -> int:
+        """How many of the tenant's jobs the selector matches, counted up to ``limit``."""
+        ...
 
     async def update(
         self, tenant: str, job_id: str, change: JobChange, expected_version: int | None, *, now: datetime
@@ -128,6 +132,20 @@ class LeaseStore(Protocol):
     async def owned(self, member: str) -> list[LeaseGrant]: ...
 
 
+# -- tenants ------------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class TenantPreferenceStore(Protocol):
+    """A tenant's own settings (default notification target, run retention) as the API reads and changes them."""
+
+    async def preferences(self, tenant: str) -> TenantPreferences: ...
+
+    async def update_preferences(self, tenant: str, patch: TenantSettingsPatch) -> TenantPreferences:
+        """Apply the fields present in ``patch``; :class:`LookupError` for no such tenant."""
+        ...
+
+
 # -- runs ---------------------------------------------------------------------------------------------
 
 
@@ -156,7 +174,32 @@ class RunHistory(Protocol):
 
     async def reopen_for_retry(self, tenant: str, rid: str, now: datetime, max_retries: int) -> Run | str: ...
 
-    async def revert_retry(self, rid: str, retries: int, now: datetime) -> None: ...
+    async def revert_retries(self, reopened: Sequence[tuple[str, int]], now: datetime) -> None:
+        """Fail again the reopened runs ``(run id, retriesOnDemand)`` whose message was not published."""
+        ...
+
+    async def open_backfill(self, tenant: str, job_id: str, fires_ms: Sequence[int], now: datetime) -> list[int]:
+        """Of a backfill's fires, those to publish (no run yet, or recorded ``missed``: reopened)."""
+        ...
+
+
+@runtime_checkable
+class ReplyStore(Protocol):
+    """Answers of repeatable operations kept under the client's ``Idempotency-Key``, per tenant."""
+
+    async def claim(
+        self, tenant: str, operation: str, key: str, request: object, now: datetime, *, answer: bytes | None = None
+    ) -> bytes | None:
+        """None: perform the operation, then :meth:`keep` its answer (or :meth:`release` on failure); else
+        the kept answer of the first request. ``request`` is the body a repeat must match; ``answer`` an
+        answer known before the operation is performed. :class:`~schedsvc.domain.IdempotencyConflictError`
+        when the key came with another body, :class:`~schedsvc.domain.IdempotencyInProgressError` while its
+        first request is still in progress."""
+        ...
+
+    async def keep(self, tenant: str, operation: str, key: str, reply: bytes) -> None: ...
+
+    async def release(self, tenant: str, operation: str, key: str, *, answer: bytes | None = None) -> None: ...
 
 
 @runtime_checkable
@@ -168,7 +211,16 @@ class RunPublisher(Protocol):
 
     async def publish_runs(
         self, messages: Sequence[RunMessage], partitions: Sequence[int], message_ids: Sequence[str] | None = None
-    ) -> int: ...
+    ) -> int:
+        """Publish all or raise; returns how many were new (a repeated fire is dropped by its id)."""
+        ...
+
+    async def publish_each(
+        self, messages: Sequence[RunMessage], partitions: Sequence[int], message_ids: Sequence[str]
+    ) -> list[bool]:
+        """Publish and say, per message, whether this call stored it (False: refused, unacknowledged or a
+        duplicate of a message already in the stream)."""
+        ...
 
 
 @runtime_checkable
@@ -195,3 +247,53 @@ class JobChangeFeed(Protocol):
     async def job_changes(self, handler: JobChangeHandler) -> Callable[[], Awaitable[None]]:
         """Call ``handler`` for every announced change; returns an unsubscribe."""
         ...
+
+
+# -- rate limits --------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class RateLimiter(Protocol):
+    """Admits API requests: a fixed one-minute window per identity (an API key, or a client address).
+
+    Where a response cache exists (Redis) the same round trip does the cache's part of the request: a
+    cacheable ``GET`` reads its entry, a write to a tenant's jobs replaces the versions it affects and
+    marks itself in flight until :meth:`written` (see :mod:`schedsvc.domain.admission`).
+    """
+
+    def read_probe(self, tenant: str, path: str, query_string: bytes, job_id: str | None) -> CacheProbe | None:
+        """Where a cacheable ``GET`` finds its response (None: there is no response cache)."""
+        ...
+
+    def write_intent(self, tenant: str, job_id: str | None) -> WriteIntent | None:
+        """What a write to the tenant's jobs (to ``job_id``, if the path names one) must invalidate."""
+        ...
+
+    async def admit(
+        self, key: str, limit: int, *, probe: CacheProbe | None = None, write: WriteIntent | None = None
+    ) -> Admission:
+        """Count one request of ``key`` against ``limit`` per minute, and with ``probe`` or ``write`` do the
+        cache's part (not when the request is over its limit)."""
+        ...
+
+    async def settle(self, write: WriteIntent) -> None:
+        """The request whose admission recorded ``write`` is about to respond: invalidate, in one round trip,
+        what it changed beyond what its admission covered (:attr:`WriteIntent.uncovered`)."""
+        ...
+
+    def written(self, write: WriteIntent) -> None:
+        """The request whose admission recorded ``write`` is done (its database writes too)."""
+        ...
+
+
+@runtime_checkable
+class FailureCounter(Protocol):
+    """Failed authentications per client address, so unknown keys cannot be tried without bound."""
+
+    limit: int
+
+    async def blocked(self, address: str) -> int | None:
+        """Seconds until ``address`` may try unknown keys again; None while it is under the limit."""
+        ...
+
+    async def record(self, address: str) -> None: ...

@@ -10,7 +10,7 @@ meaning.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
@@ -27,8 +27,10 @@ from schedsvc.domain import (
     Target,
 )
 from schedsvc.domain.jobs import JobChange, JobForRun, JobTiming
+from schedsvc.domain.models import NotificationTarget
 from schedsvc.domain.time import from_ms
 from schedsvc.domain.timing import Advance
+from schedsvc.domain.wire import JobSelector
 
 Doc = dict[str, Any]
 
@@ -47,12 +49,16 @@ class JobDocument(msgspec.Struct, kw_only=True, rename="camel"):
     overlap: str = "allow"
     tags: list[str] = msgspec.field(default_factory=list)
     metadata: dict[str, str] = msgspec.field(default_factory=dict)
+    notify: NotificationTarget | None = None
     status: JobStatus = JobStatus.ACTIVE
     next_run: datetime | None = None
     resumed_at: datetime | None = None
     """Set by a resume until timing has applied the catch-up policy to the fires the pause missed."""
     last_run: datetime | None = None
     last_run_status: RunStatus | None = None
+    last_failure: datetime | None = None
+    """Scheduled instant of the latest fire that failed for good, until a fire at or after it succeeds:
+    set while the job is failing, so exactly one success reports its recovery."""
     partition: int
     created_at: datetime
     updated_at: datetime
@@ -71,11 +77,13 @@ ID: Final = _name("id")
 TENANT: Final = _name("tenant")
 NAME: Final = _name("name")
 TAGS: Final = _name("tags")
+METADATA: Final = _name("metadata")
 STATUS: Final = _name("status")
 NEXT_RUN: Final = _name("next_run")
 RESUMED_AT: Final = _name("resumed_at")
 LAST_RUN: Final = _name("last_run")
 LAST_RUN_STATUS: Final = _name("last_run_status")
+LAST_FAILURE: Final = _name("last_failure")
 PARTITION: Final = _name("partition")
 UPDATED_AT: Final = _name("updated_at")
 VERSION: Final = _name("version")
@@ -183,20 +191,36 @@ def change_filter(tenant: str, job_id: str, change: JobChange, expected_version:
     return query
 
 
-def page_query(
-    tenant: str, *, after_id: str | None, status: JobStatus | None, tag: str | None, name_prefix: str | None
-) -> Doc:
-    """A tenant's jobs matching the list filters, after ``after_id`` in creation order."""
+def page_query(tenant: str, selector: JobSelector, *, after_id: str | None = None) -> Doc:
+    """A tenant's jobs the selector matches (after ``after_id`` in creation order)."""
     query: Doc = {TENANT: tenant}
     if after_id:
         query[ID] = {"$gt": after_id}
-    if status is not None:
-        query[STATUS] = status.value
-    if tag is not None:
-        query[TAGS] = tag
-    if name_prefix:
-        query[NAME] = _prefix_match(name_prefix)
+    if selector.status is not None:
+        query[STATUS] = selector.status.value
+    if selector.tag is not None:
+        query[TAGS] = selector.tag
+    if selector.name_prefix:
+        query[NAME] = _prefix_match(selector.name_prefix)
+    if selector.metadata:
+        query.update(_metadata_match(selector.metadata))
     return query
+
+
+def _metadata_match(metadata: Mapping[str, str]) -> Doc:
+    """Jobs whose metadata holds every pair. A key is a path below ``metadata`` when it can be one; a key
+    with a dot or a leading ``$`` (which a path would misread) is looked up by name with ``$getField``."""
+    plain: Doc = {}
+    by_name: list[Doc] = []
+    for key, value in metadata.items():
+        if key and "." not in key and not key.startswith("$"):
+            plain[f"{METADATA}.{key}"] = value
+        else:
+            field = {"$getField": {"field": {"$literal": key}, "input": f"${METADATA}"}}
+            by_name.append({"$eq": [field, value]})
+    if by_name:
+        plain["$expr"] = {"$and": by_name}
+    return plain
 
 
 def _prefix_match(prefix: str) -> Doc:
@@ -242,3 +266,16 @@ def last_run_write(job_id: str, scheduled: datetime, status: RunStatus) -> tuple
     return {ID: job_id, LAST_RUN: {"$not": {"$gte": scheduled}}}, {
         "$set": {LAST_RUN: scheduled, LAST_RUN_STATUS: status.value}
     }
+
+
+def failure_write(job_id: str, scheduled: datetime) -> tuple[Doc, Doc]:
+    """Filter and update marking the job as failing since the fire at ``scheduled`` failed for good (the
+    latest such fire wins; like ``lastRun``, it leaves ``version`` and ``updatedAt`` alone)."""
+    return {ID: job_id}, {"$max": {LAST_FAILURE: scheduled}}
+
+
+def recovery_write(job_id: str, scheduled: datetime) -> tuple[Doc, Doc]:
+    """Filter and update clearing the failing mark when the fire at ``scheduled`` succeeded: it matches only
+    while the job is marked failing at or before that fire, so of several successes exactly one recovers
+    it, and a late success of an older fire does not hide a newer failure."""
+    return {ID: job_id, LAST_FAILURE: {"$lte": scheduled}}, {"$set": {LAST_FAILURE: None}}

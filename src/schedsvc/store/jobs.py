@@ -7,7 +7,7 @@ import contextlib
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from bson import ObjectId
@@ -18,7 +18,7 @@ from pymongo.errors import DuplicateKeyError
 from schedsvc import names
 from schedsvc.domain import (
     DuplicateJobNameError,
-    IdempotencyConflictError,
+    IdempotencyInProgressError,
     InvalidCursorError,
     Job,
     JobCreate,
@@ -29,12 +29,15 @@ from schedsvc.domain import (
     partition_of,
 )
 from schedsvc.domain.jobs import JobChange, JobForRun, JobNotice, JobPage, JobStateError
+from schedsvc.domain.wire import EVERY_JOB, JobSelector
 from schedsvc.store import job_codec
 from schedsvc.store._client import translate_errors
+from schedsvc.store.replies import MongoReplies
 
 log = logging.getLogger(__name__)
 Doc = dict[str, Any]
-IDEMPOTENCY_TTL = timedelta(hours=24)
+CREATE_JOB = "createJob"
+"""The operation's name among the answers kept under an Idempotency-Key (``store/replies.py``)."""
 
 
 def encode_cursor(last_id: str) -> str:
@@ -60,11 +63,13 @@ class MongoJobStore:
         self,
         db: AsyncDatabase[Doc],
         partitions: int,
+        replies: MongoReplies,
         *,
         on_change: Callable[[JobNotice], Awaitable[None]] | None = None,
     ) -> None:
         self._jobs = db[names.JOBS]
-        self._idempotency = db[names.IDEMPOTENCY]
+        self._replies = replies
+        """Where a create's answer is kept under its Idempotency-Key, as every operation's is."""
         self._partitions = partitions
         self._on_change = on_change
 
@@ -91,12 +96,12 @@ class MongoJobStore:
         *,
         now: datetime,
         idempotency_key: str | None = None,
-        request_hash: str = "",
+        request: object = None,
     ) -> tuple[Job, bool]:
-        """Insert a job; returns it and whether it is new (False: an idempotent replay)."""
+        """Insert a job; returns it and whether it is new (False: an idempotent replay of ``request``)."""
         job_id = str(ObjectId())
         if idempotency_key is not None:
-            replay = await self._claim_idempotency_key(tenant, idempotency_key, request_hash, job_id, now)
+            replay = await self._claim_idempotency_key(tenant, idempotency_key, request, job_id, now)
             if replay is not None:
                 return replay, False
         status = JobStatus.PAUSED if body.paused else (JobStatus.ACTIVE if next_run else JobStatus.COMPLETED)
@@ -118,7 +123,7 @@ class MongoJobStore:
             # a job that does not exist (best effort: the database may be the thing that failed).
             if idempotency_key is not None:
                 with contextlib.suppress(Exception):
-                    await self._idempotency.delete_one({"_id": f"{tenant}:{idempotency_key}", "jobId": job_id})
+                    await self._replies.release(tenant, CREATE_JOB, idempotency_key, answer=job_id.encode())
             if isinstance(exc, DuplicateKeyError):
                 raise DuplicateJobNameError(f"a job named {body.name!r} already exists") from None
             raise
@@ -126,28 +131,17 @@ class MongoJobStore:
         return job_codec.read_job(doc), True
 
     async def _claim_idempotency_key(
-        self, tenant: str, key: str, request_hash: str, job_id: str, now: datetime
+        self, tenant: str, key: str, request: object, job_id: str, now: datetime
     ) -> Job | None:
-        record = {
-            "_id": f"{tenant}:{key}",
-            "requestHash": request_hash,
-            "jobId": job_id,
-            "expireAt": now + IDEMPOTENCY_TTL,
-        }
-        try:
-            await self._idempotency.insert_one(record)
+        # The new job's id is its answer, known before the insert: kept with the claim, so a repeat after a
+        # crash between insert and answer finds the job rather than creating a second one.
+        kept = await self._replies.claim(tenant, CREATE_JOB, key, request, now, answer=job_id.encode())
+        if kept is None:
             return None
-        except DuplicateKeyError:
-            pass
-        existing = await self._idempotency.find_one({"_id": record["_id"]})
-        if existing is None:  # expired between the two calls: claim it again
-            return await self._claim_idempotency_key(tenant, key, request_hash, job_id, now)
-        if existing["requestHash"] != request_hash:
-            raise IdempotencyConflictError("Idempotency-Key was already used with a different request body")
-        doc = await self._jobs.find_one(job_codec.of_tenant(tenant, existing["jobId"]))
+        doc = await self._jobs.find_one(job_codec.of_tenant(tenant, kept.decode()))
         if doc is None:
-            raise IdempotencyConflictError(
-                "a request with this Idempotency-Key is still in progress or its job was deleted"
+            raise IdempotencyInProgressError(
+                "a request with this Idempotency-Key is still in progress, or the job it created was deleted"
             )
         return job_codec.read_job(doc)
 
@@ -158,22 +152,19 @@ class MongoJobStore:
         return job_codec.read_job(doc)
 
     async def list(
-        self,
-        tenant: str,
-        *,
-        limit: int,
-        cursor: str | None = None,
-        status: JobStatus | None = None,
-        tag: str | None = None,
-        name_prefix: str | None = None,
+        self, tenant: str, selector: JobSelector = EVERY_JOB, *, limit: int, cursor: str | None = None
     ) -> JobPage:
         """A page of the tenant's jobs in creation order (stable across pages while jobs are added)."""
         after_id = decode_cursor(cursor) if cursor else None
-        query = job_codec.page_query(tenant, after_id=after_id, status=status, tag=tag, name_prefix=name_prefix)
+        query = job_codec.page_query(tenant, selector, after_id=after_id)
         docs = await self._jobs.find(query).sort(job_codec.ID, 1).limit(limit + 1).to_list()
         more = len(docs) > limit
         items = [job_codec.read_job(d) for d in docs[:limit]]
         return JobPage(items, encode_cursor(items[-1].id) if more and items else None)
+
+    async def count(self, tenant: str, selector: JobSelector, *, limit: int) -> int:
+        """How many of the tenant's jobs the selector matches, counted up to ``limit`` (the server stops there)."""
+        return await self._jobs.count_documents(job_codec.page_query(tenant, selector), limit=limit)
 
     async def update(
         self,
@@ -236,4 +227,13 @@ class MongoRunJobs:
     async def record_last_run(self, job_id: str, scheduled: datetime, status: RunStatus) -> bool:
         """Set the job's last run unless a later fire already finished; True if set."""
         result = await self._jobs.update_one(*job_codec.last_run_write(job_id, scheduled, status))
+        return result.modified_count == 1
+
+    async def mark_failing(self, job_id: str, scheduled: datetime) -> None:
+        """A fire of the job failed for good: the job is failing until a fire at or after it succeeds."""
+        await self._jobs.update_one(*job_codec.failure_write(job_id, scheduled))
+
+    async def clear_failing(self, job_id: str, scheduled: datetime) -> bool:
+        """The fire at ``scheduled`` succeeded; True if this success recovered a failing job (once)."""
+        result = await self._jobs.update_one(*job_codec.recovery_write(job_id, scheduled))
         return result.modified_count == 1

@@ -1,18 +1,7 @@
-"""Run history in MongoDB: one document per fire (``_id`` = ``<jobId>:<scheduledMs>``), for every attempt.
+"""The run ledger in MongoDB: what execution writes about each fire, attempt by attempt.
 
-Besides the fields in ``docs/design/data-model.md`` the execution module keeps two bookkeeping fields:
-
-- ``leaseUntil``: while an attempt is ``running``, until when its worker is known to be alive (extended
-  with the JetStream ack deadline). A redelivered message whose run is running under a live lease is put
-  back rather than called twice; once the lease has passed, the attempt is taken as interrupted (it still
-  counts in ``attempts``).
-- ``nextAttemptAt``: while a failed run waits for its retry (status ``queued``), when the retry is due.
-- ``attemptLog``: every attempt, keyed by its number (``{"1": {startedAt, finishedAt, durationMs,
-  httpStatus, errorClass, error, responseSnippet, nextRetryAt}, ...}``). An object rather than an array
-  so each write sets its own attempt's fields by path (``attemptLog.2.finishedAt``), with no array
-  operator, in the same single-document update as the run's status. Bounded: attempts beyond
-  :data:`MAX_ATTEMPT_HISTORY` are counted but not logged, and each keeps the first
-  :data:`ATTEMPT_SNIPPET_CHARS` characters of its response and :data:`ATTEMPT_ERROR_CHARS` of its error.
+The document's layout is ``store/run_codec.py``'s; the tenant's reads and retries on demand are
+``store/run_history.py``'s, and the job slot of overlap ``skip`` is ``store/run_slots.py``'s.
 
 Every write is conditional on the run not being final yet, so a late or duplicate worker can never
 overwrite a finished run.
@@ -20,13 +9,9 @@ overwrite a finished run.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
@@ -34,31 +19,25 @@ from pymongo.errors import DuplicateKeyError
 
 from schedsvc import names
 from schedsvc.config import Settings
-from schedsvc.domain import (
-    InvalidCursorError,
-    Run,
-    RunMessage,
-    RunStatus,
-    RunTrigger,
-    run_id,
-)
+from schedsvc.domain import RunMessage, RunStatus, run_id
 from schedsvc.domain.jobs import JobForRun as JobForRun  # re-exported for execution.worker
-from schedsvc.domain.models import Attempt
 from schedsvc.store._client import translate_errors
 from schedsvc.store.jobs import MongoRunJobs
+from schedsvc.store.retention import RunRetention
+from schedsvc.store.run_codec import (
+    FINAL,
+    FINAL_STATUSES,
+    AttemptRecord,
+    attempt_outcome,
+    identity,
+    log_fields,
+    outcome_fields,
+    scheduled_at,
+)
+from schedsvc.store.run_slots import BufferedFire as BufferedFire  # re-exported for execution.worker
+from schedsvc.store.run_slots import MongoJobSlots
 
-FINAL_STATUSES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.SKIPPED, RunStatus.MISSED)
-_FINAL = [s.value for s in FINAL_STATUSES]
-MAX_PAGE = 500
-MAX_ATTEMPT_HISTORY = 60
-"""Attempts logged per run (a policy allows 50; retries on demand add a few)."""
-ATTEMPT_SNIPPET_CHARS = 256
-"""Characters of the response kept per attempt (the run's latest keeps ``response_snippet_bytes``)."""
-ATTEMPT_ERROR_CHARS = 512
-"""Characters of the error message kept per attempt."""
-_INTERRUPTED = "the worker stopped during this attempt"
-# A job slot outlives its lease by this much before the TTL index removes it.
-_SLOT_EXPIRY = timedelta(days=1)
+__all__ = ["AttemptRecord", "JobForRun", "MongoRunStore", "RunState", "scheduled_at"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,38 +55,19 @@ class RunState:
         return self.status in FINAL_STATUSES
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptRecord:
-    """The outcome of one attempt as stored on the run."""
-
-    started_at: datetime
-    finished_at: datetime
-    http_status: int | None = None
-    error: str | None = None
-    response_snippet: str | None = None
-    attempt: int = 0
-    """The attempt's number (0: not known, not logged)."""
-    error_class: str | None = None
-
-    @property
-    def duration_ms(self) -> int:
-        return max(0, round((self.finished_at - self.started_at).total_seconds() * 1000))
-
-
-def scheduled_at(message: RunMessage) -> datetime:
-    return datetime.fromtimestamp(message.scheduled_ms / 1000, tz=UTC)
-
-
 @translate_errors
 class MongoRunStore:
-    """Run documents for execution (claims, outcomes) and the run history page for the API."""
+    """The run ledger as execution uses it: claims, leases, outcomes, the job slot and the job's lastRun."""
 
-    def __init__(self, db: AsyncDatabase[dict[str, Any]], settings: Settings) -> None:
+    def __init__(
+        self, db: AsyncDatabase[dict[str, Any]], settings: Settings, retention: RunRetention | None = None
+    ) -> None:
         self._runs = db[names.RUNS]
         self._job_side = MongoRunJobs(db)
-        self._retention = timedelta(days=settings.run_retention_days)
-
-    # -- execution --------------------------------------------------------------------------------
+        self._slots = MongoJobSlots(db)
+        # Per tenant (its own runRetentionDays within the operator's maximum); without a reader of tenant
+        # settings, the deployment's default.
+        self._retention = retention or RunRetention(None, settings)
 
     async def job_for_run(self, job_id: str) -> JobForRun | None:
         """The job's current target and policies, or None when the job no longer exists (the job side's)."""
@@ -142,7 +102,7 @@ class MongoRunStore:
         # from the _id index. `$not: {$gt: now}` matches a missing, null or expired lease.
         query: dict[str, Any] = {
             "_id": rid,
-            "status": {"$nin": _FINAL},
+            "status": {"$nin": FINAL},
             "attempts": {"$in": [0, None]} if expected_attempts == 0 else expected_attempts,
             "leaseUntil": {"$not": {"$gt": now}},
         }
@@ -153,10 +113,10 @@ class MongoRunStore:
                 "startedAt": now,
                 "leaseUntil": lease_until,
                 "nextAttemptAt": None,
-                "expireAt": self._open_expiry(message, now),
-                **_log_fields(attempt, {"startedAt": now}),
+                "expireAt": await self._open_expiry(message, now),
+                **log_fields(attempt, {"startedAt": now}),
             },
-            "$setOnInsert": self._identity(message),
+            "$setOnInsert": identity(message),
         }
         try:
             doc = await self._runs.find_one_and_update(
@@ -179,11 +139,11 @@ class MongoRunStore:
     async def record_retry(self, rid: str, attempt: int, record: AttemptRecord, next_attempt_at: datetime) -> None:
         """The attempt failed and a retry is scheduled: back to ``queued`` with the attempt's outcome."""
         await self._runs.update_one(
-            {"_id": rid, "attempts": attempt, "status": {"$nin": _FINAL}},
+            {"_id": rid, "attempts": attempt, "status": {"$nin": FINAL}},
             {
                 "$set": {
-                    **self._outcome(record),
-                    **_log_fields(attempt, _attempt_outcome(record, next_attempt_at)),
+                    **outcome_fields(record),
+                    **log_fields(attempt, attempt_outcome(record, next_attempt_at)),
                     "status": RunStatus.QUEUED.value,
                     "leaseUntil": None,
                     "nextAttemptAt": next_attempt_at,
@@ -200,7 +160,7 @@ class MongoRunStore:
                     "status": RunStatus.QUEUED.value,
                     "leaseUntil": None,
                     "error": error,
-                    **_log_fields(
+                    **log_fields(
                         attempt, {"finishedAt": datetime.now(UTC), "errorClass": "interrupted", "error": error}
                     ),
                 }
@@ -221,26 +181,27 @@ class MongoRunStore:
         attempts left after an interrupted one: the previous outcome fields are kept).
         """
         rid = run_id(message.job_id, message.scheduled_ms)
+        retention = await self._retention.of(message.tenant)
         fields: dict[str, Any] = {
             "status": status.value,
             "finishedAt": now,
             "leaseUntil": None,
             "nextAttemptAt": None,
-            "expireAt": now + self._retention,
+            "expireAt": now + retention,
         }
         if record is not None:
-            fields.update(self._outcome(record))
-            fields.update(_log_fields(record.attempt, _attempt_outcome(record, None)))
+            fields.update(outcome_fields(record))
+            fields.update(log_fields(record.attempt, attempt_outcome(record, None)))
             fields["finishedAt"] = record.finished_at
-            fields["expireAt"] = record.finished_at + self._retention
+            fields["expireAt"] = record.finished_at + retention
         if error is not None:
             fields["error"] = error
-        insert_only = {**self._identity(message), "attempts": 0}
+        insert_only = {**identity(message), "attempts": 0}
         for key in fields:
             insert_only.pop(key, None)
         try:
             result = await self._runs.update_one(
-                {"_id": rid, "status": {"$nin": _FINAL}},
+                {"_id": rid, "status": {"$nin": FINAL}},
                 {"$set": fields, "$setOnInsert": insert_only},
                 upsert=True,
             )
@@ -250,316 +211,42 @@ class MongoRunStore:
 
     async def acquire_job_slot(self, job_id: str, rid: str, now: datetime, lease_until: datetime) -> bool:
         """Take the job's single running slot for run ``rid`` (overlap ``skip``); False if another run of
-        the job holds it under a live lease.
-
-        The slot is one small document per job in the runs collection (``_id`` = ``<jobId>:running``, no
-        ``jobId`` field, so history never lists it): claiming it is one atomic conditional upsert, so of
-        several fires delivered together exactly one gets it. Its lease follows the run's, so a worker
-        that dies does not block the job for longer than an ack deadline.
-        """
-        slot = _slot_id(job_id)
-        fields = {"holder": rid, "leaseUntil": lease_until, "expireAt": lease_until + _SLOT_EXPIRY}
-        try:
-            await self._runs.update_one(
-                {"_id": slot, "leaseUntil": {"$not": {"$gt": now}}}, {"$set": fields}, upsert=True
-            )
-            return True
-        except DuplicateKeyError:
-            # Held under a live lease: by this very run (a redelivery) or by another one.
-            result = await self._runs.update_one({"_id": slot, "holder": rid}, {"$set": fields})
-            return bool(result.matched_count)
+        the job holds it under a live lease (``store/run_slots.py``)."""
+        return await self._slots.acquire(job_id, rid, now, lease_until)
 
     async def extend_job_slot(self, job_id: str, rid: str, lease_until: datetime) -> None:
-        await self._runs.update_one(
-            {"_id": _slot_id(job_id), "holder": rid},
-            {"$set": {"leaseUntil": lease_until, "expireAt": lease_until + _SLOT_EXPIRY}},
-        )
+        await self._slots.extend(job_id, rid, lease_until)
 
     async def release_job_slot(self, job_id: str, rid: str) -> None:
-        await self._runs.delete_one({"_id": _slot_id(job_id), "holder": rid})
+        await self._slots.release(job_id, rid)
+
+    async def buffer_behind_job_slot(
+        self, message: RunMessage, partition: int, now: datetime
+    ) -> Literal["buffered", "full", "free"]:
+        """Wait behind the run holding the job's slot (overlap ``bufferOne``; ``store/run_slots.py``)."""
+        return await self._slots.buffer_behind(message, partition, now)
+
+    async def unbuffer(self, job_id: str, rid: str) -> None:
+        await self._slots.unbuffer(job_id, rid)
+
+    async def hand_over_job_slot(self, job_id: str, rid: str, lease_until: datetime) -> BufferedFire | None:
+        """Free the final run's slot, or give it to the fire waiting behind it (``store/run_slots.py``)."""
+        return await self._slots.hand_over(job_id, rid, lease_until)
+
+    async def mark_job_failing(self, job_id: str, scheduled: datetime) -> None:
+        """A fire failed for good: the job is failing until a later one succeeds (the job side's write)."""
+        await self._job_side.mark_failing(job_id, scheduled)
+
+    async def clear_job_failing(self, job_id: str, scheduled: datetime) -> bool:
+        """A fire succeeded; True if it recovered a failing job (the job side's write)."""
+        return await self._job_side.clear_failing(job_id, scheduled)
 
     async def update_job_last_run(self, job_id: str, scheduled: datetime, status: RunStatus) -> bool:
         """Record the finished fire on its job (the job side's write); True if it was the latest."""
         return await self._job_side.record_last_run(job_id, scheduled, status)
 
-    # -- API --------------------------------------------------------------------------------------
+    # -- helpers ----------------------------------------------------------------------------------------
 
-    async def list_for_job(
-        self, tenant: str, job_id: str, limit: int, cursor: str | None
-    ) -> tuple[list[Run], str | None]:
-        """One page of a job's runs, newest first (by scheduled instant, then id), and the next cursor.
-
-        Raises :class:`InvalidCursorError` for a cursor this method did not return.
-        """
-        limit = max(1, min(limit, MAX_PAGE))
-        query: dict[str, Any] = {"jobId": job_id, "tenant": tenant}
-        if cursor is not None:
-            # A run's id is <jobId>:<scheduledMs>, so within one job the scheduled instant alone orders
-            # and separates runs: the keyset condition needs no tie-break on _id (and no $or).
-            after = datetime.fromtimestamp(_decode_cursor(cursor) / 1000, tz=UTC)
-            query["scheduledAt"] = {"$lt": after}
-        found = self._runs.find(query).sort([("scheduledAt", -1), ("_id", -1)]).limit(limit + 1)
-        docs = await found.to_list(limit + 1)
-        page = [_to_run(d) for d in docs[:limit]]
-        next_cursor = _encode_cursor(_to_ms(docs[limit - 1]["scheduledAt"])) if len(docs) > limit else None
-        return page, next_cursor
-
-    async def get(self, tenant: str, rid: str) -> Run | None:
-        """One run of the tenant (its job may be gone), or None."""
-        doc = await self._runs.find_one({"_id": rid, "tenant": tenant})
-        return None if doc is None else _to_run(doc)
-
-    async def list_for_tenant(
-        self,
-        tenant: str,
-        *,
-        limit: int,
-        cursor: str | None = None,
-        statuses: Sequence[RunStatus] = (),
-        job_id: str | None = None,
-        trigger: RunTrigger | None = None,
-        scheduled_from: datetime | None = None,
-        scheduled_to: datetime | None = None,
-    ) -> tuple[list[Run], str | None]:
-        """One page of the tenant's runs across its jobs (deleted ones too), newest first, and the next
-        cursor. Filters combine; ``scheduled_from`` is inclusive, ``scheduled_to`` exclusive.
-
-        Raises :class:`InvalidCursorError` for a cursor this method did not return.
-        """
-        limit = max(1, min(limit, MAX_PAGE))
-        query: dict[str, Any] = {"tenant": tenant}
-        if statuses:
-            query["status"] = {"$in": [s.value for s in statuses]}
-        if job_id is not None:
-            query["jobId"] = job_id
-        if trigger is not None:
-            query["trigger"] = trigger.value
-        scheduled: dict[str, Any] = {}
-        if scheduled_from is not None:
-            scheduled["$gte"] = scheduled_from
-        if scheduled_to is not None:
-            scheduled["$lt"] = scheduled_to
-        if cursor is not None:
-            before_ms, before_id = _decode_tenant_cursor(cursor)
-            before = datetime.fromtimestamp(before_ms / 1000, tz=UTC)
-            # Keyset on (scheduledAt, _id), both descending: runs of several jobs share instants.
-            query["$or"] = [{"scheduledAt": {"$lt": before}}, {"scheduledAt": before, "_id": {"$lt": before_id}}]
-        if scheduled:
-            query["scheduledAt"] = scheduled
-        found = self._runs.find(query).sort([("scheduledAt", -1), ("_id", -1)]).limit(limit + 1)
-        docs = await found.to_list(limit + 1)
-        page = [_to_run(d) for d in docs[:limit]]
-        next_cursor = None
-        if len(docs) > limit:
-            last = docs[limit - 1]
-            next_cursor = _encode_tenant_cursor(_to_ms(last["scheduledAt"]), str(last["_id"]))
-        return page, next_cursor
-
-    async def reopen_for_retry(self, tenant: str, rid: str, now: datetime, max_retries: int) -> Run | str:
-        """Reopen a failed run of the tenant for one more attempt (a retry on demand).
-
-        Returns the reopened run, or why not: ``missing`` (no such run of this tenant), ``not_failed``,
-        ``exhausted`` (``max_retries`` reached) or ``changed`` (another request got there first). One
-        conditional write on the state read, so two concurrent requests reopen it once.
-        """
-        doc = await self._runs.find_one(
-            {"_id": rid, "tenant": tenant}, {"status": 1, "attempts": 1, "retriesOnDemand": 1}
-        )
-        if doc is None:
-            return "missing"
-        if doc.get("status") != RunStatus.FAILED.value:
-            return "not_failed"
-        retries = int(doc.get("retriesOnDemand") or 0)
-        if retries >= max_retries:
-            return "exhausted"
-        attempts = int(doc.get("attempts") or 0)
-        reopened = await self._runs.find_one_and_update(
-            {
-                "_id": rid,
-                "tenant": tenant,
-                "status": RunStatus.FAILED.value,
-                "attempts": attempts,
-                "retriesOnDemand": {"$in": [0, None]} if retries == 0 else retries,
-            },
-            {
-                "$set": {
-                    "status": RunStatus.QUEUED.value,
-                    "attemptLimit": attempts + 1,
-                    "retriesOnDemand": retries + 1,
-                    "finishedAt": None,
-                    "leaseUntil": None,
-                    "nextAttemptAt": None,
-                    "expireAt": now + self._retention,
-                }
-            },
-            return_document=ReturnDocument.AFTER,
-        )
-        return "changed" if reopened is None else _to_run(reopened)
-
-    async def revert_retry(self, rid: str, retries: int, now: datetime) -> None:
-        """Undo :meth:`reopen_for_retry` when its message could not be published (the run is failed again)."""
-        await self._runs.update_one(
-            {"_id": rid, "status": RunStatus.QUEUED.value, "retriesOnDemand": retries, "leaseUntil": None},
-            {
-                "$set": {
-                    "status": RunStatus.FAILED.value,
-                    "finishedAt": now,
-                    "attemptLimit": None,
-                    "retriesOnDemand": retries - 1,
-                }
-            },
-        )
-
-    # -- helpers ----------------------------------------------------------------------------------
-
-    def _identity(self, message: RunMessage) -> dict[str, Any]:
-        return {
-            "jobId": message.job_id,
-            "tenant": message.tenant,
-            "scheduledAt": scheduled_at(message),
-            "trigger": message.trigger,
-        }
-
-    def _open_expiry(self, message: RunMessage, now: datetime) -> datetime:
+    async def _open_expiry(self, message: RunMessage, now: datetime) -> datetime:
         # An unfinished run also expires, so records abandoned with their job do not live forever.
-        return max(now, scheduled_at(message)) + self._retention
-
-    @staticmethod
-    def _outcome(record: AttemptRecord) -> dict[str, Any]:
-        return {
-            "startedAt": record.started_at,
-            "durationMs": record.duration_ms,
-            "httpStatus": record.http_status,
-            "error": record.error,
-            "responseSnippet": record.response_snippet,
-        }
-
-
-def _slot_id(job_id: str) -> str:
-    return f"{job_id}:running"
-
-
-def _log_fields(attempt: int, fields: dict[str, Any]) -> dict[str, Any]:
-    """``$set`` paths for attempt ``attempt``'s entry in ``attemptLog`` (none beyond the bound)."""
-    if not 1 <= attempt <= MAX_ATTEMPT_HISTORY:
-        return {}
-    return {f"attemptLog.{attempt}.{name}": value for name, value in fields.items()}
-
-
-def _attempt_outcome(record: AttemptRecord, next_retry_at: datetime | None) -> dict[str, Any]:
-    snippet = record.response_snippet
-    return {
-        "startedAt": record.started_at,
-        "finishedAt": record.finished_at,
-        "durationMs": record.duration_ms,
-        "httpStatus": record.http_status,
-        "errorClass": record.error_class,
-        "error": None if record.error is None else record.error[:ATTEMPT_ERROR_CHARS],
-        "responseSnippet": None if snippet is None else snippet[:ATTEMPT_SNIPPET_CHARS],
-        "nextRetryAt": next_retry_at,
-    }
-
-
-def _attempt_history(doc: dict[str, Any], status: RunStatus) -> list[Attempt]:
-    """The logged attempts, oldest first. An attempt without an end that is not the one running now was
-    cut short by its worker (a crash, or a stop that could not record it): shown as interrupted."""
-    log = doc.get("attemptLog")
-    if not isinstance(log, dict):
-        return []
-    attempts = int(doc.get("attempts") or 0)
-    history = []
-    for key, entry in log.items():
-        if not (isinstance(entry, dict) and str(key).isdigit() and entry.get("startedAt")):
-            continue
-        number = int(key)
-        finished = entry.get("finishedAt")
-        error_class, error = entry.get("errorClass"), entry.get("error")
-        running_now = status == RunStatus.RUNNING and number == attempts
-        if finished is None and not running_now:
-            error_class, error = "interrupted", error or _INTERRUPTED
-        history.append(
-            Attempt(
-                number=number,
-                started_at=entry["startedAt"],
-                finished_at=finished,
-                duration_ms=entry.get("durationMs"),
-                http_status=entry.get("httpStatus"),
-                error_class=error_class,
-                error=error,
-                response_snippet=entry.get("responseSnippet"),
-                next_retry_at=entry.get("nextRetryAt"),
-            )
-        )
-    return sorted(history, key=lambda a: a.number)
-
-
-def _to_ms(value: datetime) -> int:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return round(value.timestamp() * 1000)
-
-
-_MIN_MS = -62_135_596_800_000  # 0001-01-01T00:00:00Z
-_MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
-
-
-def _encode_tenant_cursor(scheduled_ms: int, rid: str) -> str:
-    raw = json.dumps({"before": scheduled_ms, "id": rid}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_tenant_cursor(cursor: str) -> tuple[int, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        decoded = json.loads(raw)
-        scheduled_ms, rid = decoded["before"], decoded["id"]
-    except (binascii.Error, ValueError, TypeError, KeyError) as exc:
-        raise InvalidCursorError("cursor is not valid") from exc
-    valid_ms = (
-        isinstance(scheduled_ms, int) and not isinstance(scheduled_ms, bool) and _MIN_MS <= scheduled_ms <= _MAX_MS
-    )
-    if not valid_ms or not isinstance(rid, str) or not 0 < len(rid) <= 200:
-        raise InvalidCursorError("cursor is not valid")
-    return scheduled_ms, rid
-
-
-def _encode_cursor(scheduled_ms: int) -> str:
-    raw = json.dumps({"before": scheduled_ms}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        scheduled_ms = json.loads(raw)["before"]
-    except (binascii.Error, ValueError, TypeError, KeyError) as exc:
-        raise InvalidCursorError("cursor is not valid") from exc
-    # Within years 1-9999, the instants a datetime (and so a run) can have: 10**30 is a forgery.
-    if not isinstance(scheduled_ms, int) or isinstance(scheduled_ms, bool) or not _MIN_MS <= scheduled_ms <= _MAX_MS:
-        raise InvalidCursorError("cursor is not valid")
-    return scheduled_ms
-
-
-def _to_run(doc: dict[str, Any]) -> Run:
-    try:
-        trigger = RunTrigger(doc.get("trigger", RunTrigger.SCHEDULED))
-    except ValueError:
-        trigger = RunTrigger.SCHEDULED
-    status = RunStatus(doc.get("status", RunStatus.QUEUED))
-    return Run(
-        id=str(doc["_id"]),
-        job_id=str(doc["jobId"]),
-        scheduled_at=doc["scheduledAt"],
-        trigger=trigger,
-        status=status,
-        attempts=int(doc.get("attempts") or 0),
-        started_at=doc.get("startedAt"),
-        finished_at=doc.get("finishedAt"),
-        duration_ms=doc.get("durationMs"),
-        http_status=doc.get("httpStatus"),
-        error=doc.get("error"),
-        response_snippet=doc.get("responseSnippet"),
-        next_attempt_at=doc.get("nextAttemptAt") if status == RunStatus.QUEUED else None,
-        retries_on_demand=int(doc.get("retriesOnDemand") or 0),
-        attempt_history=_attempt_history(doc, status),
-    )
+        return max(now, scheduled_at(message)) + await self._retention.of(message.tenant)

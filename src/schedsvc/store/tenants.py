@@ -1,4 +1,4 @@
-"""MongoDB adapter for tenants, their API keys (stored hashed) and webhook signing secrets."""
+"""MongoDB adapter for tenants, their API keys (stored hashed), webhook signing secrets and own settings."""
 
 from __future__ import annotations
 
@@ -11,16 +11,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
+from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from schedsvc import names
 from schedsvc.domain import AuthenticationError, TenantExistsError
+from schedsvc.domain.tenants import TenantPreferences, TenantSettingsPatch
 from schedsvc.store._client import translate_errors
 
 Doc = dict[str, Any]
 TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _KEY = re.compile(r"^sk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
+# The tenant document's fields holding the tenant's own settings (TenantPreferences).
+_NOTIFY = "notify"
+_RUN_RETENTION_DAYS = "runRetentionDays"
+_PREFERENCES_PROJECTION = {_NOTIFY: 1, _RUN_RETENTION_DAYS: 1}
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,8 +177,40 @@ class MongoTenantStore:
         custom = doc.get("natsSubjects")
         return secrets_, list(custom) if custom else [default_pattern.format(tenant=tenant)]
 
+    async def preferences(self, tenant: str) -> TenantPreferences:
+        """What the tenant chose for its notifications and run retention (defaults when nothing)."""
+        doc = await self._tenants.find_one({"_id": tenant}, projection=_PREFERENCES_PROJECTION) or {}
+        return _read_preferences(doc)
+
+    async def update_preferences(self, tenant: str, patch: TenantSettingsPatch) -> TenantPreferences:
+        """Apply the fields present in ``patch`` (null clears one); :class:`LookupError` for no such tenant."""
+        changed: Doc = {}
+        if patch.notify is not msgspec.UNSET:
+            changed[_NOTIFY] = msgspec.to_builtins(patch.notify)
+        if patch.run_retention_days is not msgspec.UNSET:
+            changed[_RUN_RETENTION_DAYS] = patch.run_retention_days
+        if not changed:
+            return await self.preferences(tenant)
+        doc = await self._tenants.find_one_and_update(
+            {"_id": tenant},
+            {"$set": changed},
+            projection=_PREFERENCES_PROJECTION,
+            return_document=ReturnDocument.AFTER,
+        )
+        if doc is None:
+            raise LookupError(f"no tenant {tenant!r}")
+        return _read_preferences(doc)
+
     async def subject_grants(self, tenant: str, default_pattern: str) -> list[str]:
         """NATS subject patterns the tenant may publish under."""
         doc = await self._tenants.find_one({"_id": tenant}, projection={"natsSubjects": 1})
         custom = (doc or {}).get("natsSubjects")
         return list(custom) if custom else [default_pattern.format(tenant=tenant)]
+
+
+def _read_preferences(doc: Doc) -> TenantPreferences:
+    return msgspec.convert(
+        {"notify": doc.get(_NOTIFY), "run_retention_days": doc.get(_RUN_RETENTION_DAYS)},
+        TenantPreferences,
+        strict=False,
+    )

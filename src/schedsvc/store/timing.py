@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,11 +18,14 @@ from schedsvc.domain.jobs import JobTiming
 from schedsvc.domain.time import from_ms
 from schedsvc.domain.timing import Advance, MissedFire
 from schedsvc.store import job_codec
+from schedsvc.store.retention import RunRetention
 
 Doc = dict[str, Any]
 
 DUPLICATE_KEY = 11000
 log = logging.getLogger(__name__)
+MissedRecorded = Callable[[list[MissedFire]], Awaitable[None]]
+"""Called with the fires a recording stored as missed (not those recorded before): notifications."""
 
 
 def _read(doc: Doc) -> JobTiming | None:
@@ -36,11 +39,20 @@ def _read(doc: Doc) -> JobTiming | None:
 class MongoTimingStore:
     """The ``jobs``, ``runs`` and ``meta`` operations of the timing module (due-job reader, fire recorder)."""
 
-    def __init__(self, db: AsyncDatabase[Doc], run_retention_days: int = 30) -> None:
+    def __init__(
+        self,
+        db: AsyncDatabase[Doc],
+        run_retention_days: int = 30,
+        *,
+        retention: RunRetention | None = None,
+        on_missed: MissedRecorded | None = None,
+    ) -> None:
         self._jobs = db[names.JOBS]
         self._runs = db[names.RUNS]
         self._meta = db[names.META]
-        self._retention = timedelta(days=run_retention_days)
+        self._default_retention = timedelta(days=run_retention_days)
+        self._retention = retention
+        self._on_missed = on_missed
 
     async def cluster_partitions(self, default: int) -> int:
         """The partition count recorded for the cluster (recording ``default`` if none is yet)."""
@@ -86,7 +98,10 @@ class MongoTimingStore:
         """Insert a ``missed`` run per fire; fires already recorded (or run) are left as they are."""
         if not fires:
             return 0
-        expire = now + self._retention
+        expiry = {}
+        for tenant in {f.tenant for f in fires}:
+            retention = self._default_retention if self._retention is None else await self._retention.of(tenant)
+            expiry[tenant] = now + retention
         docs = [
             InsertOne(
                 {
@@ -103,16 +118,29 @@ class MongoTimingStore:
                     "httpStatus": None,
                     "error": "missed: no replica ran the job's partition or the job was paused",
                     "responseSnippet": None,
-                    "expireAt": expire,
+                    "expireAt": expiry[f.tenant],
                 }
             )
             for f in fires
         ]
         try:
-            result = await self._runs.bulk_write(docs, ordered=False)
-            return int(result.inserted_count)
+            await self._runs.bulk_write(docs, ordered=False)
+            recorded = list(fires)
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors", [])
             if any(e.get("code") != DUPLICATE_KEY for e in errors):
                 raise
-            return int(exc.details.get("nInserted", 0))
+            duplicates = {e.get("index") for e in errors}
+            recorded = [f for i, f in enumerate(fires) if i not in duplicates]
+        if recorded and self._on_missed is not None:
+            await self._report(recorded)
+        return len(recorded)
+
+    async def _report(self, recorded: list[MissedFire]) -> None:
+        # Only fires this call stored: a repeated recording (a replica re-planning after a lease moved)
+        # inserts nothing and reports nothing. A failed report never fails the timing pipeline.
+        assert self._on_missed is not None
+        try:
+            await self._on_missed(recorded)
+        except Exception:
+            log.warning("could not report %d missed fire(s)", len(recorded), exc_info=True)

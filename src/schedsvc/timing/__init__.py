@@ -3,6 +3,7 @@
 from schedsvc.domain.time import from_ms, to_ms
 from schedsvc.timing.schedules import (
     compile_schedule,
+    fires_in_range,
     preview,
     upcoming_fires,
     with_defaults,
@@ -13,6 +14,7 @@ from schedsvc.timing.zonedb import database as zone_database
 __all__ = [
     "ZoneDatabase",
     "compile_schedule",
+    "fires_in_range",
     "from_ms",
     "preview",
     "to_ms",

@@ -4,7 +4,8 @@ Pure (no I/O, no clock): the caller enumerates the job's overdue fires and passe
 so every replica that plans the same job at the same instant reaches the same decision.
 
 A fire is *overdue* when its due instant (nominal plus jitter) is at or before now. An overdue fire is
-*late* when it is older than :data:`MISFIRE_GRACE_SECONDS` or nominally before the job's ``resumedAt``
+*late* when it is older than the job's misfire grace (``catchup.misfireGraceSeconds``, by default
+:data:`MISFIRE_GRACE_SECONDS`) or nominally before the job's ``resumedAt``
 (it fell while the job was paused); other overdue fires are merely delayed (a lease hand-off, a slow
 batch) and run as ``scheduled``. Late fires follow the job's policy, within its window:
 
@@ -23,9 +24,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
-MISFIRE_GRACE_SECONDS = 60
-"""A fire this much past its due instant counts as missed. Larger than a lease TTL plus a takeover, so
-that the fires a crashed replica left behind still run (late) on the replica that takes over."""
+from schedsvc.domain.models import DEFAULT_MISFIRE_GRACE_SECONDS
+
+MISFIRE_GRACE_SECONDS = DEFAULT_MISFIRE_GRACE_SECONDS
+"""The default misfire grace: a fire this much past its due instant counts as late. Larger than a lease
+TTL plus a takeover, so that the fires a crashed replica left behind still run on the replica that takes
+over. A job may set its own (``catchup.misfireGraceSeconds``)."""
 CATCHUP_ALL_LIMIT = 1000
 """Most fires the ``all`` policy runs at once; older late fires are recorded missed."""
 MISSED_RECORD_LIMIT = 100

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 OVERDUE_ENUMERATION_LIMIT = 10_000
 """Most overdue fires enumerated one by one; beyond, fires before the catch-up window are skipped."""
-_GRACE_MS = MISFIRE_GRACE_SECONDS * 1000
+_DEFAULT_GRACE_MS = MISFIRE_GRACE_SECONDS * 1000
 _NONE_MISSED: tuple[int, ...] = ()
 
 
@@ -54,6 +54,8 @@ class TimedJob:
     """``next_run_ms`` plus the job's jitter: when the fire is due."""
     resumed_at: datetime | None
     resumed_at_ms: int | None
+    grace_ms: int = _DEFAULT_GRACE_MS
+    """The job's misfire grace: a fire older than this when planned is late (its catch-up policy applies)."""
     key: int = 0
     handle: int | None = None
     loaded_at: float = 0.0
@@ -97,7 +99,7 @@ def plan_batch(jobs: Sequence[TimedJob], now_ms: int) -> list[Plan]:
     plans: list[Plan] = []
     for job, nominal, due in zip(jobs, nominals, dues, strict=True):
         following_is_later = nominal == NO_FIRE or due > now_ms
-        if following_is_later and job.resumed_at_ms is None and job.due_ms <= now_ms <= job.due_ms + _GRACE_MS:
+        if following_is_later and job.resumed_at_ms is None and job.due_ms <= now_ms <= job.due_ms + job.grace_ms:
             # The common case: exactly one fire due, within the grace period.
             runs = [PlannedRun(job.next_run_ms, job.due_ms, "scheduled")]
             if nominal == NO_FIRE:
@@ -118,6 +120,7 @@ def plan_overdue(job: TimedJob, now_ms: int) -> Plan:
         policy=job.policy,
         window_seconds=job.window_seconds,
         resumed_at_ms=job.resumed_at_ms,
+        grace_seconds=job.grace_ms // 1000,
         dropped=dropped,
     )
     if plan.late:
@@ -148,10 +151,10 @@ def _overdue_fires(job: TimedJob, now_ms: int) -> tuple[list[tuple[int, int]], i
             # A very long outage: skip the oldest fires wholesale (missed, counted, not recorded),
             # first to the catch-up window, then, if the window alone is too long, to the grace
             # period (whose fires run anyway and so stand in for "latest").
-            grace_or_window = MISFIRE_GRACE_SECONDS + (job.window_seconds if dropped == 0 else 0)
+            grace_or_window_ms = job.grace_ms + (job.window_seconds * 1000 if dropped == 0 else 0)
             dropped += len(fires)
             fires, ahead = [], []
-            nominal = compiled.next_after(max(nominal, now_ms - grace_or_window * 1000 - 1))
+            nominal = compiled.next_after(max(nominal, now_ms - grace_or_window_ms - 1))
             continue
         if not ahead:
             ahead = compiled.fires_between(nominal, now_ms, OVERDUE_ENUMERATION_LIMIT)[::-1]

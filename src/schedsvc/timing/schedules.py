@@ -104,6 +104,14 @@ def upcoming_fires(schedule: Schedule, after: datetime, count: int) -> list[date
     return [from_ms(ms, zone) for ms in compiled.next_n(to_ms(after), count)]
 
 
+def fires_in_range(schedule: Schedule, created: datetime, first: datetime, last: datetime, limit: int) -> list[int]:
+    """Nominal fires (epoch ms) of a stored job's schedule from ``first`` to ``last``, both inclusive,
+    earliest first, at most ``limit``: one batch call into the Rust core. ``created`` is the job's
+    creation instant (the defaults of its schedule depend on it)."""
+    compiled = compile_schedule(schedule, created=created)
+    return compiled.fires_between(to_ms(first) - 1, to_ms(last), limit)
+
+
 def _zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)

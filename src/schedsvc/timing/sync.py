@@ -115,6 +115,7 @@ class WheelSync:
                     due_ms=0,
                     resumed_at=view.resumed_at,
                     resumed_at_ms=None if view.resumed_at is None else to_ms(view.resumed_at),
+                    grace_ms=view.catchup.misfire_grace_seconds * 1000,
                 )
             )
         registry.forget(gone)

@@ -1,0 +1,99 @@
+"""How the command line shows jobs and runs: aligned tables and key/value listings (``--output table``).
+Private to ``schedsvc.client.cli``; ``--output json`` prints the API's own JSON instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+
+from schedsvc.domain.models import (
+    CalendarSchedule,
+    CronSchedule,
+    HttpTarget,
+    IntervalSchedule,
+    Job,
+    NatsTarget,
+    OnceSchedule,
+    Run,
+    Schedule,
+)
+from schedsvc.domain.wire import RunRetryReport
+
+
+def when(instant: datetime | None) -> str:
+    return "-" if instant is None else instant.isoformat(timespec="seconds")
+
+
+def describe_schedule(schedule: Schedule) -> str:
+    match schedule:
+        case CronSchedule():
+            return f"cron {schedule.expression} {schedule.timezone}"
+        case IntervalSchedule():
+            return f"every {schedule.seconds}s"
+        case CalendarSchedule():
+            return f"every {schedule.every} {schedule.unit} at {schedule.time} {schedule.timezone}"
+        case OnceSchedule():
+            return f"once at {when(schedule.at)}"
+    return schedule.__class__.__name__  # pragma: no cover - the union is exhaustive
+
+
+def _target(job: Job) -> str:
+    match job.target:
+        case HttpTarget(method=method, url=url):
+            return f"{method} {url}"
+        case NatsTarget(subject=subject):
+            return f"nats {subject}"
+    return "-"  # pragma: no cover - the union is exhaustive
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[str]], out: Callable[[str], None]) -> None:
+    rows = [list(header), *([str(c) for c in row] for row in rows)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for row in rows:
+        out("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def job_rows(jobs: Iterable[Job]) -> Iterable[list[str]]:
+    for j in jobs:
+        last = "-" if j.last_run is None else f"{when(j.last_run)} {j.last_run_status or ''}".strip()
+        yield [j.id, j.name, j.status, describe_schedule(j.schedule), when(j.next_run), last]
+
+
+def run_rows(runs: Iterable[Run]) -> Iterable[list[str]]:
+    for r in runs:
+        duration = "-" if r.duration_ms is None else f"{r.duration_ms}ms"
+        status = "-" if r.http_status is None else str(r.http_status)
+        yield [r.id, when(r.scheduled_at), r.trigger, r.status, str(r.attempts), duration, status, r.error or ""]
+
+
+JOB_COLUMNS = ("ID", "NAME", "STATUS", "SCHEDULE", "NEXT RUN", "LAST RUN")
+RUN_COLUMNS = ("RUN", "SCHEDULED", "TRIGGER", "STATUS", "ATTEMPTS", "DURATION", "HTTP", "ERROR")
+
+
+def show_job(job: Job, out: Callable[[str], None]) -> None:
+    lines = [
+        ("id", job.id),
+        ("name", job.name),
+        ("status", job.status),
+        ("schedule", describe_schedule(job.schedule)),
+        ("target", _target(job)),
+        ("next run", when(job.next_run)),
+        ("last run", f"{when(job.last_run)} {job.last_run_status or ''}".strip()),
+        ("retry", f"{job.retry.max_attempts} attempts"),
+        ("catch-up", f"{job.catchup.policy} within {job.catchup.window_seconds}s"),
+        ("overlap", job.overlap),
+        ("tags", ", ".join(job.tags) or "-"),
+        ("version", str(job.version)),
+    ]
+    width = max(len(k) for k, _ in lines)
+    for key, value in lines:
+        out(f"{key.ljust(width)}  {value}")
+
+
+def show_retry_report(report: RunRetryReport, out: Callable[[str], None]) -> None:
+    rows = [[rid, "queued", ""] for rid in report.retried_runs]
+    rows += [[r.run_id, f"refused ({r.reason})", r.detail] for r in report.refusals]
+    if rows:
+        table(("RUN", "RETRY", "DETAIL"), rows, out)
+    out(f"matched {report.matched}, retried {report.retried}, refused {report.refused}")

@@ -1,0 +1,27 @@
+"""Migrations against a real server: what each creates, and that applying again is harmless."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schedsvc import names
+from schedsvc.migrations import m0003_job_failure_history
+from schedsvc.store.migrate import applied_versions, available_migrations, pending_migrations
+
+
+async def run_indexes(db: Any) -> dict[str, dict[str, Any]]:
+    return {ix["name"]: dict(ix["key"]) for ix in await (await db[names.RUNS].list_indexes()).to_list(None)}
+
+
+async def test_m0003_indexes_a_jobs_runs_by_status_newest_first_instead_of_job_status(
+    mongo_db: Any, settings: Any
+) -> None:
+    assert await pending_migrations(mongo_db) == []  # the fixture applied every migration
+    assert 3 in await applied_versions(mongo_db) and [m.version for m in available_migrations()][:3] == [1, 2, 3]
+    indexes = await run_indexes(mongo_db)
+    assert indexes["job_status_history"] == {"jobId": 1, "status": 1, "scheduledAt": -1, "_id": -1}
+    assert "job_status" not in indexes
+    assert indexes["tenant_status_history"] == {"tenant": 1, "status": 1, "scheduledAt": -1, "_id": -1}
+
+    await m0003_job_failure_history.apply(mongo_db, settings)  # again: harmless
+    assert await run_indexes(mongo_db) == indexes
