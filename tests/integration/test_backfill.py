@@ -9,13 +9,13 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
+from tests.support.waiting import wait_until
 
 from schedsvc import names
 from schedsvc.api import create_app
@@ -28,7 +28,6 @@ from schedsvc.testing import Reply, WebhookReceiver, delete_run_streams
 from schedsvc.timing import to_ms
 
 KEY = "sk_00000000000000bf_" + "f" * 43
-WAIT = 30.0
 
 
 @dataclasses.dataclass
@@ -62,17 +61,6 @@ class Service:
 
 def _iso(value: datetime | str) -> str:
     return value if isinstance(value, str) else value.isoformat().replace("+00:00", "Z")
-
-
-async def wait_until(check: Callable[[], Awaitable[Any]], timeout: float = WAIT) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.05)
 
 
 @contextlib.asynccontextmanager

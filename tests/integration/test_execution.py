@@ -32,6 +32,7 @@ import nats
 import pytest
 from bson import ObjectId
 from litestar.testing import AsyncTestClient
+from tests.support.waiting import WAIT, wait_until
 
 from schedsvc import names
 from schedsvc.api import create_app
@@ -50,7 +51,6 @@ from schedsvc.testing import Call, Reply, WebhookReceiver, delete_run_streams, d
 from schedsvc.wiring import Adapters, execution_service
 
 TENANT = "acme"
-WAIT = 30.0
 
 @pytest.fixture
 async def server() -> AsyncIterator[WebhookReceiver]:
@@ -156,17 +156,6 @@ async def fire(bus: NatsRunBus, job_id: str, scheduled_ms: int | None = None, tr
 
 async def run_doc(db: Any, rid: str) -> dict[str, Any] | None:
     return await db[names.RUNS].find_one({"_id": rid})
-
-
-async def wait_until(check: Callable[[], Awaitable[Any]], timeout: float = WAIT) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.05)
 
 
 async def final_run(db: Any, rid: str, timeout: float = WAIT) -> dict[str, Any]:

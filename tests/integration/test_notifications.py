@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
+from tests.support.waiting import wait_until
 
 from schedsvc import names
 from schedsvc.api import create_app
@@ -31,7 +32,6 @@ from schedsvc.testing import Reply, WebhookReceiver, delete_run_streams
 from schedsvc.wiring import Adapters, timing_service
 
 KEY = "sk_00000000000000ce_" + "c" * 43
-WAIT = 30.0
 
 
 @dataclasses.dataclass
@@ -71,17 +71,6 @@ class Env:
             return run if run and run["status"] in ("succeeded", "failed") else None
 
         return await wait_until(check)  # type: ignore[no-any-return]
-
-
-async def wait_until(check: Callable[[], Awaitable[Any]], timeout: float = WAIT) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.05)
 
 
 async def calls_settle(receiver: WebhookReceiver, route: str, count: int, quiet: float = 1.5) -> None:
