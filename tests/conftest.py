@@ -138,12 +138,20 @@ OTHER_TENANT = "other"
 """The second tenant of :func:`other_tenant_key` and of :func:`api`: what one tenant does, another must not see."""
 
 
-def api_settings(settings: Settings, redis_url: str | None = None, **changes: Any) -> Settings:
-    """``settings`` for an API app run in the test process (``create_app``), whose ``dev`` tenant has
-    :data:`DEV_KEY`; with Redis only when ``redis_url`` is given."""
+def api_settings(
+    settings: Settings, redis_url: str | None = None, roles: frozenset[str] = frozenset({"api"}), **changes: Any
+) -> Settings:
+    """``settings`` for an app run in the test process (``create_app``; the API role unless ``roles`` adds
+    others), whose ``dev`` tenant has :data:`DEV_KEY`; with Redis only when ``redis_url`` is given."""
     return dataclasses.replace(
-        settings, roles=frozenset({"api"}), dev_mode=True, dev_api_key=DEV_KEY, redis_url=redis_url, **changes
+        settings, roles=roles, dev_mode=True, dev_api_key=DEV_KEY, redis_url=redis_url, **changes
     )
+
+
+@pytest.fixture
+def auth() -> dict[str, str]:
+    """The ``dev`` tenant's credentials (:data:`DEV_KEY`)."""
+    return {"Authorization": f"Bearer {DEV_KEY}"}
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
+from tests.conftest import DEV_KEY, api_settings
 from tests.support.waiting import wait_until
 
 from schedsvc import names
@@ -26,8 +27,6 @@ from schedsvc.domain.wire import MAX_BACKFILL_FIRES
 from schedsvc.store import MongoTenantStore, connect, database
 from schedsvc.testing import Reply, WebhookReceiver, delete_run_streams
 from schedsvc.timing import to_ms
-
-KEY = "sk_00000000000000bf_" + "f" * 43
 
 
 @dataclasses.dataclass
@@ -65,7 +64,7 @@ def _iso(value: datetime | str) -> str:
 
 @contextlib.asynccontextmanager
 async def serving(settings: Settings, roles: frozenset[str]) -> AsyncIterator[Service]:
-    settings = dataclasses.replace(settings, roles=roles, dev_mode=True, dev_api_key=KEY, run_ack_wait_seconds=2.0)
+    settings = api_settings(settings, roles=roles, run_ack_wait_seconds=2.0)
     receiver = await WebhookReceiver().start()
     mongo = connect(settings)
     try:
@@ -73,7 +72,7 @@ async def serving(settings: Settings, roles: frozenset[str]) -> AsyncIterator[Se
             rival_key, _ = await MongoTenantStore(database(mongo, settings)).create_tenant("rival")
             yield Service(
                 client,
-                {"Authorization": f"Bearer {KEY}"},
+                {"Authorization": f"Bearer {DEV_KEY}"},
                 {"Authorization": f"Bearer {rival_key.key}"},
                 database(mongo, settings),
                 settings,

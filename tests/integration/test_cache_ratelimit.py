@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
-from tests.conftest import DEV_KEY, api_settings
+from tests.conftest import api_settings
 from tests.support import servers
 
 from schedsvc.api import create_app
@@ -25,11 +25,6 @@ def job_body(name: str) -> dict[str, Any]:
         "schedule": {"kind": "interval", "seconds": 3600},
         "target": {"kind": "http", "url": "https://hooks.example.com/x"},
     }
-
-
-@pytest.fixture
-def auth() -> dict[str, str]:
-    return {"Authorization": f"Bearer {DEV_KEY}"}
 
 
 async def rename_behind_the_api(settings: Settings, job_id: str, name: str) -> None:

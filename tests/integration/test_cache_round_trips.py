@@ -14,15 +14,13 @@ from litestar.testing import AsyncTestClient
 from prometheus_client import REGISTRY
 from redis.asyncio import connection as redis_connection
 from tests.conftest import api_settings
-from tests.integration.test_cache_ratelimit import auth, job_body
+from tests.integration.test_cache_ratelimit import job_body
 
 from schedsvc.api import create_app
 from schedsvc.cache import PREFETCHED, RedisLink, RedisRateLimiter, ResilientStore
 from schedsvc.cache import redis as redis_module
 from schedsvc.config import Settings
 from schedsvc.domain.admission import CacheProbe, WriteIntent
-
-__all__ = ["auth"]  # a fixture shared with test_cache_ratelimit
 
 
 class RoundTrips:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
+from tests.conftest import DEV_KEY, api_settings
 from tests.support.waiting import wait_until
 
 from schedsvc import names
@@ -30,8 +31,6 @@ from schedsvc.store import MongoTenantStore, connect, database
 from schedsvc.store.tenants import webhook_secret_text
 from schedsvc.testing import Reply, WebhookReceiver, delete_run_streams
 from schedsvc.wiring import Adapters, timing_service
-
-KEY = "sk_00000000000000ce_" + "c" * 43
 
 
 @dataclasses.dataclass
@@ -82,13 +81,8 @@ async def calls_settle(receiver: WebhookReceiver, route: str, count: int, quiet:
 
 @pytest.fixture
 async def env(settings: Settings) -> AsyncIterator[Env]:
-    settings = dataclasses.replace(
-        settings,
-        roles=frozenset({"api", "execution"}),
-        dev_mode=True,
-        dev_api_key=KEY,
-        run_ack_wait_seconds=5.0,
-        run_retention_max_days=60,
+    settings = api_settings(
+        settings, roles=frozenset({"api", "execution"}), run_ack_wait_seconds=5.0, run_retention_max_days=60
     )
     mongo = connect(settings)
     db = database(mongo, settings)
@@ -97,7 +91,7 @@ async def env(settings: Settings) -> AsyncIterator[Env]:
             rival_key, _ = await MongoTenantStore(db).create_tenant("rival")
             yield Env(
                 client,
-                {"Authorization": f"Bearer {KEY}"},
+                {"Authorization": f"Bearer {DEV_KEY}"},
                 {"Authorization": f"Bearer {rival_key.key}"},
                 settings,
                 db,
