@@ -6,6 +6,8 @@ data and nothing shared is ever flushed.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import gc
@@ -226,8 +228,9 @@ def service_settings(mongo_uri: str, nats_url: str, run_token: str) -> Callable[
 
 @contextlib.contextmanager
 def running_service(settings: Settings, log: Path) -> Iterator[servers.ServerProcess]:
-    """``schedsvc serve`` configured by ``settings`` for the block. Afterwards its database is dropped and,
-    when its log holds a traceback, the log's tail is printed (pytest shows it with the failing test)."""
+    """``schedsvc serve`` configured by ``settings`` for the block. Afterwards its database and streams are
+    deleted and, when its log holds a traceback, the log's tail is printed (pytest shows it with the failing
+    test)."""
     import pymongo
 
     from schedsvc import embedded
@@ -238,6 +241,9 @@ def running_service(settings: Settings, log: Path) -> Iterator[servers.ServerPro
     finally:
         with pymongo.MongoClient(settings.mongodb_uri) as client:
             client.drop_database(settings.database)
+        # On a thread of its own: the caller may be an async fixture whose event loop is running.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, testing.delete_run_streams(settings)).result(timeout=60)
         output = log.read_text() if log.exists() else ""
         if "Traceback" in output:
             print(output[-5000:])
