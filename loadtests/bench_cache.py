@@ -22,7 +22,6 @@ from pathlib import Path
 import httpx
 
 from schedsvc import embedded
-from schedsvc.config import Settings
 
 KEY = "sk_00000000000000ee_" + "e" * 43
 
@@ -75,9 +74,6 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=200)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="schedsvc-bench-cache-"))
-    mongo = embedded.secantus(root / "mongo")
-    nats = embedded.nats(root / "nats")
-    redis = embedded.redis(root / "redis")
     pages = [
         "/jobs?limit=50",
         "/jobs?limit=50&tag=t1",
@@ -85,17 +81,9 @@ def main() -> None:
         "/jobs?limit=20&name=bench-001",
     ]
     results = {}
-    with embedded.running(mongo), embedded.running(nats), embedded.running(redis):
-        base = Settings(
-            mongodb_uri=f"mongodb://127.0.0.1:{mongo.port}/?directConnection=true",
-            nats_url=f"nats://127.0.0.1:{nats.port}",
-            roles=frozenset({"api"}),
-            dev_mode=True,
-            dev_api_key=KEY,
-            rate_limit_per_minute=100_000_000,
-            log_level="WARNING",
-        )
-        for label, redis_url in (("without cache", None), ("with Redis cache", f"redis://127.0.0.1:{redis.port}/0")):
+    with embedded.backends(root) as servers:
+        base = servers.api_settings(KEY)
+        for label, redis_url in (("without cache", None), ("with Redis cache", base.redis_url)):
             settings = replace(base, redis_url=redis_url, port=embedded.free_port())
             with embedded.running(embedded.service(settings, root / f"api-{settings.port}.log")) as api:
                 if not results:

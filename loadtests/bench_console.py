@@ -19,19 +19,17 @@ import re
 import statistics
 import tempfile
 import time
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
-from bson import ObjectId
 
 from schedsvc import embedded, names
 from schedsvc.config import Settings
-from schedsvc.domain import CronSchedule, HttpTarget, JobCreate, JobStatus
-from schedsvc.domain.rules import partition_of
+from schedsvc.domain import CronSchedule, HttpTarget, JobStatus
 from schedsvc.store import connect, database, job_codec
+from schedsvc.testing import job_document
 
 KEY = "sk_00000000000000ab_" + "b" * 43
 TENANT = "dev"
@@ -47,24 +45,19 @@ async def seed(settings: Settings, jobs: int) -> list[str]:
         for start in range(0, jobs, 1000):
             docs, runs = [], []
             for i in range(start, min(jobs, start + 1000)):
-                job_id = str(ObjectId())
-                ids.append(job_id)
-                body = JobCreate(
+                document = job_document(
+                    TENANT,
+                    settings.partitions,
+                    next_run=now + timedelta(hours=1),
+                    status=JobStatus.PAUSED if i % 10 == 0 else JobStatus.ACTIVE,
+                    now=now,
                     name=f"bench-{i:05d}",
                     tags=[f"t{i % 5}"],
                     schedule=CronSchedule(expression=f"{i % 60} 3 * * *", timezone="Europe/Berlin"),
                     target=HttpTarget(url="https://hooks.example.com/x"),
                 )
-                status = JobStatus.PAUSED if i % 10 == 0 else JobStatus.ACTIVE
-                document = job_codec.new_document(
-                    job_id,
-                    TENANT,
-                    body,
-                    status=status,
-                    next_run=now + timedelta(hours=1),
-                    partition=partition_of(job_id, settings.partitions),
-                    now=now,
-                )
+                job_id = document.id
+                ids.append(job_id)
                 docs.append(job_codec.encode(document))
                 for day in (1, 2):
                     scheduled = now - timedelta(days=day, seconds=i)
@@ -152,21 +145,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="schedsvc-bench-console-"))
-    mongo = embedded.secantus(root / "mongo")
-    nats = embedded.nats(root / "nats")
-    redis = embedded.redis(root / "redis")
-    with embedded.running(mongo), embedded.running(nats), embedded.running(redis):
-        settings = Settings(
-            mongodb_uri=f"mongodb://127.0.0.1:{mongo.port}/?directConnection=true",
-            nats_url=f"nats://127.0.0.1:{nats.port}",
-            redis_url=f"redis://127.0.0.1:{redis.port}/0",
-            roles=frozenset({"api"}),
-            dev_mode=True,
-            dev_api_key=KEY,
-            rate_limit_per_minute=100_000_000,
-            log_level="WARNING",
-        )
-        settings = replace(settings, port=embedded.free_port())
+    with embedded.backends(root) as servers:
+        settings = servers.api_settings(KEY, port=embedded.free_port())
         with embedded.running(embedded.service(settings, root / "api.log")) as api:
             seeded = time.perf_counter()
             ids = asyncio.run(seed(settings, args.jobs))

@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import nats
 from bson import ObjectId
 
 from schedsvc import embedded, names
@@ -48,8 +47,8 @@ from schedsvc.bus import NatsRunBus
 from schedsvc.config import Settings
 from schedsvc.domain import HttpTarget, RetryPolicy, RunMessage
 from schedsvc.execution.targets import CallContext, TargetCaller
-from schedsvc.names import Names
 from schedsvc.store import connect, database
+from schedsvc.testing import delete_run_streams
 from schedsvc.wiring import Adapters, execution_service
 
 
@@ -116,13 +115,7 @@ async def through_workers(settings: Settings, db: Any, url: str, runs: int) -> t
         return elapsed, cpu, latencies
     finally:
         await service.stop()
-        nc = await nats.connect(settings.nats_url)
-        js = nc.jetstream()
-        n = Names(settings.prefix)
-        for stream in n.streams:
-            with contextlib.suppress(Exception):
-                await js.delete_stream(stream)
-        await nc.close()
+        await delete_run_streams(settings)
         await bus.close()
 
 

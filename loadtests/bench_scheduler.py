@@ -127,13 +127,10 @@ from schedsvc import names  # noqa: E402
 from schedsvc.bus import NatsRunBus  # noqa: E402
 from schedsvc.config import Settings  # noqa: E402
 from schedsvc.domain import (  # noqa: E402
-    JobCreate,
-    JobStatus,
     NatsTarget,
     RetryPolicy,
     RunMessage,
     Schedule,
-    partition_of,
 )
 from schedsvc.observability.metrics import FIRES_PUBLISHED, TIMING_DB_OPERATIONS  # noqa: E402
 from schedsvc.observability.runtime import tune_gc  # noqa: E402
@@ -143,6 +140,7 @@ from schedsvc.store import (  # noqa: E402
     job_codec,
 )
 from schedsvc.store.migrate import apply_migrations  # noqa: E402
+from schedsvc.testing import delete_run_streams, job_document  # noqa: E402
 from schedsvc.timing import from_ms  # noqa: E402
 from schedsvc.timing.service import TimingService  # noqa: E402
 from schedsvc.wiring import Adapters, timing_service  # noqa: E402
@@ -187,21 +185,13 @@ def fires_published() -> float:
 
 def job_doc(schedule: dict[str, Any], next_run_ms: int, partitions: int) -> dict[str, Any]:
     """A job document as the API stores it (built by the job codec), due at ``next_run_ms``."""
-    job_id = str(ObjectId())
-    body = JobCreate(
-        name=job_id,
+    document = job_document(
+        "bench",
+        partitions,
+        next_run=from_ms(next_run_ms),
         schedule=msgspec.convert(schedule, Schedule, strict=False),  # type: ignore[arg-type,unused-ignore]
         target=NatsTarget(subject="tenant.bench.noop"),
         retry=RetryPolicy(max_attempts=1, min_backoff_seconds=1.0, max_backoff_seconds=1.0, max_event_age_seconds=60.0),
-    )
-    document = job_codec.new_document(
-        job_id,
-        "bench",
-        body,
-        status=JobStatus.ACTIVE,
-        next_run=from_ms(next_run_ms),
-        partition=partition_of(job_id, partitions),
-        now=datetime.now(UTC),
     )
     return job_codec.encode(document)
 
@@ -287,15 +277,8 @@ class Phase:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        import nats
-
         await self.service.stop()
-        nc = await nats.connect(self.settings.nats_url)
-        js = nc.jetstream()
-        for stream in self.bus.names.streams:
-            with contextlib.suppress(Exception):
-                await js.delete_stream(stream)
-        await nc.close()
+        await delete_run_streams(self.settings)
         await self.bus.close()
         await self.db[names.JOBS].delete_many({})
         await self.client.close()

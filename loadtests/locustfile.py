@@ -27,6 +27,7 @@ import os
 import random
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,15 @@ def random_schedule(rng: random.Random) -> dict[str, Any]:
     return {"kind": "calendar", "every": rng.choice([1, 2]), "unit": "weeks", "time": "07:30", "timezone": "UTC"}
 
 
+@dataclass
+class OwnJob:
+    """A job a client service created, as its last answer about the job showed it."""
+
+    id: str
+    version: int
+    paused: bool
+
+
 class ClientService(PacedUser):
     """One client service: reads a lot, creates and changes its own jobs now and then."""
 
@@ -89,7 +99,7 @@ class ClientService(PacedUser):
         self.service = f"svc{number}"
         self.auth = {"Authorization": f"Bearer {credentials['key']}"}
         self.known: list[str] = []  # job ids of the tenant seen in lists (read-only use)
-        self.mine: dict[str, dict[str, Any]] = {}  # jobs this service created: id -> {"version", "paused"}
+        self.mine: dict[str, OwnJob] = {}  # jobs this service created, by id
         super().on_start()
 
     # -- helpers ----------------------------------------------------------------------------------
@@ -108,11 +118,28 @@ class ClientService(PacedUser):
         pool = self.known or list(self.mine)
         return self.rng.choice(pool) if pool else None
 
-    def _my_job(self) -> tuple[str, dict[str, Any]] | None:
+    def _some_job_or_list(self) -> str | None:
+        """A job of the tenant to read; with none known yet, this turn lists the jobs instead (None)."""
+        job_id = self._some_job()
+        if job_id is None:
+            self.list_jobs()
+        return job_id
+
+    def _my_job_or_create(self) -> OwnJob | None:
+        """One of this service's own jobs to change; with none yet, this turn creates one instead (None)."""
         if not self.mine:
+            self.create_job()
             return None
-        job_id = self.rng.choice(list(self.mine))
-        return job_id, self.mine[job_id]
+        return self.mine[self.rng.choice(list(self.mine))]
+
+    def _if_match(self, job: OwnJob) -> dict[str, str]:
+        return {"If-Match": f'"{job.version}"'}
+
+    def _write_mine(self, job: OwnJob, method: str, path: str, name: str, body: Any = None) -> None:
+        """A conditional write of one of this service's jobs; keeps the version and status it answers."""
+        answer = self._json(method, path, name, body, self._if_match(job))
+        if answer is not None:
+            job.version, job.paused = answer["version"], answer["status"] == "paused"
 
     def _json(self, method: str, path: str, name: str, body: Any = None, headers: dict[str, str] | None = None,
               expect: int = 200, gone_ok: bool = False) -> dict[str, Any] | None:
@@ -161,18 +188,16 @@ class ClientService(PacedUser):
 
     @task(20)
     def get_job(self) -> None:
-        job_id = self._some_job()
+        job_id = self._some_job_or_list()
         if job_id is None:
-            self.list_jobs()
             return
         if self._json("GET", f"/jobs/{job_id}", "GET /jobs/{id}", gone_ok=job_id not in self.mine) is None:
             self._forget(job_id)
 
     @task(12)
     def run_history(self) -> None:
-        job_id = self._some_job()
+        job_id = self._some_job_or_list()
         if job_id is None:
-            self.list_jobs()
             return
         path = f"/jobs/{job_id}/runs?limit={self.rng.choice([10, 20])}"
         if self._json("GET", path, "GET /jobs/{id}/runs", gone_ok=job_id not in self.mine) is None:
@@ -195,37 +220,25 @@ class ClientService(PacedUser):
         }
         job = self._json("POST", "/jobs", "POST /jobs", body, {"Idempotency-Key": uuid.uuid4().hex}, expect=201)
         if job is not None:
-            self.mine[job["id"]] = {"version": job["version"], "paused": job["status"] == "paused"}
+            self.mine[job["id"]] = OwnJob(job["id"], job["version"], job["status"] == "paused")
 
     @task(8)
     def patch_job(self) -> None:
-        mine = self._my_job()
-        if mine is None:
-            self.create_job()
+        job = self._my_job_or_create()
+        if job is None:
             return
-        job_id, state = mine
         body: dict[str, Any] = {"metadata": {"owner": self.service, "rev": uuid.uuid4().hex[:8]}}
         if self.rng.random() < 0.3:
             body["schedule"] = random_schedule(self.rng)
-        job = self._json("PATCH", f"/jobs/{job_id}", "PATCH /jobs/{id}", body, {"If-Match": f'"{state["version"]}"'})
-        if job is not None:
-            state["version"] = job["version"]
+        self._write_mine(job, "PATCH", f"/jobs/{job.id}", "PATCH /jobs/{id}", body)
 
     @task(6)
     def pause_or_resume(self) -> None:
-        mine = self._my_job()
-        if mine is None:
-            self.create_job()
+        job = self._my_job_or_create()
+        if job is None:
             return
-        job_id, state = mine
-        action = "resume" if state["paused"] else "pause"
-        job = self._json(
-            "POST", f"/jobs/{job_id}/{action}", f"POST /jobs/{{id}}/{action}", None,
-            {"If-Match": f'"{state["version"]}"'},
-        )
-        if job is not None:
-            state["version"] = job["version"]
-            state["paused"] = job["status"] == "paused"
+        action = "resume" if job.paused else "pause"
+        self._write_mine(job, "POST", f"/jobs/{job.id}/{action}", f"POST /jobs/{{id}}/{action}")
 
     @task(3)
     def delete_job(self) -> None:
@@ -233,10 +246,8 @@ class ClientService(PacedUser):
         if len(self.mine) < 3:
             self.create_job()
             return
-        job_id = next(iter(self.mine))
-        state = self.mine.pop(job_id)
-        self._json("DELETE", f"/jobs/{job_id}", "DELETE /jobs/{id}", None,
-                   {"If-Match": f'"{state["version"]}"'}, expect=204)
+        job = self.mine.pop(next(iter(self.mine)))
+        self._json("DELETE", f"/jobs/{job.id}", "DELETE /jobs/{id}", None, self._if_match(job), expect=204)
 
 
 class HelloUser(PacedUser):

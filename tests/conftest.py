@@ -6,19 +6,27 @@ data and nothing shared is ever flushed.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
 import gc
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import pytest
 from hypothesis import settings as hypothesis_settings
 from tests.support import servers
 
+from schedsvc import testing
+
 if TYPE_CHECKING:
+    from litestar.testing import AsyncTestClient
+
     from schedsvc.config import Settings
 
 hypothesis_settings.register_profile("ci", max_examples=200, deadline=None, derandomize=True)
@@ -125,56 +133,153 @@ async def mongo_db(settings) -> AsyncIterator[object]:  # type: ignore[no-untype
 
 
 DEV_KEY = "sk_00000000000000dd_" + "d" * 43
-"""API key of the ``dev`` tenant of :func:`service_url`'s service."""
+"""API key of the ``dev`` tenant of :func:`service_url`'s service and of :func:`api_settings`' apps."""
 
 
 OTHER_TENANT = "other"
-"""The second tenant of :func:`other_tenant_key`: what one tenant does, another must not see."""
+"""The second tenant of :func:`other_tenant_key` and of :func:`api`: what one tenant does, another must not see."""
 
 
-@pytest.fixture(scope="module")
-def api_service_settings(request: pytest.FixtureRequest, mongo_uri: str, nats_url: str, run_token: str) -> Settings:
-    """Settings of :func:`api_service`. A module tunes them with ``SERVICE_SETTINGS = {...}`` and turns the
-    test Redis on (response cache, rate limits) with ``SERVICE_USES_REDIS = True``."""
-    from dataclasses import replace
+def api_settings(
+    settings: Settings, redis_url: str | None = None, roles: frozenset[str] = frozenset({"api"}), **changes: Any
+) -> Settings:
+    """``settings`` for an app run in the test process (``create_app``; the API role unless ``roles`` adds
+    others), whose ``dev`` tenant has :data:`DEV_KEY`; with Redis only when ``redis_url`` is given."""
+    return dataclasses.replace(
+        settings, roles=roles, dev_mode=True, dev_api_key=DEV_KEY, redis_url=redis_url, **changes
+    )
 
+
+@pytest.fixture
+def auth() -> dict[str, str]:
+    """The ``dev`` tenant's credentials (:data:`DEV_KEY`)."""
+    return {"Authorization": f"Bearer {DEV_KEY}"}
+
+
+@pytest.fixture
+async def drop_database(settings: Settings) -> AsyncIterator[None]:
+    """Drops the test's database at its end, for tests that fill it through an app rather than :func:`mongo_db`."""
+    yield
+    await testing.drop_database(settings)
+
+
+@dataclasses.dataclass
+class Api:
+    """An API app in the test process (:func:`api`) and what tests call it with."""
+
+    client: AsyncTestClient[Any]
+    headers: dict[str, str]
+    """The ``dev`` tenant's credentials."""
+    other: dict[str, str]
+    """Those of a second tenant, ``other``: what one tenant does, another must not see."""
+    settings: Settings
+    db: Any
+    """The app's database, to arrange or check what the API does not show."""
+
+
+@pytest.fixture
+async def api(settings: Settings) -> AsyncIterator[Api]:
+    """An API app in the test process on the test's own database (dropped afterwards), with two tenants."""
+    from litestar.testing import AsyncTestClient
+
+    from schedsvc.api import create_app
+    from schedsvc.store import MongoTenantStore, connect, database
+
+    settings = api_settings(settings)
+    mongo = connect(settings)
+    try:
+        async with AsyncTestClient(create_app(settings)) as client:
+            db = database(mongo, settings)
+            other_key, _ = await MongoTenantStore(db).create_tenant(OTHER_TENANT)
+            yield Api(
+                client,
+                {"Authorization": f"Bearer {DEV_KEY}"},
+                {"Authorization": f"Bearer {other_key.key}"},
+                settings,
+                db,
+            )
+    finally:
+        await mongo.drop_database(settings.database)
+        await mongo.close()
+
+
+@pytest.fixture(scope="session")
+def service_settings(mongo_uri: str, nats_url: str, run_token: str) -> Callable[..., Settings]:
+    """Makes the settings of a ``schedsvc serve`` process: this session's servers, a database and prefix of
+    its own (``label`` names them), a free port, dev mode with :data:`DEV_KEY`; ``fields`` set the rest."""
     from schedsvc.config import Settings
 
-    name = f"{run_token}_{uuid.uuid4().hex[:6]}"
-    settings = Settings(
-        mongodb_uri=mongo_uri,
-        database=f"schedsvc_{name}",
-        nats_url=nats_url,
-        prefix=f"schedsvc_{name}",
-        roles=frozenset({"api"}),
-        port=servers.free_port(),
-        dev_mode=True,
-        dev_api_key=DEV_KEY,
-        log_level="WARNING",
-    )
-    if getattr(request.module, "SERVICE_USES_REDIS", False):
-        settings = replace(settings, redis_url=request.getfixturevalue("redis_url"))
-    return replace(settings, **getattr(request.module, "SERVICE_SETTINGS", {}))
+    def make(label: str, **fields: Any) -> Settings:
+        name = f"{run_token}_{label}_{uuid.uuid4().hex[:6]}"
+        defaults: dict[str, Any] = {
+            "mongodb_uri": mongo_uri,
+            "database": f"schedsvc_{name}",
+            "nats_url": nats_url,
+            "prefix": f"schedsvc_{name}",
+            "port": servers.free_port(),
+            "dev_mode": True,
+            "dev_api_key": DEV_KEY,
+            "log_level": "WARNING",
+        }
+        return Settings(**(defaults | fields))
+
+    return make
 
 
-@pytest.fixture(scope="module")
-def api_service(
-    api_service_settings: Settings, mongo_uri: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[servers.ServerProcess]:
-    """A ``schedsvc serve`` process (API role unless ``SERVICE_SETTINGS`` says otherwise) for one test module,
-    on a database and prefix of its own, with a ``dev`` tenant whose key is :data:`DEV_KEY`."""
+@contextlib.contextmanager
+def running_service(settings: Settings, log: Path) -> Iterator[servers.ServerProcess]:
+    """``schedsvc serve`` configured by ``settings`` for the block. Afterwards its database and streams are
+    deleted and, when its log holds a traceback, the log's tail is printed (pytest shows it with the failing
+    test)."""
     import pymongo
 
     from schedsvc import embedded
 
-    settings = api_service_settings
+    try:
+        with servers.running(embedded.service(settings, log)) as server:
+            yield server
+    finally:
+        with pymongo.MongoClient(settings.mongodb_uri) as client:
+            client.drop_database(settings.database)
+        # On a thread of its own: the caller may be an async fixture whose event loop is running.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, testing.delete_run_streams(settings)).result(timeout=60)
+        output = log.read_text() if log.exists() else ""
+        if "Traceback" in output:
+            print(output[-5000:])
+
+
+async def create_tenant(settings: Settings, name: str) -> str:
+    """Creates tenant ``name`` in ``settings.database``; returns its API key."""
+    from schedsvc.store import MongoTenantStore, connect, database
+
+    client = connect(settings)
+    try:
+        key, _ = await MongoTenantStore(database(client, settings)).create_tenant(name)
+    finally:
+        await client.close()
+    return key.key
+
+
+@pytest.fixture(scope="module")
+def api_service_settings(request: pytest.FixtureRequest, service_settings: Callable[..., Settings]) -> Settings:
+    """Settings of :func:`api_service`. A module tunes them with ``SERVICE_SETTINGS = {...}`` and turns the
+    test Redis on (response cache, rate limits) with ``SERVICE_USES_REDIS = True``."""
+    fields: dict[str, Any] = {"roles": frozenset({"api"})}
+    if getattr(request.module, "SERVICE_USES_REDIS", False):
+        fields["redis_url"] = request.getfixturevalue("redis_url")
+    return service_settings("service", **(fields | getattr(request.module, "SERVICE_SETTINGS", {})))
+
+
+@pytest.fixture(scope="module")
+def api_service(
+    api_service_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[servers.ServerProcess]:
+    """A ``schedsvc serve`` process (API role unless ``SERVICE_SETTINGS`` says otherwise) for one test module,
+    on a database and prefix of its own, with a ``dev`` tenant whose key is :data:`DEV_KEY`."""
     log = tmp_path_factory.mktemp("service") / "service.log"
-    with servers.running(embedded.service(settings, log)) as server:
+    with running_service(api_service_settings, log) as server:
         yield server
-    with pymongo.MongoClient(mongo_uri) as client:
-        client.drop_database(settings.database)
-    if "Traceback" in log.read_text():
-        print(log.read_text()[-5000:])
 
 
 @pytest.fixture(scope="module")
@@ -186,11 +291,4 @@ def service_url(api_service: servers.ServerProcess) -> str:
 @pytest.fixture(scope="module")
 async def other_tenant_key(api_service: servers.ServerProcess, api_service_settings: Settings) -> str:
     """API key of a second tenant (:data:`OTHER_TENANT`) of :func:`api_service`."""
-    from schedsvc.store import MongoTenantStore, connect, database
-
-    client = connect(api_service_settings)
-    try:
-        key, _ = await MongoTenantStore(database(client, api_service_settings)).create_tenant(OTHER_TENANT)
-    finally:
-        await client.close()
-    return key.key
+    return await create_tenant(api_service_settings, OTHER_TENANT)

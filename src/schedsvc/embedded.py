@@ -27,7 +27,7 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from schedsvc.config import Settings
@@ -278,6 +278,47 @@ def redis(storage: Path, port: int | None = None) -> ServerProcess:
     argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     argv += ["--dir", str(storage)]
     return ServerProcess(argv, port, storage.parent / f"redis-{port}.log", name="Redis")
+
+
+@dataclass(frozen=True)
+class Backends:
+    """A SecantusDB, a NATS and a Redis server that a benchmark or a run by hand started together."""
+
+    mongo: ServerProcess
+    nats: ServerProcess
+    redis: ServerProcess
+
+    def settings(self, **fields: Any) -> Settings:
+        """:class:`~schedsvc.config.Settings` pointing at these servers; ``fields`` set the rest."""
+        from schedsvc.config import Settings
+
+        return Settings(
+            mongodb_uri=f"mongodb://127.0.0.1:{self.mongo.port}/?directConnection=true",
+            nats_url=f"nats://127.0.0.1:{self.nats.port}",
+            redis_url=f"redis://127.0.0.1:{self.redis.port}/0",
+            **fields,
+        )
+
+    def api_settings(self, dev_api_key: str, **fields: Any) -> Settings:
+        """:meth:`settings` of an API-only service to measure: dev mode (its ``dev`` tenant's key is
+        ``dev_api_key``), quiet logs, and no rate limit a benchmark could reach (it measures the service,
+        not the limiter); ``fields`` set the rest."""
+        defaults: dict[str, Any] = {
+            "roles": frozenset({"api"}),
+            "dev_mode": True,
+            "dev_api_key": dev_api_key,
+            "rate_limit_per_minute": 100_000_000,
+            "log_level": "WARNING",
+        }
+        return self.settings(**(defaults | fields))
+
+
+@contextlib.contextmanager
+def backends(root: Path) -> Iterator[Backends]:
+    """SecantusDB, NATS and Redis for the duration of the block, each with its data and log under ``root``."""
+    started = Backends(secantus(root / "mongo"), nats(root / "nats"), redis(root / "redis"))
+    with running(started.mongo), running(started.nats), running(started.redis):
+        yield started
 
 
 # --- the service itself ---------------------------------------------------------------------------------

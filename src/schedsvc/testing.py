@@ -1,4 +1,5 @@
-"""A webhook receiver for tests, benchmarks, load and fault runs (and for trying deliveries by hand).
+"""A webhook receiver for tests, benchmarks, load and fault runs (and for trying deliveries by hand); jobs
+such runs write straight into MongoDB; the clean-up of what they left in MongoDB and JetStream.
 
 One small HTTP/1.1 server over asyncio streams, with keep-alive, that records every request and answers
 what a test tells it to (a status, a delay, a hang, a body longer than the service will read). Written by
@@ -12,10 +13,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from schedsvc.names import Names
+
+if TYPE_CHECKING:
+    from schedsvc.config import Settings
+    from schedsvc.domain import JobStatus
+    from schedsvc.store.job_codec import JobDocument
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +168,69 @@ class WebhookReceiver:
             writer.write(chunk)
             self.streamed += len(chunk)
             await writer.drain()
+
+
+def job_document(
+    tenant: str,
+    partitions: int,
+    *,
+    next_run: datetime | None,
+    status: JobStatus | None = None,
+    now: datetime | None = None,
+    **fields: Any,
+) -> JobDocument:
+    """A new job's document as ``POST /jobs`` stores it (store it with ``job_codec.encode``): a fresh id, the
+    partition of ``partitions`` that id falls in, active unless ``status`` says otherwise, created ``now``.
+
+    ``fields`` are :class:`~schedsvc.domain.JobCreate`'s; ``name`` defaults to ``job-<id>``. The job codec
+    builds it, so a test or benchmark never spells the document's layout itself.
+    """
+    # The store (and with it the MongoDB driver) only when a caller writes jobs: the receiver needs neither.
+    from bson import ObjectId
+
+    from schedsvc.domain import JobCreate, JobStatus, partition_of
+    from schedsvc.store import job_codec
+
+    job_id = str(ObjectId())
+    return job_codec.new_document(
+        job_id,
+        tenant,
+        JobCreate(**{"name": f"job-{job_id}", **fields}),
+        status=status or JobStatus.ACTIVE,
+        next_run=next_run,
+        partition=partition_of(job_id, partitions),
+        now=now or datetime.now(UTC),
+    )
+
+
+async def drop_database(settings: Settings) -> None:
+    """Drop ``settings.database``: a test's or benchmark's own database, at its end."""
+    from schedsvc.store import connect
+
+    client = connect(settings)
+    try:
+        await client.drop_database(settings.database)
+    finally:
+        await client.close()
+
+
+async def delete_run_streams(settings: Settings) -> None:
+    """Delete every JetStream stream of ``settings.prefix`` (``Names.streams``) where it exists.
+
+    The service never deletes a stream (the bus adapter has no such operation, on purpose), so this
+    harness talks to JetStream itself; imported here, not at the top, so the receiver alone needs no driver.
+    """
+    import nats
+    from nats.js.errors import NotFoundError
+
+    nc = await nats.connect(settings.nats_url)
+    try:
+        js = nc.jetstream()
+        for stream in Names(settings.prefix).streams:
+            with contextlib.suppress(NotFoundError):
+                await js.delete_stream(stream)
+    finally:
+        await nc.close()
 
 
 async def _serve(delay: float) -> None:

@@ -8,18 +8,15 @@ import dataclasses
 import ipaddress
 import os
 import shutil
-import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 from redis.asyncio import Redis
-from tests.support import servers
+from tests.conftest import DEV_KEY, create_tenant, running_service
 
-from schedsvc import embedded
 from schedsvc.config import Settings
-from schedsvc.store import MongoTenantStore, connect, database
 from schedsvc.testing import Reply, WebhookReceiver
 
 CHROMIUM = "/usr/bin/chromium"
@@ -32,7 +29,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-DEV_KEY = "sk_00000000000000cc_" + "c" * 43
 OTHER_TENANT = "console-other"
 SCREENSHOTS = os.environ.get("SCHEDSVC_CONSOLE_SCREENSHOTS")
 """A directory to save the pages' screenshots in (docs/console is refreshed with it); none by default."""
@@ -49,39 +45,24 @@ class Console:
 
 @pytest.fixture(scope="module")
 async def console(
-    mongo_uri: str, nats_url: str, redis_url: str, run_token: str, tmp_path_factory: pytest.TempPathFactory
+    service_settings: Callable[..., Settings], redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Console]:
-    name = f"{run_token}_console_{uuid.uuid4().hex[:6]}"
-    settings = Settings(
-        mongodb_uri=mongo_uri,
-        database=f"schedsvc_{name}",
-        nats_url=nats_url,
+    settings = service_settings(
+        "console",
         redis_url=redis_url,
-        prefix=f"schedsvc_{name}",
-        port=servers.free_port(),
         partitions=4,
-        dev_mode=True,
-        dev_api_key=DEV_KEY,
         target_allow_networks=(ipaddress.ip_network("127.0.0.0/8"),),
-        log_level="WARNING",
     )
-    log: Path = tmp_path_factory.mktemp("console") / "service.log"
-    mongo = connect(settings)
     receiver = WebhookReceiver(default=Reply(200))
     receiver.routes["/fail"] = lambda call, n: Reply(500, b"target exploded")
     await receiver.start()
     try:
-        with servers.running(embedded.service(settings, log)) as server:
-            other_key, _ = await MongoTenantStore(database(mongo, settings)).create_tenant(OTHER_TENANT)
-            yield Console(server.url, DEV_KEY, other_key.key, settings, receiver)
+        with running_service(settings, tmp_path_factory.mktemp("console") / "service.log") as server:
+            other_key = await create_tenant(settings, OTHER_TENANT)
+            yield Console(server.url, DEV_KEY, other_key, settings, receiver)
     finally:
         await receiver.close()
         await _forget_sessions(redis_url, f"{settings.prefix}:console-sessions")
-        await mongo.drop_database(settings.database)
-        await mongo.close()
-        output = await asyncio.to_thread(log.read_text)
-        if "Traceback" in output:
-            print(output[-5000:])
 
 
 async def _forget_sessions(redis_url: str, namespace: str) -> None:

@@ -11,12 +11,10 @@ reported, not asserted: on a shared two-core machine it measures the neighbours 
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from tests.support.scripts import run_script
 
 pytestmark = pytest.mark.slow
 
@@ -24,25 +22,9 @@ SCRIPT = Path(__file__).resolve().parent / "run_chaos.py"
 TIMEOUT_SECONDS = 600
 
 
-def run_script(argv: list[str], timeout: float) -> str:
-    """Run a harness script; on timeout SIGTERM it first, so it stops the servers it started."""
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        output, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            output, _ = proc.communicate(timeout=90)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            output, _ = proc.communicate()
-        pytest.fail(f"{argv[1]} did not finish in {timeout}s:\n{output[-4000:]}")
-    return output
-
-
 def test_every_fire_runs_exactly_once_through_kills_and_restarts(tmp_path: Path) -> None:
     report_file = tmp_path / "chaos.json"
-    output = run_script([sys.executable, str(SCRIPT), "--short", "--json-out", str(report_file)], TIMEOUT_SECONDS)
+    output = run_script(SCRIPT, "--short", "--json-out", str(report_file), timeout=TIMEOUT_SECONDS)
     print(output[-3000:])
     assert report_file.exists(), output[-4000:]
     report = json.loads(report_file.read_text())

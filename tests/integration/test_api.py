@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from bson import ObjectId
 from litestar.testing import AsyncTestClient
+from tests.conftest import DEV_KEY, Api, api_settings
 
 from schedsvc import names
 from schedsvc.api import create_app
 from schedsvc.bus import announce_tenant_change
 from schedsvc.config import Settings
 from schedsvc.store import MongoTenantStore, connect, database
-
-DEV_KEY = "sk_00000000000000aa_" + "a" * 43
 
 
 def job_body(name: str = "nightly", **overrides: Any) -> dict[str, Any]:
@@ -29,32 +26,6 @@ def job_body(name: str = "nightly", **overrides: Any) -> dict[str, Any]:
     }
     body.update(overrides)
     return body
-
-
-@dataclasses.dataclass
-class Api:
-    client: AsyncTestClient[Any]
-    headers: dict[str, str]
-    other: dict[str, str]
-    settings: Settings
-
-
-@pytest.fixture
-async def api(settings: Settings) -> AsyncIterator[Api]:
-    settings = dataclasses.replace(settings, roles=frozenset({"api"}), dev_mode=True, dev_api_key=DEV_KEY)
-    app = create_app(settings)
-    async with AsyncTestClient(app) as client:
-        mongo = connect(settings)
-        try:
-            other_key, _ = await MongoTenantStore(database(mongo, settings)).create_tenant("other")
-        finally:
-            await mongo.close()
-        yield Api(
-            client, {"Authorization": f"Bearer {DEV_KEY}"}, {"Authorization": f"Bearer {other_key.key}"}, settings
-        )
-    mongo = connect(settings)
-    await mongo.drop_database(settings.database)
-    await mongo.close()
 
 
 async def create(api: Api, body: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> dict[str, Any]:
@@ -613,14 +584,12 @@ async def test_options_lists_every_method_of_the_path(api: Api) -> None:
         assert {m.strip() for m in r.headers["allow"].split(",")} == methods | {"OPTIONS"}
 
 
-async def test_run_now_without_nats_is_503_with_retry_after(settings: Settings) -> None:
+async def test_run_now_without_nats_is_503_with_retry_after(settings: Settings, drop_database: None) -> None:
     """A process started while NATS is down is live, not ready, and answers run-now with 503."""
     from tests.support import servers
 
     down = f"nats://127.0.0.1:{servers.free_port()}"  # nothing listens there
-    settings = dataclasses.replace(
-        settings, nats_url=down, roles=frozenset({"api"}), dev_mode=True, dev_api_key=DEV_KEY
-    )
+    settings = api_settings(settings, nats_url=down)
     async with AsyncTestClient(create_app(settings)) as client:
         headers = {"Authorization": f"Bearer {DEV_KEY}"}
         assert (await client.get("/health/live")).status_code == 200
@@ -631,6 +600,3 @@ async def test_run_now_without_nats_is_503_with_retry_after(settings: Settings) 
         r = await client.post(f"/jobs/{r.json()['id']}/run", headers=headers)
         await assert_problem(r, 503)
         assert int(r.headers["retry-after"]) > 0
-    mongo = connect(settings)
-    await mongo.drop_database(settings.database)
-    await mongo.close()

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
 import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
+from tests.conftest import DEV_KEY, api_settings
 from tests.support import servers
 
 from schedsvc.api import create_app
@@ -29,23 +28,8 @@ from schedsvc.execution._tenants import TenantDirectory
 from schedsvc.store import MongoTenantStore, connect, database
 from schedsvc.store.tenants import new_api_key
 
-DEV_KEY = "sk_00000000000000dd_" + "d" * 43
 # Far below the caches' lifetime (300 s): only the pushed notice can make a replica refuse this fast.
 PUSH_DEADLINE_SECONDS = 2.0
-
-
-def api_settings(settings: Settings, redis_url: str | None = None, **changes: Any) -> Settings:
-    return dataclasses.replace(
-        settings, roles=frozenset({"api"}), dev_mode=True, dev_api_key=DEV_KEY, redis_url=redis_url, **changes
-    )
-
-
-@pytest.fixture
-async def drop_database(settings: Settings) -> AsyncIterator[None]:
-    yield
-    client = connect(settings)
-    await client.drop_database(settings.database)
-    await client.close()
 
 
 def cli(settings: Settings, *args: str) -> str:

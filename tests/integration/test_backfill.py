@@ -9,14 +9,14 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import nats
 import pytest
 from litestar.testing import AsyncTestClient
+from tests.conftest import DEV_KEY, api_settings
+from tests.support.waiting import wait_until
 
 from schedsvc import names
 from schedsvc.api import create_app
@@ -24,13 +24,9 @@ from schedsvc.bus import NatsRunBus
 from schedsvc.config import Settings
 from schedsvc.domain import run_id
 from schedsvc.domain.wire import MAX_BACKFILL_FIRES
-from schedsvc.names import Names
 from schedsvc.store import MongoTenantStore, connect, database
-from schedsvc.testing import Reply, WebhookReceiver
+from schedsvc.testing import Reply, WebhookReceiver, delete_run_streams
 from schedsvc.timing import to_ms
-
-KEY = "sk_00000000000000bf_" + "f" * 43
-WAIT = 30.0
 
 
 @dataclasses.dataclass
@@ -66,20 +62,9 @@ def _iso(value: datetime | str) -> str:
     return value if isinstance(value, str) else value.isoformat().replace("+00:00", "Z")
 
 
-async def wait_until(check: Callable[[], Awaitable[Any]], timeout: float = WAIT) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.05)
-
-
 @contextlib.asynccontextmanager
 async def serving(settings: Settings, roles: frozenset[str]) -> AsyncIterator[Service]:
-    settings = dataclasses.replace(settings, roles=roles, dev_mode=True, dev_api_key=KEY, run_ack_wait_seconds=2.0)
+    settings = api_settings(settings, roles=roles, run_ack_wait_seconds=2.0)
     receiver = await WebhookReceiver().start()
     mongo = connect(settings)
     try:
@@ -87,7 +72,7 @@ async def serving(settings: Settings, roles: frozenset[str]) -> AsyncIterator[Se
             rival_key, _ = await MongoTenantStore(database(mongo, settings)).create_tenant("rival")
             yield Service(
                 client,
-                {"Authorization": f"Bearer {KEY}"},
+                {"Authorization": f"Bearer {DEV_KEY}"},
                 {"Authorization": f"Bearer {rival_key.key}"},
                 database(mongo, settings),
                 settings,
@@ -97,12 +82,7 @@ async def serving(settings: Settings, roles: frozenset[str]) -> AsyncIterator[Se
         await receiver.close()
         await mongo.drop_database(settings.database)
         await mongo.close()
-        nc = await nats.connect(settings.nats_url)
-        n = Names(settings.prefix)
-        for stream in (n.run_stream, n.dead_letter_stream):
-            with contextlib.suppress(nats.js.errors.NotFoundError):
-                await nc.jetstream().delete_stream(stream)
-        await nc.close()
+        await delete_run_streams(settings)
 
 
 @pytest.fixture

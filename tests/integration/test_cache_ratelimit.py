@@ -5,20 +5,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
+from tests.conftest import api_settings
 from tests.support import servers
 
 from schedsvc.api import create_app
 from schedsvc.config import Settings
 from schedsvc.store import MongoTenantStore, connect, database
 from schedsvc.testing import Reply, WebhookReceiver
-
-DEV_KEY = "sk_00000000000000bb_" + "b" * 43
 
 
 def job_body(name: str) -> dict[str, Any]:
@@ -27,25 +25,6 @@ def job_body(name: str) -> dict[str, Any]:
         "schedule": {"kind": "interval", "seconds": 3600},
         "target": {"kind": "http", "url": "https://hooks.example.com/x"},
     }
-
-
-def api_settings(settings: Settings, redis_url: str | None, **changes: Any) -> Settings:
-    return dataclasses.replace(
-        settings, roles=frozenset({"api"}), dev_mode=True, dev_api_key=DEV_KEY, redis_url=redis_url, **changes
-    )
-
-
-@pytest.fixture
-async def drop_database(settings: Settings) -> AsyncIterator[None]:
-    yield
-    client = connect(settings)
-    await client.drop_database(settings.database)
-    await client.close()
-
-
-@pytest.fixture
-def auth() -> dict[str, str]:
-    return {"Authorization": f"Bearer {DEV_KEY}"}
 
 
 async def rename_behind_the_api(settings: Settings, job_id: str, name: str) -> None:

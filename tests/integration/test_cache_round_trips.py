@@ -13,15 +13,14 @@ import pytest
 from litestar.testing import AsyncTestClient
 from prometheus_client import REGISTRY
 from redis.asyncio import connection as redis_connection
-from tests.integration.test_cache_ratelimit import api_settings, auth, drop_database, job_body
+from tests.conftest import api_settings
+from tests.integration.test_cache_ratelimit import job_body
 
 from schedsvc.api import create_app
 from schedsvc.cache import PREFETCHED, RedisLink, RedisRateLimiter, ResilientStore
 from schedsvc.cache import redis as redis_module
 from schedsvc.config import Settings
 from schedsvc.domain.admission import CacheProbe, WriteIntent
-
-__all__ = ["auth", "drop_database"]  # fixtures shared with test_cache_ratelimit
 
 
 class RoundTrips:

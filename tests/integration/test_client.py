@@ -11,20 +11,18 @@ import ipaddress
 import json
 import re
 import time
-import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from html.parser import HTMLParser
-from pathlib import Path
 from typing import Any
 
 import httpx
 import msgspec
 import pytest
 import uvicorn
+from tests.conftest import DEV_KEY, create_tenant, running_service
 from tests.support import servers
 
-from schedsvc import embedded
 from schedsvc.api import openapi
 from schedsvc.client import (
     OPERATIONS,
@@ -57,7 +55,6 @@ from schedsvc.config import Settings
 from schedsvc.store import MongoTenantStore, connect, database
 from schedsvc.testing import Reply, WebhookReceiver
 
-DEV_KEY = "sk_00000000000000dd_" + "d" * 43
 LIMITED = "limited"
 LIMIT_PER_MINUTE = 3
 
@@ -72,34 +69,16 @@ class Service:
 
 @pytest.fixture(scope="module")
 async def service(
-    mongo_uri: str, nats_url: str, run_token: str, tmp_path_factory: pytest.TempPathFactory
+    service_settings: Callable[..., Settings], tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Service]:
-    name = f"{run_token}_client_{uuid.uuid4().hex[:6]}"  # each module using this fixture has its own
-    settings = Settings(
-        mongodb_uri=mongo_uri,
-        database=f"schedsvc_{name}",
-        nats_url=nats_url,
-        prefix=f"schedsvc_{name}",
-        port=servers.free_port(),
+    settings = service_settings(
+        "client",  # each module using this fixture has its own
         partitions=8,
-        dev_mode=True,
-        dev_api_key=DEV_KEY,
         rate_limit_overrides={LIMITED: LIMIT_PER_MINUTE},
         target_allow_networks=(ipaddress.ip_network("127.0.0.0/8"),),
-        log_level="WARNING",
     )
-    log: Path = tmp_path_factory.mktemp("client") / "service.log"
-    mongo = connect(settings)
-    try:
-        with servers.running(embedded.service(settings, log)) as server:
-            limited_key, _ = await MongoTenantStore(database(mongo, settings)).create_tenant(LIMITED)
-            yield Service(server.url, DEV_KEY, limited_key.key, settings)
-    finally:
-        await mongo.drop_database(settings.database)
-        await mongo.close()
-        output = await asyncio.to_thread(log.read_text)
-        if "Traceback" in output:
-            print(output[-5000:])
+    with running_service(settings, tmp_path_factory.mktemp("client") / "service.log") as server:
+        yield Service(server.url, DEV_KEY, await create_tenant(settings, LIMITED), settings)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import dataclasses
 import hashlib
 import hmac
@@ -33,6 +32,7 @@ import nats
 import pytest
 from bson import ObjectId
 from litestar.testing import AsyncTestClient
+from tests.support.waiting import WAIT, wait_until
 
 from schedsvc import names
 from schedsvc.api import create_app
@@ -47,11 +47,10 @@ from schedsvc.observability.logging import JsonFormatter
 from schedsvc.store import MongoTenantStore, connect, database
 from schedsvc.store.run_history import MongoRunHistory
 from schedsvc.store.runs import MongoRunStore
-from schedsvc.testing import Call, Reply, WebhookReceiver
+from schedsvc.testing import Call, Reply, WebhookReceiver, delete_run_streams, drop_database
 from schedsvc.wiring import Adapters, execution_service
 
 TENANT = "acme"
-WAIT = 30.0
 
 @pytest.fixture
 async def server() -> AsyncIterator[WebhookReceiver]:
@@ -73,13 +72,7 @@ async def bus(fast: Settings) -> AsyncIterator[NatsRunBus]:
     await bus.ensure_streams()
     yield bus
     await bus.close()
-    nc = await nats.connect(fast.nats_url)
-    js = nc.jetstream()
-    n = Names(fast.prefix)
-    for stream in n.streams:
-        with contextlib.suppress(nats.js.errors.NotFoundError):
-            await js.delete_stream(stream)
-    await nc.close()
+    await delete_run_streams(fast)
 
 
 @pytest.fixture
@@ -163,17 +156,6 @@ async def fire(bus: NatsRunBus, job_id: str, scheduled_ms: int | None = None, tr
 
 async def run_doc(db: Any, rid: str) -> dict[str, Any] | None:
     return await db[names.RUNS].find_one({"_id": rid})
-
-
-async def wait_until(check: Callable[[], Awaitable[Any]], timeout: float = WAIT) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.05)
 
 
 async def final_run(db: Any, rid: str, timeout: float = WAIT) -> dict[str, Any]:
@@ -1035,15 +1017,8 @@ async def test_end_to_end_through_api_and_timing(server, fast) -> None:  # type:
             assert len(keys) == len(set(keys))  # one call per fire
             assert {i["id"] for i in items} <= set(keys)
     finally:
-        mongo = connect(settings)
-        await mongo.drop_database(settings.database)
-        await mongo.close()
-        nc = await nats.connect(settings.nats_url)
-        n = Names(settings.prefix)
-        for stream in n.streams:
-            with contextlib.suppress(nats.js.errors.NotFoundError):
-                await nc.jetstream().delete_stream(stream)
-        await nc.close()
+        await drop_database(settings)
+        await delete_run_streams(settings)
 
 
 async def test_a_dead_letter_is_listed_and_retried_on_demand(server, fast) -> None:  # type: ignore[no-untyped-def]
@@ -1141,12 +1116,5 @@ async def test_a_dead_letter_is_listed_and_retried_on_demand(server, fast) -> No
             finally:
                 await nc.close()
     finally:
-        mongo = connect(settings)
-        await mongo.drop_database(settings.database)
-        await mongo.close()
-        nc = await nats.connect(settings.nats_url)
-        n = Names(settings.prefix)
-        for stream in n.streams:
-            with contextlib.suppress(nats.js.errors.NotFoundError):
-                await nc.jetstream().delete_stream(stream)
-        await nc.close()
+        await drop_database(settings)
+        await delete_run_streams(settings)

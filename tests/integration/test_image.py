@@ -20,13 +20,11 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-import nats
 import pytest
 from tests.support import servers
 
 from schedsvc.config import Settings
-from schedsvc.names import Names
-from schedsvc.store import connect
+from schedsvc.testing import delete_run_streams, drop_database
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTAINERFILE = ROOT / "Containerfile"
@@ -149,12 +147,5 @@ async def test_image_migrates_serves_and_accepts_a_job(engine: str, image: str, 
     finally:
         run(engine, "stop", "-t", "45", name, timeout=90)
         run(engine, "rm", "-f", name)
-        client = connect(settings)
-        await client.drop_database(settings.database)
-        await client.close()
-        nc = await nats.connect(settings.nats_url)
-        js = nc.jetstream()
-        for stream in Names(settings.prefix).streams:
-            with contextlib.suppress(Exception):
-                await js.delete_stream(stream)
-        await nc.close()
+        await drop_database(settings)
+        await delete_run_streams(settings)

@@ -10,12 +10,10 @@ with gevent). Asserted: every request of the mix was made and none failed (no 5x
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from tests.support.scripts import run_script
 
 pytestmark = pytest.mark.slow
 
@@ -27,18 +25,7 @@ MIX = {"GET /jobs", "GET /jobs/{id}", "GET /jobs/{id}/runs", "POST /jobs", "PATC
 
 def test_smoke_load_runs_the_whole_mix_without_a_failure(tmp_path: Path) -> None:
     summary_file = tmp_path / "smoke.json"
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--smoke", "--json-out", str(summary_file)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        output, _ = proc.communicate(timeout=TIMEOUT_SECONDS)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGTERM)  # the script stops its servers on SIGTERM
-        try:
-            output, _ = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            output, _ = proc.communicate()
-        pytest.fail(f"smoke load did not finish in {TIMEOUT_SECONDS}s:\n{output[-4000:]}")
+    output = run_script(SCRIPT, "--smoke", "--json-out", str(summary_file), timeout=TIMEOUT_SECONDS)
     print(output[-3000:])
     summary = json.loads(summary_file.read_text())
     result = summary.get("result")

@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import nats
 import pytest
 from tests.support import servers
 
 from schedsvc.config import Settings
 from schedsvc.domain.errors import ConfigurationError
-from schedsvc.names import Names
 from schedsvc.store import MongoTenantStore
+from schedsvc.testing import delete_run_streams
 
 REQUESTS = 6
 
@@ -86,13 +85,7 @@ async def test_metrics_are_served_on_their_own_port_only(settings: Settings, mon
         except TimeoutError:
             proc.kill()
             await proc.wait()
-        nc = await nats.connect(settings.nats_url)
-        js = nc.jetstream()
-        names = Names(settings.prefix)
-        for stream in names.streams:
-            with contextlib.suppress(Exception):
-                await js.delete_stream(stream)
-        await nc.close()
+        await delete_run_streams(settings)
     assert proc.returncode == 0, log.read_text(encoding="utf-8")
 
 

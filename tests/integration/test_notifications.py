@@ -8,16 +8,16 @@ Each test has its own database and NATS prefix (its streams are deleted at its e
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import nats
 import pytest
 from litestar.testing import AsyncTestClient
+from tests.conftest import DEV_KEY, api_settings
+from tests.support.waiting import wait_until
 
 from schedsvc import names
 from schedsvc.api import create_app
@@ -27,14 +27,10 @@ from schedsvc.config import Settings
 from schedsvc.domain.notifications import run_failed
 from schedsvc.domain.timing import MissedFire
 from schedsvc.execution.notifications import NotificationReporter
-from schedsvc.names import Names
 from schedsvc.store import MongoTenantStore, connect, database
 from schedsvc.store.tenants import webhook_secret_text
-from schedsvc.testing import Reply, WebhookReceiver
+from schedsvc.testing import Reply, WebhookReceiver, delete_run_streams
 from schedsvc.wiring import Adapters, timing_service
-
-KEY = "sk_00000000000000ce_" + "c" * 43
-WAIT = 30.0
 
 
 @dataclasses.dataclass
@@ -76,17 +72,6 @@ class Env:
         return await wait_until(check)  # type: ignore[no-any-return]
 
 
-async def wait_until(check: Callable[[], Awaitable[Any]], timeout: float = WAIT) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.05)
-
-
 async def calls_settle(receiver: WebhookReceiver, route: str, count: int, quiet: float = 1.5) -> None:
     """Wait for ``count`` calls to ``route``, then make sure no further one arrives for ``quiet`` seconds."""
     await wait_until(lambda: asyncio.sleep(0, len(receiver.calls_to(route)) >= count))
@@ -96,13 +81,8 @@ async def calls_settle(receiver: WebhookReceiver, route: str, count: int, quiet:
 
 @pytest.fixture
 async def env(settings: Settings) -> AsyncIterator[Env]:
-    settings = dataclasses.replace(
-        settings,
-        roles=frozenset({"api", "execution"}),
-        dev_mode=True,
-        dev_api_key=KEY,
-        run_ack_wait_seconds=5.0,
-        run_retention_max_days=60,
+    settings = api_settings(
+        settings, roles=frozenset({"api", "execution"}), run_ack_wait_seconds=5.0, run_retention_max_days=60
     )
     mongo = connect(settings)
     db = database(mongo, settings)
@@ -111,7 +91,7 @@ async def env(settings: Settings) -> AsyncIterator[Env]:
             rival_key, _ = await MongoTenantStore(db).create_tenant("rival")
             yield Env(
                 client,
-                {"Authorization": f"Bearer {KEY}"},
+                {"Authorization": f"Bearer {DEV_KEY}"},
                 {"Authorization": f"Bearer {rival_key.key}"},
                 settings,
                 db,
@@ -120,12 +100,7 @@ async def env(settings: Settings) -> AsyncIterator[Env]:
     finally:
         await mongo.drop_database(settings.database)
         await mongo.close()
-        nc = await nats.connect(settings.nats_url)
-        n = Names(settings.prefix)
-        for stream in n.streams:
-            with contextlib.suppress(nats.js.errors.NotFoundError):
-                await nc.jetstream().delete_stream(stream)
-        await nc.close()
+        await delete_run_streams(settings)
 
 
 async def test_a_run_that_fails_for_good_is_notified_once_signed(env: Env) -> None:

@@ -8,18 +8,15 @@ check isolation.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import nats
-import nats.js.errors
-import pytest
 from litestar.testing import AsyncTestClient
 from nats.js.api import DiscardPolicy
+from tests.conftest import DEV_KEY, Api
 
 from schedsvc import names
 from schedsvc.api import create_app
@@ -28,40 +25,10 @@ from schedsvc.domain import RunMessage, RunStatus, run_id
 from schedsvc.domain.wire import RunRetryFilter
 from schedsvc.job_service.runs import MAX_RETRIES_ON_DEMAND
 from schedsvc.names import Names
-from schedsvc.store import MongoTenantStore, connect, database
+from schedsvc.store import connect
 from schedsvc.store.replies import request_hash
 from schedsvc.store.runs import AttemptRecord, MongoRunStore
-
-DEV_KEY = "sk_00000000000000ab_" + "b" * 43
-
-
-@dataclasses.dataclass
-class Api:
-    client: AsyncTestClient[Any]
-    headers: dict[str, str]
-    other: dict[str, str]
-    settings: Settings
-    db: Any
-
-
-@pytest.fixture
-async def api(settings: Settings) -> AsyncIterator[Api]:
-    settings = dataclasses.replace(settings, roles=frozenset({"api"}), dev_mode=True, dev_api_key=DEV_KEY)
-    app = create_app(settings)
-    mongo = connect(settings)
-    try:
-        async with AsyncTestClient(app) as client:
-            other_key, _ = await MongoTenantStore(database(mongo, settings)).create_tenant("other")
-            yield Api(
-                client,
-                {"Authorization": f"Bearer {DEV_KEY}"},
-                {"Authorization": f"Bearer {other_key.key}"},
-                settings,
-                database(mongo, settings),
-            )
-    finally:
-        await mongo.drop_database(settings.database)
-        await mongo.close()
+from schedsvc.testing import delete_run_streams
 
 
 def iso(value: datetime) -> str:
@@ -274,17 +241,6 @@ async def published_retries(settings: Settings) -> list[str]:
         await nc.close()
 
 
-async def drop_streams(settings: Settings) -> None:
-    nc = await nats.connect(settings.nats_url)
-    try:
-        n = Names(settings.prefix)
-        for stream in n.streams:
-            with contextlib.suppress(nats.js.errors.NotFoundError):
-                await nc.jetstream().delete_stream(stream)
-    finally:
-        await nc.close()
-
-
 async def test_failed_runs_are_retried_by_filter_in_bounded_idempotent_batches_per_tenant(api: Api) -> None:
     every_minute = {"kind": "interval", "seconds": 60}
     a = (await api.client.post("/jobs", json=job_body("a", every_minute), headers=api.headers)).json()["id"]
@@ -379,7 +335,7 @@ async def test_failed_runs_are_retried_by_filter_in_bounded_idempotent_batches_p
             assert field in [e["field"] for e in r.json()["errors"]], (body, r.text)
         assert (await api.client.post("/runs/retry", json={})).status_code == 401
     finally:
-        await drop_streams(api.settings)
+        await delete_run_streams(api.settings)
 
 
 async def test_a_retry_whose_publish_fails_part_way_keeps_what_was_queued_and_gives_the_rest_back(api: Api) -> None:
@@ -437,4 +393,4 @@ async def test_a_retry_whose_publish_fails_part_way_keeps_what_was_queued_and_gi
         assert len(again) == 2, again
     finally:
         await nc.close()
-        await drop_streams(api.settings)
+        await delete_run_streams(api.settings)

@@ -18,15 +18,15 @@ from zoneinfo import ZoneInfo
 import msgspec
 import nats
 import pytest
-from bson import ObjectId
 
 from schedsvc import names
 from schedsvc.bus import NatsRunBus
 from schedsvc.config import Settings
-from schedsvc.domain import CatchupPolicy, JobCreate, JobStatus, NatsTarget, RunMessage, Schedule, partition_of
+from schedsvc.domain import CatchupPolicy, JobStatus, NatsTarget, RunMessage, Schedule
 from schedsvc.domain.jobs import JobChange, JobNotice
 from schedsvc.store import job_codec
 from schedsvc.store.job_codec import JobDocument
+from schedsvc.testing import delete_run_streams, job_document
 from schedsvc.timing import compile_schedule, from_ms, to_ms
 from schedsvc.timing.catchup import CATCHUP_ALL_LIMIT, MISSED_RECORD_LIMIT
 from schedsvc.timing.planning import job_seed
@@ -60,20 +60,20 @@ def job_doc(
     created: datetime | None = None,
 ) -> JobDocument:
     """A job document as the API stores it; ``nextRun`` defaults to the first fire after creation."""
-    job_id = str(ObjectId())
     created = created or datetime.now(UTC)
     parsed = msgspec.convert(schedule, Schedule, strict=False)  # type: ignore[arg-type,var-annotated,unused-ignore]
     if next_run is None:
         first = compile_schedule(parsed, created=created).next_after(to_ms(created))
         next_run = None if first is None else from_ms(first)
-    body = JobCreate(
-        name=f"job-{job_id}",
+    return job_document(
+        "acme",
+        partitions,
+        next_run=next_run,
+        status=status,
+        now=created,
         schedule=parsed,
         target=NatsTarget(subject="tenant.acme.ping"),
         catchup=msgspec.convert(catchup or {}, CatchupPolicy),
-    )
-    return job_codec.new_document(
-        job_id, "acme", body, status=status, next_run=next_run, partition=partition_of(job_id, partitions), now=created
     )
 
 
@@ -165,10 +165,8 @@ async def timing(settings: Settings, mongo_db: Any, nats_url: str) -> AsyncItera
     finally:
         await t.stop()
         await sub.unsubscribe()
-        js = nc.jetstream()
-        for stream in bus.names.streams:
-            await js.delete_stream(stream)
         await nc.close()
+        await delete_run_streams(settings)
         await bus.close()
 
 
@@ -429,15 +427,17 @@ async def test_stop_hands_partitions_over_to_another_replica_at_once(timing: Tim
     assert len(ids) == len(set(ids))
 
 
-async def test_a_very_long_outage_is_caught_up_in_bounded_work(timing: Timing) -> None:
-    # A job firing every second, last advanced six hours ago: 21,600 overdue fires.
-    anchor = from_ms(now_ms() - 6 * 3600 * 1000)
+async def start_after_outage(timing: Timing, outage_seconds: int, window_seconds: int) -> tuple[str, int]:
+    """A job firing every second, last advanced ``outage_seconds`` ago, catching up ``all`` fires of a window
+    of ``window_seconds``: starts timing and waits until it has advanced the job past now. Returns the job's
+    id and when timing started (ms)."""
+    anchor = from_ms(now_ms() - outage_seconds * 1000)
     doc = job_doc(
         {"kind": "interval", "seconds": 1, "anchor": anchor},
         partitions=timing.settings.partitions,
         next_run=anchor,
         created=anchor,
-        catchup={"policy": "all", "windowSeconds": 3600},
+        catchup={"policy": "all", "windowSeconds": window_seconds},
     )
     await timing.db[names.JOBS].insert_one(job_codec.encode(doc))
     started = now_ms()
@@ -447,7 +447,13 @@ async def test_a_very_long_outage_is_caught_up_in_bounded_work(timing: Timing) -
         return (await timing.job(doc.id)).next_run > from_ms(started)  # type: ignore[operator]
 
     assert await eventually(advanced, 10)
-    messages = timing.received.of(doc.id)
+    return doc.id, started
+
+
+async def test_a_very_long_outage_is_caught_up_in_bounded_work(timing: Timing) -> None:
+    # Six hours of a job firing every second: 21,600 overdue fires.
+    job_id, started = await start_after_outage(timing, outage_seconds=6 * 3600, window_seconds=3600)
+    messages = timing.received.of(job_id)
     # The newest 1000 late fires of the window run as catch-up, the fires within the grace period as
     # scheduled; of the other ~20,000 only the newest 100 are recorded as missed.
     caught_up = [m.scheduled_ms for m in messages if m.trigger == "catchup"]
@@ -457,7 +463,7 @@ async def test_a_very_long_outage_is_caught_up_in_bounded_work(timing: Timing) -
     assert 50 <= len(scheduled) <= 62
     assert min(scheduled) >= started - 61_000
     assert max(caught_up) < min(scheduled)
-    records = await timing.runs(doc.id)
+    records = await timing.runs(job_id)
     assert len(records) == MISSED_RECORD_LIMIT
     assert {r["status"] for r in records} == {"missed"}
     assert to_ms(records[-1]["scheduledAt"]) < min(caught_up)
@@ -465,23 +471,8 @@ async def test_a_very_long_outage_is_caught_up_in_bounded_work(timing: Timing) -
 
 async def test_an_outage_longer_than_a_huge_window_skips_to_the_grace_period(timing: Timing) -> None:
     # Every second for 31 days with a 30-day window: millions of overdue fires, enumerated in bounded work.
-    anchor = from_ms(now_ms() - 31 * 86_400_000)
-    doc = job_doc(
-        {"kind": "interval", "seconds": 1, "anchor": anchor},
-        partitions=timing.settings.partitions,
-        next_run=anchor,
-        created=anchor,
-        catchup={"policy": "all", "windowSeconds": 30 * 86_400},
-    )
-    await timing.db[names.JOBS].insert_one(job_codec.encode(doc))
-    started = now_ms()
-    await timing.start()
-
-    async def advanced() -> bool:
-        return (await timing.job(doc.id)).next_run > from_ms(started)  # type: ignore[operator]
-
-    assert await eventually(advanced, 10)
-    messages = timing.received.of(doc.id)
+    job_id, _ = await start_after_outage(timing, outage_seconds=31 * 86_400, window_seconds=30 * 86_400)
+    messages = timing.received.of(job_id)
     assert {m.trigger for m in messages} == {"scheduled"}
     assert 50 <= len(messages) <= 62
-    assert await timing.runs(doc.id) == []  # skipped wholesale: counted in a metric, not recorded
+    assert await timing.runs(job_id) == []  # skipped wholesale: counted in a metric, not recorded

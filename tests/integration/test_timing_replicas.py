@@ -8,7 +8,6 @@ bounded, and the partitions must end up evenly spread over the survivors.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import statistics
@@ -24,14 +23,14 @@ from typing import Any
 import msgspec
 import nats
 import pytest
-from bson import ObjectId
 
 from schedsvc import names
 from schedsvc.bus import NatsRunBus
 from schedsvc.config import Settings
-from schedsvc.domain import IntervalSchedule, JobCreate, JobStatus, NatsTarget, RunMessage, partition_of, run_id
+from schedsvc.domain import IntervalSchedule, NatsTarget, RunMessage, run_id
 from schedsvc.store import job_codec
 from schedsvc.store.job_codec import JobDocument
+from schedsvc.testing import delete_run_streams, job_document
 from schedsvc.timing import from_ms, to_ms
 
 pytestmark = pytest.mark.slow
@@ -46,21 +45,13 @@ def now_ms() -> int:
 
 def interval_job(anchor_ms: int, partitions: int) -> JobDocument:
     """A job firing every second on ``anchor_ms``, as the job codec stores it."""
-    job_id = str(ObjectId())
     first = anchor_ms + ((now_ms() + 1500 - anchor_ms) // 1000 + 1) * 1000
-    body = JobCreate(
-        name=f"job-{job_id}",
+    return job_document(
+        "acme",
+        partitions,
+        next_run=from_ms(first),
         schedule=IntervalSchedule(seconds=1, anchor=from_ms(anchor_ms)),
         target=NatsTarget(subject="tenant.acme.ping"),
-    )
-    return job_codec.new_document(
-        job_id,
-        "acme",
-        body,
-        status=JobStatus.ACTIVE,
-        next_run=from_ms(first),
-        partition=partition_of(job_id, partitions),
-        now=datetime.now(UTC),
     )
 
 
@@ -107,12 +98,7 @@ async def run_stream(settings: Settings, mongo_db: Any, nats_url: str) -> AsyncI
     try:
         yield bus
     finally:
-        nc = await nats.connect(nats_url)
-        js = nc.jetstream()
-        for stream in bus.names.streams:
-            with contextlib.suppress(Exception):
-                await js.delete_stream(stream)
-        await nc.close()
+        await delete_run_streams(settings)
         await bus.close()
 
 

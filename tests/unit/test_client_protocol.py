@@ -9,19 +9,11 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
+from tests.unit.samples import a_job
 
 from schedsvc.client import _protocol as protocol
 from schedsvc.client.errors import ApiError, NotFoundError, PreconditionFailedError
-from schedsvc.domain.models import (
-    CatchupPolicy,
-    CronSchedule,
-    Job,
-    JobCreate,
-    JobPatch,
-    JobStatus,
-    NatsTarget,
-    RetryPolicy,
-)
+from schedsvc.domain.models import CronSchedule, JobCreate, JobPatch, NatsTarget
 
 SERVER_PACKAGES = ("litestar", "pymongo", "nats", "redis", "granian", "prometheus_client", "schedsvc._timing")
 
@@ -43,30 +35,8 @@ def test_the_client_imports_none_of_the_servers_dependencies() -> None:
     assert result.stdout.strip() == "ok", result.stderr
 
 
-def job(version: int) -> Job:
-    now = datetime(2026, 1, 1, tzinfo=UTC)
-    return Job(
-        id="j/1",
-        name="n",
-        schedule=CronSchedule(expression="* * * * *"),
-        target=NatsTarget(subject="tenant.a.b"),
-        retry=RetryPolicy(),
-        catchup=CatchupPolicy(),
-        overlap="allow",
-        tags=[],
-        metadata={},
-        status=JobStatus.ACTIVE,
-        next_run=None,
-        last_run=None,
-        last_run_status=None,
-        created_at=now,
-        updated_at=now,
-        version=version,
-    )
-
-
 def test_if_match_comes_from_the_job_held_or_an_explicit_version() -> None:
-    held = job(4)
+    held = a_job(id="j/1", version=4)
     assert protocol.update_job(held, JobPatch(tags=[]), None).headers == {"If-Match": '"4"'}
     assert protocol.update_job(held, JobPatch(), 7).headers == {"If-Match": '"7"'}
     assert protocol.delete_job("j/1", None).headers == {}

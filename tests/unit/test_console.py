@@ -9,18 +9,16 @@ import pytest
 from litestar import Litestar, Request, get, post
 from litestar.stores.memory import MemoryStore
 from litestar.testing import TestClient
+from tests.unit.samples import a_job
 
 from schedsvc.console.forms import FormErrors, decode_create, decode_patch, form_values
 from schedsvc.console.presenting import next_fires, run_chart, schedule_in_words
 from schedsvc.console.session import SESSION_CONFIG, SESSION_STORE, start_session
 from schedsvc.domain import (
     CalendarSchedule,
-    CatchupPolicy,
     CronSchedule,
     HttpTarget,
     IntervalSchedule,
-    Job,
-    JobStatus,
     NatsTarget,
     RetryPolicy,
     Run,
@@ -69,31 +67,14 @@ def test_a_bad_field_is_named_by_its_form_field(change: dict[str, str], field: s
     assert fragment in errors[field]
 
 
-def job(**overrides: object) -> Job:
-    fields: dict[str, object] = {
-        "id": "j1",
-        "name": "nightly",
-        "schedule": IntervalSchedule(seconds=60, anchor=NOW, jitter_seconds=5),
-        "target": HttpTarget(url="https://hooks.example.com/x", headers={"X-Team": "ops"}),
-        "retry": RetryPolicy(max_attempts=3),
-        "catchup": CatchupPolicy(),
-        "overlap": "allow",
-        "tags": ["a"],
-        "metadata": {},
-        "status": JobStatus.ACTIVE,
-        "next_run": NOW,
-        "last_run": None,
-        "last_run_status": None,
-        "created_at": NOW,
-        "updated_at": NOW,
-        "version": 4,
-    }
-    fields.update(overrides)
-    return Job(**fields)  # type: ignore[arg-type]
-
-
 def test_an_edit_patches_only_what_changed_and_keeps_what_the_form_does_not_show() -> None:
-    current = job()
+    current = a_job(
+        schedule=IntervalSchedule(seconds=60, anchor=NOW, jitter_seconds=5),
+        target=HttpTarget(url="https://hooks.example.com/x", headers={"X-Team": "ops"}),
+        retry=RetryPolicy(max_attempts=3),
+        tags=["a"],
+        next_run=NOW,
+    )
     unchanged = decode_patch(form_values(current), current)
     assert unchanged == type(unchanged)()  # nothing: an unchanged schedule keeps its next fire
 
