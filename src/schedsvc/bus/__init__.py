@@ -1,15 +1,7 @@
 """NATS JetStream adapter."""
 
-from schedsvc.bus.nats import (
-    BusError,
-    NatsRunBus,
-    NotificationDelivery,
-    NotificationSubscription,
-    RunDelivery,
-    RunSubscription,
-    TenantChangeKind,
-    announce_tenant_change,
-)
+from schedsvc.bus.consumers import NotificationDelivery, NotificationSubscription, RunDelivery, RunSubscription
+from schedsvc.bus.nats import BusError, NatsRunBus, TenantChangeKind, announce_tenant_change
 
 __all__ = [
     "BusError",

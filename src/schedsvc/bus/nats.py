@@ -4,18 +4,15 @@ job-change notices."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Literal
 
 import msgspec
 import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
@@ -27,6 +24,7 @@ from nats.js.api import (
 )
 from nats.js.errors import NotFoundError
 
+from schedsvc.bus.consumers import NotificationSubscription, RunSubscription
 from schedsvc.config import Settings
 from schedsvc.domain import BusUnavailableError, RunMessage, run_id
 from schedsvc.domain.jobs import JobNotice
@@ -48,11 +46,9 @@ TenantChangeKind = Literal["key", "tenant"]
 """``key``: one API key (by key id) was revoked; ``tenant``: a tenant's keys or signing secrets changed."""
 
 _encode_run = msgspec.msgpack.Encoder().encode
-_decode_run = msgspec.msgpack.Decoder(RunMessage).decode
 _encode_notice = msgspec.msgpack.Encoder().encode
 _decode_notice = msgspec.msgpack.Decoder(JobNotice).decode
 _encode_notification = msgspec.json.Encoder().encode
-_decode_notification = msgspec.json.Decoder(NotificationMessage).decode
 NOTIFICATION_RETENTION_SECONDS = 24 * 3600
 
 
@@ -80,123 +76,6 @@ class _ErrorLog:
         if self.armed and (text != self._last[0] or now - self._last[1] > ERROR_LOG_INTERVAL_SECONDS):
             self._last = (text, now)
             log.warning("NATS at %s: %s", self.url, text)
-
-
-@dataclass(slots=True)
-class RunDelivery:
-    """One run message handed to a worker, with the JetStream acknowledgement operations."""
-
-    message: RunMessage
-    num_delivered: int
-    _msg: Msg
-
-    async def ack(self) -> None:
-        await self._msg.ack_sync()
-
-    async def nak(self, delay_seconds: float | None = None) -> None:
-        await self._msg.nak(delay=delay_seconds)
-
-    async def in_progress(self) -> None:
-        """Extend the ack deadline of a long run."""
-        await self._msg.in_progress()
-
-
-class RunSubscription:
-    """A durable pull consumer shared by all execution workers."""
-
-    def __init__(self, psub: object) -> None:
-        self._psub = psub
-
-    async def fetch(self, batch: int, timeout: float) -> list[RunDelivery]:
-        try:
-            msgs: list[Msg] = await self._psub.fetch(batch, timeout=timeout)  # type: ignore[attr-defined]
-        except (NatsTimeoutError, TimeoutError):  # a batch fetch raises the builtin one
-            return []
-        deliveries = []
-        for m in msgs:
-            try:
-                message = _decode_run(m.data)
-            except msgspec.DecodeError:
-                log.error("dropping undecodable run message on %s", m.subject)
-                await m.term()
-                continue
-            deliveries.append(RunDelivery(message, m.metadata.num_delivered, m))
-        return deliveries
-
-    async def pending(self) -> int:
-        info = await self._psub.consumer_info()  # type: ignore[attr-defined]
-        return int(info.num_pending) + int(info.num_ack_pending)
-
-    async def hand_back_unfetched(self, linger: float) -> int:
-        """Put back at once (nak, no delay) every message delivered to this subscription but not returned
-        by :meth:`fetch`; return how many. For a graceful stop, before :meth:`close`.
-
-        A pull request can outlive the fetch that made it (nats-py leaves a late batch in the client's
-        queue, and the server may still fill a request whose client gave up). Unsubscribing would drop
-        those messages, and they would come back only after their ack deadline (30 s by default): the
-        fire due at a rolling restart would be that late. So for ``linger`` seconds (the longest a pull
-        request lives) whatever arrives goes straight back to the stream, for another replica to take.
-        nats-py exposes no public way to read that queue; ``_sub`` is the pull subscription's underlying
-        ``Subscription`` (whose ``next_msg`` is public).
-        """
-        sub = getattr(self._psub, "_sub", None)
-        if sub is None:
-            return 0
-        handed = 0
-        deadline = time.monotonic() + linger
-        while (remaining := deadline - time.monotonic()) > 0:
-            try:
-                msg = await sub.next_msg(timeout=remaining)
-            except (NatsTimeoutError, TimeoutError):
-                break
-            if msg.headers and msg.headers.get("Status"):  # "no messages", "request timeout": not a run
-                continue
-            with contextlib.suppress(Exception):
-                await msg.nak()
-                handed += 1
-        return handed
-
-    async def close(self) -> None:
-        await self._psub.unsubscribe()  # type: ignore[attr-defined]
-
-
-@dataclass(slots=True)
-class NotificationDelivery:
-    """One notification handed to a sender, with its acknowledgement operations."""
-
-    message: NotificationMessage
-    num_delivered: int
-    _msg: Msg
-
-    async def ack(self) -> None:
-        await self._msg.ack()
-
-    async def nak(self, delay_seconds: float | None = None) -> None:
-        await self._msg.nak(delay=delay_seconds)
-
-
-class NotificationSubscription:
-    """The durable pull consumer of the notification stream, shared by every sender."""
-
-    def __init__(self, psub: object) -> None:
-        self._psub = psub
-
-    async def fetch(self, batch: int, timeout: float) -> list[NotificationDelivery]:
-        try:
-            msgs: list[Msg] = await self._psub.fetch(batch, timeout=timeout)  # type: ignore[attr-defined]
-        except (NatsTimeoutError, TimeoutError):
-            return []
-        deliveries = []
-        for m in msgs:
-            try:
-                deliveries.append(NotificationDelivery(_decode_notification(m.data), m.metadata.num_delivered, m))
-            except msgspec.DecodeError:
-                log.error("dropping an undecodable notification on %s", m.subject)
-                await m.term()
-        return deliveries
-
-    async def close(self) -> None:
-        await self._psub.unsubscribe()  # type: ignore[attr-defined]
 
 
 class NatsRunBus:

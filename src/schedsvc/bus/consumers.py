@@ -1,0 +1,138 @@
+"""JetStream pull consumers as execution uses them: the run stream's and the notification stream's, and the
+deliveries they hand out with their acknowledgement operations (``bus/nats.py`` creates them)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+
+import msgspec
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+
+from schedsvc.domain import RunMessage
+from schedsvc.domain.notifications import NotificationMessage
+
+log = logging.getLogger(__name__)
+
+_decode_run = msgspec.msgpack.Decoder(RunMessage).decode
+_decode_notification = msgspec.json.Decoder(NotificationMessage).decode
+
+
+@dataclass(slots=True)
+class RunDelivery:
+    """One run message handed to a worker, with the JetStream acknowledgement operations."""
+
+    message: RunMessage
+    num_delivered: int
+    _msg: Msg
+
+    async def ack(self) -> None:
+        await self._msg.ack_sync()
+
+    async def nak(self, delay_seconds: float | None = None) -> None:
+        await self._msg.nak(delay=delay_seconds)
+
+    async def in_progress(self) -> None:
+        """Extend the ack deadline of a long run."""
+        await self._msg.in_progress()
+
+
+class RunSubscription:
+    """A durable pull consumer shared by all execution workers."""
+
+    def __init__(self, psub: object) -> None:
+        self._psub = psub
+
+    async def fetch(self, batch: int, timeout: float) -> list[RunDelivery]:
+        try:
+            msgs: list[Msg] = await self._psub.fetch(batch, timeout=timeout)  # type: ignore[attr-defined]
+        except (NatsTimeoutError, TimeoutError):  # a batch fetch raises the builtin one
+            return []
+        deliveries = []
+        for m in msgs:
+            try:
+                message = _decode_run(m.data)
+            except msgspec.DecodeError:
+                log.error("dropping undecodable run message on %s", m.subject)
+                await m.term()
+                continue
+            deliveries.append(RunDelivery(message, m.metadata.num_delivered, m))
+        return deliveries
+
+    async def pending(self) -> int:
+        info = await self._psub.consumer_info()  # type: ignore[attr-defined]
+        return int(info.num_pending) + int(info.num_ack_pending)
+
+    async def hand_back_unfetched(self, linger: float) -> int:
+        """Put back at once (nak, no delay) every message delivered to this subscription but not returned
+        by :meth:`fetch`; return how many. For a graceful stop, before :meth:`close`.
+
+        A pull request can outlive the fetch that made it (nats-py leaves a late batch in the client's
+        queue, and the server may still fill a request whose client gave up). Unsubscribing would drop
+        those messages, and they would come back only after their ack deadline (30 s by default): the
+        fire due at a rolling restart would be that late. So for ``linger`` seconds (the longest a pull
+        request lives) whatever arrives goes straight back to the stream, for another replica to take.
+        nats-py exposes no public way to read that queue; ``_sub`` is the pull subscription's underlying
+        ``Subscription`` (whose ``next_msg`` is public).
+        """
+        sub = getattr(self._psub, "_sub", None)
+        if sub is None:
+            return 0
+        handed = 0
+        deadline = time.monotonic() + linger
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                msg = await sub.next_msg(timeout=remaining)
+            except (NatsTimeoutError, TimeoutError):
+                break
+            if msg.headers and msg.headers.get("Status"):  # "no messages", "request timeout": not a run
+                continue
+            with contextlib.suppress(Exception):
+                await msg.nak()
+                handed += 1
+        return handed
+
+    async def close(self) -> None:
+        await self._psub.unsubscribe()  # type: ignore[attr-defined]
+
+
+@dataclass(slots=True)
+class NotificationDelivery:
+    """One notification handed to a sender, with its acknowledgement operations."""
+
+    message: NotificationMessage
+    num_delivered: int
+    _msg: Msg
+
+    async def ack(self) -> None:
+        await self._msg.ack()
+
+    async def nak(self, delay_seconds: float | None = None) -> None:
+        await self._msg.nak(delay=delay_seconds)
+
+
+class NotificationSubscription:
+    """The durable pull consumer of the notification stream, shared by every sender."""
+
+    def __init__(self, psub: object) -> None:
+        self._psub = psub
+
+    async def fetch(self, batch: int, timeout: float) -> list[NotificationDelivery]:
+        try:
+            msgs: list[Msg] = await self._psub.fetch(batch, timeout=timeout)  # type: ignore[attr-defined]
+        except (NatsTimeoutError, TimeoutError):
+            return []
+        deliveries = []
+        for m in msgs:
+            try:
+                deliveries.append(NotificationDelivery(_decode_notification(m.data), m.metadata.num_delivered, m))
+            except msgspec.DecodeError:
+                log.error("dropping an undecodable notification on %s", m.subject)
+                await m.term()
+        return deliveries
+
+    async def close(self) -> None:
+        await self._psub.unsubscribe()  # type: ignore[attr-defined]
