@@ -1,7 +1,9 @@
-"""The console's pages and actions. Every handler takes its tenant from the session (``request.user`` is
-not used: the API-key middleware skips the console). What an action does is the job or run service's
-(:class:`~schedsvc.job_service.JobService`, :class:`~schedsvc.job_service.RunService`), which ``/jobs`` and
-``/runs`` use too, so the two cannot drift apart."""
+"""The console's job pages and actions (signing in: ``access.py``; the failures page: ``failures.py``).
+
+Every handler takes its tenant from the session (``request.user`` is not used: the API-key middleware skips
+the console). What an action does is the job or run service's (:class:`~schedsvc.job_service.JobService`,
+:class:`~schedsvc.job_service.RunService`), which ``/jobs`` and ``/runs`` use too, so the two cannot drift
+apart."""
 
 from __future__ import annotations
 
@@ -11,8 +13,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import msgspec
-from litestar import Controller, Request, get, post
-from litestar.datastructures import State
+from litestar import Controller, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
 from litestar.params import FromPath, FromQuery
@@ -27,32 +28,26 @@ from schedsvc.console.forms import (
     decode_patch,
     form_values,
 )
+from schedsvc.console.pages import PAGE_SIZE, ConsoleRequest, flash, page, read_form, tenant_of
 from schedsvc.console.presenting import lateness_seconds, next_fires, run_chart, schedule_in_words
-from schedsvc.console.session import CSRF_FIELD, end_session, start_session
 from schedsvc.domain import (
-    AuthenticationError,
     DuplicateJobNameError,
-    InvalidCursorError,
     InvalidRequestError,
     InvalidScheduleError,
     InvalidTargetError,
     JobActionRefusedError,
     JobStatus,
     Run,
-    RunNotFoundError,
-    RunRetryRefusedError,
     RunStatus,
     VersionConflictError,
 )
 from schedsvc.domain.time import utcnow
 from schedsvc.domain.wire import JobSelector
-from schedsvc.job_service import JobService, RunService
-from schedsvc.store.base import FailureCounter, RunHistory
-from schedsvc.store.tenants import key_id_of
+from schedsvc.job_service import JobService
+from schedsvc.store.base import RunHistory
 from schedsvc.timing import to_ms
 
 log = logging.getLogger(__name__)
-PAGE_SIZE = 25
 RUNS_SHOWN = 50
 # The jobs list's per-job history: the last runs, as a small chart.
 HISTORY_SHOWN, HISTORY_WIDTH, HISTORY_HEIGHT = 10, 80, 20
@@ -60,29 +55,6 @@ WATCH_SECONDS = 30
 """After "Run now" the job page reloads itself (a meta refresh, no script) until the run is final, this long
 at most."""
 _STATUSES = [s.value for s in JobStatus]
-
-ConsoleRequest = Request[Any, Any, State]
-
-
-def tenant_of(request: ConsoleRequest) -> str:
-    return str(request.session["tenant"])
-
-
-def flash(request: ConsoleRequest, message: str, kind: str = "info") -> None:
-    request.session["flash"] = {"message": message, "kind": kind}
-
-
-def page(request: ConsoleRequest, name: str, status_code: int = 200, **context: Any) -> Template:
-    session = request.session if request.scope.get("session") else {}
-    context.setdefault("tenant", session.get("tenant"))
-    context["csrf_field"] = CSRF_FIELD
-    context["csrf_token"] = session.get("csrf", "")
-    context["flash"] = session.pop("flash", None) if session else None
-    return Template(template_name=name, context=context, status_code=status_code)
-
-
-async def _form(request: ConsoleRequest) -> dict[str, Any]:
-    return dict(await request.form())
 
 
 def _version(form: dict[str, Any]) -> int:
@@ -101,46 +73,9 @@ def _domain_field_error(exc: Exception) -> FormErrors:
     return FormErrors({field: str(exc)})
 
 
-class ConsoleController(Controller):
+class JobPagesController(Controller):
     path = "/"
     include_in_schema = False
-
-    @get("/", name="console:home")
-    async def home(self) -> Redirect:
-        return Redirect("/console/jobs")
-
-    # -- sign-in ----------------------------------------------------------------------------------
-
-    @get("/sign-in", name="console:sign-in")
-    async def sign_in_page(self, request: ConsoleRequest) -> Template | Redirect:
-        if request.session.get("tenant"):
-            return Redirect("/console/jobs")
-        return page(request, "sign_in.html")
-
-    @post("/sign-in", status_code=303)
-    async def sign_in(self, request: ConsoleRequest, state: State) -> Template | Redirect:
-        """The same checks as the API's key authentication, including the per-address failure limit."""
-        key = str((await _form(request)).get("api_key", "")).strip()
-        failures: FailureCounter = state.auth_failures
-        # Counted under the key the API's authentication uses for the address (scope["client"]'s host).
-        address = request.client.host if request.client else "unknown"
-        if await failures.blocked(address):
-            return page(
-                request, "sign_in.html", 429, error="Too many failed sign-ins from this address; wait a minute."
-            )
-        try:
-            tenant = await state.tenants.authenticate(key)
-        except AuthenticationError:
-            await failures.record(address)
-            return page(request, "sign_in.html", 401, error="That API key is unknown or revoked. Check it and retry.")
-        await end_session(request)  # a session id the browser already had is never reused
-        start_session(request, tenant, key_id_of(key) or "")
-        return Redirect("/console/jobs", status_code=303)
-
-    @post("/sign-out", status_code=303)
-    async def sign_out(self, request: ConsoleRequest) -> Redirect:
-        request.clear_session()
-        return Redirect("/console/sign-in", status_code=303)
 
     # -- jobs -------------------------------------------------------------------------------------
 
@@ -192,7 +127,7 @@ class ConsoleController(Controller):
     async def create_job(
         self, request: ConsoleRequest, job_service: NamedDependency[JobService]
     ) -> Template | Redirect:
-        form = await _form(request)
+        form = await read_form(request)
         try:
             job, _ = await job_service.create(tenant_of(request), decode_create(form))
         except FormErrors as exc:
@@ -224,7 +159,7 @@ class ConsoleController(Controller):
         job_id: FromPath[str],
     ) -> Template | Redirect:
         tenant = tenant_of(request)
-        form = await _form(request)
+        form = await read_form(request)
         version = _version(form)
         job = await job_service.get(tenant, job_id)
         try:
@@ -266,25 +201,6 @@ class ConsoleController(Controller):
         flash(request, "Run queued: it appears in the run history below within a few seconds (the page refreshes).")
         return Redirect(f"/console/jobs/{job_id}?awaiting={queued_ms}", status_code=303)
 
-    @post("/runs/{run_id:str}/retry", status_code=303)
-    async def retry_run(
-        self,
-        request: ConsoleRequest,
-        run_service: NamedDependency[RunService],
-        run_id: FromPath[str],
-    ) -> Redirect:
-        try:
-            run = await run_service.retry(tenant_of(request), run_id)
-        except RunNotFoundError:
-            flash(request, "Not retried: no such run.", "error")
-            return Redirect("/console/failures", status_code=303)
-        except RunRetryRefusedError as exc:  # not failed, retried too often, its job deleted
-            flash(request, f"Not retried: {exc}.", "error")
-            return Redirect("/console/failures", status_code=303)
-        # The job page reloads itself while the reopened run is queued or running.
-        flash(request, "Retry queued: the run's new attempt shows in the run history below within seconds.")
-        return Redirect(f"/console/jobs/{run.job_id}", status_code=303)
-
     @get("/jobs/{job_id:str}/delete", name="console:confirm-delete")
     async def confirm_delete(
         self, request: ConsoleRequest, job_service: NamedDependency[JobService], job_id: FromPath[str]
@@ -296,7 +212,7 @@ class ConsoleController(Controller):
     async def delete_job(
         self, request: ConsoleRequest, job_service: NamedDependency[JobService], job_id: FromPath[str]
     ) -> Redirect:
-        form = await _form(request)
+        form = await read_form(request)
         try:
             await job_service.delete(tenant_of(request), job_id, _version(form))
         except VersionConflictError:
@@ -305,36 +221,13 @@ class ConsoleController(Controller):
         flash(request, "Deleted.")
         return Redirect("/console/jobs", status_code=303)
 
-    # -- failures ---------------------------------------------------------------------------------
-
-    @get("/failures", name="console:failures")
-    async def failures_page(
-        self,
-        request: ConsoleRequest,
-        job_service: NamedDependency[JobService],
-        runs: NamedDependency[RunHistory],
-        before: FromQuery[str | None] = None,
-    ) -> Template:
-        tenant = tenant_of(request)
-        try:
-            failed, older = await runs.list_for_tenant(
-                tenant, limit=PAGE_SIZE, cursor=before, statuses=(RunStatus.FAILED, RunStatus.MISSED)
-            )
-        except InvalidCursorError:  # a hand-edited link: start from the newest
-            failed, older = await runs.list_for_tenant(
-                tenant, limit=PAGE_SIZE, statuses=(RunStatus.FAILED, RunStatus.MISSED)
-            )
-        names = await _job_names(job_service, tenant, {run.job_id for run in failed})
-        rows = [(run, lateness_seconds(run)) for run in failed]
-        return page(request, "failures.html", failed=rows, names=names, older=older, first_page=not before)
-
     # -- helpers ----------------------------------------------------------------------------------
 
     async def _state_action(
         self, request: ConsoleRequest, job_service: JobService, job_id: str, action: str
     ) -> Redirect:
         tenant = tenant_of(request)
-        version = _version(await _form(request))
+        version = _version(await read_form(request))
         try:
             act = job_service.pause if action == "pause" else job_service.resume
             job = await act(tenant, job_id, version)
@@ -396,19 +289,6 @@ class ConsoleController(Controller):
             refresh=_still_waiting(request, history),
             **_form_context(values, errors),
         )
-
-
-async def _job_names(job_service: JobService, tenant: str, job_ids: set[str]) -> dict[str, str]:
-    """The names of a page's jobs (at most a page of lookups, concurrently; the port reads one job at a time)."""
-
-    async def name_of(job_id: str) -> str:
-        try:
-            return (await job_service.get(tenant, job_id)).name
-        except LookupError:
-            return "(deleted job)"
-
-    ordered = sorted(job_ids)
-    return dict(zip(ordered, await asyncio.gather(*(name_of(j) for j in ordered)), strict=True))
 
 
 def _still_waiting(request: ConsoleRequest, history: list[Run]) -> bool:

@@ -1,0 +1,60 @@
+"""The failures page: the tenant's failed and missed runs, newest first, each with a Retry button that
+retries through :class:`~schedsvc.job_service.RunService`, as ``POST /runs/{runId}/retry`` does."""
+
+from __future__ import annotations
+
+from litestar import Controller, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery
+from litestar.response import Redirect, Template
+
+from schedsvc.console.pages import PAGE_SIZE, ConsoleRequest, flash, job_names, page, tenant_of
+from schedsvc.console.presenting import lateness_seconds
+from schedsvc.domain import InvalidCursorError, RunNotFoundError, RunRetryRefusedError, RunStatus
+from schedsvc.job_service import JobService, RunService
+from schedsvc.store.base import RunHistory
+
+
+class FailuresController(Controller):
+    path = "/"
+    include_in_schema = False
+
+    @get("/failures", name="console:failures")
+    async def failures_page(
+        self,
+        request: ConsoleRequest,
+        job_service: NamedDependency[JobService],
+        runs: NamedDependency[RunHistory],
+        before: FromQuery[str | None] = None,
+    ) -> Template:
+        tenant = tenant_of(request)
+        try:
+            failed, older = await runs.list_for_tenant(
+                tenant, limit=PAGE_SIZE, cursor=before, statuses=(RunStatus.FAILED, RunStatus.MISSED)
+            )
+        except InvalidCursorError:  # a hand-edited link: start from the newest
+            failed, older = await runs.list_for_tenant(
+                tenant, limit=PAGE_SIZE, statuses=(RunStatus.FAILED, RunStatus.MISSED)
+            )
+        names = await job_names(job_service, tenant, {run.job_id for run in failed})
+        rows = [(run, lateness_seconds(run)) for run in failed]
+        return page(request, "failures.html", failed=rows, names=names, older=older, first_page=not before)
+
+    @post("/runs/{run_id:str}/retry", status_code=303)
+    async def retry_run(
+        self,
+        request: ConsoleRequest,
+        run_service: NamedDependency[RunService],
+        run_id: FromPath[str],
+    ) -> Redirect:
+        try:
+            run = await run_service.retry(tenant_of(request), run_id)
+        except RunNotFoundError:
+            flash(request, "Not retried: no such run.", "error")
+            return Redirect("/console/failures", status_code=303)
+        except RunRetryRefusedError as exc:  # not failed, retried too often, its job deleted
+            flash(request, f"Not retried: {exc}.", "error")
+            return Redirect("/console/failures", status_code=303)
+        # The job page reloads itself while the reopened run is queued or running.
+        flash(request, "Retry queued: the run's new attempt shows in the run history below within seconds.")
+        return Redirect(f"/console/jobs/{run.job_id}", status_code=303)
