@@ -1,4 +1,4 @@
-"""``schedsvc``: serve | dev | migrate | tenants | jobs | runs."""
+"""``schedsvc``: serve | dev | migrate | tenants | jobs | runs | settings."""
 
 from __future__ import annotations
 
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     # Run from the directory of a running `schedsvc dev`, commands find its database without being told.
     os.environ.update(dev.environment_from_running_dev(DEFAULT_DATA_DIR, os.environ))
-    if args.command in ("jobs", "runs"):
+    if args.command in jobs_cli.COMMANDS:
         jobs_cli.run(args)
     try:
         settings = Settings.from_env()

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -204,3 +205,94 @@ def test_failed_runs_are_retried_one_by_one_or_by_filter(service: Service, uniqu
     one_line_error(schedsvc(service, "runs", "retry", "--failed", "--from", "yesterday"), EXIT_USAGE)
     assert "limit" in one_line_error(schedsvc(service, "runs", "retry", "--failed", "--limit", "0"), EXIT_INVALID)
     one_line_error(schedsvc(service, "runs", "retry", f"{job_id}:1"), EXIT_NOT_FOUND)
+
+
+def test_jobs_take_notify_misfire_grace_and_overlap_flags(service: Service, unique: str) -> None:  # noqa: F811
+    hook = f"http://127.0.0.1:{servers.free_port()}/notify"
+    flags = "--every 3600 --subject tenant.dev.cli-tests --misfire-grace 5 --catchup skip --overlap bufferOne"
+    notify = ["--notify-url", hook, "--notify-header", "X-Token=s3cret"]
+    created = as_json(
+        schedsvc(service, "jobs", "create", "--name", f"{unique}-notify", *flags.split(), *notify, "-o", "json")
+    )
+    assert created["notify"] == {"url": hook, "headers": {"X-Token": "s3cret"}}
+    assert (created["catchup"]["policy"], created["catchup"]["misfireGraceSeconds"]) == ("skip", 5)
+    assert created["overlap"] == "bufferOne"
+    shown = ok(schedsvc(service, "jobs", "get", created["id"]))
+    assert f"POST {hook} (headers: X-Token)" in shown and "s3cret" not in shown  # header values may be secrets
+    assert "misfire grace  5s" in shown and "bufferOne" in shown
+
+    # The grace changes alone: the rest of the catch-up policy stays as it was.
+    edited = as_json(schedsvc(service, "jobs", "edit", created["id"], "--misfire-grace", "30", "-o", "json"))
+    assert edited["catchup"] == {**created["catchup"], "misfireGraceSeconds": 30}
+    edited = as_json(schedsvc(service, "jobs", "edit", created["id"], "--notify-url", hook + "2", "-o", "json"))
+    assert edited["notify"] == {"url": hook + "2", "headers": {}}
+    edited = as_json(schedsvc(service, "jobs", "edit", created["id"], "--no-notify", "-o", "json"))
+    assert edited["notify"] is None
+    assert "tenant default" in ok(schedsvc(service, "jobs", "get", created["id"]))
+
+    one_line_error(schedsvc(service, "jobs", "edit", created["id"], "--notify-header", "A=b"), EXIT_USAGE)
+    one_line_error(schedsvc(service, "jobs", "edit", created["id"], "--no-notify", "--notify-url", hook), EXIT_USAGE)
+    assert "misfireGraceSeconds" in one_line_error(
+        schedsvc(service, "jobs", "edit", created["id"], "--misfire-grace", "0"), EXIT_USAGE
+    )
+    refused = schedsvc(service, "jobs", "edit", created["id"], "--notify-url", "http://10.1.2.3/")
+    assert "notify.url" in one_line_error(refused, EXIT_INVALID)
+
+
+def test_tenant_settings_are_shown_and_changed(service: Service) -> None:  # noqa: F811
+    hook = f"http://127.0.0.1:{servers.free_port()}/tenant-notify"
+    try:
+        before = as_json(schedsvc(service, "settings", "show", "-o", "json"))
+        assert (before["runRetentionIsDefault"], before["notify"]) == (True, None)
+        changed = as_json(schedsvc(service, "settings", "set", "--run-retention-days", "7", "-o", "json"))
+        assert (changed["runRetentionDays"], changed["runRetentionIsDefault"]) == (7, False)
+        assert as_json(schedsvc(service, "settings", "show", "-o", "json")) == changed
+
+        ok(schedsvc(service, "settings", "set", "--notify-url", hook, "--notify-header", "X-Token=s3cret"))
+        shown = as_json(schedsvc(service, "settings", "show", "-o", "json"))
+        assert shown["notify"] == {"url": hook, "headers": {"X-Token": "s3cret"}} and shown["runRetentionDays"] == 7
+        table = ok(schedsvc(service, "settings", "show"))
+        assert f"notify         POST {hook} (headers: X-Token)" in table and "s3cret" not in table
+        assert f"run retention  7 days (chosen; at most {before['maxRunRetentionDays']})" in table
+
+        too_long = schedsvc(service, "settings", "set", "--run-retention-days", str(before["maxRunRetentionDays"] + 1))
+        assert "runRetentionDays" in one_line_error(too_long, EXIT_INVALID)
+        refused = schedsvc(service, "settings", "set", "--notify-url", "http://10.1.2.3/")
+        assert "notify.url" in one_line_error(refused, EXIT_INVALID)
+        one_line_error(schedsvc(service, "settings", "set"), EXIT_USAGE)
+        one_line_error(schedsvc(service, "settings", "set", "--no-notify", "--notify-url", hook), EXIT_USAGE)
+        one_line_error(schedsvc(service, "settings", "set", "--run-retention-days", "3", "--default-retention"), 2)
+        assert as_json(schedsvc(service, "settings", "show", "-o", "json"))["runRetentionDays"] == 7  # unchanged
+    finally:
+        reset = schedsvc(service, "settings", "set", "--no-notify", "--default-retention", "-o", "json")
+    assert as_json(reset) == before
+
+
+def test_backfill_runs_past_fires_once(service: Service, unique: str) -> None:  # noqa: F811
+    flags = "--every 60 --subject tenant.dev.cli-tests -o json"
+    job = as_json(schedsvc(service, "jobs", "create", "--name", f"{unique}-backfill", *flags.split()))
+    anchor = datetime.fromisoformat(job["schedule"]["anchor"])
+    first, last = (str(anchor - timedelta(minutes=m)).replace(" ", "T") for m in (5, 1))
+    done = as_json(schedsvc(service, "jobs", "backfill", job["id"], "--from", first, "--to", last, "-o", "json"))
+    assert done == {"jobId": job["id"], "fires": 5, "queued": 5}
+    deadline = time.monotonic() + 30
+    while True:
+        runs = as_json(schedsvc(service, "runs", "ls", job["id"], "-o", "json"))["items"]
+        backfilled = [r for r in runs if r["trigger"] == "backfill"]
+        if len(backfilled) == 5 and all(r["status"] == "succeeded" for r in backfilled):
+            break
+        assert time.monotonic() < deadline, runs
+        time.sleep(0.5)
+    fires = sorted(datetime.fromisoformat(r["scheduledAt"]) for r in backfilled)
+    assert fires == [anchor - timedelta(minutes=m) for m in (5, 4, 3, 2, 1)]
+    assert "backfill" in ok(schedsvc(service, "runs", "ls", job["id"]))
+    again = ok(schedsvc(service, "jobs", "backfill", job["id"], "--from", first, "--to", last))
+    assert again.startswith("fires 5, queued 0")  # each fire runs once
+
+    future = str(datetime.now(UTC) + timedelta(hours=1)).replace(" ", "T")
+    assert "to" in one_line_error(
+        schedsvc(service, "jobs", "backfill", job["id"], "--from", first, "--to", future), EXIT_INVALID
+    )
+    one_line_error(schedsvc(service, "jobs", "backfill", job["id"], "--from", "yesterday", "--to", last), EXIT_USAGE)
+    assert schedsvc(service, "jobs", "backfill", job["id"], "--from", first).returncode == EXIT_USAGE
+    one_line_error(schedsvc(service, "jobs", "backfill", "nope", "--from", first, "--to", last), EXIT_NOT_FOUND)

@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from schedsvc.domain.models import JobCreate, JobPatch, Schedule
+from schedsvc.domain.tenants import TenantSettingsPatch
 
 _AT_PATH = re.compile(r" - at `\$\.?([^`]*)`")
 
@@ -128,9 +129,24 @@ def fields_from_flags(args: argparse.Namespace) -> dict[str, Any]:
         fields["overlap"] = args.overlap
     if args.max_attempts is not None:
         fields["retry"] = {"maxAttempts": args.max_attempts}
-    if args.catchup is not None:
-        fields["catchup"] = {"policy": args.catchup}
-    return fields
+    catchup = {"policy": args.catchup, "misfireGraceSeconds": args.misfire_grace}
+    if catchup := {k: v for k, v in catchup.items() if v is not None}:
+        fields["catchup"] = catchup
+    return fields | notify_from_flags(args)
+
+
+def notify_from_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """``{"notify": ...}`` from ``--notify-url``/``--notify-header``/``--no-notify`` (null: remove it), or
+    ``{}`` when none is given. The target is replaced whole, so a header goes with its URL."""
+    if getattr(args, "no_notify", False):
+        if args.notify_url is not None or args.notify_header is not None:
+            raise UsageError("notify: --no-notify removes the target; leave out --notify-url/--notify-header")
+        return {"notify": None}
+    if args.notify_url is None:
+        if args.notify_header is not None:
+            raise UsageError("notify.headers: --notify-header needs --notify-url (the target is replaced whole)")
+        return {}
+    return {"notify": {"url": args.notify_url, "headers": pairs(args.notify_header, "--notify-header")}}
 
 
 def _convert(data: Any, kind: type[Any], what: str) -> Any:
@@ -169,6 +185,19 @@ def job_patch(args: argparse.Namespace) -> JobPatch:
     if not data:
         raise UsageError("edit: nothing to change (give flags such as --cron or --tag, or --file)")
     patch: JobPatch = _convert(data, JobPatch, "changes")
+    return patch
+
+
+def settings_patch(args: argparse.Namespace) -> TenantSettingsPatch:
+    """``settings set``: the tenant's default notification target and run retention; null resets a field."""
+    data = notify_from_flags(args)
+    if args.run_retention_days is not None and args.default_retention:
+        raise UsageError("runRetentionDays: give --run-retention-days or --default-retention, not both")
+    if args.run_retention_days is not None or args.default_retention:
+        data["runRetentionDays"] = args.run_retention_days
+    if not data:
+        raise UsageError("settings set: nothing to change (give --notify-url, --no-notify, --run-retention-days, ...)")
+    patch: TenantSettingsPatch = _convert(data, TenantSettingsPatch, "settings")
     return patch
 
 

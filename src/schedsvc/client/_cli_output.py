@@ -14,10 +14,12 @@ from schedsvc.domain.models import (
     IntervalSchedule,
     Job,
     NatsTarget,
+    NotificationTarget,
     OnceSchedule,
     Run,
     Schedule,
 )
+from schedsvc.domain.tenants import TenantSettings
 from schedsvc.domain.wire import RunRetryReport
 
 
@@ -82,13 +84,36 @@ def show_job(job: Job, out: Callable[[str], None]) -> None:
         ("last run", f"{when(job.last_run)} {job.last_run_status or ''}".strip()),
         ("retry", f"{job.retry.max_attempts} attempts"),
         ("catch-up", f"{job.catchup.policy} within {job.catchup.window_seconds}s"),
+        ("misfire grace", f"{job.catchup.misfire_grace_seconds}s"),
         ("overlap", job.overlap),
+        ("notify", _notify(job.notify, "tenant default")),
         ("tags", ", ".join(job.tags) or "-"),
         ("version", str(job.version)),
     ]
+    _listing(lines, out)
+
+
+def _listing(lines: Sequence[tuple[str, str]], out: Callable[[str], None]) -> None:
     width = max(len(k) for k, _ in lines)
     for key, value in lines:
         out(f"{key.ljust(width)}  {value}")
+
+
+def _notify(target: NotificationTarget | None, otherwise: str) -> str:
+    # Header values are often credentials: the table names them only (--output json has them all).
+    if target is None:
+        return otherwise
+    headers = f" (headers: {', '.join(sorted(target.headers))})" if target.headers else ""
+    return f"POST {target.url}{headers}"
+
+
+def show_settings(settings: TenantSettings, out: Callable[[str], None]) -> None:
+    chosen = "deployment default" if settings.run_retention_is_default else "chosen"
+    lines = [
+        ("notify", _notify(settings.notify, "none")),
+        ("run retention", f"{settings.run_retention_days} days ({chosen}; at most {settings.max_run_retention_days})"),
+    ]
+    _listing(lines, out)
 
 
 def show_retry_report(report: RunRetryReport, out: Callable[[str], None]) -> None:

@@ -1,11 +1,12 @@
-"""``schedsvc jobs ...`` and ``schedsvc runs ...``: the jobs API from a shell, through ``schedsvc.client``.
+"""``schedsvc jobs ...``, ``schedsvc runs ...`` and ``schedsvc settings ...``: the API from a shell, through
+``schedsvc.client``.
 
 Where and who come from ``--url``/``--api-key`` or ``SCHEDSVC_URL``/``SCHEDSVC_API_KEY`` (``schedsvc dev``
 prints both). Output is a table, or ``--output json`` for scripts. Errors are one line on stderr naming
 the field, and the exit code says what kind of failure it was (``EXIT_CODES``; docs/client.md).
 
-This module holds the commands and their flags; request bodies are built from flags and files in
-``_cli_input.py``, and tables are drawn in ``_cli_output.py``.
+This module runs the commands; their flags are declared in ``_cli_parser.py``, request bodies are built
+from flags and files in ``_cli_input.py``, and tables are drawn in ``_cli_output.py``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ from typing import Any, NoReturn
 import httpx
 import msgspec
 
-from schedsvc.client._cli_input import UsageError, instant, job_create, job_patch, pairs, preview_schedule
+from schedsvc.client._cli_input import (
+    UsageError,
+    instant,
+    job_create,
+    job_patch,
+    pairs,
+    preview_schedule,
+    settings_patch,
+)
 from schedsvc.client._cli_output import (
     JOB_COLUMNS,
     RUN_COLUMNS,
@@ -27,9 +36,11 @@ from schedsvc.client._cli_output import (
     run_rows,
     show_job,
     show_retry_report,
+    show_settings,
     table,
     when,
 )
+from schedsvc.client._cli_parser import COMMANDS, add_commands
 from schedsvc.client._protocol import DEFAULT_URL, metadata_filter
 from schedsvc.client._sync import Client
 from schedsvc.client.errors import (
@@ -46,6 +57,8 @@ from schedsvc.client.errors import (
 )
 from schedsvc.domain.models import Job, JobStatus
 from schedsvc.domain.wire import MAX_COUNTED_MATCHES, BulkJobResult, JobList, JobSelector, RunList, RunRetryReport
+
+__all__ = ["COMMANDS", "EXIT_CODES", "add_commands", "run"]
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -74,56 +87,7 @@ EXIT_CODES: dict[type[ApiError], int] = {
     ServiceUnavailableError: EXIT_UNAVAILABLE,
 }
 
-# --- parsing -------------------------------------------------------------------------------------------
-
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    # Defaults are read when the command runs, not when it is parsed: `schedsvc` may fill them in from a
-    # running `schedsvc dev` first.
-    parser.add_argument("--url", help=f"default: $SCHEDSVC_URL, else {DEFAULT_URL}")
-    parser.add_argument("--api-key", help="default: $SCHEDSVC_API_KEY")
-    parser.add_argument("-o", "--output", choices=("table", "json"), default="table")
-
-
-def _schedule_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("schedule (one of)")
-    group.add_argument("--cron", metavar="EXPR", help="cron expression, e.g. '0 2 * * *'")
-    group.add_argument("--every", metavar="SECONDS", type=int, help="fixed interval in seconds")
-    group.add_argument("--at", metavar="INSTANT", help="once, at an RFC 3339 instant with offset")
-    group.add_argument("--schedule", metavar="JSON", help='any schedule as JSON, e.g. \'{"kind": "calendar", ...}\'')
-    group.add_argument("--timezone", metavar="TZ", help="IANA time zone of --cron (default UTC)")
-
-
-def _job_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--name")
-    _schedule_flags(parser)
-    target = parser.add_argument_group("target (--webhook or --subject)")
-    target.add_argument("--webhook", metavar="URL", help="call this URL (http target)")
-    target.add_argument("--method", choices=("GET", "POST", "PUT", "PATCH", "DELETE"))
-    target.add_argument("--header", action="append", metavar="NAME=VALUE", help="webhook header (repeatable)")
-    target.add_argument("--body", metavar="JSON", help="webhook body: JSON, or a plain string")
-    target.add_argument("--subject", help="publish to this NATS subject (nats target)")
-    target.add_argument("--payload", metavar="JSON", help="NATS payload: JSON, or a plain string")
-    parser.add_argument("--tag", action="append", help="repeatable; replaces the job's tags on edit")
-    parser.add_argument("--meta", action="append", metavar="KEY=VALUE", help="metadata entry (repeatable)")
-    parser.add_argument("--overlap", choices=("allow", "skip", "bufferOne"))
-    parser.add_argument("--max-attempts", type=int, help="retry policy: attempts per fire")
-    parser.add_argument("--catchup", choices=("skip", "latest", "all"), help="catch-up policy for missed fires")
-
-
-def _version_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--if-version", type=int, metavar="N", help="only if the job is still at version N (If-Match); else exit 4"
-    )
-
-
-def _selector_flags(cmd: argparse.ArgumentParser) -> None:
-    """Instead of a job id: the jobs matching every flag given (``POST /jobs/bulk/...``)."""
-    cmd.add_argument("--tag")
-    cmd.add_argument("--name-prefix")
-    cmd.add_argument("--status", choices=("active", "paused", "completed"))
-    cmd.add_argument("--meta", action="append", metavar="KEY=VALUE", help="metadata entry (repeatable)")
-    cmd.add_argument("--limit", type=int, help="at most this many jobs (1-1000; default 1000)")
+# --- running ----------------------------------------------------------------------------------------------
 
 
 def _selects(args: argparse.Namespace) -> bool:
@@ -144,97 +108,21 @@ def _bulk(client: Client, command: str, args: argparse.Namespace) -> BulkJobResu
     return act(selector, limit=args.limit)
 
 
-def add_commands(sub: Any) -> None:
-    """Register ``jobs`` and ``runs`` on ``schedsvc``'s subcommands."""
-    jobs = sub.add_parser("jobs", help="create, list, change and run jobs (the REST API)")
-    jsub = jobs.add_subparsers(dest="jobs_command", required=True, metavar="COMMAND")
-
-    ls = jsub.add_parser("ls", help="list jobs")
-    _common(ls)
-    ls.add_argument("--status", choices=("active", "paused", "completed"))
-    ls.add_argument("--tag")
-    ls.add_argument("--name", help="name prefix")
-    ls.add_argument("--meta", action="append", metavar="KEY=VALUE", help="metadata entry the jobs hold (repeatable)")
-    ls.add_argument("--limit", type=int, default=50, help="page size (1-500)")
-    ls.add_argument("--cursor", help="continue after a page (its nextCursor)")
-    ls.add_argument("--all", action="store_true", help="follow nextCursor to the last page")
-
-    for name, text in (("get", "show a job"), ("run", "run a job now (a manual run)")):
-        cmd = jsub.add_parser(name, help=text)
-        _common(cmd)
-        cmd.add_argument("job_id")
-    for name, text in (("pause", "pause"), ("resume", "resume"), ("rm", "delete")):
-        cmd = jsub.add_parser(name, help=f"{text} a job, or every job matching --tag/--name-prefix/--status/--meta")
-        _common(cmd)
-        cmd.add_argument("job_id", nargs="?")
-        _version_flag(cmd)
-        _selector_flags(cmd)
-
-    create = jsub.add_parser("create", help="create a job from flags or a JSON/YAML file")
-    _common(create)
-    create.add_argument("-f", "--file", help="the job as JSON or YAML (the POST /jobs body); '-' reads stdin")
-    _job_flags(create)
-    create.add_argument("--paused", action="store_true", help="create it paused")
-    create.add_argument("--idempotency-key", help="make re-running this command safe (default: one per command)")
-
-    edit = jsub.add_parser("edit", help="change a job: only the fields given change")
-    _common(edit)
-    edit.add_argument("job_id")
-    edit.add_argument("-f", "--file", help="the changes as JSON or YAML (the PATCH body); '-' reads stdin")
-    _job_flags(edit)
-    _version_flag(edit)
-
-    _runs_flags(jsub.add_parser("runs", help="a job's runs, newest first (as `schedsvc runs ls`)"))
-
-    preview = jsub.add_parser("preview", help="the next fires of a schedule")
-    _common(preview)
-    _schedule_flags(preview)
-    preview.add_argument("-f", "--file", help="the schedule as JSON or YAML")
-    preview.add_argument("--count", type=int, default=10)
-    preview.add_argument("--after", help="fires after this RFC 3339 instant (default: now)")
-
-    runs_cmd = sub.add_parser("runs", help="run history of jobs")
-    rsub = runs_cmd.add_subparsers(dest="runs_command", required=True, metavar="COMMAND")
-    _runs_flags(rsub.add_parser("ls", help="a job's runs, newest first"))
-
-    retry = rsub.add_parser("retry", help="retry failed runs on demand: RUN_ID, or --failed runs matching the flags")
-    _common(retry)
-    retry.add_argument("run_id", nargs="?", metavar="RUN_ID", help="retry this failed run: one more attempt")
-    retry.add_argument("--failed", action="store_true", help="retry the failed runs that match the flags below")
-    retry.add_argument("--job", help="only this job's failed runs")
-    retry.add_argument("--trigger", choices=("scheduled", "catchup", "manual"))
-    retry.add_argument("--from", dest="scheduled_from", metavar="INSTANT", help="scheduled at or after (RFC 3339)")
-    retry.add_argument("--to", dest="scheduled_to", metavar="INSTANT", help="scheduled before (RFC 3339)")
-    retry.add_argument("--limit", type=int, default=20, help="failed runs per batch (1-100)")
-    retry.add_argument("--cursor", help="continue after a batch (its nextCursor)")
-    retry.add_argument("--all", action="store_true", help="follow nextCursor: every matching failed run")
-    retry.add_argument("--idempotency-key", help="make re-running this command safe (one batch only)")
-
-
-def _runs_flags(parser: argparse.ArgumentParser) -> None:
-    _common(parser)
-    parser.add_argument("job_id")
-    parser.add_argument("--limit", type=int, default=20, help="page size (1-500)")
-    parser.add_argument("--cursor")
-    parser.add_argument("--all", action="store_true", help="follow nextCursor to the oldest run")
-
-
-# --- running ----------------------------------------------------------------------------------------------
-
-
 def _edit(client: Client, args: argparse.Namespace) -> Job:
-    """``--max-attempts`` and ``--catchup`` change one setting of a policy the API replaces whole: the rest
-    comes from the job as read, and the change is made only if the job is still that version."""
+    """``--max-attempts``, ``--catchup`` and ``--misfire-grace`` change one setting of a policy the API
+    replaces whole: the rest comes from the job as read, and the change is made only if the job is still
+    that version."""
     patch = job_patch(args)
-    if args.max_attempts is None and args.catchup is None:
+    if args.max_attempts is None and args.catchup is None and args.misfire_grace is None:
         return client.update_job(args.job_id, patch, version=args.if_version)
     current = client.get_job(args.job_id)
     if args.if_version is not None and args.if_version != current.version:
         return client.update_job(current, patch, version=args.if_version)  # the service answers 412
     if args.max_attempts is not None:
         patch.retry = msgspec.structs.replace(current.retry, max_attempts=args.max_attempts)
-    if args.catchup is not None:
-        patch.catchup = msgspec.structs.replace(current.catchup, policy=args.catchup)
+    if args.catchup is not None or args.misfire_grace is not None:
+        changed = {"policy": args.catchup, "misfire_grace_seconds": args.misfire_grace}
+        patch.catchup = msgspec.structs.replace(current.catchup, **{k: v for k, v in changed.items() if v is not None})
     return client.update_job(current, patch)
 
 
@@ -323,6 +211,19 @@ def _execute(client: Client, command: str, args: argparse.Namespace, out: Callab
         case "run":
             accepted = client.run_job_now(args.job_id)
             emit(accepted, lambda: out(f"queued run {accepted.run_id} (see: schedsvc runs ls {accepted.job_id})"))
+        case "backfill":
+            first, last = instant(args.first, "--from"), instant(args.last, "--to")
+            if first is None or last is None:  # argparse requires both; this tells the type checker
+                raise UsageError("backfill: give --from and --to")
+            backfilled = client.backfill_job(args.job_id, first, last)
+            queued = f"fires {backfilled.fires}, queued {backfilled.queued}"
+            emit(backfilled, lambda: out(f"{queued} (see: schedsvc runs ls {backfilled.job_id})"))
+        case "settings show" | "settings set":
+            if command == "settings show":
+                settings = client.get_tenant_settings()
+            else:
+                settings = client.update_tenant_settings(settings_patch(args))
+            emit(settings, lambda: show_settings(settings, out))
         case "runs":
             runs = _page_runs(client, args)
             emit(runs, lambda: table(RUN_COLUMNS, run_rows(runs.items), out))
@@ -357,8 +258,14 @@ def _fail(code: int, message: str) -> NoReturn:
 
 
 def run(args: argparse.Namespace) -> None:
-    """Run a parsed ``jobs``/``runs`` command; exits with one of the ``EXIT_*`` codes."""
-    command = args.jobs_command if args.command == "jobs" else "retry" if args.runs_command == "retry" else "runs"
+    """Run a parsed command of ``COMMANDS``; exits with one of the ``EXIT_*`` codes."""
+    match args.command:
+        case "jobs":
+            command = args.jobs_command
+        case "settings":
+            command = f"settings {args.settings_command}"
+        case _:
+            command = "retry" if args.runs_command == "retry" else "runs"
     args.url = args.url or os.environ.get("SCHEDSVC_URL") or DEFAULT_URL
     api_key = args.api_key or os.environ.get("SCHEDSVC_API_KEY")
     try:
