@@ -10,6 +10,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from prometheus_client import REGISTRY
 from redis.asyncio import connection as redis_connection
@@ -40,6 +41,12 @@ def round_trips(monkeypatch: pytest.MonkeyPatch) -> type[RoundTrips]:
     RoundTrips.count = 0
     monkeypatch.setattr(redis_connection.AbstractConnection, "send_packed_command", counted)
     return RoundTrips
+
+
+@pytest.fixture
+def app(settings: Settings, redis_url: str, drop_database: None) -> Litestar:
+    """The API with the Redis cache, on this test's own database (dropped at its end)."""
+    return create_app(api_settings(settings, redis_url))
 
 
 def cache_hits() -> float:
@@ -132,20 +139,13 @@ async def test_a_read_never_caches_while_a_write_is_in_flight(redis_url: str, un
         assert await link.client.zcard(third.flight_keys[0]) == 0
         assert (await limiter.admit("k", 1000, probe=lists)).cache_read is not None
     finally:
-        keys = [key async for key in link.client.scan_iter(match=f"{unique}:*")]
-        if keys:
-            await link.client.delete(*keys)
+        await drop_keys(link, unique)
         await link.close()
 
 
 async def test_every_request_costs_one_redis_round_trip(
-    settings: Settings,
-    redis_url: str,
-    auth: dict[str, str],
-    drop_database: None,
-    round_trips: type[RoundTrips],
+    app: Litestar, auth: dict[str, str], round_trips: type[RoundTrips]
 ) -> None:
-    app = create_app(api_settings(settings, redis_url))
     app.state.redis.deferred_flush_seconds = 3600.0  # deferred commands go with the next request only
     async with AsyncTestClient(app) as client:
         # Warm up: the key's first use, the script's first load.
@@ -192,10 +192,8 @@ async def test_every_request_costs_one_redis_round_trip(
         assert [j["name"] for j in (await client.get("/jobs", headers=auth)).json()["items"]] == ["second"]
 
 
-async def test_a_cached_response_carries_only_this_requests_headers(
-    settings: Settings, redis_url: str, auth: dict[str, str], drop_database: None
-) -> None:
-    async with AsyncTestClient(create_app(api_settings(settings, redis_url))) as client:
+async def test_a_cached_response_carries_only_this_requests_headers(app: Litestar, auth: dict[str, str]) -> None:
+    async with AsyncTestClient(app) as client:
         job = (await client.post("/jobs", json=job_body("cached"), headers=auth)).json()
         remaining: list[int] = []
         bodies: list[bytes] = []
@@ -229,9 +227,7 @@ async def test_a_failing_deferred_command_does_not_fail_the_request(redis_url: s
         assert await link.client.get(f"{unique}:entry") == b"tag\nbody"  # the other deferred command landed
         assert link.deferred == 1  # the failed mark removal waits for the next round trip
     finally:
-        keys = [key async for key in link.client.scan_iter(match=f"{unique}:*")]
-        if keys:
-            await link.client.delete(*keys)
+        await drop_keys(link, unique)
         await link.close()
 
 
@@ -299,15 +295,10 @@ async def test_finished_writes_are_unmarked_soon_after_redis_failed(
 
 
 async def test_a_bulk_action_costs_two_round_trips_and_its_changes_are_read_at_once(
-    settings: Settings,
-    redis_url: str,
-    auth: dict[str, str],
-    drop_database: None,
-    round_trips: type[RoundTrips],
+    app: Litestar, auth: dict[str, str], round_trips: type[RoundTrips]
 ) -> None:
     """The bulk call's admission covers the lists; the jobs it changed are bumped together before the
     response (one round trip, not one per job), so their cached reads show the change at once."""
-    app = create_app(api_settings(settings, redis_url))
     app.state.redis.deferred_flush_seconds = 3600.0
     async with AsyncTestClient(app) as client:
         jobs = []

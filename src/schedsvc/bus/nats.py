@@ -50,6 +50,26 @@ _encode_notice = msgspec.msgpack.Encoder().encode
 _decode_notice = msgspec.msgpack.Decoder(JobNotice).decode
 _encode_notification = msgspec.json.Encoder().encode
 NOTIFICATION_RETENTION_SECONDS = 24 * 3600
+DEAD_LETTER_RETENTION_SECONDS = 14 * 24 * 3600
+
+
+def _stream(
+    name: str,
+    subjects: list[str],
+    max_age: int,
+    replicas: int,
+    retention: RetentionPolicy = RetentionPolicy.LIMITS,
+) -> StreamConfig:
+    """One of the service's streams: on disk, and deduplicating message ids over ``DEDUP_WINDOW_SECONDS``."""
+    return StreamConfig(
+        name=name,
+        subjects=subjects,
+        retention=retention,
+        storage=StorageType.FILE,
+        max_age=max_age,
+        duplicate_window=DEDUP_WINDOW_SECONDS,
+        num_replicas=replicas,
+    )
 
 
 class BusError(BusUnavailableError):
@@ -124,34 +144,16 @@ class NatsRunBus:
     async def ensure_streams(self, replicas: int = 1) -> None:
         """Create or update the run and dead-letter streams (idempotent)."""
         n = self.names
-        runs = StreamConfig(
-            name=n.run_stream,
-            subjects=[f"{n.run_subject_root}.>"],
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
-            max_age=RUN_RETENTION_SECONDS,
-            duplicate_window=DEDUP_WINDOW_SECONDS,
-            num_replicas=replicas,
-        )
-        dlq = StreamConfig(
-            name=n.dead_letter_stream,
-            subjects=[n.dead_letter_subject],
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
-            max_age=14 * 24 * 3600,
-            # A run's dead letter has the id `<runId>:dead`: a retry on demand that fails again within the
-            # window publishes no second one (JetStream's default window is only 2 minutes).
-            duplicate_window=DEDUP_WINDOW_SECONDS,
-            num_replicas=replicas,
-        )
-        notifications = StreamConfig(
-            name=n.notification_stream,
-            subjects=[n.notification_subject],
+        runs = _stream(n.run_stream, [f"{n.run_subject_root}.>"], RUN_RETENTION_SECONDS, replicas)
+        # A run's dead letter has the id `<runId>:dead`: a retry on demand that fails again within the
+        # deduplication window publishes no second one (JetStream's default window is only 2 minutes).
+        dlq = _stream(n.dead_letter_stream, [n.dead_letter_subject], DEAD_LETTER_RETENTION_SECONDS, replicas)
+        notifications = _stream(
+            n.notification_stream,
+            [n.notification_subject],
+            NOTIFICATION_RETENTION_SECONDS,
+            replicas,
             retention=RetentionPolicy.WORK_QUEUE,
-            storage=StorageType.FILE,
-            max_age=NOTIFICATION_RETENTION_SECONDS,
-            duplicate_window=DEDUP_WINDOW_SECONDS,
-            num_replicas=replicas,
         )
         try:
             for config in (runs, dlq, notifications):
