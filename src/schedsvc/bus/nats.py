@@ -72,6 +72,17 @@ def _stream(
     )
 
 
+def _consumer(ack_wait_seconds: float, max_deliver: int, max_ack_pending: int | None = None) -> ConsumerConfig:
+    """A durable pull consumer of the service: every message from the stream's first, acknowledged one by one."""
+    return ConsumerConfig(
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=ack_wait_seconds,
+        max_deliver=max_deliver,
+        max_ack_pending=max_ack_pending,
+    )
+
+
 class BusError(BusUnavailableError):
     """NATS or JetStream could not take a message."""
 
@@ -242,15 +253,9 @@ class NatsRunBus:
             f"{self.names.run_subject_root}.>",
             durable=self.names.worker_consumer,
             stream=self.names.run_stream,
-            config=ConsumerConfig(
-                ack_policy=AckPolicy.EXPLICIT,
-                deliver_policy=DeliverPolicy.ALL,
-                ack_wait=ack_wait_seconds,
-                # The worker gives up on a run after MAX_DELIVERIES (failed, dead-lettered); this is the
-                # backstop for a worker that cannot even record that (JetStream then stops redelivering).
-                max_deliver=MAX_DELIVERIES + 10,
-                max_ack_pending=max_ack_pending,
-            ),
+            # The worker gives up on a run after MAX_DELIVERIES (failed, dead-lettered); max_deliver is the
+            # backstop for a worker that cannot even record that (JetStream then stops redelivering).
+            config=_consumer(ack_wait_seconds, MAX_DELIVERIES + 10, max_ack_pending=max_ack_pending),
         )
         return RunSubscription(psub)
 
@@ -278,12 +283,7 @@ class NatsRunBus:
             self.names.notification_subject,
             durable=self.names.notifier_consumer,
             stream=self.names.notification_stream,
-            config=ConsumerConfig(
-                ack_policy=AckPolicy.EXPLICIT,
-                deliver_policy=DeliverPolicy.ALL,
-                ack_wait=ack_wait_seconds,
-                max_deliver=max_deliver,
-            ),
+            config=_consumer(ack_wait_seconds, max_deliver),
         )
         return NotificationSubscription(psub)
 
