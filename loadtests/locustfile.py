@@ -33,12 +33,12 @@ from typing import Any
 
 import gevent
 from locust import FastHttpUser, task
+from workload import TASK_WEIGHTS, TEAMS, list_filters  # this file's folder
 
 USER_RPS = float(os.environ.get("SCHEDSVC_LOAD_USER_RPS", "0.1"))
 TARGET_URL = os.environ.get("SCHEDSVC_LOAD_TARGET_URL", "http://127.0.0.1:9/hook")
 _keys_file = os.environ.get("SCHEDSVC_LOAD_KEYS")
 KEYS: list[dict[str, str]] = json.loads(Path(_keys_file).read_text()) if _keys_file else []
-TEAMS = ("billing", "search", "growth", "infra", "data")
 _user_numbers = itertools.count()
 
 
@@ -165,18 +165,10 @@ class ClientService(PacedUser):
 
     # -- tasks ------------------------------------------------------------------------------------
 
-    @task(30)
+    @task(TASK_WEIGHTS["list"])
     def list_jobs(self) -> None:
         """A dashboard or reconciler listing the tenant's jobs: a filter, small pages, sometimes page two."""
-        params = [f"limit={self.rng.choice([5, 10, 20, 50])}"]
-        roll = self.rng.random()
-        if roll < 0.3:
-            params.append("status=active")
-        elif roll < 0.5:
-            params.append(f"tag=team-{self.rng.choice(TEAMS)}")
-        elif roll < 0.6:
-            params.append("name=seed-")
-        query = "&".join(params)
+        query = "&".join(list_filters(self.rng))
         page = self._json("GET", f"/jobs?{query}", "GET /jobs")
         if page is None:
             return
@@ -186,7 +178,7 @@ class ClientService(PacedUser):
             if nxt is not None:
                 self._remember(nxt["items"])
 
-    @task(20)
+    @task(TASK_WEIGHTS["get"])
     def get_job(self) -> None:
         job_id = self._some_job_or_list()
         if job_id is None:
@@ -194,7 +186,7 @@ class ClientService(PacedUser):
         if self._json("GET", f"/jobs/{job_id}", "GET /jobs/{id}", gone_ok=job_id not in self.mine) is None:
             self._forget(job_id)
 
-    @task(12)
+    @task(TASK_WEIGHTS["runs"])
     def run_history(self) -> None:
         job_id = self._some_job_or_list()
         if job_id is None:
@@ -203,12 +195,12 @@ class ClientService(PacedUser):
         if self._json("GET", path, "GET /jobs/{id}/runs", gone_ok=job_id not in self.mine) is None:
             self._forget(job_id)
 
-    @task(8)
+    @task(TASK_WEIGHTS["preview"])
     def preview(self) -> None:
         body = {"schedule": random_schedule(self.rng), "count": self.rng.choice([5, 10, 20])}
         self._json("POST", "/schedules/preview", "POST /schedules/preview", body)
 
-    @task(10)
+    @task(TASK_WEIGHTS["create"])
     def create_job(self) -> None:
         team = self.rng.choice(TEAMS)
         body = {
@@ -222,7 +214,7 @@ class ClientService(PacedUser):
         if job is not None:
             self.mine[job["id"]] = OwnJob(job["id"], job["version"], job["status"] == "paused")
 
-    @task(8)
+    @task(TASK_WEIGHTS["patch"])
     def patch_job(self) -> None:
         job = self._my_job_or_create()
         if job is None:
@@ -232,7 +224,7 @@ class ClientService(PacedUser):
             body["schedule"] = random_schedule(self.rng)
         self._write_mine(job, "PATCH", f"/jobs/{job.id}", "PATCH /jobs/{id}", body)
 
-    @task(6)
+    @task(TASK_WEIGHTS["pause"])
     def pause_or_resume(self) -> None:
         job = self._my_job_or_create()
         if job is None:
@@ -240,7 +232,7 @@ class ClientService(PacedUser):
         action = "resume" if job.paused else "pause"
         self._write_mine(job, "POST", f"/jobs/{job.id}/{action}", f"POST /jobs/{{id}}/{action}")
 
-    @task(3)
+    @task(TASK_WEIGHTS["delete"])
     def delete_job(self) -> None:
         """Services retire jobs too; keeps each service's own job count small."""
         if len(self.mine) < 3:

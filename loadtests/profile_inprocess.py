@@ -62,11 +62,11 @@ from prometheus_client import REGISTRY  # noqa: E402
 from pymongo import monitoring  # noqa: E402
 from redis.asyncio import connection as redis_connection  # noqa: E402
 from tests.support import servers  # noqa: E402
+from workload import TASK_WEIGHTS, TEAMS, list_filters  # noqa: E402  (this script's folder)
 
 from schedsvc.api import create_app  # noqa: E402
 from schedsvc.config import Settings  # noqa: E402
 
-TEAMS = ("billing", "search", "growth", "infra", "data")
 DEV_KEY = "sk_00000000000000dd_" + "d" * 43
 SCHEDULES: list[dict[str, Any]] = [
     {"kind": "cron", "expression": "*/15 * * * *", "timezone": "Europe/Berlin"},
@@ -186,19 +186,11 @@ class Client:
     mine: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     async def step(self, api: Asgi) -> None:
-        task = self.rng.choices(
-            ["list", "get", "runs", "preview", "create", "patch", "pause", "delete"], [30, 20, 12, 8, 10, 8, 6, 3]
-        )[0]
+        task = self.rng.choices(list(TASK_WEIGHTS), list(TASK_WEIGHTS.values()))[0]
         await getattr(self, f"_{task}")(api)
 
     async def _list(self, api: Asgi) -> None:
-        params = [f"limit={self.rng.choice([5, 10, 20, 50])}"]
-        roll = self.rng.random()
-        if roll < 0.3:
-            params.append("status=active")
-        elif roll < 0.5:
-            params.append(f"tag=team-{self.rng.choice(TEAMS)}")
-        _status, page = await api.call("GET", "/jobs", self.key, query="&".join(params))
+        _status, page = await api.call("GET", "/jobs", self.key, query="&".join(list_filters(self.rng)))
         if page:
             self.known = list(dict.fromkeys([*self.known, *(j["id"] for j in page["items"])]))[-200:]
 

@@ -165,7 +165,7 @@ async def drop_database(settings: Settings) -> AsyncIterator[None]:
 
 @dataclasses.dataclass
 class Api:
-    """An API app in the test process (:func:`api`) and what tests call it with."""
+    """An API app in the test process (:func:`api`, :func:`running_api`) and what tests call it with."""
 
     client: AsyncTestClient[Any]
     headers: dict[str, str]
@@ -177,15 +177,18 @@ class Api:
     """The app's database, to arrange or check what the API does not show."""
 
 
-@pytest.fixture
-async def api(settings: Settings) -> AsyncIterator[Api]:
-    """An API app in the test process on the test's own database (dropped afterwards), with two tenants."""
+@contextlib.asynccontextmanager
+async def running_api(
+    settings: Settings, roles: frozenset[str] = frozenset({"api"}), **changes: Any
+) -> AsyncIterator[Api]:
+    """An API app in the test process (``roles`` and ``changes`` as for :func:`api_settings`) on the test's
+    own database and streams (deleted afterwards), with two tenants."""
     from litestar.testing import AsyncTestClient
 
     from schedsvc.api import create_app
     from schedsvc.store import MongoTenantStore, connect, database
 
-    settings = api_settings(settings)
+    settings = api_settings(settings, roles=roles, **changes)
     mongo = connect(settings)
     try:
         async with AsyncTestClient(create_app(settings)) as client:
@@ -201,6 +204,14 @@ async def api(settings: Settings) -> AsyncIterator[Api]:
     finally:
         await mongo.drop_database(settings.database)
         await mongo.close()
+        await testing.delete_run_streams(settings)
+
+
+@pytest.fixture
+async def api(settings: Settings) -> AsyncIterator[Api]:
+    """An API app in the test process on the test's own database (dropped afterwards), with two tenants."""
+    async with running_api(settings) as api:
+        yield api
 
 
 @pytest.fixture(scope="session")

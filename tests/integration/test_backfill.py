@@ -14,28 +14,22 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from litestar.testing import AsyncTestClient
-from tests.conftest import DEV_KEY, api_settings
+from tests.conftest import Api, running_api
 from tests.support.waiting import wait_until
 
 from schedsvc import names
-from schedsvc.api import create_app
 from schedsvc.bus import NatsRunBus
 from schedsvc.config import Settings
 from schedsvc.domain import run_id
 from schedsvc.domain.wire import MAX_BACKFILL_FIRES
-from schedsvc.store import MongoTenantStore, connect, database
-from schedsvc.testing import Reply, WebhookReceiver, delete_run_streams
+from schedsvc.testing import Reply, WebhookReceiver
 from schedsvc.timing import to_ms
 
 
 @dataclasses.dataclass
-class Service:
-    client: AsyncTestClient[Any]
-    headers: dict[str, str]
-    rival: dict[str, str]
-    db: Any
-    settings: Settings
+class Service(Api):
+    """The API app and the webhook receiver its jobs call."""
+
     receiver: WebhookReceiver
 
     async def create(self, route: str, **fields: Any) -> dict[str, Any]:
@@ -64,25 +58,8 @@ def _iso(value: datetime | str) -> str:
 
 @contextlib.asynccontextmanager
 async def serving(settings: Settings, roles: frozenset[str]) -> AsyncIterator[Service]:
-    settings = api_settings(settings, roles=roles, run_ack_wait_seconds=2.0)
-    receiver = await WebhookReceiver().start()
-    mongo = connect(settings)
-    try:
-        async with AsyncTestClient(create_app(settings)) as client:
-            rival_key, _ = await MongoTenantStore(database(mongo, settings)).create_tenant("rival")
-            yield Service(
-                client,
-                {"Authorization": f"Bearer {DEV_KEY}"},
-                {"Authorization": f"Bearer {rival_key.key}"},
-                database(mongo, settings),
-                settings,
-                receiver,
-            )
-    finally:
-        await receiver.close()
-        await mongo.drop_database(settings.database)
-        await mongo.close()
-        await delete_run_streams(settings)
+    async with WebhookReceiver() as receiver, running_api(settings, roles, run_ack_wait_seconds=2.0) as api:
+        yield Service(**vars(api), receiver=receiver)
 
 
 @pytest.fixture
@@ -123,7 +100,7 @@ async def test_a_backfill_refuses_bad_ranges_naming_the_field(api_only: Service)
     assert early in (2, 3)
     # Another tenant's job answers as a missing one.
     first = anchor - timedelta(minutes=MAX_BACKFILL_FIRES)
-    r = await service.backfill(job["id"], first, anchor, headers=service.rival)
+    r = await service.backfill(job["id"], first, anchor, headers=service.other)
     assert r.status_code == 404
     assert (await service.backfill("nope", first, anchor)).status_code == 404
     assert await service.runs(job["id"]) == []

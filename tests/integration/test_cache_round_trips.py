@@ -7,9 +7,11 @@ pipeline) with one ``send_packed_command`` call, which these tests count while t
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from prometheus_client import REGISTRY
 from redis.asyncio import connection as redis_connection
@@ -42,6 +44,12 @@ def round_trips(monkeypatch: pytest.MonkeyPatch) -> type[RoundTrips]:
     return RoundTrips
 
 
+@pytest.fixture
+def app(settings: Settings, redis_url: str, drop_database: None) -> Litestar:
+    """The API with the Redis cache, on this test's own database (dropped at its end)."""
+    return create_app(api_settings(settings, redis_url))
+
+
 def cache_hits() -> float:
     """Responses served from the cache by this process so far (the counter is process-wide: compare)."""
     return REGISTRY.get_sample_value("schedsvc_cache_requests_total", {"result": "hit"}) or 0.0
@@ -63,74 +71,12 @@ async def read_through(limiter: RedisRateLimiter, store: ResilientStore, probe: 
         PREFETCHED.reset(token)
 
 
-async def drop_keys(link: RedisLink, unique: str) -> None:
-    keys = [key async for key in link.client.scan_iter(match=f"{unique}:*")]
-    if keys:
-        await link.client.delete(*keys)
-
-
-async def test_a_read_never_caches_while_a_write_is_in_flight(redis_url: str, unique: str) -> None:
-    """The write's admission replaces the versions before its database write; reads in between bypass."""
+@pytest.fixture
+async def link(redis_url: str, unique: str) -> AsyncIterator[RedisLink]:
+    """A Redis link whose keys carry this test's own prefix (deleted at its end)."""
     link = RedisLink(redis_url, f"{unique}:")
-    limiter = RedisRateLimiter(link)
-    store = ResilientStore(link)
     try:
-        probe = limiter.read_probe("acme", "/jobs/j1", b"", "j1")
-        assert probe is not None
-
-        async def read() -> bytes | str | None:
-            admission = await limiter.admit("k", 1000, probe=probe)
-            if admission.cache_read is None:
-                return "bypass"
-            token = PREFETCHED.set(admission.cache_read)
-            try:
-                payload = await store.get(probe.entry_key)
-                if payload is None:
-                    await store.set(probe.entry_key, b"seen-by-reader", expires_in=60)
-                    await store.drain()
-                return payload
-            finally:
-                PREFETCHED.reset(token)
-
-        assert await read() is None  # a miss, which stores the entry
-        assert await read() == b"seen-by-reader"
-
-        write = limiter.write_intent("acme", "j1")
-        assert write is not None
-        assert (await limiter.admit("k", 1000, write=write)).write_recorded
-        assert await read() == "bypass"  # the database write may not have happened yet
-        assert await read() == "bypass"
-        other = limiter.write_intent("acme", "j1")
-        assert other is not None and (await limiter.admit("k", 1000, write=other)).write_recorded
-        limiter.written(write)
-        assert await read() == "bypass"  # the second write is still in flight
-        limiter.written(other)
-        assert await read() is None  # the old entry's versions are gone: a miss
-        assert await read() == b"seen-by-reader"
-
-        # Another job of the tenant is not affected by writes to j1; the lists are.
-        lists = limiter.read_probe("acme", "/jobs", b"", None)
-        assert lists is not None
-        third = limiter.write_intent("acme", "j1")
-        assert third is not None and (await limiter.admit("k", 1000, write=third)).write_recorded
-        assert (await limiter.admit("k", 1000, probe=lists)).cache_read is None
-        j2 = limiter.read_probe("acme", "/jobs/j2", b"", "j2")
-        assert (await limiter.admit("k", 1000, probe=j2)).cache_read is not None
-
-        # Over its limit a write records nothing (it is refused before it writes anything).
-        refused = limiter.write_intent("acme", "j2")
-        assert refused is not None
-        admission = await limiter.admit("k", 1, write=refused)
-        assert not admission.decision.allowed and not admission.write_recorded
-
-        # Without a next request, a finished write's marks are removed on their own.
-        limiter.written(third)
-        for _ in range(50):
-            await asyncio.sleep(0.05)
-            if await link.client.zcard(third.flight_keys[0]) == 0:
-                break
-        assert await link.client.zcard(third.flight_keys[0]) == 0
-        assert (await limiter.admit("k", 1000, probe=lists)).cache_read is not None
+        yield link
     finally:
         keys = [key async for key in link.client.scan_iter(match=f"{unique}:*")]
         if keys:
@@ -138,14 +84,63 @@ async def test_a_read_never_caches_while_a_write_is_in_flight(redis_url: str, un
         await link.close()
 
 
+async def test_a_read_never_caches_while_a_write_is_in_flight(link: RedisLink) -> None:
+    """The write's admission replaces the versions before its database write; reads in between bypass."""
+    limiter = RedisRateLimiter(link)
+    store = ResilientStore(link)
+    probe = limiter.read_probe("acme", "/jobs/j1", b"", "j1")
+    assert probe is not None
+
+    async def read() -> Any:
+        payload = await read_through(limiter, store, probe, b"seen-by-reader")
+        if payload is None:  # a miss: store the entry now, not with the next round trip
+            await store.drain()
+        return payload
+
+    assert await read() is None  # a miss, which stores the entry
+    assert await read() == b"seen-by-reader"
+
+    write = limiter.write_intent("acme", "j1")
+    assert write is not None
+    assert (await limiter.admit("k", 1000, write=write)).write_recorded
+    assert await read() == "bypass"  # the database write may not have happened yet
+    assert await read() == "bypass"
+    other = limiter.write_intent("acme", "j1")
+    assert other is not None and (await limiter.admit("k", 1000, write=other)).write_recorded
+    limiter.written(write)
+    assert await read() == "bypass"  # the second write is still in flight
+    limiter.written(other)
+    assert await read() is None  # the old entry's versions are gone: a miss
+    assert await read() == b"seen-by-reader"
+
+    # Another job of the tenant is not affected by writes to j1; the lists are.
+    lists = limiter.read_probe("acme", "/jobs", b"", None)
+    assert lists is not None
+    third = limiter.write_intent("acme", "j1")
+    assert third is not None and (await limiter.admit("k", 1000, write=third)).write_recorded
+    assert (await limiter.admit("k", 1000, probe=lists)).cache_read is None
+    j2 = limiter.read_probe("acme", "/jobs/j2", b"", "j2")
+    assert (await limiter.admit("k", 1000, probe=j2)).cache_read is not None
+
+    # Over its limit a write records nothing (it is refused before it writes anything).
+    refused = limiter.write_intent("acme", "j2")
+    assert refused is not None
+    admission = await limiter.admit("k", 1, write=refused)
+    assert not admission.decision.allowed and not admission.write_recorded
+
+    # Without a next request, a finished write's marks are removed on their own.
+    limiter.written(third)
+    for _ in range(50):
+        await asyncio.sleep(0.05)
+        if await link.client.zcard(third.flight_keys[0]) == 0:
+            break
+    assert await link.client.zcard(third.flight_keys[0]) == 0
+    assert (await limiter.admit("k", 1000, probe=lists)).cache_read is not None
+
+
 async def test_every_request_costs_one_redis_round_trip(
-    settings: Settings,
-    redis_url: str,
-    auth: dict[str, str],
-    drop_database: None,
-    round_trips: type[RoundTrips],
+    app: Litestar, auth: dict[str, str], round_trips: type[RoundTrips]
 ) -> None:
-    app = create_app(api_settings(settings, redis_url))
     app.state.redis.deferred_flush_seconds = 3600.0  # deferred commands go with the next request only
     async with AsyncTestClient(app) as client:
         # Warm up: the key's first use, the script's first load.
@@ -192,10 +187,8 @@ async def test_every_request_costs_one_redis_round_trip(
         assert [j["name"] for j in (await client.get("/jobs", headers=auth)).json()["items"]] == ["second"]
 
 
-async def test_a_cached_response_carries_only_this_requests_headers(
-    settings: Settings, redis_url: str, auth: dict[str, str], drop_database: None
-) -> None:
-    async with AsyncTestClient(create_app(api_settings(settings, redis_url))) as client:
+async def test_a_cached_response_carries_only_this_requests_headers(app: Litestar, auth: dict[str, str]) -> None:
+    async with AsyncTestClient(app) as client:
         job = (await client.post("/jobs", json=job_body("cached"), headers=auth)).json()
         remaining: list[int] = []
         bodies: list[bytes] = []
@@ -214,100 +207,78 @@ async def test_a_cached_response_carries_only_this_requests_headers(
         assert bodies == [bodies[0]] * 4
 
 
-async def test_a_failing_deferred_command_does_not_fail_the_request(redis_url: str, unique: str) -> None:
-    link = RedisLink(redis_url, f"{unique}:")
+async def test_a_failing_deferred_command_does_not_fail_the_request(link: RedisLink, unique: str) -> None:
     link.deferred_flush_seconds = 3600.0
     limiter = RedisRateLimiter(link)
-    try:
-        await link.client.set(f"{unique}:not-a-set", b"x")
-        link.finish_write(WriteIntent("acme", None, (), (f"{unique}:not-a-set",), "token"))  # ZREM: WRONGTYPE
-        link.defer(("SET", f"{unique}:entry", b"tag\nbody", "EX", 60))
-        probe = limiter.read_probe("acme", "/jobs", b"", None)
-        admission = await limiter.admit("k", 1000, probe=probe)
-        assert admission.decision.allowed and admission.cache_read is not None  # Redis answered
-        assert link.available  # no breaker opened
-        assert await link.client.get(f"{unique}:entry") == b"tag\nbody"  # the other deferred command landed
-        assert link.deferred == 1  # the failed mark removal waits for the next round trip
-    finally:
-        keys = [key async for key in link.client.scan_iter(match=f"{unique}:*")]
-        if keys:
-            await link.client.delete(*keys)
-        await link.close()
+    await link.client.set(f"{unique}:not-a-set", b"x")
+    link.finish_write(WriteIntent("acme", None, (), (f"{unique}:not-a-set",), "token"))  # ZREM: WRONGTYPE
+    link.defer(("SET", f"{unique}:entry", b"tag\nbody", "EX", 60))
+    probe = limiter.read_probe("acme", "/jobs", b"", None)
+    admission = await limiter.admit("k", 1000, probe=probe)
+    assert admission.decision.allowed and admission.cache_read is not None  # Redis answered
+    assert link.available  # no breaker opened
+    assert await link.client.get(f"{unique}:entry") == b"tag\nbody"  # the other deferred command landed
+    assert link.deferred == 1  # the failed mark removal waits for the next round trip
 
 
-async def test_a_lost_in_flight_mark_or_version_never_leaves_a_stale_entry(redis_url: str, unique: str) -> None:
+async def test_a_lost_in_flight_mark_or_version_never_leaves_a_stale_entry(link: RedisLink) -> None:
     """Redis failed over or evicted: a read during the write saw no mark and cached the old document; the
     finished write's new versions keep it from being served. A missing version never matches an old entry."""
-    link = RedisLink(redis_url, f"{unique}:")
     link.deferred_flush_seconds = 3600.0  # deferred commands go with the next round trip only
     limiter = RedisRateLimiter(link)
     store = ResilientStore(link)
-    try:
-        probe = limiter.read_probe("acme", "/jobs/j1", b"", "j1")
-        assert probe is not None
-        write = limiter.write_intent("acme", "j1")
-        assert write is not None and (await limiter.admit("k", 1000, write=write)).write_recorded
-        await link.client.delete(*write.flight_keys)  # the marks are lost mid-write
-        assert await read_through(limiter, store, probe, b"old") is None  # cached the old document
-        assert await read_through(limiter, store, probe, b"old") == b"old"
-        limiter.written(write)  # the database write is done
-        assert await read_through(limiter, store, probe, b"new") is None  # the old entry no longer matches
-        assert await read_through(limiter, store, probe, b"new") == b"new"
+    probe = limiter.read_probe("acme", "/jobs/j1", b"", "j1")
+    assert probe is not None
+    write = limiter.write_intent("acme", "j1")
+    assert write is not None and (await limiter.admit("k", 1000, write=write)).write_recorded
+    await link.client.delete(*write.flight_keys)  # the marks are lost mid-write
+    assert await read_through(limiter, store, probe, b"old") is None  # cached the old document
+    assert await read_through(limiter, store, probe, b"old") == b"old"
+    limiter.written(write)  # the database write is done
+    assert await read_through(limiter, store, probe, b"new") is None  # the old entry no longer matches
+    assert await read_through(limiter, store, probe, b"new") == b"new"
 
-        await link.client.delete(*probe.version_keys)  # the version is lost (evicted, expired)
-        assert await read_through(limiter, store, probe, b"newer") is None  # the entry is not served
-        assert await read_through(limiter, store, probe, b"newer") == b"newer"
-        later = limiter.write_intent("acme", "j1")
-        assert later is not None and (await limiter.admit("k", 1000, write=later)).write_recorded
-        limiter.written(later)
-        await link.flush_deferred()
-        await link.client.delete(*probe.version_keys)  # lost again: not the entry of the last missing version
-        assert await read_through(limiter, store, probe, b"newest") is None
-        assert await read_through(limiter, store, probe, b"newest") == b"newest"
-    finally:
-        await drop_keys(link, unique)
-        await link.close()
+    await link.client.delete(*probe.version_keys)  # the version is lost (evicted, expired)
+    assert await read_through(limiter, store, probe, b"newer") is None  # the entry is not served
+    assert await read_through(limiter, store, probe, b"newer") == b"newer"
+    later = limiter.write_intent("acme", "j1")
+    assert later is not None and (await limiter.admit("k", 1000, write=later)).write_recorded
+    limiter.written(later)
+    await link.flush_deferred()
+    await link.client.delete(*probe.version_keys)  # lost again: not the entry of the last missing version
+    assert await read_through(limiter, store, probe, b"newest") is None
+    assert await read_through(limiter, store, probe, b"newest") == b"newest"
 
 
 async def test_finished_writes_are_unmarked_soon_after_redis_failed(
-    redis_url: str, unique: str, monkeypatch: pytest.MonkeyPatch
+    link: RedisLink, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Marks whose removal could not be sent (the breaker was open) are sent on their own once Redis is
     back, without waiting for another request; none is dropped, however many."""
     monkeypatch.setattr(redis_module, "BREAKER_SECONDS", 0.2)
     monkeypatch.setattr(redis_module, "DEFERRED_PER_ROUND_TRIP", 50)
-    link = RedisLink(redis_url, f"{unique}:")
     limiter = RedisRateLimiter(link)
-    try:
-        writes = [limiter.write_intent("acme", f"j{n}") for n in range(40)]
-        for write in writes:
-            assert write is not None and (await limiter.admit("k", 1000, write=write)).write_recorded
-        link.failed(ConnectionError("test"), "test")  # Redis failed: the breaker opens for 0.2 s
-        for write in writes:
-            assert write is not None
-            limiter.written(write)  # 80 version replacements and 80 mark removals, two round trips' worth
-        keys = [key for write in writes if write is not None for key in write.flight_keys]
-        for _ in range(40):
-            await asyncio.sleep(0.05)
-            if not link.deferred:
-                break
-        assert link.deferred == 0
-        assert [await link.client.zcard(key) for key in keys] == [0] * len(keys)
-    finally:
-        await drop_keys(link, unique)
-        await link.close()
+    writes = [limiter.write_intent("acme", f"j{n}") for n in range(40)]
+    for write in writes:
+        assert write is not None and (await limiter.admit("k", 1000, write=write)).write_recorded
+    link.failed(ConnectionError("test"), "test")  # Redis failed: the breaker opens for 0.2 s
+    for write in writes:
+        assert write is not None
+        limiter.written(write)  # 80 version replacements and 80 mark removals, two round trips' worth
+    keys = [key for write in writes if write is not None for key in write.flight_keys]
+    for _ in range(40):
+        await asyncio.sleep(0.05)
+        if not link.deferred:
+            break
+    assert link.deferred == 0
+    assert [await link.client.zcard(key) for key in keys] == [0] * len(keys)
 
 
 async def test_a_bulk_action_costs_two_round_trips_and_its_changes_are_read_at_once(
-    settings: Settings,
-    redis_url: str,
-    auth: dict[str, str],
-    drop_database: None,
-    round_trips: type[RoundTrips],
+    app: Litestar, auth: dict[str, str], round_trips: type[RoundTrips]
 ) -> None:
     """The bulk call's admission covers the lists; the jobs it changed are bumped together before the
     response (one round trip, not one per job), so their cached reads show the change at once."""
-    app = create_app(api_settings(settings, redis_url))
     app.state.redis.deferred_flush_seconds = 3600.0
     async with AsyncTestClient(app) as client:
         jobs = []

@@ -2,7 +2,7 @@
 against a real SecantusDB process, NATS JetStream and webhook receivers on 127.0.0.1.
 
 Each test has its own database and NATS prefix (its streams are deleted at its end), and two tenants:
-``dev`` (the app's development key) and ``rival``, to check isolation.
+``dev`` (the app's development key) and ``other``, to check isolation.
 """
 
 from __future__ import annotations
@@ -15,31 +15,25 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from litestar.testing import AsyncTestClient
-from tests.conftest import DEV_KEY, api_settings
+from tests.conftest import OTHER_TENANT, Api, running_api
 from tests.support.waiting import wait_until
 
 from schedsvc import names
-from schedsvc.api import create_app
 from schedsvc.bus import NatsRunBus
 from schedsvc.client import verify_notification
 from schedsvc.config import Settings
 from schedsvc.domain.notifications import run_failed
 from schedsvc.domain.timing import MissedFire
 from schedsvc.execution.notifications import NotificationReporter
-from schedsvc.store import MongoTenantStore, connect, database
 from schedsvc.store.tenants import webhook_secret_text
-from schedsvc.testing import Reply, WebhookReceiver, delete_run_streams
+from schedsvc.testing import Reply, WebhookReceiver
 from schedsvc.wiring import Adapters, timing_service
 
 
 @dataclasses.dataclass
-class Env:
-    client: AsyncTestClient[Any]
-    headers: dict[str, str]
-    rival: dict[str, str]
-    settings: Settings
-    db: Any
+class Env(Api):
+    """The API app (with execution) and the webhook receiver its jobs and notifications call."""
+
     receiver: WebhookReceiver
 
     async def secret(self, tenant: str = "dev") -> str:
@@ -81,26 +75,12 @@ async def calls_settle(receiver: WebhookReceiver, route: str, count: int, quiet:
 
 @pytest.fixture
 async def env(settings: Settings) -> AsyncIterator[Env]:
-    settings = api_settings(
-        settings, roles=frozenset({"api", "execution"}), run_ack_wait_seconds=5.0, run_retention_max_days=60
-    )
-    mongo = connect(settings)
-    db = database(mongo, settings)
-    try:
-        async with WebhookReceiver() as receiver, AsyncTestClient(create_app(settings)) as client:
-            rival_key, _ = await MongoTenantStore(db).create_tenant("rival")
-            yield Env(
-                client,
-                {"Authorization": f"Bearer {DEV_KEY}"},
-                {"Authorization": f"Bearer {rival_key.key}"},
-                settings,
-                db,
-                receiver,
-            )
-    finally:
-        await mongo.drop_database(settings.database)
-        await mongo.close()
-        await delete_run_streams(settings)
+    roles = frozenset({"api", "execution"})
+    async with (
+        WebhookReceiver() as receiver,
+        running_api(settings, roles, run_ack_wait_seconds=5.0, run_retention_max_days=60) as api,
+    ):
+        yield Env(**vars(api), receiver=receiver)
 
 
 async def test_a_run_that_fails_for_good_is_notified_once_signed(env: Env) -> None:
@@ -119,7 +99,7 @@ async def test_a_run_that_fails_for_good_is_notified_once_signed(env: Env) -> No
     assert notification.http_status == 500 and notification.error == "HTTP 500"
     assert notification.scheduled_at == datetime.fromisoformat(run["scheduledAt"])
     with pytest.raises(Exception, match="signature"):
-        verify_notification(call.headers, call.body, [await env.secret("rival")])
+        verify_notification(call.headers, call.body, [await env.secret(OTHER_TENANT)])
     metrics = (await env.client.get("/metrics")).text
     assert 'schedsvc_notifications_total{outcome="sent",type="run.failed"}' in metrics
 
@@ -211,10 +191,10 @@ async def test_tenant_settings_are_the_callers_own(env: Env) -> None:
     assert r.json() == mine
     assert (await env.client.get("/tenant/settings", headers=env.headers)).json() == mine
 
-    # The rival tenant sees and changes only its own.
-    theirs = (await env.client.get("/tenant/settings", headers=env.rival)).json()
+    # The other tenant sees and changes only its own.
+    theirs = (await env.client.get("/tenant/settings", headers=env.other)).json()
     assert theirs["notify"] is None and theirs["runRetentionDays"] == 30
-    r = await env.client.patch("/tenant/settings", json={"runRetentionDays": 2}, headers=env.rival)
+    r = await env.client.patch("/tenant/settings", json={"runRetentionDays": 2}, headers=env.other)
     assert r.status_code == 200 and r.json()["runRetentionDays"] == 2
     assert (await env.client.get("/tenant/settings", headers=env.headers)).json() == mine
 

@@ -120,11 +120,18 @@ async def all_pages(api: Api, params: dict[str, Any], headers: dict[str, str] | 
             return items
 
 
+async def three_jobs(api: Api) -> tuple[str, str, str]:
+    """The ids of jobs ``a`` and ``b`` of the ``dev`` tenant and of a job ``a`` of the other tenant."""
+
+    async def create(name: str, headers: dict[str, str]) -> str:
+        r = await api.client.post("/jobs", json=job_body(name, {"kind": "interval", "seconds": 60}), headers=headers)
+        return str(r.json()["id"])
+
+    return await create("a", api.headers), await create("b", api.headers), await create("a", api.other)
+
+
 async def test_tenant_run_history_filters_pages_and_outlives_the_job(api: Api) -> None:
-    every_minute = {"kind": "interval", "seconds": 60}
-    a = (await api.client.post("/jobs", json=job_body("a", every_minute), headers=api.headers)).json()["id"]
-    b = (await api.client.post("/jobs", json=job_body("b", every_minute), headers=api.headers)).json()["id"]
-    theirs = (await api.client.post("/jobs", json=job_body("a", every_minute), headers=api.other)).json()["id"]
+    a, b, theirs = await three_jobs(api)
     t0 = datetime(2026, 11, 1, tzinfo=UTC)
     mine = []
     for i, outcome in enumerate(["succeeded", "failed", "succeeded", "retrying", "failed"]):
@@ -242,10 +249,7 @@ async def published_retries(settings: Settings) -> list[str]:
 
 
 async def test_failed_runs_are_retried_by_filter_in_bounded_idempotent_batches_per_tenant(api: Api) -> None:
-    every_minute = {"kind": "interval", "seconds": 60}
-    a = (await api.client.post("/jobs", json=job_body("a", every_minute), headers=api.headers)).json()["id"]
-    b = (await api.client.post("/jobs", json=job_body("b", every_minute), headers=api.headers)).json()["id"]
-    theirs = (await api.client.post("/jobs", json=job_body("a", every_minute), headers=api.other)).json()["id"]
+    a, b, theirs = await three_jobs(api)
     t0 = datetime(2026, 11, 1, tzinfo=UTC)
     failed_a = [await record_run(api, "dev", a, t0 + timedelta(minutes=i), "failed") for i in range(3)]
     await record_run(api, "dev", a, t0 + timedelta(minutes=3), "succeeded")

@@ -8,7 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from litestar import Litestar
 from litestar.config.response_cache import ResponseCacheConfig
@@ -98,6 +98,12 @@ async def _start_with_bus(
         await execution.start()
         stack.push_async_callback(execution.stop)
         state.modules["execution"] = execution
+    _serve_with(state, adapters)
+
+
+def _serve_with(state: State, adapters: Adapters) -> None:
+    """Hand the handlers' dependencies (see _DEPENDENCIES) these adapters and the job use cases built on
+    them: once at start-up, again when NATS is reached later (run-now needs the bus)."""
     state.update(
         {
             "bus": adapters.bus,
@@ -156,13 +162,10 @@ async def _lifespan(settings: Settings, app: Litestar) -> AsyncIterator[None]:
                 "names": Names(settings.prefix),
                 "db": adapters.db,
                 "tenants": adapters.tenants,
-                "bus": adapters.bus,
-                "adapters": adapters,
-                "job_service": job_service(adapters),  # once per process (again when NATS arrives)
-                "run_service": run_service(adapters),  # built again with the bus once NATS is reached
                 "modules": {},
             }
         )
+        _serve_with(state, adapters)
         if adapters.bus is not None:
             await _start_with_bus(state, settings, adapters, stack, redis)
         else:
@@ -179,9 +182,9 @@ async def _cancelled(task: asyncio.Task[None]) -> None:
         await task
 
 
+# State is untyped: each provider says what _serve_with put there.
 def _adapters(state: State) -> Adapters:
-    adapters: Adapters = state.adapters
-    return adapters
+    return cast(Adapters, state.adapters)
 
 
 def _provide_jobs(state: State) -> JobRepository:
@@ -189,13 +192,11 @@ def _provide_jobs(state: State) -> JobRepository:
 
 
 def _provide_job_service(state: State) -> JobService:
-    service: JobService = state.job_service
-    return service
+    return cast(JobService, state.job_service)
 
 
 def _provide_run_service(state: State) -> RunService:
-    service: RunService = state.run_service
-    return service
+    return cast(RunService, state.run_service)
 
 
 def _provide_runs(state: State) -> RunHistory:

@@ -50,6 +50,37 @@ _encode_notice = msgspec.msgpack.Encoder().encode
 _decode_notice = msgspec.msgpack.Decoder(JobNotice).decode
 _encode_notification = msgspec.json.Encoder().encode
 NOTIFICATION_RETENTION_SECONDS = 24 * 3600
+DEAD_LETTER_RETENTION_SECONDS = 14 * 24 * 3600
+
+
+def _stream(
+    name: str,
+    subjects: list[str],
+    max_age: int,
+    replicas: int,
+    retention: RetentionPolicy = RetentionPolicy.LIMITS,
+) -> StreamConfig:
+    """One of the service's streams: on disk, and deduplicating message ids over ``DEDUP_WINDOW_SECONDS``."""
+    return StreamConfig(
+        name=name,
+        subjects=subjects,
+        retention=retention,
+        storage=StorageType.FILE,
+        max_age=max_age,
+        duplicate_window=DEDUP_WINDOW_SECONDS,
+        num_replicas=replicas,
+    )
+
+
+def _consumer(ack_wait_seconds: float, max_deliver: int, max_ack_pending: int | None = None) -> ConsumerConfig:
+    """A durable pull consumer of the service: every message from the stream's first, acknowledged one by one."""
+    return ConsumerConfig(
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=ack_wait_seconds,
+        max_deliver=max_deliver,
+        max_ack_pending=max_ack_pending,
+    )
 
 
 class BusError(BusUnavailableError):
@@ -124,34 +155,16 @@ class NatsRunBus:
     async def ensure_streams(self, replicas: int = 1) -> None:
         """Create or update the run and dead-letter streams (idempotent)."""
         n = self.names
-        runs = StreamConfig(
-            name=n.run_stream,
-            subjects=[f"{n.run_subject_root}.>"],
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
-            max_age=RUN_RETENTION_SECONDS,
-            duplicate_window=DEDUP_WINDOW_SECONDS,
-            num_replicas=replicas,
-        )
-        dlq = StreamConfig(
-            name=n.dead_letter_stream,
-            subjects=[n.dead_letter_subject],
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
-            max_age=14 * 24 * 3600,
-            # A run's dead letter has the id `<runId>:dead`: a retry on demand that fails again within the
-            # window publishes no second one (JetStream's default window is only 2 minutes).
-            duplicate_window=DEDUP_WINDOW_SECONDS,
-            num_replicas=replicas,
-        )
-        notifications = StreamConfig(
-            name=n.notification_stream,
-            subjects=[n.notification_subject],
+        runs = _stream(n.run_stream, [f"{n.run_subject_root}.>"], RUN_RETENTION_SECONDS, replicas)
+        # A run's dead letter has the id `<runId>:dead`: a retry on demand that fails again within the
+        # deduplication window publishes no second one (JetStream's default window is only 2 minutes).
+        dlq = _stream(n.dead_letter_stream, [n.dead_letter_subject], DEAD_LETTER_RETENTION_SECONDS, replicas)
+        notifications = _stream(
+            n.notification_stream,
+            [n.notification_subject],
+            NOTIFICATION_RETENTION_SECONDS,
+            replicas,
             retention=RetentionPolicy.WORK_QUEUE,
-            storage=StorageType.FILE,
-            max_age=NOTIFICATION_RETENTION_SECONDS,
-            duplicate_window=DEDUP_WINDOW_SECONDS,
-            num_replicas=replicas,
         )
         try:
             for config in (runs, dlq, notifications):
@@ -240,15 +253,9 @@ class NatsRunBus:
             f"{self.names.run_subject_root}.>",
             durable=self.names.worker_consumer,
             stream=self.names.run_stream,
-            config=ConsumerConfig(
-                ack_policy=AckPolicy.EXPLICIT,
-                deliver_policy=DeliverPolicy.ALL,
-                ack_wait=ack_wait_seconds,
-                # The worker gives up on a run after MAX_DELIVERIES (failed, dead-lettered); this is the
-                # backstop for a worker that cannot even record that (JetStream then stops redelivering).
-                max_deliver=MAX_DELIVERIES + 10,
-                max_ack_pending=max_ack_pending,
-            ),
+            # The worker gives up on a run after MAX_DELIVERIES (failed, dead-lettered); max_deliver is the
+            # backstop for a worker that cannot even record that (JetStream then stops redelivering).
+            config=_consumer(ack_wait_seconds, MAX_DELIVERIES + 10, max_ack_pending=max_ack_pending),
         )
         return RunSubscription(psub)
 
@@ -276,12 +283,7 @@ class NatsRunBus:
             self.names.notification_subject,
             durable=self.names.notifier_consumer,
             stream=self.names.notification_stream,
-            config=ConsumerConfig(
-                ack_policy=AckPolicy.EXPLICIT,
-                deliver_policy=DeliverPolicy.ALL,
-                ack_wait=ack_wait_seconds,
-                max_deliver=max_deliver,
-            ),
+            config=_consumer(ack_wait_seconds, max_deliver),
         )
         return NotificationSubscription(psub)
 

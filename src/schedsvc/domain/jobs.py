@@ -76,19 +76,10 @@ class JobForRun(msgspec.Struct, kw_only=True, frozen=True, rename="camel"):
     """The job's timing partition: the run subject a fire of the job is published on."""
 
 
-class JobChange(msgspec.Struct, kw_only=True):
-    """What an API write changes on a job; unset fields stay as they are."""
+class JobChange(JobPatch, kw_only=True):
+    """What an API write changes on a job: the fields a ``PATCH`` may change (their list is
+    :class:`JobPatch`'s) and those only the service sets; unset fields stay as they are."""
 
-    name: str | UnsetType = UNSET
-    description: str | UnsetType | None = UNSET
-    schedule: Schedule | UnsetType = UNSET
-    target: Target | UnsetType = UNSET
-    retry: RetryPolicy | UnsetType = UNSET
-    catchup: CatchupPolicy | UnsetType = UNSET
-    overlap: str | UnsetType = UNSET
-    tags: list[str] | UnsetType = UNSET
-    metadata: dict[str, str] | UnsetType = UNSET
-    notify: NotificationTarget | UnsetType | None = UNSET
     status: JobStatus | UnsetType = UNSET
     next_run: datetime | UnsetType | None = UNSET
     resumed_at: datetime | UnsetType | None = UNSET
@@ -98,9 +89,7 @@ class JobChange(msgspec.Struct, kw_only=True):
 
 def change_from_patch(patch: JobPatch) -> JobChange:
     """The change a ``PATCH`` body asks for (its unset fields stay unset)."""
-    return JobChange(
-        **{name: value for name in patch.__struct_fields__ if (value := getattr(patch, name)) is not UNSET}
-    )
+    return JobChange(**msgspec.structs.asdict(patch))
 
 
 class JobStateError(SchedsvcError, RuntimeError):

@@ -66,36 +66,28 @@ def run_failed(
 ) -> NotificationMessage:
     """A run failed for good. The attempt count is part of the id, so a run that fails again after a
     retry on demand is a new event while a repeated report of the same failure is not."""
-    rid = run_id(job_id, scheduled_ms)
-    return NotificationMessage(
-        tenant,
-        Notification(
-            id=f"{rid}:failed:{attempts}",
-            type="run.failed",
-            job_id=job_id,
-            occurred_at=now,
-            run_id=rid,
-            scheduled_at=from_ms(scheduled_ms),
-            attempts=attempts,
-            http_status=http_status,
-            error=None if error is None else error[:ERROR_CHARS],
-        ),
-    )
+    notification = _about_run("run.failed", f"failed:{attempts}", job_id, scheduled_ms, now)
+    notification.attempts = attempts
+    notification.http_status = http_status
+    notification.error = None if error is None else error[:ERROR_CHARS]
+    return NotificationMessage(tenant, notification)
 
 
 def job_recovered(tenant: str, job_id: str, scheduled_ms: int, now: datetime) -> NotificationMessage:
     """The first run to succeed after a run of the job failed for good."""
+    return NotificationMessage(tenant, _about_run("job.recovered", "recovered", job_id, scheduled_ms, now))
+
+
+def _about_run(kind: NotificationType, event: str, job_id: str, scheduled_ms: int, now: datetime) -> Notification:
+    """An event about one run (one fire of the job); its id is the run id and ``event``."""
     rid = run_id(job_id, scheduled_ms)
-    return NotificationMessage(
-        tenant,
-        Notification(
-            id=f"{rid}:recovered",
-            type="job.recovered",
-            job_id=job_id,
-            occurred_at=now,
-            run_id=rid,
-            scheduled_at=from_ms(scheduled_ms),
-        ),
+    return Notification(
+        id=f"{rid}:{event}",
+        type=kind,
+        job_id=job_id,
+        occurred_at=now,
+        run_id=rid,
+        scheduled_at=from_ms(scheduled_ms),
     )
 
 
