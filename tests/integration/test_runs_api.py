@@ -22,12 +22,13 @@ from schedsvc import names
 from schedsvc.api import create_app
 from schedsvc.config import Settings
 from schedsvc.domain import RunMessage, RunStatus, run_id
+from schedsvc.domain.runs import AttemptRecord
 from schedsvc.domain.wire import RunRetryFilter
 from schedsvc.job_service.runs import MAX_RETRIES_ON_DEMAND
 from schedsvc.names import Names
 from schedsvc.store import connect
 from schedsvc.store.replies import request_hash
-from schedsvc.store.runs import AttemptRecord, MongoRunStore
+from schedsvc.store.runs import MongoRunStore
 from schedsvc.testing import delete_run_streams
 
 
