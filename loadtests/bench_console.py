@@ -27,7 +27,7 @@ import httpx
 
 from schedsvc import embedded, names
 from schedsvc.config import Settings
-from schedsvc.domain import CronSchedule, HttpTarget, JobStatus
+from schedsvc.domain.models import CronSchedule, HttpTarget, JobStatus
 from schedsvc.store import connect, database, job_codec
 from schedsvc.testing import job_document
 

@@ -45,7 +45,7 @@ from bson import ObjectId
 from schedsvc import embedded, names
 from schedsvc.bus import NatsRunBus
 from schedsvc.config import Settings
-from schedsvc.domain import HttpTarget, RetryPolicy, RunMessage
+from schedsvc.domain.models import HttpTarget, RetryPolicy, RunMessage
 from schedsvc.execution.targets import CallContext, TargetCaller
 from schedsvc.store import connect, database
 from schedsvc.testing import delete_run_streams
@@ -79,17 +79,37 @@ async def through_workers(settings: Settings, db: Any, url: str, runs: int) -> t
         tenant = "bench"
         await db[names.TENANTS].update_one(
             {"_id": tenant},
-            {"$setOnInsert": {"signingSecrets": [
-                {"id": "s1", "secret": base64.b64encode(secrets.token_bytes(32)).decode(),
-                 "createdAt": datetime.now(UTC)}]}},
+            {
+                "$setOnInsert": {
+                    "signingSecrets": [
+                        {
+                            "id": "s1",
+                            "secret": base64.b64encode(secrets.token_bytes(32)).decode(),
+                            "createdAt": datetime.now(UTC),
+                        }
+                    ]
+                }
+            },
             upsert=True,
         )
         target = msgspec.to_builtins(HttpTarget(url=url, body={"n": 1}))
         retry = msgspec.to_builtins(RetryPolicy(max_attempts=1))
         job_ids = [str(ObjectId()) for _ in range(runs)]
         await db[names.JOBS].insert_many(
-            [{"_id": j, "tenant": tenant, "name": j, "target": target, "retry": retry, "overlap": "allow",
-              "status": "active", "lastRun": None, "version": 1} for j in job_ids]
+            [
+                {
+                    "_id": j,
+                    "tenant": tenant,
+                    "name": j,
+                    "target": target,
+                    "retry": retry,
+                    "overlap": "allow",
+                    "status": "active",
+                    "lastRun": None,
+                    "version": 1,
+                }
+                for j in job_ids
+            ]
         )
         await service.start()
         now = int(time.time() * 1000)
@@ -122,8 +142,12 @@ async def through_workers(settings: Settings, db: Any, url: str, runs: int) -> t
 async def measure(args: argparse.Namespace, uri: str, url: str) -> dict[str, Any]:
     token = f"bench{uuid.uuid4().hex[:8]}"
     base = Settings(
-        mongodb_uri=uri, database=token, nats_url=args.nats_url, prefix=token,
-        target_allow_networks=(ipaddress.ip_network("127.0.0.1/32"),), log_level="WARNING",
+        mongodb_uri=uri,
+        database=token,
+        nats_url=args.nats_url,
+        prefix=token,
+        target_allow_networks=(ipaddress.ip_network("127.0.0.1/32"),),
+        log_level="WARNING",
     )
     client = connect(base)
     db = database(client, base)

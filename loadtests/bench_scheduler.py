@@ -126,12 +126,7 @@ from tests.support import servers  # noqa: E402
 from schedsvc import names  # noqa: E402
 from schedsvc.bus import NatsRunBus  # noqa: E402
 from schedsvc.config import Settings  # noqa: E402
-from schedsvc.domain import (  # noqa: E402
-    NatsTarget,
-    RetryPolicy,
-    RunMessage,
-    Schedule,
-)
+from schedsvc.domain.models import NatsTarget, RetryPolicy, RunMessage, Schedule  # noqa: E402
 from schedsvc.observability.metrics import FIRES_PUBLISHED, TIMING_DB_OPERATIONS  # noqa: E402
 from schedsvc.observability.runtime import tune_gc  # noqa: E402
 from schedsvc.store import (  # noqa: E402

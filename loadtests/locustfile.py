@@ -141,8 +141,16 @@ class ClientService(PacedUser):
         if answer is not None:
             job.version, job.paused = answer["version"], answer["status"] == "paused"
 
-    def _json(self, method: str, path: str, name: str, body: Any = None, headers: dict[str, str] | None = None,
-              expect: int = 200, gone_ok: bool = False) -> dict[str, Any] | None:
+    def _json(
+        self,
+        method: str,
+        path: str,
+        name: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        expect: int = 200,
+        gone_ok: bool = False,
+    ) -> dict[str, Any] | None:
         """One request; anything but ``expect`` is a failure (with the status and body start).
 
         ``gone_ok``: a 404 is a correct answer too (another service of the tenant deleted the job it had

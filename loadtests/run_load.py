@@ -53,7 +53,7 @@ LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 REPORTS = Path(__file__).resolve().parent / "reports"
 READY_TIMEOUT_SECONDS = 90.0
 
-HELLO_APP = '''
+HELLO_APP = """
 from litestar import Litestar, get
 
 @get("/hello", sync_to_thread=False)
@@ -61,7 +61,7 @@ def hello() -> dict[str, str]:
     return {"hello": "world"}
 
 app = Litestar([hello])
-'''
+"""
 
 
 # -- processes ------------------------------------------------------------------------------------
@@ -217,8 +217,10 @@ async def seed_jobs(url: str, creds: list[dict[str, str]], tenants: int, per_ten
             async with sem:
                 r = await client.post("/jobs", json=body, headers={"Authorization": f"Bearer {key}"})
             if r.status_code != 201:
-                raise RuntimeError(f"seeding failed: {r.status_code} {r.text[:300]} "
-                                   f"(X-Request-ID {r.headers.get('x-request-id')}, tenant {tenant})")
+                raise RuntimeError(
+                    f"seeding failed: {r.status_code} {r.text[:300]} "
+                    f"(X-Request-ID {r.headers.get('x-request-id')}, tenant {tenant})"
+                )
 
         await asyncio.gather(*(one(t, k, i) for t, k in firsts.items() for i in range(per_tenant)))
     return len(firsts) * per_tenant
@@ -261,21 +263,35 @@ def service_stack(args: argparse.Namespace, work: Path, io: BackgroundLoop) -> I
         for p in [*replicas, worker]:
             p.wait_ready(READY_TIMEOUT_SECONDS)
         balancer, lb_port = io.run(start_balancer([p.port for p in replicas]))
-        print(f"stack ready in {time.monotonic() - t0:.1f}s: {len(replicas)} API replicas behind "
-              f"127.0.0.1:{lb_port}, 1 timing+execution replica, {mongo.name}; logs in {work}", flush=True)
+        print(
+            f"stack ready in {time.monotonic() - t0:.1f}s: {len(replicas)} API replicas behind "
+            f"127.0.0.1:{lb_port}, 1 timing+execution replica, {mongo.name}; logs in {work}",
+            flush=True,
+        )
         keys_file = work / "keys.json"
         creds = io.run(create_credentials(mongo_uri, prefix, args.tenants, args.users), timeout=300)
         keys_file.write_text(json.dumps(creds))
         receiver_url = receiver.url("/hook")
-        seeded = io.run(seed_jobs(f"http://127.0.0.1:{lb_port}", creds, args.tenants, args.seed_jobs,
-                                  receiver_url), timeout=600)
+        seeded = io.run(
+            seed_jobs(f"http://127.0.0.1:{lb_port}", creds, args.tenants, args.seed_jobs, receiver_url), timeout=600
+        )
         print(f"{args.tenants} tenants, {len(creds)} API keys, {seeded} seeded jobs", flush=True)
         try:
             groups = {p.name: p.proc.pid for p in [*replicas, worker] if p.proc}
-            groups.update({"secantusdb": mongo.proc.pid, "nats": nats.proc.pid, "redis": redis.proc.pid}
-                          if mongo.proc and nats.proc and redis.proc else {})
-            yield Stack(f"http://127.0.0.1:{lb_port}", [p.url for p in replicas],
-                        keys_file, receiver_url, receiver, work, groups)
+            groups.update(
+                {"secantusdb": mongo.proc.pid, "nats": nats.proc.pid, "redis": redis.proc.pid}
+                if mongo.proc and nats.proc and redis.proc
+                else {}
+            )
+            yield Stack(
+                f"http://127.0.0.1:{lb_port}",
+                [p.url for p in replicas],
+                keys_file,
+                receiver_url,
+                receiver,
+                work,
+                groups,
+            )
         finally:
             for p in [*replicas, worker]:
                 if not p.running:
@@ -295,8 +311,19 @@ def hello_stack(args: argparse.Namespace, work: Path, io: BackgroundLoop) -> Ite
     try:
         for i in range(args.api_replicas):
             port = embedded.free_port()
-            argv = [str(BIN / "granian"), "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
-                    "--workers", "1", "--no-log", "hello_app:app"]
+            argv = [
+                str(BIN / "granian"),
+                "--interface",
+                "asgi",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+                "--no-log",
+                "hello_app:app",
+            ]
             env = {**os.environ, "PYTHONPATH": str(work)}
             p = embedded.ServerProcess(argv, port, work / f"hello-{i}.log", f"hello-{i}", env, ready_path="/hello")
             p.start(wait=False)
@@ -306,8 +333,15 @@ def hello_stack(args: argparse.Namespace, work: Path, io: BackgroundLoop) -> Ite
         balancer, lb_port = io.run(start_balancer([p.port for p in procs]))
         print(f"baseline ready: {len(procs)} hello replicas behind 127.0.0.1:{lb_port}", flush=True)
         try:
-            yield Stack(f"http://127.0.0.1:{lb_port}", [p.url for p in procs], None, "", None,
-                        work, {p.name: p.proc.pid for p in procs if p.proc})
+            yield Stack(
+                f"http://127.0.0.1:{lb_port}",
+                [p.url for p in procs],
+                None,
+                "",
+                None,
+                work,
+                {p.name: p.proc.pid for p in procs if p.proc},
+            )
         finally:
             balancer.close()
     finally:
@@ -360,17 +394,37 @@ def _num(text: str) -> float:
         return 0.0
 
 
-def run_locust(stack: Stack, user_class: str, rate: float, users: int, seconds: int, spawn_rate: float,
-               out: Path, label: str) -> Result:
+def run_locust(
+    stack: Stack, user_class: str, rate: float, users: int, seconds: int, spawn_rate: float, out: Path, label: str
+) -> Result:
     """Locust headless at ``rate`` req/s offered by ``users`` users; stats reset once all users run."""
     out.mkdir(parents=True, exist_ok=True)
     prefix = out / label
     ramp = users / spawn_rate
     argv = [
-        str(BIN / "locust"), "-f", str(LOCUSTFILE), user_class, "--headless",
-        "-u", str(users), "-r", str(spawn_rate), "--run-time", f"{round(ramp + seconds)}s",
-        "-H", stack.url, "--reset-stats", "--only-summary", "--stop-timeout", "5",
-        "--csv", str(prefix), "--html", f"{prefix}.html", "--loglevel", "WARNING",
+        str(BIN / "locust"),
+        "-f",
+        str(LOCUSTFILE),
+        user_class,
+        "--headless",
+        "-u",
+        str(users),
+        "-r",
+        str(spawn_rate),
+        "--run-time",
+        f"{round(ramp + seconds)}s",
+        "-H",
+        stack.url,
+        "--reset-stats",
+        "--only-summary",
+        "--stop-timeout",
+        "5",
+        "--csv",
+        str(prefix),
+        "--html",
+        f"{prefix}.html",
+        "--loglevel",
+        "WARNING",
     ]
     env = {
         **os.environ,
@@ -379,8 +433,7 @@ def run_locust(stack: Stack, user_class: str, rate: float, users: int, seconds: 
     }
     if stack.keys_file is not None:
         env["SCHEDSVC_LOAD_KEYS"] = str(stack.keys_file)
-    print(f"[{label}] locust: {users} users, {rate:.0f} req/s offered, {seconds}s after a {ramp:.0f}s ramp",
-          flush=True)
+    print(f"[{label}] locust: {users} users, {rate:.0f} req/s offered, {seconds}s after a {ramp:.0f}s ramp", flush=True)
     before, started = cpu_snapshot(stack.groups), time.monotonic()
     with (out / f"{label}.locust.log").open("wb") as log:
         proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -402,42 +455,61 @@ def run_locust(stack: Stack, user_class: str, rate: float, users: int, seconds: 
         rows = list(csv.DictReader(f))
     agg = next(r for r in rows if r["Name"] == "Aggregated")
     by_name = {
-        r["Name"]: {"requests": _num(r["Request Count"]), "failures": _num(r["Failure Count"]),
-                    "p50_ms": _num(r["50%"]), "p99_ms": _num(r["99%"])}
-        for r in rows if r["Name"] != "Aggregated"
+        r["Name"]: {
+            "requests": _num(r["Request Count"]),
+            "failures": _num(r["Failure Count"]),
+            "p50_ms": _num(r["50%"]),
+            "p99_ms": _num(r["99%"]),
+        }
+        for r in rows
+        if r["Name"] != "Aggregated"
     }
     failures_csv = Path(f"{prefix}_failures.csv")
     samples = []
     if failures_csv.exists():
         with failures_csv.open() as f:
-            samples = [f"{r['Method']} {r['Name']}: {r['Error'][:200]} (x{r['Occurrences']})"
-                       for r in csv.DictReader(f)][:10]
+            samples = [
+                f"{r['Method']} {r['Name']}: {r['Error'][:200]} (x{r['Occurrences']})" for r in csv.DictReader(f)
+            ][:10]
     return Result(
-        label=label, offered_rps=rate, requests=int(_num(agg["Request Count"])),
+        label=label,
+        offered_rps=rate,
+        requests=int(_num(agg["Request Count"])),
         # Over the measured period (stats reset once every user runs); Locust's own Requests/s divides
         # by the time between the first and last request, which overstates short sparse runs.
-        failures=int(_num(agg["Failure Count"])), achieved_rps=round(_num(agg["Request Count"]) / seconds, 1),
-        p50_ms=_num(agg["50%"]), p95_ms=_num(agg["95%"]), p99_ms=_num(agg["99%"]),
+        failures=int(_num(agg["Failure Count"])),
+        achieved_rps=round(_num(agg["Request Count"]) / seconds, 1),
+        p50_ms=_num(agg["50%"]),
+        p95_ms=_num(agg["95%"]),
+        p99_ms=_num(agg["99%"]),
         max_ms=_num(agg["Max Response Time"]),
-        by_name=by_name, failure_samples=samples, report=f"{prefix}.html",
-        cpu_share=cpu_share, load_average=os.getloadavg()[0],
+        by_name=by_name,
+        failure_samples=samples,
+        report=f"{prefix}.html",
+        cpu_share=cpu_share,
+        load_average=os.getloadavg()[0],
     )
 
 
 def print_result(r: Result, p99_target: float) -> None:
     broken = r.verdict(p99_target)
     print(f"[{r.label}] {'PASS' if not broken else 'FAIL: ' + '; '.join(broken)}")
-    print(f"  offered {r.offered_rps:.0f} req/s ({r.offered_rps * 60:.0f}/min), achieved {r.achieved_rps:.1f} req/s, "
-          f"{r.requests} requests, {r.failures} failures")
+    print(
+        f"  offered {r.offered_rps:.0f} req/s ({r.offered_rps * 60:.0f}/min), achieved {r.achieved_rps:.1f} req/s, "
+        f"{r.requests} requests, {r.failures} failures"
+    )
     print(f"  latency p50 {r.p50_ms:.0f} ms, p95 {r.p95_ms:.0f} ms, p99 {r.p99_ms:.0f} ms, max {r.max_ms:.0f} ms")
     for name, s in sorted(r.by_name.items()):
-        print(f"    {name:32s} {int(s['requests']):7d} req {int(s['failures']):4d} fail "
-              f"p50 {s['p50_ms']:5.0f} ms p99 {s['p99_ms']:6.0f} ms")
+        print(
+            f"    {name:32s} {int(s['requests']):7d} req {int(s['failures']):4d} fail "
+            f"p50 {s['p50_ms']:5.0f} ms p99 {s['p99_ms']:6.0f} ms"
+        )
     for sample in r.failure_samples:
         print(f"  failure: {sample}")
     shares = ", ".join(f"{name} {share:.2f}" for name, share in sorted(r.cpu_share.items(), key=lambda kv: -kv[1]))
-    print(f"  CPU (cores) during the run: {shares}; "
-          f"machine load average {r.load_average:.1f} on {os.cpu_count()} cores")
+    print(
+        f"  CPU (cores) during the run: {shares}; machine load average {r.load_average:.1f} on {os.cpu_count()} cores"
+    )
     print(f"  report: {r.report}", flush=True)
 
 
@@ -448,8 +520,14 @@ def api_counters(stack: Stack) -> dict[str, float]:
     totals: dict[str, float] = {}
     for url in stack.api_urls:
         for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
-            if line.startswith(("schedsvc_http_requests_total{", "schedsvc_cache_requests_total{",
-                                "bench_mongodb_commands_total{", "bench_redis_round_trips_total ")):
+            if line.startswith(
+                (
+                    "schedsvc_http_requests_total{",
+                    "schedsvc_cache_requests_total{",
+                    "bench_mongodb_commands_total{",
+                    "bench_redis_round_trips_total ",
+                )
+            ):
                 name, value = line.rsplit(" ", 1)
                 key = "http_requests" if name.startswith("schedsvc_http_requests_total") else name
                 totals[key] = totals.get(key, 0.0) + float(value)
@@ -468,28 +546,34 @@ def print_api_counters(before: dict[str, float], after: dict[str, float]) -> dic
     mongo = {k.split("{", 1)[1].rstrip("}"): v for k, v in d.items() if k.startswith("bench_mongodb") and v}
     if mongo:
         top = sorted(mongo.items(), key=lambda kv: -kv[1])[:6]
-        print(f"  API MongoDB commands per request: {sum(mongo.values()) / requests:.3f}; "
-              + ", ".join(f"{k} {v / requests:.3f}" for k, v in top))
+        print(
+            f"  API MongoDB commands per request: {sum(mongo.values()) / requests:.3f}; "
+            + ", ".join(f"{k} {v / requests:.3f}" for k, v in top)
+        )
         print(f"  API Redis round trips per request: {d.get('bench_redis_round_trips_total', 0.0) / requests:.3f}")
     return d
 
 
-def run_steps(stack: Stack, user_class: str, args: argparse.Namespace, out: Path, tag: str,
-              rates: str) -> dict[str, Any]:
+def run_steps(
+    stack: Stack, user_class: str, args: argparse.Namespace, out: Path, tag: str, rates: str
+) -> dict[str, Any]:
     """Raise the offered rate step by step until a target breaks; the knee is the last passing step."""
     results = []
     knee: Result | None = None
     for rate in [float(x) for x in rates.split(",")]:
-        r = run_locust(stack, user_class, rate, args.users, args.step_duration, args.spawn_rate, out,
-                       f"{tag}-{int(rate)}rps")
+        r = run_locust(
+            stack, user_class, rate, args.users, args.step_duration, args.spawn_rate, out, f"{tag}-{int(rate)}rps"
+        )
         print_result(r, args.p99_ms)
         results.append(r)
         if r.verdict(args.p99_ms):
             break
         knee = r
     if knee:
-        print(f"[{tag}] knee: {knee.offered_rps:.0f} req/s offered ({knee.achieved_rps:.1f} achieved, "
-              f"p99 {knee.p99_ms:.0f} ms)")
+        print(
+            f"[{tag}] knee: {knee.offered_rps:.0f} req/s offered ({knee.achieved_rps:.1f} achieved, "
+            f"p99 {knee.p99_ms:.0f} ms)"
+        )
     else:
         print(f"[{tag}] no step met the targets")
     return {"knee_rps": knee.offered_rps if knee else 0.0, "steps": [r.__dict__ for r in results]}
@@ -511,8 +595,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--step", action="store_true", help="raise the rate in steps to find the knee")
     p.add_argument("--baseline", action="store_true", help="step a bare Litestar/granian hello app the same way")
     p.add_argument("--rates", default="25,50,75,100,150,200,300", help="step mode: offered req/s per step")
-    p.add_argument("--baseline-rates", default="100,200,400,600,800,1200",
-                   help="baseline mode: offered req/s per step")
+    p.add_argument("--baseline-rates", default="100,200,400,600,800,1200", help="baseline mode: offered req/s per step")
     p.add_argument("--step-duration", type=int, default=40)
     p.add_argument("--smoke", action="store_true", help="a short run (< 60 s) checking that the harness works")
     p.add_argument("--json-out", type=Path, help="write the results as JSON here")
@@ -546,8 +629,9 @@ def main(argv: list[str] | None = None) -> int:
                     ok = summary["service"]["knee_rps"] > 0
                 else:
                     counted = api_counters(stack)
-                    r = run_locust(stack, "ClientService", args.rate, args.users, args.duration, args.spawn_rate,
-                                   out, mode)
+                    r = run_locust(
+                        stack, "ClientService", args.rate, args.users, args.duration, args.spawn_rate, out, mode
+                    )
                     print_result(r, args.p99_ms)
                     summary["result"] = r.__dict__
                     summary["api_counters"] = print_api_counters(counted, api_counters(stack))

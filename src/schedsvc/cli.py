@@ -100,7 +100,7 @@ async def _announce(settings: Settings, kind: TenantChangeKind, value: str) -> N
 
 
 async def _tenants(settings: Settings, args: argparse.Namespace) -> int:
-    from schedsvc.domain import TenantExistsError
+    from schedsvc.domain.errors import TenantExistsError
     from schedsvc.store import MongoTenantStore, connect, database
     from schedsvc.store.tenants import key_id_of
 

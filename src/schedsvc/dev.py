@@ -156,4 +156,3 @@ def run(port: int, data_dir: str, mongodb: str | None) -> None:
             serve(settings, workers=1)
     except (DevError, ConfigurationError, embedded.MissingServerError) as exc:
         raise SystemExit(f"schedsvc dev: {exc}") from None
-

@@ -25,7 +25,7 @@ from schedsvc.names import Names
 
 if TYPE_CHECKING:
     from schedsvc.config import Settings
-    from schedsvc.domain import JobStatus
+    from schedsvc.domain.models import JobStatus
     from schedsvc.store.job_codec import JobDocument
 
 
@@ -131,8 +131,14 @@ class WebhookReceiver:
                         name, _, value = line.partition(":")
                         headers[name.strip().lower()] = value.strip()
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
-                call = Call(method, path, headers, body if self.keep_bodies else b"", time.monotonic(),
-                            time.time_ns() // 1_000_000)
+                call = Call(
+                    method,
+                    path,
+                    headers,
+                    body if self.keep_bodies else b"",
+                    time.monotonic(),
+                    time.time_ns() // 1_000_000,
+                )
                 before = self._per_route[call.route]
                 self._per_route[call.route] += 1
                 self.calls.append(call)
@@ -188,7 +194,8 @@ def job_document(
     # The store (and with it the MongoDB driver) only when a caller writes jobs: the receiver needs neither.
     from bson import ObjectId
 
-    from schedsvc.domain import JobCreate, JobStatus, partition_of
+    from schedsvc.domain.models import JobCreate, JobStatus
+    from schedsvc.domain.rules import partition_of
     from schedsvc.store import job_codec
 
     job_id = str(ObjectId())

@@ -29,7 +29,7 @@ from schedsvc.cache import (
     ResilientStore,
 )
 from schedsvc.config import Settings
-from schedsvc.domain import BusUnavailableError
+from schedsvc.domain.errors import BusUnavailableError
 from schedsvc.domain.jobs import JobNotice
 from schedsvc.execution.notifications import NotificationReporter
 from schedsvc.execution.service import ExecutionService

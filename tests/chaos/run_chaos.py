@@ -134,8 +134,14 @@ def percentiles(values: Iterable[float]) -> dict[str, float] | None:
     def at(q: float) -> float:
         return data[min(len(data) - 1, int(q * len(data)))]
 
-    return {"n": len(data), "p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": data[-1],
-            "mean": round(statistics.fmean(data), 1)}
+    return {
+        "n": len(data),
+        "p50": at(0.5),
+        "p90": at(0.9),
+        "p99": at(0.99),
+        "max": data[-1],
+        "mean": round(statistics.fmean(data), 1),
+    }
 
 
 # -- the run --------------------------------------------------------------------------------------
@@ -172,8 +178,11 @@ def job_body(i: int, anchor_ms: int, window: int, receiver_port: int) -> dict[st
     return {
         "name": f"chaos-{i:04d}",
         "schedule": {
-            "kind": "interval", "seconds": 1, "anchor": iso(anchor_ms),
-            "startAt": iso(anchor_ms + 500), "endAt": iso(anchor_ms + window * 1000 + 500),
+            "kind": "interval",
+            "seconds": 1,
+            "anchor": iso(anchor_ms),
+            "startAt": iso(anchor_ms + 500),
+            "endAt": iso(anchor_ms + window * 1000 + 500),
         },
         "target": {"kind": "http", "url": f"http://127.0.0.1:{receiver_port}/hook/{i}", "timeoutSeconds": 5},
         "retry": {"maxAttempts": 20, "minBackoffSeconds": 0.5, "maxBackoffSeconds": 5, "maxEventAgeSeconds": 3600},
@@ -260,16 +269,17 @@ async def run(args: argparse.Namespace, cluster: Cluster, prefix: str, receiver:
             raise RuntimeError("creating the jobs took longer than planned; rerun with fewer --jobs")
         # Cross-check the expected fires with the service's own schedule preview for one job.
         body = job_body(0, anchors[0], window, receiver.port)
-        r = await client.post("/schedules/preview", json={
-            "schedule": body["schedule"], "after": iso(anchors[0] - 1), "count": min(window, 100)})
+        r = await client.post(
+            "/schedules/preview",
+            json={"schedule": body["schedule"], "after": iso(anchors[0] - 1), "count": min(window, 100)},
+        )
         r.raise_for_status()
         previewed = [int(datetime.fromisoformat(f).timestamp() * 1000) for f in r.json()["fires"]]
-    expected_of = {
-        jid: [anchors[i] + k * 1000 for k in range(1, window + 1)] for i, jid in enumerate(job_ids)
-    }
+    expected_of = {jid: [anchors[i] + k * 1000 for k in range(1, window + 1)] for i, jid in enumerate(job_ids)}
     if previewed != expected_of[job_ids[0]][: len(previewed)]:
-        raise RuntimeError(f"the preview disagrees with the expected fires: {previewed[:3]} vs "
-                           f"{expected_of[job_ids[0]][:3]}")
+        raise RuntimeError(
+            f"the preview disagrees with the expected fires: {previewed[:3]} vs {expected_of[job_ids[0]][:3]}"
+        )
     expected = {f"{jid}:{ms}": ms for jid, fires in expected_of.items() for ms in fires}
     log(f"{len(job_ids)} jobs created; window {iso(base)} + {window}s, {len(expected)} fires expected")
 
@@ -279,8 +289,15 @@ async def run(args: argparse.Namespace, cluster: Cluster, prefix: str, receiver:
         await asyncio.sleep(max(0.0, (base + offset * 1000 - now_ms()) / 1000))
         at = now_ms()
         await apply_fault(cluster, action, arg)
-        fault_log.append({"at_s": round((at - base) / 1000, 1), "action": action, "arg": arg,
-                          "took_s": round((now_ms() - at) / 1000, 1), "at_ms": at})
+        fault_log.append(
+            {
+                "at_s": round((at - base) / 1000, 1),
+                "action": action,
+                "arg": arg,
+                "took_s": round((now_ms() - at) / 1000, 1),
+                "at_ms": at,
+            }
+        )
     for r in cluster.replicas:  # every replica up for the drain, whatever the schedule left
         if not r.running:
             r.start(wait=False)
@@ -299,8 +316,7 @@ async def run(args: argparse.Namespace, cluster: Cluster, prefix: str, receiver:
         final = 0
         while time.monotonic() < min(hard_deadline, stall_deadline):
             with contextlib.suppress(Exception):
-                now_final = await runs.count_documents(
-                    {"jobId": {"$in": job_ids}, "status": {"$in": list(FINAL)}})
+                now_final = await runs.count_documents({"jobId": {"$in": job_ids}, "status": {"$in": list(FINAL)}})
                 if now_final > final:
                     final, stall_deadline = now_final, time.monotonic() + STALL_SECONDS
                 if final >= len(expected):
@@ -315,10 +331,21 @@ async def run(args: argparse.Namespace, cluster: Cluster, prefix: str, receiver:
         call_times_ms: dict[str, list[int]] = {}
         for call in list(receiver.calls):
             call_times_ms.setdefault(call.idempotency_key, []).append(call.received_ms)
-        docs = {d["_id"]: d async for d in runs.find(
-            {"jobId": {"$in": job_ids}},
-            {"status": 1, "attempts": 1, "scheduledAt": 1, "startedAt": 1, "finishedAt": 1, "trigger": 1,
-             "error": 1})}
+        docs = {
+            d["_id"]: d
+            async for d in runs.find(
+                {"jobId": {"$in": job_ids}},
+                {
+                    "status": 1,
+                    "attempts": 1,
+                    "scheduledAt": 1,
+                    "startedAt": 1,
+                    "finishedAt": 1,
+                    "trigger": 1,
+                    "error": 1,
+                },
+            )
+        }
     finally:
         await client_m.close()
     in_stream = await stream_ids(cluster, prefix)
@@ -334,7 +361,8 @@ async def run(args: argparse.Namespace, cluster: Cluster, prefix: str, receiver:
     repeated = {k: calls[k] for k in expected if calls[k] > 1}
     over_attempts = {
         k: {"calls": calls[k], "attempts": (docs.get(k) or {}).get("attempts")}
-        for k in expected if calls[k] > int((docs.get(k) or {}).get("attempts") or 0)
+        for k in expected
+        if calls[k] > int((docs.get(k) or {}).get("attempts") or 0)
     }
     calls_outside = sum(n for k, n in calls.items() if k not in expected)
     attempts_hist = Counter(int(d.get("attempts") or 0) for k, d in docs.items() if k in expected)
@@ -343,15 +371,20 @@ async def run(args: argparse.Namespace, cluster: Cluster, prefix: str, receiver:
     first_late = {k: min(call_times_ms[k]) - ms for k, ms in expected.items() if k in call_times_ms}
     start_late = {
         k: int(docs[k]["startedAt"].timestamp() * 1000) - ms
-        for k, ms in expected.items() if k in docs and docs[k].get("startedAt")
+        for k, ms in expected.items()
+        if k in docs and docs[k].get("startedAt")
     }
     per_fault = []
     for f in fault_log:
         lo, hi = f["at_ms"], f["at_ms"] + FAULT_LATENESS_WINDOW_MS
-        per_fault.append({
-            "at_s": f["at_s"], "action": f["action"], "arg": f["arg"],
-            "first_call_lateness_ms": percentiles(v for k, v in first_late.items() if lo <= expected[k] < hi),
-        })
+        per_fault.append(
+            {
+                "at_s": f["at_s"],
+                "action": f["action"],
+                "arg": f["arg"],
+                "first_call_lateness_ms": percentiles(v for k, v in first_late.items() if lo <= expected[k] < hi),
+            }
+        )
     fault_times = [(f["at_ms"], f["at_ms"] + FAULT_LATENESS_WINDOW_MS) for f in fault_log]
     calm = [v for k, v in first_late.items() if not any(lo <= expected[k] < hi for lo, hi in fault_times)]
 
@@ -363,8 +396,12 @@ async def run(args: argparse.Namespace, cluster: Cluster, prefix: str, receiver:
             out[k] = {
                 "scheduled": iso(expected.get(k) or int(k.rsplit(":", 1)[1])),
                 "calls": [iso(t) for t in call_times_ms.get(k, [])],
-                "run": {f: (iso(int(v.timestamp() * 1000)) if isinstance(v, datetime) else v)
-                        for f, v in doc.items() if f != "_id"} or None,
+                "run": {
+                    f: (iso(int(v.timestamp() * 1000)) if isinstance(v, datetime) else v)
+                    for f, v in doc.items()
+                    if f != "_id"
+                }
+                or None,
             }
         return out
 
@@ -381,7 +418,8 @@ async def run(args: argparse.Namespace, cluster: Cluster, prefix: str, receiver:
     passed = all(v == 0 for v in checks.values())
     return {
         "passed": passed,
-        "mode": ("rolling" if args.rolling else "short" if args.short else "full") + (" calm" if args.calm else "")
+        "mode": ("rolling" if args.rolling else "short" if args.short else "full")
+        + (" calm" if args.calm else "")
         + (f", {args.replicas} replica(s)" if args.rolling else ""),
         "jobs": len(job_ids),
         "window_s": window,
@@ -389,13 +427,17 @@ async def run(args: argparse.Namespace, cluster: Cluster, prefix: str, receiver:
         "expected_fires": len(expected),
         "checks": checks,
         "examples": {
-            "runs_missing": missing[:5], "runs_not_succeeded": dict(list(not_succeeded.items())[:5]),
-            "runs_extra": extra_runs[:5], "stream_missing": stream_missing[:5],
-            "stream_duplicates": dict(list(stream_dups.items())[:5]), "stream_extra": stream_extra[:5],
+            "runs_missing": missing[:5],
+            "runs_not_succeeded": dict(list(not_succeeded.items())[:5]),
+            "runs_extra": extra_runs[:5],
+            "stream_missing": stream_missing[:5],
+            "stream_duplicates": dict(list(stream_dups.items())[:5]),
+            "stream_extra": stream_extra[:5],
             "receiver_never_called": never_called[:5],
             "receiver_calls_over_attempts": dict(list(over_attempts.items())[:5]),
-            "repeated_calls": {k: {"calls": n, "attempts": docs.get(k, {}).get("attempts")}
-                               for k, n in list(repeated.items())[:5]},
+            "repeated_calls": {
+                k: {"calls": n, "attempts": docs.get(k, {}).get("attempts")} for k, n in list(repeated.items())[:5]
+            },
         },
         "repeated_calls": {"keys": len(repeated), "extra_calls": sum(n - 1 for n in repeated.values())},
         "diagnosis": {
@@ -418,20 +460,25 @@ async def run(args: argparse.Namespace, cluster: Cluster, prefix: str, receiver:
 
 def print_report(report: dict[str, Any]) -> None:
     print()
-    print(f"chaos ({report['mode']}): {report['jobs']} jobs x {report['window_s']} s window = "
-          f"{report['expected_fires']} fires expected")
+    print(
+        f"chaos ({report['mode']}): {report['jobs']} jobs x {report['window_s']} s window = "
+        f"{report['expected_fires']} fires expected"
+    )
     for name, value in report["checks"].items():
         print(f"  {name:32s} {value:6d}  {'ok' if value == 0 else 'FAIL e.g. ' + str(report['examples'][name])}")
     rc = report["repeated_calls"]
-    print(f"  repeated webhook calls (run shows a later attempt): {rc['keys']} keys, {rc['extra_calls']} extra calls; "
-          f"attempts histogram {report['attempts_histogram']}; triggers {report['triggers']}")
+    print(
+        f"  repeated webhook calls (run shows a later attempt): {rc['keys']} keys, {rc['extra_calls']} extra calls; "
+        f"attempts histogram {report['attempts_histogram']}; triggers {report['triggers']}"
+    )
     print(f"  drained {report['drain_seconds_after_window']} s after the window closed")
 
     def fmt(p: dict[str, float] | None) -> str:
         if not p:
             return "-"
-        return (f"p50 {p['p50']:.0f} ms, p90 {p['p90']:.0f} ms, p99 {p['p99']:.0f} ms, "
-                f"max {p['max']:.0f} ms (n={p['n']})")
+        return (
+            f"p50 {p['p50']:.0f} ms, p90 {p['p90']:.0f} ms, p99 {p['p99']:.0f} ms, max {p['max']:.0f} ms (n={p['n']})"
+        )
 
     print(f"  lateness, first call at the receiver: {fmt(report['lateness_first_call_ms'])}")
     print(f"  lateness, away from faults:           {fmt(report['lateness_first_call_calm_ms'])}")
@@ -453,14 +500,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--short", action="store_true", help="40 jobs, 50 s window, 6 faults: under ~2 minutes")
     p.add_argument("--jobs", type=int, help="jobs firing every second (default 30; 40 with --short)")
     p.add_argument("--window", type=int, help="seconds of fires checked (default 300; 50 with --short)")
-    p.add_argument("--rolling", action="store_true",
-                   help="a rolling restart (SIGTERM, start) of the three replicas in a 50 s window")
-    p.add_argument("--replicas", type=int, default=REPLICAS,
-                   help="replicas to run (default 3; only with --rolling, which then restarts them in turn)")
+    p.add_argument(
+        "--rolling",
+        action="store_true",
+        help="a rolling restart (SIGTERM, start) of the three replicas in a 50 s window",
+    )
+    p.add_argument(
+        "--replicas",
+        type=int,
+        default=REPLICAS,
+        help="replicas to run (default 3; only with --rolling, which then restarts them in turn)",
+    )
     p.add_argument("--calm", action="store_true", help="no faults: the control run (capacity and lateness)")
-    p.add_argument("--drain-timeout", type=float,
-                   help="longest wait for the backlog after the window (default 900 s, 240 s with --short; "
-                   "the wait also ends after 60 s without progress)")
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        help="longest wait for the backlog after the window (default 900 s, 240 s with --short; "
+        "the wait also ends after 60 s without progress)",
+    )
     p.add_argument("--json-out", type=Path, help="write the report as JSON here")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, data) even on success")
     args = p.parse_args(argv)
@@ -521,8 +578,10 @@ def main(argv: list[str] | None = None) -> int:
             replica = replace(settings, port=embedded.free_port())
             replicas.append(embedded.service(replica, work / f"replica-{n}.log", name=f"replica {n}"))
         cluster = Cluster(mongo, nats, replicas, work)
-        log(f"{mongo.name} :{mongo.port}, NATS :{nats.port}, Redis :{redis.port}, replicas "
-            f"{[r.port for r in replicas]}; logs in {work}")
+        log(
+            f"{mongo.name} :{mongo.port}, NATS :{nats.port}, Redis :{redis.port}, replicas "
+            f"{[r.port for r in replicas]}; logs in {work}"
+        )
         limit = 900 if args.short or args.rolling else 2400
 
         async def everything() -> dict[str, Any]:

@@ -20,7 +20,7 @@ from tests.support.waiting import wait_until
 from schedsvc import names
 from schedsvc.bus import NatsRunBus
 from schedsvc.config import Settings
-from schedsvc.domain import run_id
+from schedsvc.domain.models import run_id
 from schedsvc.domain.wire import MAX_BACKFILL_FIRES
 from schedsvc.testing import Reply, WebhookReceiver
 from schedsvc.timing import to_ms

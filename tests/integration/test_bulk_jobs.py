@@ -40,8 +40,8 @@ from schedsvc.client import (
 )
 from schedsvc.client.cli import EXIT_USAGE
 from schedsvc.config import ROLES, Settings
-from schedsvc.domain import partition_of
 from schedsvc.domain.jobs import JobNotice
+from schedsvc.domain.rules import partition_of
 from schedsvc.domain.wire import MAX_BULK_JOBS
 from schedsvc.store import connect, database, job_codec
 

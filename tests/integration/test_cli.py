@@ -113,7 +113,10 @@ def test_dev_runs_the_whole_service_and_stops_its_embedded_servers(tmp_path: Pat
         # Other commands find the running dev service's database without being told where it is.
         created = subprocess.run(
             [sys.executable, "-m", "schedsvc.cli", "tenants", "create", "acme"],
-            env=env, capture_output=True, text=True, timeout=60,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert created.returncode == 0, created.stderr
         assert "api key (shown once): sk_" in created.stdout
@@ -157,7 +160,10 @@ def test_dev_names_a_problem_in_one_line_before_starting_anything(
         started = time.monotonic()
         result = subprocess.run(
             [sys.executable, "-m", "schedsvc.cli", "dev", "--port", str(port), "--data-dir", str(tmp_path / "d")],
-            env=dev_env(**extra), capture_output=True, text=True, timeout=60,
+            env=dev_env(**extra),
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
     assert result.returncode != 0
     lines = (result.stdout + result.stderr).strip().splitlines()

@@ -39,7 +39,8 @@ from schedsvc.api import create_app
 from schedsvc.bus import NatsRunBus
 from schedsvc.bus.nats import DEDUP_WINDOW_SECONDS
 from schedsvc.config import Settings
-from schedsvc.domain import HttpTarget, InvalidCursorError, NatsTarget, RetryPolicy, RunMessage, run_id
+from schedsvc.domain.errors import InvalidCursorError
+from schedsvc.domain.models import HttpTarget, NatsTarget, RetryPolicy, RunMessage, run_id
 from schedsvc.execution import ExecutionService
 from schedsvc.job_service.runs import MAX_RETRIES_ON_DEMAND
 from schedsvc.names import Names
@@ -51,6 +52,7 @@ from schedsvc.testing import Call, Reply, WebhookReceiver, delete_run_streams, d
 from schedsvc.wiring import Adapters, execution_service
 
 TENANT = "acme"
+
 
 @pytest.fixture
 async def server() -> AsyncIterator[WebhookReceiver]:
@@ -126,8 +128,14 @@ async def add_job(
             "_id": job_id,
             "tenant": tenant,
             "name": f"job-{job_id}",
-            "schedule": {"kind": "interval", "seconds": 60, "anchor": now, "startAt": None, "endAt": None,
-                         "jitterSeconds": 0},
+            "schedule": {
+                "kind": "interval",
+                "seconds": 60,
+                "anchor": now,
+                "startAt": None,
+                "endAt": None,
+                "jitterSeconds": 0,
+            },
             "target": msgspec.to_builtins(target),
             "retry": msgspec.to_builtins(retry or RetryPolicy(max_attempts=1)),
             "catchup": {"policy": "latest", "windowSeconds": 3600},
@@ -641,9 +649,7 @@ async def test_nats_target_publishes_with_identity_headers(mongo_db, bus, servic
     sub = await nc.subscribe(subject)
     await nc.flush()  # the subscription is registered before anything is published
     try:
-        job_id = await add_job(
-            mongo_db, NatsTarget(subject=subject, payload={"n": 1}, headers={"X-Mine": "1"})
-        )
+        job_id = await add_job(mongo_db, NatsTarget(subject=subject, payload={"n": 1}, headers={"X-Mine": "1"}))
         reserved = await add_job(mongo_db, NatsTarget(subject=f"{fast.prefix}.runs.0", payload="x"))
         await services()
         rid = await fire(bus, job_id)
@@ -960,14 +966,26 @@ async def test_run_history_pages(mongo_db, fast) -> None:  # type: ignore[no-unt
     base = 1_700_000_000_000
     for i in range(5):
         await mongo_db[names.RUNS].insert_one(
-            {"_id": run_id(job_id, base + i * 1000), "jobId": job_id, "tenant": TENANT,
-             "scheduledAt": datetime.fromtimestamp((base + i * 1000) / 1000, tz=UTC), "trigger": "scheduled",
-             "status": "succeeded", "attempts": 1}
+            {
+                "_id": run_id(job_id, base + i * 1000),
+                "jobId": job_id,
+                "tenant": TENANT,
+                "scheduledAt": datetime.fromtimestamp((base + i * 1000) / 1000, tz=UTC),
+                "trigger": "scheduled",
+                "status": "succeeded",
+                "attempts": 1,
+            }
         )
     await mongo_db[names.RUNS].insert_one(
-        {"_id": run_id(job_id, base + 9000), "jobId": job_id, "tenant": "other",
-         "scheduledAt": datetime.fromtimestamp((base + 9000) / 1000, tz=UTC), "trigger": "scheduled",
-         "status": "succeeded", "attempts": 1}
+        {
+            "_id": run_id(job_id, base + 9000),
+            "jobId": job_id,
+            "tenant": "other",
+            "scheduledAt": datetime.fromtimestamp((base + 9000) / 1000, tz=UTC),
+            "trigger": "scheduled",
+            "status": "succeeded",
+            "attempts": 1,
+        }
     )
     seen = []
     cursor = None
@@ -987,8 +1005,9 @@ async def test_run_history_pages(mongo_db, fast) -> None:  # type: ignore[no-unt
 async def test_end_to_end_through_api_and_timing(server, fast) -> None:  # type: ignore[no-untyped-def]
     """A job created through the API with a 1-second interval: runs reach the target and the history."""
     key = "sk_00000000000000ee_" + "e" * 43
-    settings = dataclasses.replace(fast, roles=frozenset({"api", "timing", "execution"}), dev_mode=True,
-                                   dev_api_key=key)
+    settings = dataclasses.replace(
+        fast, roles=frozenset({"api", "timing", "execution"}), dev_mode=True, dev_api_key=key
+    )
     headers = {"Authorization": f"Bearer {key}"}
     try:
         async with AsyncTestClient(create_app(settings)) as client:
@@ -1027,8 +1046,11 @@ async def test_a_dead_letter_is_listed_and_retried_on_demand(server, fast) -> No
     tenant-isolated. A run is dead-lettered once: a retry that fails again adds no second dead letter."""
     key = "sk_00000000000000dd_" + "d" * 43
     settings = dataclasses.replace(
-        fast, roles=frozenset({"api", "execution"}), dev_mode=True, dev_api_key=key, target_allow_networks=(
-            ipaddress.ip_network("127.0.0.0/8"),)
+        fast,
+        roles=frozenset({"api", "execution"}),
+        dev_mode=True,
+        dev_api_key=key,
+        target_allow_networks=(ipaddress.ip_network("127.0.0.0/8"),),
     )
     headers = {"Authorization": f"Bearer {key}"}
     healthy = False

@@ -111,6 +111,7 @@ async def test_expiry_is_judged_by_the_database_clock(mongo_db) -> None:  # type
     store = MongoLeaseStore(mongo_db)
     await store.ensure_partitions(PARTITIONS)
     leases = mongo_db[names.LEASES]
+
     # A departed owner: half its leases expire a minute from now by the database's clock, half expired.
     # ($dateAdd, as the lease store itself writes expiries: valid on MongoDB 5+ and on both test servers.)
     def db_now_plus(ms: int) -> dict[str, object]:

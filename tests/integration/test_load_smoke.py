@@ -19,8 +19,14 @@ pytestmark = pytest.mark.slow
 
 SCRIPT = Path(__file__).resolve().parents[2] / "loadtests" / "run_load.py"
 TIMEOUT_SECONDS = 240
-MIX = {"GET /jobs", "GET /jobs/{id}", "GET /jobs/{id}/runs", "POST /jobs", "PATCH /jobs/{id}",
-       "POST /schedules/preview"}
+MIX = {
+    "GET /jobs",
+    "GET /jobs/{id}",
+    "GET /jobs/{id}/runs",
+    "POST /jobs",
+    "PATCH /jobs/{id}",
+    "POST /schedules/preview",
+}
 
 
 def test_smoke_load_runs_the_whole_mix_without_a_failure(tmp_path: Path) -> None:

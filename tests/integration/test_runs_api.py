@@ -21,7 +21,7 @@ from tests.conftest import DEV_KEY, Api
 from schedsvc import names
 from schedsvc.api import create_app
 from schedsvc.config import Settings
-from schedsvc.domain import RunMessage, RunStatus, run_id
+from schedsvc.domain.models import RunMessage, RunStatus, run_id
 from schedsvc.domain.runs import AttemptRecord
 from schedsvc.domain.wire import RunRetryFilter
 from schedsvc.job_service.runs import MAX_RETRIES_ON_DEMAND

@@ -22,8 +22,8 @@ import pytest
 from schedsvc import names
 from schedsvc.bus import NatsRunBus
 from schedsvc.config import Settings
-from schedsvc.domain import CatchupPolicy, JobStatus, NatsTarget, RunMessage, Schedule
 from schedsvc.domain.jobs import JobChange, JobNotice
+from schedsvc.domain.models import CatchupPolicy, JobStatus, NatsTarget, RunMessage, Schedule
 from schedsvc.store import job_codec
 from schedsvc.store.job_codec import JobDocument
 from schedsvc.testing import delete_run_streams, job_document

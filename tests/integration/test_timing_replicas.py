@@ -27,7 +27,7 @@ import pytest
 from schedsvc import names
 from schedsvc.bus import NatsRunBus
 from schedsvc.config import Settings
-from schedsvc.domain import IntervalSchedule, NatsTarget, RunMessage, run_id
+from schedsvc.domain.models import IntervalSchedule, NatsTarget, RunMessage, run_id
 from schedsvc.store import job_codec
 from schedsvc.store.job_codec import JobDocument
 from schedsvc.testing import delete_run_streams, job_document

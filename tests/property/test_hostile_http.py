@@ -186,9 +186,7 @@ def test_raw_bodies_anonymous_preview_included(service: httpx.Client, raw: bytes
         st.integers(-(10**40), 10**40).map(lambda n: json.dumps({"before": n}).encode()),
     ),
 )
-def test_query_strings_and_cursors(
-    service: httpx.Client, params: dict[str, str], forged: bytes | None
-) -> None:
+def test_query_strings_and_cursors(service: httpx.Client, params: dict[str, str], forged: bytes | None) -> None:
     import base64
 
     client = service

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from schedsvc.domain import CatchupPolicy, CronSchedule, Job, JobStatus, NatsTarget, RetryPolicy
+from schedsvc.domain.models import CatchupPolicy, CronSchedule, Job, JobStatus, NatsTarget, RetryPolicy
 
 CREATED = datetime(2026, 1, 1, tzinfo=UTC)
 

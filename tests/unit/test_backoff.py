@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from schedsvc.domain import RetryPolicy
+from schedsvc.domain.models import RetryPolicy
 from schedsvc.execution.backoff import backoff_ceiling, backoff_delay, next_retry_delay
 
 

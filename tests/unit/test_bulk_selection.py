@@ -8,16 +8,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from schedsvc.domain import (
-    IntervalSchedule,
-    Job,
-    JobCreate,
-    JobStatus,
-    NatsTarget,
-    StoreUnavailableError,
-    VersionConflictError,
-)
+from schedsvc.domain.errors import StoreUnavailableError, VersionConflictError
 from schedsvc.domain.jobs import JobPage, JobStateError
+from schedsvc.domain.models import IntervalSchedule, Job, JobCreate, JobStatus, NatsTarget
 from schedsvc.domain.wire import MAX_COUNTED_MATCHES, BulkJobAction, JobSelector
 from schedsvc.job_service.bulk import act_on_matching
 from schedsvc.store import job_codec

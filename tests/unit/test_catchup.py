@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from schedsvc.domain import IntervalSchedule
+from schedsvc.domain.models import IntervalSchedule
 from schedsvc.timing import compile_schedule, from_ms
 from schedsvc.timing.catchup import (
     CATCHUP_ALL_LIMIT,
@@ -168,7 +168,7 @@ def test_the_common_path_honours_a_short_grace() -> None:
 def test_the_job_codec_stores_the_grace_and_reads_the_default_for_older_jobs() -> None:
     from datetime import UTC, datetime
 
-    from schedsvc.domain import CatchupPolicy, JobCreate, JobStatus, NatsTarget
+    from schedsvc.domain.models import CatchupPolicy, JobCreate, JobStatus, NatsTarget
     from schedsvc.store import job_codec
 
     now = datetime(2026, 11, 29, tzinfo=UTC)

@@ -8,7 +8,7 @@ import pytest
 
 from schedsvc import embedded
 from schedsvc.config import Settings
-from schedsvc.domain import describe_partitions
+from schedsvc.domain.rules import describe_partitions
 
 
 def test_settings_survive_the_environment() -> None:

@@ -14,7 +14,7 @@ from tests.unit.samples import a_job
 from schedsvc.console.forms import FormErrors, decode_create, decode_patch, form_values
 from schedsvc.console.presenting import next_fires, run_chart, schedule_in_words
 from schedsvc.console.session import SESSION_CONFIG, SESSION_STORE, start_session
-from schedsvc.domain import (
+from schedsvc.domain.models import (
     CalendarSchedule,
     CronSchedule,
     HttpTarget,

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 import pytest
 
-from schedsvc.domain import RunStatus, StoreUnavailableError
+from schedsvc.domain.errors import StoreUnavailableError
 from schedsvc.domain.lifecycle import (
     MAX_DELIVERIES,
     OVERLAP_BUFFER_FULL,
@@ -23,6 +23,7 @@ from schedsvc.domain.lifecycle import (
     on_outcome,
     on_slot,
 )
+from schedsvc.domain.models import RunStatus
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 JOB = JobFacts(paused=False, max_attempts=3, max_event_age_seconds=3600)

@@ -7,7 +7,7 @@ import ipaddress
 
 import pytest
 
-from schedsvc.domain import HttpTarget, NatsTarget
+from schedsvc.domain.models import HttpTarget, NatsTarget
 from schedsvc.domain.targets import header_problems, host_problem, subject_problem, target_problems, url_problems
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)

@@ -42,7 +42,7 @@ from schedsvc.api.tenant_settings import TenantSettingsController
 from schedsvc.bus import NatsRunBus
 from schedsvc.cache import NoticedCache, RedisLink, ResilientStore
 from schedsvc.config import Settings
-from schedsvc.domain import BusUnavailableError
+from schedsvc.domain.errors import BusUnavailableError
 from schedsvc.job_service import JobService, RunService
 from schedsvc.names import Names
 from schedsvc.observability.logging import configure_logging

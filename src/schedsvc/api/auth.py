@@ -21,7 +21,7 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 
 from schedsvc.bus import NatsRunBus
 from schedsvc.cache import NoticedCache
-from schedsvc.domain import AuthenticationError
+from schedsvc.domain.errors import AuthenticationError
 from schedsvc.observability.metrics import RATE_LIMITED
 from schedsvc.store import MongoTenantStore
 from schedsvc.store.base import FailureCounter

@@ -20,7 +20,8 @@ from litestar.params import FromPath
 
 from schedsvc.api import openapi
 from schedsvc.api.errors import problem_responses
-from schedsvc.domain import InvalidRequestError, RunMessage, RunTrigger
+from schedsvc.domain.errors import InvalidRequestError
+from schedsvc.domain.models import RunMessage, RunTrigger
 from schedsvc.domain.time import utcnow
 from schedsvc.domain.wire import MAX_BACKFILL_FIRES, BackfillAccepted, BackfillRequest
 from schedsvc.store.base import JobRepository, RunHistory, RunPublisher

@@ -23,7 +23,7 @@ from litestar.exceptions import HTTPException
 from litestar.params import QueryParameter
 
 from schedsvc.api.errors import field_from_message
-from schedsvc.domain import InvalidRequestError
+from schedsvc.domain.errors import InvalidRequestError
 from schedsvc.domain.limits import MAX_DOCUMENT_DEPTH, MAX_REPORTED_PROBLEMS, json_problems
 
 _BODY_METHODS = ("POST", "PUT", "PATCH")

@@ -14,7 +14,7 @@ from litestar.exceptions import (
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
-from schedsvc.domain import (
+from schedsvc.domain.errors import (
     AuthenticationError,
     DuplicateJobNameError,
     IdempotencyConflictError,

@@ -18,9 +18,9 @@ from litestar.params import FromPath, FromQuery, HeaderParameter, QueryParameter
 
 from schedsvc.api import openapi
 from schedsvc.api.errors import problem_responses
-from schedsvc.domain import InvalidRequestError, Job, JobCreate, JobPatch, JobStatus
+from schedsvc.domain.errors import InvalidRequestError
 from schedsvc.domain.limits import key_problem
-from schedsvc.domain.models import Metadata
+from schedsvc.domain.models import Job, JobCreate, JobPatch, JobStatus, Metadata
 from schedsvc.domain.wire import JobList, JobSelector, RunAccepted, RunList
 from schedsvc.job_service import JobService
 from schedsvc.store.base import JobRepository, RunHistory

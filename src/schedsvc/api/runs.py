@@ -15,7 +15,8 @@ from litestar.params import FromPath, HeaderParameter, QueryParameter
 from schedsvc.api import openapi
 from schedsvc.api.errors import problem_responses
 from schedsvc.api.jobs import Cursor
-from schedsvc.domain import InvalidRequestError, Run, RunNotFoundError, RunStatus, RunTrigger
+from schedsvc.domain.errors import InvalidRequestError, RunNotFoundError
+from schedsvc.domain.models import Run, RunStatus, RunTrigger
 from schedsvc.domain.wire import RunAccepted, RunList, RunRetryFilter, RunRetryReport
 from schedsvc.job_service import RunService
 from schedsvc.store.base import RunHistory

@@ -8,7 +8,7 @@ from litestar import Controller, post
 
 from schedsvc.api import openapi
 from schedsvc.api.errors import problem_responses
-from schedsvc.domain import InvalidScheduleError
+from schedsvc.domain.errors import InvalidScheduleError
 from schedsvc.domain.time import utcnow
 from schedsvc.domain.wire import PreviewRequest, PreviewResponse
 from schedsvc.timing import upcoming_fires

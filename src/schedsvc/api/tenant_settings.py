@@ -13,7 +13,7 @@ from litestar.exceptions import NotFoundException
 
 from schedsvc.api import openapi
 from schedsvc.api.errors import problem_responses
-from schedsvc.domain import InvalidRequestError
+from schedsvc.domain.errors import InvalidRequestError
 from schedsvc.domain.targets import notification_problems
 from schedsvc.domain.tenants import TenantSettings, TenantSettingsPatch, effective_settings
 from schedsvc.store.base import TenantPreferenceStore

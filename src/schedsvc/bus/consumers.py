@@ -12,7 +12,7 @@ import msgspec
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 
-from schedsvc.domain import RunMessage
+from schedsvc.domain.models import RunMessage
 from schedsvc.domain.notifications import NotificationMessage
 
 log = logging.getLogger(__name__)

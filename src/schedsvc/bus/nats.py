@@ -26,9 +26,10 @@ from nats.js.errors import NotFoundError
 
 from schedsvc.bus.consumers import NotificationSubscription, RunSubscription
 from schedsvc.config import Settings
-from schedsvc.domain import BusUnavailableError, RunMessage, run_id
+from schedsvc.domain.errors import BusUnavailableError
 from schedsvc.domain.jobs import JobNotice
 from schedsvc.domain.lifecycle import MAX_DELIVERIES
+from schedsvc.domain.models import RunMessage, run_id
 from schedsvc.domain.notifications import NotificationMessage
 from schedsvc.names import Names
 

@@ -8,7 +8,7 @@ from litestar.response import Redirect, Template
 
 from schedsvc.console.pages import ConsoleRequest, page, read_form
 from schedsvc.console.session import end_session, start_session
-from schedsvc.domain import AuthenticationError
+from schedsvc.domain.errors import AuthenticationError
 from schedsvc.store.base import FailureCounter
 from schedsvc.store.tenants import key_id_of
 

@@ -10,7 +10,8 @@ from litestar.response import Redirect, Template
 
 from schedsvc.console.pages import PAGE_SIZE, ConsoleRequest, flash, job_names, page, tenant_of
 from schedsvc.console.presenting import lateness_seconds
-from schedsvc.domain import InvalidCursorError, RunNotFoundError, RunRetryRefusedError, RunStatus
+from schedsvc.domain.errors import InvalidCursorError, RunNotFoundError, RunRetryRefusedError
+from schedsvc.domain.models import RunStatus
 from schedsvc.job_service import JobService, RunService
 from schedsvc.store.base import RunHistory
 

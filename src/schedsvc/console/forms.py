@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from schedsvc.domain import Job, JobCreate, JobPatch
+from schedsvc.domain.models import Job, JobCreate, JobPatch
 
 SCHEDULE_KINDS = ("cron", "interval", "calendar", "once")
 TARGET_KINDS = ("http", "nats")

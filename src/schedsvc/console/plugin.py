@@ -25,7 +25,7 @@ from schedsvc.console.access import AccessController
 from schedsvc.console.failures import FailuresController
 from schedsvc.console.session import CSRF_FIELD, SESSION_CONFIG, SESSION_STORE, RevokedKeys, csrf_valid
 from schedsvc.console.views import JobPagesController
-from schedsvc.domain import JobNotFoundError, StoreUnavailableError, VersionConflictError
+from schedsvc.domain.errors import JobNotFoundError, StoreUnavailableError, VersionConflictError
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent

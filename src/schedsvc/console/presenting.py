@@ -10,7 +10,15 @@ from zoneinfo import ZoneInfo
 
 from cron_descriptor import get_description  # a maintained cron-to-English library, not a hand-written one
 
-from schedsvc.domain import CalendarSchedule, CronSchedule, IntervalSchedule, OnceSchedule, Run, RunStatus, Schedule
+from schedsvc.domain.models import (
+    CalendarSchedule,
+    CronSchedule,
+    IntervalSchedule,
+    OnceSchedule,
+    Run,
+    RunStatus,
+    Schedule,
+)
 from schedsvc.timing import upcoming_fires
 
 

@@ -30,17 +30,15 @@ from schedsvc.console.forms import (
 )
 from schedsvc.console.pages import PAGE_SIZE, ConsoleRequest, flash, page, read_form, tenant_of
 from schedsvc.console.presenting import lateness_seconds, next_fires, run_chart, schedule_in_words
-from schedsvc.domain import (
+from schedsvc.domain.errors import (
     DuplicateJobNameError,
     InvalidRequestError,
     InvalidScheduleError,
     InvalidTargetError,
     JobActionRefusedError,
-    JobStatus,
-    Run,
-    RunStatus,
     VersionConflictError,
 )
+from schedsvc.domain.models import JobStatus, Run, RunStatus
 from schedsvc.domain.time import utcnow
 from schedsvc.domain.wire import JobSelector
 from schedsvc.job_service import JobService

@@ -34,7 +34,7 @@ from typing import Any
 import httpcore
 import httpx
 
-from schedsvc.domain import SchedsvcError
+from schedsvc.domain.errors import SchedsvcError
 from schedsvc.domain.targets import IPNetwork, refusal_reason
 from schedsvc.observability.metrics import TARGET_REFUSALS
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from schedsvc.domain import RetryPolicy
+from schedsvc.domain.models import RetryPolicy
 
 # With minBackoffSeconds = 0 the exponential would stay at zero; grow from this base instead so that
 # maxBackoffSeconds still means something.

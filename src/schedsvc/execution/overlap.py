@@ -24,9 +24,9 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from schedsvc.domain import RunMessage, run_id
 from schedsvc.domain.jobs import JobForRun
 from schedsvc.domain.lifecycle import Decision, on_buffer, on_slot
+from schedsvc.domain.models import RunMessage, run_id
 from schedsvc.domain.runs import BufferedFire
 from schedsvc.store.base import RunBus, RunLedger
 

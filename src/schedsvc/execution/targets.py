@@ -17,9 +17,9 @@ import httpx
 import msgspec
 
 from schedsvc.config import Settings
-from schedsvc.domain import HttpTarget, NatsTarget, Target, target_problems
-from schedsvc.domain.models import AttemptErrorClass, JsonBody
+from schedsvc.domain.models import AttemptErrorClass, HttpTarget, JsonBody, NatsTarget, Target
 from schedsvc.domain.signing import signature_headers
+from schedsvc.domain.targets import target_problems
 from schedsvc.execution.addresses import AddressRefusedError, GuardedTransport
 from schedsvc.store.base import RunBus
 

@@ -29,7 +29,6 @@ import msgspec
 
 from schedsvc.bus import RunDelivery
 from schedsvc.config import Settings
-from schedsvc.domain import HttpTarget, RunMessage, RunStatus, RunTrigger, run_id
 from schedsvc.domain.jobs import JobForRun
 from schedsvc.domain.lifecycle import (
     CONTENDED_RETRY_SECONDS,
@@ -42,6 +41,7 @@ from schedsvc.domain.lifecycle import (
     on_error,
     on_outcome,
 )
+from schedsvc.domain.models import HttpTarget, RunMessage, RunStatus, RunTrigger, run_id
 from schedsvc.domain.runs import AttemptRecord, scheduled_at
 from schedsvc.execution._tenants import TenantDirectory
 from schedsvc.execution.backoff import next_retry_delay

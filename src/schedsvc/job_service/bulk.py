@@ -18,8 +18,9 @@ from typing import Protocol
 
 import msgspec
 
-from schedsvc.domain import Job, JobStatus, VersionConflictError
+from schedsvc.domain.errors import VersionConflictError
 from schedsvc.domain.jobs import JobPage, JobStateError
+from schedsvc.domain.models import Job, JobStatus
 from schedsvc.domain.wire import MAX_COUNTED_MATCHES, BulkJobAction, BulkJobResult, JobSelector
 
 CONCURRENT_WRITES = 16

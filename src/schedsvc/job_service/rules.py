@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from schedsvc.domain import InvalidRequestError, InvalidScheduleError, Schedule, Target, target_problems
-from schedsvc.domain.models import NotificationTarget
-from schedsvc.domain.targets import IPNetwork, notification_problems
+from schedsvc.domain.errors import InvalidRequestError, InvalidScheduleError
+from schedsvc.domain.models import NotificationTarget, Schedule, Target
+from schedsvc.domain.targets import IPNetwork, notification_problems, target_problems
 from schedsvc.timing import compile_schedule, from_ms, to_ms, with_defaults
 
 

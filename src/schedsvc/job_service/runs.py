@@ -18,17 +18,15 @@ from datetime import datetime
 
 import msgspec
 
-from schedsvc.domain import (
+from schedsvc.domain.errors import (
     BusUnavailableError,
     InvalidCursorError,
     InvalidRequestError,
     JobNotFoundError,
-    Run,
-    RunMessage,
     RunNotFoundError,
     RunRetryRefusedError,
-    RunStatus,
 )
+from schedsvc.domain.models import Run, RunMessage, RunStatus
 from schedsvc.domain.time import to_ms, utcnow
 from schedsvc.domain.wire import RetryRefusalReason, RunRetryFilter, RunRetryRefusal, RunRetryReport
 from schedsvc.store.base import JobRepository, ReplyStore, RunHistory, RunPublisher

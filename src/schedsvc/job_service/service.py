@@ -13,20 +13,14 @@ from datetime import datetime
 
 import msgspec
 
-from schedsvc.domain import (
+from schedsvc.domain.errors import (
     BusUnavailableError,
-    Job,
     JobActionRefusedError,
-    JobCreate,
-    JobPatch,
-    JobStatus,
     PreconditionFailedError,
-    RunMessage,
-    RunTrigger,
     VersionConflictError,
-    run_id,
 )
 from schedsvc.domain.jobs import JobChange, JobPage, JobStateError, change_from_patch
+from schedsvc.domain.models import Job, JobCreate, JobPatch, JobStatus, RunMessage, RunTrigger, run_id
 from schedsvc.domain.time import from_ms, to_ms, utcnow
 from schedsvc.domain.wire import BulkJobAction, BulkJobResult, JobSelector, RunAccepted
 from schedsvc.job_service.bulk import act_on_matching

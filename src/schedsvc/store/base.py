@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from schedsvc.domain import Job, JobCreate, Run, RunMessage, RunStatus, RunTrigger
 from schedsvc.domain.admission import Admission, CacheProbe, WriteIntent
 from schedsvc.domain.jobs import JobChange, JobForRun, JobNotice, JobPage, JobTiming
+from schedsvc.domain.models import Job, JobCreate, Run, RunMessage, RunStatus, RunTrigger
 from schedsvc.domain.notifications import NotificationMessage
 from schedsvc.domain.runs import AttemptRecord, BufferedFire, RunState
 from schedsvc.domain.tenants import TenantPreferences, TenantSettingsPatch

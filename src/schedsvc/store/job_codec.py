@@ -16,18 +16,18 @@ from typing import Any, Final
 
 import msgspec
 
-from schedsvc.domain import (
+from schedsvc.domain.jobs import JobChange, JobForRun, JobTiming
+from schedsvc.domain.models import (
     CatchupPolicy,
     Job,
     JobCreate,
     JobStatus,
+    NotificationTarget,
     RetryPolicy,
     RunStatus,
     Schedule,
     Target,
 )
-from schedsvc.domain.jobs import JobChange, JobForRun, JobTiming
-from schedsvc.domain.models import NotificationTarget
 from schedsvc.domain.time import from_ms
 from schedsvc.domain.timing import Advance
 from schedsvc.domain.wire import JobSelector

@@ -16,19 +16,16 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from schedsvc import names
-from schedsvc.domain import (
+from schedsvc.domain.errors import (
     DuplicateJobNameError,
     IdempotencyInProgressError,
     InvalidCursorError,
-    Job,
-    JobCreate,
     JobNotFoundError,
-    JobStatus,
-    RunStatus,
     VersionConflictError,
-    partition_of,
 )
 from schedsvc.domain.jobs import JobChange, JobForRun, JobNotice, JobPage, JobStateError
+from schedsvc.domain.models import Job, JobCreate, JobStatus, RunStatus
+from schedsvc.domain.rules import partition_of
 from schedsvc.domain.wire import EVERY_JOB, JobSelector
 from schedsvc.store import job_codec
 from schedsvc.store._client import translate_errors

@@ -22,7 +22,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from schedsvc import names
-from schedsvc.domain import IdempotencyConflictError, IdempotencyInProgressError
+from schedsvc.domain.errors import IdempotencyConflictError, IdempotencyInProgressError
 from schedsvc.store._client import translate_errors
 
 KEPT_FOR = timedelta(hours=24)

@@ -25,9 +25,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from schedsvc.domain import Run, RunMessage, RunStatus, RunTrigger
 from schedsvc.domain.lifecycle import FINAL_STATUSES
-from schedsvc.domain.models import Attempt
+from schedsvc.domain.models import Attempt, Run, RunMessage, RunStatus, RunTrigger
 from schedsvc.domain.runs import AttemptRecord, scheduled_at
 
 Doc = dict[str, Any]

@@ -18,7 +18,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from schedsvc import names
 from schedsvc.config import Settings
-from schedsvc.domain import InvalidCursorError, Run, RunStatus, RunTrigger, run_id
+from schedsvc.domain.errors import InvalidCursorError
+from schedsvc.domain.models import Run, RunStatus, RunTrigger, run_id
 from schedsvc.domain.time import from_ms, to_ms
 from schedsvc.store._client import translate_errors
 from schedsvc.store.retention import RunRetention

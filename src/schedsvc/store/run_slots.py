@@ -16,7 +16,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from schedsvc import names
-from schedsvc.domain import RunMessage, run_id
+from schedsvc.domain.models import RunMessage, run_id
 from schedsvc.domain.runs import BufferedFire
 from schedsvc.store._client import translate_errors
 

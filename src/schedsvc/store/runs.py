@@ -18,8 +18,8 @@ from pymongo.errors import DuplicateKeyError
 
 from schedsvc import names
 from schedsvc.config import Settings
-from schedsvc.domain import RunMessage, RunStatus, run_id
 from schedsvc.domain.jobs import JobForRun
+from schedsvc.domain.models import RunMessage, RunStatus, run_id
 from schedsvc.domain.runs import AttemptRecord, BufferedFire, RunState, scheduled_at
 from schedsvc.store._client import translate_errors
 from schedsvc.store.jobs import MongoRunJobs

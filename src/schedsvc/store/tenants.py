@@ -17,7 +17,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from schedsvc import names
-from schedsvc.domain import AuthenticationError, TenantExistsError
+from schedsvc.domain.errors import AuthenticationError, TenantExistsError
 from schedsvc.domain.tenants import TenantPreferences, TenantSettingsPatch
 from schedsvc.store._client import translate_errors
 

@@ -13,8 +13,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
 from schedsvc import names
-from schedsvc.domain import RunStatus, RunTrigger, run_id
 from schedsvc.domain.jobs import JobTiming
+from schedsvc.domain.models import RunStatus, RunTrigger, run_id
 from schedsvc.domain.time import from_ms
 from schedsvc.domain.timing import Advance, MissedFire
 from schedsvc.store import job_codec

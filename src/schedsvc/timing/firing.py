@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from schedsvc.domain import RunMessage
+from schedsvc.domain.models import RunMessage
 from schedsvc.domain.timing import Advance, MissedFire
 from schedsvc.observability.metrics import FIRE_LATENESS, FIRES_PUBLISHED, TIMING_DB_OPERATIONS, WHEEL_TIMERS
 from schedsvc.store.base import FireRecorder, RunPublisher

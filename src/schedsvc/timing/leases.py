@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from schedsvc.domain import describe_partitions
+from schedsvc.domain.rules import describe_partitions
 from schedsvc.domain.timing import LeaseGrant
 from schedsvc.observability.metrics import LEASE_CHANGES, PARTITIONS_OWNED
 from schedsvc.store.base import LeaseStore

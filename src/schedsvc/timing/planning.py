@@ -17,7 +17,7 @@ from datetime import datetime
 
 from schedsvc._timing import NO_FIRE, next_fires
 from schedsvc._timing import Schedule as CompiledSchedule
-from schedsvc.domain import Schedule
+from schedsvc.domain.models import Schedule
 from schedsvc.observability.metrics import CATCHUP_DECISIONS
 from schedsvc.timing.catchup import MISFIRE_GRACE_SECONDS, PlannedRun, Policy, plan_catchup
 

@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 
 from schedsvc.config import Settings
-from schedsvc.domain import describe_partitions
+from schedsvc.domain.rules import describe_partitions
 from schedsvc.observability.metrics import WHEEL_TIMERS
 from schedsvc.store.base import DueJobReader, FireRecorder, JobChangeFeed, LeaseStore, RunPublisher
 from schedsvc.timing.firing import FiringPipeline

@@ -8,8 +8,9 @@ import logging
 import time
 from collections.abc import Iterable, Mapping
 
-from schedsvc.domain import JobStatus, describe_partitions
 from schedsvc.domain.jobs import JobNotice, JobTiming
+from schedsvc.domain.models import JobStatus
+from schedsvc.domain.rules import describe_partitions
 from schedsvc.domain.time import from_ms, to_ms
 from schedsvc.observability.metrics import TIMING_DB_OPERATIONS, WHEEL_TIMERS
 from schedsvc.store.base import DueJobReader
