@@ -8,12 +8,16 @@ import textwrap
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
+import httpx
+import msgspec
 import pytest
 from tests.unit.samples import a_job
 
+from schedsvc.client import AsyncClient, Client, RequestRetry
 from schedsvc.client import _protocol as protocol
 from schedsvc.client.errors import ApiError, NotFoundError, PreconditionFailedError
 from schedsvc.domain.models import CronSchedule, JobCreate, JobPatch, NatsTarget
+from schedsvc.domain.wire import JobList
 
 SERVER_PACKAGES = ("litestar", "pymongo", "nats", "redis", "granian", "prometheus_client", "schedsvc._timing")
 
@@ -86,9 +90,48 @@ def test_problems_become_typed_errors_even_when_a_proxy_answered() -> None:
     assert isinstance(conflict, PreconditionFailedError) and conflict.fields == ["If-Match"]
 
 
-def test_the_sync_and_async_clients_offer_the_same_calls() -> None:
-    from schedsvc.client import AsyncClient, Client
+def test_the_next_page_is_the_same_query_from_the_cursor() -> None:
+    first = protocol.list_jobs("active", "t", None, 2, None, {"team": "a"})
+    following = protocol.next_page(first, JobList([a_job()], "c2"))
+    assert following is not None and following.params == {**first.params, "cursor": "c2"}
+    assert protocol.next_page(first, JobList([a_job()], None)) is None
 
+
+def _paged_service(sent: list[httpx.Request]) -> httpx.MockTransport:
+    """Two pages of jobs, the first after a 503 asking to come back at once."""
+    pages = {None: JobList([a_job(id="a")], "c2"), "c2": JobList([a_job(id="b")], None)}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        if len(sent) == 1:
+            return httpx.Response(503, headers={"Retry-After": "0"})
+        return httpx.Response(200, content=msgspec.json.encode(pages[request.url.params.get("cursor")]))
+
+    return httpx.MockTransport(answer)
+
+
+def test_the_sync_client_retries_and_follows_the_pages() -> None:
+    sent: list[httpx.Request] = []
+    http = httpx.Client(base_url="http://svc", transport=_paged_service(sent))
+    with Client(api_key="k", http=http, retry=RequestRetry(backoff_seconds=0)) as client:
+        assert [job.id for job in client.iter_jobs(tag="t", page_size=1)] == ["a", "b"]
+    assert [r.url.params.get("cursor") for r in sent] == [None, None, "c2"]
+    assert {r.headers["Authorization"] for r in sent} == {"Bearer k"}
+    assert not http.is_closed  # the caller's own client stays open
+    http.close()
+
+
+async def test_the_async_client_retries_and_follows_the_pages() -> None:
+    sent: list[httpx.Request] = []
+    http = httpx.AsyncClient(base_url="http://svc", transport=_paged_service(sent))
+    async with AsyncClient(api_key="k", http=http, retry=RequestRetry(backoff_seconds=0)) as client:
+        assert [job.id async for job in client.iter_jobs(tag="t", page_size=1)] == ["a", "b"]
+    assert [r.url.params.get("cursor") for r in sent] == [None, None, "c2"]
+    assert not http.is_closed
+    await http.aclose()
+
+
+def test_the_sync_and_async_clients_offer_the_same_calls() -> None:
     def calls(cls: type) -> set[str]:
         return {name for name in vars(cls) if not name.startswith("_")} - {"close", "aclose"}
 

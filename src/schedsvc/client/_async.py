@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import httpx
 
 from schedsvc.client import _protocol as protocol
-from schedsvc.client._protocol import DEFAULT_URL, USER_AGENT, Call, JobRef, RequestRetry
+from schedsvc.client._base import BaseClient
+from schedsvc.client._protocol import Call, JobRef, Page
 from schedsvc.domain.models import Job, JobCreate, JobPatch, JobStatus, Run, RunStatus, RunTrigger, Schedule
 from schedsvc.domain.tenants import TenantSettings, TenantSettingsPatch
 from schedsvc.domain.wire import (
@@ -26,37 +26,17 @@ from schedsvc.domain.wire import (
 )
 
 T = TypeVar("T")
+Item = TypeVar("Item")
 
 
-class AsyncClient:
+class AsyncClient(BaseClient[httpx.AsyncClient]):
     """The jobs API of one tenant (the owner of ``api_key``).
 
     Problems are raised as :class:`schedsvc.client.ApiError` subclasses; 429 and 503 are retried as
     ``retry`` says. Use as ``async with AsyncClient(url, key) as client: ...`` or call ``aclose()``.
     """
 
-    def __init__(
-        self,
-        base_url: str = DEFAULT_URL,
-        api_key: str | None = None,
-        *,
-        timeout: float = 10.0,
-        retry: RequestRetry | None = None,
-        http: httpx.AsyncClient | None = None,
-    ) -> None:
-        """``http``: a client of your own (proxies, TLS, transports) with its ``base_url`` set; ``base_url`` and
-        ``timeout`` are then its own, and ``aclose`` leaves it open."""
-        self.api_key = api_key
-        self.retry = retry or RequestRetry()
-        self._owns_http = http is None
-        self._http = http or httpx.AsyncClient(
-            base_url=base_url.rstrip("/"), timeout=timeout, headers={"User-Agent": USER_AGENT}
-        )
-
-    @classmethod
-    def from_env(cls, **kwargs: Any) -> AsyncClient:
-        """Where and who from ``SCHEDSVC_URL`` and ``SCHEDSVC_API_KEY`` (as ``schedsvc dev`` prints them)."""
-        return cls(os.environ.get("SCHEDSVC_URL", DEFAULT_URL), os.environ.get("SCHEDSVC_API_KEY"), **kwargs)
+    _http_type = httpx.AsyncClient
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -71,17 +51,23 @@ class AsyncClient:
             await self._http.aclose()
 
     async def _send(self, call: Call[T]) -> T:
-        headers = protocol.request_headers(call, self.api_key)
-        retries = 0
+        retries_done = 0
         while True:
-            response = await self._http.request(
-                call.operation.method, call.path, params=call.params, headers=headers, content=call.content
-            )
-            delay = self.retry.delay(response.status_code, response.headers, retries)
+            response = await self._http.send(self._request(call))
+            delay = self.retry.delay(response.status_code, response.headers, retries_done)
             if delay is None:
                 return protocol.read(call, response.status_code, response.headers, response.content)
-            retries += 1
+            retries_done += 1
             await asyncio.sleep(delay)
+
+    async def _each_item(self, call: Call[Page[Item]]) -> AsyncIterator[Item]:
+        """Every item of a list, page after page, as long as the protocol finds a next page."""
+        page_call: Call[Page[Item]] | None = call
+        while page_call is not None:
+            page = await self._send(page_call)
+            for item in page.items:
+                yield item
+            page_call = protocol.next_page(page_call, page)
 
     async def create_job(self, job: JobCreate, *, idempotency_key: str | None = None) -> Job:
         """Create a job. Retries reuse one ``Idempotency-Key``, so a job is created at most once."""
@@ -111,16 +97,8 @@ class AsyncClient:
         page_size: int = 100,
     ) -> AsyncIterator[Job]:
         """Every matching job, page after page, following ``nextCursor``."""
-        cursor: str | None = None
-        while True:
-            page = await self.list_jobs(
-                status=status, tag=tag, name=name, metadata=metadata, limit=page_size, cursor=cursor
-            )
-            for job in page.items:
-                yield job
-            if page.next_cursor is None:
-                return
-            cursor = page.next_cursor
+        async for job in self._each_item(protocol.list_jobs(status, tag, name, page_size, None, metadata)):
+            yield job
 
     async def get_job(self, job_id: str) -> Job:
         return await self._send(protocol.get_job(job_id))
@@ -167,14 +145,8 @@ class AsyncClient:
 
     async def iter_runs(self, job: JobRef, *, page_size: int = 100) -> AsyncIterator[Run]:
         """Every run of a job, newest first, following ``nextCursor``."""
-        cursor: str | None = None
-        while True:
-            page = await self.list_runs(job, limit=page_size, cursor=cursor)
-            for run in page.items:
-                yield run
-            if page.next_cursor is None:
-                return
-            cursor = page.next_cursor
+        async for run in self._each_item(protocol.list_job_runs(job, page_size, None)):
+            yield run
 
     async def list_tenant_runs(
         self,

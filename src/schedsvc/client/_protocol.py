@@ -1,6 +1,7 @@
 """The REST API as data, without I/O: its operations, the request each client method sends, how an answer
-is read, and when a refusal is worth retrying. The async and the sync client both drive this module, so
-the two cannot disagree; the test against ``/schema/openapi.json`` checks ``OPERATIONS`` against the
+is read, which page follows a page, and when a refusal is worth retrying. The async and the sync client
+both drive this module and only send and wait around it (``_base.py`` holds what else they share), so the
+two cannot disagree; the test against ``/schema/openapi.json`` checks ``OPERATIONS`` against the
 service's document.
 """
 
@@ -9,10 +10,10 @@ from __future__ import annotations
 import email.utils
 import time
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import quote
 
 import msgspec
@@ -38,6 +39,8 @@ from schedsvc.domain.wire import (
 )
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+Item_co = TypeVar("Item_co", covariant=True)
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 USER_AGENT = f"schedsvc-client/{__version__}"
@@ -122,26 +125,15 @@ OPERATIONS: dict[str, Operation] = {
 
 _ENCODER = msgspec.json.Encoder()
 _DECODERS: dict[type[Any], msgspec.json.Decoder[Any]] = {
-    t: msgspec.json.Decoder(t)
-    for t in (
-        Job,
-        JobList,
-        Run,
-        RunList,
-        RunAccepted,
-        RunRetryReport,
-        PreviewResponse,
-        BulkJobResult,
-        TenantSettings,
-        BackfillAccepted,
-    )
+    op.response: msgspec.json.Decoder(op.response) for op in OPERATIONS.values() if op.response is not None
 }
+"""One decoder per success body, built once from the operations' own response types."""
 _PROBLEM = msgspec.json.Decoder(Problem)
 
 
 @dataclass(frozen=True)
-class Call(Generic[T]):
-    """One request, ready to send; ``T`` is what a success answer decodes to."""
+class Call(Generic[T_co]):
+    """One request, ready to send; ``T_co`` is what a success answer decodes to."""
 
     operation: Operation
     path: str
@@ -154,8 +146,9 @@ JobRef = Job | str
 """A job, or its id. Given a ``Job``, conditional calls send ``If-Match`` with the version it holds."""
 
 
-def _path(op: Operation, job_id: str) -> str:
-    return op.path.replace("{job_id}", quote(job_id, safe=""))
+def _path(op: Operation, **ids: str) -> str:
+    """The operation's path with its ``{job_id}``/``{run_id}`` filled in, each id one path segment whatever it holds."""
+    return op.path.format_map({name: quote(value, safe="") for name, value in ids.items()})
 
 
 def _job_id(job: JobRef) -> str:
@@ -217,38 +210,38 @@ def bulk_action(op: Operation, selector: JobSelector, limit: int | None) -> Call
 
 
 def get_job(job_id: str) -> Call[Job]:
-    return Call(GET_JOB, _path(GET_JOB, job_id))
+    return Call(GET_JOB, _path(GET_JOB, job_id=job_id))
 
 
 def update_job(job: JobRef, changes: JobPatch, version: int | None) -> Call[Job]:
-    return Call(UPDATE_JOB, _path(UPDATE_JOB, _job_id(job)), {}, _if_match(job, version), _json(changes))
+    return Call(UPDATE_JOB, _path(UPDATE_JOB, job_id=_job_id(job)), {}, _if_match(job, version), _json(changes))
 
 
 def delete_job(job: JobRef, version: int | None) -> Call[None]:
-    return Call(DELETE_JOB, _path(DELETE_JOB, _job_id(job)), {}, _if_match(job, version))
+    return Call(DELETE_JOB, _path(DELETE_JOB, job_id=_job_id(job)), {}, _if_match(job, version))
 
 
 def pause_job(job: JobRef, version: int | None) -> Call[Job]:
-    return Call(PAUSE_JOB, _path(PAUSE_JOB, _job_id(job)), {}, _if_match(job, version))
+    return Call(PAUSE_JOB, _path(PAUSE_JOB, job_id=_job_id(job)), {}, _if_match(job, version))
 
 
 def resume_job(job: JobRef, version: int | None) -> Call[Job]:
-    return Call(RESUME_JOB, _path(RESUME_JOB, _job_id(job)), {}, _if_match(job, version))
+    return Call(RESUME_JOB, _path(RESUME_JOB, job_id=_job_id(job)), {}, _if_match(job, version))
 
 
 def run_job_now(job: JobRef) -> Call[RunAccepted]:
-    return Call(RUN_JOB_NOW, _path(RUN_JOB_NOW, _job_id(job)))
+    return Call(RUN_JOB_NOW, _path(RUN_JOB_NOW, job_id=_job_id(job)))
 
 
 def backfill_job(job: JobRef, first: datetime, last: datetime) -> Call[BackfillAccepted]:
     # Encoded as is rather than through ``BackfillRequest``, whose checks would raise here: the service
     # answers a bad range with a problem naming the field, as for every other body.
     body = _ENCODER.encode({"from": first, "to": last})
-    return Call(BACKFILL_JOB, _path(BACKFILL_JOB, _job_id(job)), {}, {}, body)
+    return Call(BACKFILL_JOB, _path(BACKFILL_JOB, job_id=_job_id(job)), {}, {}, body)
 
 
 def list_job_runs(job: JobRef, limit: int | None, cursor: str | None) -> Call[RunList]:
-    return Call(LIST_JOB_RUNS, _path(LIST_JOB_RUNS, _job_id(job)), _query(limit=limit, cursor=cursor))
+    return Call(LIST_JOB_RUNS, _path(LIST_JOB_RUNS, job_id=_job_id(job)), _query(limit=limit, cursor=cursor))
 
 
 def list_tenant_runs(
@@ -273,16 +266,12 @@ def list_tenant_runs(
     return Call(LIST_RUNS, LIST_RUNS.path, params)
 
 
-def _run_path(op: Operation, run_id: str) -> str:
-    return op.path.replace("{run_id}", quote(run_id, safe=""))
-
-
 def get_run(run_id: str) -> Call[Run]:
-    return Call(GET_RUN, _run_path(GET_RUN, run_id))
+    return Call(GET_RUN, _path(GET_RUN, run_id=run_id))
 
 
 def retry_run(run_id: str) -> Call[RunAccepted]:
-    return Call(RETRY_RUN, _run_path(RETRY_RUN, run_id))
+    return Call(RETRY_RUN, _path(RETRY_RUN, run_id=run_id))
 
 
 def retry_runs(
@@ -335,6 +324,26 @@ def read(call: Call[T], status: int, headers: Mapping[str, str], content: bytes)
         response = call.operation.response
         return None if response is None else _DECODERS[response].decode(content)  # type: ignore[return-value]
     raise problem_error(status, headers, content)
+
+
+class Page(Protocol[Item_co]):
+    """One page of a list answer (``JobList``, ``RunList``)."""
+
+    @property
+    def items(self) -> Sequence[Item_co]: ...
+
+    @property
+    def next_cursor(self) -> str | None: ...
+
+
+PageT = TypeVar("PageT", bound=Page[Any])
+
+
+def next_page(call: Call[PageT], page: PageT) -> Call[PageT] | None:
+    """The same list call for the page after ``page`` (its ``nextCursor``), or None when ``page`` was the last."""
+    if page.next_cursor is None:
+        return None
+    return replace(call, params={**call.params, "cursor": page.next_cursor})
 
 
 def problem_error(status: int, headers: Mapping[str, str], content: bytes) -> ApiError:

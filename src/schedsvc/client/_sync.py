@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import httpx
 
 from schedsvc.client import _protocol as protocol
-from schedsvc.client._protocol import DEFAULT_URL, USER_AGENT, Call, JobRef, RequestRetry
+from schedsvc.client._base import BaseClient
+from schedsvc.client._protocol import Call, JobRef, Page
 from schedsvc.domain.models import Job, JobCreate, JobPatch, JobStatus, Run, RunStatus, RunTrigger, Schedule
 from schedsvc.domain.tenants import TenantSettings, TenantSettingsPatch
 from schedsvc.domain.wire import (
@@ -26,37 +26,17 @@ from schedsvc.domain.wire import (
 )
 
 T = TypeVar("T")
+Item = TypeVar("Item")
 
 
-class Client:
+class Client(BaseClient[httpx.Client]):
     """The jobs API of one tenant (the owner of ``api_key``).
 
     Problems are raised as :class:`schedsvc.client.ApiError` subclasses; 429 and 503 are retried as
     ``retry`` says. Use as ``with Client(url, key) as client: ...`` or call ``close()``.
     """
 
-    def __init__(
-        self,
-        base_url: str = DEFAULT_URL,
-        api_key: str | None = None,
-        *,
-        timeout: float = 10.0,
-        retry: RequestRetry | None = None,
-        http: httpx.Client | None = None,
-    ) -> None:
-        """``http``: a client of your own (proxies, TLS, transports) with its ``base_url`` set; ``base_url`` and
-        ``timeout`` are then its own, and ``close`` leaves it open."""
-        self.api_key = api_key
-        self.retry = retry or RequestRetry()
-        self._owns_http = http is None
-        self._http = http or httpx.Client(
-            base_url=base_url.rstrip("/"), timeout=timeout, headers={"User-Agent": USER_AGENT}
-        )
-
-    @classmethod
-    def from_env(cls, **kwargs: Any) -> Client:
-        """Where and who from ``SCHEDSVC_URL`` and ``SCHEDSVC_API_KEY`` (as ``schedsvc dev`` prints them)."""
-        return cls(os.environ.get("SCHEDSVC_URL", DEFAULT_URL), os.environ.get("SCHEDSVC_API_KEY"), **kwargs)
+    _http_type = httpx.Client
 
     def __enter__(self) -> Client:
         return self
@@ -71,17 +51,22 @@ class Client:
             self._http.close()
 
     def _send(self, call: Call[T]) -> T:
-        headers = protocol.request_headers(call, self.api_key)
-        retries = 0
+        retries_done = 0
         while True:
-            response = self._http.request(
-                call.operation.method, call.path, params=call.params, headers=headers, content=call.content
-            )
-            delay = self.retry.delay(response.status_code, response.headers, retries)
+            response = self._http.send(self._request(call))
+            delay = self.retry.delay(response.status_code, response.headers, retries_done)
             if delay is None:
                 return protocol.read(call, response.status_code, response.headers, response.content)
-            retries += 1
+            retries_done += 1
             time.sleep(delay)
+
+    def _each_item(self, call: Call[Page[Item]]) -> Iterator[Item]:
+        """Every item of a list, page after page, as long as the protocol finds a next page."""
+        page_call: Call[Page[Item]] | None = call
+        while page_call is not None:
+            page = self._send(page_call)
+            yield from page.items
+            page_call = protocol.next_page(page_call, page)
 
     def create_job(self, job: JobCreate, *, idempotency_key: str | None = None) -> Job:
         """Create a job. Retries reuse one ``Idempotency-Key``, so a job is created at most once."""
@@ -111,13 +96,7 @@ class Client:
         page_size: int = 100,
     ) -> Iterator[Job]:
         """Every matching job, page after page, following ``nextCursor``."""
-        cursor: str | None = None
-        while True:
-            page = self.list_jobs(status=status, tag=tag, name=name, metadata=metadata, limit=page_size, cursor=cursor)
-            yield from page.items
-            if page.next_cursor is None:
-                return
-            cursor = page.next_cursor
+        yield from self._each_item(protocol.list_jobs(status, tag, name, page_size, None, metadata))
 
     def get_job(self, job_id: str) -> Job:
         return self._send(protocol.get_job(job_id))
@@ -164,13 +143,7 @@ class Client:
 
     def iter_runs(self, job: JobRef, *, page_size: int = 100) -> Iterator[Run]:
         """Every run of a job, newest first, following ``nextCursor``."""
-        cursor: str | None = None
-        while True:
-            page = self.list_runs(job, limit=page_size, cursor=cursor)
-            yield from page.items
-            if page.next_cursor is None:
-                return
-            cursor = page.next_cursor
+        yield from self._each_item(protocol.list_job_runs(job, page_size, None))
 
     def list_tenant_runs(
         self,
