@@ -14,12 +14,21 @@ COMMANDS = ("jobs", "runs", "settings")
 """``schedsvc``'s subcommands that call the API (``schedsvc.client.cli.run``)."""
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _command(commands: Any, name: str, text: str) -> argparse.ArgumentParser:
+    """A command that calls the API, with the flags every such command takes: where, who, and how to show."""
+    cmd: argparse.ArgumentParser = commands.add_parser(name, help=text)
     # Defaults are read when the command runs, not when it is parsed: `schedsvc` may fill them in from a
     # running `schedsvc dev` first.
-    parser.add_argument("--url", help=f"default: $SCHEDSVC_URL, else {DEFAULT_URL}")
-    parser.add_argument("--api-key", help="default: $SCHEDSVC_API_KEY")
-    parser.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    cmd.add_argument("--url", help=f"default: $SCHEDSVC_URL, else {DEFAULT_URL}")
+    cmd.add_argument("--api-key", help="default: $SCHEDSVC_API_KEY")
+    cmd.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    return cmd
+
+
+def _command_group(sub: Any, name: str, text: str) -> Any:
+    """``schedsvc NAME COMMAND``: the group's commands; ``cli.run`` reads the one chosen from ``NAME_command``."""
+    group = sub.add_parser(name, help=text)
+    return group.add_subparsers(dest=f"{name}_command", required=True, metavar="COMMAND")
 
 
 def _schedule_flags(parser: argparse.ArgumentParser) -> None:
@@ -75,11 +84,13 @@ def _selector_flags(cmd: argparse.ArgumentParser) -> None:
 
 def add_commands(sub: Any) -> None:
     """Register ``COMMANDS`` on ``schedsvc``'s subcommands."""
-    jobs = sub.add_parser("jobs", help="create, list, change and run jobs (the REST API)")
-    jsub = jobs.add_subparsers(dest="jobs_command", required=True, metavar="COMMAND")
+    _jobs_commands(_command_group(sub, "jobs", "create, list, change and run jobs (the REST API)"))
+    _runs_commands(_command_group(sub, "runs", "run history of jobs"))
+    _settings_commands(_command_group(sub, "settings", "the tenant's settings: default notify target, run retention"))
 
-    ls = jsub.add_parser("ls", help="list jobs")
-    _common(ls)
+
+def _jobs_commands(jobs: Any) -> None:
+    ls = _command(jobs, "ls", "list jobs")
     ls.add_argument("--status", choices=("active", "paused", "completed"))
     ls.add_argument("--tag")
     ls.add_argument("--name", help="name prefix")
@@ -89,52 +100,44 @@ def add_commands(sub: Any) -> None:
     ls.add_argument("--all", action="store_true", help="follow nextCursor to the last page")
 
     for name, text in (("get", "show a job"), ("run", "run a job now (a manual run)")):
-        cmd = jsub.add_parser(name, help=text)
-        _common(cmd)
-        cmd.add_argument("job_id")
+        _command(jobs, name, text).add_argument("job_id")
     for name, text in (("pause", "pause"), ("resume", "resume"), ("rm", "delete")):
-        cmd = jsub.add_parser(name, help=f"{text} a job, or every job matching --tag/--name-prefix/--status/--meta")
-        _common(cmd)
+        cmd = _command(jobs, name, f"{text} a job, or every job matching --tag/--name-prefix/--status/--meta")
         cmd.add_argument("job_id", nargs="?")
         _version_flag(cmd)
         _selector_flags(cmd)
 
-    create = jsub.add_parser("create", help="create a job from flags or a JSON/YAML file")
-    _common(create)
+    create = _command(jobs, "create", "create a job from flags or a JSON/YAML file")
     create.add_argument("-f", "--file", help="the job as JSON or YAML (the POST /jobs body); '-' reads stdin")
     _job_flags(create)
     create.add_argument("--paused", action="store_true", help="create it paused")
     create.add_argument("--idempotency-key", help="make re-running this command safe (default: one per command)")
 
-    edit = jsub.add_parser("edit", help="change a job: only the fields given change")
-    _common(edit)
+    edit = _command(jobs, "edit", "change a job: only the fields given change")
     edit.add_argument("job_id")
     edit.add_argument("-f", "--file", help="the changes as JSON or YAML (the PATCH body); '-' reads stdin")
     _job_flags(edit)
     edit.add_argument("--no-notify", action="store_true", help="remove the job's notify (the tenant's applies)")
     _version_flag(edit)
 
-    backfill = jsub.add_parser("backfill", help="run the job's past fires in a range (recorded as backfill runs)")
-    _common(backfill)
+    backfill = _command(jobs, "backfill", "run the job's past fires in a range (recorded as backfill runs)")
     backfill.add_argument("job_id")
     backfill.add_argument("--from", dest="first", required=True, metavar="INSTANT", help="first fire (RFC 3339)")
     backfill.add_argument("--to", dest="last", required=True, metavar="INSTANT", help="last fire, in the past")
 
-    _runs_flags(jsub.add_parser("runs", help="a job's runs, newest first (as `schedsvc runs ls`)"))
+    _runs_flags(_command(jobs, "runs", "a job's runs, newest first (as `schedsvc runs ls`)"))
 
-    preview = jsub.add_parser("preview", help="the next fires of a schedule")
-    _common(preview)
+    preview = _command(jobs, "preview", "the next fires of a schedule")
     _schedule_flags(preview)
     preview.add_argument("-f", "--file", help="the schedule as JSON or YAML")
     preview.add_argument("--count", type=int, default=10)
     preview.add_argument("--after", help="fires after this RFC 3339 instant (default: now)")
 
-    runs_cmd = sub.add_parser("runs", help="run history of jobs")
-    rsub = runs_cmd.add_subparsers(dest="runs_command", required=True, metavar="COMMAND")
-    _runs_flags(rsub.add_parser("ls", help="a job's runs, newest first"))
 
-    retry = rsub.add_parser("retry", help="retry failed runs on demand: RUN_ID, or --failed runs matching the flags")
-    _common(retry)
+def _runs_commands(runs: Any) -> None:
+    _runs_flags(_command(runs, "ls", "a job's runs, newest first"))
+
+    retry = _command(runs, "retry", "retry failed runs on demand: RUN_ID, or --failed runs matching the flags")
     retry.add_argument("run_id", nargs="?", metavar="RUN_ID", help="retry this failed run: one more attempt")
     retry.add_argument("--failed", action="store_true", help="retry the failed runs that match the flags below")
     retry.add_argument("--job", help="only this job's failed runs")
@@ -146,11 +149,10 @@ def add_commands(sub: Any) -> None:
     retry.add_argument("--all", action="store_true", help="follow nextCursor: every matching failed run")
     retry.add_argument("--idempotency-key", help="make re-running this command safe (one batch only)")
 
-    settings = sub.add_parser("settings", help="the tenant's settings: default notify target, run retention")
-    ssub = settings.add_subparsers(dest="settings_command", required=True, metavar="COMMAND")
-    _common(ssub.add_parser("show", help="the settings that apply to every job of the tenant"))
-    change = ssub.add_parser("set", help="change the settings given; the others stay")
-    _common(change)
+
+def _settings_commands(settings: Any) -> None:
+    _command(settings, "show", "the settings that apply to every job of the tenant")
+    change = _command(settings, "set", "change the settings given; the others stay")
     _notify_flags(change, "default notification target (jobs without notify of their own)")
     change.add_argument("--no-notify", action="store_true", help="no default notification target")
     change.add_argument("--run-retention-days", type=int, metavar="N", help="days runs are kept after they end")
@@ -158,7 +160,6 @@ def add_commands(sub: Any) -> None:
 
 
 def _runs_flags(parser: argparse.ArgumentParser) -> None:
-    _common(parser)
     parser.add_argument("job_id")
     parser.add_argument("--limit", type=int, default=20, help="page size (1-500)")
     parser.add_argument("--cursor")
