@@ -22,6 +22,9 @@ from schedsvc.domain.signing import ID_HEADER, TIMESTAMP_HEADER, decode_secret, 
 ATTEMPT_HEADER = "x-schedsvc-attempt"
 DEFAULT_TOLERANCE_SECONDS = 5 * 60
 
+Headers = Mapping[str, str] | Iterable[tuple[bytes, bytes]]
+"""A request's headers as a receiver has them: any mapping (names in any case), or ASGI ``scope["headers"]``."""
+
 
 class InvalidDeliveryError(SchedsvcError, PermissionError):
     """The request is not a recent delivery signed with one of your secrets: answer 401 and drop it."""
@@ -43,7 +46,7 @@ class Delivery:
 
 
 def verify_delivery(
-    headers: Mapping[str, str] | Iterable[tuple[bytes, bytes]],
+    headers: Headers,
     body: bytes,
     secrets: Iterable[str],
     *,
@@ -56,24 +59,23 @@ def verify_delivery(
     ``body``: the raw bytes as received, before any JSON parsing; ``secrets``: your tenant's current
     secrets (``whsec_...``); several during a rotation. Raises ``InvalidDeliveryError`` otherwise.
     """
-    lowered = _lowercase(headers)
-    sent = _verified_timestamp(lowered, body, secrets, tolerance_seconds, now)
-    run_id = lowered[ID_HEADER]
+    signed = _verified(headers, body, secrets, tolerance_seconds, now)
+    run_id = signed.headers[ID_HEADER]
     job_id, _, scheduled_ms = run_id.rpartition(":")
     if not job_id or not scheduled_ms.isdigit():
         raise InvalidDeliveryError("webhook-id is not a schedsvc run id")
-    attempt = lowered.get(ATTEMPT_HEADER, "0")
+    attempt = signed.headers.get(ATTEMPT_HEADER, "0")
     return Delivery(
         run_id=run_id,
         job_id=job_id,
         scheduled_at=datetime.fromtimestamp(int(scheduled_ms) / 1000, UTC),
         attempt=int(attempt) if attempt.isdigit() else 0,
-        sent_at=datetime.fromtimestamp(sent, UTC),
+        sent_at=datetime.fromtimestamp(signed.sent, UTC),
     )
 
 
 def verify_notification(
-    headers: Mapping[str, str] | Iterable[tuple[bytes, bytes]],
+    headers: Headers,
     body: bytes,
     secrets: Iterable[str],
     *,
@@ -83,20 +85,31 @@ def verify_notification(
     """A notification (a run failed for good, a job recovered, fires missed), once its signature and
     timestamp check out; the same arguments and errors as :func:`verify_delivery`. Its ``id`` (also the
     signed ``webhook-id``) is unique per event: drop a notification whose id you have seen."""
-    lowered = _lowercase(headers)
-    _verified_timestamp(lowered, body, secrets, tolerance_seconds, now)
+    signed = _verified(headers, body, secrets, tolerance_seconds, now)
     try:
         notification = msgspec.json.decode(body, type=Notification)
     except msgspec.DecodeError as exc:
         raise InvalidDeliveryError(f"the body is not a schedsvc notification: {exc}") from None
-    if notification.id != lowered[ID_HEADER]:
+    if notification.id != signed.headers[ID_HEADER]:
         raise InvalidDeliveryError("webhook-id does not match the notification's id")
     return notification
 
 
-def _verified_timestamp(
-    lowered: Mapping[str, str], body: bytes, secrets: Iterable[str], tolerance_seconds: float, now: float | None
-) -> int:
+@dataclass(frozen=True)
+class _SignedRequest:
+    """A request whose signature and timestamp checked out: what every verifier reads a delivery from."""
+
+    headers: dict[str, str]
+    """Names lowercased."""
+    sent: int
+    """``webhook-timestamp``: when it was signed and sent (Unix seconds)."""
+
+
+def _verified(
+    headers: Headers, body: bytes, secrets: Iterable[str], tolerance_seconds: float, now: float | None
+) -> _SignedRequest:
+    """The request, once signed with one of ``secrets`` and sent within ``tolerance_seconds`` of ``now``."""
+    lowered = _lowercase(headers)
     keys = [decode_secret(secret) for secret in secrets]
     if not verify(keys, lowered, body):
         raise InvalidDeliveryError("the webhook signature does not match any of the secrets")
@@ -105,10 +118,10 @@ def _verified_timestamp(
     if abs(current - sent) > tolerance_seconds:
         # Each attempt is signed when it is sent, so only a replayed capture is this old (or from the future).
         raise InvalidDeliveryError(f"the webhook timestamp is more than {tolerance_seconds:g}s away from now")
-    return sent
+    return _SignedRequest(lowered, sent)
 
 
-def _lowercase(headers: Mapping[str, str] | Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+def _lowercase(headers: Headers) -> dict[str, str]:
     if isinstance(headers, Mapping):
         return {str(k).lower(): str(v) for k, v in headers.items()}
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in headers}
