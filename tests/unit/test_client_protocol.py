@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
 import textwrap
@@ -137,3 +138,15 @@ def test_the_sync_and_async_clients_offer_the_same_calls() -> None:
 
     assert calls(Client) == calls(AsyncClient)
     assert {"create_job", "iter_jobs", "iter_runs", "preview_schedule", "run_job_now"} <= calls(Client)
+
+
+@pytest.mark.parametrize("name", sorted({n for n in vars(Client) if not n.startswith("_")} - {"close"}))
+def test_each_async_call_is_its_sync_twin_awaited(name: str) -> None:
+    """The twins each declare the public calls (typed Python cannot derive one from the other); this keeps
+    the two declarations one contract: the same parameters, the same documentation, the same answer."""
+    blocking, awaited = getattr(Client, name), getattr(AsyncClient, name)
+    assert inspect.signature(blocking).parameters == inspect.signature(awaited).parameters
+    assert blocking.__doc__ == awaited.__doc__
+    answer = inspect.signature(blocking).return_annotation
+    assert inspect.signature(awaited).return_annotation == answer.replace("Iterator[", "AsyncIterator[")
+    assert inspect.iscoroutinefunction(awaited) or inspect.isasyncgenfunction(awaited)
