@@ -133,7 +133,8 @@ _PROBLEM = msgspec.json.Decoder(Problem)
 
 @dataclass(frozen=True)
 class Call(Generic[T_co]):
-    """One request, ready to send; ``T_co`` is what a success answer decodes to."""
+    """One request, ready to send; ``T_co`` is what a success answer decodes to (covariant, so that a
+    ``Call[JobList]`` is a ``Call[Page[Job]]`` for the clients' page following)."""
 
     operation: Operation
     path: str
