@@ -17,7 +17,6 @@ from pymongo import ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from schedsvc import names
-from schedsvc.config import Settings
 from schedsvc.domain.errors import InvalidCursorError
 from schedsvc.domain.models import Run, RunStatus, RunTrigger, run_id
 from schedsvc.domain.time import from_ms, to_ms
@@ -32,11 +31,9 @@ MAX_PAGE = 500
 class MongoRunHistory:
     """Reads a tenant's runs (its jobs may be gone) and reopens failed ones for a retry on demand."""
 
-    def __init__(
-        self, db: AsyncDatabase[dict[str, Any]], settings: Settings, retention: RunRetention | None = None
-    ) -> None:
+    def __init__(self, db: AsyncDatabase[dict[str, Any]], retention: RunRetention) -> None:
         self._runs = db[names.RUNS]
-        self._retention = retention or RunRetention(None, settings)
+        self._retention = retention
 
     async def list_for_job(
         self, tenant: str, job_id: str, limit: int, cursor: str | None

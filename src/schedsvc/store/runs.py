@@ -17,7 +17,6 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from schedsvc import names
-from schedsvc.config import Settings
 from schedsvc.domain.jobs import JobForRun
 from schedsvc.domain.models import RunMessage, RunStatus, run_id
 from schedsvc.domain.runs import AttemptRecord, BufferedFire, RunState, scheduled_at
@@ -32,15 +31,11 @@ from schedsvc.store.run_slots import MongoJobSlots
 class MongoRunStore:
     """The run ledger as execution uses it: claims, leases, outcomes, the job slot and the job's lastRun."""
 
-    def __init__(
-        self, db: AsyncDatabase[dict[str, Any]], settings: Settings, retention: RunRetention | None = None
-    ) -> None:
+    def __init__(self, db: AsyncDatabase[dict[str, Any]], retention: RunRetention) -> None:
         self._runs = db[names.RUNS]
         self._job_side = MongoRunJobs(db)
         self._slots = MongoJobSlots(db)
-        # Per tenant (its own runRetentionDays within the operator's maximum); without a reader of tenant
-        # settings, the deployment's default.
-        self._retention = retention or RunRetention(None, settings)
+        self._retention = retention
 
     async def job_for_run(self, job_id: str) -> JobForRun | None:
         """The job's current target and policies, or None when the job no longer exists (the job side's)."""
