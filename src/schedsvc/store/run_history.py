@@ -38,10 +38,6 @@ class MongoRunHistory:
     async def list_for_job(
         self, tenant: str, job_id: str, limit: int, cursor: str | None
     ) -> tuple[list[Run], str | None]:
-        """One page of a job's runs, newest first (by scheduled instant, then id), and the next cursor.
-
-        Raises :class:`InvalidCursorError` for a cursor this method did not return.
-        """
         limit = max(1, min(limit, MAX_PAGE))
         query: dict[str, Any] = {"jobId": job_id, "tenant": tenant}
         if cursor is not None:
@@ -55,7 +51,6 @@ class MongoRunHistory:
         return page, next_cursor
 
     async def get(self, tenant: str, rid: str) -> Run | None:
-        """One run of the tenant (its job may be gone), or None."""
         doc = await self._runs.find_one({"_id": rid, "tenant": tenant})
         return None if doc is None else read_run(doc)
 
@@ -71,11 +66,6 @@ class MongoRunHistory:
         scheduled_from: datetime | None = None,
         scheduled_to: datetime | None = None,
     ) -> tuple[list[Run], str | None]:
-        """One page of the tenant's runs across its jobs (deleted ones too), newest first, and the next
-        cursor. Filters combine; ``scheduled_from`` is inclusive, ``scheduled_to`` exclusive.
-
-        Raises :class:`InvalidCursorError` for a cursor this method did not return.
-        """
         limit = max(1, min(limit, MAX_PAGE))
         query: dict[str, Any] = {"tenant": tenant}
         if statuses:
@@ -110,12 +100,7 @@ class MongoRunHistory:
         return page, next_cursor
 
     async def reopen_for_retry(self, tenant: str, rid: str, now: datetime, max_retries: int) -> Run | str:
-        """Reopen a failed run of the tenant for one more attempt (a retry on demand).
-
-        Returns the reopened run, or why not: ``missing`` (no such run of this tenant), ``not_failed``,
-        ``exhausted`` (``max_retries`` reached) or ``changed`` (another request got there first). One
-        conditional write on the state read, so two concurrent requests reopen it once.
-        """
+        """One conditional write on the state read, so two concurrent requests reopen it once."""
         doc = await self._runs.find_one(
             {"_id": rid, "tenant": tenant}, {"status": 1, "attempts": 1, "retriesOnDemand": 1}
         )

@@ -42,7 +42,6 @@ class MongoRunStore:
         return await self._job_side.job_for_run(job_id)
 
     async def state(self, rid: str) -> RunState | None:
-        """The run's status and attempt count, or None when no attempt was recorded yet."""
         doc = await self._runs.find_one(
             {"_id": rid}, {"status": 1, "attempts": 1, "leaseUntil": 1, "nextAttemptAt": 1, "attemptLimit": 1}
         )
@@ -59,11 +58,6 @@ class MongoRunStore:
     async def claim_attempt(
         self, message: RunMessage, expected_attempts: int, now: datetime, lease_until: datetime
     ) -> int | None:
-        """Record that attempt ``expected_attempts + 1`` starts now; None if another worker got there first.
-
-        The write is conditional on the attempt count the caller read, on the run not being final and on no
-        live lease, so exactly one of several workers holding the same message may call the target.
-        """
         rid = run_id(message.job_id, message.scheduled_ms)
         attempt = expected_attempts + 1
         # Flat conditions beside the _id equality (no top-level $or/$and), so every server answers them
@@ -105,7 +99,6 @@ class MongoRunStore:
         )
 
     async def record_retry(self, rid: str, attempt: int, record: AttemptRecord, next_attempt_at: datetime) -> None:
-        """The attempt failed and a retry is scheduled: back to ``queued`` with the attempt's outcome."""
         await self._runs.update_one(
             {"_id": rid, "attempts": attempt, "status": {"$nin": FINAL}},
             {
@@ -120,7 +113,6 @@ class MongoRunStore:
         )
 
     async def release_interrupted(self, rid: str, attempt: int, error: str) -> None:
-        """The worker stops mid-attempt (shutdown): the attempt counts, the run waits for redelivery."""
         await self._runs.update_one(
             {"_id": rid, "attempts": attempt, "status": RunStatus.RUNNING.value},
             {
@@ -143,11 +135,6 @@ class MongoRunStore:
         now: datetime,
         error: str | None = None,
     ) -> bool:
-        """Record the final status; False when the run was already final (nothing is changed then).
-
-        ``record`` is the last attempt's outcome, or None when no attempt was made now (skipped, or no
-        attempts left after an interrupted one: the previous outcome fields are kept).
-        """
         rid = run_id(message.job_id, message.scheduled_ms)
         retention = await self._retention.of(message.tenant)
         fields: dict[str, Any] = {

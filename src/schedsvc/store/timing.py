@@ -49,7 +49,6 @@ class MongoTimingStore:
         self._on_missed = on_missed
 
     async def cluster_partitions(self, default: int) -> int:
-        """The partition count recorded for the cluster (recording ``default`` if none is yet)."""
         await self._meta.update_one(
             {"_id": names.META_CLUSTER_ID}, {"$setOnInsert": {"partitions": default}}, upsert=True
         )
@@ -73,7 +72,6 @@ class MongoTimingStore:
             yield batch
 
     async def jobs_by_id(self, job_ids: Sequence[str]) -> list[JobTiming]:
-        """The timing view of these jobs (missing ones are absent: deleted)."""
         found = self._jobs.find({job_codec.ID: {"$in": list(job_ids)}}, job_codec.TIMING_PROJECTION)
         return [job for job in [_read(doc) async for doc in found] if job is not None]
 
