@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from schedsvc.bus.consumers import Delivery, PullSubscription
@@ -19,6 +20,7 @@ log = logging.getLogger(__name__)
 D = TypeVar("D", bound=Delivery[Any])
 
 
+@dataclass(eq=False)
 class DeliveryPump(Generic[D]):
     """Fetches while fewer than ``capacity`` deliveries are in flight and hands each to ``handle`` in a task.
 
@@ -26,32 +28,23 @@ class DeliveryPump(Generic[D]):
     ``fetch_timeout`` bounds); :meth:`drain` then waits for the tasks in flight.
     """
 
-    def __init__(
-        self,
-        subscription: PullSubscription[Any, D],
-        handle: Callable[[D], Coroutine[Any, Any, None]],
-        *,
-        capacity: int,
-        batch_max: int,
-        fetch_timeout: float,
-        error_pause: float,
-        what: str,
-        hand_back_when_stopping: bool = False,
-    ) -> None:
-        self._subscription = subscription
-        self._handle = handle
-        self._capacity = capacity
-        self._batch_max = batch_max
-        self._fetch_timeout = fetch_timeout
-        self._error_pause = error_pause
-        self._what = what
-        """What is fetched, for the log."""
-        self._hand_back_when_stopping = hand_back_when_stopping
-        """Put back at once (nak, no delay) what a fetch returns after stopping began, rather than handle it."""
-        self._inflight: set[asyncio.Task[None]] = set()
-        self._slot_freed = asyncio.Event()
-        self._loop: asyncio.Task[None] | None = None
-        self._stopping = False
+    subscription: PullSubscription[Any, D]
+    handle: Callable[[D], Coroutine[Any, Any, None]]
+    capacity: int
+    """Deliveries in flight at most."""
+    batch_max: int
+    """Messages one fetch asks for at most."""
+    fetch_timeout: float
+    error_pause: float
+    """How long to wait after a failed fetch before the next."""
+    what: str
+    """What is fetched, for the log."""
+    hand_back_when_stopping: bool = False
+    """Put back at once (nak, no delay) what a fetch returns after stopping began, rather than handle it."""
+    _inflight: set[asyncio.Task[None]] = field(default_factory=set, init=False)
+    _slot_freed: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    _loop: asyncio.Task[None] | None = field(default=None, init=False)
+    _stopping: bool = field(default=False, init=False)
 
     @property
     def fetching(self) -> bool:
@@ -82,23 +75,23 @@ class DeliveryPump(Generic[D]):
 
     async def _fetch_loop(self) -> None:
         while not self._stopping:
-            free = self._capacity - len(self._inflight)
+            free = self.capacity - len(self._inflight)
             if free <= 0:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
                 continue
             try:
-                deliveries = await self._subscription.fetch(min(free, self._batch_max), self._fetch_timeout)
+                deliveries = await self.subscription.fetch(min(free, self.batch_max), self.fetch_timeout)
             except Exception:
-                log.warning("fetching %s failed; retrying", self._what, exc_info=True)
-                await asyncio.sleep(self._error_pause)
+                log.warning("fetching %s failed; retrying", self.what, exc_info=True)
+                await asyncio.sleep(self.error_pause)
                 continue
             for delivery in deliveries:
-                if self._stopping and self._hand_back_when_stopping:
+                if self._stopping and self.hand_back_when_stopping:
                     with contextlib.suppress(Exception):
                         await delivery.nak()
                     continue
-                task = asyncio.create_task(self._handle(delivery))
+                task = asyncio.create_task(self.handle(delivery))
                 self._inflight.add(task)
                 task.add_done_callback(self._on_done)
 
