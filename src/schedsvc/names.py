@@ -46,7 +46,7 @@ class Names:
 
     def run_subject(self, partition: int) -> str:
         """Subject of a run message; the partition spreads messages over subjects for observability."""
-        return f"{self.prefix}.runs.{partition}"
+        return f"{self.run_subject_root}.{partition}"
 
     @property
     def dead_letter_subject(self) -> str:

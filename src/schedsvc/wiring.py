@@ -105,10 +105,7 @@ class Adapters:
         if bus is not None:
             await retention.follow(bus)  # a tenant's new runRetentionDays applies at once on every replica
         timing = MongoTimingStore(
-            db,
-            settings.run_retention_days,
-            retention=retention,
-            on_missed=NotificationReporter(bus).missed if bus is not None else None,
+            db, retention, on_missed=NotificationReporter(bus).missed if bus is not None else None
         )
         partitions = await timing.cluster_partitions(settings.partitions)
         if partitions != settings.partitions:
@@ -124,8 +121,8 @@ class Adapters:
             jobs=MongoJobStore(db, partitions, replies, on_change=announce),
             timing=timing,
             leases=MongoLeaseStore(db),
-            runs=MongoRunStore(db, settings, retention),
-            run_history=MongoRunHistory(db, settings, retention),
+            runs=MongoRunStore(db, retention),
+            run_history=MongoRunHistory(db, retention),
             replies=replies,
             tenants=tenants,
             retention=retention,

@@ -46,6 +46,7 @@ from schedsvc.job_service.runs import MAX_RETRIES_ON_DEMAND
 from schedsvc.names import Names
 from schedsvc.observability.logging import JsonFormatter
 from schedsvc.store import MongoTenantStore, connect, database
+from schedsvc.store.retention import RunRetention
 from schedsvc.store.run_history import MongoRunHistory
 from schedsvc.store.runs import MongoRunStore
 from schedsvc.testing import Call, Reply, WebhookReceiver, delete_run_streams, drop_database
@@ -335,7 +336,8 @@ async def test_every_attempt_is_kept_in_the_run_history(mongo_db, bus, services,
     rid = await fire(bus, job_id)
     assert (await final_run(mongo_db, rid))["status"] == "succeeded"
 
-    run = await MongoRunHistory(mongo_db, fast).get(TENANT, rid)
+    history = MongoRunHistory(mongo_db, RunRetention(None, fast))
+    run = await history.get(TENANT, rid)
     assert run is not None and run.attempts == 3 and run.http_status == 200
     first, second, third = run.attempt_history
     assert [a.number for a in run.attempt_history] == [1, 2, 3]
@@ -352,7 +354,7 @@ async def test_every_attempt_is_kept_in_the_run_history(mongo_db, bus, services,
         assert abs((attempt.duration_ms or 0) - measured) <= 1  # stored instants are whole milliseconds
         assert attempt.next_retry_at - attempt.finished_at >= timedelta(seconds=0.19)  # the policy's backoff
     assert second.duration_ms is not None and second.duration_ms >= 450
-    assert await MongoRunHistory(mongo_db, fast).get("other", rid) is None  # another tenant sees nothing
+    assert await history.get("other", rid) is None  # another tenant sees nothing
 
 
 async def test_success_statuses_override_2xx(mongo_db, bus, services, server) -> None:  # type: ignore[no-untyped-def]
@@ -961,7 +963,7 @@ async def test_many_runs_with_bounded_concurrency(mongo_db, bus, services, serve
 
 
 async def test_run_history_pages(mongo_db, fast) -> None:  # type: ignore[no-untyped-def]
-    store = MongoRunHistory(mongo_db, fast)
+    store = MongoRunHistory(mongo_db, RunRetention(None, fast))
     job_id = str(ObjectId())
     base = 1_700_000_000_000
     for i in range(5):

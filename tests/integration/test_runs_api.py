@@ -28,6 +28,7 @@ from schedsvc.job_service.runs import MAX_RETRIES_ON_DEMAND
 from schedsvc.names import Names
 from schedsvc.store import connect
 from schedsvc.store.replies import request_hash
+from schedsvc.store.retention import RunRetention
 from schedsvc.store.runs import MongoRunStore
 from schedsvc.testing import delete_run_streams
 
@@ -88,7 +89,7 @@ async def record_run(
     api: Api, tenant: str, job_id: str, scheduled: datetime, outcome: str, trigger: str = "scheduled"
 ) -> str:
     """A run written the way execution writes it (claims, failed attempts, final status)."""
-    store = MongoRunStore(api.db, api.settings)
+    store = MongoRunStore(api.db, RunRetention(None, api.settings))
     ms = int(scheduled.timestamp() * 1000)
     message = RunMessage(job_id, tenant, ms, ms, trigger, 1)
     now = datetime.now(UTC)

@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import msgspec
 from nats.aio.msg import Msg
@@ -17,36 +19,60 @@ from schedsvc.domain.notifications import NotificationMessage
 
 log = logging.getLogger(__name__)
 
+M = TypeVar("M")
+D = TypeVar("D", bound="Delivery[Any]")
+
 _decode_run = msgspec.msgpack.Decoder(RunMessage).decode
 _decode_notification = msgspec.json.Decoder(NotificationMessage).decode
 
 
 @dataclass(slots=True)
-class RunDelivery:
-    """One run message handed to a worker, with the JetStream acknowledgement operations."""
+class Delivery(Generic[M]):
+    """One message handed out by a pull consumer, decoded, with its JetStream acknowledgement operations."""
 
-    message: RunMessage
+    message: M
     num_delivered: int
     _msg: Msg
 
     async def ack(self) -> None:
-        await self._msg.ack_sync()
+        await self._msg.ack()
 
     async def nak(self, delay_seconds: float | None = None) -> None:
         await self._msg.nak(delay=delay_seconds)
+
+
+class RunDelivery(Delivery[RunMessage]):
+    """One run message handed to a worker."""
+
+    __slots__ = ()
+
+    async def ack(self) -> None:
+        await self._msg.ack_sync()  # waits for the server's confirmation
 
     async def in_progress(self) -> None:
         """Extend the ack deadline of a long run."""
         await self._msg.in_progress()
 
 
-class RunSubscription:
-    """A durable pull consumer shared by all execution workers."""
+class NotificationDelivery(Delivery[NotificationMessage]):
+    """One notification handed to a sender."""
 
-    def __init__(self, psub: object) -> None:
+    __slots__ = ()
+
+
+class PullSubscription(Generic[M, D]):
+    """A durable pull consumer: fetches batches, decodes them, and terminates what does not decode."""
+
+    def __init__(
+        self, psub: object, decode: Callable[[bytes], M], deliver: Callable[[M, int, Msg], D], what: str
+    ) -> None:
         self._psub = psub
+        self._decode = decode
+        self._deliver = deliver
+        self._what = what
+        """What one message is, for the log."""
 
-    async def fetch(self, batch: int, timeout: float) -> list[RunDelivery]:
+    async def fetch(self, batch: int, timeout: float) -> list[D]:
         try:
             msgs: list[Msg] = await self._psub.fetch(batch, timeout=timeout)  # type: ignore[attr-defined]
         except (NatsTimeoutError, TimeoutError):  # a batch fetch raises the builtin one
@@ -54,13 +80,23 @@ class RunSubscription:
         deliveries = []
         for m in msgs:
             try:
-                message = _decode_run(m.data)
+                message = self._decode(m.data)
             except msgspec.DecodeError:
-                log.error("dropping undecodable run message on %s", m.subject)
+                log.error("dropping an undecodable %s on %s", self._what, m.subject)
                 await m.term()
                 continue
-            deliveries.append(RunDelivery(message, m.metadata.num_delivered, m))
+            deliveries.append(self._deliver(message, m.metadata.num_delivered, m))
         return deliveries
+
+    async def close(self) -> None:
+        await self._psub.unsubscribe()  # type: ignore[attr-defined]
+
+
+class RunSubscription(PullSubscription[RunMessage, RunDelivery]):
+    """The durable pull consumer of the run stream, shared by all execution workers."""
+
+    def __init__(self, psub: object) -> None:
+        super().__init__(psub, _decode_run, RunDelivery, "run message")
 
     async def pending(self) -> int:
         info = await self._psub.consumer_info()  # type: ignore[attr-defined]
@@ -95,44 +131,9 @@ class RunSubscription:
                 handed += 1
         return handed
 
-    async def close(self) -> None:
-        await self._psub.unsubscribe()  # type: ignore[attr-defined]
 
-
-@dataclass(slots=True)
-class NotificationDelivery:
-    """One notification handed to a sender, with its acknowledgement operations."""
-
-    message: NotificationMessage
-    num_delivered: int
-    _msg: Msg
-
-    async def ack(self) -> None:
-        await self._msg.ack()
-
-    async def nak(self, delay_seconds: float | None = None) -> None:
-        await self._msg.nak(delay=delay_seconds)
-
-
-class NotificationSubscription:
+class NotificationSubscription(PullSubscription[NotificationMessage, NotificationDelivery]):
     """The durable pull consumer of the notification stream, shared by every sender."""
 
     def __init__(self, psub: object) -> None:
-        self._psub = psub
-
-    async def fetch(self, batch: int, timeout: float) -> list[NotificationDelivery]:
-        try:
-            msgs: list[Msg] = await self._psub.fetch(batch, timeout=timeout)  # type: ignore[attr-defined]
-        except (NatsTimeoutError, TimeoutError):
-            return []
-        deliveries = []
-        for m in msgs:
-            try:
-                deliveries.append(NotificationDelivery(_decode_notification(m.data), m.metadata.num_delivered, m))
-            except msgspec.DecodeError:
-                log.error("dropping an undecodable notification on %s", m.subject)
-                await m.term()
-        return deliveries
-
-    async def close(self) -> None:
-        await self._psub.unsubscribe()  # type: ignore[attr-defined]
+        super().__init__(psub, _decode_notification, NotificationDelivery, "notification")

@@ -296,8 +296,6 @@ class NatsRunBus:
             log.warning("could not announce a job change; timing will see it on its next scan")
 
     async def job_changes(self, handler: Callable[[JobNotice], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
-        """Call ``handler`` for every announced change; returns an unsubscribe."""
-
         async def on_msg(msg: Msg) -> None:
             try:
                 await handler(_decode_notice(msg.data))

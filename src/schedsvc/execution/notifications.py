@@ -36,6 +36,7 @@ from schedsvc.domain.signing import signature_headers
 from schedsvc.domain.targets import notification_problems
 from schedsvc.domain.time import from_ms
 from schedsvc.domain.timing import MissedFire
+from schedsvc.execution._pump import DeliveryPump
 from schedsvc.execution._tenants import TenantDirectory
 from schedsvc.execution.addresses import AddressRefusedError, GuardedTransport
 from schedsvc.execution.targets import USER_AGENT
@@ -144,10 +145,7 @@ class NotificationSender:
         self._tenants = tenants
         self._subscription: NotificationSubscription | None = None
         self._client: httpx.AsyncClient | None = None
-        self._loop: asyncio.Task[None] | None = None
-        self._sends: set[asyncio.Task[None]] = set()
-        self._slot_freed = asyncio.Event()
-        self._stopping = False
+        self._pump: DeliveryPump[NotificationDelivery] | None = None
 
     async def start(self) -> None:
         self._subscription = await self._bus.notification_subscription(ACK_WAIT_SECONDS, SEND_ATTEMPTS)
@@ -158,48 +156,27 @@ class NotificationSender:
             trust_env=False,
             headers={"User-Agent": USER_AGENT},
         )
-        self._loop = asyncio.create_task(self._fetch_loop(), name="schedsvc-notifications")
+        self._pump = DeliveryPump(
+            self._subscription,
+            self._send_and_settle,
+            capacity=MAX_CONCURRENT_SENDS,
+            batch_max=MAX_CONCURRENT_SENDS,
+            fetch_timeout=FETCH_TIMEOUT_SECONDS,
+            error_pause=FETCH_ERROR_PAUSE_SECONDS,
+            what="notifications",
+        )
+        self._pump.start("schedsvc-notifications")
 
     async def stop(self) -> None:
         """Stop fetching and give the sends in flight their timeout; unacked events are sent again later."""
-        self._stopping = True
-        self._slot_freed.set()
-        if self._loop is not None:
-            with contextlib.suppress(Exception):
-                await self._loop
-        if self._sends:
-            _, late = await asyncio.wait(set(self._sends), timeout=SEND_TIMEOUT_SECONDS + 1)
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*late, return_exceptions=True)
+        if self._pump is not None:
+            await self._pump.stop_fetching()
+            await self._pump.drain(SEND_TIMEOUT_SECONDS + 1)
         if self._subscription is not None:
             with contextlib.suppress(Exception):
                 await self._subscription.close()
         if self._client is not None:
             await self._client.aclose()
-
-    async def _fetch_loop(self) -> None:
-        assert self._subscription is not None
-        while not self._stopping:
-            free = MAX_CONCURRENT_SENDS - len(self._sends)
-            if free <= 0:
-                self._slot_freed.clear()
-                await self._slot_freed.wait()
-                continue
-            try:
-                deliveries = await self._subscription.fetch(free, FETCH_TIMEOUT_SECONDS)
-            except Exception:
-                log.warning("fetching notifications failed; retrying", exc_info=True)
-                await asyncio.sleep(FETCH_ERROR_PAUSE_SECONDS)
-                continue
-            for delivery in deliveries:
-                task = asyncio.create_task(self._send_and_settle(delivery))
-                self._sends.add(task)
-                task.add_done_callback(self._on_done)
-
-    def _on_done(self, task: asyncio.Task[None]) -> None:
-        self._sends.discard(task)
-        self._slot_freed.set()
 
     async def _send_and_settle(self, delivery: NotificationDelivery) -> None:
         event = delivery.message.notification

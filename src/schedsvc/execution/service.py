@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from schedsvc.bus import RunDelivery, RunSubscription
 from schedsvc.config import Settings
+from schedsvc.execution._pump import DeliveryPump
 from schedsvc.execution._tenants import TenantDirectory
 from schedsvc.execution.notifications import JobHealth, NotificationReporter, NotificationSender
 from schedsvc.execution.targets import TargetCaller
@@ -62,12 +63,10 @@ class ExecutionService:
         self._grace = shutdown_grace_seconds
         self._rng = rng
         self._capacity = max(1, settings.max_concurrent_runs)
-        self._inflight: set[asyncio.Task[None]] = set()
-        self._slot_freed = asyncio.Event()
         self._subscription: RunSubscription | None = None
+        self._pump: DeliveryPump[RunDelivery] | None = None
         self._caller: TargetCaller | None = None
         self._worker: RunWorker | None = None
-        self._loop_task: asyncio.Task[None] | None = None
         self._sampler: asyncio.Task[None] | None = None
         self._stopping = False
         self._unfollow_tenants: Callable[[], Awaitable[None]] | None = None
@@ -76,11 +75,11 @@ class ExecutionService:
     @property
     def ready(self) -> bool:
         """Fetching runs and connected to NATS (for the readiness probe)."""
-        return self._loop_task is not None and not self._loop_task.done() and not self._stopping and self._bus.connected
+        return self._pump is not None and self._pump.fetching and self._bus.connected
 
     async def start(self) -> None:
         """Bind the durable consumer and start fetching."""
-        if self._loop_task is not None:
+        if self._pump is not None:
             raise RuntimeError("ExecutionService already started")
         self._subscription = await self._bus.run_subscription(
             ack_wait_seconds=self._settings.run_ack_wait_seconds, max_ack_pending=MAX_ACK_PENDING
@@ -101,19 +100,27 @@ class ExecutionService:
         # Notifications have their own consumer, tasks and HTTP client: they never hold up a run.
         self._notifications = NotificationSender(self._settings, self._bus, self._runs, directory)
         await self._notifications.start()
-        self._loop_task = asyncio.create_task(self._fetch_loop(), name="schedsvc-execution-fetch")
+        self._pump = DeliveryPump(
+            self._subscription,
+            self._run,
+            capacity=self._capacity,
+            batch_max=FETCH_BATCH_MAX,
+            fetch_timeout=FETCH_TIMEOUT_SECONDS,
+            error_pause=FETCH_ERROR_PAUSE_SECONDS,
+            what="run messages",
+            hand_back_when_stopping=True,
+        )
+        self._pump.start("schedsvc-execution-fetch")
         self._sampler = asyncio.create_task(self._sample_pending(), name="schedsvc-execution-pending")
         log.info("execution started: up to %d concurrent runs", self._capacity)
 
     async def stop(self) -> None:
         """Stop fetching, hand back what was received but not started, let in-flight runs finish up to the
         grace period, hand back the rest."""
-        if self._loop_task is None or self._stopping:
+        if self._pump is None or self._stopping:
             return
         self._stopping = True
-        self._slot_freed.set()
-        with contextlib.suppress(Exception):
-            await self._loop_task
+        await self._pump.stop_fetching()
         if self._sampler is not None:
             self._sampler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -125,13 +132,9 @@ class ExecutionService:
                 handed = await self._subscription.hand_back_unfetched(FETCH_TIMEOUT_SECONDS)
                 if handed:
                     log.info("handed back %d run message(s) received while stopping", handed)
-        if self._inflight:
-            _, late = await asyncio.wait(set(self._inflight), timeout=self._grace)
-            for task in late:
-                task.cancel()
-            if late:
-                log.warning("interrupting %d run(s) still in flight after %.0fs", len(late), self._grace)
-                await asyncio.gather(*late, return_exceptions=True)
+        interrupted = await self._pump.drain(self._grace)
+        if interrupted:
+            log.warning("interrupting %d run(s) still in flight after %.0fs", interrupted, self._grace)
         if self._subscription is not None:
             with contextlib.suppress(Exception):
                 await self._subscription.close()
@@ -143,33 +146,6 @@ class ExecutionService:
         if self._caller is not None:
             await self._caller.aclose()
         log.info("execution stopped")
-
-    async def _fetch_loop(self) -> None:
-        assert self._subscription is not None
-        while not self._stopping:
-            free = self._capacity - len(self._inflight)
-            if free <= 0:
-                self._slot_freed.clear()
-                await self._slot_freed.wait()
-                continue
-            try:
-                deliveries = await self._subscription.fetch(min(free, FETCH_BATCH_MAX), FETCH_TIMEOUT_SECONDS)
-            except Exception:
-                log.warning("fetching run messages failed; retrying", exc_info=True)
-                await asyncio.sleep(FETCH_ERROR_PAUSE_SECONDS)
-                continue
-            for delivery in deliveries:
-                if self._stopping:
-                    with contextlib.suppress(Exception):
-                        await delivery.nak()
-                    continue
-                task = asyncio.create_task(self._run(delivery))
-                self._inflight.add(task)
-                task.add_done_callback(self._on_done)
-
-    def _on_done(self, task: asyncio.Task[None]) -> None:
-        self._inflight.discard(task)
-        self._slot_freed.set()
 
     async def _run(self, delivery: RunDelivery) -> None:
         assert self._worker is not None

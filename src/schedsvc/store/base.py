@@ -158,9 +158,14 @@ class RunHistory(Protocol):
 
     async def list_for_job(
         self, tenant: str, job_id: str, limit: int, cursor: str | None
-    ) -> tuple[list[Run], str | None]: ...
+    ) -> tuple[list[Run], str | None]:
+        """One page of a job's runs, newest first (by scheduled instant, then id), and the next cursor;
+        :class:`~schedsvc.domain.errors.InvalidCursorError` for a cursor this method did not return."""
+        ...
 
-    async def get(self, tenant: str, rid: str) -> Run | None: ...
+    async def get(self, tenant: str, rid: str) -> Run | None:
+        """One run of the tenant (its job may be gone), or None."""
+        ...
 
     async def list_for_tenant(
         self,
@@ -173,9 +178,19 @@ class RunHistory(Protocol):
         trigger: RunTrigger | None = None,
         scheduled_from: datetime | None = None,
         scheduled_to: datetime | None = None,
-    ) -> tuple[list[Run], str | None]: ...
+    ) -> tuple[list[Run], str | None]:
+        """One page of the tenant's runs across its jobs (deleted ones too), newest first, and the next
+        cursor. Filters combine; ``scheduled_from`` is inclusive, ``scheduled_to`` exclusive.
+        :class:`~schedsvc.domain.errors.InvalidCursorError` for a cursor this method did not return."""
+        ...
 
-    async def reopen_for_retry(self, tenant: str, rid: str, now: datetime, max_retries: int) -> Run | str: ...
+    async def reopen_for_retry(self, tenant: str, rid: str, now: datetime, max_retries: int) -> Run | str:
+        """Reopen a failed run of the tenant for one more attempt (a retry on demand).
+
+        Returns the reopened run, or why not: ``missing`` (no such run of this tenant), ``not_failed``,
+        ``exhausted`` (``max_retries`` reached) or ``changed`` (another request got there first): two
+        concurrent requests reopen it once."""
+        ...
 
     async def revert_retries(self, reopened: Sequence[tuple[str, int]], now: datetime) -> None:
         """Fail again the reopened runs ``(run id, retriesOnDemand)`` whose message was not published."""
@@ -263,17 +278,28 @@ class RunLedger(Protocol):
 
     async def job_for_run(self, job_id: str) -> JobForRun | None: ...
 
-    async def state(self, rid: str) -> RunState | None: ...
+    async def state(self, rid: str) -> RunState | None:
+        """The run's status and attempt count, or None when no attempt was recorded yet."""
+        ...
 
     async def claim_attempt(
         self, message: RunMessage, expected_attempts: int, now: datetime, lease_until: datetime
-    ) -> int | None: ...
+    ) -> int | None:
+        """Record that attempt ``expected_attempts + 1`` starts now; None if another worker got there first.
+
+        Conditional on the attempt count the caller read, on the run not being final and on no live lease,
+        so exactly one of several workers holding the same message may call the target."""
+        ...
 
     async def extend_lease(self, rid: str, attempt: int, lease_until: datetime) -> None: ...
 
-    async def record_retry(self, rid: str, attempt: int, record: AttemptRecord, next_attempt_at: datetime) -> None: ...
+    async def record_retry(self, rid: str, attempt: int, record: AttemptRecord, next_attempt_at: datetime) -> None:
+        """The attempt failed and a retry is scheduled: back to ``queued`` with the attempt's outcome."""
+        ...
 
-    async def release_interrupted(self, rid: str, attempt: int, error: str) -> None: ...
+    async def release_interrupted(self, rid: str, attempt: int, error: str) -> None:
+        """The worker stops mid-attempt (shutdown): the attempt counts, the run waits for redelivery."""
+        ...
 
     async def finish(
         self,
@@ -282,7 +308,12 @@ class RunLedger(Protocol):
         record: AttemptRecord | None,
         now: datetime,
         error: str | None = None,
-    ) -> bool: ...
+    ) -> bool:
+        """Record the final status; False when the run was already final (nothing is changed then).
+
+        ``record`` is the last attempt's outcome, or None when no attempt was made now (skipped, or no
+        attempts left after an interrupted one: the previous outcome fields are kept)."""
+        ...
 
     async def acquire_job_slot(self, job_id: str, rid: str, now: datetime, lease_until: datetime) -> bool: ...
 

@@ -95,7 +95,6 @@ class MongoJobStore:
         idempotency_key: str | None = None,
         request: object = None,
     ) -> tuple[Job, bool]:
-        """Insert a job; returns it and whether it is new (False: an idempotent replay of ``request``)."""
         job_id = str(ObjectId())
         if idempotency_key is not None:
             replay = await self._claim_idempotency_key(tenant, idempotency_key, request, job_id, now)

@@ -30,7 +30,11 @@ class TenantChangeFeed(Protocol):
 
 
 class RunRetention:
-    """``await of(tenant)``: how long after it ends a run of ``tenant`` is kept."""
+    """``await of(tenant)``: how long after it ends a run of ``tenant`` is kept.
+
+    Every adapter that writes run records is given one (``schedsvc.wiring`` builds it once per process);
+    without a reader of tenant settings (``tenants`` None) it answers the deployment's default.
+    """
 
     def __init__(self, tenants: PreferenceReader | None, settings: Settings) -> None:
         self._tenants = tenants

@@ -17,7 +17,6 @@ from pymongo import ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from schedsvc import names
-from schedsvc.config import Settings
 from schedsvc.domain.errors import InvalidCursorError
 from schedsvc.domain.models import Run, RunStatus, RunTrigger, run_id
 from schedsvc.domain.time import from_ms, to_ms
@@ -32,19 +31,13 @@ MAX_PAGE = 500
 class MongoRunHistory:
     """Reads a tenant's runs (its jobs may be gone) and reopens failed ones for a retry on demand."""
 
-    def __init__(
-        self, db: AsyncDatabase[dict[str, Any]], settings: Settings, retention: RunRetention | None = None
-    ) -> None:
+    def __init__(self, db: AsyncDatabase[dict[str, Any]], retention: RunRetention) -> None:
         self._runs = db[names.RUNS]
-        self._retention = retention or RunRetention(None, settings)
+        self._retention = retention
 
     async def list_for_job(
         self, tenant: str, job_id: str, limit: int, cursor: str | None
     ) -> tuple[list[Run], str | None]:
-        """One page of a job's runs, newest first (by scheduled instant, then id), and the next cursor.
-
-        Raises :class:`InvalidCursorError` for a cursor this method did not return.
-        """
         limit = max(1, min(limit, MAX_PAGE))
         query: dict[str, Any] = {"jobId": job_id, "tenant": tenant}
         if cursor is not None:
@@ -58,7 +51,6 @@ class MongoRunHistory:
         return page, next_cursor
 
     async def get(self, tenant: str, rid: str) -> Run | None:
-        """One run of the tenant (its job may be gone), or None."""
         doc = await self._runs.find_one({"_id": rid, "tenant": tenant})
         return None if doc is None else read_run(doc)
 
@@ -74,11 +66,6 @@ class MongoRunHistory:
         scheduled_from: datetime | None = None,
         scheduled_to: datetime | None = None,
     ) -> tuple[list[Run], str | None]:
-        """One page of the tenant's runs across its jobs (deleted ones too), newest first, and the next
-        cursor. Filters combine; ``scheduled_from`` is inclusive, ``scheduled_to`` exclusive.
-
-        Raises :class:`InvalidCursorError` for a cursor this method did not return.
-        """
         limit = max(1, min(limit, MAX_PAGE))
         query: dict[str, Any] = {"tenant": tenant}
         if statuses:
@@ -113,12 +100,7 @@ class MongoRunHistory:
         return page, next_cursor
 
     async def reopen_for_retry(self, tenant: str, rid: str, now: datetime, max_retries: int) -> Run | str:
-        """Reopen a failed run of the tenant for one more attempt (a retry on demand).
-
-        Returns the reopened run, or why not: ``missing`` (no such run of this tenant), ``not_failed``,
-        ``exhausted`` (``max_retries`` reached) or ``changed`` (another request got there first). One
-        conditional write on the state read, so two concurrent requests reopen it once.
-        """
+        """One conditional write on the state read, so two concurrent requests reopen it once."""
         doc = await self._runs.find_one(
             {"_id": rid, "tenant": tenant}, {"status": 1, "attempts": 1, "retriesOnDemand": 1}
         )

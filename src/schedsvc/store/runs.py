@@ -17,7 +17,6 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from schedsvc import names
-from schedsvc.config import Settings
 from schedsvc.domain.jobs import JobForRun
 from schedsvc.domain.models import RunMessage, RunStatus, run_id
 from schedsvc.domain.runs import AttemptRecord, BufferedFire, RunState, scheduled_at
@@ -32,22 +31,17 @@ from schedsvc.store.run_slots import MongoJobSlots
 class MongoRunStore:
     """The run ledger as execution uses it: claims, leases, outcomes, the job slot and the job's lastRun."""
 
-    def __init__(
-        self, db: AsyncDatabase[dict[str, Any]], settings: Settings, retention: RunRetention | None = None
-    ) -> None:
+    def __init__(self, db: AsyncDatabase[dict[str, Any]], retention: RunRetention) -> None:
         self._runs = db[names.RUNS]
         self._job_side = MongoRunJobs(db)
         self._slots = MongoJobSlots(db)
-        # Per tenant (its own runRetentionDays within the operator's maximum); without a reader of tenant
-        # settings, the deployment's default.
-        self._retention = retention or RunRetention(None, settings)
+        self._retention = retention
 
     async def job_for_run(self, job_id: str) -> JobForRun | None:
         """The job's current target and policies, or None when the job no longer exists (the job side's)."""
         return await self._job_side.job_for_run(job_id)
 
     async def state(self, rid: str) -> RunState | None:
-        """The run's status and attempt count, or None when no attempt was recorded yet."""
         doc = await self._runs.find_one(
             {"_id": rid}, {"status": 1, "attempts": 1, "leaseUntil": 1, "nextAttemptAt": 1, "attemptLimit": 1}
         )
@@ -64,11 +58,6 @@ class MongoRunStore:
     async def claim_attempt(
         self, message: RunMessage, expected_attempts: int, now: datetime, lease_until: datetime
     ) -> int | None:
-        """Record that attempt ``expected_attempts + 1`` starts now; None if another worker got there first.
-
-        The write is conditional on the attempt count the caller read, on the run not being final and on no
-        live lease, so exactly one of several workers holding the same message may call the target.
-        """
         rid = run_id(message.job_id, message.scheduled_ms)
         attempt = expected_attempts + 1
         # Flat conditions beside the _id equality (no top-level $or/$and), so every server answers them
@@ -110,7 +99,6 @@ class MongoRunStore:
         )
 
     async def record_retry(self, rid: str, attempt: int, record: AttemptRecord, next_attempt_at: datetime) -> None:
-        """The attempt failed and a retry is scheduled: back to ``queued`` with the attempt's outcome."""
         await self._runs.update_one(
             {"_id": rid, "attempts": attempt, "status": {"$nin": FINAL}},
             {
@@ -125,7 +113,6 @@ class MongoRunStore:
         )
 
     async def release_interrupted(self, rid: str, attempt: int, error: str) -> None:
-        """The worker stops mid-attempt (shutdown): the attempt counts, the run waits for redelivery."""
         await self._runs.update_one(
             {"_id": rid, "attempts": attempt, "status": RunStatus.RUNNING.value},
             {
@@ -148,11 +135,6 @@ class MongoRunStore:
         now: datetime,
         error: str | None = None,
     ) -> bool:
-        """Record the final status; False when the run was already final (nothing is changed then).
-
-        ``record`` is the last attempt's outcome, or None when no attempt was made now (skipped, or no
-        attempts left after an interrupted one: the previous outcome fields are kept).
-        """
         rid = run_id(message.job_id, message.scheduled_ms)
         retention = await self._retention.of(message.tenant)
         fields: dict[str, Any] = {

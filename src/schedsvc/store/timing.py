@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -40,22 +40,15 @@ class MongoTimingStore:
     """The ``jobs``, ``runs`` and ``meta`` operations of the timing module (due-job reader, fire recorder)."""
 
     def __init__(
-        self,
-        db: AsyncDatabase[Doc],
-        run_retention_days: int = 30,
-        *,
-        retention: RunRetention | None = None,
-        on_missed: MissedRecorded | None = None,
+        self, db: AsyncDatabase[Doc], retention: RunRetention, *, on_missed: MissedRecorded | None = None
     ) -> None:
         self._jobs = db[names.JOBS]
         self._runs = db[names.RUNS]
         self._meta = db[names.META]
-        self._default_retention = timedelta(days=run_retention_days)
         self._retention = retention
         self._on_missed = on_missed
 
     async def cluster_partitions(self, default: int) -> int:
-        """The partition count recorded for the cluster (recording ``default`` if none is yet)."""
         await self._meta.update_one(
             {"_id": names.META_CLUSTER_ID}, {"$setOnInsert": {"partitions": default}}, upsert=True
         )
@@ -79,7 +72,6 @@ class MongoTimingStore:
             yield batch
 
     async def jobs_by_id(self, job_ids: Sequence[str]) -> list[JobTiming]:
-        """The timing view of these jobs (missing ones are absent: deleted)."""
         found = self._jobs.find({job_codec.ID: {"$in": list(job_ids)}}, job_codec.TIMING_PROJECTION)
         return [job for job in [_read(doc) async for doc in found] if job is not None]
 
@@ -98,10 +90,7 @@ class MongoTimingStore:
         """Insert a ``missed`` run per fire; fires already recorded (or run) are left as they are."""
         if not fires:
             return 0
-        expiry = {}
-        for tenant in {f.tenant for f in fires}:
-            retention = self._default_retention if self._retention is None else await self._retention.of(tenant)
-            expiry[tenant] = now + retention
+        expiry = {tenant: now + await self._retention.of(tenant) for tenant in {f.tenant for f in fires}}
         docs = [
             InsertOne(
                 {
