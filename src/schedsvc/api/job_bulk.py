@@ -27,7 +27,6 @@ _ANSWERS = {
 class BulkJobsController(Controller):
     path = "/jobs/bulk"
     tags = ["jobs"]
-    security = openapi.REQUIRES_KEY
 
     @post(
         "/pause",

@@ -85,7 +85,6 @@ def _metadata_pairs(values: list[str]) -> dict[str, str]:
 class JobsController(Controller):
     path = "/jobs"
     tags = ["jobs"]
-    security = openapi.REQUIRES_KEY
 
     @post(
         "/",
