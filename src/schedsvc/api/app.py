@@ -10,7 +10,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 from typing import Any, cast
 
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.config.response_cache import ResponseCacheConfig
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -225,6 +225,17 @@ _DEPENDENCIES = {
 """The typed dependencies handlers ask for by name (the ports of ``schedsvc.store.base`` and the job use cases)."""
 
 
+def _tenant_endpoints() -> Router:
+    """The endpoints that act for the caller's tenant, each needing its API key.
+
+    ``ApiKeyAuthentication`` enforces the key (on every path but ``PUBLIC_PATHS``); this router is the one
+    place that documents it, for every operation under it. The preview (key optional) and the probes stay
+    outside it.
+    """
+    controllers = [JobsController, BulkJobsController, BackfillController, RunsController, TenantSettingsController]
+    return Router(path="/", route_handlers=controllers, security=openapi.REQUIRES_KEY)
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     """The service's ASGI app; the modules that run are chosen by ``settings.roles``."""
     from schedsvc.console import ConsolePlugin  # here, not at the top: the console builds on this package
@@ -244,14 +255,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     cache = cache_adapters(settings)
     middleware: list[Any] = [RequestIdMiddleware(), prometheus.middleware]
     if "api" in settings.roles:
-        handlers += [
-            JobsController,
-            BulkJobsController,
-            BackfillController,
-            RunsController,
-            SchedulesController,
-            TenantSettingsController,
-        ]
+        handlers += [_tenant_endpoints(), SchedulesController]
         middleware += [
             DefineMiddleware(ApiKeyAuthentication, exclude=PUBLIC_PATHS),
             RateLimitMiddleware(cache.rate_limiter, settings.rate_limit_per_minute, settings.rate_limit_overrides),

@@ -36,7 +36,6 @@ _EXAMPLE = Example(
 class BackfillController(Controller):
     path = "/jobs"
     tags = ["jobs"]
-    security = openapi.REQUIRES_KEY
 
     @post(
         "/{job_id:str}/backfill",

@@ -6,11 +6,13 @@ selects and how it stays idempotent is ``job_service/bulk.py``'s.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from litestar import Controller, Request, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
+from litestar.handlers import HTTPRouteHandler
 
 from schedsvc.api import openapi
 from schedsvc.api.errors import problem_responses
@@ -22,45 +24,35 @@ _ANSWERS = {
     **problem_responses(422),
     200: openapi.success(BulkJobResult, "How many matched and changed; `more`: call again", openapi.BULK_RESULT),
 }
+_ActOnMatching = Callable[[JobService, str, BulkJobAction], Awaitable[BulkJobResult]]
+"""A ``JobService.*_matching`` use case: (service, tenant, action) → what matched and changed."""
+
+
+def _bulk_action(path: str, act: _ActOnMatching, *, summary: str, operation_id: str) -> HTTPRouteHandler:
+    """One bulk endpoint: every one takes the same body and gives the same answer; only the use case differs."""
+
+    @post(path, summary=summary, operation_id=operation_id, status_code=200, responses=_ANSWERS)
+    async def act_on_matching(
+        self: Controller, request: Request[str, str, State], job_service: NamedDependency[JobService], data: ActionBody
+    ) -> BulkJobResult:
+        return await act(job_service, request.user, data)
+
+    return act_on_matching
 
 
 class BulkJobsController(Controller):
     path = "/jobs/bulk"
     tags = ["jobs"]
-    security = openapi.REQUIRES_KEY
 
-    @post(
-        "/pause",
-        summary="Pause the jobs matching a selector",
-        operation_id="pauseJobs",
-        status_code=200,
-        responses=_ANSWERS,
+    pause_jobs = _bulk_action(
+        "/pause", JobService.pause_matching, summary="Pause the jobs matching a selector", operation_id="pauseJobs"
     )
-    async def pause_jobs(
-        self, request: Request[str, str, State], job_service: NamedDependency[JobService], data: ActionBody
-    ) -> BulkJobResult:
-        return await job_service.pause_matching(request.user, data)
-
-    @post(
+    resume_jobs = _bulk_action(
         "/resume",
+        JobService.resume_matching,
         summary="Resume the jobs matching a selector (their catch-up policies apply)",
         operation_id="resumeJobs",
-        status_code=200,
-        responses=_ANSWERS,
     )
-    async def resume_jobs(
-        self, request: Request[str, str, State], job_service: NamedDependency[JobService], data: ActionBody
-    ) -> BulkJobResult:
-        return await job_service.resume_matching(request.user, data)
-
-    @post(
-        "/delete",
-        summary="Delete the jobs matching a selector",
-        operation_id="deleteJobs",
-        status_code=200,
-        responses=_ANSWERS,
+    delete_jobs = _bulk_action(
+        "/delete", JobService.delete_matching, summary="Delete the jobs matching a selector", operation_id="deleteJobs"
     )
-    async def delete_jobs(
-        self, request: Request[str, str, State], job_service: NamedDependency[JobService], data: ActionBody
-    ) -> BulkJobResult:
-        return await job_service.delete_matching(request.user, data)

@@ -7,6 +7,7 @@ job and its ``ETag``; what each operation does is :class:`~schedsvc.job_service.
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 import msgspec
@@ -14,6 +15,8 @@ from litestar import Controller, HttpMethod, Request, Response, delete, get, pat
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.exceptions import ClientException
+from litestar.handlers import HTTPRouteHandler
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, HeaderParameter, QueryParameter
 
 from schedsvc.api import openapi
@@ -82,10 +85,39 @@ def _metadata_pairs(values: list[str]) -> dict[str, str]:
         raise InvalidRequestError([("metadata", str(exc).split(" - ")[0])], status=400) from None
 
 
+_ChangeStatus = Callable[[JobService, str, str, int | None], Awaitable[Job]]
+"""``JobService.pause`` or ``JobService.resume``: (service, tenant, job id, expected version) → the job."""
+
+
+def _status_change(
+    path: str, change: _ChangeStatus, *, summary: str, operation_id: str, answer: ResponseSpec
+) -> HTTPRouteHandler:
+    """``POST /jobs/{id}/pause`` and ``/resume``: the same request (``If-Match``) and answer (the job and its
+    ``ETag``), around the job service's use case."""
+
+    @post(
+        path,
+        summary=summary,
+        operation_id=operation_id,
+        status_code=200,
+        responses={**problem_responses(404, 409, 412), 200: answer},
+    )
+    async def change_status(
+        self: Controller,
+        request: Request[str, str, State],
+        job_service: NamedDependency[JobService],
+        job_id: FromPath[str],
+        if_match: IfMatch = None,
+    ) -> Response[Job]:
+        job = await change(job_service, request.user, job_id, _expected_version(if_match))
+        return Response(job, headers=_etag(job))
+
+    return change_status
+
+
 class JobsController(Controller):
     path = "/jobs"
     tags = ["jobs"]
-    security = openapi.REQUIRES_KEY
 
     @post(
         "/",
@@ -201,39 +233,20 @@ class JobsController(Controller):
     ) -> None:
         await job_service.delete(request.user, job_id, _expected_version(if_match))
 
-    @post(
+    pause_job = _status_change(
         "/{job_id:str}/pause",
+        JobService.pause,
         summary="Pause a job",
         operation_id="pauseJob",
-        status_code=200,
-        responses={**problem_responses(404, 409, 412), 200: openapi.success(Job, "The paused job", openapi.JOB_PAUSED)},
+        answer=openapi.success(Job, "The paused job", openapi.JOB_PAUSED),
     )
-    async def pause_job(
-        self,
-        request: Request[str, str, State],
-        job_service: NamedDependency[JobService],
-        job_id: FromPath[str],
-        if_match: IfMatch = None,
-    ) -> Response[Job]:
-        job = await job_service.pause(request.user, job_id, _expected_version(if_match))
-        return Response(job, headers=_etag(job))
-
-    @post(
+    resume_job = _status_change(
         "/{job_id:str}/resume",
+        JobService.resume,
         summary="Resume a job (applies its catch-up policy)",
         operation_id="resumeJob",
-        status_code=200,
-        responses={**problem_responses(404, 409, 412), 200: openapi.success(Job, "The active job", openapi.JOB)},
+        answer=openapi.success(Job, "The active job", openapi.JOB),
     )
-    async def resume_job(
-        self,
-        request: Request[str, str, State],
-        job_service: NamedDependency[JobService],
-        job_id: FromPath[str],
-        if_match: IfMatch = None,
-    ) -> Response[Job]:
-        job = await job_service.resume(request.user, job_id, _expected_version(if_match))
-        return Response(job, headers=_etag(job))
 
     @post(
         "/{job_id:str}/run",

@@ -16,36 +16,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Components, Example, SecurityRequirement, SecurityScheme
 from litestar.params import Body
 
-from schedsvc.domain.models import (
-    CatchupPolicy,
-    CronSchedule,
-    HttpTarget,
-    IntervalSchedule,
-    Job,
-    JobCreate,
-    JobPatch,
-    JobStatus,
-    NatsTarget,
-    NotificationTarget,
-    RetryPolicy,
-    Run,
-    RunStatus,
-    RunTrigger,
-)
-from schedsvc.domain.tenants import TenantSettingsPatch
-from schedsvc.domain.wire import (
-    BulkJobAction,
-    BulkJobResult,
-    JobList,
-    JobSelector,
-    PreviewRequest,
-    PreviewResponse,
-    RunAccepted,
-    RunList,
-    RunRetryFilter,
-    RunRetryRefusal,
-    RunRetryReport,
-)
+from schedsvc.domain import models, tenants, wire
 
 BEARER = "apiKey"
 COMPONENTS = Components(
@@ -78,68 +49,71 @@ def success(data: type[Any] | None, description: str, *examples: Example) -> Res
 
 _AT = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
 _JOB_ID = "6745a1c2e4b0f1a2b3c4d5e6"
-_CRON = CronSchedule(expression="0 2 * * *", timezone="Europe/Berlin")
-_HOOK = HttpTarget(url="https://example.com/hooks/report", method="POST", body={"report": "nightly"})
+_CRON = models.CronSchedule(expression="0 2 * * *", timezone="Europe/Berlin")
+_HOOK = models.HttpTarget(url="https://example.com/hooks/report", method="POST", body={"report": "nightly"})
 
 CREATE_CRON_WEBHOOK = _example(
     "A nightly webhook",
-    JobCreate(name="nightly-report", schedule=_CRON, target=_HOOK, tags=["reports"]),
+    models.JobCreate(name="nightly-report", schedule=_CRON, target=_HOOK, tags=["reports"]),
 )
 CREATE_INTERVAL_NATS = _example(
     "Every 5 minutes, published to NATS, at most one run at a time",
-    JobCreate(
+    models.JobCreate(
         name="sync-inventory",
-        schedule=IntervalSchedule(seconds=300),
-        target=NatsTarget(subject="tenant.acme.inventory.sync", payload={"full": False}),
+        schedule=models.IntervalSchedule(seconds=300),
+        target=models.NatsTarget(subject="tenant.acme.inventory.sync", payload={"full": False}),
         overlap="skip",
-        retry=RetryPolicy(max_attempts=5),
+        retry=models.RetryPolicy(max_attempts=5),
     ),
 )
 PATCH_SCHEDULE = _example(
     "Move to 03:30 on weekdays",
-    JobPatch(schedule=CronSchedule(expression="30 3 * * MON-FRI", timezone="Europe/Berlin")),
+    models.JobPatch(schedule=models.CronSchedule(expression="30 3 * * MON-FRI", timezone="Europe/Berlin")),
 )
-PATCH_TAGS = _example("Replace the tags", JobPatch(tags=["reports", "finance"]))
+PATCH_TAGS = _example("Replace the tags", models.JobPatch(tags=["reports", "finance"]))
 PATCH_NOTIFY = _example(
-    "Report failures to an on-call hook", JobPatch(notify=NotificationTarget(url="https://oncall.example.com/hook"))
+    "Report failures to an on-call hook",
+    models.JobPatch(notify=models.NotificationTarget(url="https://oncall.example.com/hook")),
 )
 SETTINGS_NOTIFY = _example(
     "A default notification target, runs kept 14 days",
-    TenantSettingsPatch(notify=NotificationTarget(url="https://oncall.example.com/hook"), run_retention_days=14),
+    tenants.TenantSettingsPatch(
+        notify=models.NotificationTarget(url="https://oncall.example.com/hook"), run_retention_days=14
+    ),
 )
 SETTINGS_DEFAULTS = _example(
-    "Back to the deployment's defaults", TenantSettingsPatch(notify=None, run_retention_days=None)
+    "Back to the deployment's defaults", tenants.TenantSettingsPatch(notify=None, run_retention_days=None)
 )
 
-_JOB = Job(
+_JOB = models.Job(
     id=_JOB_ID,
     name="nightly-report",
     schedule=_CRON,
     target=_HOOK,
-    retry=RetryPolicy(),
-    catchup=CatchupPolicy(),
+    retry=models.RetryPolicy(),
+    catchup=models.CatchupPolicy(),
     overlap="allow",
     tags=["reports"],
     metadata={},
-    status=JobStatus.ACTIVE,
+    status=models.JobStatus.ACTIVE,
     next_run=datetime(2026, 11, 28, 1, 0, tzinfo=UTC),
     last_run=datetime(2026, 11, 27, 1, 0, tzinfo=UTC),
-    last_run_status=RunStatus.SUCCEEDED,
+    last_run_status=models.RunStatus.SUCCEEDED,
     created_at=datetime(2026, 11, 20, 9, 12, 5, tzinfo=UTC),
     updated_at=datetime(2026, 11, 20, 9, 12, 5, tzinfo=UTC),
     version=1,
 )
 JOB = _example("A job", _JOB)
-JOB_PAUSED = _example("The job, paused", msgspec.structs.replace(_JOB, status=JobStatus.PAUSED, version=2))
+JOB_PAUSED = _example("The job, paused", msgspec.structs.replace(_JOB, status=models.JobStatus.PAUSED, version=2))
 JOB_PAGE = _example(
-    "A page with more after it", JobList(items=[_JOB], next_cursor="eyJpZCI6IjY3NDVhMWMyZTRiMGYxYTJiM2M0ZDVlNiJ9")
+    "A page with more after it", wire.JobList(items=[_JOB], next_cursor="eyJpZCI6IjY3NDVhMWMyZTRiMGYxYTJiM2M0ZDVlNiJ9")
 )
-_RUN = Run(
+_RUN = models.Run(
     id=f"{_JOB_ID}:1795741200000",
     job_id=_JOB_ID,
     scheduled_at=datetime(2026, 11, 27, 1, 0, tzinfo=UTC),
-    trigger=RunTrigger.SCHEDULED,
-    status=RunStatus.SUCCEEDED,
+    trigger=models.RunTrigger.SCHEDULED,
+    status=models.RunStatus.SUCCEEDED,
     attempts=1,
     started_at=datetime(2026, 11, 27, 1, 0, 0, 42_000, tzinfo=UTC),
     finished_at=datetime(2026, 11, 27, 1, 0, 0, 250_000, tzinfo=UTC),
@@ -147,38 +121,41 @@ _RUN = Run(
     http_status=200,
     response_snippet='{"ok":true}',
 )
-RUN_PAGE = _example("The last page of a job's runs", RunList(items=[_RUN], next_cursor=None))
+RUN_PAGE = _example("The last page of a job's runs", wire.RunList(items=[_RUN], next_cursor=None))
 RUN_ACCEPTED = _example(
     "A manual run, queued",
-    RunAccepted(
-        run_id=f"{_JOB_ID}:{int(_AT.timestamp() * 1000)}", job_id=_JOB_ID, scheduled_at=_AT, trigger=RunTrigger.MANUAL
+    wire.RunAccepted(
+        run_id=f"{_JOB_ID}:{int(_AT.timestamp() * 1000)}",
+        job_id=_JOB_ID,
+        scheduled_at=_AT,
+        trigger=models.RunTrigger.MANUAL,
     ),
 )
-PREVIEW = _example("The next 3 fires of a cron schedule", PreviewRequest(schedule=_CRON, count=3))
+PREVIEW = _example("The next 3 fires of a cron schedule", wire.PreviewRequest(schedule=_CRON, count=3))
 FIRES = _example(
     "Three fires",
-    PreviewResponse(fires=[datetime(2026, 11, d, 2, 0, tzinfo=ZoneInfo("Europe/Berlin")) for d in (28, 29, 30)]),
+    wire.PreviewResponse(fires=[datetime(2026, 11, d, 2, 0, tzinfo=ZoneInfo("Europe/Berlin")) for d in (28, 29, 30)]),
 )
 RETRY_FILTER = _example(
     "A job's failed runs of the last day, 50 at a time",
-    RunRetryFilter(job=_JOB_ID, scheduled_from=datetime(2026, 11, 26, 8, 0, tzinfo=UTC), limit=50),
+    wire.RunRetryFilter(job=_JOB_ID, scheduled_from=datetime(2026, 11, 26, 8, 0, tzinfo=UTC), limit=50),
 )
 RETRY_REPORT = _example(
     "Two retried, one refused, no more to take",
-    RunRetryReport(
+    wire.RunRetryReport(
         matched=3,
         retried=2,
         refused=1,
         retried_runs=[f"{_JOB_ID}:1795741200000", f"{_JOB_ID}:1795654800000"],
         refusals=[
-            RunRetryRefusal(f"{_JOB_ID}:1795568400000", "exhausted", "the run was already retried 5 times"),
+            wire.RunRetryRefusal(f"{_JOB_ID}:1795568400000", "exhausted", "the run was already retried 5 times"),
         ],
         next_cursor=None,
     ),
 )
-BULK_BY_TAG = _example("The jobs tagged `reports`", BulkJobAction(selector=JobSelector(tag="reports")))
+BULK_BY_TAG = _example("The jobs tagged `reports`", wire.BulkJobAction(selector=wire.JobSelector(tag="reports")))
 BULK_BY_METADATA = _example(
     "At most 100 jobs of one team whose name starts with `sync-`",
-    BulkJobAction(selector=JobSelector(name_prefix="sync-", metadata={"team": "payments"}), limit=100),
+    wire.BulkJobAction(selector=wire.JobSelector(name_prefix="sync-", metadata={"team": "payments"}), limit=100),
 )
-BULK_RESULT = _example("12 matched, 9 changed (3 were already so), none left", BulkJobResult(12, 9, more=False))
+BULK_RESULT = _example("12 matched, 9 changed (3 were already so), none left", wire.BulkJobResult(12, 9, more=False))

@@ -32,7 +32,6 @@ def _aware(value: datetime | None, field: str, problems: list[tuple[str, str]]) 
 class RunsController(Controller):
     path = "/runs"
     tags = ["runs"]
-    security = openapi.REQUIRES_KEY
 
     @get(
         "/",

@@ -24,7 +24,6 @@ log = logging.getLogger(__name__)
 class TenantSettingsController(Controller):
     path = "/tenant/settings"
     tags = ["tenant"]
-    security = openapi.REQUIRES_KEY
 
     @get(
         "/",

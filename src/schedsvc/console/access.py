@@ -15,7 +15,6 @@ from schedsvc.store.tenants import key_id_of
 
 class AccessController(Controller):
     path = "/"
-    include_in_schema = False
 
     @get("/", name="console:home")
     async def home(self) -> Redirect:

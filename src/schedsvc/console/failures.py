@@ -18,7 +18,6 @@ from schedsvc.store.base import RunHistory
 
 class FailuresController(Controller):
     path = "/"
-    include_in_schema = False
 
     @get("/failures", name="console:failures")
     async def failures_page(

@@ -108,7 +108,6 @@ def console_router() -> Router:
     static = create_static_files_router(
         path="/static",
         directories=[str(HERE / "static")],
-        include_in_schema=False,
         # Asset names carry no hash; a short cache keeps an upgrade visible within minutes.
         cache_control=CacheControlHeader(max_age=300, public=True),
         name="console-static",
@@ -121,7 +120,7 @@ def console_router() -> Router:
         exception_handlers={kind: _error_page for kind in EXCEPTION_HANDLERS},
         response_headers=_HEADERS,
         opt={"exclude_from_auth": True},  # the API-key middleware: the console authenticates by session
-        include_in_schema=False,
+        include_in_schema=False,  # for every page, form action and asset below it
     )
 
 

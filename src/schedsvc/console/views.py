@@ -73,7 +73,6 @@ def _domain_field_error(exc: Exception) -> FormErrors:
 
 class JobPagesController(Controller):
     path = "/"
-    include_in_schema = False
 
     # -- jobs -------------------------------------------------------------------------------------
 
