@@ -17,6 +17,7 @@ from schedsvc.api.errors import problem_responses
 from schedsvc.api.jobs import Cursor
 from schedsvc.domain.errors import InvalidRequestError, RunNotFoundError
 from schedsvc.domain.models import Run, RunStatus, RunTrigger
+from schedsvc.domain.runs import RunSelection
 from schedsvc.domain.wire import RunAccepted, RunList, RunRetryFilter, RunRetryReport
 from schedsvc.job_service import RunService
 from schedsvc.store.base import RunHistory
@@ -65,16 +66,11 @@ class RunsController(Controller):
             problems.append(("status", f"at most {MAX_STATUSES} values"))
         if problems:
             raise InvalidRequestError(problems, status=400)
-        items, next_cursor = await runs.list_for_tenant(
-            request.user,
-            limit=limit,
-            cursor=cursor,
-            statuses=tuple(dict.fromkeys(status or ())),
-            job_id=job,
-            trigger=trigger,
-            scheduled_from=scheduled_from,
-            scheduled_to=scheduled_to,
+        statuses = tuple(dict.fromkeys(status or ()))
+        selection = RunSelection(
+            statuses, job_id=job, trigger=trigger, scheduled_from=scheduled_from, scheduled_to=scheduled_to
         )
+        items, next_cursor = await runs.list_for_tenant(request.user, selection, limit=limit, cursor=cursor)
         return RunList(items, next_cursor)
 
     @get(

@@ -12,8 +12,12 @@ from schedsvc.console.pages import PAGE_SIZE, ConsoleRequest, flash, job_names, 
 from schedsvc.console.presenting import lateness_seconds
 from schedsvc.domain.errors import InvalidCursorError, RunNotFoundError, RunRetryRefusedError
 from schedsvc.domain.models import RunStatus
+from schedsvc.domain.runs import RunSelection
 from schedsvc.job_service import JobService, RunService
 from schedsvc.store.base import RunHistory
+
+_FAILURES = RunSelection(statuses=(RunStatus.FAILED, RunStatus.MISSED))
+"""What the failures page lists: runs that failed for good and fires recorded missed."""
 
 
 class FailuresController(Controller):
@@ -29,13 +33,9 @@ class FailuresController(Controller):
     ) -> Template:
         tenant = tenant_of(request)
         try:
-            failed, older = await runs.list_for_tenant(
-                tenant, limit=PAGE_SIZE, cursor=before, statuses=(RunStatus.FAILED, RunStatus.MISSED)
-            )
+            failed, older = await runs.list_for_tenant(tenant, _FAILURES, limit=PAGE_SIZE, cursor=before)
         except InvalidCursorError:  # a hand-edited link: start from the newest
-            failed, older = await runs.list_for_tenant(
-                tenant, limit=PAGE_SIZE, statuses=(RunStatus.FAILED, RunStatus.MISSED)
-            )
+            failed, older = await runs.list_for_tenant(tenant, _FAILURES, limit=PAGE_SIZE)
         names = await job_names(job_service, tenant, {run.job_id for run in failed})
         rows = [(run, lateness_seconds(run)) for run in failed]
         return page(request, "failures.html", failed=rows, names=names, older=older, first_page=not before)

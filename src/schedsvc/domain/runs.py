@@ -8,8 +8,20 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from schedsvc.domain.lifecycle import FINAL_STATUSES
-from schedsvc.domain.models import RunMessage, RunStatus
+from schedsvc.domain.models import RunMessage, RunStatus, RunTrigger
 from schedsvc.domain.time import from_ms
+
+
+@dataclass(frozen=True, slots=True)
+class RunSelection:
+    """Which of a tenant's runs a listing takes (``GET /runs``, a retry by filter, the console's failures).
+    Every filter given must hold; ``scheduled_from`` is inclusive, ``scheduled_to`` exclusive."""
+
+    statuses: tuple[RunStatus, ...] = ()
+    job_id: str | None = None
+    trigger: RunTrigger | None = None
+    scheduled_from: datetime | None = None
+    scheduled_to: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from schedsvc.domain.errors import (
     RunRetryRefusedError,
 )
 from schedsvc.domain.models import Run, RunMessage, RunStatus
+from schedsvc.domain.runs import RunSelection
 from schedsvc.domain.time import to_ms, utcnow
 from schedsvc.domain.wire import RetryRefusalReason, RunRetryFilter, RunRetryRefusal, RunRetryReport
 from schedsvc.store.base import JobRepository, ReplyStore, RunHistory, RunPublisher
@@ -113,15 +114,15 @@ class RunService:
     async def _retry_matching(self, tenant: str, selection: RunRetryFilter) -> RunRetryReport:
         run_queue = self._run_queue()
         try:
-            matched, next_cursor = await self.runs.list_for_tenant(
-                tenant,
-                limit=selection.limit,
-                cursor=selection.cursor,
-                statuses=(RunStatus.FAILED,),
+            failed = RunSelection(
+                (RunStatus.FAILED,),
                 job_id=selection.job,
                 trigger=selection.trigger,
                 scheduled_from=selection.scheduled_from,
                 scheduled_to=selection.scheduled_to,
+            )
+            matched, next_cursor = await self.runs.list_for_tenant(
+                tenant, failed, limit=selection.limit, cursor=selection.cursor
             )
         except InvalidCursorError as exc:  # a body field: 422, as every body problem is
             raise InvalidRequestError([("cursor", str(exc))]) from None

@@ -16,9 +16,9 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from schedsvc.domain.admission import Admission, CacheProbe, WriteIntent
 from schedsvc.domain.jobs import JobChange, JobForRun, JobNotice, JobPage, JobTiming
-from schedsvc.domain.models import Job, JobCreate, Run, RunMessage, RunStatus, RunTrigger
+from schedsvc.domain.models import Job, JobCreate, Run, RunMessage, RunStatus
 from schedsvc.domain.notifications import NotificationMessage
-from schedsvc.domain.runs import AttemptRecord, BufferedFire, RunState
+from schedsvc.domain.runs import AttemptRecord, BufferedFire, RunSelection, RunState
 from schedsvc.domain.tenants import TenantPreferences, TenantSettingsPatch
 from schedsvc.domain.timing import Advance, LeaseGrant, MissedFire
 from schedsvc.domain.wire import EVERY_JOB, JobSelector
@@ -168,19 +168,10 @@ class RunHistory(Protocol):
         ...
 
     async def list_for_tenant(
-        self,
-        tenant: str,
-        *,
-        limit: int,
-        cursor: str | None = None,
-        statuses: Sequence[RunStatus] = (),
-        job_id: str | None = None,
-        trigger: RunTrigger | None = None,
-        scheduled_from: datetime | None = None,
-        scheduled_to: datetime | None = None,
+        self, tenant: str, selection: RunSelection, *, limit: int, cursor: str | None = None
     ) -> tuple[list[Run], str | None]:
-        """One page of the tenant's runs across its jobs (deleted ones too), newest first, and the next
-        cursor. Filters combine; ``scheduled_from`` is inclusive, ``scheduled_to`` exclusive.
+        """One page of the tenant's runs that ``selection`` takes, across its jobs (deleted ones too),
+        newest first, and the next cursor.
         :class:`~schedsvc.domain.errors.InvalidCursorError` for a cursor this method did not return."""
         ...
 

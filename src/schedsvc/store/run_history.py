@@ -19,6 +19,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from schedsvc import names
 from schedsvc.domain.errors import InvalidCursorError
 from schedsvc.domain.models import Run, RunStatus, RunTrigger, run_id
+from schedsvc.domain.runs import RunSelection
 from schedsvc.domain.time import from_ms, to_ms
 from schedsvc.store._client import translate_errors
 from schedsvc.store.retention import RunRetention
@@ -55,30 +56,21 @@ class MongoRunHistory:
         return None if doc is None else read_run(doc)
 
     async def list_for_tenant(
-        self,
-        tenant: str,
-        *,
-        limit: int,
-        cursor: str | None = None,
-        statuses: Sequence[RunStatus] = (),
-        job_id: str | None = None,
-        trigger: RunTrigger | None = None,
-        scheduled_from: datetime | None = None,
-        scheduled_to: datetime | None = None,
+        self, tenant: str, selection: RunSelection, *, limit: int, cursor: str | None = None
     ) -> tuple[list[Run], str | None]:
         limit = max(1, min(limit, MAX_PAGE))
         query: dict[str, Any] = {"tenant": tenant}
-        if statuses:
-            query["status"] = {"$in": [s.value for s in statuses]}
-        if job_id is not None:
-            query["jobId"] = job_id
-        if trigger is not None:
-            query["trigger"] = trigger.value
+        if selection.statuses:
+            query["status"] = {"$in": [s.value for s in selection.statuses]}
+        if selection.job_id is not None:
+            query["jobId"] = selection.job_id
+        if selection.trigger is not None:
+            query["trigger"] = selection.trigger.value
         scheduled: dict[str, Any] = {}
-        if scheduled_from is not None:
-            scheduled["$gte"] = scheduled_from
-        if scheduled_to is not None:
-            scheduled["$lt"] = scheduled_to
+        if selection.scheduled_from is not None:
+            scheduled["$gte"] = selection.scheduled_from
+        if selection.scheduled_to is not None:
+            scheduled["$lt"] = selection.scheduled_to
         if cursor is not None:
             before_ms, before_id = _decode_tenant_cursor(cursor)
             before = from_ms(before_ms)
