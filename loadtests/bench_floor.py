@@ -7,11 +7,12 @@ sit on this stack, whatever its own code does.
 Starts its own SecantusDB (Rust server unless SCHEDSVC_EMBEDDED_MONGODB=python), NATS and Redis on
 loopback, then side by side, each under granian with one worker and the flags ``run_load.py`` gives the bare
 app: the bare ``GET /hello`` (``run_load.HELLO_APP``); the same plus one Redis round trip; plus one pymongo
-``find_one`` by ``_id``; plus both and a bearer check (``loadtests/floor_apps.py``); and the service itself
-(``api`` role, Redis cache on) for its cheapest authenticated request (``GET /jobs/{id}``, a cache hit) and
-an uncached read (``GET /jobs/{id}/runs``). Each round measures every scenario once, in alternating order,
-after a warm-up: ``--requests`` requests from ``--concurrency`` clients, the CPU time (user + system, from
-/proc) of the app's process group and of the database, NATS and Redis servers, and client-side latency.
+``find_one`` by ``_id``; plus both; plus both and a bearer check (``loadtests/floor_apps.py``); and the
+service itself (``api`` role, Redis cache on) for its cheapest authenticated request (``GET /jobs/{id}``, a
+cache hit) and an uncached read (``GET /jobs/{id}/runs``). Each round measures every scenario once, in
+alternating order, after a warm-up: ``--requests`` requests from ``--concurrency`` clients, the CPU time
+(user + system, from /proc) of the app's process group and of the database, NATS and Redis servers, and
+client-side latency.
 
 The implied knee is ``--cpu-budget`` cores (default: every core of the machine) divided by CPU per request,
 once for the app process alone and once with the servers' CPU added (on one machine they share the cores).
@@ -122,6 +123,7 @@ def apps(backends: embedded.Backends, work: Path, src: Path) -> dict[str, embedd
         ("hello", "hello_app:app", {}),
         ("redis", "floor_apps:create_app", {"FLOOR_APP": "redis"}),
         ("mongo", "floor_apps:create_app", {"FLOOR_APP": "mongo"}),
+        ("both", "floor_apps:create_app", {"FLOOR_APP": "both"}),
         ("full", "floor_apps:create_app", {"FLOOR_APP": "full"}),
     ]:
         port = embedded.free_port()
@@ -268,6 +270,7 @@ def scenarios(jobs: list[str]) -> list[Scenario]:
         Scenario("bare GET /hello", "hello", lambda i: "/hello"),
         Scenario("hello + 1 Redis EVALSHA", "redis", lambda i: "/hello"),
         Scenario("hello + 1 find_one", "mongo", lambda i: "/hello"),
+        Scenario("hello + Redis + find_one", "both", lambda i: "/hello"),
         Scenario("hello + bearer + Redis + find_one", "full", lambda i: "/hello", AUTH),
         Scenario("service GET /jobs/{id} (cached)", "service", lambda i: f"/jobs/{jobs[i % len(jobs)]}", AUTH),
         Scenario(

@@ -7,6 +7,7 @@ granian runs one of them through the factory ``floor_apps:create_app``, chosen b
   key), the shape of the service's one-round-trip admission;
 - ``mongo``: one pymongo ``find_one`` by ``_id``, with the service's own client options
   (:func:`schedsvc.store.connect`);
+- ``both``: the Redis round trip, then the ``find_one``;
 - ``full``: the service's bearer-header check against an in-process cache of validated keys (what its
   authentication does for a known key), then the Redis round trip, then the ``find_one``: the least an
   authenticated, uncached read can do.
@@ -33,7 +34,7 @@ from schedsvc.api.auth import bearer_key
 from schedsvc.config import Settings
 from schedsvc.store import connect, database
 
-KINDS = ("redis", "mongo", "full")
+KINDS = ("redis", "mongo", "both", "full")
 COLLECTION = "floor_docs"
 SEED_DOCS = 20
 
@@ -80,8 +81,8 @@ def create_app() -> Litestar:
     settings = Settings(mongodb_uri=os.environ.get("FLOOR_MONGODB_URI", ""), database=os.environ["FLOOR_DATABASE"])
     prefix = os.environ["FLOOR_PREFIX"]
     valid_keys = {os.environ["FLOOR_KEY"]: "floor"}
-    mongo = connect(settings) if kind in ("mongo", "full") else None
-    redis = Redis.from_url(os.environ["FLOOR_REDIS_URL"]) if kind in ("redis", "full") else None
+    mongo = connect(settings) if kind in ("mongo", "both", "full") else None
+    redis = Redis.from_url(os.environ["FLOOR_REDIS_URL"]) if kind in ("redis", "both", "full") else None
     # Built once, as the service's adapters hold theirs: a request only sends.
     docs = database(mongo, settings).get_collection(COLLECTION) if mongo is not None else None
     admit_script = redis.register_script(_ADMIT_SCRIPT) if redis is not None else None
@@ -109,6 +110,11 @@ def create_app() -> Litestar:
         return {"hello": await read_doc()}
 
     @get("/hello")
+    async def hello_both() -> dict[str, str]:
+        await admit()
+        return {"hello": await read_doc()}
+
+    @get("/hello")
     async def hello_full(request: Request[Any, Any, Any]) -> dict[str, str]:
         key = bearer_key(request)
         if key is None or key not in valid_keys:
@@ -126,5 +132,5 @@ def create_app() -> Litestar:
             if redis is not None:
                 await redis.aclose()
 
-    handler = {"redis": hello_redis, "mongo": hello_mongo, "full": hello_full}[kind]
+    handler = {"redis": hello_redis, "mongo": hello_mongo, "both": hello_both, "full": hello_full}[kind]
     return Litestar([handler], lifespan=[clients])
