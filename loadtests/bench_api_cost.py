@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from run_load import BIN, HELLO_APP, READY_TIMEOUT_SECONDS, group_cpu_seconds  # this script's folder
+from run_load import HELLO_APP, READY_TIMEOUT_SECONDS, granian_argv, group_cpu_seconds  # this script's folder
 
 from schedsvc import embedded
 from schedsvc.config import Settings
@@ -262,21 +262,8 @@ def main() -> None:
         api = replace(api, env={**(api.env or {}), **counting})
         hello_port = embedded.free_port()
         (work / "hello_app.py").write_text(HELLO_APP)
-        hello_argv = [
-            str(BIN / "granian"),
-            "--interface",
-            "asgi",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(hello_port),
-            "--workers",
-            "1",
-            "--no-log",
-            "hello_app:app",
-        ]
         hello = embedded.ServerProcess(
-            hello_argv,
+            granian_argv("hello_app:app", hello_port),
             hello_port,
             work / "hello.log",
             "hello",

@@ -40,7 +40,7 @@ from typing import Any
 import httpx
 from bench_api_cost import AUTH, KEY, counters, job_body  # this script's folder
 from floor_apps import seed
-from run_load import BIN, HELLO_APP, READY_TIMEOUT_SECONDS, group_cpu_seconds
+from run_load import HELLO_APP, READY_TIMEOUT_SECONDS, granian_argv, group_cpu_seconds
 
 from schedsvc import embedded
 
@@ -97,14 +97,6 @@ class Row:
     ratio_app: float
     knee_with_servers_rps: float
     ratio_with_servers: float
-
-
-def granian_argv(target: str, port: int, factory: bool = False) -> list[str]:
-    """One granian worker on loopback without logs, as ``run_load.py`` and ``bench_api_cost.py`` start the
-    bare app; the service gets the same (``schedsvc serve``: ASGI, one worker, no access log)."""
-    argv = [str(BIN / "granian"), "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port)]
-    argv += ["--workers", "1", "--no-log", *(["--factory"] if factory else []), target]
-    return argv
 
 
 def apps(backends: embedded.Backends, work: Path, src: Path) -> dict[str, embedded.ServerProcess]:

@@ -303,6 +303,14 @@ def service_stack(args: argparse.Namespace, work: Path, io: BackgroundLoop) -> I
             p.stop()
 
 
+def granian_argv(target: str, port: int, factory: bool = False) -> list[str]:
+    """One granian worker on loopback without logs: how every benchmark starts the bare app and its kin;
+    the service gets the same (``schedsvc serve``: ASGI, one worker, no access log)."""
+    argv = [str(BIN / "granian"), "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--workers", "1", "--no-log", *(["--factory"] if factory else []), target]
+    return argv
+
+
 @contextlib.contextmanager
 def hello_stack(args: argparse.Namespace, work: Path, io: BackgroundLoop) -> Iterator[Stack]:
     """The baseline: the same number of bare Litestar/granian replicas behind the same balancer."""
@@ -311,19 +319,7 @@ def hello_stack(args: argparse.Namespace, work: Path, io: BackgroundLoop) -> Ite
     try:
         for i in range(args.api_replicas):
             port = embedded.free_port()
-            argv = [
-                str(BIN / "granian"),
-                "--interface",
-                "asgi",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-                "--no-log",
-                "hello_app:app",
-            ]
+            argv = granian_argv("hello_app:app", port)
             env = {**os.environ, "PYTHONPATH": str(work)}
             p = embedded.ServerProcess(argv, port, work / f"hello-{i}.log", f"hello-{i}", env, ready_path="/hello")
             p.start(wait=False)
