@@ -91,13 +91,43 @@ def test_overlap_skip_skips_only_first_attempts() -> None:
 
 
 def test_overlap_buffer_one_waits_for_one_fire_and_skips_the_rest() -> None:
-    # The waiting fire's message comes back after the recheck delay (a lease), unless it is woken before.
-    assert on_buffer("buffered", 31.0) == on_buffer("buffered", 31.0)
-    assert (on_buffer("buffered", 31.0).step, on_buffer("buffered", 31.0).delay) == (Step.WAIT, 31.0)
-    assert on_buffer("full", 31.0).step == Step.SKIP and on_buffer("full", 31.0).reason == OVERLAP_BUFFER_FULL
+    # A fresh waiting fire's message comes back after about a lease, unless it is woken before.
+    first = on_buffer("buffered", 31.0, 0.0, 3690.0)
+    assert (first.step, first.delay) == (Step.WAIT, 31.0)
+    full = on_buffer("full", 31.0, 0.0, 3690.0)
+    assert full.step == Step.SKIP and full.reason == OVERLAP_BUFFER_FULL
     assert "still running" in OVERLAP_BUFFER_FULL  # reads like the skip reason, which clients may match
-    freed = on_buffer("free", 31.0)  # released in between: back at once to take the slot
+    freed = on_buffer("free", 31.0, 500.0, 3690.0)  # released in between: back at once to take the slot
     assert freed.step == Step.WAIT and freed.delay < 1.0
+
+
+def _deliveries_while_waiting(wait_seconds: float, lease: float, longest_wait: float) -> int:
+    """How often a waiting fire's message is delivered while its holder keeps the slot for ``wait_seconds``."""
+    waited, deliveries = 0.0, 0
+    while waited < wait_seconds:
+        deliveries += 1
+        decision = on_buffer("buffered", lease, waited, longest_wait)
+        assert decision.step == Step.WAIT and decision.delay >= lease
+        waited += decision.delay
+    return deliveries
+
+
+@pytest.mark.parametrize(
+    ("max_event_age", "max_backoff"),
+    [(3600.0, 60.0), (86_400.0, 3600.0), (7 * 86_400.0, 86_400.0)],  # the default; a day; the largest allowed
+)
+def test_a_fire_waits_behind_a_long_holder_without_running_out_of_deliveries(
+    max_event_age: float, max_backoff: float
+) -> None:
+    # Before: a recheck every lease, so a holder retrying for ~52 minutes made the waiting fire fail as
+    # "delivered too often". Now the recheck grows with the wait, up to the holder's longest possible hold.
+    lease = 31.0
+    longest = max_event_age + max_backoff + lease
+    deliveries = _deliveries_while_waiting(longest, lease, longest)
+    assert deliveries <= 45  # about BUFFER_RECHECKS plus the doubling from a lease, whatever the policy
+    assert deliveries + 50 < MAX_DELIVERIES  # and leaves room for the fire's own attempts (at most 50)
+    # Early rechecks stay short, so a lost wake-up costs a fresh wait little.
+    assert on_buffer("buffered", lease, 40.0, longest).delay <= 2 * lease
 
 
 def test_outcomes() -> None:

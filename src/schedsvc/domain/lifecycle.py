@@ -133,16 +133,28 @@ def on_slot(acquired: bool, attempts: int) -> Decision:
 OVERLAP_BUFFER_FULL = "a previous run is still running and another fire already waits behind it"
 
 
-def on_buffer(outcome: str, recheck_seconds: float) -> Decision:
+BUFFER_RECHECKS = 30
+"""A fire waiting behind its job's holder (``bufferOne``) comes back at most about this many times over the
+longest wait its job allows, so waiting alone never brings it near :data:`MAX_DELIVERIES`."""
+
+
+def on_buffer(outcome: str, lease_seconds: float, waited_seconds: float, longest_wait_seconds: float) -> Decision:
     """Overlap ``bufferOne``, a first attempt that found the slot taken and tried to wait behind it.
 
-    ``buffered``: this fire waits. Its message goes back for ``recheck_seconds`` (about a lease: when a
-    holder that died would have lost the slot); normally it is woken sooner, by the holder's final outcome
-    (see ``RunWorker``). ``full``: another fire already waits, this one is skipped. ``free``: the slot was
-    released in between; the message comes back at once to take it.
+    ``buffered``: this fire waits. It is normally woken by the holder's final outcome (see ``JobSlots``);
+    its own message comes back only in case that wake-up is lost, or the holder died and its slot lapses.
+    The first recheck is after about a lease (``lease_seconds``: when a dead holder would have lost the
+    slot); later ones after as long as the fire has already waited (``waited_seconds``), up to a
+    1/:data:`BUFFER_RECHECKS` of ``longest_wait_seconds``, the longest its holder can keep the slot (its
+    retries stop once it is ``maxEventAgeSeconds`` old). A fire behind a long retrying holder therefore
+    waits hours with a few dozen deliveries instead of failing as delivered too often.
+    ``full``: another fire already waits, this one is skipped. ``free``: the slot was released in between;
+    the message comes back at once to take it.
     """
     if outcome == "buffered":
-        return Decision(Step.WAIT, recheck_seconds, reason="waiting for the running fire to end (bufferOne)")
+        ceiling = max(lease_seconds, longest_wait_seconds / BUFFER_RECHECKS)
+        recheck = min(max(lease_seconds, waited_seconds), ceiling)
+        return Decision(Step.WAIT, recheck, reason="waiting for the running fire to end (bufferOne)")
     if outcome == "full":
         return Decision(Step.SKIP, reason=OVERLAP_BUFFER_FULL)
     return Decision(Step.WAIT, 0.1, reason="the job's slot was released meanwhile")

@@ -9,8 +9,8 @@ keeps it for its redelivery. Only a final outcome (succeeded, failed, skipped) r
 Overlap ``bufferOne`` uses the same slot, plus one waiting place on it (``buffered``). A first attempt
 that finds the slot held tries to take that place (one conditional write: of several fires, exactly one
 gets it); the others are skipped as under ``skip``. The waiting fire's message goes back to JetStream,
-unacknowledged, for about a lease, so it cannot be lost: whichever replica gets it next looks at the slot
-again. The holder's final outcome hands the slot to the waiting fire in the same conditional write that
+unacknowledged, first for about a lease and then for longer as the wait grows (``lifecycle.on_buffer``), so
+it cannot be lost: whichever replica gets it next looks at the slot again. The holder's final outcome hands the slot to the waiting fire in the same conditional write that
 would free it, and then publishes a wake-up message for it (its own message id), so it starts at once
 rather than when its message comes back. If the holder's worker dies before the hand-over, its run's
 redelivery (already final) does the hand-over; if it dies after it, the waiting fire's own message comes
@@ -60,8 +60,9 @@ class JobSlots:
         self._bus = bus
         self._lease = lease
 
-    async def take(self, msg: RunMessage, claim: Claim, job: JobForRun, attempts: int) -> Decision:
-        """Take the job's slot, or wait behind its holder (``bufferOne``), or be skipped."""
+    async def take(self, msg: RunMessage, claim: Claim, job: JobForRun, attempts: int, age_seconds: float) -> Decision:
+        """Take the job's slot, or wait behind its holder (``bufferOne``), or be skipped. ``age_seconds``:
+        how long ago the fire was due (about as long as it has been waiting)."""
         now = datetime.now(UTC)
         claim.slot = await self._runs.acquire_job_slot(job.id, claim.run_id, now, now + self._lease)
         if claim.slot and job.overlap == "bufferOne" and attempts == 0:
@@ -69,7 +70,9 @@ class JobSlots:
         if claim.slot or attempts > 0 or job.overlap != "bufferOne":
             return on_slot(claim.slot, attempts)
         waited = await self._runs.buffer_behind_job_slot(msg, job.partition, now)
-        return on_buffer(waited, self._lease.total_seconds() + 1.0)
+        # A holder keeps the slot until its retries stop: the fire's age limit, plus one backoff and attempt.
+        longest_wait = job.retry.max_event_age_seconds + job.retry.max_backoff_seconds + self._lease.total_seconds()
+        return on_buffer(waited, self._lease.total_seconds() + 1.0, age_seconds, longest_wait)
 
     async def keep(self, claim: Claim, until: datetime) -> None:
         """The run is not over (a retry is due, or the attempt is still running): its slot's lease runs

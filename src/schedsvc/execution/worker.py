@@ -191,7 +191,7 @@ class RunWorker:
         claim.overlap_skip = job is not None and job.overlap == "skip" and run.attempts > 0
         claim.buffer_one = job is not None and job.overlap == "bufferOne"
         if decision.step == Step.ATTEMPT and job is not None and job.overlap in ("skip", "bufferOne"):
-            decision = await self._slots.take(delivery.message, claim, job, run.attempts)
+            decision = await self._slots.take(delivery.message, claim, job, run.attempts, run.age_seconds)
         if decision.step == Step.ATTEMPT and job is not None:
             return job, run.attempts
         if decision.step == Step.ACK and state is not None and state.final:
