@@ -22,9 +22,12 @@ from schedsvc import names
 from schedsvc.bus import NatsRunBus
 from schedsvc.client import verify_notification
 from schedsvc.config import Settings
+from schedsvc.domain.models import RunMessage
 from schedsvc.domain.notifications import run_failed
 from schedsvc.domain.timing import MissedFire
 from schedsvc.execution.notifications import NotificationReporter
+from schedsvc.store.retention import RunRetention
+from schedsvc.store.runs import MongoRunStore
 from schedsvc.store.tenants import webhook_secret_text
 from schedsvc.testing import Reply, WebhookReceiver
 from schedsvc.wiring import Adapters, timing_service
@@ -129,6 +132,41 @@ async def test_a_recovery_is_notified_once_and_retention_follows_the_tenant(env:
     # The tenant's retention, not the deployment's 30 days, decides when its runs expire.
     doc = await env.db[names.RUNS].find_one({"_id": recovered_rid})
     assert doc["expireAt"] - doc["finishedAt"] == timedelta(days=3)
+
+
+async def test_a_recovery_whose_worker_died_before_reporting_is_reported_by_the_redelivery(env: Env) -> None:
+    """The worker that recorded the first success after a failure cleared the job's failing mark and died
+    before reporting; JetStream delivers the success's message again. That redelivery reports the
+    recovery (once: a further repeat is dropped by its event id), not silence."""
+    job_id = await env.create_job("/ok", notify={"url": env.receiver.url("/notify")})
+    rid = await env.run_now(job_id)
+    assert (await env.final_run(rid))["status"] == "succeeded"  # not failing yet: nothing to report
+    scheduled_ms = int(rid.rpartition(":")[2])
+    scheduled = datetime.fromtimestamp(scheduled_ms / 1000, UTC)
+
+    # What the dying worker left: a failure before this fire marked the job failing, and this success's
+    # conditional write cleared the mark; the report never happened.
+    ledger = MongoRunStore(env.db, RunRetention(None, env.settings))
+    await ledger.mark_job_failing(job_id, scheduled - timedelta(minutes=5))
+    assert await ledger.clear_job_failing(job_id, scheduled)
+    await calls_settle(env.receiver, "/notify", 0, quiet=0.5)
+
+    job = await env.db[names.JOBS].find_one({"_id": job_id})
+    message = RunMessage(job_id, "dev", scheduled_ms, scheduled_ms, "manual", 0)
+    bus = await NatsRunBus.connect(env.settings)
+    try:
+        for attempt in ("a", "b"):  # two redeliveries (new message ids, as a crash before the ack gives)
+            await bus.publish_runs([message], [job["partition"]], [f"{rid}:redelivered-{attempt}"])
+    finally:
+        await bus.close()
+    await calls_settle(env.receiver, "/notify", 1)
+    [call] = env.receiver.calls_to("/notify")
+    event = verify_notification(call.headers, call.body, [await env.secret()])
+    assert (event.type, event.job_id, event.run_id) == ("job.recovered", job_id, rid)
+
+    # A newer failure is not hidden by a late repeat of the older success.
+    await ledger.mark_job_failing(job_id, scheduled + timedelta(minutes=5))
+    assert not await ledger.clear_job_failing(job_id, scheduled)
 
 
 async def test_a_failing_notification_target_does_not_change_the_run(env: Env) -> None:

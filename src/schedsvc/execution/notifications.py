@@ -123,8 +123,9 @@ class JobHealth:
             log.warning("could not mark job %s as failing: %s: %s", msg.job_id, type(exc).__name__, exc)
 
     async def succeeded(self, msg: RunMessage) -> None:
-        """Call once the success is recorded. Clearing the mark is one conditional write
-        (``job_codec.recovery_write``), so of several successes exactly one reports the recovery."""
+        """Call once the success is recorded, and again for a redelivery of it. Clearing the mark is one
+        conditional write (``job_codec.recovery_write``), so of several successes exactly one reports the
+        recovery; a repeat of that success reports it again, which the stream drops (same event id)."""
         try:
             recovered = await self._runs.clear_job_failing(msg.job_id, from_ms(msg.scheduled_ms))
         except Exception as exc:

@@ -6,16 +6,17 @@ The run keeps the slot from its first attempt to its final outcome, across retri
 retry the slot's lease runs until the retry is due (plus an ack deadline), and an interrupted attempt
 keeps it for its redelivery. Only a final outcome (succeeded, failed, skipped) releases it.
 
-Overlap ``bufferOne`` uses the same slot, plus one waiting place on it (``buffered``). A first attempt
-that finds the slot held tries to take that place (one conditional write: of several fires, exactly one
-gets it); the others are skipped as under ``skip``. The waiting fire's message goes back to JetStream,
-unacknowledged, first for about a lease and then for longer as the wait grows (``lifecycle.on_buffer``), so
-it cannot be lost: whichever replica gets it next looks at the slot again. The holder's final outcome hands the slot to the waiting fire in the same conditional write that
-would free it, and then publishes a wake-up message for it (its own message id), so it starts at once
-rather than when its message comes back. If the holder's worker dies before the hand-over, its run's
-redelivery (already final) does the hand-over; if it dies after it, the waiting fire's own message comes
-back within a lease and finds the slot its own. A fire woken twice (wake-up and its own message) still
-calls the target once: its attempt is claimed in the run ledger like any other.
+Overlap ``bufferOne`` uses the same slot, plus one waiting place on it (``buffered``). A first attempt that
+finds the slot held tries to take that place (one conditional write: of several fires, exactly one gets it);
+the others are skipped as under ``skip``. The waiting fire's message goes back to JetStream, unacknowledged,
+first for about a lease and then for longer as the wait grows (``lifecycle.on_buffer``), so it cannot be
+lost: whichever replica gets it next looks at the slot again. The holder's final outcome hands the slot to
+the waiting fire in the same conditional write that would free it, and then publishes a wake-up message for
+it (its own message id), so it starts at once rather than when its message comes back. If the holder's
+worker dies before the hand-over, its run's redelivery (already final) does the hand-over; if it dies after
+it, the waiting fire's own message comes back within a lease and finds the slot its own. A fire woken twice
+(wake-up and its own message) still calls the target once: its attempt is claimed in the run ledger like any
+other.
 """
 
 from __future__ import annotations

@@ -201,6 +201,9 @@ class RunWorker:
             if state.status != RunStatus.MISSED:
                 # The worker that finished it may have died before updating the job (idempotent).
                 await self._record_last_run(msg, state.status)
+            if state.status == RunStatus.SUCCEEDED and self._health is not None:
+                # ... or before reporting the job's recovery (a repeat has the same event id).
+                await self._health.succeeded(msg)
         elif decision.step == Step.ACK:
             log.info("run %s dropped: %s", claim.run_id, decision.reason)
         await self._apply(delivery, claim, decision, None, run.attempts)

@@ -59,6 +59,9 @@ class JobDocument(msgspec.Struct, kw_only=True, rename="camel"):
     last_failure: datetime | None = None
     """Scheduled instant of the latest fire that failed for good, until a fire at or after it succeeds:
     set while the job is failing, so exactly one success reports its recovery."""
+    last_recovery: datetime | None = None
+    """Scheduled instant of the fire whose success last cleared ``last_failure``: a redelivery of that
+    success (its worker died before reporting) finds it and reports the recovery again (same event id)."""
     partition: int
     created_at: datetime
     updated_at: datetime
@@ -84,6 +87,7 @@ RESUMED_AT: Final = _name("resumed_at")
 LAST_RUN: Final = _name("last_run")
 LAST_RUN_STATUS: Final = _name("last_run_status")
 LAST_FAILURE: Final = _name("last_failure")
+LAST_RECOVERY: Final = _name("last_recovery")
 PARTITION: Final = _name("partition")
 UPDATED_AT: Final = _name("updated_at")
 VERSION: Final = _name("version")
@@ -275,7 +279,13 @@ def failure_write(job_id: str, scheduled: datetime) -> tuple[Doc, Doc]:
 
 
 def recovery_write(job_id: str, scheduled: datetime) -> tuple[Doc, Doc]:
-    """Filter and update clearing the failing mark when the fire at ``scheduled`` succeeded: it matches only
+    """Filter and update clearing the failing mark when the fire at ``scheduled`` succeeded: it matches
     while the job is marked failing at or before that fire, so of several successes exactly one recovers
-    it, and a late success of an older fire does not hide a newer failure."""
-    return {ID: job_id, LAST_FAILURE: {"$lte": scheduled}}, {"$set": {LAST_FAILURE: None}}
+    it, and a late success of an older fire does not hide a newer failure. It matches again (changing
+    nothing) for the fire that cleared the mark, as long as no failure came since: a repeat of that
+    success reports the recovery its first worker may have died before reporting."""
+    cleared_by_this_fire = {LAST_RECOVERY: scheduled, LAST_FAILURE: None}
+    return (
+        {ID: job_id, "$or": [{LAST_FAILURE: {"$lte": scheduled}}, cleared_by_this_fire]},
+        {"$set": {LAST_FAILURE: None, LAST_RECOVERY: scheduled}},
+    )

@@ -230,6 +230,7 @@ class MongoRunJobs:
         await self._jobs.update_one(*job_codec.failure_write(job_id, scheduled))
 
     async def clear_failing(self, job_id: str, scheduled: datetime) -> bool:
-        """The fire at ``scheduled`` succeeded; True if this success recovered a failing job (once)."""
+        """The fire at ``scheduled`` succeeded; True if this success recovered a failing job (also when
+        asked again for the same success: its report may not have been made)."""
         result = await self._jobs.update_one(*job_codec.recovery_write(job_id, scheduled))
-        return result.modified_count == 1
+        return result.matched_count == 1
