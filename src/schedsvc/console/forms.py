@@ -2,7 +2,9 @@
 so the domain's msgspec types decode it with exactly the API's rules and their errors land beside the field.
 
 A form shows only the common fields; on edit, fields it does not show (headers, body, jitter, backoff...)
-are kept from the job, and only what changed goes into the ``JobPatch``.
+are kept from the job, and only what changed goes into the ``JobPatch``. The notification target is its URL
+alone: an empty ``notify.url`` means none of the job's own (the tenant's default applies), and the target's
+headers, which the console never shows, are kept while a URL stays set.
 """
 
 from __future__ import annotations
@@ -14,10 +16,14 @@ from typing import Any
 import msgspec
 
 from schedsvc.domain.models import Job, JobCreate, JobPatch
+from schedsvc.domain.wire import BulkJobAction, field_from_message
 
 SCHEDULE_KINDS = ("cron", "interval", "calendar", "once")
 TARGET_KINDS = ("http", "nats")
 HTTP_METHODS = ("POST", "GET", "PUT", "PATCH", "DELETE")
+BULK_ACTIONS = ("pause", "resume", "delete")
+BULK_SELECTOR_FIELDS = ("selector.tag", "selector.namePrefix", "selector.status")
+"""The bulk form's conditions, named by the JSON paths of ``POST /jobs/bulk/*``'s body (``limit`` beside them)."""
 _SCHEDULE_FIELDS = {
     "cron": ("expression", "timezone"),
     "interval": ("seconds",),
@@ -105,7 +111,16 @@ def job_fields(form: Mapping[str, Any], current: Job | None = None) -> dict[str,
     retry = _section(form, "retry", "", ("maxAttempts",), {**base.get("retry", {}), "kind": ""})
     retry.pop("kind")
     body["retry"] = retry
+    body["notify"] = _notify(form, base.get("notify"))
     return body
+
+
+def _notify(form: Mapping[str, Any], current: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The job's own notification target: the URL typed, with the current target's headers (null: none)."""
+    url = _text(form, "notify.url")
+    if not url:
+        return None
+    return {**(current or {}), "url": url}
 
 
 def decode_create(form: Mapping[str, Any]) -> JobCreate:
@@ -146,9 +161,39 @@ def form_values(job: Job | None) -> dict[str, str]:
         "tags": ", ".join(job.tags),
         "overlap": job.overlap,
         "retry.maxAttempts": str(job.retry.max_attempts),
+        "notify.url": job.notify.url if job.notify is not None else "",
     }
     for section in ("schedule", "target"):
         for name, value in data[section].items():
             if isinstance(value, str | int) and not isinstance(value, bool):
                 values[f"{section}.{name}"] = str(value)
     return values
+
+
+def decode_bulk(form: Mapping[str, Any]) -> BulkJobAction:
+    """The body of ``POST /jobs/bulk/*`` from the bulk form, decoded and checked as the API does: an empty
+    condition is left out, and no condition at all is the API's error naming ``selector``."""
+    selector = {path.split(".", 1)[1]: _text(form, path) for path in BULK_SELECTOR_FIELDS}
+    body: dict[str, Any] = {"selector": {name: value for name, value in selector.items() if value}}
+    limit = _text(form, "limit")
+    if limit:
+        try:
+            body["limit"] = int(limit)
+        except ValueError:
+            raise FormErrors({"limit": "must be a whole number"}) from None
+    try:
+        return msgspec.convert(body, BulkJobAction)
+    except msgspec.ValidationError as exc:
+        error = field_from_message(str(exc), None, "")
+        raise FormErrors({error.field: error.message}) from None
+
+
+def bulk_values(action: BulkJobAction) -> dict[str, str]:
+    """The bulk form's fields for an action (to ask for confirmation, or to list what it matches)."""
+    selector = action.selector
+    return {
+        "selector.tag": selector.tag or "",
+        "selector.namePrefix": selector.name_prefix or "",
+        "selector.status": selector.status.value if selector.status is not None else "",
+        "limit": str(action.limit),
+    }

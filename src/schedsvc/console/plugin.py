@@ -22,6 +22,7 @@ from litestar.template.config import TemplateConfig
 from schedsvc.api.errors import EXCEPTION_HANDLERS
 from schedsvc.cache import RedisLink
 from schedsvc.console.access import AccessController
+from schedsvc.console.bulk import BulkJobsController
 from schedsvc.console.failures import FailuresController
 from schedsvc.console.session import CSRF_FIELD, SESSION_CONFIG, SESSION_STORE, RevokedKeys, csrf_valid
 from schedsvc.console.views import JobPagesController
@@ -114,7 +115,7 @@ def console_router() -> Router:
     )
     return Router(
         path=CONSOLE_PATH,
-        route_handlers=[AccessController, JobPagesController, FailuresController, static],
+        route_handlers=[AccessController, JobPagesController, BulkJobsController, FailuresController, static],
         middleware=[SESSION_CONFIG.middleware],
         before_request=_guard,
         exception_handlers={kind: _error_page for kind in EXCEPTION_HANDLERS},

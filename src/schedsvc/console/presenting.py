@@ -1,24 +1,30 @@
 """What the pages show beyond the raw fields: schedules in words, upcoming fires with DST changes marked,
-and the run chart (an SVG drawn on the server, so the page needs no script)."""
+the run chart (an SVG drawn on the server, so the page needs no script), where notifications go, a job's
+JSON without its header values, and a bulk action's outcome in words."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
 from datetime import datetime, timedelta
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+import msgspec
 from cron_descriptor import get_description  # a maintained cron-to-English library, not a hand-written one
 
 from schedsvc.domain.models import (
     CalendarSchedule,
     CronSchedule,
     IntervalSchedule,
+    Job,
+    NotificationTarget,
     OnceSchedule,
     Run,
     RunStatus,
     Schedule,
 )
+from schedsvc.domain.wire import MAX_COUNTED_MATCHES, BulkJobResult
 from schedsvc.timing import upcoming_fires
 
 
@@ -128,3 +134,65 @@ def run_chart(runs: list[Run], width: int = 600, height: int = 120) -> Chart | N
         label = f"{run.scheduled_at:%Y-%m-%d %H:%M:%S} UTC: {status}, {late_text}"
         bars.append(Bar(i * slot + 1, height - bar_height, bar_height, status, label))
     return Chart(width, height, bars, f"{top:.1f}s", max(1.0, slot - 2))
+
+
+# -- notifications and headers --------------------------------------------------------------------
+
+HIDDEN_VALUE = "(hidden)"
+"""What the console shows instead of a header's value: values may hold credentials (the API returns them)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class NotificationShown:
+    """Where a job's notifications go, as its page says it: never a header's value, only its name."""
+
+    source: Literal["job", "tenant", "none"]
+    """The job's own target, the tenant's default (``/tenant/settings``), or neither."""
+    url: str | None
+    header_names: list[str]
+
+
+def notification_shown(own: NotificationTarget | None, tenant_default: NotificationTarget | None) -> NotificationShown:
+    """The job's own target wins; without one, the tenant's default applies (as execution decides it)."""
+    if own is not None:
+        return NotificationShown("job", own.url, sorted(own.headers))
+    if tenant_default is not None:
+        return NotificationShown("tenant", tenant_default.url, sorted(tenant_default.headers))
+    return NotificationShown("none", None, [])
+
+
+def definition_json(job: Job) -> str:
+    """The job as the API returns it, indented, with every header value (target's, notify's) hidden."""
+    data: dict[str, Any] = msgspec.to_builtins(job)
+    for section in ("target", "notify"):
+        headers = (data.get(section) or {}).get("headers")
+        if headers:
+            data[section]["headers"] = dict.fromkeys(headers, HIDDEN_VALUE)
+    return msgspec.json.format(msgspec.json.encode(data), indent=2).decode()
+
+
+# -- bulk actions ---------------------------------------------------------------------------------
+
+_BULK_DONE = {"pause": "paused", "resume": "resumed", "delete": "deleted"}
+_BULK_LEFT = {"pause": "not active", "resume": "not paused", "delete": "changed meanwhile"}
+"""Why a matched job was not changed (the action applies only to jobs in one status; a write is pinned to
+the version the job was selected at)."""
+
+
+def bulk_outcome_in_words(action: str, result: BulkJobResult) -> str:
+    """``{matched, changed, more}`` as a sentence, saying what to do when more jobs remain."""
+    done, left = _BULK_DONE[action], _BULK_LEFT[action]
+    if result.matched == 0:
+        return f"No job matches these conditions; none was {done}."
+    at_least = "at least " if result.matched >= MAX_COUNTED_MATCHES else ""
+    matched = f"{at_least}{result.matched:,} {'job' if result.matched == 1 else 'jobs'} matched"
+    if result.more:
+        return f"{matched}; {result.changed:,} {_were(result.changed)} {done}. More remain: repeat the action."
+    if result.changed == 0:
+        return f"{matched}; none was {done}: {'it was' if result.matched == 1 else 'they were'} {left}."
+    sentence = f"{matched}; {result.changed:,} {_were(result.changed)} {done}."
+    return sentence if result.changed >= result.matched else f"{sentence} The others were {left}."
+
+
+def _were(count: int) -> str:
+    return "was" if count == 1 else "were"

@@ -12,7 +12,6 @@ import logging
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-import msgspec
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
@@ -29,7 +28,14 @@ from schedsvc.console.forms import (
     form_values,
 )
 from schedsvc.console.pages import PAGE_SIZE, ConsoleRequest, flash, page, read_form, tenant_of
-from schedsvc.console.presenting import lateness_seconds, next_fires, run_chart, schedule_in_words
+from schedsvc.console.presenting import (
+    definition_json,
+    lateness_seconds,
+    next_fires,
+    notification_shown,
+    run_chart,
+    schedule_in_words,
+)
 from schedsvc.domain.errors import (
     DuplicateJobNameError,
     InvalidRequestError,
@@ -38,11 +44,11 @@ from schedsvc.domain.errors import (
     JobActionRefusedError,
     VersionConflictError,
 )
-from schedsvc.domain.models import JobStatus, Run, RunStatus
+from schedsvc.domain.models import Job, JobStatus, Run, RunStatus
 from schedsvc.domain.time import utcnow
-from schedsvc.domain.wire import JobSelector
+from schedsvc.domain.wire import MAX_BULK_JOBS, JobSelector
 from schedsvc.job_service import JobService
-from schedsvc.store.base import RunHistory
+from schedsvc.store.base import RunHistory, TenantPreferenceStore
 from schedsvc.timing import to_ms
 
 log = logging.getLogger(__name__)
@@ -114,6 +120,13 @@ class JobPagesController(Controller):
             filtered=any(filters.values()),
             statuses=_STATUSES,
             first_page=not cursor,
+            # The bulk form starts from the list's filters: what is listed is what an action would select.
+            bulk={
+                "selector.tag": filters["tag"],
+                "selector.namePrefix": filters["name"],
+                "selector.status": filters["status"] if job_status is not None else "",
+                "limit": str(MAX_BULK_JOBS),
+            },
         )
 
     @get("/jobs/new", name="console:new-job")
@@ -140,12 +153,11 @@ class JobPagesController(Controller):
         request: ConsoleRequest,
         job_service: NamedDependency[JobService],
         runs: NamedDependency[RunHistory],
+        tenants: NamedDependency[TenantPreferenceStore],
         job_id: FromPath[str],
     ) -> Template:
-        tenant = tenant_of(request)
-        job = await job_service.get(tenant, job_id)
-        history, _ = await runs.list_for_job(tenant, job.id, RUNS_SHOWN, None)
-        return self._job_page(request, job, history, form_values(job), {})
+        job = await job_service.get(tenant_of(request), job_id)
+        return await self._job_page(request, runs, tenants, job, form_values(job), {})
 
     @post("/jobs/{job_id:str}", status_code=303)
     async def update_job(
@@ -153,6 +165,7 @@ class JobPagesController(Controller):
         request: ConsoleRequest,
         job_service: NamedDependency[JobService],
         runs: NamedDependency[RunHistory],
+        tenants: NamedDependency[TenantPreferenceStore],
         job_id: FromPath[str],
     ) -> Template | Redirect:
         tenant = tenant_of(request)
@@ -164,11 +177,9 @@ class JobPagesController(Controller):
                 raise VersionConflictError(job_id)
             await job_service.update(tenant, job_id, decode_patch(form, job), version)
         except FormErrors as exc:
-            history, _ = await runs.list_for_job(tenant, job.id, RUNS_SHOWN, None)
-            return self._job_page(request, job, history, form, exc.errors, 422)
+            return await self._job_page(request, runs, tenants, job, form, exc.errors, 422)
         except (InvalidRequestError, InvalidScheduleError, InvalidTargetError, DuplicateJobNameError) as exc:
-            history, _ = await runs.list_for_job(tenant, job.id, RUNS_SHOWN, None)
-            return self._job_page(request, job, history, form, _domain_field_error(exc).errors, 422)
+            return await self._job_page(request, runs, tenants, job, form, _domain_field_error(exc).errors, 422)
         except VersionConflictError:
             flash(
                 request, "Someone changed this job while you edited it: review it and apply your change again.", "error"
@@ -256,15 +267,20 @@ class JobPagesController(Controller):
     ) -> Template:
         return page(request, "new_job.html", status_code, **_form_context(values, errors))
 
-    def _job_page(
+    async def _job_page(
         self,
         request: ConsoleRequest,
-        job: Any,
-        history: list[Any],
+        runs: RunHistory,
+        tenants: TenantPreferenceStore,
+        job: Job,
         values: dict[str, Any],
         errors: dict[str, str],
         status_code: int = 200,
     ) -> Template:
+        tenant = tenant_of(request)
+        history, _ = await runs.list_for_job(tenant, job.id, RUNS_SHOWN, None)
+        # The tenant's default matters only to a job without a target of its own: read it only then.
+        tenant_default = None if job.notify is not None else (await tenants.preferences(tenant)).notify
         now = utcnow()
         fires, fires_error = [], None
         if job.status == JobStatus.ACTIVE or job.status == JobStatus.PAUSED:
@@ -282,7 +298,8 @@ class JobPagesController(Controller):
             fires_error=fires_error,
             runs=[(r, lateness_seconds(r)) for r in history],
             chart=run_chart(history),
-            definition=msgspec.json.format(msgspec.json.encode(job), indent=2).decode(),
+            definition=definition_json(job),
+            notification=notification_shown(job.notify, tenant_default),
             refresh=_still_waiting(request, history),
             **_form_context(values, errors),
         )
