@@ -1,4 +1,6 @@
-"""The console's form decoding (the API's types and field names) and what its pages compute."""
+"""The console's form decoding (the API's types and field names) and what its pages compute.
+
+The pages and forms over HTTP, with a real database: tests/integration/test_console.py and tests/browser."""
 
 from __future__ import annotations
 
@@ -11,20 +13,31 @@ from litestar.stores.memory import MemoryStore
 from litestar.testing import TestClient
 from tests.unit.samples import a_job
 
-from schedsvc.console.forms import FormErrors, decode_create, decode_patch, form_values
-from schedsvc.console.presenting import next_fires, run_chart, schedule_in_words
+from schedsvc.console.forms import FormErrors, bulk_values, decode_bulk, decode_create, decode_patch, form_values
+from schedsvc.console.presenting import (
+    HIDDEN_VALUE,
+    bulk_outcome_in_words,
+    definition_json,
+    next_fires,
+    notification_shown,
+    run_chart,
+    schedule_in_words,
+)
 from schedsvc.console.session import SESSION_CONFIG, SESSION_STORE, start_session
 from schedsvc.domain.models import (
     CalendarSchedule,
     CronSchedule,
     HttpTarget,
     IntervalSchedule,
+    JobStatus,
     NatsTarget,
+    NotificationTarget,
     RetryPolicy,
     Run,
     RunStatus,
     RunTrigger,
 )
+from schedsvc.domain.wire import BulkJobResult, JobSelector
 
 NOW = datetime(2026, 3, 26, tzinfo=UTC)
 BASE = {
@@ -84,6 +97,88 @@ def test_an_edit_patches_only_what_changed_and_keeps_what_the_form_does_not_show
     assert patch.schedule == IntervalSchedule(seconds=120, anchor=NOW, jitter_seconds=5)  # anchor, jitter kept
     assert patch.target == HttpTarget(url="https://h.example.com/y", headers={"X-Team": "ops"})  # headers kept
     assert isinstance(patch.name, type(patch.tags))  # both unset
+
+
+def test_the_notify_url_is_set_changed_with_its_headers_kept_and_cleared() -> None:
+    plain = a_job(next_run=NOW)
+    assert decode_create({**BASE, "notify.url": "https://n.example.com/a"}).notify == NotificationTarget(
+        url="https://n.example.com/a"
+    )
+    assert decode_create(BASE).notify is None
+
+    patch = decode_patch({**form_values(plain), "notify.url": "https://n.example.com/a"}, plain)
+    assert patch.notify == NotificationTarget(url="https://n.example.com/a")
+
+    notified = a_job(next_run=NOW, notify=NotificationTarget(url="https://n.example.com/a", headers={"X-K": "v"}))
+    assert form_values(notified)["notify.url"] == "https://n.example.com/a"
+    changed = decode_patch({**form_values(notified), "notify.url": "https://n.example.com/b"}, notified)
+    assert changed.notify == NotificationTarget(url="https://n.example.com/b", headers={"X-K": "v"})
+    assert decode_patch({**form_values(notified), "notify.url": " "}, notified).notify is None  # tenant default
+
+
+def test_a_malformed_notify_url_is_named_by_its_field() -> None:
+    errors = errors_of({**BASE, "notify.url": "ftp://n.example.com"})
+    assert list(errors) == ["notify.url"] and "matching regex" in errors["notify.url"]
+
+
+def test_where_notifications_go_and_the_json_view_show_header_names_never_values() -> None:
+    own = NotificationTarget(url="https://own.example.com", headers={"X-B": "secret-b", "X-A": "secret-a"})
+    tenant = NotificationTarget(url="https://tenant.example.com", headers={"X-T": "secret-t"})
+    assert notification_shown(own, tenant).source == "job"
+    assert notification_shown(own, tenant).header_names == ["X-A", "X-B"]
+    assert (notification_shown(None, tenant).source, notification_shown(None, tenant).url) == (
+        "tenant",
+        "https://tenant.example.com",
+    )
+    assert notification_shown(None, None).source == "none"
+
+    job = a_job(next_run=NOW, notify=own, target=HttpTarget(url="https://h.example.com", headers={"X-T": "tok"}))
+    shown = definition_json(job)
+    assert "secret" not in shown and "tok" not in shown
+    assert shown.count(HIDDEN_VALUE) == 3 and '"X-A"' in shown
+
+
+@pytest.mark.parametrize(
+    ("form", "field", "fragment"),
+    [
+        ({}, "selector", "name at least one of"),
+        ({"selector.tag": "a b"}, "selector.tag", "matching regex"),
+        ({"selector.status": "gone"}, "selector.status", "Invalid enum value"),
+        ({"selector.tag": "a", "limit": "1001"}, "limit", "<= 1000"),
+        ({"selector.tag": "a", "limit": "x"}, "limit", "whole number"),
+    ],
+)
+def test_the_bulk_form_is_checked_as_the_apis_body(form: dict[str, str], field: str, fragment: str) -> None:
+    with pytest.raises(FormErrors) as raised:
+        decode_bulk(form)
+    assert list(raised.value.errors) == [field]
+    assert fragment in raised.value.errors[field]
+
+
+def test_the_bulk_form_decodes_to_the_apis_bulk_action() -> None:
+    form = {"selector.tag": " t ", "selector.namePrefix": "", "selector.status": "paused", "limit": "5"}
+    action = decode_bulk(form)
+    assert (action.selector, action.limit) == (JobSelector(tag="t", status=JobStatus.PAUSED), 5)
+    assert decode_bulk(bulk_values(action)) == action
+    assert decode_bulk({"selector.namePrefix": "n"}).limit == 1000
+
+
+@pytest.mark.parametrize(
+    ("action", "result", "words"),
+    [
+        ("pause", BulkJobResult(0, 0, more=False), "No job matches these conditions; none was paused."),
+        ("pause", BulkJobResult(1, 1, more=False), "1 job matched; 1 was paused."),
+        ("pause", BulkJobResult(5, 3, more=False), "5 jobs matched; 3 were paused. The others were not active."),
+        ("resume", BulkJobResult(2, 0, more=False), "2 jobs matched; none was resumed: they were not paused."),
+        (
+            "delete",
+            BulkJobResult(10_000, 1000, more=True),
+            "at least 10,000 jobs matched; 1,000 were deleted. More remain: repeat the action.",
+        ),
+    ],
+)
+def test_a_bulk_outcome_in_words(action: str, result: BulkJobResult, words: str) -> None:
+    assert bulk_outcome_in_words(action, result) == words
 
 
 def test_fires_after_a_daylight_saving_change_are_marked() -> None:
