@@ -237,3 +237,40 @@ async def test_pausing_from_a_stale_page_a_job_someone_else_paused_says_it_is_pa
         await page.get_by_role("button", name=f"Resume {name}").click()
         await expect(page.locator(".flash.error")).to_contain_text("The job changed since the page was shown")
         assert (await api.get(f"/jobs/{job['id']}")).json()["status"] == "paused"
+
+
+async def test_the_jobs_matching_a_tag_are_paused_then_deleted_after_a_confirmation(
+    console: Console, page: Page
+) -> None:
+    """A bulk action from the filtered list: the bulk form starts from the filters, pause reports what it did
+    in words, delete shows what would go before anything does; another tenant's jobs with the same tag stay."""
+    tag = f"bulk{uuid.uuid4().hex[:6]}"
+    body = {"schedule": {"kind": "interval", "seconds": 3600}, "tags": [tag]}
+    async with (
+        httpx.AsyncClient(base_url=console.url, headers={"Authorization": f"Bearer {console.key}"}) as api,
+        httpx.AsyncClient(base_url=console.url, headers={"Authorization": f"Bearer {console.other_key}"}) as other,
+    ):
+        for i in range(3):
+            target = {"kind": "nats", "subject": "tenant.dev.console"}
+            assert (await api.post("/jobs", json={**body, "name": f"{tag}-{i}", "target": target})).status_code == 201
+        target = {"kind": "nats", "subject": f"tenant.{OTHER_TENANT}.console"}
+        theirs = (await other.post("/jobs", json={**body, "name": f"{tag}-theirs", "target": target})).json()
+
+        await sign_in(page, console)
+        await page.goto(f"{console.url}/console/jobs?tag={tag}")
+        await expect(page.locator("table.jobs tbody tr")).to_have_count(3)
+        await expect(page.get_by_label("Tag is")).to_have_value(tag)  # the filters fill the bulk form in
+        await page.get_by_role("button", name="Pause matching jobs").click()
+        await expect(page.locator(".flash")).to_have_text("3 jobs matched; 3 were paused.")
+        await expect(page.locator("table.jobs tbody tr .status")).to_have_text(["paused"] * 3)
+
+        await page.get_by_role("button", name="Delete matching jobs…").click()
+        await expect(page.get_by_role("heading", level=1)).to_have_text("Delete the matching jobs?")
+        await expect(page.locator("ul.matched li")).to_have_count(3)
+        await screenshot(page, "bulk-delete-confirm")
+        await page.get_by_role("button", name="Delete 3 jobs").click()
+        await expect(page.locator(".flash")).to_have_text("3 jobs matched; 3 were deleted.")
+        await expect(page.locator("p.empty")).to_contain_text("No job matches these filters")
+
+        still = await other.get(f"/jobs/{theirs['id']}")
+        assert (still.status_code, still.json()["status"], still.json()["version"]) == (200, "active", 1)
