@@ -135,7 +135,7 @@ async def _tenants(settings: Settings, args: argparse.Namespace) -> int:
                 return 0 if count else 1
             case "rotate-secret":
                 print(f"new webhook signing secret: {await store.rotate_secret(args.name)}")
-                await _announce(settings, "tenant", args.name)
+                await _announce(settings, "data", args.name)
             case "list":
                 for t in await store.list_tenants():
                     active = [k["_id"] for k in t["keys"] if k.get("revokedAt") is None]

@@ -5,6 +5,7 @@ and for another one, whose jobs must be untouched."""
 
 from __future__ import annotations
 
+import asyncio
 import html
 import re
 import uuid
@@ -12,10 +13,6 @@ from typing import Any
 
 import httpx
 from tests.conftest import DEV_KEY, Api
-
-from schedsvc.domain.models import NotificationTarget
-from schedsvc.domain.tenants import TenantSettingsPatch
-from schedsvc.store import MongoTenantStore
 
 TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -98,11 +95,14 @@ async def test_the_job_page_says_where_notifications_go_and_never_shows_a_header
     page = await api.client.get(f"/console/jobs/{plain['id']}")
     assert re.search(r'<dd class="notify">none', page.text)
 
-    # Set in the store, as PATCH /tenant/settings stores it: the API's PATCH also announces a "tenant" change,
-    # which the console reads as "every key of the tenant revoked" and so signs this session out.
-    default = NotificationTarget(url="http://127.0.0.1:9/tenant", headers={"X-Tenant-Token": "tenant-secret-2"})
-    await MongoTenantStore(api.db).update_preferences("dev", TenantSettingsPatch(notify=default))
+    # The tenant's default, set through the API. Its change notice (kind "data") reaches the console too, and
+    # must not read as a revocation: the session stays signed in.
+    default = {"url": "http://127.0.0.1:9/tenant", "headers": {"X-Tenant-Token": "tenant-secret-2"}}
+    patched = await api.client.patch("/tenant/settings", json={"notify": default}, headers=api.headers)
+    assert patched.status_code == 200, patched.text
+    await asyncio.sleep(1.0)  # the notice is on its way to every replica within about a second
     page = await api.client.get(f"/console/jobs/{plain['id']}")
+    assert page.status_code == 200 and "Notifications" in page.text, "the settings change signed the session out"
     assert "tenant default (<code>http://127.0.0.1:9/tenant</code>)" in page.text
     assert "X-Tenant-Token" in page.text and "tenant-secret-2" not in page.text
     page = await api.client.get(f"/console/jobs/{own['id']}")  # its own target still wins

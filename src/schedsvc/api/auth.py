@@ -59,7 +59,7 @@ async def follow_key_changes(bus: NatsRunBus) -> tuple[ApiKeyCache, Callable[[],
     def on_change(kind: str, value: str) -> None:
         if kind == "key":
             cache.drop(lambda key, _tenant: key_id_of(key) == value)
-        else:
+        elif kind == "tenant":  # every key of the tenant revoked; a "data" change leaves keys valid
             cache.drop(lambda _key, tenant: tenant == value)
 
     return cache, await bus.tenant_changes(on_change)

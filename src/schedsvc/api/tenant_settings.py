@@ -78,6 +78,6 @@ async def _announce(state: State, tenant: str) -> None:
     if bus is None:
         return
     try:
-        await bus.publish_tenant_change("tenant", tenant)
+        await bus.publish_tenant_change("data", tenant)
     except Exception:
         log.warning("could not announce the new settings of tenant %s; replicas apply them within a minute", tenant)

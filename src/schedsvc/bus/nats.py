@@ -43,8 +43,11 @@ RUN_RETENTION_SECONDS = 24 * 3600
 ERROR_LOG_INTERVAL_SECONDS = 30.0
 PUBLISH_TIMEOUT_SECONDS = 10.0
 """How long a batch of run messages may wait for its acks (plus 2 ms per message)."""
-TenantChangeKind = Literal["key", "tenant"]
-"""``key``: one API key (by key id) was revoked; ``tenant``: a tenant's keys or signing secrets changed."""
+TenantChangeKind = Literal["key", "tenant", "data"]
+"""What a tenant change notice says: ``key``, one API key (by key id) was revoked; ``tenant``, every key of
+the tenant was revoked (its console sessions end too); ``data``, the tenant's settings or signing secrets
+changed (cached tenant data is dropped, keys and sessions stay)."""
+TENANT_CHANGE_KINDS: tuple[TenantChangeKind, ...] = ("key", "tenant", "data")
 
 _encode_run = msgspec.msgpack.Encoder().encode
 _encode_notice = msgspec.msgpack.Encoder().encode
@@ -320,8 +323,8 @@ class NatsRunBus:
 
         async def on_msg(msg: Msg) -> None:
             kind, _, value = msg.data.decode(errors="replace").partition(" ")
-            if kind in ("key", "tenant") and value:
-                handler(kind, value)  # type: ignore[arg-type]
+            if kind in TENANT_CHANGE_KINDS and value:
+                handler(kind, value)
             else:
                 log.warning("ignoring a malformed tenant change notice")
 
@@ -348,8 +351,9 @@ class NatsRunBus:
 
 
 async def announce_tenant_change(settings: Settings, kind: TenantChangeKind, value: str) -> bool:
-    """Tell every running replica that an API key was revoked (``key``, key id) or a tenant's keys or
-    signing secrets changed (``tenant``, name), so they drop what they cached within about a second.
+    """Tell every running replica that an API key was revoked (``key``, key id), every key of a tenant was
+    (``tenant``, name) or its settings or signing secrets changed (``data``, name), so they drop what they
+    cached within about a second (see :data:`TenantChangeKind`).
 
     For the command line, which does not hold a bus. False when NATS could not be reached: replicas then
     notice within their cache lifetime.

@@ -107,7 +107,8 @@ class RevokedKeys:
             if not self._following:
 
                 def on_change(kind: str, value: str) -> None:
-                    (self.key_ids if kind == "key" else self.tenants)[value] = time.time()
+                    if kind in ("key", "tenant"):  # a revocation; a "data" change keeps sessions
+                        (self.key_ids if kind == "key" else self.tenants)[value] = time.time()
 
                 await bus.tenant_changes(on_change)
                 self._following = True

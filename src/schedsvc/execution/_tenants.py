@@ -47,7 +47,7 @@ class TenantDirectory:
         """Drop a tenant's entry when a change to it is announced; returns an unsubscribe."""
 
         def on_change(kind: str, value: str) -> None:
-            if kind == "tenant":
+            if kind in ("tenant", "data"):
                 self._cache.drop(lambda tenant, _delivery: tenant == value)
 
         return await bus.tenant_changes(on_change)

@@ -68,7 +68,7 @@ class RunRetention:
         """Forget a tenant when a change to it is announced; returns an unsubscribe."""
 
         def on_change(kind: str, value: str) -> None:
-            if kind == "tenant":
+            if kind in ("tenant", "data"):
                 self.forget(value)
 
         return await changes.tenant_changes(on_change)
