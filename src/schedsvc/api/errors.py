@@ -23,7 +23,6 @@ from schedsvc.domain.errors import (
     InvalidCursorError,
     InvalidRequestError,
     InvalidScheduleError,
-    InvalidTargetError,
     JobActionRefusedError,
     JobNotFoundError,
     RunNotFoundError,
@@ -113,7 +112,7 @@ def _domain(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem
             return problem(request, exc.status, title, str(exc), errors)
         case InvalidCursorError():
             return problem(request, 400, "Bad request", f"cursor: {exc}", [FieldError("cursor", str(exc))])
-        case InvalidScheduleError() | InvalidTargetError():
+        case InvalidScheduleError():
             return problem(request, 422, "Invalid request", f"{exc.field}: {exc}", [FieldError(exc.field, str(exc))])
         case JobNotFoundError():
             return problem(request, 404, "Not found", "no such job")

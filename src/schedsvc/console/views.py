@@ -40,7 +40,6 @@ from schedsvc.domain.errors import (
     DuplicateJobNameError,
     InvalidRequestError,
     InvalidScheduleError,
-    InvalidTargetError,
     JobActionRefusedError,
     VersionConflictError,
 )
@@ -142,7 +141,7 @@ class JobPagesController(Controller):
             job, _ = await job_service.create(tenant_of(request), decode_create(form))
         except FormErrors as exc:
             return self._edit_page(request, None, form, exc.errors, 422)
-        except (InvalidRequestError, InvalidScheduleError, InvalidTargetError, DuplicateJobNameError) as exc:
+        except (InvalidRequestError, InvalidScheduleError, DuplicateJobNameError) as exc:
             return self._edit_page(request, None, form, _domain_field_error(exc).errors, 422)
         flash(request, f"Created {job.name}.")
         return Redirect(f"/console/jobs/{job.id}", status_code=303)
@@ -178,7 +177,7 @@ class JobPagesController(Controller):
             await job_service.update(tenant, job_id, decode_patch(form, job), version)
         except FormErrors as exc:
             return await self._job_page(request, runs, tenants, job, form, exc.errors, 422)
-        except (InvalidRequestError, InvalidScheduleError, InvalidTargetError, DuplicateJobNameError) as exc:
+        except (InvalidRequestError, InvalidScheduleError, DuplicateJobNameError) as exc:
             return await self._job_page(request, runs, tenants, job, form, _domain_field_error(exc).errors, 422)
         except VersionConflictError:
             flash(

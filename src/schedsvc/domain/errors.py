@@ -17,14 +17,6 @@ class InvalidScheduleError(SchedsvcError, ValueError):
         self.field = field
 
 
-class InvalidTargetError(SchedsvcError, ValueError):
-    """A target is not allowed for this tenant or deployment."""
-
-    def __init__(self, message: str, field: str = "target") -> None:
-        super().__init__(message)
-        self.field = field
-
-
 class JobNotFoundError(SchedsvcError, LookupError):
     """No job with that id exists for the calling tenant."""
 
