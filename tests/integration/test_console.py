@@ -109,7 +109,7 @@ async def test_the_job_page_says_where_notifications_go_and_never_shows_a_header
     assert "http://127.0.0.1:9/tenant" not in page.text
 
 
-async def test_the_edit_form_sets_changes_and_clears_the_notify_url_keeping_its_headers(api: Api) -> None:
+async def test_the_edit_form_sets_changes_and_clears_the_notify_url_keeping_its_headers_on_its_origin(api: Api) -> None:
     csrf = await sign_in(api)
     job = await create_job(api, "notified")
     saved = await api.client.post(
@@ -131,6 +131,19 @@ async def test_the_edit_form_sets_changes_and_clears_the_notify_url_keeping_its_
     )
     job = await job_of(api, job["id"])
     assert job["notify"] == {"url": "http://127.0.0.1:9/b", "headers": {"X-Token": "kept"}}
+
+    # ... but not to another host or port: they may be credentials for the old one alone.
+    await api.client.post(
+        f"/console/jobs/{job['id']}", data=edit_form(job, csrf, **{"notify.url": "http://127.0.0.2:9/b"})
+    )
+    moved = await job_of(api, job["id"])
+    assert moved["notify"] == {"url": "http://127.0.0.2:9/b", "headers": {}}
+    patched = await api.client.patch(
+        f"/jobs/{job['id']}",
+        json={"notify": {"url": "http://127.0.0.1:9/b", "headers": {"X-Token": "kept"}}},
+        headers=api.headers,
+    )
+    job = patched.json()
 
     # Saved with the URL as it is (another field changed): the target stays whole.
     await api.client.post(f"/console/jobs/{job['id']}", data=edit_form(job, csrf, description="renotified"))

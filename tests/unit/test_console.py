@@ -173,7 +173,7 @@ def test_the_bulk_form_decodes_to_the_apis_bulk_action() -> None:
         (
             "delete",
             BulkJobResult(10_000, 1000, more=True),
-            "at least 10,000 jobs matched; 1,000 were deleted. More remain: repeat the action.",
+            "At least 10,000 jobs matched; 1,000 were deleted. More remain: repeat the action.",
         ),
     ],
 )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -116,11 +117,24 @@ def job_fields(form: Mapping[str, Any], current: Job | None = None) -> dict[str,
 
 
 def _notify(form: Mapping[str, Any], current: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The job's own notification target: the URL typed, with the current target's headers (null: none)."""
+    """The job's own notification target: the URL typed (null: none). The current target's headers (set
+    through the API; the console never shows their values) stay only while the URL keeps its origin: they
+    may carry credentials meant for that host alone."""
     url = _text(form, "notify.url")
     if not url:
         return None
-    return {**(current or {}), "url": url}
+    if current is None or _origin(current.get("url", "")) != _origin(url):
+        return {"url": url}
+    return {**current, "url": url}
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """Scheme, host and port: what a credential header is meant for (an unreadable URL has no origin)."""
+    try:
+        parts = urlsplit(url)
+        return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port
+    except ValueError:
+        return "", url, None
 
 
 def decode_create(form: Mapping[str, Any]) -> JobCreate:

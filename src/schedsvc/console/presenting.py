@@ -184,7 +184,7 @@ def bulk_outcome_in_words(action: str, result: BulkJobResult) -> str:
     done, left = _BULK_DONE[action], _BULK_LEFT[action]
     if result.matched == 0:
         return f"No job matches these conditions; none was {done}."
-    at_least = "at least " if result.matched >= MAX_COUNTED_MATCHES else ""
+    at_least = "At least " if result.matched >= MAX_COUNTED_MATCHES else ""
     matched = f"{at_least}{result.matched:,} {'job' if result.matched == 1 else 'jobs'} matched"
     if result.more:
         return f"{matched}; {result.changed:,} {_were(result.changed)} {done}. More remain: repeat the action."
