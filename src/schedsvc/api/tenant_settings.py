@@ -80,4 +80,4 @@ async def _announce(state: State, tenant: str) -> None:
     try:
         await bus.publish_tenant_change("data", tenant)
     except Exception:
-        log.warning("could not announce the new settings of tenant %s; replicas apply them within a minute", tenant)
+        log.warning("could not announce the new settings of tenant %s; replicas apply them within 5 minutes", tenant)
