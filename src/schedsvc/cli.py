@@ -18,7 +18,7 @@ from schedsvc.domain.errors import ConfigurationError
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
-    from schedsvc.bus import TenantChangeKind
+    from schedsvc.domain.tenants import TenantChangeKind
 
 DEFAULT_DATA_DIR = os.environ.get("SCHEDSVC_DATA_DIR", ".dev-data")
 

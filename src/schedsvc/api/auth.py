@@ -22,6 +22,7 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 from schedsvc.bus import NatsRunBus
 from schedsvc.cache import NoticedCache
 from schedsvc.domain.errors import AuthenticationError
+from schedsvc.domain.tenants import REVOCATIONS, TenantChangeKind
 from schedsvc.observability.metrics import RATE_LIMITED
 from schedsvc.store import MongoTenantStore
 from schedsvc.store.base import FailureCounter
@@ -56,10 +57,10 @@ async def follow_key_changes(bus: NatsRunBus) -> tuple[ApiKeyCache, Callable[[],
     """The process's cache of validated keys, emptied of revoked keys as notices arrive; and an unsubscribe."""
     cache: ApiKeyCache = NoticedCache(KEY_CACHE_SECONDS, gaps=lambda: bus.reconnects)
 
-    def on_change(kind: str, value: str) -> None:
+    def on_change(kind: TenantChangeKind, value: str) -> None:
         if kind == "key":
             cache.drop(lambda key, _tenant: key_id_of(key) == value)
-        elif kind == "tenant":  # every key of the tenant revoked; a "data" change leaves keys valid
+        elif kind in REVOCATIONS:  # every key of the tenant
             cache.drop(lambda _key, tenant: tenant == value)
 
     return cache, await bus.tenant_changes(on_change)

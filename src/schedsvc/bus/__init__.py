@@ -1,7 +1,7 @@
 """NATS JetStream adapter."""
 
 from schedsvc.bus.consumers import NotificationDelivery, NotificationSubscription, RunDelivery, RunSubscription
-from schedsvc.bus.nats import BusError, NatsRunBus, TenantChangeKind, announce_tenant_change
+from schedsvc.bus.nats import BusError, NatsRunBus, announce_tenant_change
 
 __all__ = [
     "BusError",
@@ -10,6 +10,5 @@ __all__ = [
     "NotificationSubscription",
     "RunDelivery",
     "RunSubscription",
-    "TenantChangeKind",
     "announce_tenant_change",
 ]

@@ -7,7 +7,6 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Literal
 
 import msgspec
 import nats
@@ -31,6 +30,7 @@ from schedsvc.domain.jobs import JobNotice
 from schedsvc.domain.lifecycle import MAX_DELIVERIES
 from schedsvc.domain.models import RunMessage, run_id
 from schedsvc.domain.notifications import NotificationMessage
+from schedsvc.domain.tenants import TENANT_CHANGE_KINDS, TenantChangeKind
 from schedsvc.names import Names
 
 log = logging.getLogger(__name__)
@@ -43,11 +43,6 @@ RUN_RETENTION_SECONDS = 24 * 3600
 ERROR_LOG_INTERVAL_SECONDS = 30.0
 PUBLISH_TIMEOUT_SECONDS = 10.0
 """How long a batch of run messages may wait for its acks (plus 2 ms per message)."""
-TenantChangeKind = Literal["key", "tenant", "data"]
-"""What a tenant change notice says: ``key``, one API key (by key id) was revoked; ``tenant``, every key of
-the tenant was revoked (its console sessions end too); ``data``, the tenant's settings or signing secrets
-changed (cached tenant data is dropped, keys and sessions stay)."""
-TENANT_CHANGE_KINDS: tuple[TenantChangeKind, ...] = ("key", "tenant", "data")
 
 _encode_run = msgspec.msgpack.Encoder().encode
 _encode_notice = msgspec.msgpack.Encoder().encode

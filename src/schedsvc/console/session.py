@@ -18,6 +18,8 @@ from litestar.connection import ASGIConnection
 from litestar.middleware.session.server_side import ServerSideSessionBackend, ServerSideSessionConfig
 from litestar.types import Message, ScopeSession
 
+from schedsvc.domain.tenants import REVOCATIONS, TenantChangeKind
+
 SESSION_STORE = "console_sessions"
 """The name of the store in the app's store registry (Redis when configured, else in-process)."""
 SESSION_SECONDS = 8 * 3600
@@ -106,8 +108,8 @@ class RevokedKeys:
         async with self._lock:
             if not self._following:
 
-                def on_change(kind: str, value: str) -> None:
-                    if kind in ("key", "tenant"):  # a revocation; a "data" change keeps sessions
+                def on_change(kind: TenantChangeKind, value: str) -> None:
+                    if kind in REVOCATIONS:
                         (self.key_ids if kind == "key" else self.tenants)[value] = time.time()
 
                 await bus.tenant_changes(on_change)

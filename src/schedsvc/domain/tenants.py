@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
@@ -10,6 +10,15 @@ from msgspec import UNSET, Meta, UnsetType
 from schedsvc.domain.models import NotificationTarget
 
 RetentionDays = Annotated[int, Meta(ge=1, le=36_500)]
+
+TenantChangeKind = Literal["key", "tenant", "data"]
+"""What a tenant change notice says: ``key``, one API key (by key id) was revoked; ``tenant``, every key of
+the tenant was revoked; ``data``, the tenant's settings or signing secrets changed."""
+TENANT_CHANGE_KINDS: tuple[TenantChangeKind, ...] = ("key", "tenant", "data")
+REVOCATIONS: frozenset[TenantChangeKind] = frozenset({"key", "tenant"})
+"""Kinds that end what a key opened: cached validations of it, console sessions signed in with it."""
+TENANT_DATA_CHANGES: frozenset[TenantChangeKind] = frozenset({"tenant", "data"})
+"""Kinds after which what is cached about the tenant (signing secrets, settings) is read again."""
 
 
 class TenantPreferences(msgspec.Struct, kw_only=True, frozen=True):

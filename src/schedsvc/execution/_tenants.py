@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from schedsvc.cache import NoticedCache
 from schedsvc.config import Settings
 from schedsvc.domain.models import NotificationTarget
+from schedsvc.domain.tenants import TENANT_DATA_CHANGES, TenantChangeKind
 from schedsvc.store.base import RunBus, TenantDeliveryStore
 
 CACHE_SECONDS = 300.0
@@ -46,8 +47,8 @@ class TenantDirectory:
     async def follow(self, bus: RunBus) -> Callable[[], Awaitable[None]]:
         """Drop a tenant's entry when a change to it is announced; returns an unsubscribe."""
 
-        def on_change(kind: str, value: str) -> None:
-            if kind in ("tenant", "data"):
+        def on_change(kind: TenantChangeKind, value: str) -> None:
+            if kind in TENANT_DATA_CHANGES:
                 self._cache.drop(lambda tenant, _delivery: tenant == value)
 
         return await bus.tenant_changes(on_change)

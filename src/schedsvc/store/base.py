@@ -19,7 +19,7 @@ from schedsvc.domain.jobs import JobChange, JobForRun, JobNotice, JobPage, JobTi
 from schedsvc.domain.models import Job, JobCreate, Run, RunMessage, RunStatus
 from schedsvc.domain.notifications import NotificationMessage
 from schedsvc.domain.runs import AttemptRecord, BufferedFire, RunSelection, RunState
-from schedsvc.domain.tenants import TenantPreferences, TenantSettingsPatch
+from schedsvc.domain.tenants import TenantChangeKind, TenantPreferences, TenantSettingsPatch
 from schedsvc.domain.timing import Advance, LeaseGrant, MissedFire
 from schedsvc.domain.wire import EVERY_JOB, JobSelector
 from schedsvc.names import Names
@@ -256,7 +256,7 @@ class RunBus(RunPublisher, Protocol):
         """Times the connection was re-established (a gap in which announcements may have been missed)."""
         ...
 
-    async def tenant_changes(self, handler: Callable[[str, str], None]) -> Callable[[], Awaitable[None]]:
+    async def tenant_changes(self, handler: Callable[[TenantChangeKind, str], None]) -> Callable[[], Awaitable[None]]:
         """Call ``handler(kind, value)`` for every announced tenant change; returns an unsubscribe."""
         ...
 

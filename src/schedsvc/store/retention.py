@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import Protocol
 
 from schedsvc.config import Settings
-from schedsvc.domain.tenants import TenantPreferences, effective_settings
+from schedsvc.domain.tenants import TENANT_DATA_CHANGES, TenantChangeKind, TenantPreferences, effective_settings
 
 CACHE_SECONDS = 60.0
 _MAX_ENTRIES = 10_000
@@ -26,7 +26,9 @@ class PreferenceReader(Protocol):
 
 
 class TenantChangeFeed(Protocol):
-    async def tenant_changes(self, handler: Callable[[str, str], None]) -> Callable[[], Awaitable[None]]: ...
+    async def tenant_changes(
+        self, handler: Callable[[TenantChangeKind, str], None]
+    ) -> Callable[[], Awaitable[None]]: ...
 
 
 class RunRetention:
@@ -67,8 +69,8 @@ class RunRetention:
     async def follow(self, changes: TenantChangeFeed) -> Callable[[], Awaitable[None]]:
         """Forget a tenant when a change to it is announced; returns an unsubscribe."""
 
-        def on_change(kind: str, value: str) -> None:
-            if kind in ("tenant", "data"):
+        def on_change(kind: TenantChangeKind, value: str) -> None:
+            if kind in TENANT_DATA_CHANGES:
                 self.forget(value)
 
         return await changes.tenant_changes(on_change)
