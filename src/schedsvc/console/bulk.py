@@ -19,7 +19,6 @@ from schedsvc.console.presenting import bulk_outcome_in_words
 from schedsvc.domain.models import JobStatus
 from schedsvc.domain.wire import MAX_COUNTED_MATCHES, BulkJobAction, BulkJobResult
 from schedsvc.job_service import JobService
-from schedsvc.store.base import JobRepository
 
 CONFIRMED = "yes"
 """The value of the confirmation page's ``confirm`` field: only a post carrying it deletes."""
@@ -51,7 +50,6 @@ class BulkJobsController(Controller):
         self,
         request: ConsoleRequest,
         job_service: NamedDependency[JobService],
-        jobs: NamedDependency[JobRepository],
     ) -> Template | Redirect:
         form = await read_form(request)
         action = str(form.get("action", ""))
@@ -64,7 +62,7 @@ class BulkJobsController(Controller):
             return self._bulk_page(request, action, _form_text(form), exc.errors, status_code=422)
         if action == "delete" and form.get("confirm") != CONFIRMED:
             # What would go, before anything does: the count (as the API counts it) and the first page.
-            matched = await jobs.count(tenant, bulk.selector, limit=MAX_COUNTED_MATCHES)
+            matched = await job_service.count_matching(tenant, bulk.selector)
             first = await job_service.list(tenant, bulk.selector, limit=PAGE_SIZE)
             return self._bulk_page(
                 request,

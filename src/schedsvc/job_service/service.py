@@ -22,7 +22,7 @@ from schedsvc.domain.errors import (
 from schedsvc.domain.jobs import JobChange, JobPage, JobStateError, change_from_patch
 from schedsvc.domain.models import Job, JobCreate, JobPatch, JobStatus, RunMessage, RunTrigger, run_id
 from schedsvc.domain.time import from_ms, to_ms, utcnow
-from schedsvc.domain.wire import BulkJobAction, BulkJobResult, JobSelector, RunAccepted
+from schedsvc.domain.wire import MAX_COUNTED_MATCHES, BulkJobAction, BulkJobResult, JobSelector, RunAccepted
 from schedsvc.job_service.bulk import act_on_matching
 from schedsvc.job_service.rules import TargetPolicy, check_job_input, first_fire_after
 from schedsvc.store.base import JobRepository, RunPublisher
@@ -154,6 +154,11 @@ class JobService:
         return RunAccepted(run_id(job.id, now_ms), job.id, from_ms(now_ms), RunTrigger.MANUAL)
 
     # -- bulk actions (job_service/bulk.py picks the jobs; each is the single-job change above) ----------
+
+    async def count_matching(self, tenant: str, selector: JobSelector) -> int:
+        """How many of the tenant's jobs match, counted as a bulk action counts them (up to
+        ``MAX_COUNTED_MATCHES``): what a confirmation shows before a bulk delete."""
+        return await self.jobs.count(tenant, selector, limit=MAX_COUNTED_MATCHES)
 
     async def pause_matching(self, tenant: str, action: BulkJobAction) -> BulkJobResult:
         """Pause the active jobs matching the selector (at most ``action.limit``)."""
