@@ -75,6 +75,7 @@ class RetrySweeper:
         self._batch = batch
         self._rng = rng or random.Random()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def start(self) -> None:
         if self._task is not None:
@@ -84,6 +85,7 @@ class RetrySweeper:
     async def stop(self) -> None:
         if self._task is None:
             return
+        self._stopping = True
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
@@ -112,10 +114,13 @@ class RetrySweeper:
 
     async def _loop(self) -> None:
         pause = min(FIRST_SWEEP_SECONDS, self._interval)
-        while True:
+        # Not `while True`: a cancellation that lands inside the NATS client can come out as its own error
+        # (publish_async turns CancelledError into TooManyStalledMsgsError), which would keep the loop alive.
+        while not self._stopping:
             await asyncio.sleep(pause)
             try:
                 await self.sweep()
             except Exception as exc:  # an outage: the runs stay marked, the next sweep finds them again
-                log.warning("sweeping stranded retries on demand failed: %s: %s", type(exc).__name__, exc)
+                if not self._stopping:
+                    log.warning("sweeping stranded retries on demand failed: %s: %s", type(exc).__name__, exc)
             pause = self._interval * self._rng.uniform(1 - SWEEP_JITTER, 1 + SWEEP_JITTER)
