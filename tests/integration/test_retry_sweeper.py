@@ -20,13 +20,14 @@ from tests.integration.test_runs_api import published_retries, write_run
 
 from schedsvc import names
 from schedsvc.config import Settings
-from schedsvc.domain.models import HttpTarget, Run
+from schedsvc.domain.models import HttpTarget, Run, RunMessage, RunStatus
 from schedsvc.domain.runs import retry_message_id
-from schedsvc.domain.time import utcnow
+from schedsvc.domain.time import to_ms, utcnow
 from schedsvc.execution import ExecutionService
 from schedsvc.job_service.runs import MAX_RETRIES_ON_DEMAND
 from schedsvc.store.retention import RunRetention
 from schedsvc.store.run_history import MongoRunHistory
+from schedsvc.store.runs import MongoRunStore
 from schedsvc.testing import WebhookReceiver
 
 SWEEP = 0.2
@@ -121,3 +122,37 @@ async def test_a_stranded_retry_of_a_deleted_job_ends_skipped_and_is_not_publish
     assert len(await published_retries(fast)) == 1, "published again after it ended"
     assert server.calls == []
     assert await consumer_settled(fast)
+
+
+async def test_stranded_retries_are_the_reopens_whose_attempt_was_not_claimed(mongo_db: Any, fast: Settings) -> None:
+    """The ledger's side: the mark lives from the reopen to the claim, the end without an attempt, or the undo."""
+    retention = RunRetention(None, fast)
+    ledger, history = MongoRunStore(mongo_db, retention), MongoRunHistory(mongo_db, retention)
+    long_ago = timedelta(minutes=5)
+    waiting = await stranded(mongo_db, fast, "job-a", minutes=50, reopened_ago=long_ago)
+    claimed = await stranded(mongo_db, fast, "job-a", minutes=40, reopened_ago=long_ago)
+    ended = await stranded(mongo_db, fast, "job-a", minutes=30, reopened_ago=long_ago)
+    undone = await stranded(mongo_db, fast, "job-a", minutes=20, reopened_ago=long_ago)
+    await stranded(mongo_db, fast, "job-b", minutes=10, reopened_ago=timedelta(seconds=1))
+    await write_run(mongo_db, fast, TENANT, "job-c", datetime.now(UTC), "retrying")  # an automatic retry
+
+    def message(run: Run) -> RunMessage:
+        return RunMessage(run.job_id, TENANT, to_ms(run.scheduled_at), 0, run.trigger.value, 0)
+
+    now = datetime.now(UTC)
+    assert await ledger.claim_attempt(message(claimed), 1, now, now + timedelta(seconds=30)) == 2
+    # Queued again with its message back in the stream (a stop past its grace period): not stranded.
+    await ledger.release_interrupted(claimed.id, 2, "interrupted by a worker shutdown")
+    assert await ledger.finish(message(ended), RunStatus.SKIPPED, None, now, "the job no longer exists")
+    await history.revert_retries([(undone.id, 1)], now)
+
+    found = await ledger.stranded_retries(utcnow() - timedelta(minutes=2), 10)
+    [only] = found
+    reopened_at = (await run_doc(mongo_db, waiting.id) or {})["reopenedAt"]
+    assert only.message == RunMessage(
+        waiting.job_id, TENANT, to_ms(waiting.scheduled_at), to_ms(reopened_at), "scheduled", 0
+    )
+    assert only.message_id == retry_message_id(waiting.id, 1, reopened_at)
+    # Oldest reopen first, and bounded.
+    assert [s.message.job_id for s in await ledger.stranded_retries(utcnow(), 10)] == ["job-a", "job-b"]
+    assert len(await ledger.stranded_retries(utcnow(), 1)) == 1
