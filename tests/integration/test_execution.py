@@ -681,6 +681,26 @@ async def test_deleted_job_is_dropped(mongo_db, bus, services, server, fast) -> 
     assert server.calls == []
 
 
+async def test_a_run_waiting_for_a_retry_when_its_job_is_deleted_ends_skipped(mongo_db, bus, services, server) -> None:  # type: ignore[no-untyped-def]
+    """Not left queued for ever: its retry's delivery records it skipped (and the call is not made)."""
+    await add_tenant(mongo_db)
+    server.routes["/fails"] = lambda c, n: Reply(503)
+    retry = RetryPolicy(max_attempts=3, min_backoff_seconds=1.0, max_backoff_seconds=1.0)
+    job_id = await add_job(mongo_db, HttpTarget(url=server.url("/fails")), retry=retry)
+    await services()
+    rid = await fire(bus, job_id)
+
+    async def waiting_for_retry() -> bool:
+        doc = await run_doc(mongo_db, rid)
+        return doc is not None and doc["status"] == "queued" and doc["attempts"] == 1
+
+    await wait_until(waiting_for_retry)
+    await mongo_db[names.JOBS].delete_one({"_id": job_id})
+    doc = await final_run(mongo_db, rid)
+    assert doc["status"] == "skipped" and doc["error"] == "the job no longer exists", doc
+    assert doc["attempts"] == 1 and len(server.calls) == 1
+
+
 async def test_a_job_stored_with_an_unreadable_target_fails_its_run(mongo_db, bus, services, server, fast) -> None:  # type: ignore[no-untyped-def]
     await add_tenant(mongo_db)
     job_id = await add_job(mongo_db, HttpTarget(url=server.url("/x")))

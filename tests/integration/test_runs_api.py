@@ -89,7 +89,15 @@ async def record_run(
     api: Api, tenant: str, job_id: str, scheduled: datetime, outcome: str, trigger: str = "scheduled"
 ) -> str:
     """A run written the way execution writes it (claims, failed attempts, final status)."""
-    store = MongoRunStore(api.db, RunRetention(None, api.settings))
+    return await write_run(api.db, api.settings, tenant, job_id, scheduled, outcome, trigger)
+
+
+async def write_run(
+    db: Any, settings: Settings, tenant: str, job_id: str, scheduled: datetime, outcome: str, trigger: str = "scheduled"
+) -> str:
+    """:func:`record_run` into any database: ``running``, ``retrying`` (queued for its second attempt, due
+    in 5 s) or a final status; returns the run id."""
+    store = MongoRunStore(db, RunRetention(None, settings))
     ms = int(scheduled.timestamp() * 1000)
     message = RunMessage(job_id, tenant, ms, ms, trigger, 1)
     now = datetime.now(UTC)

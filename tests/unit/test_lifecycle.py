@@ -10,6 +10,7 @@ import pytest
 
 from schedsvc.domain.errors import StoreUnavailableError
 from schedsvc.domain.lifecycle import (
+    JOB_GONE,
     MAX_DELIVERIES,
     OVERLAP_BUFFER_FULL,
     OVERLAP_SKIPPED,
@@ -39,8 +40,30 @@ def test_a_final_run_is_acknowledged_whatever_else_holds(status: RunStatus) -> N
     assert on_delivery(run(status=status, attempts=9, deliveries=10**6), None, manual=False, now=NOW).step == Step.ACK
 
 
-def test_a_run_of_a_deleted_job_is_acknowledged() -> None:
-    assert on_delivery(run(), None, manual=False, now=NOW).step == Step.ACK
+def test_a_fire_of_a_deleted_job_never_recorded_is_acknowledged() -> None:
+    d = on_delivery(run(), None, manual=False, now=NOW)
+    assert d.step == Step.ACK and d.reason == JOB_GONE
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        # reopened for a retry on demand, its attempt not claimed yet
+        run(status=RunStatus.QUEUED, attempts=2, attempt_limit=3),
+        # waiting for an automatic retry (its delayed message came back, early or not)
+        run(status=RunStatus.QUEUED, attempts=1, next_attempt_at=NOW + timedelta(seconds=30)),
+        # its worker died mid-attempt
+        run(status=RunStatus.RUNNING, attempts=1, lease_until=NOW - timedelta(seconds=1)),
+    ],
+)
+def test_a_recorded_run_of_a_deleted_job_is_skipped_rather_than_left_unfinished(stored: RunFacts) -> None:
+    d = on_delivery(stored, None, manual=False, now=NOW)
+    assert d.step == Step.SKIP and d.reason == JOB_GONE
+
+
+def test_a_run_of_a_deleted_job_running_under_a_live_lease_is_left_to_its_worker() -> None:
+    live = run(status=RunStatus.RUNNING, attempts=1, lease_until=NOW + timedelta(seconds=7))
+    assert on_delivery(live, None, manual=False, now=NOW).step == Step.ACK
 
 
 def test_a_live_lease_elsewhere_puts_the_message_back_until_it_ends() -> None:

@@ -3,9 +3,9 @@
 A run message is only a wake-up; the run document is the truth. Each delivery goes through at most three
 decisions, each a pure function of facts the worker read (no I/O here, so every path is unit-tested):
 
-1. :func:`on_delivery` — before calling the target: acknowledge (final run, or job gone), put back (a
-   live lease elsewhere, a retry not due yet), skip (paused job), fail (no attempts left, too old,
-   delivered too often), or attempt.
+1. :func:`on_delivery` — before calling the target: acknowledge (final run, or a fire of a job gone that
+   was never recorded), put back (a live lease elsewhere, a retry not due yet), skip (paused job, or a
+   recorded run of a job gone), fail (no attempts left, too old, delivered too often), or attempt.
 2. :func:`on_outcome` — after the call: succeeded, retry after a delay, or fail.
 3. :func:`on_error` — when processing itself raised: a *permanent* error (a stored job that no longer
    decodes, a value out of range, a bug) fails the run at once, since every redelivery would fail the
@@ -38,6 +38,7 @@ SLOT_RETRY_SECONDS = 2.0
 ERROR_RETRY_SECONDS = 5.0
 """How long to put a message back after a transient error (database or NATS unavailable)."""
 OVERLAP_SKIPPED = "a previous run is still running"
+JOB_GONE = "the job no longer exists"
 
 
 class Step(enum.StrEnum):
@@ -95,12 +96,19 @@ def on_delivery(run: RunFacts, job: JobFacts | None, *, manual: bool, now: datet
     """Before calling the target: whether and how to go on with this delivery."""
     if run.status in FINAL_STATUSES:
         return Decision(Step.ACK, reason=f"already {run.status}")
+    lease_until = run.lease_until if run.status == RunStatus.RUNNING else None
+    lease_left = 0.0 if lease_until is None else (lease_until - now).total_seconds()
     if job is None:
-        return Decision(Step.ACK, reason="the job no longer exists")
-    if run.status == RunStatus.RUNNING and run.lease_until is not None and run.lease_until > now:
+        if run.status is None or lease_left > 0:
+            # Nothing recorded to end (a fire of a deleted job), or the worker on it records its outcome
+            # and its own next delivery gets here.
+            return Decision(Step.ACK, reason=JOB_GONE)
+        # A recorded run left unfinished (waiting for a retry, automatic or on demand, or interrupted) would
+        # otherwise stay queued for ever; a retry on demand would be published again and again.
+        return Decision(Step.SKIP, reason=JOB_GONE)
+    if lease_left > 0:
         # Another worker is on it (a duplicate delivery): look again when its lease ends.
-        wait = (run.lease_until - now).total_seconds() + 0.1
-        return Decision(Step.WAIT, max(wait, CONTENDED_RETRY_SECONDS))
+        return Decision(Step.WAIT, max(lease_left + 0.1, CONTENDED_RETRY_SECONDS))
     if run.next_attempt_at is not None and run.next_attempt_at > now:
         # Redelivered before its retry was due (e.g. the delayed nak was lost): wait for it.
         return Decision(Step.WAIT, (run.next_attempt_at - now).total_seconds())

@@ -1,6 +1,7 @@
 """What execution reads and writes about a run besides the run resource itself: the state a worker acts on,
-one attempt's outcome, and a fire handed the job's slot. Shared by the run ledger port (``store/base.py``),
-its MongoDB adapter and the worker, so they live here rather than in any one of them."""
+one attempt's outcome, a fire handed the job's slot, and a retry on demand waiting for its message. Shared
+by the run ledger port (``store/base.py``), its MongoDB adapter, the worker and the API's retries, so they
+live here rather than in any one of them."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from datetime import datetime
 
 from schedsvc.domain.lifecycle import FINAL_STATUSES
 from schedsvc.domain.models import RunMessage, RunStatus, RunTrigger
-from schedsvc.domain.time import from_ms
+from schedsvc.domain.time import from_ms, to_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,3 +69,27 @@ class BufferedFire:
 def scheduled_at(message: RunMessage) -> datetime:
     """The fire's nominal instant."""
     return from_ms(message.scheduled_ms)
+
+
+def retry_message_id(rid: str, retries_on_demand: int, reopened_at: datetime) -> str:
+    """The message id of one reopen of run ``rid`` for a retry on demand (its ``retries_on_demand`` after the
+    reopen): ``<runId>:retry<n>:<reopenedMs>``.
+
+    The run's own id may still be inside the stream's 15-minute duplicate window, and a reopen undone and made
+    again gets the same ``n``, so the instant of the reopen is what keeps a new reopen from being dropped as a
+    duplicate of an old one. The API's first publish and the sweeper's re-publish of a stranded reopen use
+    this one spelling, so the stream drops the second when the first was stored after all.
+    """
+    return f"{rid}:retry{retries_on_demand}:{to_ms(reopened_at)}"
+
+
+@dataclass(frozen=True, slots=True)
+class StrandedRetry:
+    """A run reopened for a retry on demand whose attempt has not started well after the reopen: its message
+    may never have been stored (the API died between the reopen and the publish, or could not undo the
+    reopen after a failed publish). What the sweeper publishes again, under the reopen's own message id."""
+
+    message: RunMessage
+    """The reopen's run message: due at the reopen, lease epoch 0 (not a timing replica's fire)."""
+    message_id: str
+    """:func:`retry_message_id` of the reopen."""

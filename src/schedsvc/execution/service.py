@@ -2,7 +2,8 @@
 
 One durable pull consumer is shared by every worker process; each process fetches only as many messages
 as it has free slots (``max_concurrent_runs``), so a busy process leaves work to idle ones and nothing
-waits in a local queue past its ack deadline.
+waits in a local queue past its ack deadline. Beside it, every process sweeps for retries on demand whose
+message was lost and publishes them again (``execution/sweeper.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from schedsvc.config import Settings
 from schedsvc.execution._pump import DeliveryPump
 from schedsvc.execution._tenants import TenantDirectory
 from schedsvc.execution.notifications import JobHealth, NotificationReporter, NotificationSender
+from schedsvc.execution.sweeper import STRANDED_AFTER_SECONDS, SWEEP_INTERVAL_SECONDS, RetrySweeper
 from schedsvc.execution.targets import TargetCaller
 from schedsvc.execution.worker import JobChanged, RunWorker
 from schedsvc.observability.metrics import RUN_QUEUE_PENDING, RUNS_IN_PROGRESS
@@ -42,6 +44,9 @@ class ExecutionService:
     Lifecycle: ``await start()`` once; ``ready`` is True while it fetches; ``await stop()`` stops fetching,
     lets in-flight runs finish for up to ``shutdown_grace_seconds``, then interrupts the rest (their
     attempts count and their messages go back to JetStream at once).
+
+    ``retry_sweep_seconds`` and ``stranded_retry_seconds`` are the sweeper's interval and how old a reopen
+    must be to count as stranded (``execution/sweeper.py``; tests shorten them).
     """
 
     def __init__(
@@ -54,6 +59,8 @@ class ExecutionService:
         shutdown_grace_seconds: float = DEFAULT_SHUTDOWN_GRACE_SECONDS,
         rng: random.Random | None = None,
         on_job_changed: JobChanged | None = None,
+        retry_sweep_seconds: float = SWEEP_INTERVAL_SECONDS,
+        stranded_retry_seconds: float = STRANDED_AFTER_SECONDS,
     ) -> None:
         self._on_job_changed = on_job_changed
         self._settings = settings
@@ -71,6 +78,11 @@ class ExecutionService:
         self._stopping = False
         self._unfollow_tenants: Callable[[], Awaitable[None]] | None = None
         self._notifications: NotificationSender | None = None
+        # settings.partitions, which every replica must set to the cluster's count: the partition only names the
+        # subject, and the one durable consumer reads every partition's subject whatever the count.
+        self._sweeper = RetrySweeper(
+            runs, bus, settings.partitions, interval=retry_sweep_seconds, stranded_after=stranded_retry_seconds
+        )
 
     @property
     def ready(self) -> bool:
@@ -112,6 +124,7 @@ class ExecutionService:
         )
         self._pump.start("schedsvc-execution-fetch")
         self._sampler = asyncio.create_task(self._sample_pending(), name="schedsvc-execution-pending")
+        self._sweeper.start()
         log.info("execution started: up to %d concurrent runs", self._capacity)
 
     async def stop(self) -> None:
@@ -120,6 +133,7 @@ class ExecutionService:
         if self._pump is None or self._stopping:
             return
         self._stopping = True
+        await self._sweeper.stop()
         await self._pump.stop_fetching()
         if self._sampler is not None:
             self._sampler.cancel()

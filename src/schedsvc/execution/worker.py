@@ -9,6 +9,9 @@ wake-up, so a redelivery (after a crash, a lost ack or a re-publish) is recognis
 - running under a live lease (another worker is on it) → put back until the lease ends;
 - running with an expired lease (its worker died mid-call) → that attempt counts; the next one starts, or
   the run fails when no attempts are left;
+- the job was deleted → ack; a run already recorded and not final (waiting for a retry, automatic or on
+  demand) is recorded ``skipped`` first, so it does not stay queued (and a retry on demand re-published by
+  the sweeper) for ever;
 - processing that raises → put back if the error is transient, failed and dead-lettered if it is
   permanent or the message was delivered too often.
 
@@ -206,6 +209,8 @@ class RunWorker:
                 await self._health.succeeded(msg)
         elif decision.step == Step.ACK:
             log.info("run %s dropped: %s", claim.run_id, decision.reason)
+        elif job is None:
+            log.info("run %s recorded skipped: %s", claim.run_id, decision.reason)
         await self._apply(delivery, claim, decision, None, run.attempts)
         return None
 

@@ -2,14 +2,21 @@
 Retry button (``console/views.py``) are thin adapters over :class:`RunService`.
 
 A retry reopens the run in the database (``RunHistory.reopen_for_retry``: ``failed`` → ``queued``, one more
-attempt allowed), then hands execution one message per reopened run. A run whose message this request did
-not get stored is failed again with its retry given back (``revert_retries``), so none is left ``queued``
-without a message; one whose message was stored stays retried even when others of its batch were not (the
-client gets the 503 and may repeat: a queued run is not matched again).
+attempt allowed, ``reopenedAt`` set), then hands execution one message per reopened run. A run whose message
+this request did not get stored is failed again with its retry given back (``revert_retries``); one whose
+message was stored stays retried even when others of its batch were not (the client gets the 503 and may
+repeat: a queued run is not matched again).
 
-Each reopen publishes its own message id, ``<runId>:retry<n>:<reopenedMs>``: the run's own id may still be
-inside the stream's 15-minute duplicate window, and a reopen undone and made again gets the same ``n``, so
-the instant of the reopen is what keeps a new reopen from being dropped as a duplicate of an old one.
+Two holes remain between the reopen and its message: the revert fails too (the database is down at that
+moment), or this process dies after the reopen and before the publish. Either leaves the run ``queued``
+with its ``reopenedAt`` (which only the attempt's claim, a final outcome or the revert clears); execution's
+sweeper (``execution/sweeper.py``) publishes such a run again after a couple of minutes, under the same
+message id, so a retry answered 202 runs whatever happens to this process.
+
+Each reopen publishes its own message id (``domain.runs.retry_message_id``, ``<runId>:retry<n>:<reopenedMs>``):
+the run's own id may still be inside the stream's 15-minute duplicate window, and a reopen undone and made
+again gets the same ``n``, so the instant of the reopen is what keeps a new reopen from being dropped as a
+duplicate of an old one.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from schedsvc.domain.errors import (
     RunRetryRefusedError,
 )
 from schedsvc.domain.models import Run, RunMessage, RunStatus
-from schedsvc.domain.runs import RunSelection
+from schedsvc.domain.runs import RunSelection, retry_message_id
 from schedsvc.domain.time import to_ms, utcnow
 from schedsvc.domain.wire import RetryRefusalReason, RunRetryFilter, RunRetryRefusal, RunRetryReport
 from schedsvc.store.base import JobRepository, ReplyStore, RunHistory, RunPublisher
@@ -44,11 +51,6 @@ RETRY_RUNS = "retryRuns"
 """The operation's name among the answers kept under an Idempotency-Key."""
 _encode_report = msgspec.json.Encoder().encode
 _decode_report = msgspec.json.Decoder(RunRetryReport).decode
-
-
-def retry_message_id(run: Run, reopened_at: datetime) -> str:
-    """The message id of one reopen of a run (see the module docstring)."""
-    return f"{run.id}:retry{run.retries_on_demand}:{to_ms(reopened_at)}"
 
 
 class RunService:
@@ -176,7 +178,7 @@ class RunService:
         stored = await run_queue.publish_each(
             [RunMessage(r.job_id, tenant, to_ms(r.scheduled_at), to_ms(now), r.trigger.value, 0) for r in reopened],
             [self.jobs.partition_of(r.job_id) for r in reopened],
-            [retry_message_id(r, now) for r in reopened],
+            [retry_message_id(r.id, r.retries_on_demand, now) for r in reopened],
         )
         unpublished = [r for r, ok in zip(reopened, stored, strict=True) if not ok]
         if unpublished:

@@ -51,6 +51,11 @@ RUN_DURATION = Histogram(
 )
 RUNS_IN_PROGRESS = Gauge("schedsvc_runs_in_progress", "Runs being performed now.", multiprocess_mode="livesum")
 DEAD_LETTERS = Counter("schedsvc_dead_letters_total", "Runs sent to the dead-letter stream.")
+RETRIES_REPUBLISHED = Counter(
+    "schedsvc_retries_republished_total",
+    "Retries on demand whose message was lost (the API died or could not undo the reopen) and that the"
+    " execution module's sweeper published again (duplicates the stream dropped are not counted).",
+)
 NOTIFICATIONS = Counter(
     "schedsvc_notifications_total",
     "Tenant notifications by type and outcome: sent, given_up (after its attempts, or refused by the target"

@@ -18,7 +18,7 @@ from schedsvc.domain.admission import Admission, CacheProbe, WriteIntent
 from schedsvc.domain.jobs import JobChange, JobForRun, JobNotice, JobPage, JobTiming
 from schedsvc.domain.models import Job, JobCreate, Run, RunMessage, RunStatus
 from schedsvc.domain.notifications import NotificationMessage
-from schedsvc.domain.runs import AttemptRecord, BufferedFire, RunSelection, RunState
+from schedsvc.domain.runs import AttemptRecord, BufferedFire, RunSelection, RunState, StrandedRetry
 from schedsvc.domain.tenants import TenantChangeKind, TenantPreferences, TenantSettingsPatch
 from schedsvc.domain.timing import Advance, LeaseGrant, MissedFire
 from schedsvc.domain.wire import EVERY_JOB, JobSelector
@@ -176,7 +176,8 @@ class RunHistory(Protocol):
         ...
 
     async def reopen_for_retry(self, tenant: str, rid: str, now: datetime, max_retries: int) -> Run | str:
-        """Reopen a failed run of the tenant for one more attempt (a retry on demand).
+        """Reopen a failed run of the tenant for one more attempt (a retry on demand), marked with the instant
+        ``now`` of its reopen until that attempt is claimed (``RunLedger.stranded_retries``).
 
         Returns the reopened run, or why not: ``missing`` (no such run of this tenant), ``not_failed``,
         ``exhausted`` (``max_retries`` reached) or ``changed`` (another request got there first): two
@@ -184,7 +185,8 @@ class RunHistory(Protocol):
         ...
 
     async def revert_retries(self, reopened: Sequence[tuple[str, int]], now: datetime) -> None:
-        """Fail again the reopened runs ``(run id, retriesOnDemand)`` whose message was not published."""
+        """Fail again the reopened runs ``(run id, retriesOnDemand)`` whose message was not published (and
+        clear their mark for the sweeper, see ``RunLedger.stranded_retries``)."""
         ...
 
     async def open_backfill(self, tenant: str, job_id: str, fires_ms: Sequence[int], now: datetime) -> list[int]:
@@ -304,6 +306,17 @@ class RunLedger(Protocol):
 
         ``record`` is the last attempt's outcome, or None when no attempt was made now (skipped, or no
         attempts left after an interrupted one: the previous outcome fields are kept)."""
+        ...
+
+    async def stranded_retries(self, reopened_before: datetime, limit: int) -> list[StrandedRetry]:
+        """Up to ``limit`` runs reopened for a retry on demand before ``reopened_before`` whose attempt has not
+        been claimed since, oldest reopen first, each with the message and message id of its reopen.
+
+        A reopened run is marked from its reopen until its attempt is claimed, it ends without one, or the
+        reopen is undone; runs waiting for an automatic retry (their message is in the stream, delayed) are
+        never returned. Reads only: publishing one again is harmless whether or not its first message was
+        stored (the same message id within the stream's duplicate window; an attempt claimed in the ledger
+        beyond it)."""
         ...
 
     async def acquire_job_slot(self, job_id: str, rid: str, now: datetime, lease_until: datetime) -> bool: ...

@@ -18,6 +18,8 @@ module keeps bookkeeping fields:
   :data:`MAX_ATTEMPT_HISTORY` are counted but not logged, and each keeps the first
   :data:`ATTEMPT_SNIPPET_CHARS` characters of its response and :data:`ATTEMPT_ERROR_CHARS` of its error.
 - ``attemptLimit`` and ``retriesOnDemand``: set when a failed run is reopened for a retry on demand.
+- ``reopenedAt``: the instant of that reopen, only until its attempt is claimed, the run ends without one,
+  or the reopen is undone (``RunLedger.stranded_retries``: a reopen whose message may be lost).
 """
 
 from __future__ import annotations

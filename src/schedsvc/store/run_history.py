@@ -92,7 +92,9 @@ class MongoRunHistory:
         return page, next_cursor
 
     async def reopen_for_retry(self, tenant: str, rid: str, now: datetime, max_retries: int) -> Run | str:
-        """One conditional write on the state read, so two concurrent requests reopen it once."""
+        """One conditional write on the state read, so two concurrent requests reopen it once. ``reopenedAt``
+        (``now``, the instant of the reopen's message id) stays until the run's next attempt is claimed or the
+        reopen is undone: the run ledger's ``stranded_retries`` reads it."""
         doc = await self._runs.find_one(
             {"_id": rid, "tenant": tenant}, {"status": 1, "attempts": 1, "retriesOnDemand": 1}
         )
@@ -121,6 +123,8 @@ class MongoRunHistory:
                     "leaseUntil": None,
                     "nextAttemptAt": None,
                     "expireAt": now + await self._retention.of(tenant),
+                    # Until the attempt is claimed: the sweeper's mark of a reopen whose message may be lost.
+                    "reopenedAt": now,
                 }
             },
             return_document=ReturnDocument.AFTER,
@@ -174,7 +178,8 @@ class MongoRunHistory:
                             "finishedAt": now,
                             "attemptLimit": None,
                             "retriesOnDemand": retries - 1,
-                        }
+                        },
+                        "$unset": {"reopenedAt": ""},
                     },
                 )
                 for rid, retries in reopened

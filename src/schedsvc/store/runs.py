@@ -18,8 +18,9 @@ from pymongo.errors import DuplicateKeyError
 
 from schedsvc import names
 from schedsvc.domain.jobs import JobForRun
-from schedsvc.domain.models import RunMessage, RunStatus, run_id
-from schedsvc.domain.runs import AttemptRecord, BufferedFire, RunState, scheduled_at
+from schedsvc.domain.models import RunMessage, RunStatus, RunTrigger, run_id
+from schedsvc.domain.runs import AttemptRecord, BufferedFire, RunState, StrandedRetry, retry_message_id, scheduled_at
+from schedsvc.domain.time import to_ms
 from schedsvc.store._client import translate_errors
 from schedsvc.store.jobs import MongoRunJobs
 from schedsvc.store.retention import RunRetention
@@ -78,6 +79,7 @@ class MongoRunStore:
                 "expireAt": await self._open_expiry(message, now),
                 **log_fields(attempt, {"startedAt": now}),
             },
+            "$unset": {"reopenedAt": ""},  # a reopened run's message has arrived: nothing left to sweep
             "$setOnInsert": identity(message),
         }
         try:
@@ -157,12 +159,42 @@ class MongoRunStore:
         try:
             result = await self._runs.update_one(
                 {"_id": rid, "status": {"$nin": FINAL}},
-                {"$set": fields, "$setOnInsert": insert_only},
+                # Ended without an attempt (skipped, failed in the worker): nothing left to sweep either.
+                {"$set": fields, "$unset": {"reopenedAt": ""}, "$setOnInsert": insert_only},
                 upsert=True,
             )
         except DuplicateKeyError:
             return False
         return bool(result.matched_count or result.upserted_id is not None)
+
+    async def stranded_retries(self, reopened_before: datetime, limit: int) -> list[StrandedRetry]:
+        # Only reopened runs carry reopenedAt, and m0004's sparse index holds only them: the sweep reads a
+        # handful of keys however many runs wait for an automatic retry. Oldest first, so a backlog larger
+        # than one batch drains over the next sweeps.
+        found = (
+            self._runs.find(
+                {"reopenedAt": {"$lt": reopened_before}, "status": RunStatus.QUEUED.value},
+                {"jobId": 1, "tenant": 1, "scheduledAt": 1, "trigger": 1, "retriesOnDemand": 1, "reopenedAt": 1},
+            )
+            .sort("reopenedAt", 1)
+            .limit(limit)
+        )
+        stranded = []
+        async for doc in found:
+            reopened_at: datetime = doc["reopenedAt"]
+            message = RunMessage(
+                str(doc["jobId"]),
+                str(doc["tenant"]),
+                to_ms(doc["scheduledAt"]),
+                to_ms(reopened_at),
+                str(doc.get("trigger") or RunTrigger.SCHEDULED.value),
+                0,
+            )
+            rid = str(doc["_id"])
+            stranded.append(
+                StrandedRetry(message, retry_message_id(rid, int(doc.get("retriesOnDemand") or 0), reopened_at))
+            )
+        return stranded
 
     async def acquire_job_slot(self, job_id: str, rid: str, now: datetime, lease_until: datetime) -> bool:
         """Take the job's single running slot for run ``rid`` (overlap ``skip``); False if another run of
