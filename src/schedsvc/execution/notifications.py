@@ -122,12 +122,14 @@ class JobHealth:
         except Exception as exc:
             log.warning("could not mark job %s as failing: %s: %s", msg.job_id, type(exc).__name__, exc)
 
-    async def succeeded(self, msg: RunMessage) -> None:
-        """Call once the success is recorded, and again for a redelivery of it. Clearing the mark is one
-        conditional write (``job_codec.recovery_write``), so of several successes exactly one reports the
-        recovery; a repeat of that success reports it again, which the stream drops (same event id)."""
+    async def succeeded(self, msg: RunMessage, *, repeat: bool = False) -> None:
+        """Call once the success is recorded, and again (``repeat``) for a redelivery of it. Clearing the mark
+        is one conditional write (``job_codec.recovery_write``), so of several successes exactly one reports
+        the recovery; a repeat of that success reports it again, in case its worker died before reporting.
+        The stream drops a repeat within its 15-minute duplicate window (same event id); a later one reaches
+        the receiver, which deduplicates on ``webhook-id`` (docs/webhooks.md)."""
         try:
-            recovered = await self._runs.clear_job_failing(msg.job_id, from_ms(msg.scheduled_ms))
+            recovered = await self._runs.clear_job_failing(msg.job_id, from_ms(msg.scheduled_ms), repeat=repeat)
         except Exception as exc:
             log.warning("could not clear the failing mark of job %s: %s: %s", msg.job_id, type(exc).__name__, exc)
             return

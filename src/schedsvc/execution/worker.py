@@ -206,7 +206,7 @@ class RunWorker:
                 await self._record_last_run(msg, state.status)
             if state.status == RunStatus.SUCCEEDED and self._health is not None:
                 # ... or before reporting the job's recovery (a repeat has the same event id).
-                await self._health.succeeded(msg)
+                await self._health.succeeded(msg, repeat=True)
         elif decision.step == Step.ACK:
             log.info("run %s dropped: %s", claim.run_id, decision.reason)
         elif job is None:

@@ -229,8 +229,11 @@ class MongoRunJobs:
         """A fire of the job failed for good: the job is failing until a fire at or after it succeeds."""
         await self._jobs.update_one(*job_codec.failure_write(job_id, scheduled))
 
-    async def clear_failing(self, job_id: str, scheduled: datetime) -> bool:
-        """The fire at ``scheduled`` succeeded; True if this success recovered a failing job (also when
-        asked again for the same success: its report may not have been made)."""
+    async def clear_failing(self, job_id: str, scheduled: datetime, *, repeat: bool = False) -> bool:
+        """The fire at ``scheduled`` succeeded; True if this success recovered a failing job. With
+        ``repeat`` (a redelivery of the success), also True if it already did: its report may not have
+        been made."""
         result = await self._jobs.update_one(*job_codec.recovery_write(job_id, scheduled))
-        return result.matched_count == 1
+        if result.modified_count == 1:
+            return True
+        return repeat and await self._jobs.find_one(job_codec.recovered_by(job_id, scheduled), {"_id": 1}) is not None

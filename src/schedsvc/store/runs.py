@@ -224,9 +224,8 @@ class MongoRunStore:
         """A fire failed for good: the job is failing until a later one succeeds (the job side's write)."""
         await self._job_side.mark_failing(job_id, scheduled)
 
-    async def clear_job_failing(self, job_id: str, scheduled: datetime) -> bool:
-        """A fire succeeded; True if it recovered a failing job (the job side's write)."""
-        return await self._job_side.clear_failing(job_id, scheduled)
+    async def clear_job_failing(self, job_id: str, scheduled: datetime, *, repeat: bool = False) -> bool:
+        return await self._job_side.clear_failing(job_id, scheduled, repeat=repeat)
 
     async def update_job_last_run(self, job_id: str, scheduled: datetime, status: RunStatus) -> bool:
         """Record the finished fire on its job (the job side's write); True if it was the latest."""
