@@ -57,6 +57,9 @@ class Settings:
     """Runs one execution process performs at once."""
     run_ack_wait_seconds: float = 30.0
     """JetStream ack deadline of a run message; long runs extend it while they work."""
+    run_stream_max_age_seconds: int = 86_400
+    """How long the run stream keeps a message. A run that waits longer (a retry due later, a fire waiting
+    behind its job's running fire) is handed back as a fresh copy before the stream would drop it."""
     stream_replicas: int = 1
     """Replicas of the JetStream run and dead-letter streams (3 on a production NATS cluster)."""
     run_retention_days: int = 30
@@ -131,6 +134,8 @@ class Settings:
             raise ConfigurationError(
                 "SCHEDSVC_RUN_RETENTION_DAYS: must be between 1 and SCHEDSVC_RUN_RETENTION_MAX_DAYS"
             )
+        if not 10 <= self.run_stream_max_age_seconds <= 30 * 86_400:
+            raise ConfigurationError("SCHEDSVC_RUN_STREAM_MAX_AGE_SECONDS: must be between 10 and 2592000 (30 days)")
         if "{tenant}" not in self.nats_subject_grant:
             raise ConfigurationError("SCHEDSVC_NATS_SUBJECT_GRANT: must contain {tenant}")
 

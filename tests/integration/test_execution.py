@@ -317,6 +317,34 @@ async def test_a_retry_that_succeeds(mongo_db, bus, services, server) -> None:  
     assert len(server.calls) == 2
 
 
+async def test_a_retry_due_after_the_run_stream_would_drop_its_message_still_runs(  # type: ignore[no-untyped-def]
+    mongo_db, server, fast
+) -> None:
+    """The run stream drops a message at its age limit, delivered or not; a retry may be due later than
+    that (backoff and event age allow days). Its message comes back before the drop and is handed back as
+    a fresh copy, so the retry runs. Here the stream keeps messages 20 s and the retry is due after 30 s."""
+    short = dataclasses.replace(fast, run_stream_max_age_seconds=20)
+    bus = await NatsRunBus.connect(short)
+    service = None
+    try:
+        await bus.ensure_streams()
+        await add_tenant(mongo_db)
+        server.routes["/later"] = lambda c, n: Reply(503) if n == 0 else Reply(200, b"fine")
+        retry = RetryPolicy(max_attempts=2, min_backoff_seconds=30, max_backoff_seconds=30)
+        job_id = await add_job(mongo_db, HttpTarget(url=server.url("/later")), retry=retry)
+        service = execution_service(await Adapters.over(short, mongo_db, bus))
+        await service.start()
+        doc = await final_run(mongo_db, await fire(bus, job_id), timeout=90)
+        assert doc["status"] == "succeeded" and doc["attempts"] == 2
+        assert len(server.calls) == 2
+        assert server.calls[1].at - server.calls[0].at >= 29  # the retry kept its backoff
+    finally:
+        if service is not None:
+            await service.stop()
+        await bus.close()
+        await delete_run_streams(short)
+
+
 async def test_every_attempt_is_kept_in_the_run_history(mongo_db, bus, services, server, fast) -> None:  # type: ignore[no-untyped-def]
     """Each attempt: start, end, duration, HTTP status or error class and message, the first bytes of the
     response, and when the next retry was due (issue 14, run history)."""

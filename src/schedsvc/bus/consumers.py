@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -41,13 +41,40 @@ class Delivery(Generic[M]):
         await self._msg.nak(delay=delay_seconds)
 
 
-class RunDelivery(Delivery[RunMessage]):
-    """One run message handed to a worker."""
+RENEW_MARGIN_SECONDS = 600.0
+"""How long before the run stream would drop a waiting message it is handed back (at most a tenth of the
+stream's age): a fresh copy needs that long to be stored whatever the load."""
 
-    __slots__ = ()
+
+@dataclass(slots=True)
+class RunDelivery(Delivery[RunMessage]):
+    """One run message handed to a worker.
+
+    The run stream drops a message at its age limit, delivered or not. A run can wait longer than that (a
+    retry policy's backoff and event age allow days; a fire waits behind its job's running fire): so a
+    ``nak`` whose delay would outlive the message comes back shortly before the drop instead, and then
+    hands the run back as a fresh copy (``renew``) with the stream's whole age ahead of it.
+    """
+
+    renew: Callable[[Msg], Awaitable[None]] | None = None
+    max_age_seconds: float = 0.0
 
     async def ack(self) -> None:
         await self._msg.ack_sync()  # waits for the server's confirmation
+
+    async def nak(self, delay_seconds: float | None = None) -> None:
+        if delay_seconds and self.renew is not None and self.max_age_seconds > 0:
+            margin = min(RENEW_MARGIN_SECONDS, self.max_age_seconds / 10)
+            stored = self._msg.metadata.timestamp.timestamp()  # when the stream stored the message
+            life_left = stored + self.max_age_seconds - time.time()
+            if delay_seconds + margin > life_left:
+                if life_left > 2 * margin:
+                    delay_seconds = life_left - margin  # back before the drop, to be renewed then
+                else:
+                    await self.renew(self._msg)
+                    await self.ack()
+                    return
+        await self._msg.nak(delay=delay_seconds)
 
     async def in_progress(self) -> None:
         """Extend the ack deadline of a long run."""
@@ -95,8 +122,13 @@ class PullSubscription(Generic[M, D]):
 class RunSubscription(PullSubscription[RunMessage, RunDelivery]):
     """The durable pull consumer of the run stream, shared by all execution workers."""
 
-    def __init__(self, psub: object) -> None:
-        super().__init__(psub, _decode_run, RunDelivery, "run message")
+    def __init__(
+        self, psub: object, renew: Callable[[Msg], Awaitable[None]] | None = None, max_age_seconds: float = 0.0
+    ) -> None:
+        def deliver(message: RunMessage, num_delivered: int, msg: Msg) -> RunDelivery:
+            return RunDelivery(message, num_delivered, msg, renew, max_age_seconds)
+
+        super().__init__(psub, _decode_run, deliver, "run message")
 
     async def pending(self) -> int:
         info = await self._psub.consumer_info()  # type: ignore[attr-defined]

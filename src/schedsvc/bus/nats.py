@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 # record is the second guard beyond it.
 DEDUP_WINDOW_SECONDS = 15 * 60
 RUN_RETENTION_SECONDS = 24 * 3600
+"""The run stream's default age limit (``Settings.run_stream_max_age_seconds``)."""
 ERROR_LOG_INTERVAL_SECONDS = 30.0
 PUBLISH_TIMEOUT_SECONDS = 10.0
 """How long a batch of run messages may wait for its acks (plus 2 ms per message)."""
@@ -59,14 +60,15 @@ def _stream(
     replicas: int,
     retention: RetentionPolicy = RetentionPolicy.LIMITS,
 ) -> StreamConfig:
-    """One of the service's streams: on disk, and deduplicating message ids over ``DEDUP_WINDOW_SECONDS``."""
+    """One of the service's streams: on disk, and deduplicating message ids over ``DEDUP_WINDOW_SECONDS``
+    (or its whole age, when shorter: JetStream refuses a longer window)."""
     return StreamConfig(
         name=name,
         subjects=subjects,
         retention=retention,
         storage=StorageType.FILE,
         max_age=max_age,
-        duplicate_window=DEDUP_WINDOW_SECONDS,
+        duplicate_window=min(DEDUP_WINDOW_SECONDS, max_age),
         num_replicas=replicas,
     )
 
@@ -111,10 +113,11 @@ class _ErrorLog:
 class NatsRunBus:
     """Publishes fires to the run stream and hands them to workers."""
 
-    def __init__(self, nc: Client, names: Names) -> None:
+    def __init__(self, nc: Client, names: Names, run_max_age_seconds: int = RUN_RETENTION_SECONDS) -> None:
         self._nc = nc
         self._js = nc.jetstream()
         self.names = names
+        self._run_max_age = run_max_age_seconds
 
     @classmethod
     async def connect(cls, settings: Settings, names: Names | None = None) -> NatsRunBus:
@@ -141,7 +144,7 @@ class NatsRunBus:
             raise BusError(f"cannot connect: {type(exc).__name__}: {exc}") from None
         nc.options["max_reconnect_attempts"] = -1
         errors.armed = True
-        return cls(nc, names or Names(settings.prefix))
+        return cls(nc, names or Names(settings.prefix), settings.run_stream_max_age_seconds)
 
     @property
     def connected(self) -> bool:
@@ -154,7 +157,7 @@ class NatsRunBus:
     async def ensure_streams(self, replicas: int = 1) -> None:
         """Create or update the run and dead-letter streams (idempotent)."""
         n = self.names
-        runs = _stream(n.run_stream, [f"{n.run_subject_root}.>"], RUN_RETENTION_SECONDS, replicas)
+        runs = _stream(n.run_stream, [f"{n.run_subject_root}.>"], self._run_max_age, replicas)
         # A run's dead letter has the id `<runId>:dead`: a retry on demand that fails again within the
         # deduplication window publishes no second one (JetStream's default window is only 2 minutes).
         dlq = _stream(n.dead_letter_stream, [n.dead_letter_subject], DEAD_LETTER_RETENTION_SECONDS, replicas)
@@ -256,7 +259,17 @@ class NatsRunBus:
             # backstop for a worker that cannot even record that (JetStream then stops redelivering).
             config=_consumer(ack_wait_seconds, MAX_DELIVERIES + 10, max_ack_pending=max_ack_pending),
         )
-        return RunSubscription(psub)
+        return RunSubscription(psub, self._renew_run, self._run_max_age)
+
+    async def _renew_run(self, msg: Msg) -> None:
+        """Store a fresh copy of a run message (same subject and body, a message id of its own), with the
+        stream's whole age ahead of it: for a run that must wait longer than its message would live."""
+        original = (msg.headers or {}).get("Nats-Msg-Id", "")
+        copy_id = f"{original}:renewed:{time.time_ns() // 1_000_000}"
+        try:
+            await self._js.publish(msg.subject, msg.data, headers={"Nats-Msg-Id": copy_id})
+        except Exception as exc:
+            raise BusError(f"renewing a run message failed: {exc!r}") from exc
 
     async def publish_dead_letter(self, payload: bytes, headers: dict[str, str]) -> None:
         try:

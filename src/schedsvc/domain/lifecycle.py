@@ -151,8 +151,9 @@ def on_buffer(outcome: str, lease_seconds: float, waited_seconds: float, longest
 
     ``buffered``: this fire waits. It is normally woken by the holder's final outcome (see ``JobSlots``);
     its own message comes back only in case that wake-up is lost, or the holder died and its slot lapses.
-    The first recheck is after about a lease (``lease_seconds``: when a dead holder would have lost the
-    slot); later ones after as long as the fire has already waited (``waited_seconds``), up to a
+    The first recheck of an on-time fire is after about a lease (``lease_seconds``: when a dead holder would
+    have lost the slot); later ones after as long as the fire is old (``waited_seconds``: it waits from about
+    when it was due, so a late catch-up fire starts at longer rechecks), up to a
     1/:data:`BUFFER_RECHECKS` of ``longest_wait_seconds``, the longest its holder can keep the slot (its
     retries stop once it is ``maxEventAgeSeconds`` old). A fire behind a long retrying holder therefore
     waits hours with a few dozen deliveries instead of failing as delivered too often.

@@ -14,7 +14,7 @@ lost: whichever replica gets it next looks at the slot again. The holder's final
 the waiting fire in the same conditional write that would free it, and then publishes a wake-up message for
 it (its own message id), so it starts at once rather than when its message comes back. If the holder's
 worker dies before the hand-over, its run's redelivery (already final) does the hand-over; if it dies after
-it, the waiting fire's own message comes back within a lease and finds the slot its own. A fire woken twice
+it, the waiting fire's own message comes back at its next recheck and finds the slot its own. A fire woken twice
 (wake-up and its own message) still calls the target once: its attempt is claimed in the run ledger like any
 other.
 """
@@ -95,7 +95,7 @@ class JobSlots:
 
     async def _wake(self, waiting: BufferedFire) -> None:
         """Publish a wake-up for a fire that was waiting and now holds its job's slot. Best effort: if it is
-        lost, the fire's own message comes back within a lease and finds the slot its own."""
+        lost, the fire's own message comes back at its next recheck and finds the slot its own."""
         msg = waiting.message
         try:
             await self._bus.publish_runs(
