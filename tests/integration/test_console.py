@@ -109,6 +109,15 @@ async def test_the_job_page_says_where_notifications_go_and_never_shows_a_header
     assert "http://127.0.0.1:9/tenant" not in page.text
 
 
+async def notify_with_header(api: Api, job: dict[str, Any], url: str) -> dict[str, Any]:
+    """The job after the API set its notify target to ``url`` with a header (``X-Token: kept``)."""
+    patched = await api.client.patch(
+        f"/jobs/{job['id']}", json={"notify": {"url": url, "headers": {"X-Token": "kept"}}}, headers=api.headers
+    )
+    assert patched.status_code == 200, patched.text
+    return dict(patched.json())
+
+
 async def test_the_edit_form_sets_changes_and_clears_the_notify_url_keeping_its_headers_on_its_origin(api: Api) -> None:
     csrf = await sign_in(api)
     job = await create_job(api, "notified")
@@ -120,12 +129,7 @@ async def test_the_edit_form_sets_changes_and_clears_the_notify_url_keeping_its_
     assert job["notify"] == {"url": "http://127.0.0.1:9/a", "headers": {}}
 
     # Headers set through the API stay when the URL changes: the console never shows their values.
-    patched = await api.client.patch(
-        f"/jobs/{job['id']}",
-        json={"notify": {"url": "http://127.0.0.1:9/a", "headers": {"X-Token": "kept"}}},
-        headers=api.headers,
-    )
-    job = patched.json()
+    job = await notify_with_header(api, job, "http://127.0.0.1:9/a")
     await api.client.post(
         f"/console/jobs/{job['id']}", data=edit_form(job, csrf, **{"notify.url": "http://127.0.0.1:9/b"})
     )
@@ -138,12 +142,7 @@ async def test_the_edit_form_sets_changes_and_clears_the_notify_url_keeping_its_
     )
     moved = await job_of(api, job["id"])
     assert moved["notify"] == {"url": "http://127.0.0.2:9/b", "headers": {}}
-    patched = await api.client.patch(
-        f"/jobs/{job['id']}",
-        json={"notify": {"url": "http://127.0.0.1:9/b", "headers": {"X-Token": "kept"}}},
-        headers=api.headers,
-    )
-    job = patched.json()
+    job = await notify_with_header(api, job, "http://127.0.0.1:9/b")
 
     # Saved with the URL as it is (another field changed): the target stays whole.
     await api.client.post(f"/console/jobs/{job['id']}", data=edit_form(job, csrf, description="renotified"))

@@ -48,6 +48,14 @@ async def stranded(db: Any, settings: Settings, job_id: str, minutes: int, reope
     return reopened
 
 
+async def job_with_stranded_retry(db: Any, settings: Settings, url: str, minutes: int) -> tuple[str, Run]:
+    """A new tenant's job calling ``url``, and its run that failed ``minutes`` ago and was reopened five minutes
+    ago, long enough to count as stranded."""
+    await add_tenant(db)
+    job_id = await add_job(db, HttpTarget(url=url))
+    return job_id, await stranded(db, settings, job_id, minutes, reopened_ago=timedelta(minutes=5))
+
+
 def republished() -> float:
     return REGISTRY.get_sample_value("schedsvc_retries_republished_total") or 0.0
 
@@ -60,9 +68,7 @@ async def sweeps(n: int) -> None:
 async def test_a_retry_reopened_but_never_published_runs_exactly_once(
     mongo_db: Any, bus: Any, services: Services, server: WebhookReceiver, fast: Settings
 ) -> None:
-    await add_tenant(mongo_db)
-    job_id = await add_job(mongo_db, HttpTarget(url=server.url("/again")))
-    lost = await stranded(mongo_db, fast, job_id, minutes=30, reopened_ago=timedelta(minutes=5))
+    job_id, lost = await job_with_stranded_retry(mongo_db, fast, server.url("/again"), minutes=30)
     # Reopened a moment ago: its message may well be on its way, so it is not stranded yet.
     recent = await stranded(mongo_db, fast, job_id, minutes=20, reopened_ago=timedelta(seconds=1))
     reopened_at = (await run_doc(mongo_db, lost.id) or {})["reopenedAt"]
@@ -108,9 +114,7 @@ async def test_runs_queued_for_an_automatic_retry_are_not_published_again(
 async def test_a_stranded_retry_of_a_deleted_job_ends_skipped_and_is_not_published_again(
     mongo_db: Any, bus: Any, services: Services, server: WebhookReceiver, fast: Settings
 ) -> None:
-    await add_tenant(mongo_db)
-    job_id = await add_job(mongo_db, HttpTarget(url=server.url("/deleted")))
-    lost = await stranded(mongo_db, fast, job_id, minutes=10, reopened_ago=timedelta(minutes=5))
+    job_id, lost = await job_with_stranded_retry(mongo_db, fast, server.url("/deleted"), minutes=10)
     await mongo_db[names.JOBS].delete_one({"_id": job_id})
 
     await services(retry_sweep_seconds=SWEEP)

@@ -63,7 +63,7 @@ def compile_schedule(schedule: Schedule, *, created: datetime | None = None) -> 
     except InvalidScheduleError:
         raise
     except ValueError as exc:
-        raise InvalidScheduleError(str(exc), _field_of(schedule, str(exc))) from None
+        raise InvalidScheduleError(str(exc), _field_of(str(exc))) from None
     raise InvalidScheduleError(f"unknown schedule kind {type(schedule).__name__}", "schedule.kind")
 
 
@@ -119,18 +119,19 @@ def _zone(name: str) -> ZoneInfo:
         raise InvalidScheduleError(f"unknown time zone {name!r}", "schedule.timezone") from None
 
 
-def _field_of(schedule: Schedule, message: str) -> str:
+_FIELD_BY_MESSAGE = (
+    ("time zone", "schedule.timezone"),
+    ("end before start", "schedule.endAt"),
+    ("cron", "schedule.expression"),
+    ("every_ms", "schedule.seconds"),
+    ("unit", "schedule.unit"),
+    ("time must", "schedule.time"),
+    ("every must", "schedule.every"),
+)
+"""Words of the core's error messages, and the request field each one is about (the first match wins)."""
+
+
+def _field_of(message: str) -> str:
     """Best guess of the offending field from the core's message, for problem details."""
     lowered = message.lower()
-    for needle, field in (
-        ("time zone", "schedule.timezone"),
-        ("end before start", "schedule.endAt"),
-        ("cron", "schedule.expression"),
-        ("every_ms", "schedule.seconds"),
-        ("unit", "schedule.unit"),
-        ("time must", "schedule.time"),
-        ("every must", "schedule.every"),
-    ):
-        if needle in lowered:
-            return field
-    return "schedule"
+    return next((field for words, field in _FIELD_BY_MESSAGE if words in lowered), "schedule")
