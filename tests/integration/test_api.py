@@ -282,6 +282,8 @@ async def test_revoked_key_stops_working(api: Api) -> None:
         (job_body(target={"kind": "nats", "subject": "orders.created"}), "target.subject", "granted"),
         (job_body(target={"kind": "nats", "subject": "schedsvc.runs.1"}), "target.subject", ""),
         (job_body(name=""), "name", "length"),
+        (job_body(name="nightly\x00report"), "name", "regex"),
+        (job_body(name="two\nlines"), "name", "regex"),
         (job_body(retry={"maxAttempts": 0}), "retry.maxAttempts", ">= 1"),
         (job_body(retry={"minBackoffSeconds": 10, "maxBackoffSeconds": 1}), "retry", "maxBackoffSeconds"),
         (job_body(catchup={"policy": "sometimes"}), "catchup.policy", ""),
