@@ -320,6 +320,23 @@ async def test_malformed_json_oversized_and_wrong_content_type(api: Api) -> None
     assert r.status_code == 413
 
 
+async def test_a_missing_body_is_named_as_such(api: Api) -> None:
+    job = await create(api)
+    json_type = {**api.headers, "Content-Type": "application/json"}
+    for method, path, headers in (
+        ("POST", "/jobs", json_type),
+        ("POST", "/jobs", api.headers),  # no body and no content type
+        ("PATCH", f"/jobs/{job['id']}", json_type),
+        ("PATCH", "/tenant/settings", json_type),
+        ("POST", "/runs/retry", json_type),
+    ):
+        r = await api.client.request(method, path, headers=headers)
+        assert r.status_code == 400, (method, path, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert r.json()["errors"] == [{"field": "body", "message": "this request needs a JSON body"}], r.text
+    assert (await api.client.get(f"/jobs/{job['id']}", headers=api.headers)).json()["version"] == job["version"]
+
+
 async def test_bad_query_and_headers(api: Api) -> None:
     for params in ({"limit": 0}, {"limit": 501}, {"limit": "many"}, {"status": "sleeping"}, {"cursor": "!!"}):
         r = await api.client.get("/jobs", params=params, headers=api.headers)

@@ -6,7 +6,7 @@ recursion limit) become 500s. This hook, run as the app's ``before_request``, an
 problem detail before the handler's own (lenient) conversion runs, so that conversion only ever sees
 bodies that already passed the strict one:
 
-- the body must be JSON (415 otherwise), UTF-8 and parseable (400), at most
+- a body the operation requires must be there (400), JSON (415 otherwise), UTF-8 and parseable (400), at most
   :data:`~schedsvc.domain.limits.MAX_DOCUMENT_DEPTH` levels deep (400);
 - every integer fits in 64 bits and no object key holds NUL, anywhere (422, each field named);
 - the body is converted strictly, one top-level field at a time, so every invalid field is listed (422);
@@ -35,18 +35,20 @@ async def check_request(request: Request[Any, Any, Any]) -> None:
     _check_query(request, _declared_query(handler))
     if request.method not in _BODY_METHODS:
         return
-    has_body = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
-    if not has_body:
-        return
-    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media_type != "application/json" and not media_type.endswith("+json"):
-        raise HTTPException(status_code=415, detail="the request body must be application/json")
     data_field = handler.parsed_data_field
+    has_body = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
+    if has_body:
+        media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media_type != "application/json" and not media_type.endswith("+json"):
+            raise HTTPException(status_code=415, detail="the request body must be application/json")
     if data_field is None:
         return
-    raw = await request.body()
+    raw = await request.body() if has_body else b""
     if raw:
         check_body(raw, data_field.annotation)
+    elif not (data_field.is_optional or data_field.has_default):
+        # Litestar's own answer names its parameter ("'data'"), which means nothing to the client.
+        raise InvalidRequestError([("body", "this request needs a JSON body")], status=400)
 
 
 def check_body(raw: bytes, body_type: Any) -> Any:
