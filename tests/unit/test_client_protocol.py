@@ -14,7 +14,7 @@ import msgspec
 import pytest
 from tests.unit.samples import a_job
 
-from schedsvc.client import AsyncClient, Client, RequestRetry
+from schedsvc.client import AsyncClient, Client, RequestRetry, RunListFilters
 from schedsvc.client import _protocol as protocol
 from schedsvc.client.errors import ApiError, NotFoundError, PreconditionFailedError
 from schedsvc.domain.models import CronSchedule, JobCreate, JobPatch, NatsTarget
@@ -92,10 +92,40 @@ def test_problems_become_typed_errors_even_when_a_proxy_answered() -> None:
 
 
 def test_the_next_page_is_the_same_query_from_the_cursor() -> None:
-    first = protocol.list_jobs("active", "t", None, 2, None, {"team": "a"})
+    first = protocol.list_jobs({"status": "active", "tag": "t", "metadata": {"team": "a"}}, 2, None)
     following = protocol.next_page(first, JobList([a_job()], "c2"))
     assert following is not None and following.params == {**first.params, "cursor": "c2"}
     assert protocol.next_page(first, JobList([a_job()], None)) is None
+
+
+def test_run_filters_become_the_query_and_the_retry_body() -> None:
+    since = datetime(2026, 11, 1, tzinfo=UTC)
+    filters: RunListFilters = {"status": "failed", "job": a_job(id="j1"), "trigger": "manual", "scheduled_from": since}
+    listed = protocol.list_tenant_runs(filters, 5, None)
+    assert listed.params == {
+        "status": "failed",
+        "job": "j1",
+        "trigger": "manual",
+        "limit": "5",
+        "from": since.isoformat(),
+    }
+    retried = protocol.retry_runs({"job": "j1", "scheduled_to": since}, 20, None, "k")
+    assert retried.content is not None
+    body = msgspec.json.decode(retried.content)
+    assert (body["job"], body["to"], body["trigger"], body["limit"]) == ("j1", "2026-11-01T00:00:00Z", None, 20)
+
+
+def test_a_misspelt_filter_raises_before_anything_is_sent() -> None:
+    """``**filters`` would take any keyword: a typo must not widen a listing (or a retry batch) to everything."""
+    sent: list[httpx.Request] = []
+    with httpx.Client(base_url="http://svc", transport=_paged_service(sent)) as http, Client(http=http) as client:
+        with pytest.raises(TypeError, match="'stauts'"):
+            client.list_jobs(stauts="paused")  # type: ignore[call-arg]
+        with pytest.raises(TypeError, match="'status'"):
+            client.retry_runs(status="failed")  # type: ignore[call-arg]
+        with pytest.raises(TypeError, match="'tags'"):
+            next(client.iter_jobs(tags="t"))  # type: ignore[call-arg]
+    assert sent == []
 
 
 def _paged_service(sent: list[httpx.Request]) -> httpx.MockTransport:

@@ -17,7 +17,15 @@ See ``docs/client.md``.
 """
 
 from schedsvc.client._async import AsyncClient
-from schedsvc.client._protocol import DEFAULT_URL, OPERATIONS, Operation, RequestRetry
+from schedsvc.client._protocol import (
+    DEFAULT_URL,
+    OPERATIONS,
+    JobFilters,
+    Operation,
+    RequestRetry,
+    RunFilters,
+    RunListFilters,
+)
 from schedsvc.client._sync import Client
 from schedsvc.client.errors import (
     ApiError,
@@ -88,6 +96,7 @@ __all__ = [
     "InvalidDeliveryError",
     "Job",
     "JobCreate",
+    "JobFilters",
     "JobList",
     "JobPatch",
     "JobSelector",
@@ -106,7 +115,9 @@ __all__ = [
     "RetryPolicy",
     "Run",
     "RunAccepted",
+    "RunFilters",
     "RunList",
+    "RunListFilters",
     "RunStatus",
     "RunTrigger",
     "Schedule",

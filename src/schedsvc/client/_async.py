@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from datetime import datetime
 from types import TracebackType
-from typing import TypeVar
+from typing import TypeVar, Unpack
 
 import httpx
 
 from schedsvc.client import _protocol as protocol
 from schedsvc.client._base import BaseClient
-from schedsvc.client._protocol import Call, JobRef, Page
-from schedsvc.domain.models import Job, JobCreate, JobPatch, JobStatus, Run, RunStatus, RunTrigger, Schedule
+from schedsvc.client._protocol import Call, JobFilters, JobRef, Page, RunFilters, RunListFilters
+from schedsvc.domain.models import Job, JobCreate, JobPatch, Run, Schedule
 from schedsvc.domain.tenants import TenantSettings, TenantSettingsPatch
 from schedsvc.domain.wire import (
     BackfillAccepted,
@@ -74,30 +74,15 @@ class AsyncClient(BaseClient[httpx.AsyncClient]):
         return await self._send(protocol.create_job(job, idempotency_key))
 
     async def list_jobs(
-        self,
-        *,
-        status: JobStatus | str | None = None,
-        tag: str | None = None,
-        name: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-        limit: int | None = None,
-        cursor: str | None = None,
+        self, *, limit: int | None = None, cursor: str | None = None, **filters: Unpack[JobFilters]
     ) -> JobList:
-        """One page of jobs matching every filter given; ``name`` is a prefix, ``metadata`` pairs must all be
-        in the job's metadata. ``iter_jobs`` follows the pages for you."""
-        return await self._send(protocol.list_jobs(status, tag, name, limit, cursor, metadata))
+        """One page of the jobs matching every filter given (:class:`JobFilters`); ``iter_jobs`` follows the
+        pages for you."""
+        return await self._send(protocol.list_jobs(filters, limit, cursor))
 
-    async def iter_jobs(
-        self,
-        *,
-        status: JobStatus | str | None = None,
-        tag: str | None = None,
-        name: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-        page_size: int = 100,
-    ) -> AsyncIterator[Job]:
-        """Every matching job, page after page, following ``nextCursor``."""
-        async for job in self._each_item(protocol.list_jobs(status, tag, name, page_size, None, metadata)):
+    async def iter_jobs(self, *, page_size: int = 100, **filters: Unpack[JobFilters]) -> AsyncIterator[Job]:
+        """Every job matching the filters (as ``list_jobs``), page after page, following ``nextCursor``."""
+        async for job in self._each_item(protocol.list_jobs(filters, page_size, None)):
             yield job
 
     async def get_job(self, job_id: str) -> Job:
@@ -149,20 +134,11 @@ class AsyncClient(BaseClient[httpx.AsyncClient]):
             yield run
 
     async def list_tenant_runs(
-        self,
-        *,
-        status: RunStatus | str | None = None,
-        job: JobRef | None = None,
-        trigger: RunTrigger | str | None = None,
-        scheduled_from: datetime | None = None,
-        scheduled_to: datetime | None = None,
-        limit: int | None = None,
-        cursor: str | None = None,
+        self, *, limit: int | None = None, cursor: str | None = None, **filters: Unpack[RunListFilters]
     ) -> RunList:
-        """One page of the tenant's runs across its jobs (deleted ones too), newest first."""
-        return await self._send(
-            protocol.list_tenant_runs(status, job, trigger, scheduled_from, scheduled_to, limit, cursor)
-        )
+        """One page of the tenant's runs across its jobs (deleted ones too), newest first, matching every filter
+        given (:class:`RunListFilters`)."""
+        return await self._send(protocol.list_tenant_runs(filters, limit, cursor))
 
     async def get_run(self, run_id: str) -> Run:
         """One run with every attempt."""
@@ -175,20 +151,16 @@ class AsyncClient(BaseClient[httpx.AsyncClient]):
     async def retry_runs(
         self,
         *,
-        job: JobRef | None = None,
-        trigger: RunTrigger | str | None = None,
-        scheduled_from: datetime | None = None,
-        scheduled_to: datetime | None = None,
         limit: int = 20,
         cursor: str | None = None,
         idempotency_key: str | None = None,
+        **filters: Unpack[RunFilters],
     ) -> RunRetryReport:
-        """Retry up to ``limit`` (≤ 100) of the tenant's failed runs matching the filter, newest first, each
-        as ``retry_run`` does; the report says which were queued and why others were refused. Its
-        ``next_cursor`` continues with the next batch. Retries reuse one ``Idempotency-Key``."""
-        return await self._send(
-            protocol.retry_runs(job, trigger, scheduled_from, scheduled_to, limit, cursor, idempotency_key)
-        )
+        """Retry up to ``limit`` (≤ 100) of the tenant's failed runs matching every filter given
+        (:class:`RunFilters`), newest first, each as ``retry_run`` does; the report says which were queued and
+        why others were refused. Its ``next_cursor`` continues with the next batch. Retries reuse one
+        ``Idempotency-Key``."""
+        return await self._send(protocol.retry_runs(filters, limit, cursor, idempotency_key))
 
     async def get_tenant_settings(self) -> TenantSettings:
         """The tenant's settings: its default notification target and how long its runs are kept."""

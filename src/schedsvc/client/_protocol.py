@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypedDict, TypeVar
 from urllib.parse import quote
 
 import msgspec
@@ -176,16 +176,62 @@ def create_job(job: JobCreate, idempotency_key: str | None) -> Call[Job]:
     return Call(CREATE_JOB, CREATE_JOB.path, {}, {IDEMPOTENCY_KEY: idempotency_key or str(uuid.uuid4())}, _json(job))
 
 
-def list_jobs(
-    status: JobStatus | str | None,
-    tag: str | None,
-    name: str | None,
-    limit: int | None,
-    cursor: str | None,
-    metadata: Mapping[str, str] | None = None,
-) -> Call[JobList]:
-    status = JobStatus(status).value if status is not None else None
-    params = _query(status=status, tag=tag, name=name, limit=limit, cursor=cursor)
+class JobFilters(TypedDict, total=False):
+    """The filters of a jobs listing (``list_jobs``, ``iter_jobs``): a job is listed when it matches every
+    filter given; one left out or None does not filter."""
+
+    status: JobStatus | str | None
+    """Only jobs in this status."""
+    tag: str | None
+    """Only jobs carrying this tag."""
+    name: str | None
+    """Only jobs whose name starts with this."""
+    metadata: Mapping[str, str] | None
+    """Only jobs whose metadata holds every one of these pairs (a key holding ``:`` raises ValueError, as
+    :func:`metadata_filter` says)."""
+
+
+class RunFilters(TypedDict, total=False):
+    """Which of the tenant's runs (deleted jobs' too) a call takes: those matching every filter given; one
+    left out or None does not filter. ``retry_runs`` takes the failed ones; ``list_tenant_runs`` adds
+    ``status`` (:class:`RunListFilters`)."""
+
+    job: JobRef | None
+    """Only this job's runs."""
+    trigger: RunTrigger | str | None
+    """Only runs fired this way."""
+    scheduled_from: datetime | None
+    """Only runs scheduled at or after this instant."""
+    scheduled_to: datetime | None
+    """Only runs scheduled before this instant."""
+
+
+class RunListFilters(RunFilters, total=False):
+    """The filters of the tenant's runs listing (``list_tenant_runs``): :class:`RunFilters` and a status."""
+
+    status: RunStatus | str | None
+    """Only runs in this status."""
+
+
+def _known_filters(filters: Mapping[str, object], names: frozenset[str]) -> None:
+    """``**filters`` takes any keyword at run time: a misspelt filter raises TypeError, as an unknown keyword
+    argument does, rather than silently taking more jobs or runs than the caller meant."""
+    unknown = sorted(filters.keys() - names)
+    if unknown:
+        raise TypeError(f"unexpected keyword argument {unknown[0]!r} (the filters: {', '.join(sorted(names))})")
+
+
+def list_jobs(filters: JobFilters, limit: int | None, cursor: str | None) -> Call[JobList]:
+    _known_filters(filters, JobFilters.__optional_keys__)
+    status = filters.get("status")
+    params = _query(
+        status=JobStatus(status).value if status is not None else None,
+        tag=filters.get("tag"),
+        name=filters.get("name"),
+        limit=limit,
+        cursor=cursor,
+    )
+    metadata = filters.get("metadata")
     if metadata:
         params["metadata"] = metadata_filter(metadata)
     return Call(LIST_JOBS, LIST_JOBS.path, params)
@@ -245,15 +291,9 @@ def list_job_runs(job: JobRef, limit: int | None, cursor: str | None) -> Call[Ru
     return Call(LIST_JOB_RUNS, _path(LIST_JOB_RUNS, job_id=_job_id(job)), _query(limit=limit, cursor=cursor))
 
 
-def list_tenant_runs(
-    status: RunStatus | str | None,
-    job: JobRef | None,
-    trigger: RunTrigger | str | None,
-    scheduled_from: datetime | None,
-    scheduled_to: datetime | None,
-    limit: int | None,
-    cursor: str | None,
-) -> Call[RunList]:
+def list_tenant_runs(filters: RunListFilters, limit: int | None, cursor: str | None) -> Call[RunList]:
+    _known_filters(filters, RunListFilters.__optional_keys__)
+    status, job, trigger = filters.get("status"), filters.get("job"), filters.get("trigger")
     params = _query(
         status=RunStatus(status).value if status is not None else None,
         job=_job_id(job) if job is not None else None,
@@ -261,7 +301,7 @@ def list_tenant_runs(
         limit=limit,
         cursor=cursor,
     )
-    for name, instant in (("from", scheduled_from), ("to", scheduled_to)):
+    for name, instant in (("from", filters.get("scheduled_from")), ("to", filters.get("scheduled_to"))):
         if instant is not None:
             params[name] = instant.isoformat()
     return Call(LIST_RUNS, LIST_RUNS.path, params)
@@ -276,20 +316,16 @@ def retry_run(run_id: str) -> Call[RunAccepted]:
 
 
 def retry_runs(
-    job: JobRef | None,
-    trigger: RunTrigger | str | None,
-    scheduled_from: datetime | None,
-    scheduled_to: datetime | None,
-    limit: int,
-    cursor: str | None,
-    idempotency_key: str | None,
+    filters: RunFilters, limit: int, cursor: str | None, idempotency_key: str | None
 ) -> Call[RunRetryReport]:
     """As :func:`create_job`: a generated key makes the client's own retries answer, not retry again."""
+    _known_filters(filters, RunFilters.__optional_keys__)
+    job, trigger = filters.get("job"), filters.get("trigger")
     selection = RunRetryFilter(
         job=_job_id(job) if job is not None else None,
         trigger=RunTrigger(trigger) if trigger is not None else None,
-        scheduled_from=scheduled_from,
-        scheduled_to=scheduled_to,
+        scheduled_from=filters.get("scheduled_from"),
+        scheduled_to=filters.get("scheduled_to"),
         limit=limit,
         cursor=cursor,
     )

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from datetime import datetime
 from types import TracebackType
-from typing import TypeVar
+from typing import TypeVar, Unpack
 
 import httpx
 
 from schedsvc.client import _protocol as protocol
 from schedsvc.client._base import BaseClient
-from schedsvc.client._protocol import Call, JobRef, Page
-from schedsvc.domain.models import Job, JobCreate, JobPatch, JobStatus, Run, RunStatus, RunTrigger, Schedule
+from schedsvc.client._protocol import Call, JobFilters, JobRef, Page, RunFilters, RunListFilters
+from schedsvc.domain.models import Job, JobCreate, JobPatch, Run, Schedule
 from schedsvc.domain.tenants import TenantSettings, TenantSettingsPatch
 from schedsvc.domain.wire import (
     BackfillAccepted,
@@ -73,30 +73,15 @@ class Client(BaseClient[httpx.Client]):
         return self._send(protocol.create_job(job, idempotency_key))
 
     def list_jobs(
-        self,
-        *,
-        status: JobStatus | str | None = None,
-        tag: str | None = None,
-        name: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-        limit: int | None = None,
-        cursor: str | None = None,
+        self, *, limit: int | None = None, cursor: str | None = None, **filters: Unpack[JobFilters]
     ) -> JobList:
-        """One page of jobs matching every filter given; ``name`` is a prefix, ``metadata`` pairs must all be
-        in the job's metadata. ``iter_jobs`` follows the pages for you."""
-        return self._send(protocol.list_jobs(status, tag, name, limit, cursor, metadata))
+        """One page of the jobs matching every filter given (:class:`JobFilters`); ``iter_jobs`` follows the
+        pages for you."""
+        return self._send(protocol.list_jobs(filters, limit, cursor))
 
-    def iter_jobs(
-        self,
-        *,
-        status: JobStatus | str | None = None,
-        tag: str | None = None,
-        name: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-        page_size: int = 100,
-    ) -> Iterator[Job]:
-        """Every matching job, page after page, following ``nextCursor``."""
-        yield from self._each_item(protocol.list_jobs(status, tag, name, page_size, None, metadata))
+    def iter_jobs(self, *, page_size: int = 100, **filters: Unpack[JobFilters]) -> Iterator[Job]:
+        """Every job matching the filters (as ``list_jobs``), page after page, following ``nextCursor``."""
+        yield from self._each_item(protocol.list_jobs(filters, page_size, None))
 
     def get_job(self, job_id: str) -> Job:
         return self._send(protocol.get_job(job_id))
@@ -146,18 +131,11 @@ class Client(BaseClient[httpx.Client]):
         yield from self._each_item(protocol.list_job_runs(job, page_size, None))
 
     def list_tenant_runs(
-        self,
-        *,
-        status: RunStatus | str | None = None,
-        job: JobRef | None = None,
-        trigger: RunTrigger | str | None = None,
-        scheduled_from: datetime | None = None,
-        scheduled_to: datetime | None = None,
-        limit: int | None = None,
-        cursor: str | None = None,
+        self, *, limit: int | None = None, cursor: str | None = None, **filters: Unpack[RunListFilters]
     ) -> RunList:
-        """One page of the tenant's runs across its jobs (deleted ones too), newest first."""
-        return self._send(protocol.list_tenant_runs(status, job, trigger, scheduled_from, scheduled_to, limit, cursor))
+        """One page of the tenant's runs across its jobs (deleted ones too), newest first, matching every filter
+        given (:class:`RunListFilters`)."""
+        return self._send(protocol.list_tenant_runs(filters, limit, cursor))
 
     def get_run(self, run_id: str) -> Run:
         """One run with every attempt."""
@@ -170,20 +148,16 @@ class Client(BaseClient[httpx.Client]):
     def retry_runs(
         self,
         *,
-        job: JobRef | None = None,
-        trigger: RunTrigger | str | None = None,
-        scheduled_from: datetime | None = None,
-        scheduled_to: datetime | None = None,
         limit: int = 20,
         cursor: str | None = None,
         idempotency_key: str | None = None,
+        **filters: Unpack[RunFilters],
     ) -> RunRetryReport:
-        """Retry up to ``limit`` (≤ 100) of the tenant's failed runs matching the filter, newest first, each
-        as ``retry_run`` does; the report says which were queued and why others were refused. Its
-        ``next_cursor`` continues with the next batch. Retries reuse one ``Idempotency-Key``."""
-        return self._send(
-            protocol.retry_runs(job, trigger, scheduled_from, scheduled_to, limit, cursor, idempotency_key)
-        )
+        """Retry up to ``limit`` (≤ 100) of the tenant's failed runs matching every filter given
+        (:class:`RunFilters`), newest first, each as ``retry_run`` does; the report says which were queued and
+        why others were refused. Its ``next_cursor`` continues with the next batch. Retries reuse one
+        ``Idempotency-Key``."""
+        return self._send(protocol.retry_runs(filters, limit, cursor, idempotency_key))
 
     def get_tenant_settings(self) -> TenantSettings:
         """The tenant's settings: its default notification target and how long its runs are kept."""
