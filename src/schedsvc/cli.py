@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
         dev.run(args.port, args.data_dir, args.mongodb)
         return
     # Run from the directory of a running `schedsvc dev`, commands find its database without being told.
-    os.environ.update(dev.environment_from_running_dev(DEFAULT_DATA_DIR, os.environ))
+    os.environ.update(dev.environment_from_running_dev(args.command, DEFAULT_DATA_DIR, os.environ))
     if args.command in jobs_cli.COMMANDS:
         jobs_cli.run(args)
     try:

@@ -87,9 +87,11 @@ def running_state(data_dir: str | Path) -> dict[str, Any] | None:
     return state
 
 
-def environment_from_running_dev(data_dir: str | Path, environ: Mapping[str, str]) -> dict[str, str]:
-    """``SCHEDSVC_*`` variables pointing at a running ``schedsvc dev``, for those not set in ``environ``."""
-    state = running_state(data_dir)
+def environment_from_running_dev(command: str, data_dir: str | Path, environ: Mapping[str, str]) -> dict[str, str]:
+    """``SCHEDSVC_*`` variables pointing at a running ``schedsvc dev``, for those not set in ``environ``, for a
+    ``command`` run from its directory. None for ``serve``: a server runs on what it is configured with,
+    wherever it starts (a second service beside a dev one must not take the dev's NATS for its own)."""
+    state = None if command == "serve" else running_state(data_dir)
     if state is None:
         return {}
     found = {

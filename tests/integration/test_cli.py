@@ -142,6 +142,26 @@ def test_dev_keeps_one_key_per_data_directory(tmp_path: Path, monkeypatch: pytes
     assert _dev_key(other) != first
 
 
+def test_commands_but_serve_find_a_running_dev_service(tmp_path: Path) -> None:
+    from schedsvc.dev import STATE_FILE, environment_from_running_dev
+
+    state = {
+        "pid": os.getpid(),  # alive: this process stands for the running dev service
+        "mongodb_uri": "mongodb://127.0.0.1:1/",
+        "nats_url": "nats://127.0.0.1:2",
+        "url": "http://127.0.0.1:3",
+        "api_key": "sk_dev",
+    }
+    (tmp_path / STATE_FILE).write_text(json.dumps(state))
+    found = environment_from_running_dev("tenants", tmp_path, {"SCHEDSVC_URL": "http://127.0.0.1:4"})
+    assert found == {
+        "SCHEDSVC_MONGODB_URI": "mongodb://127.0.0.1:1/",
+        "SCHEDSVC_NATS_URL": "nats://127.0.0.1:2",
+        "SCHEDSVC_API_KEY": "sk_dev",
+    }  # what the environment sets wins
+    assert environment_from_running_dev("serve", tmp_path, {}) == {}
+
+
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
