@@ -345,6 +345,20 @@ async def test_bad_query_and_headers(api: Api) -> None:
     job = await create(api)
     r = await api.client.patch(f"/jobs/{job['id']}", json={"name": "x"}, headers={**api.headers, "If-Match": "three"})
     assert r.status_code == 400
+    # A single-valued filter given twice is refused rather than answered with one of them, or with nothing.
+    for path, params in (
+        ("/jobs", [("status", "active"), ("status", "paused")]),
+        ("/jobs", [("limit", "1"), ("limit", "2")]),
+        ("/runs", [("job", "a"), ("job", "b")]),
+    ):
+        r = await api.client.get(path, params=params, headers=api.headers)
+        assert r.status_code == 400, (path, params, r.text)
+        assert r.json()["errors"] == [{"field": params[0][0], "message": "given 2 times; it takes one value"}]
+    # The list parameters take several: every metadata pair must match; a run in any of the statuses.
+    pairs = [("metadata", "team:a"), ("metadata", "tier:b")]
+    assert (await api.client.get("/jobs", params=pairs, headers=api.headers)).status_code == 200
+    statuses = [("status", "failed"), ("status", "succeeded")]
+    assert (await api.client.get("/runs", params=statuses, headers=api.headers)).status_code == 200
 
 
 async def test_preview(api: Api) -> None:

@@ -10,12 +10,13 @@ bodies that already passed the strict one:
   :data:`~schedsvc.domain.limits.MAX_DOCUMENT_DEPTH` levels deep (400);
 - every integer fits in 64 bits and no object key holds NUL, anywhere (422, each field named);
 - the body is converted strictly, one top-level field at a time, so every invalid field is listed (422);
-- query parameters the operation does not declare are refused (400), rather than silently ignored.
+- query parameters the operation does not declare are refused (400), rather than silently ignored, and so is a
+  single-valued one given more than once.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from litestar import Request
@@ -106,21 +107,34 @@ def _convert_problems(value: Any, target_type: Any, field: str) -> list[tuple[st
     return []
 
 
-def _declared_query(handler: Any) -> frozenset[str]:
+class _DeclaredQuery(NamedTuple):
+    names: frozenset[str]
+    repeatable: frozenset[str]
+    """The ones declared as lists (``metadata``): every other one is taken once."""
+
+
+def _declared_query(handler: Any) -> _DeclaredQuery:
     """The query parameters a handler declares, computed once and kept in its ``opt`` (user data)."""
-    declared: frozenset[str] | None = handler.opt.get("schedsvc_query")
+    declared: _DeclaredQuery | None = handler.opt.get("schedsvc_query")
     if declared is None:
-        declared = handler.opt["schedsvc_query"] = frozenset(
-            fd.kwarg_definition.query or fd.kwarg_definition.name or name  # name: QueryParameter(name="from")
+        fields = {
+            fd.kwarg_definition.query or fd.kwarg_definition.name or name: fd  # name: QueryParameter(name="from")
             for name, fd in handler.parsed_fn_signature.parameters.items()
             if isinstance(fd.kwarg_definition, QueryParameter)
-        )
+        }
+        repeatable = frozenset(name for name, fd in fields.items() if fd.is_non_string_sequence)
+        declared = handler.opt["schedsvc_query"] = _DeclaredQuery(frozenset(fields), repeatable)
     return declared
 
 
-def _check_query(request: Request[Any, Any, Any], declared: frozenset[str]) -> None:
-    unknown = sorted({name for name in request.query_params if name not in declared})
-    if unknown:
-        accepted = ", ".join(sorted(declared)) or "none"
-        problems = [(name, f"unknown query parameter (accepted: {accepted})") for name in unknown]
+def _check_query(request: Request[Any, Any, Any], declared: _DeclaredQuery) -> None:
+    problems: list[tuple[str, str]] = []
+    accepted = ", ".join(sorted(declared.names)) or "none"
+    for name in sorted(request.query_params):
+        if name not in declared.names:
+            problems.append((name, f"unknown query parameter (accepted: {accepted})"))
+        elif name not in declared.repeatable and len(values := request.query_params.getall(name)) > 1:
+            # Litestar would take one of them, or a value that matches nothing: say so instead.
+            problems.append((name, f"given {len(values)} times; it takes one value"))
+    if problems:
         raise InvalidRequestError(problems[:MAX_REPORTED_PROBLEMS], status=400)
