@@ -14,7 +14,7 @@ from litestar.exceptions import HTTPException
 from litestar.response import Redirect, Template
 
 from schedsvc.console.forms import BULK_ACTIONS, FormErrors, bulk_values, decode_bulk
-from schedsvc.console.pages import PAGE_SIZE, ConsoleRequest, flash, page, read_form, tenant_of
+from schedsvc.console.pages import PAGE_SIZE, ConsoleRequest, JobConsole, flash, page, read_form
 from schedsvc.console.presenting import bulk_outcome_in_words
 from schedsvc.domain.models import JobStatus
 from schedsvc.domain.wire import MAX_COUNTED_MATCHES, BulkJobAction, BulkJobResult
@@ -46,16 +46,12 @@ class BulkJobsController(Controller):
     path = "/"
 
     @post("/jobs/bulk", status_code=303)
-    async def act_on_matching(
-        self,
-        request: ConsoleRequest,
-        job_service: NamedDependency[JobService],
-    ) -> Template | Redirect:
+    async def act_on_matching(self, console: NamedDependency[JobConsole]) -> Template | Redirect:
+        request, job_service, tenant = console.request, console.jobs, console.tenant
         form = await read_form(request)
         action = str(form.get("action", ""))
         if action not in BULK_ACTIONS:
             raise HTTPException(status_code=400, detail="choose Pause, Resume or Delete on the jobs list")
-        tenant = tenant_of(request)
         try:
             bulk = decode_bulk(form)
         except FormErrors as exc:

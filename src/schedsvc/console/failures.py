@@ -8,13 +8,12 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
 
-from schedsvc.console.pages import PAGE_SIZE, ConsoleRequest, flash, job_names, page, tenant_of
+from schedsvc.console.pages import PAGE_SIZE, ConsoleRequest, JobConsole, flash, job_names, page, tenant_of
 from schedsvc.console.presenting import lateness_seconds
 from schedsvc.domain.errors import InvalidCursorError, RunNotFoundError, RunRetryRefusedError
 from schedsvc.domain.models import RunStatus
 from schedsvc.domain.runs import RunSelection
-from schedsvc.job_service import JobService, RunService
-from schedsvc.store.base import RunHistory
+from schedsvc.job_service import RunService
 
 _FAILURES = RunSelection(statuses=(RunStatus.FAILED, RunStatus.MISSED))
 """What the failures page lists: runs that failed for good and fires recorded missed."""
@@ -25,20 +24,16 @@ class FailuresController(Controller):
 
     @get("/failures", name="console:failures")
     async def failures_page(
-        self,
-        request: ConsoleRequest,
-        job_service: NamedDependency[JobService],
-        runs: NamedDependency[RunHistory],
-        before: FromQuery[str | None] = None,
+        self, console: NamedDependency[JobConsole], before: FromQuery[str | None] = None
     ) -> Template:
-        tenant = tenant_of(request)
+        tenant, runs = console.tenant, console.runs
         try:
             failed, older = await runs.list_for_tenant(tenant, _FAILURES, limit=PAGE_SIZE, cursor=before)
         except InvalidCursorError:  # a hand-edited link: start from the newest
             failed, older = await runs.list_for_tenant(tenant, _FAILURES, limit=PAGE_SIZE)
-        names = await job_names(job_service, tenant, {run.job_id for run in failed})
+        names = await job_names(console.jobs, tenant, {run.job_id for run in failed})
         rows = [(run, lateness_seconds(run)) for run in failed]
-        return page(request, "failures.html", failed=rows, names=names, older=older, first_page=not before)
+        return page(console.request, "failures.html", failed=rows, names=names, older=older, first_page=not before)
 
     @post("/runs/{run_id:str}/retry", status_code=303)
     async def retry_run(

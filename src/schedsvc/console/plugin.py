@@ -9,6 +9,7 @@ from typing import Any
 from litestar import Request, Response, Router
 from litestar.config.app import AppConfig
 from litestar.datastructures import CacheControlHeader, ResponseHeader, State
+from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.plugins import InitPluginProtocol
 from litestar.plugins.jinja import JinjaTemplateEngine
@@ -24,6 +25,7 @@ from schedsvc.cache import RedisLink
 from schedsvc.console.access import AccessController
 from schedsvc.console.bulk import BulkJobsController
 from schedsvc.console.failures import FailuresController
+from schedsvc.console.pages import JobConsole
 from schedsvc.console.session import CSRF_FIELD, SESSION_CONFIG, SESSION_STORE, RevokedKeys, csrf_valid
 from schedsvc.console.views import JobPagesController
 from schedsvc.domain.errors import JobNotFoundError, StoreUnavailableError, VersionConflictError
@@ -118,6 +120,8 @@ def console_router() -> Router:
         route_handlers=[AccessController, JobPagesController, BulkJobsController, FailuresController, static],
         middleware=[SESSION_CONFIG.middleware],
         before_request=_guard,
+        # Resolved after the guard, so a job page's dependency always has a signed-in tenant.
+        dependencies={"console": Provide(JobConsole, sync_to_thread=False)},
         exception_handlers={kind: _error_page for kind in EXCEPTION_HANDLERS},
         response_headers=_HEADERS,
         opt={"exclude_from_auth": True},  # the API-key middleware: the console authenticates by session

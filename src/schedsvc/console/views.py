@@ -27,7 +27,7 @@ from schedsvc.console.forms import (
     decode_patch,
     form_values,
 )
-from schedsvc.console.pages import PAGE_SIZE, ConsoleRequest, flash, page, read_form, tenant_of
+from schedsvc.console.pages import PAGE_SIZE, ConsoleRequest, JobConsole, flash, page, read_form
 from schedsvc.console.presenting import (
     definition_json,
     lateness_seconds,
@@ -46,8 +46,6 @@ from schedsvc.domain.errors import (
 from schedsvc.domain.models import Job, JobStatus, Run, RunStatus
 from schedsvc.domain.time import utcnow
 from schedsvc.domain.wire import MAX_BULK_JOBS, JobSelector
-from schedsvc.job_service import JobService
-from schedsvc.store.base import RunHistory, TenantPreferenceStore
 from schedsvc.timing import to_ms
 
 log = logging.getLogger(__name__)
@@ -84,27 +82,25 @@ class JobPagesController(Controller):
     @get("/jobs", name="console:jobs")
     async def jobs_page(
         self,
-        request: ConsoleRequest,
-        job_service: NamedDependency[JobService],
-        runs: NamedDependency[RunHistory],
+        console: NamedDependency[JobConsole],
         status: FromQuery[str | None] = None,
         tag: FromQuery[str | None] = None,
         name: FromQuery[str | None] = None,
         cursor: FromQuery[str | None] = None,
     ) -> Template | Redirect:
+        request = console.request
         filters = {"status": status or "", "tag": (tag or "").strip()[:64], "name": (name or "").strip()[:200]}
         job_status = JobStatus(status) if status in _STATUSES else None
         try:
             selector = JobSelector(status=job_status, tag=filters["tag"] or None, name_prefix=filters["name"] or None)
-            listing = await job_service.list(tenant_of(request), selector, limit=PAGE_SIZE, cursor=cursor or None)
+            listing = await console.jobs.list(console.tenant, selector, limit=PAGE_SIZE, cursor=cursor or None)
         except ValueError:  # a cursor this service did not make (or a tampered link)
             flash(request, "That page link is not valid any more; showing the first page.", "error")
             query = urlencode({k: v for k, v in filters.items() if v})
             return Redirect(f"/console/jobs?{query}" if query else "/console/jobs", status_code=303)
-        tenant = tenant_of(request)
         # A small outcome/lateness history per job: one indexed read per listed job, run side by side.
         recent = await asyncio.gather(
-            *(runs.list_for_job(tenant, job.id, HISTORY_SHOWN, None) for job in listing.items)
+            *(console.runs.list_for_job(console.tenant, job.id, HISTORY_SHOWN, None) for job in listing.items)
         )
         rows = [
             (job, schedule_in_words(job.schedule), run_chart(history, HISTORY_WIDTH, HISTORY_HEIGHT))
@@ -133,12 +129,11 @@ class JobPagesController(Controller):
         return self._edit_page(request, None, form_values(None), {})
 
     @post("/jobs", status_code=303)
-    async def create_job(
-        self, request: ConsoleRequest, job_service: NamedDependency[JobService]
-    ) -> Template | Redirect:
+    async def create_job(self, console: NamedDependency[JobConsole]) -> Template | Redirect:
+        request = console.request
         form = await read_form(request)
         try:
-            job, _ = await job_service.create(tenant_of(request), decode_create(form))
+            job, _ = await console.jobs.create(console.tenant, decode_create(form))
         except FormErrors as exc:
             return self._edit_page(request, None, form, exc.errors, 422)
         except (InvalidRequestError, InvalidScheduleError, DuplicateJobNameError) as exc:
@@ -147,38 +142,24 @@ class JobPagesController(Controller):
         return Redirect(f"/console/jobs/{job.id}", status_code=303)
 
     @get("/jobs/{job_id:str}", name="console:job")
-    async def job_page(
-        self,
-        request: ConsoleRequest,
-        job_service: NamedDependency[JobService],
-        runs: NamedDependency[RunHistory],
-        tenants: NamedDependency[TenantPreferenceStore],
-        job_id: FromPath[str],
-    ) -> Template:
-        job = await job_service.get(tenant_of(request), job_id)
-        return await self._job_page(request, runs, tenants, job, form_values(job), {})
+    async def job_page(self, console: NamedDependency[JobConsole], job_id: FromPath[str]) -> Template:
+        job = await console.jobs.get(console.tenant, job_id)
+        return await self._job_page(console, job, form_values(job), {})
 
     @post("/jobs/{job_id:str}", status_code=303)
-    async def update_job(
-        self,
-        request: ConsoleRequest,
-        job_service: NamedDependency[JobService],
-        runs: NamedDependency[RunHistory],
-        tenants: NamedDependency[TenantPreferenceStore],
-        job_id: FromPath[str],
-    ) -> Template | Redirect:
-        tenant = tenant_of(request)
+    async def update_job(self, console: NamedDependency[JobConsole], job_id: FromPath[str]) -> Template | Redirect:
+        request = console.request
         form = await read_form(request)
         version = _version(form)
-        job = await job_service.get(tenant, job_id)
+        job = await console.jobs.get(console.tenant, job_id)
         try:
             if job.version != version:
                 raise VersionConflictError(job_id)
-            await job_service.update(tenant, job_id, decode_patch(form, job), version)
+            await console.jobs.update(console.tenant, job_id, decode_patch(form, job), version)
         except FormErrors as exc:
-            return await self._job_page(request, runs, tenants, job, form, exc.errors, 422)
+            return await self._job_page(console, job, form, exc.errors, 422)
         except (InvalidRequestError, InvalidScheduleError, DuplicateJobNameError) as exc:
-            return await self._job_page(request, runs, tenants, job, form, _domain_field_error(exc).errors, 422)
+            return await self._job_page(console, job, form, _domain_field_error(exc).errors, 422)
         except VersionConflictError:
             flash(
                 request, "Someone changed this job while you edited it: review it and apply your change again.", "error"
@@ -188,40 +169,32 @@ class JobPagesController(Controller):
         return Redirect(f"/console/jobs/{job_id}", status_code=303)
 
     @post("/jobs/{job_id:str}/pause", status_code=303)
-    async def pause_job(
-        self, request: ConsoleRequest, job_service: NamedDependency[JobService], job_id: FromPath[str]
-    ) -> Redirect:
-        return await self._state_action(request, job_service, job_id, "pause")
+    async def pause_job(self, console: NamedDependency[JobConsole], job_id: FromPath[str]) -> Redirect:
+        return await self._state_action(console, job_id, "pause")
 
     @post("/jobs/{job_id:str}/resume", status_code=303)
-    async def resume_job(
-        self, request: ConsoleRequest, job_service: NamedDependency[JobService], job_id: FromPath[str]
-    ) -> Redirect:
-        return await self._state_action(request, job_service, job_id, "resume")
+    async def resume_job(self, console: NamedDependency[JobConsole], job_id: FromPath[str]) -> Redirect:
+        return await self._state_action(console, job_id, "resume")
 
     @post("/jobs/{job_id:str}/run", status_code=303)
-    async def run_job(
-        self, request: ConsoleRequest, job_service: NamedDependency[JobService], job_id: FromPath[str]
-    ) -> Redirect:
-        queued = await job_service.run_now(tenant_of(request), job_id)
+    async def run_job(self, console: NamedDependency[JobConsole], job_id: FromPath[str]) -> Redirect:
+        request = console.request
+        queued = await console.jobs.run_now(console.tenant, job_id)
         queued_ms = to_ms(queued.scheduled_at)
         flash(request, "Run queued: it appears in the run history below within a few seconds (the page refreshes).")
         return Redirect(f"/console/jobs/{job_id}?awaiting={queued_ms}", status_code=303)
 
     @get("/jobs/{job_id:str}/delete", name="console:confirm-delete")
-    async def confirm_delete(
-        self, request: ConsoleRequest, job_service: NamedDependency[JobService], job_id: FromPath[str]
-    ) -> Template:
-        job = await job_service.get(tenant_of(request), job_id)
-        return page(request, "delete.html", job=job)
+    async def confirm_delete(self, console: NamedDependency[JobConsole], job_id: FromPath[str]) -> Template:
+        job = await console.jobs.get(console.tenant, job_id)
+        return page(console.request, "delete.html", job=job)
 
     @post("/jobs/{job_id:str}/delete", status_code=303)
-    async def delete_job(
-        self, request: ConsoleRequest, job_service: NamedDependency[JobService], job_id: FromPath[str]
-    ) -> Redirect:
+    async def delete_job(self, console: NamedDependency[JobConsole], job_id: FromPath[str]) -> Redirect:
+        request = console.request
         form = await read_form(request)
         try:
-            await job_service.delete(tenant_of(request), job_id, _version(form))
+            await console.jobs.delete(console.tenant, job_id, _version(form))
         except VersionConflictError:
             flash(request, "The job changed since you opened it; it was not deleted. Review it first.", "error")
             return Redirect(f"/console/jobs/{job_id}", status_code=303)
@@ -230,10 +203,8 @@ class JobPagesController(Controller):
 
     # -- helpers ----------------------------------------------------------------------------------
 
-    async def _state_action(
-        self, request: ConsoleRequest, job_service: JobService, job_id: str, action: str
-    ) -> Redirect:
-        tenant = tenant_of(request)
+    async def _state_action(self, console: JobConsole, job_id: str, action: str) -> Redirect:
+        request, job_service, tenant = console.request, console.jobs, console.tenant
         version = _version(await read_form(request))
         try:
             act = job_service.pause if action == "pause" else job_service.resume
@@ -267,19 +238,11 @@ class JobPagesController(Controller):
         return page(request, "new_job.html", status_code, **_form_context(values, errors))
 
     async def _job_page(
-        self,
-        request: ConsoleRequest,
-        runs: RunHistory,
-        tenants: TenantPreferenceStore,
-        job: Job,
-        values: dict[str, Any],
-        errors: dict[str, str],
-        status_code: int = 200,
+        self, console: JobConsole, job: Job, values: dict[str, Any], errors: dict[str, str], status_code: int = 200
     ) -> Template:
-        tenant = tenant_of(request)
-        history, _ = await runs.list_for_job(tenant, job.id, RUNS_SHOWN, None)
+        history, _ = await console.runs.list_for_job(console.tenant, job.id, RUNS_SHOWN, None)
         # The tenant's default matters only to a job without a target of its own: read it only then.
-        tenant_default = None if job.notify is not None else (await tenants.preferences(tenant)).notify
+        tenant_default = None if job.notify is not None else (await console.tenants.preferences(console.tenant)).notify
         now = utcnow()
         fires, fires_error = [], None
         if job.status == JobStatus.ACTIVE or job.status == JobStatus.PAUSED:
@@ -288,7 +251,7 @@ class JobPagesController(Controller):
             except ValueError as exc:
                 fires_error = str(exc)
         return page(
-            request,
+            console.request,
             "job.html",
             status_code,
             job=job,
@@ -299,7 +262,7 @@ class JobPagesController(Controller):
             chart=run_chart(history),
             definition=definition_json(job),
             notification=notification_shown(job.notify, tenant_default),
-            refresh=_still_waiting(request, history),
+            refresh=_still_waiting(console.request, history),
             **_form_context(values, errors),
         )
 

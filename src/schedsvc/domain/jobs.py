@@ -1,4 +1,4 @@
-"""Typed views of a job between the store and the modules: a page, the timing view, a change.
+"""Typed views of a job between the store and the modules: a new job, a page, the timing view, a change.
 
 None of these spells a document field name: the job codec (``schedsvc.store.job_codec``) maps them to
 and from MongoDB documents.
@@ -16,6 +16,7 @@ from schedsvc.domain.errors import SchedsvcError
 from schedsvc.domain.models import (
     CatchupPolicy,
     Job,
+    JobCreate,
     JobPatch,
     JobStatus,
     NotificationTarget,
@@ -23,6 +24,34 @@ from schedsvc.domain.models import (
     Schedule,
     Target,
 )
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A job the service checked and planned, as the repository inserts it."""
+
+    tenant: str
+    body: JobCreate
+    """The body with its schedule normalized (what is stored, not what was sent)."""
+    next_run: datetime | None
+    """The first fire (None: a schedule with none left, so the job starts completed)."""
+    created_at: datetime
+
+    @property
+    def status(self) -> JobStatus:
+        """Paused when the body asks; otherwise active, or completed when no fire is left."""
+        if self.body.paused:
+            return JobStatus.PAUSED
+        return JobStatus.ACTIVE if self.next_run else JobStatus.COMPLETED
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyClaim:
+    """A create under the client's ``Idempotency-Key``: a repeat of the same ``request`` (the body as sent,
+    before defaults were filled in) is answered with the first one's job instead of creating another."""
+
+    key: str
+    request: object
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from schedsvc.domain.errors import (
     PreconditionFailedError,
     VersionConflictError,
 )
-from schedsvc.domain.jobs import JobChange, JobPage, JobStateError, change_from_patch
+from schedsvc.domain.jobs import IdempotencyClaim, JobChange, JobPage, JobStateError, NewJob, change_from_patch
 from schedsvc.domain.models import Job, JobCreate, JobPatch, JobStatus, RunMessage, RunTrigger, run_id
 from schedsvc.domain.time import from_ms, to_ms, utcnow
 from schedsvc.domain.wire import MAX_COUNTED_MATCHES, BulkJobAction, BulkJobResult, JobSelector, RunAccepted
@@ -67,14 +67,9 @@ class JobService:
         planned = await check_job_input(self.targets, tenant, now, data.schedule, data.target, notify=data.notify)
         assert planned is not None  # a schedule was given
         schedule, next_run = planned
-        return await self.jobs.create(
-            tenant,
-            msgspec.structs.replace(data, schedule=schedule),
-            next_run,
-            now=now,
-            idempotency_key=idempotency_key,
-            request=data,  # as sent: a repeat matches the body, not the defaults filled in
-        )
+        job = NewJob(tenant, msgspec.structs.replace(data, schedule=schedule), next_run, created_at=now)
+        claim = None if idempotency_key is None else IdempotencyClaim(idempotency_key, data)
+        return await self.jobs.create(job, claim)
 
     async def get(self, tenant: str, job_id: str) -> Job:
         return await self.jobs.get(tenant, job_id)

@@ -15,8 +15,8 @@ from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from schedsvc.domain.admission import Admission, CacheProbe, WriteIntent
-from schedsvc.domain.jobs import JobChange, JobForRun, JobNotice, JobPage, JobTiming
-from schedsvc.domain.models import Job, JobCreate, Run, RunMessage, RunStatus
+from schedsvc.domain.jobs import IdempotencyClaim, JobChange, JobForRun, JobNotice, JobPage, JobTiming, NewJob
+from schedsvc.domain.models import Job, Run, RunMessage, RunStatus
 from schedsvc.domain.notifications import NotificationMessage
 from schedsvc.domain.runs import AttemptRecord, BufferedFire, RunSelection, RunState, StrandedRetry
 from schedsvc.domain.tenants import TenantChangeKind, TenantPreferences, TenantSettingsPatch
@@ -35,18 +35,9 @@ class JobRepository(Protocol):
     replicas and the response cache, so callers never announce themselves.
     """
 
-    async def create(
-        self,
-        tenant: str,
-        body: JobCreate,
-        next_run: datetime | None,
-        *,
-        now: datetime,
-        idempotency_key: str | None = None,
-        request: object = None,
-    ) -> tuple[Job, bool]:
-        """Insert a job; returns it and whether it is new (False: a replay of ``request`` under
-        ``idempotency_key``, kept as every such answer is, by the ``ReplyStore``)."""
+    async def create(self, job: NewJob, claim: IdempotencyClaim | None = None) -> tuple[Job, bool]:
+        """Insert a job; returns it and whether it is new (False: a replay of ``claim``, whose answer is
+        kept as every such answer is, by the ``ReplyStore``)."""
         ...
 
     async def get(self, tenant: str, job_id: str) -> Job: ...

@@ -23,8 +23,8 @@ from schedsvc.domain.errors import (
     JobNotFoundError,
     VersionConflictError,
 )
-from schedsvc.domain.jobs import JobChange, JobForRun, JobNotice, JobPage, JobStateError
-from schedsvc.domain.models import Job, JobCreate, JobStatus, RunStatus
+from schedsvc.domain.jobs import IdempotencyClaim, JobChange, JobForRun, JobNotice, JobPage, JobStateError, NewJob
+from schedsvc.domain.models import Job, RunStatus
 from schedsvc.domain.rules import partition_of
 from schedsvc.domain.wire import EVERY_JOB, JobSelector
 from schedsvc.store import job_codec
@@ -85,31 +85,22 @@ class MongoJobStore:
         timing = job_codec.read_timing(doc)
         await self._announce(JobNotice(timing.tenant, timing.id, timing.partition, timing))
 
-    async def create(
-        self,
-        tenant: str,
-        body: JobCreate,
-        next_run: datetime | None,
-        *,
-        now: datetime,
-        idempotency_key: str | None = None,
-        request: object = None,
-    ) -> tuple[Job, bool]:
+    async def create(self, job: NewJob, claim: IdempotencyClaim | None = None) -> tuple[Job, bool]:
         job_id = str(ObjectId())
-        if idempotency_key is not None:
-            replay = await self._claim_idempotency_key(tenant, idempotency_key, request, job_id, now)
+        tenant = job.tenant
+        if claim is not None:
+            replay = await self._claim_idempotency_key(tenant, claim, job_id, job.created_at)
             if replay is not None:
                 return replay, False
-        status = JobStatus.PAUSED if body.paused else (JobStatus.ACTIVE if next_run else JobStatus.COMPLETED)
         doc = job_codec.encode(
             job_codec.new_document(
                 job_id,
                 tenant,
-                body,
-                status=status,
-                next_run=next_run,
+                job.body,
+                status=job.status,
+                next_run=job.next_run,
                 partition=partition_of(job_id, self._partitions),
-                now=now,
+                now=job.created_at,
             )
         )
         try:
@@ -117,21 +108,21 @@ class MongoJobStore:
         except BaseException as exc:
             # A failed create releases its key, so the identical retry is a new attempt, not a replay of
             # a job that does not exist (best effort: the database may be the thing that failed).
-            if idempotency_key is not None:
+            if claim is not None:
                 with contextlib.suppress(Exception):
-                    await self._replies.release(tenant, CREATE_JOB, idempotency_key, answer=job_id.encode())
+                    await self._replies.release(tenant, CREATE_JOB, claim.key, answer=job_id.encode())
             if isinstance(exc, DuplicateKeyError):
-                raise DuplicateJobNameError(f"a job named {body.name!r} already exists") from None
+                raise DuplicateJobNameError(f"a job named {job.body.name!r} already exists") from None
             raise
         await self._announce_document(doc)
         return job_codec.read_job(doc), True
 
     async def _claim_idempotency_key(
-        self, tenant: str, key: str, request: object, job_id: str, now: datetime
+        self, tenant: str, claim: IdempotencyClaim, job_id: str, now: datetime
     ) -> Job | None:
         # The new job's id is its answer, known before the insert: kept with the claim, so a repeat after a
         # crash between insert and answer finds the job rather than creating a second one.
-        kept = await self._replies.claim(tenant, CREATE_JOB, key, request, now, answer=job_id.encode())
+        kept = await self._replies.claim(tenant, CREATE_JOB, claim.key, claim.request, now, answer=job_id.encode())
         if kept is None:
             return None
         doc = await self._jobs.find_one(job_codec.of_tenant(tenant, kept.decode()))
