@@ -194,6 +194,7 @@ def _bus(adapters: Adapters) -> NatsRunBus:
 def timing_service(adapters: Adapters, *, member: str | None = None) -> TimingService:
     return TimingService(
         adapters.settings,
+        partitions=adapters.partitions,
         jobs=adapters.timing,
         fires=adapters.timing,
         leases=adapters.leases,
