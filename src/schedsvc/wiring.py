@@ -31,9 +31,9 @@ from schedsvc.cache import (
 from schedsvc.config import Settings
 from schedsvc.domain.errors import BusUnavailableError
 from schedsvc.domain.jobs import JobNotice
+from schedsvc.execution.job_updates import JobChanged
 from schedsvc.execution.notifications import NotificationReporter
 from schedsvc.execution.service import ExecutionService
-from schedsvc.execution.worker import JobChanged
 from schedsvc.job_service import JobService, RunService, TargetPolicy
 from schedsvc.names import Names
 from schedsvc.observability.logging import configure_logging
@@ -194,6 +194,7 @@ def _bus(adapters: Adapters) -> NatsRunBus:
 def timing_service(adapters: Adapters, *, member: str | None = None) -> TimingService:
     return TimingService(
         adapters.settings,
+        partitions=adapters.partitions,
         jobs=adapters.timing,
         fires=adapters.timing,
         leases=adapters.leases,

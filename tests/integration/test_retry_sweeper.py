@@ -21,7 +21,7 @@ from tests.integration.test_runs_api import published_retries, write_run
 from schedsvc import names
 from schedsvc.config import Settings
 from schedsvc.domain.models import HttpTarget, Run, RunMessage, RunStatus
-from schedsvc.domain.runs import retry_message_id
+from schedsvc.domain.runs import RunEnd, retry_message_id
 from schedsvc.domain.time import to_ms, utcnow
 from schedsvc.execution import ExecutionService
 from schedsvc.job_service.runs import MAX_RETRIES_ON_DEMAND
@@ -147,7 +147,7 @@ async def test_stranded_retries_are_the_reopens_whose_attempt_was_not_claimed(mo
     assert await ledger.claim_attempt(message(claimed), 1, now, now + timedelta(seconds=30)) == 2
     # Queued again with its message back in the stream (a stop past its grace period): not stranded.
     await ledger.release_interrupted(claimed.id, 2, "interrupted by a worker shutdown")
-    assert await ledger.finish(message(ended), RunStatus.SKIPPED, None, now, "the job no longer exists")
+    assert await ledger.finish(message(ended), RunEnd(RunStatus.SKIPPED, error="the job no longer exists"), now)
     await history.revert_retries([(undone.id, 1)], now)
 
     found = await ledger.stranded_retries(utcnow() - timedelta(minutes=2), 10)

@@ -22,7 +22,7 @@ from schedsvc import names
 from schedsvc.api import create_app
 from schedsvc.config import Settings
 from schedsvc.domain.models import RunMessage, RunStatus, run_id
-from schedsvc.domain.runs import AttemptRecord
+from schedsvc.domain.runs import AttemptRecord, RunEnd
 from schedsvc.domain.wire import RunRetryFilter
 from schedsvc.job_service.runs import MAX_RETRIES_ON_DEMAND
 from schedsvc.names import Names
@@ -108,11 +108,11 @@ async def write_run(
         return run_id(job_id, ms)
     if outcome == "succeeded":
         ok = AttemptRecord(now, now + timedelta(milliseconds=80), 200, None, "ok", 1)
-        await store.finish(message, RunStatus.SUCCEEDED, ok, now)
+        await store.finish(message, RunEnd(RunStatus.SUCCEEDED, ok), now)
     elif outcome == "retrying":
         await store.record_retry(run_id(job_id, ms), 1, failed, now + timedelta(seconds=5))
     else:
-        await store.finish(message, RunStatus(outcome), failed, now)
+        await store.finish(message, RunEnd(RunStatus(outcome), failed), now)
     return run_id(job_id, ms)
 
 

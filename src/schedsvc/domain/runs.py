@@ -1,7 +1,7 @@
 """What execution reads and writes about a run besides the run resource itself: the state a worker acts on,
-one attempt's outcome, a fire handed the job's slot, and a retry on demand waiting for its message. Shared
-by the run ledger port (``store/base.py``), its MongoDB adapter, the worker and the API's retries, so they
-live here rather than in any one of them."""
+one attempt's outcome, how a run ends, a fire handed the job's slot, and a retry on demand waiting for its
+message. Shared by the run ledger port (``store/base.py``), its MongoDB adapter, the worker and the API's
+retries, so they live here rather than in any one of them."""
 
 from __future__ import annotations
 
@@ -56,6 +56,19 @@ class AttemptRecord:
     @property
     def duration_ms(self) -> int:
         return max(0, round((self.finished_at - self.started_at).total_seconds() * 1000))
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnd:
+    """How a run ends, as the worker decided it and the run ledger records it (``RunLedger.finish``)."""
+
+    status: RunStatus
+    """Final: succeeded, failed or skipped."""
+    record: AttemptRecord | None = None
+    """The last attempt's outcome, or None when no attempt was made now (skipped, or no attempts left after
+    an interrupted one: the outcome fields already stored are kept)."""
+    error: str | None = None
+    """Why the run ended, when no attempt's outcome says it (a skip, a failure decided outside an attempt)."""
 
 
 @dataclass(frozen=True, slots=True)

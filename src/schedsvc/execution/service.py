@@ -11,17 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import Awaitable, Callable
 
 from schedsvc.bus import RunDelivery, RunSubscription
 from schedsvc.config import Settings
 from schedsvc.execution._pump import DeliveryPump
 from schedsvc.execution._tenants import TenantDirectory
+from schedsvc.execution.job_updates import JobChanged, JobUpdates
 from schedsvc.execution.notifications import JobHealth, NotificationReporter, NotificationSender
 from schedsvc.execution.sweeper import STRANDED_AFTER_SECONDS, SWEEP_INTERVAL_SECONDS, RetrySweeper
 from schedsvc.execution.targets import TargetCaller
-from schedsvc.execution.worker import JobChanged, RunWorker
+from schedsvc.execution.worker import RunWorker
 from schedsvc.observability.metrics import RUN_QUEUE_PENDING, RUNS_IN_PROGRESS
 from schedsvc.store.base import RunBus, RunLedger, TenantDeliveryStore
 
@@ -57,19 +57,19 @@ class ExecutionService:
         runs: RunLedger,
         tenants: TenantDeliveryStore,
         shutdown_grace_seconds: float = DEFAULT_SHUTDOWN_GRACE_SECONDS,
-        rng: random.Random | None = None,
         on_job_changed: JobChanged | None = None,
         retry_sweep_seconds: float = SWEEP_INTERVAL_SECONDS,
         stranded_retry_seconds: float = STRANDED_AFTER_SECONDS,
     ) -> None:
-        self._on_job_changed = on_job_changed
         self._settings = settings
         self._bus = bus
         self._runs = runs
-        self._tenants = tenants
         self._grace = shutdown_grace_seconds
-        self._rng = rng
         self._capacity = max(1, settings.max_concurrent_runs)
+        # Shared by the worker and the notification sender; what needs I/O (following tenant changes, the
+        # HTTP client) starts in start().
+        self._directory = TenantDirectory(tenants, settings, bus)
+        self._job_updates = JobUpdates(runs, JobHealth(NotificationReporter(bus), runs), on_job_changed)
         self._subscription: RunSubscription | None = None
         self._pump: DeliveryPump[RunDelivery] | None = None
         self._caller: TargetCaller | None = None
@@ -97,20 +97,12 @@ class ExecutionService:
             ack_wait_seconds=self._settings.run_ack_wait_seconds, max_ack_pending=MAX_ACK_PENDING
         )
         self._caller = TargetCaller(self._settings, self._bus)
-        directory = TenantDirectory(self._tenants, self._settings, self._bus)
-        self._unfollow_tenants = await directory.follow(self._bus)  # rotated secrets are used at once
+        self._unfollow_tenants = await self._directory.follow(self._bus)  # rotated secrets are used at once
         self._worker = RunWorker(
-            self._settings,
-            self._bus,
-            self._runs,
-            directory,
-            self._caller,
-            self._rng,
-            self._on_job_changed,
-            JobHealth(NotificationReporter(self._bus), self._runs),
+            self._settings, self._bus, self._runs, self._directory, self._caller, self._job_updates
         )
         # Notifications have their own consumer, tasks and HTTP client: they never hold up a run.
-        self._notifications = NotificationSender(self._settings, self._bus, self._runs, directory)
+        self._notifications = NotificationSender(self._settings, self._bus, self._runs, self._directory)
         await self._notifications.start()
         self._pump = DeliveryPump(
             self._subscription,

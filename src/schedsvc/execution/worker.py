@@ -25,7 +25,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -45,10 +45,10 @@ from schedsvc.domain.lifecycle import (
     on_outcome,
 )
 from schedsvc.domain.models import HttpTarget, RunMessage, RunStatus, RunTrigger, run_id
-from schedsvc.domain.runs import AttemptRecord, scheduled_at
+from schedsvc.domain.runs import AttemptRecord, RunEnd, scheduled_at
 from schedsvc.execution._tenants import TenantDirectory
 from schedsvc.execution.backoff import next_retry_delay
-from schedsvc.execution.notifications import JobHealth
+from schedsvc.execution.job_updates import JobUpdates
 from schedsvc.execution.overlap import Claim, JobSlots
 from schedsvc.execution.targets import CallContext, CallOutcome, TargetCaller, rfc3339
 from schedsvc.observability.logging import job_id_var, run_id_var
@@ -65,10 +65,6 @@ _HEADER_VALUE_MAX = 1024
 _encode_message = msgspec.msgpack.Encoder().encode
 
 
-JobChanged = Callable[[str, str], Awaitable[None]]
-"""Called with (tenant, job id) after a run changed a job's lastRun (the app bumps the cache version)."""
-
-
 class RunWorker:
     """Processes run deliveries; holds no per-run state, so one instance serves every task."""
 
@@ -79,17 +75,14 @@ class RunWorker:
         runs: RunLedger,
         tenants: TenantDirectory,
         caller: TargetCaller,
-        rng: random.Random | None = None,
-        on_job_changed: JobChanged | None = None,
-        health: JobHealth | None = None,
+        job_updates: JobUpdates,
     ) -> None:
         self._bus = bus
-        self._health = health
-        self._on_job_changed = on_job_changed
         self._runs = runs
         self._tenants = tenants
         self._caller = caller
-        self._rng = rng or random.Random()
+        self._job_updates = job_updates
+        self._rng = random.Random()  # the retry delays' jitter
         self._lease = timedelta(seconds=settings.run_ack_wait_seconds)
         self._heartbeat_seconds = max(0.2, settings.run_ack_wait_seconds / 3)
         self._slots = JobSlots(runs, bus, self._lease)
@@ -202,11 +195,9 @@ class RunWorker:
             if claim.buffer_one:  # the worker that finished it may have died before handing the slot over
                 await self._slots.release(claim)
             if state.status != RunStatus.MISSED:
-                # The worker that finished it may have died before updating the job (idempotent).
-                await self._record_last_run(msg, state.status)
-            if state.status == RunStatus.SUCCEEDED and self._health is not None:
-                # ... or before reporting the job's recovery (a repeat has the same event id).
-                await self._health.succeeded(msg, repeat=True)
+                # The worker that finished it may have died before updating the job or reporting its
+                # recovery (idempotent; a repeated report has the same event id).
+                await self._job_updates.ended(msg, state.status, repeat=True)
         elif decision.step == Step.ACK:
             log.info("run %s dropped: %s", claim.run_id, decision.reason)
         elif job is None:
@@ -225,9 +216,9 @@ class RunWorker:
                 claim.slot = False  # not final: a slot this run holds stays with it
                 await self._settle(claim, delivery.nak(decision.delay))
             case Step.SKIP:
-                await self._finish(delivery, claim, RunStatus.SKIPPED, record, decision.reason)
+                await self._finish(delivery, claim, RunEnd(RunStatus.SKIPPED, record, decision.reason))
             case Step.SUCCEED:
-                await self._finish(delivery, claim, RunStatus.SUCCEEDED, record)
+                await self._finish(delivery, claim, RunEnd(RunStatus.SUCCEEDED, record))
             case Step.FAIL:
                 await self._fail(delivery, claim, record, decision.reason or "failed", attempts)
             case Step.RETRY:
@@ -338,37 +329,21 @@ class RunWorker:
         await self._bus.publish_dead_letter(_encode_message(msg), dead_letter_headers(msg, attempts, error))
         DEAD_LETTERS.inc()
         log.warning("run %s failed after %d attempt(s) and was dead-lettered: %s", claim.run_id, attempts, error)
-        if self._health is not None:  # before the run is recorded, like the dead letter (never raises)
-            await self._health.failed(
-                msg,
-                attempts,
-                record.error if record and record.error else error,
-                record.http_status if record else None,
-            )
-        await self._finish(delivery, claim, RunStatus.FAILED, record, None if record else error)
+        # Before the run is recorded, like the dead letter (never raises).
+        await self._job_updates.failed(
+            msg, attempts, record.error if record and record.error else error, record.http_status if record else None
+        )
+        # The attempt's own error is kept when there is one.
+        await self._finish(delivery, claim, RunEnd(RunStatus.FAILED, record, None if record else error))
 
-    async def _finish(
-        self,
-        delivery: RunDelivery,
-        claim: Claim,
-        status: RunStatus,
-        record: AttemptRecord | None,
-        error: str | None = None,
-    ) -> None:
+    async def _finish(self, delivery: RunDelivery, claim: Claim, end: RunEnd) -> None:
         msg = delivery.message
-        changed = await self._runs.finish(msg, status, record, datetime.now(UTC), error)
+        changed = await self._runs.finish(msg, end, datetime.now(UTC))
         await self._slots.release(claim)
         if changed:
-            RUNS_FINISHED.labels(status=status.value, trigger=msg.trigger).inc()
-            await self._record_last_run(msg, status)
-            if status == RunStatus.SUCCEEDED and self._health is not None:
-                await self._health.succeeded(msg)
+            RUNS_FINISHED.labels(status=end.status.value, trigger=msg.trigger).inc()
+            await self._job_updates.ended(msg, end.status)
         await self._settle(claim, delivery.ack())
-
-    async def _record_last_run(self, msg: RunMessage, status: RunStatus) -> None:
-        """Update the job's lastRun and tell the API's response cache the job changed."""
-        if await self._runs.update_job_last_run(msg.job_id, scheduled_at(msg), status) and self._on_job_changed:
-            await self._on_job_changed(msg.tenant, msg.job_id)
 
     @staticmethod
     async def _settle(claim: Claim, acknowledgement: Awaitable[None]) -> None:

@@ -18,7 +18,7 @@ from schedsvc.domain.admission import Admission, CacheProbe, WriteIntent
 from schedsvc.domain.jobs import IdempotencyClaim, JobChange, JobForRun, JobNotice, JobPage, JobTiming, NewJob
 from schedsvc.domain.models import Job, Run, RunMessage, RunStatus
 from schedsvc.domain.notifications import NotificationMessage
-from schedsvc.domain.runs import AttemptRecord, BufferedFire, RunSelection, RunState, StrandedRetry
+from schedsvc.domain.runs import AttemptRecord, BufferedFire, RunEnd, RunSelection, RunState, StrandedRetry
 from schedsvc.domain.tenants import TenantChangeKind, TenantPreferences, TenantSettingsPatch
 from schedsvc.domain.timing import Advance, LeaseGrant, MissedFire
 from schedsvc.domain.wire import EVERY_JOB, JobSelector
@@ -285,18 +285,9 @@ class RunLedger(Protocol):
         """The worker stops mid-attempt (shutdown): the attempt counts, the run waits for redelivery."""
         ...
 
-    async def finish(
-        self,
-        message: RunMessage,
-        status: RunStatus,
-        record: AttemptRecord | None,
-        now: datetime,
-        error: str | None = None,
-    ) -> bool:
-        """Record the final status; False when the run was already final (nothing is changed then).
-
-        ``record`` is the last attempt's outcome, or None when no attempt was made now (skipped, or no
-        attempts left after an interrupted one: the previous outcome fields are kept)."""
+    async def finish(self, message: RunMessage, end: RunEnd, now: datetime) -> bool:
+        """Record how the run ended (its final status, the last attempt's outcome, the reason); False when
+        the run was already final (nothing is changed then)."""
         ...
 
     async def stranded_retries(self, reopened_before: datetime, limit: int) -> list[StrandedRetry]:

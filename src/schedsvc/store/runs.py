@@ -19,7 +19,15 @@ from pymongo.errors import DuplicateKeyError
 from schedsvc import names
 from schedsvc.domain.jobs import JobForRun
 from schedsvc.domain.models import RunMessage, RunStatus, RunTrigger, run_id
-from schedsvc.domain.runs import AttemptRecord, BufferedFire, RunState, StrandedRetry, retry_message_id, scheduled_at
+from schedsvc.domain.runs import (
+    AttemptRecord,
+    BufferedFire,
+    RunEnd,
+    RunState,
+    StrandedRetry,
+    retry_message_id,
+    scheduled_at,
+)
 from schedsvc.domain.time import to_ms
 from schedsvc.store._client import translate_errors
 from schedsvc.store.jobs import MongoRunJobs
@@ -129,18 +137,12 @@ class MongoRunStore:
             },
         )
 
-    async def finish(
-        self,
-        message: RunMessage,
-        status: RunStatus,
-        record: AttemptRecord | None,
-        now: datetime,
-        error: str | None = None,
-    ) -> bool:
+    async def finish(self, message: RunMessage, end: RunEnd, now: datetime) -> bool:
         rid = run_id(message.job_id, message.scheduled_ms)
         retention = await self._retention.of(message.tenant)
+        record = end.record
         fields: dict[str, Any] = {
-            "status": status.value,
+            "status": end.status.value,
             "finishedAt": now,
             "leaseUntil": None,
             "nextAttemptAt": None,
@@ -151,8 +153,8 @@ class MongoRunStore:
             fields.update(log_fields(record.attempt, attempt_outcome(record, None)))
             fields["finishedAt"] = record.finished_at
             fields["expireAt"] = record.finished_at + retention
-        if error is not None:
-            fields["error"] = error
+        if end.error is not None:
+            fields["error"] = end.error
         insert_only = {**identity(message), "attempts": 0}
         for key in fields:
             insert_only.pop(key, None)

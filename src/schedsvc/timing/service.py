@@ -40,12 +40,16 @@ class TimingService:
 
     ``start()`` joins the cluster and returns once this replica holds its share; ``stop()`` releases
     every lease as soon as in-flight publishes are done. ``ready`` says whether it is heartbeating.
+    Started once: a replica that stopped is not started again (build a new one).
+
+    ``partitions`` is the cluster's partition count (recorded in the database; it wins over settings).
     """
 
     def __init__(
         self,
         settings: Settings,
         *,
+        partitions: int,
         jobs: DueJobReader,
         fires: FireRecorder,
         leases: LeaseStore,
@@ -53,17 +57,27 @@ class TimingService:
         changes: JobChangeFeed,
         member: str | None = None,
     ) -> None:
-        self._settings = settings
-        self._jobs = jobs
-        self._fires = fires
-        self._lease_store = leases
+        self.member = member or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._publisher = publisher
         self._changes = changes
-        self.member = member or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._registry = WheelRegistry()
-        self._leases: PartitionLeases | None = None
-        self._sync: WheelSync | None = None
-        self._pipeline: FiringPipeline | None = None
+        self._leases = PartitionLeases(
+            leases,
+            self.member,
+            partitions,
+            ttl_seconds=settings.lease_ttl_seconds,
+            heartbeat_seconds=settings.heartbeat_seconds,
+            listener=self,
+        )
+        self._sync = WheelSync(jobs, self._registry, self._leases, horizon_seconds=settings.horizon_seconds)
+        self._pipeline = FiringPipeline(
+            self._registry,
+            self._leases,
+            publisher,
+            fires,
+            horizon_ms=int(settings.horizon_seconds * 1000),
+            reload=self._sync.reload,
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._loads: set[asyncio.Task[None]] = set()
         self._unsubscribe: Callable[[], Awaitable[None]] | None = None
@@ -72,32 +86,9 @@ class TimingService:
     # -- lifecycle --------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        partitions = await self._jobs.cluster_partitions(self._settings.partitions)
-        if partitions != self._settings.partitions:
-            log.warning(
-                "the cluster has %d partitions (settings say %d); using the cluster's",
-                partitions,
-                self._settings.partitions,
-            )
-        self._leases = PartitionLeases(
-            self._lease_store,
-            self.member,
-            partitions,
-            ttl_seconds=self._settings.lease_ttl_seconds,
-            heartbeat_seconds=self._settings.heartbeat_seconds,
-            listener=self,
-        )
-        self._sync = sync = WheelSync(
-            self._jobs, self._registry, self._leases, horizon_seconds=self._settings.horizon_seconds
-        )
-        self._pipeline = FiringPipeline(
-            self._registry,
-            self._leases,
-            self._publisher,
-            self._fires,
-            horizon_ms=int(self._settings.horizon_seconds * 1000),
-            reload=sync.reload,
-        )
+        if self._unsubscribe is not None:
+            raise RuntimeError("TimingService already started")
+        sync = self._sync
         self._unsubscribe = await self._changes.job_changes(sync.on_job_change)
         self._pipeline.start()
         self._tasks = [
@@ -125,7 +116,6 @@ class TimingService:
         for task in [*self._tasks, *self._loads]:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._loads, return_exceptions=True)
-        assert self._leases is not None and self._pipeline is not None
         await self._pipeline.stop_dispatching()
         await self._leases.stop()  # stops publishing for every partition before releasing it
         await self._pipeline.stop()
@@ -134,12 +124,12 @@ class TimingService:
     @property
     def ready(self) -> bool:
         """Started, heartbeating within the lease TTL, and connected to NATS."""
-        return self._started and self._leases is not None and self._leases.alive and self._publisher.connected
+        return self._started and self._leases.alive and self._publisher.connected
 
     @property
     def owned_partitions(self) -> dict[int, int]:
         """Partitions this replica holds now, with their lease epochs."""
-        return {} if self._leases is None else self._leases.owned
+        return self._leases.owned
 
     @property
     def wheel_size(self) -> int:
@@ -148,7 +138,6 @@ class TimingService:
     # -- lease listener ---------------------------------------------------------------------------
 
     async def partitions_gained(self, grants: dict[int, int]) -> None:
-        assert self._sync is not None
         task = asyncio.create_task(self._sync.load(grants), name="timing-load")
         self._loads.add(task)
         task.add_done_callback(self._loads.discard)
@@ -157,5 +146,4 @@ class TimingService:
         self._registry.forget_partitions(set(partitions))
         # A batch that passed its lease check before the loss may still be publishing: let it finish
         # before the lease is given to someone else. Its conditional advance may land later: harmless.
-        if self._pipeline is not None:
-            await self._pipeline.drain_publishes()
+        await self._pipeline.drain_publishes()
