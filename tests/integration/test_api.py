@@ -355,6 +355,17 @@ async def test_bad_query_and_headers(api: Api) -> None:
         assert r.status_code == 400, (path, params, r.text)
         assert r.json()["errors"] == [{"field": params[0][0], "message": "given 2 times; it takes one value"}]
     # The list parameters take several: every metadata pair must match; a run in any of the statuses.
+    # Each problem names the parameter as the client sent it, not as the handler calls it.
+    for path, params, headers, field in (
+        ("/runs", {"from": "99999-01-01T00:00:00Z"}, {}, "from"),
+        ("/runs", {"to": "tomorrow"}, {}, "to"),
+        ("/jobs", {}, {"Idempotency-Key": "k" * 256}, "Idempotency-Key"),
+    ):
+        method = "POST" if headers else "GET"
+        body = job_body() if headers else None
+        r = await api.client.request(method, path, params=params, json=body, headers={**api.headers, **headers})
+        assert r.status_code == 400, r.text
+        assert [e["field"] for e in r.json()["errors"]] == [field], r.text
     pairs = [("metadata", "team:a"), ("metadata", "tier:b")]
     assert (await api.client.get("/jobs", params=pairs, headers=api.headers)).status_code == 200
     statuses = [("status", "failed"), ("status", "succeeded")]

@@ -23,7 +23,7 @@ from litestar import Request
 from litestar.exceptions import HTTPException
 from litestar.params import QueryParameter
 
-from schedsvc.api.errors import field_from_message
+from schedsvc.api.errors import client_name, field_from_message
 from schedsvc.domain.errors import InvalidRequestError
 from schedsvc.domain.limits import MAX_DOCUMENT_DEPTH, MAX_REPORTED_PROBLEMS, json_problems
 
@@ -118,7 +118,7 @@ def _declared_query(handler: Any) -> _DeclaredQuery:
     declared: _DeclaredQuery | None = handler.opt.get("schedsvc_query")
     if declared is None:
         fields = {
-            fd.kwarg_definition.query or fd.kwarg_definition.name or name: fd  # name: QueryParameter(name="from")
+            client_name(name, fd): fd
             for name, fd in handler.parsed_fn_signature.parameters.items()
             if isinstance(fd.kwarg_definition, QueryParameter)
         }

@@ -12,6 +12,7 @@ from litestar.exceptions import (
     ValidationException,
 )
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import ParameterKwarg
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from schedsvc.domain.errors import (
@@ -75,10 +76,20 @@ def problem(
     return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+def client_name(name: str, field: Any) -> str:
+    """What the client calls a handler parameter (``from``, ``If-Match``), rather than its Python name."""
+    definition = getattr(field, "kwarg_definition", None)
+    if isinstance(definition, ParameterKwarg):
+        return definition.query or definition.header or definition.name or name
+    return name
+
+
 def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Problem]:
     extra = exc.extra if isinstance(exc.extra, list) else []
+    handler = request.scope.get("route_handler")  # every validation runs after routing; be sure, not sorry
+    parameters = handler.parsed_fn_signature.parameters if handler is not None else {}
     errors = [
-        field_from_message(str(e.get("message", "")), e.get("source"), e.get("key"))
+        field_from_message(str(e.get("message", "")), e.get("source"), _client_key(e.get("key"), parameters))
         for e in extra
         if isinstance(e, dict)
     ]
@@ -89,6 +100,10 @@ def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Re
     # A body that decodes but breaks the schema is 422; bad query parameters or headers are 400.
     in_body = any(isinstance(e, dict) and e.get("source") in (None, "body") for e in extra)
     return problem(request, 422 if errors and in_body else 400, "Invalid request", detail, errors or None)
+
+
+def _client_key(key: Any, parameters: dict[str, Any]) -> str | None:
+    return client_name(key, parameters.get(key)) if isinstance(key, str) else None
 
 
 def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
