@@ -129,6 +129,18 @@ async def test_patch_with_if_match_and_stale_version(api: Api) -> None:
     assert (await api.client.get(f"/jobs/{job['id']}", headers=api.headers)).json()["name"] == job["name"]
 
 
+async def test_an_empty_patch_changes_nothing_not_even_the_version(api: Api) -> None:
+    job = await create(api)
+    for if_match in ({}, {"If-Match": '"1"'}):
+        r = await api.client.patch(f"/jobs/{job['id']}", json={}, headers={**api.headers, **if_match})
+        assert r.status_code == 200, r.text
+        assert r.json() == job and r.headers["etag"] == '"1"'
+    stale = await api.client.patch(f"/jobs/{job['id']}", json={}, headers={**api.headers, "If-Match": '"7"'})
+    assert stale.status_code == 412, stale.text
+    missing = await api.client.patch("/jobs/0123456789abcdef01234567", json={}, headers=api.headers)
+    assert missing.status_code == 404, missing.text
+
+
 async def test_duplicate_name_is_a_conflict(api: Api) -> None:
     await create(api, job_body("same"))
     r = await api.client.post("/jobs", json=job_body("same"), headers=api.headers)

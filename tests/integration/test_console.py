@@ -128,6 +128,11 @@ async def test_the_edit_form_sets_changes_and_clears_the_notify_url_keeping_its_
     job = await job_of(api, job["id"])
     assert job["notify"] == {"url": "http://127.0.0.1:9/a", "headers": {}}
 
+    # Saved again as it is: nothing changed, so neither does the version (nobody else's edit is refused for it).
+    again = await api.client.post(f"/console/jobs/{job['id']}", data=edit_form(job, csrf))
+    assert again.status_code == 200 and flash_of(again) == "Saved."
+    assert await job_of(api, job["id"]) == job
+
     # Headers set through the API stay when the URL changes: the console never shows their values.
     job = await notify_with_header(api, job, "http://127.0.0.1:9/a")
     await api.client.post(

@@ -203,6 +203,7 @@ class JobsController(Controller):
     @patch(
         "/{job_id:str}",
         summary="Change a job",
+        description="Only the fields present change; an empty body changes nothing, the version included.",
         operation_id="updateJob",
         responses={**problem_responses(404, 409, 412, 422), 200: openapi.success(Job, "The changed job", openapi.JOB)},
     )

@@ -41,6 +41,9 @@ def _resume(now: datetime) -> JobChange:
     return JobChange(status=JobStatus.ACTIVE, resumed_at=now, only_if_status=frozenset({JobStatus.PAUSED}))
 
 
+_NO_CHANGE = JobPatch()
+
+
 def _check_version(job: Job, expected: int | None) -> None:
     """412 when the caller's version is not the job's, even if the change would be a no-op."""
     if expected is not None and expected != job.version:
@@ -79,7 +82,12 @@ class JobService:
         return await self.jobs.list(tenant, selector, limit=limit, cursor=cursor)
 
     async def update(self, tenant: str, job_id: str, patch: JobPatch, expected_version: int | None) -> Job:
-        """Apply a partial change; a new schedule recomputes ``nextRun`` and makes a completed job active."""
+        """Apply a partial change; a new schedule recomputes ``nextRun`` and makes a completed job active. An
+        empty one changes nothing: the job is answered as it is (its version too)."""
+        if patch == _NO_CHANGE:
+            job = await self.jobs.get(tenant, job_id)
+            _check_version(job, expected_version)
+            return job
         now = utcnow()
         change = change_from_patch(patch)
         planned = await check_job_input(
