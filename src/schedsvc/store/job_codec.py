@@ -36,7 +36,11 @@ Doc = dict[str, Any]
 
 
 class JobDocument(msgspec.Struct, kw_only=True, rename="camel"):
-    """A job as stored in the ``jobs`` collection."""
+    """A job as stored in the ``jobs`` collection.
+
+    Its fields repeat :class:`~schedsvc.domain.models.JobCreate`'s with the plain types (``str``, not ``Name``
+    or ``Overlap``) on purpose: the API's rules apply when a job is written, and a document is read back as it
+    was written even after a rule is tightened."""
 
     id: str = msgspec.field(name="_id")
     tenant: str
