@@ -16,6 +16,7 @@ from tests.unit.samples import a_job
 
 from schedsvc.client import AsyncClient, Client, RequestRetry, RunListFilters
 from schedsvc.client import _protocol as protocol
+from schedsvc.client._retry import retry_after_seconds
 from schedsvc.client.errors import ApiError, NotFoundError, PreconditionFailedError
 from schedsvc.domain.models import CronSchedule, JobCreate, JobPatch, NatsTarget
 from schedsvc.domain.wire import JobList
@@ -69,14 +70,14 @@ def test_creates_carry_a_fresh_idempotency_key_unless_given() -> None:
     ],
 )
 def test_retry_delay(status: int, headers: dict[str, str], done: int, expected: float | None) -> None:
-    assert protocol.RequestRetry(max_retries=3, max_wait_seconds=30).delay(status, headers, done) == expected
+    assert RequestRetry(max_retries=3, max_wait_seconds=30).delay(status, headers, done) == expected
 
 
 def test_retry_after_as_an_http_date() -> None:
     now = datetime(2026, 11, 29, 4, 0, tzinfo=UTC)
     header = {"Retry-After": format_datetime(now + timedelta(seconds=7), usegmt=True)}
-    assert protocol.retry_after_seconds(header, now=now.timestamp()) == pytest.approx(7)
-    assert protocol.retry_after_seconds({"Retry-After": "soon"}) is None
+    assert retry_after_seconds(header, now=now.timestamp()) == pytest.approx(7)
+    assert retry_after_seconds({"Retry-After": "soon"}) is None
 
 
 def test_problems_become_typed_errors_even_when_a_proxy_answered() -> None:

@@ -22,10 +22,10 @@ from schedsvc.client._protocol import (
     OPERATIONS,
     JobFilters,
     Operation,
-    RequestRetry,
     RunFilters,
     RunListFilters,
 )
+from schedsvc.client._retry import RequestRetry
 from schedsvc.client._sync import Client
 from schedsvc.client.errors import (
     ApiError,

@@ -10,7 +10,8 @@ from typing import Any, Generic, Self, TypeVar
 import httpx
 
 from schedsvc.client import _protocol as protocol
-from schedsvc.client._protocol import DEFAULT_URL, USER_AGENT, Call, RequestRetry
+from schedsvc.client._protocol import DEFAULT_URL, USER_AGENT, Call
+from schedsvc.client._retry import RequestRetry
 
 HttpT = TypeVar("HttpT", httpx.Client, httpx.AsyncClient)
 

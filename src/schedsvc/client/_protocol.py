@@ -1,5 +1,5 @@
 """The REST API as data, without I/O: its operations, the request each client method sends, how an answer
-is read, which page follows a page, and when a refusal is worth retrying. The async and the sync client
+is read, and which page follows a page (when a refusal is worth retrying: ``_retry.py``). The async and the sync client
 both drive this module and only send and wait around it (``_base.py`` holds what else they share), so the
 two cannot disagree; the test against ``/schema/openapi.json`` checks ``OPERATIONS`` against the
 service's document.
@@ -7,8 +7,6 @@ service's document.
 
 from __future__ import annotations
 
-import email.utils
-import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -19,6 +17,7 @@ from urllib.parse import quote
 import msgspec
 
 from schedsvc import __version__
+from schedsvc.client._retry import retry_after_seconds
 from schedsvc.client.errors import ApiError, error_for
 from schedsvc.domain.models import Job, JobCreate, JobPatch, JobStatus, Run, RunStatus, RunTrigger, Schedule
 from schedsvc.domain.tenants import TenantSettings, TenantSettingsPatch
@@ -46,9 +45,7 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 USER_AGENT = f"schedsvc-client/{__version__}"
 IDEMPOTENCY_KEY = "Idempotency-Key"
 IF_MATCH = "If-Match"
-RETRY_AFTER = "Retry-After"
 REQUEST_ID = "X-Request-Id"
-RETRIED_STATUSES = frozenset({429, 503})
 
 
 @dataclass(frozen=True)
@@ -391,41 +388,3 @@ def problem_error(status: int, headers: Mapping[str, str], content: bytes) -> Ap
         text = content[:300].decode("utf-8", "replace").strip()
         problem = Problem("about:blank", f"HTTP {status}", status, text or None)
     return error_for(problem, headers.get(REQUEST_ID), retry_after_seconds(headers))
-
-
-def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
-    """``Retry-After`` as seconds: delta-seconds or an HTTP date (RFC 9110 §10.2.3); None when absent or bad."""
-    value = headers.get(RETRY_AFTER)
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
-@dataclass(frozen=True)
-class RequestRetry:
-    """How often and how long the client waits out a 429 or 503 before raising it."""
-
-    max_retries: int = 3
-    """Retries after the first attempt (0: never retry)."""
-    max_wait_seconds: float = 30.0
-    """Longest single wait, whatever ``Retry-After`` says; a longer ask is raised at once."""
-    backoff_seconds: float = 0.5
-    """First wait when the answer has no ``Retry-After``; doubles with every retry."""
-
-    def delay(self, status: int, headers: Mapping[str, str], retries_done: int) -> float | None:
-        """Seconds to wait before trying again, or None to give the answer to the caller."""
-        if status not in RETRIED_STATUSES or retries_done >= self.max_retries:
-            return None
-        asked = retry_after_seconds(headers)
-        if asked is None:
-            return min(self.backoff_seconds * 2.0**retries_done, self.max_wait_seconds)
-        # Waiting less than asked would only be refused again; waiting longer than the bound is the
-        # caller's call, so the error (with its retry_after) goes to them.
-        return asked if asked <= self.max_wait_seconds else None
