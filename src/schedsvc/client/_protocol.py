@@ -1,7 +1,7 @@
 """The REST API as data, without I/O: its operations, the request each client method sends, how an answer
-is read, and which page follows a page (when a refusal is worth retrying: ``_retry.py``). The async and the sync client
-both drive this module and only send and wait around it (``_base.py`` holds what else they share), so the
-two cannot disagree; the test against ``/schema/openapi.json`` checks ``OPERATIONS`` against the
+is read, and which page follows a page (when a refusal is worth retrying: ``_retry.py``). The async and the
+sync client both drive this module and only send and wait around it (``_base.py`` holds what else they
+share), so the two cannot disagree; the test against ``/schema/openapi.json`` checks ``OPERATIONS`` against the
 service's document.
 """
 
