@@ -801,11 +801,11 @@ async def test_a_redelivered_finished_run_does_not_call_again(  # type: ignore[n
 ) -> None:
     """The worker dies after the run was recorded but before its ack (before or after it updated the
     job's lastRun): the redelivery completes what is missing and acks, without calling the target."""
-    from schedsvc.bus import RunDelivery
+    from schedsvc.bus import JetStreamRunDelivery
 
     await add_tenant(mongo_db)
     job_id = await add_job(mongo_db, HttpTarget(url=server.url("/once")))
-    owner, name = (RunDelivery, "ack") if dies_at == "ack" else (MongoRunStore, "update_job_last_run")
+    owner, name = (JetStreamRunDelivery, "ack") if dies_at == "ack" else (MongoRunStore, "update_job_last_run")
     real = getattr(owner, name)
     stuck = asyncio.Event()
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from schedsvc.bus.consumers import Delivery
+from schedsvc.bus.consumers import JetStreamDelivery
 from schedsvc.execution._pump import DeliveryPump
 
 
@@ -23,12 +23,12 @@ class _Consumer:
     """Hands out ``messages`` in the batch sizes asked for; then nothing, as an idle stream does."""
 
     def __init__(self, messages: list[int]) -> None:
-        self.pending = [Delivery(m, 1, _Msg()) for m in messages]  # type: ignore[arg-type]
+        self.pending = [JetStreamDelivery(m, 1, _Msg()) for m in messages]  # type: ignore[arg-type]
         self.asked: list[int] = []
         self.fetched = asyncio.Event()
         self.gate: asyncio.Event | None = None
 
-    async def fetch(self, batch: int, timeout: float) -> list[Delivery[int]]:
+    async def fetch(self, batch: int, timeout: float) -> list[JetStreamDelivery[int]]:
         self.asked.append(batch)
         if self.gate is not None:
             await self.gate.wait()
@@ -40,7 +40,7 @@ class _Consumer:
         return taken
 
 
-def _pump(consumer: _Consumer, handle: Any, **options: Any) -> DeliveryPump[Delivery[int]]:
+def _pump(consumer: _Consumer, handle: Any, **options: Any) -> DeliveryPump[JetStreamDelivery[int]]:
     settings: dict[str, Any] = {"capacity": 2, "batch_max": 64, "fetch_timeout": 0.01, "error_pause": 0.01}
     return DeliveryPump(consumer, handle, what="tests", **{**settings, **options})  # type: ignore[arg-type]
 
@@ -49,7 +49,7 @@ async def test_it_fetches_no_more_than_its_free_slots() -> None:
     release = asyncio.Event()
     handled: list[int] = []
 
-    async def handle(delivery: Delivery[int]) -> None:
+    async def handle(delivery: JetStreamDelivery[int]) -> None:
         handled.append(delivery.message)
         await release.wait()
 
@@ -68,7 +68,7 @@ async def test_it_fetches_no_more_than_its_free_slots() -> None:
 
 
 async def test_drain_cancels_what_outlives_the_grace() -> None:
-    async def handle(delivery: Delivery[int]) -> None:
+    async def handle(delivery: JetStreamDelivery[int]) -> None:
         await asyncio.Event().wait()  # never finishes
 
     consumer = _Consumer([1])
@@ -84,7 +84,7 @@ async def test_drain_cancels_what_outlives_the_grace() -> None:
 async def test_what_a_fetch_returns_after_stopping_began_goes_back_when_asked(hand_back: bool) -> None:
     handled: list[int] = []
 
-    async def handle(delivery: Delivery[int]) -> None:
+    async def handle(delivery: JetStreamDelivery[int]) -> None:
         handled.append(delivery.message)
 
     consumer = _Consumer([])
@@ -94,7 +94,7 @@ async def test_what_a_fetch_returns_after_stopping_began_goes_back_when_asked(ha
     await asyncio.sleep(0)
     stopping = asyncio.create_task(pump.stop_fetching())
     await asyncio.sleep(0)
-    late = Delivery(7, 1, _Msg())  # type: ignore[arg-type]
+    late = JetStreamDelivery(7, 1, _Msg())  # type: ignore[arg-type]
     consumer.pending = [late]
     consumer.gate.set()
     await stopping

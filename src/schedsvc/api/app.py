@@ -39,7 +39,6 @@ from schedsvc.api.middleware import (
 from schedsvc.api.runs import RunsController
 from schedsvc.api.schedules import SchedulesController
 from schedsvc.api.tenant_settings import TenantSettingsController
-from schedsvc.bus import NatsRunBus
 from schedsvc.cache import NoticedCache, RedisLink, ResilientStore
 from schedsvc.config import Settings
 from schedsvc.domain.errors import BusUnavailableError
@@ -47,7 +46,7 @@ from schedsvc.job_service import JobService, RunService
 from schedsvc.names import Names
 from schedsvc.observability.logging import configure_logging
 from schedsvc.observability.runtime import tune_gc
-from schedsvc.store.base import JobRepository, RunHistory, RunPublisher, TenantPreferenceStore
+from schedsvc.store.base import JobRepository, RunHistory, RunPublisher, TenantChangeFeed, TenantPreferenceStore
 from schedsvc.wiring import (
     Adapters,
     cache_adapters,
@@ -70,7 +69,7 @@ class MetricsController(PrometheusController):
     include_in_schema = False
 
 
-async def _follow_tenant_changes(state: State, bus: NatsRunBus, stack: AsyncExitStack) -> None:
+async def _follow_tenant_changes(state: State, bus: TenantChangeFeed, stack: AsyncExitStack) -> None:
     """Validated API keys are cached per process; announced revocations drop them on every replica."""
     api_keys, unsubscribe = await follow_key_changes(bus)
     stack.push_async_callback(unsubscribe)

@@ -19,13 +19,12 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, TooManyRequestsException
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
-from schedsvc.bus import NatsRunBus
 from schedsvc.cache import NoticedCache
 from schedsvc.domain.errors import AuthenticationError
 from schedsvc.domain.tenants import REVOCATIONS, TenantChangeKind
 from schedsvc.observability.metrics import RATE_LIMITED
 from schedsvc.store import MongoTenantStore
-from schedsvc.store.base import FailureCounter
+from schedsvc.store.base import FailureCounter, TenantChangeFeed
 from schedsvc.store.tenants import key_id_of
 
 # Paths that need no key. /schedules/preview authenticates when a key is sent but also serves anonymous
@@ -53,7 +52,7 @@ def client_address(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
     return client[0] if client else "unknown"
 
 
-async def follow_key_changes(bus: NatsRunBus) -> tuple[ApiKeyCache, Callable[[], Awaitable[None]]]:
+async def follow_key_changes(bus: TenantChangeFeed) -> tuple[ApiKeyCache, Callable[[], Awaitable[None]]]:
     """The process's cache of validated keys, emptied of revoked keys as notices arrive; and an unsubscribe."""
     cache: ApiKeyCache = NoticedCache(KEY_CACHE_SECONDS, gaps=lambda: bus.reconnects)
 

@@ -20,14 +20,14 @@ from schedsvc.domain.notifications import NotificationMessage
 log = logging.getLogger(__name__)
 
 M = TypeVar("M")
-D = TypeVar("D", bound="Delivery[Any]")
+D = TypeVar("D", bound="JetStreamDelivery[Any]")
 
 _decode_run = msgspec.msgpack.Decoder(RunMessage).decode
 _decode_notification = msgspec.json.Decoder(NotificationMessage).decode
 
 
 @dataclass(slots=True)
-class Delivery(Generic[M]):
+class JetStreamDelivery(Generic[M]):
     """One message handed out by a pull consumer, decoded, with its JetStream acknowledgement operations."""
 
     message: M
@@ -47,7 +47,7 @@ stream's age): a fresh copy needs that long to be stored whatever the load."""
 
 
 @dataclass(slots=True)
-class RunDelivery(Delivery[RunMessage]):
+class JetStreamRunDelivery(JetStreamDelivery[RunMessage]):
     """One run message handed to a worker.
 
     The run stream drops a message at its age limit, delivered or not. A run can wait longer than that (a
@@ -81,13 +81,13 @@ class RunDelivery(Delivery[RunMessage]):
         await self._msg.in_progress()
 
 
-class NotificationDelivery(Delivery[NotificationMessage]):
+class JetStreamNotificationDelivery(JetStreamDelivery[NotificationMessage]):
     """One notification handed to a sender."""
 
     __slots__ = ()
 
 
-class PullSubscription(Generic[M, D]):
+class JetStreamSubscription(Generic[M, D]):
     """A durable pull consumer: fetches batches, decodes them, and terminates what does not decode."""
 
     def __init__(
@@ -119,14 +119,14 @@ class PullSubscription(Generic[M, D]):
         await self._psub.unsubscribe()  # type: ignore[attr-defined]
 
 
-class RunSubscription(PullSubscription[RunMessage, RunDelivery]):
+class JetStreamRunSubscription(JetStreamSubscription[RunMessage, JetStreamRunDelivery]):
     """The durable pull consumer of the run stream, shared by all execution workers."""
 
     def __init__(
         self, psub: object, renew: Callable[[Msg], Awaitable[None]] | None = None, max_age_seconds: float = 0.0
     ) -> None:
-        def deliver(message: RunMessage, num_delivered: int, msg: Msg) -> RunDelivery:
-            return RunDelivery(message, num_delivered, msg, renew, max_age_seconds)
+        def deliver(message: RunMessage, num_delivered: int, msg: Msg) -> JetStreamRunDelivery:
+            return JetStreamRunDelivery(message, num_delivered, msg, renew, max_age_seconds)
 
         super().__init__(psub, _decode_run, deliver, "run message")
 
@@ -164,8 +164,8 @@ class RunSubscription(PullSubscription[RunMessage, RunDelivery]):
         return handed
 
 
-class NotificationSubscription(PullSubscription[NotificationMessage, NotificationDelivery]):
+class JetStreamNotificationSubscription(JetStreamSubscription[NotificationMessage, JetStreamNotificationDelivery]):
     """The durable pull consumer of the notification stream, shared by every sender."""
 
     def __init__(self, psub: object) -> None:
-        super().__init__(psub, _decode_notification, NotificationDelivery, "notification")
+        super().__init__(psub, _decode_notification, JetStreamNotificationDelivery, "notification")

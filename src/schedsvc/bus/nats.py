@@ -23,7 +23,7 @@ from nats.js.api import (
 )
 from nats.js.errors import NotFoundError
 
-from schedsvc.bus.consumers import NotificationSubscription, RunSubscription
+from schedsvc.bus.consumers import JetStreamNotificationSubscription, JetStreamRunSubscription
 from schedsvc.config import Settings
 from schedsvc.domain.errors import BusUnavailableError
 from schedsvc.domain.jobs import JobNotice
@@ -250,7 +250,7 @@ class NatsRunBus:
         outcomes += [BusError("not sent")] * (len(messages) - len(outcomes))
         return outcomes
 
-    async def run_subscription(self, ack_wait_seconds: float, max_ack_pending: int) -> RunSubscription:
+    async def run_subscription(self, ack_wait_seconds: float, max_ack_pending: int) -> JetStreamRunSubscription:
         psub = await self._js.pull_subscribe(
             f"{self.names.run_subject_root}.>",
             durable=self.names.worker_consumer,
@@ -259,7 +259,7 @@ class NatsRunBus:
             # backstop for a worker that cannot even record that (JetStream then stops redelivering).
             config=_consumer(ack_wait_seconds, MAX_DELIVERIES + 10, max_ack_pending=max_ack_pending),
         )
-        return RunSubscription(psub, self._renew_run, self._run_max_age)
+        return JetStreamRunSubscription(psub, self._renew_run, self._run_max_age)
 
     async def _renew_run(self, msg: Msg) -> None:
         """Store a fresh copy of a run message (same subject and body, a message id of its own), with the
@@ -290,14 +290,16 @@ class NatsRunBus:
         except Exception as exc:
             raise BusError(f"publishing a notification failed: {exc!r}") from exc
 
-    async def notification_subscription(self, ack_wait_seconds: float, max_deliver: int) -> NotificationSubscription:
+    async def notification_subscription(
+        self, ack_wait_seconds: float, max_deliver: int
+    ) -> JetStreamNotificationSubscription:
         psub = await self._js.pull_subscribe(
             self.names.notification_subject,
             durable=self.names.notifier_consumer,
             stream=self.names.notification_stream,
             config=_consumer(ack_wait_seconds, max_deliver),
         )
-        return NotificationSubscription(psub)
+        return JetStreamNotificationSubscription(psub)
 
     async def publish_job_change(self, notice: JobNotice) -> None:
         """Tell timing replicas a job changed (best effort: timing also rescans periodically)."""

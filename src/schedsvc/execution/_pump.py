@@ -13,7 +13,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from schedsvc.bus.consumers import Delivery, PullSubscription
+from schedsvc.store.base import Delivery, Subscription
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ class DeliveryPump(Generic[D]):
     ``fetch_timeout`` bounds); :meth:`drain` then waits for the tasks in flight.
     """
 
-    subscription: PullSubscription[Any, D]
+    subscription: Subscription[D]
     handle: Callable[[D], Coroutine[Any, Any, None]]
     capacity: int
     """Deliveries in flight at most."""

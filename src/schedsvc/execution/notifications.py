@@ -28,7 +28,6 @@ from datetime import UTC, datetime
 import httpx
 import msgspec
 
-from schedsvc.bus import NotificationDelivery, NotificationSubscription
 from schedsvc.config import Settings
 from schedsvc.domain.models import NotificationTarget, RunMessage
 from schedsvc.domain.notifications import Notification, NotificationMessage, fires_missed, job_recovered, run_failed
@@ -42,7 +41,7 @@ from schedsvc.execution.addresses import AddressRefusedError, GuardedTransport
 from schedsvc.execution.targets import USER_AGENT
 from schedsvc.observability.logging import job_id_var
 from schedsvc.observability.metrics import NOTIFICATIONS
-from schedsvc.store.base import RunBus, RunLedger
+from schedsvc.store.base import Delivery, RunBus, RunLedger, Subscription
 
 log = logging.getLogger(__name__)
 
@@ -146,9 +145,9 @@ class NotificationSender:
         self._bus = bus
         self._runs = runs
         self._tenants = tenants
-        self._subscription: NotificationSubscription | None = None
+        self._subscription: Subscription[Delivery[NotificationMessage]] | None = None
         self._client: httpx.AsyncClient | None = None
-        self._pump: DeliveryPump[NotificationDelivery] | None = None
+        self._pump: DeliveryPump[Delivery[NotificationMessage]] | None = None
 
     async def start(self) -> None:
         self._subscription = await self._bus.notification_subscription(ACK_WAIT_SECONDS, SEND_ATTEMPTS)
@@ -181,7 +180,7 @@ class NotificationSender:
         if self._client is not None:
             await self._client.aclose()
 
-    async def _send_and_settle(self, delivery: NotificationDelivery) -> None:
+    async def _send_and_settle(self, delivery: Delivery[NotificationMessage]) -> None:
         event = delivery.message.notification
         token = job_id_var.set(event.job_id)  # every line logged here names the job
         try:

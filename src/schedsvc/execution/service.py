@@ -13,7 +13,6 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from schedsvc.bus import RunDelivery, RunSubscription
 from schedsvc.config import Settings
 from schedsvc.execution._pump import DeliveryPump
 from schedsvc.execution._tenants import TenantDirectory
@@ -23,7 +22,7 @@ from schedsvc.execution.sweeper import STRANDED_AFTER_SECONDS, SWEEP_INTERVAL_SE
 from schedsvc.execution.targets import TargetCaller
 from schedsvc.execution.worker import RunWorker
 from schedsvc.observability.metrics import RUN_QUEUE_PENDING, RUNS_IN_PROGRESS
-from schedsvc.store.base import RunBus, RunLedger, TenantDeliveryStore
+from schedsvc.store.base import RunBus, RunDelivery, RunLedger, RunSubscription, TenantDeliveryStore
 
 log = logging.getLogger(__name__)
 

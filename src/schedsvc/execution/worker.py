@@ -30,7 +30,6 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
-from schedsvc.bus import RunDelivery
 from schedsvc.config import Settings
 from schedsvc.domain.jobs import JobForRun
 from schedsvc.domain.lifecycle import (
@@ -53,7 +52,7 @@ from schedsvc.execution.overlap import Claim, JobSlots
 from schedsvc.execution.targets import CallContext, CallOutcome, TargetCaller, rfc3339
 from schedsvc.observability.logging import job_id_var, run_id_var
 from schedsvc.observability.metrics import DEAD_LETTERS, RUN_ATTEMPTS, RUN_DURATION, RUNS_FINISHED
-from schedsvc.store.base import RunBus, RunLedger
+from schedsvc.store.base import RunBus, RunDelivery, RunLedger
 
 log = logging.getLogger(__name__)
 

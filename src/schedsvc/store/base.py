@@ -5,14 +5,16 @@ The adapters named after their technology implement them (``store/jobs.py``, ``s
 JetStream; ``cache/ratelimit.py`` for Redis and in-process counting), and only ``schedsvc.wiring`` builds them.
 The modules depend on these Protocols, never on an adapter class.
 
-Runtime-checkable, because Litestar validates injected dependencies against their annotations.
+Runtime-checkable, because Litestar validates injected dependencies against their annotations. One module, so
+that the contracts are read in one place (as Litestar's ``stores/base.py`` and APScheduler's ``abc.py``): that
+is why it runs past 400 lines.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, TypeVar, runtime_checkable
 
 from schedsvc.domain.admission import Admission, CacheProbe, WriteIntent
 from schedsvc.domain.jobs import IdempotencyClaim, JobChange, JobForRun, JobNotice, JobPage, JobTiming, NewJob
@@ -204,6 +206,59 @@ class ReplyStore(Protocol):
     async def release(self, tenant: str, operation: str, key: str, *, answer: bytes | None = None) -> None: ...
 
 
+M_co = TypeVar("M_co", covariant=True)
+D_co = TypeVar("D_co", covariant=True)
+
+
+class Delivery(Protocol[M_co]):
+    """One message a durable consumer handed out, decoded: acknowledged when done, or put back."""
+
+    @property
+    def message(self) -> M_co: ...
+
+    @property
+    def num_delivered(self) -> int:
+        """1 on the first delivery; more when the message came back (put back, or not acknowledged in time)."""
+        ...
+
+    async def ack(self) -> None: ...
+
+    async def nak(self, delay_seconds: float | None = None) -> None:
+        """Put the message back, to be delivered again at once or after ``delay_seconds``."""
+        ...
+
+
+class RunDelivery(Delivery[RunMessage], Protocol):
+    """A run message handed to a worker."""
+
+    async def in_progress(self) -> None:
+        """Extend the acknowledgement deadline of a long run."""
+        ...
+
+
+class Subscription(Protocol[D_co]):
+    """A durable pull consumer shared by every execution process: each fetches only what it can handle."""
+
+    async def fetch(self, batch: int, timeout: float) -> Sequence[D_co]:
+        """Up to ``batch`` deliveries, waiting at most ``timeout`` seconds (none: an empty list)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class RunSubscription(Subscription[RunDelivery], Protocol):
+    """The run stream's consumer."""
+
+    async def pending(self) -> int:
+        """Run messages not yet acknowledged: waiting for a worker, or handed out and not done."""
+        ...
+
+    async def hand_back_unfetched(self, linger: float) -> int:
+        """For a graceful stop, before :meth:`close`: put back at once, for ``linger`` seconds, whatever was
+        delivered to this process but not fetched; returns how many."""
+        ...
+
+
 @runtime_checkable
 class RunPublisher(Protocol):
     """Hands fires to execution (the run stream); a repeated fire is dropped by its id."""
@@ -226,10 +281,24 @@ class RunPublisher(Protocol):
 
 
 @runtime_checkable
-class RunBus(RunPublisher, Protocol):
+class TenantChangeFeed(Protocol):
+    """Announced tenant changes (revoked keys, rotated secrets, changed settings), heard by every replica."""
+
+    @property
+    def reconnects(self) -> int:
+        """Times the connection was re-established (a gap in which announcements may have been missed)."""
+        ...
+
+    async def tenant_changes(self, handler: Callable[[TenantChangeKind, str], None]) -> Callable[[], Awaitable[None]]:
+        """Call ``handler(kind, value)`` for every announced tenant change; returns an unsubscribe."""
+        ...
+
+
+@runtime_checkable
+class RunBus(RunPublisher, TenantChangeFeed, Protocol):
     """The run stream as execution uses it: consume runs, dead-letter them, publish to tenant subjects."""
 
-    async def run_subscription(self, ack_wait_seconds: float, max_ack_pending: int) -> Any: ...
+    async def run_subscription(self, ack_wait_seconds: float, max_ack_pending: int) -> RunSubscription: ...
 
     async def publish_dead_letter(self, payload: bytes, headers: dict[str, str]) -> None: ...
 
@@ -242,16 +311,9 @@ class RunBus(RunPublisher, Protocol):
 
     async def publish_notification(self, message: NotificationMessage) -> None: ...
 
-    async def notification_subscription(self, ack_wait_seconds: float, max_deliver: int) -> Any: ...
-
-    @property
-    def reconnects(self) -> int:
-        """Times the connection was re-established (a gap in which announcements may have been missed)."""
-        ...
-
-    async def tenant_changes(self, handler: Callable[[TenantChangeKind, str], None]) -> Callable[[], Awaitable[None]]:
-        """Call ``handler(kind, value)`` for every announced tenant change; returns an unsubscribe."""
-        ...
+    async def notification_subscription(
+        self, ack_wait_seconds: float, max_deliver: int
+    ) -> Subscription[Delivery[NotificationMessage]]: ...
 
 
 @runtime_checkable
