@@ -296,6 +296,8 @@ async def test_revoked_key_stops_working(api: Api) -> None:
         (job_body(name=""), "name", "length"),
         (job_body(name="nightly\x00report"), "name", "regex"),
         (job_body(name="two\nlines"), "name", "regex"),
+        (job_body(name="trailing\n"), "name", "regex"),
+        (job_body(name="escape\u009b31m"), "name", "regex"),
         (job_body(retry={"maxAttempts": 0}), "retry.maxAttempts", ">= 1"),
         (job_body(retry={"minBackoffSeconds": 10, "maxBackoffSeconds": 1}), "retry", "maxBackoffSeconds"),
         (job_body(catchup={"policy": "sometimes"}), "catchup.policy", ""),

@@ -89,7 +89,7 @@ def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Re
     handler = request.scope.get("route_handler")  # every validation runs after routing; be sure, not sorry
     parameters = handler.parsed_fn_signature.parameters if handler is not None else {}
     errors = [
-        field_from_message(str(e.get("message", "")), e.get("source"), _client_key(e.get("key"), parameters))
+        field_from_message(str(e.get("message", "")), e.get("source"), _client_key(e, parameters))
         for e in extra
         if isinstance(e, dict)
     ]
@@ -102,8 +102,12 @@ def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Re
     return problem(request, 422 if errors and in_body else 400, "Invalid request", detail, errors or None)
 
 
-def _client_key(key: Any, parameters: dict[str, Any]) -> str | None:
-    return client_name(key, parameters.get(key)) if isinstance(key, str) else None
+def _client_key(error: dict[str, Any], parameters: dict[str, Any]) -> str | None:
+    """The client's name for the parameter an error is about; a body field keeps its own."""
+    key = error.get("key")
+    if not isinstance(key, str) or error.get("source") in (None, "body"):
+        return key if isinstance(key, str) else None
+    return client_name(key, parameters.get(key))
 
 
 def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:

@@ -80,10 +80,9 @@ class AsyncClient(BaseClient[httpx.AsyncClient]):
         pages for you."""
         return await self._send(protocol.list_jobs(filters, limit, cursor))
 
-    async def iter_jobs(self, *, page_size: int = 100, **filters: Unpack[JobFilters]) -> AsyncIterator[Job]:
+    def iter_jobs(self, *, page_size: int = 100, **filters: Unpack[JobFilters]) -> AsyncIterator[Job]:
         """Every job matching the filters (as ``list_jobs``), page after page, following ``nextCursor``."""
-        async for job in self._each_item(protocol.list_jobs(filters, page_size, None)):
-            yield job
+        return self._each_item(protocol.list_jobs(filters, page_size, None))  # a bad filter raises here
 
     async def get_job(self, job_id: str) -> Job:
         return await self._send(protocol.get_job(job_id))
@@ -128,10 +127,9 @@ class AsyncClient(BaseClient[httpx.AsyncClient]):
         """One page of a job's runs, newest first."""
         return await self._send(protocol.list_job_runs(job, limit, cursor))
 
-    async def iter_runs(self, job: JobRef, *, page_size: int = 100) -> AsyncIterator[Run]:
+    def iter_runs(self, job: JobRef, *, page_size: int = 100) -> AsyncIterator[Run]:
         """Every run of a job, newest first, following ``nextCursor``."""
-        async for run in self._each_item(protocol.list_job_runs(job, page_size, None)):
-            yield run
+        return self._each_item(protocol.list_job_runs(job, page_size, None))
 
     async def list_tenant_runs(
         self, *, limit: int | None = None, cursor: str | None = None, **filters: Unpack[RunListFilters]

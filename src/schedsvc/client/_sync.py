@@ -81,7 +81,7 @@ class Client(BaseClient[httpx.Client]):
 
     def iter_jobs(self, *, page_size: int = 100, **filters: Unpack[JobFilters]) -> Iterator[Job]:
         """Every job matching the filters (as ``list_jobs``), page after page, following ``nextCursor``."""
-        yield from self._each_item(protocol.list_jobs(filters, page_size, None))
+        return self._each_item(protocol.list_jobs(filters, page_size, None))  # a bad filter raises here
 
     def get_job(self, job_id: str) -> Job:
         return self._send(protocol.get_job(job_id))
@@ -128,7 +128,7 @@ class Client(BaseClient[httpx.Client]):
 
     def iter_runs(self, job: JobRef, *, page_size: int = 100) -> Iterator[Run]:
         """Every run of a job, newest first, following ``nextCursor``."""
-        yield from self._each_item(protocol.list_job_runs(job, page_size, None))
+        return self._each_item(protocol.list_job_runs(job, page_size, None))
 
     def list_tenant_runs(
         self, *, limit: int | None = None, cursor: str | None = None, **filters: Unpack[RunListFilters]

@@ -18,8 +18,9 @@ from schedsvc.domain.limits import MAX_FREE_FORM_DEPTH, instant_problem, json_pr
 
 AwareDatetime = Annotated[datetime, Meta(tz=True)]
 TimeZoneName = Annotated[str, Meta(min_length=1, max_length=64)]
-Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
-"""A job's name, unique in its tenant: printable, since people read it in lists, logs and terminals."""
+Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f-\x9f]+(?!\n)$")]
+"""A job's name, unique in its tenant: no control character (C0, DEL, C1), since people read it in lists, logs
+and terminals. ``(?!\n)``: Python's ``$`` also matches before a final newline."""
 Description = Annotated[str, Meta(max_length=1000)]
 Tag = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:/=-]+$")]
 HeaderMap = Annotated[dict[str, Annotated[str, Meta(max_length=4096)]], Meta(max_length=64)]

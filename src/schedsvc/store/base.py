@@ -75,10 +75,6 @@ class JobRepository(Protocol):
 class DueJobReader(Protocol):
     """What the timing module reads: the jobs due within its horizon, and changed jobs by id."""
 
-    async def cluster_partitions(self, default: int) -> int:
-        """The partition count recorded for the cluster (recording ``default`` if none is yet)."""
-        ...
-
     def due_jobs(
         self, partitions: Sequence[int], until: datetime, *, after: datetime | None = None
     ) -> AsyncIterator[list[JobTiming]]:

@@ -49,6 +49,8 @@ class MongoTimingStore:
         self._on_missed = on_missed
 
     async def cluster_partitions(self, default: int) -> int:
+        """The partition count recorded for the cluster (recording ``default`` if none is yet); the composition
+        root reads it once per process and hands it to the timing module."""
         await self._meta.update_one(
             {"_id": names.META_CLUSTER_ID}, {"$setOnInsert": {"partitions": default}}, upsert=True
         )
