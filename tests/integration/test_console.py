@@ -245,7 +245,7 @@ async def test_bad_bulk_input_is_shown_beside_its_field_and_changes_nothing(api:
     job = await create_job(api, "bystander", tags=["keep"])
     cases = [
         ({}, "selector", "name at least one of tag, namePrefix, status, metadata"),
-        ({"tag": "two words"}, "selector.tag", "Expected `str` matching regex"),
+        ({"tag": "two words"}, "selector.tag", "only letters, digits and _ . : / = -"),
         ({"tag": "keep", "limit": "0"}, "limit", "Expected `int` >= 1"),
         ({"tag": "keep", "limit": "1001"}, "limit", "Expected `int` <= 1000"),
         ({"tag": "keep", "limit": "many"}, "limit", "must be a whole number"),

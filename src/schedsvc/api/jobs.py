@@ -21,6 +21,7 @@ from litestar.params import FromPath, FromQuery, HeaderParameter, QueryParameter
 
 from schedsvc.api import openapi
 from schedsvc.api.errors import problem_responses
+from schedsvc.domain import patterns
 from schedsvc.domain.errors import InvalidRequestError
 from schedsvc.domain.limits import key_problem
 from schedsvc.domain.models import Job, JobCreate, JobPatch, JobStatus, Metadata
@@ -30,21 +31,19 @@ from schedsvc.store.base import JobRepository, RunHistory
 
 # A version is a positive 64-bit integer: at most 19 digits, and a value that long may still overflow, so
 # the pattern admits 18 (a job would need a quintillion changes to need more).
-IF_MATCH_PATTERN = r'^\s*(\*|(W/)?"[0-9]{1,18}")\s*$'
-CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,200}$"
 MAX_METADATA_FILTERS = 16
 _ETAG = re.compile(r'^\s*(?:W/)?"([0-9]{1,18})"\s*$')
 IfMatch = Annotated[
     str | None,
     HeaderParameter(
         name="If-Match",
-        pattern=IF_MATCH_PATTERN,
+        pattern=patterns.IF_MATCH,
         description='The job\'s ETag (`"<version>"`): the change applies only at that version (412 otherwise)',
     ),
 ]
 Cursor = Annotated[
     str | None,
-    QueryParameter(pattern=CURSOR_PATTERN, max_length=200, description="`nextCursor` of the previous page"),
+    QueryParameter(pattern=patterns.CURSOR, max_length=200, description="`nextCursor` of the previous page"),
 ]
 
 

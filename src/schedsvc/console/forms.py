@@ -33,7 +33,6 @@ _SCHEDULE_FIELDS = {
 }
 _TARGET_FIELDS = {"http": ("url", "method"), "nats": ("subject",)}
 _INTEGERS = {"schedule.seconds", "schedule.every", "retry.maxAttempts"}
-_AT_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
 _MISSING = re.compile(r"missing required field `([^`]+)`")
 
 
@@ -46,17 +45,10 @@ class FormErrors(Exception):
 
 
 def field_errors(exc: msgspec.ValidationError) -> FormErrors:
-    """msgspec's message ends with the JSON path of the offending value: that is the form field's name."""
-    message = str(exc)
-    match = _AT_PATH.search(message)
-    if match is None:
-        return FormErrors({"": message})
-    path = match.group(1).replace("[", ".").replace("]", "")
-    text = message[: match.start()]
-    missing = _MISSING.search(text)
-    if missing is not None:  # msgspec names the parent; the field the user left empty is the child
-        path, text = f"{path}.{missing.group(1)}" if path else missing.group(1), "required"
-    return FormErrors({path: text})
+    """The field msgspec names (its JSON path is the form field's name) and what is wrong, as the API says it;
+    a field left empty is just "required"."""
+    error = field_from_message(str(exc), None, "")
+    return FormErrors({error.field: "required" if _MISSING.search(error.message) else error.message})
 
 
 def _text(form: Mapping[str, Any], name: str) -> str:
@@ -198,8 +190,7 @@ def decode_bulk(form: Mapping[str, Any]) -> BulkJobAction:
     try:
         return msgspec.convert(body, BulkJobAction)
     except msgspec.ValidationError as exc:
-        error = field_from_message(str(exc), None, "")
-        raise FormErrors({error.field: error.message}) from None
+        raise field_errors(exc) from None
 
 
 def bulk_values(action: BulkJobAction) -> dict[str, str]:

@@ -14,15 +14,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
+from schedsvc.domain import patterns
 from schedsvc.domain.limits import MAX_FREE_FORM_DEPTH, instant_problem, json_problems
 
 AwareDatetime = Annotated[datetime, Meta(tz=True)]
 TimeZoneName = Annotated[str, Meta(min_length=1, max_length=64)]
-Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f-\x9f]+(?!\n)$")]
-"""A job's name, unique in its tenant: no control character (C0, DEL, C1), since people read it in lists, logs
-and terminals. ``(?!\n)``: Python's ``$`` also matches before a final newline."""
+Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=patterns.PRINTABLE)]
+"""A job's name, unique in its tenant: printable, since people read it in lists, logs and terminals."""
 Description = Annotated[str, Meta(max_length=1000)]
-Tag = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:/=-]+$")]
+Tag = Annotated[str, Meta(min_length=1, max_length=64, pattern=patterns.TAG)]
 HeaderMap = Annotated[dict[str, Annotated[str, Meta(max_length=4096)]], Meta(max_length=64)]
 JsonBody = str | dict[str, Any] | list[Any] | None
 # The largest number a cron field can use (day of year is the widest, 1-366); a larger one is a typo or
@@ -78,7 +78,7 @@ class CronSchedule(_ScheduleBase, tag="cron"):
         Meta(
             min_length=1,
             max_length=256,
-            pattern=r"^[0-9A-Za-z*/,?#@ \t-]+$",
+            pattern=patterns.CRON_CHARACTERS,
             description="5 fields (or 6 with seconds first), names, ranges, steps, lists, L, W, #, @macros",
         ),
     ]
@@ -109,7 +109,7 @@ class CalendarSchedule(_ScheduleBase, tag="calendar"):
     """Every ``every`` days, weeks or months at wall time ``time`` in ``timezone``, from date ``anchor``."""
 
     unit: Literal["days", "weeks", "months"]
-    time: Annotated[str, Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?$")]
+    time: Annotated[str, Meta(pattern=patterns.TIME_OF_DAY)]
     every: Annotated[int, Meta(ge=1, le=1000)] = 1
     timezone: TimeZoneName = "UTC"
     anchor: date | None = None
@@ -141,7 +141,7 @@ class _TargetBase(Struct, tag_field="kind", kw_only=True, forbid_unknown_fields=
 class HttpTarget(_TargetBase, tag="http"):
     """Call a webhook. Success is a 2xx status unless ``successStatuses`` says otherwise."""
 
-    url: Annotated[str, Meta(min_length=1, max_length=2048, pattern=r"^https?://[^\s/?#]+\S*$")]
+    url: Annotated[str, Meta(min_length=1, max_length=2048, pattern=patterns.HTTP_URL)]
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
     headers: HeaderMap = msgspec.field(default_factory=dict)
     body: JsonBody = None
@@ -155,7 +155,7 @@ class HttpTarget(_TargetBase, tag="http"):
 class NatsTarget(_TargetBase, tag="nats"):
     """Publish a message to a NATS subject the tenant is granted."""
 
-    subject: Annotated[str, Meta(min_length=1, max_length=256, pattern=r"^[^\s*>]+$")]
+    subject: Annotated[str, Meta(min_length=1, max_length=256, pattern=patterns.NATS_SUBJECT)]
     payload: JsonBody = None
     headers: HeaderMap = msgspec.field(default_factory=dict)
 
@@ -170,7 +170,7 @@ class NotificationTarget(Struct, kw_only=True, forbid_unknown_fields=True, renam
     """Where a job's failures, recoveries and missed fires are reported: a signed JSON ``POST`` to ``url``
     (the target policy of deliveries applies; ``docs/webhooks.md``, Notifications)."""
 
-    url: Annotated[str, Meta(min_length=1, max_length=2048, pattern=r"^https?://[^\s/?#]+\S*$")]
+    url: Annotated[str, Meta(min_length=1, max_length=2048, pattern=patterns.HTTP_URL)]
     headers: HeaderMap = msgspec.field(default_factory=dict)
 
 

@@ -15,6 +15,7 @@ from msgspec import Meta
 
 from schedsvc.domain.limits import instant_problem
 from schedsvc.domain.models import AwareDatetime, Job, JobStatus, Metadata, Name, Run, RunTrigger, Schedule, Tag
+from schedsvc.domain.patterns import in_words
 
 
 class JobList(msgspec.Struct, rename="camel"):
@@ -238,4 +239,4 @@ def field_from_message(message: str, source: str | None, key: str | None) -> Fie
         text = leading.group(2)
     if not path:
         path = "body" if key in (None, "data") else key
-    return FieldError(path, text)
+    return FieldError(path, in_words(text))
