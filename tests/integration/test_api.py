@@ -287,7 +287,11 @@ async def test_revoked_key_stops_working(api: Api) -> None:
         (job_body(schedule={"kind": "once", "at": "2001-01-01T00:00:00Z"}), "schedule", "no fire"),
         (job_body(schedule={"kind": "once", "at": "2031-01-01T00:00:00"}), "schedule.at", "timezone"),
         (job_body(target={"kind": "http", "url": "ftp://example.com/x"}), "target.url", "http"),
-        (job_body(schedule={"kind": "calendar", "every": 1, "unit": "days", "time": "25:00"}), "schedule.time", "HH:MM"),
+        (
+            job_body(schedule={"kind": "calendar", "every": 1, "unit": "days", "time": "25:00"}),
+            "schedule.time",
+            "HH:MM",
+        ),
         (job_body(tags=["two words"]), "tags", "letters, digits"),
         (job_body(target={"kind": "smtp", "to": "a@b"}), "target", "kind"),
         (job_body(target={"kind": "http", "url": "http://169.254.169.254/latest/meta-data"}), "target.url", "metadata"),
