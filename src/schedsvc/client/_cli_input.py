@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -17,8 +16,7 @@ import msgspec
 
 from schedsvc.domain.models import JobCreate, JobPatch, Schedule
 from schedsvc.domain.tenants import TenantSettingsPatch
-
-_AT_PATH = re.compile(r" - at `\$\.?([^`]*)`")
+from schedsvc.domain.wire import field_from_message
 
 
 class UsageError(Exception):
@@ -156,10 +154,8 @@ def _convert(data: Any, kind: type[Any], what: str) -> Any:
     try:
         return msgspec.convert(data, kind)
     except msgspec.ValidationError as exc:
-        match = _AT_PATH.search(str(exc))
-        message = _AT_PATH.sub("", str(exc))
-        field = match.group(1).replace("[", ".").replace("]", "") if match else what
-        raise UsageError(f"{field or what}: {message}") from None
+        error = field_from_message(str(exc), None, what)  # named and worded as the API would answer
+        raise UsageError(f"{error.field}: {error.message}") from None
 
 
 def job_create(args: argparse.Namespace) -> JobCreate:
