@@ -1,4 +1,4 @@
-"""The text patterns request fields must match, each with what it means to a person.
+"""The text patterns (and formats) request fields must match, each with what it means to a person.
 
 msgspec and Litestar report a mismatch as "Expected `str` matching regex '<pattern>'", which tells a client
 little; problem details say what the pattern means instead (:func:`in_words`, applied where every validation
@@ -26,6 +26,9 @@ _MEANINGS = {
     CURSOR: "must be the nextCursor of a previous page",
 }
 _MISMATCHES = {f"Expected `str` matching regex {regex!r}": meaning for regex, meaning in _MEANINGS.items()}
+# msgspec's own formats, said the same way.
+_MISMATCHES["Invalid RFC3339 encoded datetime"] = "must be a date and time such as 2026-11-29T06:00:00Z (RFC 3339)"
+_MISMATCHES["Invalid RFC3339 encoded date"] = "must be a date such as 2026-11-29"
 
 
 def in_words(message: str) -> str:
