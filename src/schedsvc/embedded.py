@@ -246,13 +246,21 @@ def secantus_bin(kind: str) -> str:
     return str(binary)
 
 
-def secantus(storage: Path, port: int | None = None, kind: str | None = None) -> ServerProcess:
-    """A SecantusDB server (Rust by default) on 127.0.0.1, keeping its data in ``storage``."""
+def secantus(
+    storage: Path, port: int | None = None, kind: str | None = None, *, durable_commits: bool = False
+) -> ServerProcess:
+    """A SecantusDB server (Rust by default) on 127.0.0.1, keeping its data in ``storage``.
+
+    ``durable_commits``: every acknowledged write survives the server's SIGKILL, as on a MongoDB that journals
+    it (``w: majority`` on a replica set, the production setting). By default SecantusDB acknowledges before
+    its log reaches the disk, which is faster and enough wherever the server is not killed on purpose."""
     kind = kind or mongodb_server_kind()
     port = port or free_port()
     storage.mkdir(parents=True, exist_ok=True)
     argv = [secantus_bin(kind), "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(storage)]
     argv += ["--log-level", "WARNING"]
+    if durable_commits:
+        argv.append("--sync-on-commit")
     if kind == "rust":
         argv += ["--cache-size", "512M"]  # its default (4G) is sized for a server, not a laptop or CI
     return ServerProcess(argv, port, storage.parent / f"secantus-{port}.log", name=f"SecantusDB ({kind} server)")

@@ -544,7 +544,9 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
-    mongo = embedded.secantus(work / "mongodb")
+    # The run SIGKILLs the database: it must keep what it acknowledged, as production's journaled MongoDB does
+    # (w: majority). Without this, a write acknowledged just before the kill can vanish with it.
+    mongo = embedded.secantus(work / "mongodb", durable_commits=True)
     nats = embedded.nats(work / "nats")
     redis = embedded.redis(work / "redis")
     replicas: list[embedded.ServerProcess] = []
