@@ -326,6 +326,21 @@ async def test_bad_input_names_the_field(api: Api, body: dict[str, Any], field: 
     assert (await api.client.get("/jobs", headers=api.headers)).json()["items"] == []
 
 
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"tags": ["ok", "two words"]}, "tags.1"),
+        ({"tags": ["billing\n"]}, "tags.0"),
+        ({"metadata": {"team": "x" * 1025}}, "metadata"),
+        ({"target": {"kind": "http", "url": "http://127.0.0.1:9/x", "headers": {"X-A": "v" * 4097}}}, "target.headers"),
+    ],
+)
+async def test_an_item_of_a_list_or_map_is_named_by_its_path(api: Api, fields: dict[str, Any], named: str) -> None:
+    r = await api.client.post("/jobs", json=job_body(**fields), headers=api.headers)
+    assert r.status_code == 422, r.text
+    assert [e["field"] for e in r.json()["errors"]] == [named], r.text
+
+
 async def test_malformed_json_oversized_and_wrong_content_type(api: Api) -> None:
     r = await api.client.post(
         "/jobs", content=b'{"name": ', headers={**api.headers, "Content-Type": "application/json"}

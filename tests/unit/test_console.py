@@ -72,6 +72,7 @@ def test_a_form_decodes_to_the_apis_job_create() -> None:
         ({"schedule.kind": "weekly"}, "schedule.kind", "choose one of"),
         ({"target.subject": "a b"}, "target.subject", "must not contain spaces"),
         ({"retry.maxAttempts": "0"}, "retry.maxAttempts", ">= 1"),
+        ({"tags": "ok, two words"}, "tags", "only letters, digits"),  # one form field holds the whole list
     ],
 )
 def test_a_bad_field_is_named_by_its_form_field(change: dict[str, str], field: str, fragment: str) -> None:

@@ -34,6 +34,7 @@ _SCHEDULE_FIELDS = {
 _TARGET_FIELDS = {"http": ("url", "method"), "nats": ("subject",)}
 _INTEGERS = {"schedule.seconds", "schedule.every", "retry.maxAttempts"}
 _MISSING = re.compile(r"missing required field `([^`]+)`")
+_ITEM = re.compile(r"(\.\d+)+$")
 
 
 class FormErrors(Exception):
@@ -48,7 +49,8 @@ def field_errors(exc: msgspec.ValidationError) -> FormErrors:
     """The field msgspec names (its JSON path is the form field's name) and what is wrong, as the API says it;
     a field left empty is just "required"."""
     error = field_from_message(str(exc), None, "")
-    return FormErrors({error.field: "required" if _MISSING.search(error.message) else error.message})
+    field = _ITEM.sub("", error.field)  # `tags.1`: the form has one field for the whole list
+    return FormErrors({field: "required" if _MISSING.search(error.message) else error.message})
 
 
 def _text(form: Mapping[str, Any], name: str) -> str:

@@ -5,20 +5,22 @@ little; problem details say what the pattern means instead (:func:`in_words`, ap
 message becomes a field error).
 """
 
+# Each ends in ``(?!\n)$``: Python's ``$`` also matches before a final newline, and ``\Z`` is not valid in the
+# OpenAPI document (ECMA regexes).
 PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f]+(?!\n)$"
-"""No control character (C0, DEL, C1). ``(?!\\n)``: Python's ``$`` also matches before a final newline."""
-TAG = r"^[A-Za-z0-9_.:/=-]+$"
-CRON_CHARACTERS = r"^[0-9A-Za-z*/,?#@ \t-]+$"
-TIME_OF_DAY = r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?$"
-HTTP_URL = r"^https?://[^\s/?#]+\S*$"
-NATS_SUBJECT = r"^[^\s*>]+$"
+"""No control character (C0, DEL, C1)."""
+TAG = r"^[A-Za-z0-9_.:/=-]+(?!\n)$"
+CRON_CHARACTERS = r"^[0-9A-Za-z*/,?#@ \t-]+(?!\n)$"
+TIME_OF_DAY = r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?(?!\n)$"
+HTTP_URL = r"^https?://[^\s/?#]+\S*(?!\n)$"
+NATS_SUBJECT = r"^[^\s*>]+(?!\n)$"
 IF_MATCH = r'^\s*(\*|(W/)?"[0-9]{1,18}")\s*$'
 CURSOR = r"^[A-Za-z0-9_-]{1,200}$"
 
 _MEANINGS = {
     PRINTABLE: "must not contain control characters (such as a newline, a tab or NUL)",
     TAG: "may hold only letters, digits and _ . : / = -",
-    CRON_CHARACTERS: "may hold only letters, digits, spaces and * / , ? # @ -",
+    CRON_CHARACTERS: "may hold only letters, digits, spaces, tabs and * / , ? # @ -",
     TIME_OF_DAY: "must be a time of day as HH:MM or HH:MM:SS (24-hour)",
     HTTP_URL: "must be an http:// or https:// URL with a host, without spaces",
     NATS_SUBJECT: "must not contain spaces or the wildcards * and >",

@@ -216,6 +216,7 @@ class Problem(msgspec.Struct, omit_defaults=True):
 
 
 _AT_PATH = re.compile(r" - at `\$\.?([^`]*)`")
+_INDEX = re.compile(r"\[(\d+)\]")
 _NAMED_FIELD = re.compile(r"(?:unknown|missing required) field `([^`]+)`")
 # Checks across fields (``__post_init__`` in domain/models.py) start their message with the field's name.
 _LEADING_FIELD = re.compile(r"^([a-z][A-Za-z]*): (.+)$", re.DOTALL)
@@ -228,7 +229,9 @@ def field_from_message(message: str, source: str | None, key: str | None) -> Fie
     checks across fields name it at the start of their message (``timezone: unknown time zone``).
     """
     match = _AT_PATH.search(message)
-    path = match.group(1).replace("[", ".").replace("]", "") if match else ""
+    # `$.tags[1]` → tags.1; a map's value (`$.metadata[...]`) is named by its map; `$[0]` (a field converted on
+    # its own) → 0, which the caller joins to the field's name.
+    path = _INDEX.sub(r".\1", match.group(1)).replace("[...]", "").strip(".") if match else ""
     text = _AT_PATH.sub("", message)
     named = _NAMED_FIELD.search(text)
     if named:

@@ -5,9 +5,9 @@ The adapters named after their technology implement them (``store/jobs.py``, ``s
 JetStream; ``cache/ratelimit.py`` for Redis and in-process counting), and only ``schedsvc.wiring`` builds them.
 The modules depend on these Protocols, never on an adapter class.
 
-Runtime-checkable, because Litestar validates injected dependencies against their annotations. One module, so
-that the contracts are read in one place (as Litestar's ``stores/base.py`` and APScheduler's ``abc.py``): that
-is why it runs past 400 lines.
+The ports Litestar injects are runtime-checkable, because it validates dependencies against their annotations
+(the delivery and subscription ports, never injected, are not). One module, so that the contracts are read in
+one place (as Litestar's ``stores/base.py`` and APScheduler's ``abc.py``): that is why it runs past 400 lines.
 """
 
 from __future__ import annotations
