@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from schedsvc import dev, embedded
+from schedsvc.api.supervision import SERVER_PID_ENV
 from schedsvc.client import cli as jobs_cli
 from schedsvc.config import Settings
 from schedsvc.domain.errors import ConfigurationError
@@ -43,6 +44,7 @@ def serve(settings: Settings, workers: int | None = None) -> None:
         for stale in Path(metrics_dir).glob("*.db"):
             stale.unlink()
     metrics_server = _serve_metrics(settings.host, settings.metrics_port) if settings.metrics_port else None
+    os.environ[SERVER_PID_ENV] = str(os.getpid())  # the workers stop if this process is killed outright
     try:
         Granian(
             "schedsvc.api.app:create_app_from_env",

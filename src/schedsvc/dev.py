@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,36 @@ def _dev_key(data: Path) -> str:
     path.write_text(key + "\n")
     path.chmod(0o600)
     return key
+
+
+def _stop_leftovers(data: Path) -> None:
+    """Stop the embedded servers that a ``schedsvc dev`` killed outright (``kill -9``, a closed terminal) left
+    running on this data directory, as its state file names them; its workers stop by themselves
+    (``api/supervision.py``). A dev service still running here is an error, not a leftover."""
+    try:
+        state = json.loads((data / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return
+    if running_state(data) is not None:
+        raise DevError(f"a schedsvc dev (pid {state['pid']}) already runs from {data}: stop it first")
+    for server in state.get("servers", []):
+        pid, argv = int(server["pid"]), list(server["argv"])
+        try:  # the same arguments (its own port and data path), so never a process that reused the pid
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+        except OSError:
+            continue  # gone, or no /proc on this system
+        if cmdline[-len(argv) + 1 :] != argv[1:]:
+            continue
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(100):  # 10 s, then it is killed
+                time.sleep(0.1)
+                os.kill(pid, 0)
+            os.kill(pid, signal.SIGKILL)
+        print(
+            f"schedsvc dev: stopped {server.get('name', 'a server')} (pid {pid}) left by a killed dev run", flush=True
+        )
+    (data / STATE_FILE).unlink(missing_ok=True)
 
 
 def _check_port(host: str, port: int) -> None:
@@ -113,18 +145,22 @@ def run(port: int, data_dir: str, mongodb: str | None) -> None:
         key = _dev_key(data)
         kind = _mongodb_kind(mongodb)
         probe = Settings.from_env(port=port)  # a malformed SCHEDSVC_* variable stops us here, not in a worker
+        _stop_leftovers(data)
         _check_port(probe.host, port)
         with contextlib.ExitStack() as stack:
             print("schedsvc dev: starting", flush=True)
+            started: list[embedded.ServerProcess] = []
             if not os.environ.get("SCHEDSVC_MONGODB_URI"):
                 server = embedded.secantus(data / "mongodb", kind=kind)
                 server.log = data / "secantus.log"
-                stack.enter_context(_started(server, f"embedded MongoDB-compatible server ({server.name})"))
+                started.append(
+                    stack.enter_context(_started(server, f"embedded MongoDB-compatible server ({server.name})"))
+                )
                 os.environ["SCHEDSVC_MONGODB_URI"] = f"mongodb://127.0.0.1:{server.port}/?directConnection=true"
             if not os.environ.get("SCHEDSVC_NATS_URL"):
                 server = embedded.nats(data / "nats")
                 server.log = data / "nats.log"
-                stack.enter_context(_started(server, "embedded NATS JetStream"))
+                started.append(stack.enter_context(_started(server, "embedded NATS JetStream")))
                 os.environ["SCHEDSVC_NATS_URL"] = f"nats://127.0.0.1:{server.port}"
             os.environ.update(
                 {
@@ -145,6 +181,12 @@ def run(port: int, data_dir: str, mongodb: str | None) -> None:
                 "mongodb_uri": settings.mongodb_uri,
                 "nats_url": settings.nats_url,
                 "api_key": key,
+                # What to stop if this process is killed outright (the next start does: _stop_leftovers).
+                "servers": [
+                    {"pid": server.proc.pid, "argv": server.argv, "name": server.name}
+                    for server in started
+                    if server.proc is not None
+                ],
             }
             state_path = data / STATE_FILE
             state_path.write_text(json.dumps(state, indent=2) + "\n")

@@ -71,10 +71,8 @@ def dev_env(**extra: str) -> dict[str, str]:
     return env | extra
 
 
-def test_dev_runs_the_whole_service_and_stops_its_embedded_servers(tmp_path: Path) -> None:
-    port = servers.free_port()
-    data = tmp_path / "data"
-    env = dev_env(SCHEDSVC_DATA_DIR=str(data))
+def start_dev(port: int, data: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """``schedsvc dev`` on ``port`` and ``data``, once its service answers ready."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "schedsvc.cli", "dev", "--port", str(port), "--data-dir", str(data)],
         env=env,
@@ -82,18 +80,29 @@ def test_dev_runs_the_whole_service_and_stops_its_embedded_servers(tmp_path: Pat
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    servers.wait_for_port(port, 90, proc)  # type: ignore[arg-type]
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=5) as r:
+                if json.load(r)["ready"]:
+                    return proc
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "schedsvc dev never became ready"
+        time.sleep(0.5)
+
+
+def leftovers_of(data: Path) -> str:
+    return subprocess.run(["pgrep", "-af", str(data)], capture_output=True, text=True).stdout.strip()
+
+
+def test_dev_runs_the_whole_service_and_stops_its_embedded_servers(tmp_path: Path) -> None:
+    port = servers.free_port()
+    data = tmp_path / "data"
+    env = dev_env(SCHEDSVC_DATA_DIR=str(data))
+    proc = start_dev(port, data, env)
     try:
-        servers.wait_for_port(port, 90, proc)  # type: ignore[arg-type]
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=5) as r:
-                    if json.load(r)["ready"]:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "schedsvc dev never became ready"
-            time.sleep(0.5)
         key = (data / "dev-api-key").read_text().strip()
         body = json.dumps(
             {
@@ -125,9 +134,39 @@ def test_dev_runs_the_whole_service_and_stops_its_embedded_servers(tmp_path: Pat
         output = proc.communicate(timeout=60)[0].decode()
     assert "SecantusDB (rust server)" in output, output
     assert f"export SCHEDSVC_URL=http://127.0.0.1:{port} SCHEDSVC_API_KEY={key}" in output
-    leftovers = subprocess.run(["pgrep", "-f", str(data)], capture_output=True, text=True).stdout
-    assert leftovers.strip() == "", f"embedded servers still running: {leftovers}"
+    assert leftovers_of(data) == "", "embedded servers still running"
     assert not (data / "dev.json").exists(), "a stopped dev service leaves no state for other commands to find"
+
+
+def test_a_dev_run_killed_outright_leaves_the_port_free_and_its_servers_to_the_next_run(tmp_path: Path) -> None:
+    port = servers.free_port()
+    data = tmp_path / "data"
+    env = dev_env(SCHEDSVC_DATA_DIR=str(data))
+    killed = start_dev(port, data, env)
+    killed.kill()  # SIGKILL: nothing of it runs its shutdown
+    killed.communicate(timeout=10)
+    deadline = time.monotonic() + 20
+    while servers.port_open(port):  # its granian worker sees its parent gone and stops
+        assert time.monotonic() < deadline, "the killed dev run's worker still holds the port"
+        time.sleep(0.2)
+    assert "secantus" in leftovers_of(data) and "nats" in leftovers_of(data)  # what the next run must stop
+
+    again = start_dev(port, data, env)
+    try:
+        other_port = str(servers.free_port())
+        second = subprocess.run(  # two on one data directory: refused
+            [sys.executable, "-m", "schedsvc.cli", "dev", "--port", other_port, "--data-dir", str(data)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode != 0 and "already runs from" in second.stderr, second.stderr
+    finally:
+        again.send_signal(signal.SIGTERM)
+        output = again.communicate(timeout=60)[0].decode()
+    assert "stopped SecantusDB" in output and "stopped NATS JetStream" in output, output
+    assert leftovers_of(data) == "", "embedded servers still running"
 
 
 def test_dev_keeps_one_key_per_data_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

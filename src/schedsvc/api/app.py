@@ -38,6 +38,7 @@ from schedsvc.api.middleware import (
 )
 from schedsvc.api.runs import RunsController
 from schedsvc.api.schedules import SchedulesController
+from schedsvc.api.supervision import stop_when_orphaned
 from schedsvc.api.tenant_settings import TenantSettingsController
 from schedsvc.cache import NoticedCache, RedisLink, ResilientStore
 from schedsvc.config import Settings
@@ -165,6 +166,8 @@ async def _lifespan(settings: Settings, app: Litestar) -> AsyncIterator[None]:
             }
         )
         _serve_with(state, adapters)
+        orphan_watch = asyncio.create_task(stop_when_orphaned(), name="schedsvc-orphan-watch")
+        stack.push_async_callback(_cancelled, orphan_watch)
         if adapters.bus is not None:
             await _start_with_bus(state, settings, adapters, stack, redis)
         else:
