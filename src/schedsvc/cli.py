@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from schedsvc import dev, embedded
-from schedsvc.api.supervision import SERVER_PID_ENV
 from schedsvc.client import cli as jobs_cli
 from schedsvc.config import Settings
 from schedsvc.domain.errors import ConfigurationError
+from schedsvc.supervision import SERVER_PID_ENV
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -44,7 +44,10 @@ def serve(settings: Settings, workers: int | None = None) -> None:
         for stale in Path(metrics_dir).glob("*.db"):
             stale.unlink()
     metrics_server = _serve_metrics(settings.host, settings.metrics_port) if settings.metrics_port else None
-    os.environ[SERVER_PID_ENV] = str(os.getpid())  # the workers stop if this process is killed outright
+    # The workers stop if this process is killed outright. (``schedsvc.supervision`` imports nothing of the app:
+    # prometheus_client must not be imported here before PROMETHEUS_MULTIPROC_DIR is set, or forked workers
+    # would count in their own memory and the metrics port would show none of it.)
+    os.environ[SERVER_PID_ENV] = str(os.getpid())
     try:
         Granian(
             "schedsvc.api.app:create_app_from_env",

@@ -51,7 +51,7 @@ def _dev_key(data: Path) -> str:
 def _stop_leftovers(data: Path) -> None:
     """Stop the embedded servers that a ``schedsvc dev`` killed outright (``kill -9``, a closed terminal) left
     running on this data directory, as its state file names them; its workers stop by themselves
-    (``api/supervision.py``). A dev service still running here is an error, not a leftover."""
+    (``schedsvc/supervision.py``). A dev service still running here is an error, not a leftover."""
     try:
         state = json.loads((data / STATE_FILE).read_text())
     except (OSError, ValueError):

@@ -38,7 +38,6 @@ from schedsvc.api.middleware import (
 )
 from schedsvc.api.runs import RunsController
 from schedsvc.api.schedules import SchedulesController
-from schedsvc.api.supervision import stop_when_orphaned
 from schedsvc.api.tenant_settings import TenantSettingsController
 from schedsvc.cache import NoticedCache, RedisLink, ResilientStore
 from schedsvc.config import Settings
@@ -48,6 +47,7 @@ from schedsvc.names import Names
 from schedsvc.observability.logging import configure_logging
 from schedsvc.observability.runtime import tune_gc
 from schedsvc.store.base import JobRepository, RunHistory, RunPublisher, TenantChangeFeed, TenantPreferenceStore
+from schedsvc.supervision import stop_when_orphaned
 from schedsvc.wiring import (
     Adapters,
     cache_adapters,
